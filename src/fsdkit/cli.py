@@ -1,0 +1,175 @@
+"""``fsdkit`` command line: flags are generated from the config dataclasses; no logic of its own.
+
+Each command accepts ``--config FILE`` (YAML or JSON) whose keys are the command's flag names; flags given
+on the command line override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fsdkit.config import (
+    AnalyzeConfig,
+    DistillConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    MemoryConfig,
+    field_types,
+    make_config,
+    read_config_file,
+)
+from fsdkit.errors import FsdkitError
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
+    types = field_types(cls)
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help", "")
+        if f.default is not dataclasses.MISSING and f.default is not None:
+            help_text += f" (default: {f.default})"
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_text)
+        elif types[f.name] is bool:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        elif f.metadata.get("nargs"):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", nargs=f.metadata["nargs"], default=argparse.SUPPRESS,
+                                metavar="X", help=help_text)
+        elif f.metadata.get("repeat"):
+            parser.add_argument(f"--{f.name.rstrip('s').replace('_', '-')}", dest=f.name, action="append",
+                                default=argparse.SUPPRESS, metavar="SPEC", help=help_text)
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, metavar="X", help=help_text)
+    parser.add_argument("--config", default=None, metavar="FILE", help="YAML/JSON file of options (keys = flag names)")
+
+
+def _config_from_args(args: argparse.Namespace, cls, command: str):
+    values = read_config_file(args.config, cls, command) if args.config else {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    if "losses" in flags:
+        from fsdkit.training.methods import parse_loss_flag
+
+        flags["losses"] = [parse_loss_flag(text) for text in flags["losses"]]
+    return make_config(cls, {**values, **flags})
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _cmd_finetune(args) -> None:
+    from fsdkit.training.run import finetune
+
+    record = finetune(_config_from_args(args, FinetuneConfig, "finetune"))
+    _print_json({"output_dir": record["config"]["output_dir"], "metrics": record["metrics"]})
+
+
+def _cmd_distill(args) -> None:
+    from fsdkit.training.run import distill
+
+    record = distill(_config_from_args(args, DistillConfig, "distill"))
+    _print_json({"output_dir": record["config"]["output_dir"], "method": record["method"], "metrics": record["metrics"]})
+
+
+def _cmd_memory_build(args) -> None:
+    from fsdkit.training.run import build_memory
+
+    config = _config_from_args(args, MemoryConfig, "memory build")
+    memory = build_memory(config)
+    meta = memory.metadata
+    _print_json({"output_dir": config.output_dir, "n_clusters": memory.n_clusters, "dim": memory.dim,
+                 "n_iter": meta.get("n_iter"), "converged": meta.get("converged"),
+                 "final_inertia": (meta.get("inertia_history") or [None])[-1]})
+
+
+def _cmd_evaluate(args) -> None:
+    from fsdkit.evaluation import evaluate
+
+    _print_json(evaluate(_config_from_args(args, EvaluateConfig, "evaluate")))
+
+
+def _cmd_methods(args) -> None:
+    from fsdkit.losses.registry import TERMS, _ensure_builtin_terms, term_options
+    from fsdkit.training.methods import METHODS
+
+    _ensure_builtin_terms()
+    print("methods (--method):")
+    for m in METHODS.values():
+        print(f"  {m.name:<16} {m.description}")
+    print("\nloss terms (--loss NAME:WEIGHT[:key=value,...]):")
+    for name, cls in sorted(TERMS.items()):
+        print(f"  {name:<16} options: {', '.join(term_options(cls)) or '-'}")
+
+
+def _cmd_demo(args) -> None:
+    from fsdkit.demo import DemoConfig, run_demo
+
+    run_demo(_config_from_args(args, DemoConfig, "demo"))
+
+
+def _cmd_analyze(args) -> None:
+    from fsdkit.analysis.run import analyze_from_config
+
+    analyze_from_config(_config_from_args(args, AnalyzeConfig, "analyze"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fsdkit import __version__
+    from fsdkit.demo import DemoConfig
+
+    parser = argparse.ArgumentParser(prog="fsdkit", description="Feature structure distillation for BERT-family models.")
+    parser.add_argument("--version", action="version", version=f"fsdkit {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show transformers' info and warnings")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands: list[tuple[str, str, Any, Callable]] = [
+        ("finetune", "fine-tune a teacher on a task", FinetuneConfig, _cmd_finetune),
+        ("distill", "distil a student from a fine-tuned teacher", DistillConfig, _cmd_distill),
+        ("evaluate", "score a model folder on a task's dev split(s)", EvaluateConfig, _cmd_evaluate),
+        ("analyze", "restoration, CKA heat maps, relation differences, complexity: one report", AnalyzeConfig, _cmd_analyze),
+        ("demo", "offline end-to-end demo: teacher, VKD and FSD students, one table", DemoConfig, _cmd_demo),
+    ]
+    for name, help_text, cls, func in commands:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_dataclass_flags(p, cls)
+        p.set_defaults(func=func)
+
+    memory = sub.add_parser("memory", help="teacher memory for FSDG")
+    memory_sub = memory.add_subparsers(dest="memory_command", required=True, metavar="ACTION")
+    build = memory_sub.add_parser("build", help="k-means memory of the teacher's features over the training set")
+    _add_dataclass_flags(build, MemoryConfig)
+    build.set_defaults(func=_cmd_memory_build)
+
+    methods = sub.add_parser("methods", help="list the distillation methods and loss terms")
+    methods.set_defaults(func=_cmd_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args.func(args)
+    except FsdkitError as exc:
+        print(f"fsdkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fsdkit {args.command}: interrupted; checkpoints are kept — rerun with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Typed run configurations, shared by the CLI flags and YAML/JSON config files.
+
+A config file is a mapping whose keys are the command's flag names (``data-dir`` or ``data_dir``);
+flags given on the command line override it. Unknown keys and wrongly typed values raise
+:class:`~fsdkit.errors.ConfigError` naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fsdkit.errors import ConfigError
+
+
+def option(default, help: str, **kwargs):
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class RunConfig:
+    """Options every training command shares (names follow transformers' TrainingArguments where they exist)."""
+
+    task: str = option("rt-sentiment", "task name (GLUE task, sick, or the offline default rt-sentiment)")
+    data_dir: str | None = option(None, "GLUE folder in the standard layout; without it GLUE is loaded from the hub")
+    output_dir: str | None = option(None, "where the model folder, checkpoints and run record are written")
+    seed: int = option(42, "random seed (model init, data order, dropout)")
+    epochs: float = option(3.0, "training epochs (ignored when --max-steps > 0)")
+    max_steps: int = option(-1, "stop after this many optimizer steps (overrides --epochs)")
+    learning_rate: float = option(5e-5, "peak learning rate (AdamW, linear decay)")
+    batch_size: int = option(32, "training batch size per device")
+    eval_batch_size: int = option(128, "evaluation batch size")
+    max_length: int = option(128, "truncate inputs to this many tokens (padding is dynamic)")
+    warmup_ratio: float = option(0.1, "fraction of steps with linear warm-up")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    gradient_accumulation_steps: int = option(1, "accumulate gradients over this many batches")
+    logging_steps: int = option(50, "log losses every N steps")
+    save_steps: int = option(500, "checkpoint every N steps (for --resume)")
+    save_total_limit: int = option(2, "keep at most this many checkpoints")
+    resume: bool = option(False, "resume from the last checkpoint in OUTPUT_DIR/checkpoints")
+    max_train_samples: int | None = option(None, "use only the first N training examples")
+    max_eval_samples: int | None = option(None, "use only the first N evaluation examples")
+    bf16: bool = option(False, "bfloat16 mixed precision")
+    report_to: str = option("none", "tracking integrations for transformers (none, tensorboard, wandb, ...)")
+    progress: bool = option(True, "show progress bars")
+    cache_dir: str | None = option(None, "cache folder for prepared data (default ~/.cache/fsdkit)")
+
+
+@dataclass
+class FinetuneConfig(RunConfig):
+    """``fsdkit finetune``: fine-tune a (teacher) model on a task."""
+
+    model: str = option("minilm", "pretrained model folder or hub name ('minilm' = packaged all-MiniLM-L6-v2)")
+
+
+@dataclass
+class DistillConfig(RunConfig):
+    """``fsdkit distill``: train a student from a fine-tuned teacher with a distillation method."""
+
+    teacher: str | None = option(None, "fine-tuned teacher model folder (fsdkit finetune output)")
+    student: str = option("minilm", "pretrained checkpoint the student's layers are taken from")
+    student_layers: int | list[int] = option(3, "first k layers (e.g. 3) or an explicit list of 0-based layers (e.g. 0,2,4)")
+    method: str = option("vkd", "distillation method (see `fsdkit methods`)")
+    alpha: float = option(0.5, "weight of the task loss in vanilla KD; the soft-label KD gets 1 - alpha")
+    temperature: float = option(5.0, "softmax temperature of vanilla KD")
+    lambda_intra: float = option(30.0, "weight of the intra-feature structure loss (FSDI)")
+    lambda_local: float = option(30.0, "weight of the local inter-feature structure loss (FSDL)")
+    lambda_global: float = option(1e-3, "weight of the global inter-feature memory loss (FSDG)")
+    similarity: str = option("linear_cka", "similarity of the FSD structure losses (linear_cka, rbf_cka, debiased_cka, procrustes, gram)")
+    local_pooling: str = option("flatten", "rows of the local (batch) view: flatten, cls or mean")
+    memory: str | None = option(None, "teacher memory folder for FSDG (built into OUTPUT_DIR/memory when absent)")
+    memory_clusters: int = option(100, "K of the teacher memory when it is built automatically")
+    gamma: float = option(0.5, "FSDG: weight of distances vs cosines in the feature-to-centroid loss")
+    losses: list[dict] | None = option(
+        None,
+        "extra loss terms: NAME:WEIGHT[:key=value,...], repeatable (config: list of {name, weight, ...options})",
+        repeat=True,
+    )
+    relation_every: int = option(50, "log relation differences to the teacher every N steps (0 = off)")
+
+
+@dataclass
+class MemoryConfig:
+    """``fsdkit memory build``: k-means memory of a teacher's features over the training set (FSDG stage 1)."""
+
+    teacher: str | None = option(None, "fine-tuned teacher model folder")
+    task: str = option("rt-sentiment", "task whose training set is encoded")
+    data_dir: str | None = option(None, "GLUE folder in the standard layout")
+    output_dir: str | None = option(None, "folder for memory.safetensors + memory.json")
+    n_clusters: int = option(100, "number of centroids K (the paper: 100; 300 for QQP/MNLI)")
+    layer: str = option("penultimate", "teacher hidden layer: index or 'penultimate'/'last'")
+    pooling: str = option("flatten", "row of a sample: flatten (vec of the padded layer), cls or mean")
+    max_length: int = option(128, "tokens per sample (flatten rows are padded/truncated to this)")
+    tol: float = option(1e-4, "k-means tolerance (centroid shift relative to the data variance)")
+    max_iter: int = option(100, "maximum Lloyd iterations")
+    seed: int = option(42, "seed of the k-means++ seeding")
+    batch_size: int = option(64, "encoding batch size")
+    max_train_samples: int | None = option(None, "use only the first N training examples")
+    progress: bool = option(True, "show progress bars")
+    cache_dir: str | None = option(None, "cache folder for prepared data")
+
+
+@dataclass
+class EvaluateConfig:
+    """``fsdkit evaluate``: the task's metrics of a model folder on the evaluation split(s)."""
+
+    model: str | None = option(None, "model folder", positional=True)
+    task: str = option("rt-sentiment", "task name")
+    data_dir: str | None = option(None, "GLUE folder in the standard layout")
+    split: str | None = option(None, "evaluation split (default: all of the task's evaluation splits)")
+    output: str | None = option(None, "write the metrics as JSON to this file")
+    output_dir: str | None = option(None, "write eval_results.json into this folder")
+    batch_size: int = option(128, "evaluation batch size")
+    max_length: int = option(128, "truncate inputs to this many tokens")
+    max_eval_samples: int | None = option(None, "use only the first N examples")
+    seed: int = option(42, "random seed (evaluation is deterministic; kept for a uniform interface)")
+    progress: bool = option(True, "show progress bars")
+    cache_dir: str | None = option(None, "cache folder for prepared data")
+
+
+@dataclass
+class AnalyzeConfig:
+    """``fsdkit analyze``: restoration rate, CKA heat maps, relation differences and complexity in one report."""
+
+    task: str = option("rt-sentiment", "task name")
+    teacher: str | None = option(None, "fine-tuned teacher model folder (the reference)")
+    models: list[str] | None = option(None, "models to compare as NAME=DIR (several)", nargs="+")
+    data_dir: str | None = option(None, "GLUE folder in the standard layout")
+    output_dir: str | None = option(None, "report folder (report.html, report.md, results.json, PNG figures)")
+    split: str | None = option(None, "evaluation split (default: the task's first evaluation split)")
+    batch_size: int = option(32, "mini-batch size of the CKA heat-map pool")
+    max_length: int = option(128, "truncate inputs to this many tokens")
+    max_eval_samples: int | None = option(None, "use only the first N examples")
+    seed: int = option(42, "random seed (kept for a uniform interface; the analysis is deterministic)")
+    progress: bool = option(True, "show progress bars")
+    cache_dir: str | None = option(None, "cache folder for prepared data")
+
+
+# ---------------------------------------------------------------------------------------------- coercion
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(tp, value: Any) -> Any:
+    """Convert ``value`` (from YAML/JSON or a flag string) to the annotated type ``tp``; ValueError if it can't."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ValueError(" or ".join(errors))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            if item is dict:
+                raise ValueError(f"expected a list of mappings, got {value!r}")
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        return [_coerce(item, v) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {_type_name(tp)}")
+
+
+def field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce_field(cls, name: str, value: Any, where: str) -> Any:
+    try:
+        return _coerce(field_types(cls)[name], value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: key '{name.replace('_', '-')}': {exc}") from None
+
+
+def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
+    """Read a YAML/JSON mapping and validate its keys and value types against ``cls``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of option names to values, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in names:
+            known = ", ".join(sorted(n.replace("_", "-") for n in names))
+            raise ConfigError(f"config file {path}: unknown key '{raw_key}' for 'fsdkit {command}'; known keys: {known}")
+        values[key] = coerce_field(cls, key, value, f"config file {path}")
+    return values
+
+
+def make_config(cls, values: dict[str, Any] | None = None, **overrides):
+    """Build ``cls`` from a mapping plus keyword overrides, coercing and validating every value."""
+    merged = {**(values or {}), **overrides}
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(merged) - names)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for {cls.__name__}; known: {', '.join(sorted(names))}")
+    return cls(**{k: coerce_field(cls, k, v, cls.__name__) for k, v in merged.items()})
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,108 @@
+"""Predict with a model over a task split and score the predictions with the task's official metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fsdkit.features import model_inputs
+
+
+def predict_logits(model, dataset, collator, *, batch_size: int = 128, progress: bool = True, desc: str = "predict") -> np.ndarray:
+    """Logits (N × C) of ``model`` over an encoded ``dataset``, in order, under ``torch.inference_mode``."""
+    model.eval()
+    device = next(model.parameters()).device
+    columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
+    loader = DataLoader(dataset.select_columns(columns), batch_size=batch_size, shuffle=False, collate_fn=collator)
+    chunks = []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            batch = {k: v.to(device) for k, v in model_inputs(batch).items()}
+            chunks.append(model(**batch).logits.float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def evaluate_model(
+    model,
+    tokenizer,
+    task,
+    data,
+    *,
+    splits: list[str] | None = None,
+    batch_size: int = 128,
+    max_length: int = 128,
+    max_eval_samples: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Metrics per evaluation split: ``{split: {metric: value}}`` (``data`` is the task's DatasetDict)."""
+    from fsdkit.data import compute_metrics, encode_dataset, make_collator
+    from fsdkit.errors import DataError
+
+    splits = list(splits or task.eval_splits)
+    collator = make_collator(tokenizer)
+    results = {}
+    for split in splits:
+        if split not in data:
+            raise DataError(f"task {task.name} has no split {split!r}; available: {', '.join(data)}")
+        ds = data[split]
+        if max_eval_samples is not None:
+            ds = ds.select(range(min(max_eval_samples, len(ds))))
+        encoded = encode_dataset(ds, tokenizer, task, max_length=max_length)
+        logits = predict_logits(model, encoded, collator, batch_size=batch_size, progress=progress, desc=f"eval {split}")
+        results[split] = compute_metrics(task, logits, np.asarray(encoded["labels"]))
+    return results
+
+
+def evaluate(config=None, **overrides) -> dict[str, Any]:
+    """``fsdkit evaluate``: load a model folder, score it on the task's evaluation split(s), optionally write JSON.
+
+    Returns ``{"task", "model", "metrics": {split: {metric: value}}, "n_examples": {split: n}}``.
+    """
+    from fsdkit.config import EvaluateConfig, make_config
+    from fsdkit.data import get_task, load_task_data
+    from fsdkit.errors import ConfigError
+    from fsdkit.models import load_classifier
+
+    config = config if isinstance(config, EvaluateConfig) else make_config(EvaluateConfig, config, **overrides)
+    if not config.model:
+        raise ConfigError("evaluate needs a model folder (fsdkit evaluate MODEL_DIR --task T)")
+    task = get_task(config.task)
+    model, tokenizer = load_classifier(config.model, None)
+    check_model_matches_task(model, task, config.model)
+    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    splits = [config.split] if config.split else None
+    metrics = evaluate_model(
+        model, tokenizer, task, data, splits=splits, batch_size=config.batch_size, max_length=config.max_length,
+        max_eval_samples=config.max_eval_samples, progress=config.progress,
+    )
+    sizes = {s: min(len(data[s]), config.max_eval_samples or len(data[s])) for s in metrics}
+    result = {"task": task.name, "model": str(config.model), "metrics": metrics, "n_examples": sizes}
+    targets = [Path(config.output)] if config.output else []
+    if config.output_dir:
+        targets.append(Path(config.output_dir) / "eval_results.json")
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def check_model_matches_task(model, task, where: str | os.PathLike) -> None:
+    """Refuse a model whose head does not fit the task (wrong number of labels, or fine-tuned on another task)."""
+    from fsdkit.errors import ModelError
+
+    expected = 1 if task.is_regression else task.num_labels
+    if model.config.num_labels != expected:
+        raise ModelError(
+            f"model {where} has {model.config.num_labels} outputs but task {task.name} needs {expected}; "
+            "was it fine-tuned on another task?"
+        )
+    trained = getattr(model.config, "fsdkit_task", None)
+    if trained is not None and trained != task.name:
+        raise ModelError(f"model {where} was fine-tuned on task {trained!r}, not {task.name!r}")

@@ -1,0 +1,153 @@
+"""What one forward pass gives the losses: logits, hidden states, attentions, value vectors and the mask.
+
+Only what some loss asks for is computed: hidden states and attention maps are requested from the model
+(attention maps need the eager attention implementation) and value vectors are captured by forward hooks
+on the self-attention value projections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """What a loss needs from a model's forward pass.
+
+    ``value_layers`` are 0-based transformer layer indices whose value vectors (B × L × D) are captured;
+    negative indices count from the last layer.
+    """
+
+    hidden_states: bool = False
+    attentions: bool = False
+    value_layers: frozenset[int] = frozenset()
+
+    def __or__(self, other: FeatureRequest) -> FeatureRequest:
+        return FeatureRequest(
+            self.hidden_states or other.hidden_states,
+            self.attentions or other.attentions,
+            self.value_layers | other.value_layers,
+        )
+
+
+@dataclass
+class Features:
+    """Outputs of one forward pass.
+
+    logits: B × C (C = 1 for regression). hidden_states: N + 1 tensors B × L × D, index 0 = embeddings,
+    index l = output of transformer layer l. attentions: N tensors B × H × L × L. values: layer index →
+    B × L × D value vectors. attention_mask: B × L, 1 for real tokens.
+    """
+
+    logits: Tensor
+    attention_mask: Tensor
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+    values: dict[int, Tensor] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        if self.hidden_states is not None:
+            return len(self.hidden_states) - 1
+        if self.attentions is not None:
+            return len(self.attentions)
+        raise ValueError("these features carry neither hidden states nor attentions")
+
+    def layer_index(self, layer: int | str) -> int:
+        """Normalise a hidden-state index: ``"penultimate"`` → N − 1, ``"last"`` → N, negatives from the end."""
+        n = self.num_layers
+        if layer == "penultimate":
+            return n - 1
+        if layer == "last":
+            return n
+        layer = int(layer)
+        idx = layer + n + 1 if layer < 0 else layer
+        if not 0 <= idx <= n:
+            raise ValueError(f"hidden-state layer {layer} out of range for a model with {n} layers (0..{n})")
+        return idx
+
+    def hidden(self, layer: int | str) -> Tensor:
+        """Hidden states of ``layer`` (see :meth:`layer_index`), B × L × D."""
+        if self.hidden_states is None:
+            raise ValueError("hidden states were not requested for this forward pass")
+        return self.hidden_states[self.layer_index(layer)]
+
+    def detached(self) -> Features:
+        return Features(
+            logits=self.logits.detach(),
+            attention_mask=self.attention_mask,
+            hidden_states=None if self.hidden_states is None else tuple(h.detach() for h in self.hidden_states),
+            attentions=None if self.attentions is None else tuple(a.detach() for a in self.attentions),
+            values={k: v.detach() for k, v in self.values.items()},
+        )
+
+
+def _value_modules(model: nn.Module) -> list[nn.Module]:
+    from fsdkit.models.student import encoder_layers
+
+    modules = []
+    for block in encoder_layers(model):
+        attn = getattr(block, "attention", None)
+        inner = getattr(attn, "self", attn)
+        value = getattr(inner, "value", None) or getattr(inner, "v_lin", None)
+        if value is None:
+            raise ValueError(f"cannot find the value projection of {type(block).__name__}")
+        modules.append(value)
+    return modules
+
+
+@contextmanager
+def _capture_values(model: nn.Module, layers: frozenset[int], store: dict[int, Tensor]):
+    handles = []
+    if layers:
+        modules = _value_modules(model)
+        n = len(modules)
+        for layer in layers:
+            idx = layer + n if layer < 0 else layer
+            if not 0 <= idx < n:
+                raise ValueError(f"value layer {layer} out of range for a model with {n} layers")
+
+            def hook(_module, _inputs, output, _key=layer):
+                store[_key] = output
+
+            handles.append(modules[idx].register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The keys of a collated batch that a Hugging Face encoder takes (labels are left out)."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUT_KEYS}
+
+
+def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features:
+    """Run ``model`` on ``batch`` and collect what ``request`` asks for."""
+    values: dict[int, Tensor] = {}
+    inputs = model_inputs(batch)
+    with _capture_values(model, request.value_layers, values):
+        out = model(
+            **inputs,
+            output_hidden_states=request.hidden_states,
+            output_attentions=request.attentions,
+            return_dict=True,
+        )
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(inputs["input_ids"].shape, dtype=torch.long, device=out.logits.device)
+    return Features(
+        logits=out.logits,
+        attention_mask=mask,
+        hidden_states=out.hidden_states if request.hidden_states else None,
+        attentions=out.attentions if request.attentions else None,
+        values=values,
+    )

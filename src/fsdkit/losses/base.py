@@ -1,0 +1,53 @@
+"""The loss-term interface: what a term needs from the forward passes and how it scores them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from fsdkit.features import FeatureRequest, Features
+
+
+@dataclass
+class TermContext:
+    """What a term may need to know when it is built (widths, heads, task, tokenizer compatibility).
+
+    ``student_config`` / ``teacher_config`` are the models' ``PretrainedConfig``; ``teacher_config`` is None
+    when the run has no teacher. ``same_tokenizer`` tells token-level terms whether token i of the teacher
+    is token i of the student. ``max_length`` is the tokenizer truncation length of the run.
+    """
+
+    student_config: Any
+    teacher_config: Any | None
+    task: Any
+    same_tokenizer: bool = True
+    max_length: int = 128
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class LossTerm(nn.Module, ABC):
+    """One unweighted term of the training objective; the trainer multiplies it by its weight.
+
+    Subclasses set ``name`` (the registry key), ``needs_teacher``, and implement :meth:`request` and
+    :meth:`forward`. Parameters a term owns (a projection, a student memory) train with the student and
+    are checkpointed with it, but are not part of the exported student model.
+    """
+
+    name: ClassVar[str]
+    needs_teacher: ClassVar[bool] = True
+    #: the smallest batch the term is defined for (batch-level structures need ≥ 2 samples)
+    min_batch_size: ClassVar[int] = 1
+
+    def request(self) -> FeatureRequest:
+        """Features this term reads from both forward passes (student and teacher)."""
+        return FeatureRequest()
+
+    @abstractmethod
+    def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        """The term's unweighted scalar value for one batch."""
+
+    def extra_repr(self) -> str:
+        return self.name

@@ -1,0 +1,3 @@
+"""Built-in loss terms; importing this package registers them."""
+
+from fsdkit.losses.terms import logits, memory, structure  # noqa: F401

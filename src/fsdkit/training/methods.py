@@ -1,0 +1,136 @@
+"""Methods are presets: named lists of weighted loss terms built from a :class:`DistillConfig`.
+
+``vkd`` = ``α·task + (1−α)·kd``; FSD's variants add structure terms with weights λ:
+``fsd = vkd + λ_I·intra + λ_L·local + λ_G·memory`` (FSD eq. 3, 11). Extra terms from ``--loss`` /
+``losses:`` are appended, so any method can be combined with any registered loss.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fsdkit.errors import ConfigError
+
+
+@dataclass
+class TermSpec:
+    """One weighted term of a run: registry ``name``, ``weight``, constructor ``options`` and a log ``label``.
+
+    ``stages``: the training stages (0-based) in which the term is active; None = all stages.
+    """
+
+    name: str
+    weight: float
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    stages: frozenset[int] | None = None
+
+    def __post_init__(self):
+        self.label = self.label or self.name
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    build: Callable[[Any], list[TermSpec]]
+    needs_memory: bool = False
+    #: number of training stages the method's schedule has (1 = a single stage)
+    stages: Callable[[Any], int] = lambda config: 1
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def vkd_terms(c) -> list[TermSpec]:
+    return [TermSpec("task", c.alpha), TermSpec("kd", 1.0 - c.alpha, {"temperature": c.temperature})]
+
+
+def intra_term(c) -> TermSpec:
+    return TermSpec("structure", c.lambda_intra, {"view": "intra", "similarity": c.similarity}, "intra")
+
+
+def local_term(c) -> TermSpec:
+    options = {"view": "local", "similarity": c.similarity, "pooling": c.local_pooling}
+    return TermSpec("structure", c.lambda_local, options, "local")
+
+
+def global_term(c) -> TermSpec:
+    options = {"memory": c.memory, "gamma": c.gamma, "similarity": c.similarity}
+    return TermSpec("memory", c.lambda_global, options, "global")
+
+
+for _method in (
+    Method("nds", "student fine-tuned on the task alone, no teacher (the paper's nDS)", lambda c: [TermSpec("task", 1.0)]),
+    Method("vkd", "vanilla KD (Hinton et al. 2015): alpha * task + (1 - alpha) * T^2 KL", vkd_terms),
+    Method("fsdi", "VKD + intra-feature (token) structure, FSD eq. 6", lambda c: vkd_terms(c) + [intra_term(c)]),
+    Method("fsdl", "VKD + local inter-feature (batch) structure, FSD eq. 7", lambda c: vkd_terms(c) + [local_term(c)]),
+    Method("fsdg", "VKD + global inter-feature structure via the k-means memory, FSD eq. 8-10",
+           lambda c: vkd_terms(c) + [global_term(c)], needs_memory=True),
+    Method("fsdil", "VKD + intra + local structure", lambda c: vkd_terms(c) + [intra_term(c), local_term(c)]),
+    Method("fsd", "VKD + intra + local + global structure (FSD eq. 11)",
+           lambda c: vkd_terms(c) + [intra_term(c), local_term(c), global_term(c)], needs_memory=True),
+):
+    register_method(_method)
+
+
+_LOSS_FLAG = re.compile(r"^(?P<name>[A-Za-z_][\w-]*):(?P<weight>[^:]+)(?::(?P<options>.*))?$")
+
+
+def parse_loss_flag(text: str) -> dict[str, Any]:
+    """``NAME:WEIGHT[:key=value,...]`` → ``{"name", "weight", **options}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    match = _LOSS_FLAG.match(text.strip())
+    if not match:
+        raise ConfigError(f"--loss {text!r}: expected NAME:WEIGHT[:key=value,...], e.g. structure:10:view=local,similarity=procrustes")
+    entry: dict[str, Any] = {"name": match["name"], "weight": match["weight"]}
+    for item in filter(None, (match["options"] or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--loss {text!r}: option {item!r} is not key=value")
+        entry[key.strip()] = yaml.safe_load(value)
+    return entry
+
+
+def extra_term_specs(entries: list[dict] | None, taken: set[str]) -> list[TermSpec]:
+    """Term specs from ``losses`` config entries ({name, weight, label?, ...options})."""
+    specs = []
+    for i, entry in enumerate(entries or []):
+        entry = parse_loss_flag(entry) if isinstance(entry, str) else dict(entry)
+        if "name" not in entry or "weight" not in entry:
+            raise ConfigError(f"losses[{i}]: each extra loss needs 'name' and 'weight', got {entry}")
+        name = entry.pop("name")
+        try:
+            weight = float(entry.pop("weight"))
+        except (TypeError, ValueError):
+            raise ConfigError(f"losses[{i}] ({name}): weight must be a number") from None
+        label = str(entry.pop("label", name))
+        base, n = label, 2
+        while label in taken:
+            label, n = f"{base}_{n}", n + 1
+        taken.add(label)
+        specs.append(TermSpec(name, weight, entry, label))
+    return specs
+
+
+def run_terms(config) -> list[TermSpec]:
+    """All term specs of a distillation run: the method's terms then the extra ``losses``."""
+    specs = get_method(config.method).build(config)
+    return specs + extra_term_specs(config.losses, {s.label for s in specs})

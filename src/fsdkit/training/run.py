@@ -1,0 +1,313 @@
+"""The Python API behind ``fsdkit finetune``, ``fsdkit distill`` and ``fsdkit memory build``.
+
+Fine-tuning is the one-term case of distillation (the task loss, no teacher), so both go through
+:class:`~fsdkit.training.trainer.DistillationTrainer`. Each run writes, in ``output_dir``: the model as a
+standard Hugging Face folder, ``fsdkit_run.json`` (config, timings, metrics, versions), ``eval_results.json``,
+``log_history.json``, and ``checkpoints/`` for ``resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from fsdkit.config import DistillConfig, FinetuneConfig, MemoryConfig, RunConfig, make_config
+from fsdkit.errors import ConfigError, ModelError
+from fsdkit.losses import TermContext, build_term
+from fsdkit.training.methods import TermSpec, get_method, run_terms
+from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
+
+logger = logging.getLogger("fsdkit")
+RUN_RECORD = "fsdkit_run.json"
+
+
+def _as_config(cls, config, overrides):
+    if isinstance(config, cls):
+        return dataclasses.replace(config, **overrides) if overrides else config
+    return make_config(cls, config, **overrides)
+
+
+def git_commit() -> str | None:
+    """The commit of the fsdkit source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _check_run_config(config: RunConfig) -> Path:
+    if not config.output_dir:
+        raise ConfigError("--output-dir is required")
+    for name in ("batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(config, name)}")
+    if config.max_steps <= 0 and config.epochs <= 0:
+        raise ConfigError("give --epochs > 0 or --max-steps > 0")
+    if config.learning_rate <= 0:
+        raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
+    out = Path(config.output_dir)
+    checkpoints = out / "checkpoints"
+    if not config.resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
+        raise ConfigError(
+            f"{out} already holds checkpoints of a run; pass --resume to continue it, or choose another --output-dir"
+        )
+    return out
+
+
+def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
+    """Map fsdkit's run options onto ``transformers.TrainingArguments``."""
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        report_to=config.report_to,
+        disable_tqdm=not config.progress,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        eval_strategy="no",
+        dataloader_num_workers=0,
+    )
+
+
+def _resume_checkpoint(config: RunConfig, out: Path) -> str | None:
+    if not config.resume:
+        return None
+    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    if last is None:
+        raise ConfigError(f"--resume: no checkpoint found in {out / 'checkpoints'}")
+    logger.info("resuming from %s", last)
+    return last
+
+
+def _train_data(task, tokenizer, config: RunConfig):
+    from fsdkit.data import encode_dataset, load_task_data
+
+    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    train = data["train"]
+    if config.max_train_samples is not None:
+        train = train.select(range(min(config.max_train_samples, len(train))))
+    return data, encode_dataset(train, tokenizer, task, max_length=config.max_length)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _train_and_export(
+    *,
+    command: str,
+    config: RunConfig,
+    out: Path,
+    task,
+    model: nn.Module,
+    tokenizer,
+    specs: list[TermSpec],
+    ctx: TermContext,
+    teacher: nn.Module | None,
+    n_stages: int = 1,
+    relation_every: int = 0,
+    record_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    from fsdkit.data import make_collator
+    from fsdkit.evaluation import evaluate_model
+    from fsdkit.models import save_model
+
+    terms = nn.ModuleDict({spec.label: build_term(spec.name, ctx, spec.options) for spec in specs})
+    if any(term.request().attentions for term in terms.values()):
+        for m in (model, teacher):  # attention maps are only returned by the eager implementation
+            if m is not None:
+                m.set_attn_implementation("eager")
+    for spec in specs:
+        if terms[spec.label].min_batch_size > config.batch_size:
+            raise ConfigError(
+                f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "
+                f"{terms[spec.label].min_batch_size}, got {config.batch_size}"
+            )
+    data, train = _train_data(task, tokenizer, config)
+    tracker = None
+    if relation_every > 0 and teacher is not None:
+        from fsdkit.analysis.relations import RelationTracker
+
+        tracker = RelationTracker(every_n_steps=relation_every)
+    args = training_arguments(config, out)
+    trainer = DistillationTrainer(
+        model=StudentWithTerms(model, terms),
+        args=args,
+        term_specs=specs,
+        teacher=teacher,
+        n_stages=n_stages,
+        relation_tracker=tracker,
+        train_dataset=train,
+        data_collator=make_collator(tokenizer),
+    )
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(config, out))
+    model.eval()
+    save_model(model, tokenizer, out)
+    (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+    if tracker is not None:
+        tracker.to_json(out / "relation_history.json")
+    eval_start = time.time()
+    metrics = evaluate_model(
+        model, tokenizer, task, data, batch_size=config.eval_batch_size, max_length=config.max_length,
+        max_eval_samples=config.max_eval_samples, progress=config.progress,
+    )
+    eval_runtime = time.time() - eval_start
+    (out / "eval_results.json").write_text(json.dumps({"task": task.name, "metrics": metrics}, indent=2) + "\n")
+    from fsdkit import __version__
+
+    record = {
+        "command": command,
+        "task": task.name,
+        "method": getattr(config, "method", "finetune"),
+        "seed": config.seed,
+        "config": dataclasses.asdict(config),
+        "terms": [{"label": s.label, "name": s.name, "weight": s.weight} for s in specs],
+        "metrics": metrics,
+        "main_metric": task.main_metric,
+        "train_runtime": result.metrics.get("train_runtime"),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "train_examples": len(train),
+        "global_steps": trainer.state.global_step,
+        "final_train_loss": result.metrics.get("train_loss"),
+        "eval_runtime": eval_runtime,
+        "parameters": count_parameters(model),
+        "num_layers": getattr(model.config, "num_hidden_layers", None),
+        "wall_time": time.time() - started,
+        "fsdkit_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        **(record_extra or {}),
+    }
+    (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
+def finetune(config: FinetuneConfig | dict | None = None, **overrides) -> dict[str, Any]:
+    """Fine-tune ``config.model`` on ``config.task`` (the task loss alone); returns the run record.
+
+    >>> finetune(task="mrpc", data_dir="glue", output_dir="runs/teacher", epochs=3)  # doctest: +SKIP
+    """
+    from fsdkit.data import get_task
+    from fsdkit.models import load_classifier
+
+    config = _as_config(FinetuneConfig, config, overrides)
+    out = _check_run_config(config)
+    task = get_task(config.task)
+    set_seed(config.seed)
+    model, tokenizer = load_classifier(config.model, task)
+    ctx = TermContext(model.config, None, task, max_length=config.max_length)
+    return _train_and_export(
+        command="finetune", config=config, out=out, task=task, model=model, tokenizer=tokenizer,
+        specs=[TermSpec("task", 1.0)], ctx=ctx, teacher=None, record_extra={"model": str(config.model)},
+    )
+
+
+def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str, Any]:
+    """Distil a student built from ``config.student_layers`` of ``config.student`` from ``config.teacher``.
+
+    The method (``config.method``) names the loss terms; ``config.losses`` adds more. For methods with the
+    global (memory) structure and no ``config.memory``, the teacher memory is built first into
+    ``OUTPUT_DIR/memory``. Returns the run record (also written to ``OUTPUT_DIR/fsdkit_run.json``).
+    """
+    from fsdkit.data import get_task
+    from fsdkit.models import build_student, check_same_tokenizer, load_classifier, load_teacher
+
+    config = _as_config(DistillConfig, config, overrides)
+    out = _check_run_config(config)
+    if not config.teacher:
+        raise ConfigError("--teacher is required: a fine-tuned teacher folder (see `fsdkit finetune`)")
+    if not 0.0 <= config.alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1], got {config.alpha}")
+    method = get_method(config.method)
+    task = get_task(config.task)
+    set_seed(config.seed)
+
+    teacher, teacher_tokenizer = load_teacher(config.teacher, None)
+    from fsdkit.evaluation import check_model_matches_task
+
+    check_model_matches_task(teacher, task, config.teacher)
+    base, tokenizer = load_classifier(config.student, task)
+    try:
+        check_same_tokenizer(teacher_tokenizer, tokenizer)
+    except ModelError as exc:
+        raise ModelError(f"teacher {config.teacher} and student {config.student}: {exc}") from None
+
+    if method.needs_memory and config.memory is None:
+        memory_dir = out / "memory"
+        if not (memory_dir / "memory.json").is_file():
+            build_memory(
+                teacher=config.teacher, task=config.task, data_dir=config.data_dir, output_dir=str(memory_dir),
+                n_clusters=config.memory_clusters, max_length=config.max_length, seed=config.seed,
+                max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
+            )
+        config = dataclasses.replace(config, memory=str(memory_dir))
+
+    student = build_student(base, config.student_layers)
+    set_seed(config.seed)  # the terms' own parameters start from the same state however the models were loaded
+    ctx = TermContext(student.config, teacher.config, task, same_tokenizer=True, max_length=config.max_length)
+    return _train_and_export(
+        command="distill", config=config, out=out, task=task, model=student, tokenizer=tokenizer,
+        specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), relation_every=config.relation_every,
+        record_extra={"teacher": str(config.teacher), "student_base": str(config.student),
+                      "student_layers": student.config.fsdkit_student_layers},
+    )
+
+
+def build_memory(config: MemoryConfig | dict | None = None, **overrides):
+    """FSDG stage 1: encode the task's training set with the teacher and run k-means; save the memory artifact."""
+    from fsdkit.data import encode_dataset, get_task, load_task_data, make_collator
+    from fsdkit.memory import build_teacher_memory
+    from fsdkit.models import load_teacher
+
+    config = _as_config(MemoryConfig, config, overrides)
+    if not config.output_dir:
+        raise ConfigError("--output-dir is required (the memory folder)")
+    if not config.teacher:
+        raise ConfigError("--teacher is required: a fine-tuned teacher folder")
+    if config.n_clusters < 1:
+        raise ConfigError(f"--n-clusters must be ≥ 1, got {config.n_clusters}")
+    task = get_task(config.task)
+    teacher, tokenizer = load_teacher(config.teacher, None)
+    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    train = data["train"]
+    if config.max_train_samples is not None:
+        train = train.select(range(min(config.max_train_samples, len(train))))
+    encoded = encode_dataset(train, tokenizer, task, max_length=config.max_length).remove_columns(["labels"])
+    loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layer = config.layer if config.layer in ("penultimate", "last") else int(config.layer)
+    memory = build_teacher_memory(
+        teacher, loader, n_clusters=config.n_clusters, layer=layer, pooling=config.pooling,
+        max_length=config.max_length, work_dir=out, tol=config.tol, max_iter=config.max_iter, seed=config.seed,
+        metadata={"teacher": str(config.teacher), "task": task.name}, progress=config.progress,
+    )
+    memory.save(out)
+    return memory

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real GLUE folder (skipped when absent), the packaged MiniLM, a quickly fine-tuned teacher."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GLUE_DIR = Path(os.environ.get("FSDKIT_GLUE_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "glue"))
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not (GLUE_DIR / "MRPC" / "train.tsv").is_file():
+        pytest.skip(f"the GLUE folder {GLUE_DIR} is absent (set FSDKIT_GLUE_DIR to a GLUE-layout folder)")
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    from fsdkit.models import resolve_model_path
+
+    return resolve_model_path("minilm")
+
+
+@pytest.fixture(scope="session")
+def mrpc_teacher(glue_dir, tmp_path_factory) -> Path:
+    """The packaged MiniLM fine-tuned for a few real steps on MRPC (a real teacher folder, quickly)."""
+    from fsdkit import finetune
+
+    out = tmp_path_factory.mktemp("teacher")
+    finetune(task="mrpc", data_dir=str(glue_dir), output_dir=str(out), max_steps=6, batch_size=16,
+             max_train_samples=96, max_eval_samples=32, logging_steps=2, progress=False)
+    return out

@@ -1,0 +1,241 @@
+"""Loss terms against their SPEC.md definitions: golden values, NumPy references, padding, gradients, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd import gradcheck
+from types import SimpleNamespace
+
+from fsdkit.errors import ConfigError, ModelError
+from fsdkit.features import Features
+from fsdkit.losses import TermContext, build_term
+from fsdkit.memory import TeacherMemory
+
+EPS = 1e-8
+
+
+def ctx(hidden=6, teacher_hidden=5, regression=False, same_tokenizer=True, max_length=7):
+    task = SimpleNamespace(name="toy", is_regression=regression, num_labels=1 if regression else 2)
+    return TermContext(SimpleNamespace(hidden_size=hidden), SimpleNamespace(hidden_size=teacher_hidden), task,
+                       same_tokenizer=same_tokenizer, max_length=max_length)
+
+
+def features(hidden_last: torch.Tensor, mask: torch.Tensor, logits=None) -> Features:
+    """Features of a 2-layer model whose penultimate hidden state (index 1) is ``hidden_last``."""
+    b = hidden_last.shape[0]
+    other = torch.zeros_like(hidden_last)
+    logits = logits if logits is not None else torch.zeros(b, 2, dtype=hidden_last.dtype)
+    return Features(logits=logits, attention_mask=mask, hidden_states=(other, hidden_last, other))
+
+
+def np_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """CKA from its definition: HSIC(K, Λ) / sqrt(HSIC(K, K) HSIC(Λ, Λ)), H = I − 11ᵀ/n."""
+    n = x.shape[0]
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, l = x @ x.T, y @ y.T
+
+    def hsic(a, b):
+        return np.trace(a @ h @ b @ h) / (n - 1) ** 2
+
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]])
+    hs = torch.randn(4, 7, 6, generator=g, dtype=torch.float64)
+    ht = torch.randn(4, 7, 5, generator=g, dtype=torch.float64) + hs[..., :5] * 0.5
+    return hs, ht, mask
+
+
+# ---------------------------------------------------------------------------------------------- logits
+def test_kd_golden_value():
+    """T² · KL(softmax(z_T/T) ‖ softmax(z_S/T)), batch mean, computed by hand for T = 2."""
+    term = build_term("kd", ctx(), {"temperature": 2.0})
+    s = torch.tensor([[1.0, 2.0], [0.5, -1.0]])
+    t = torch.tensor([[2.0, 1.0], [0.0, 0.0]])
+    value = term(Features(s, torch.ones(2, 1)), Features(t, torch.ones(2, 1)), {})
+    assert value.item() == pytest.approx(0.3823663135, rel=1e-6)
+
+
+def test_kd_is_zero_for_identical_logits_and_regression_is_mse():
+    z = torch.tensor([[0.3, -0.2], [1.0, 2.0]])
+    assert build_term("kd", ctx(), {})(Features(z, None), Features(z, None), {}).item() == pytest.approx(0.0, abs=1e-7)
+    reg = build_term("kd", ctx(regression=True), {})
+    value = reg(Features(torch.tensor([[1.0], [3.0]]), None), Features(torch.tensor([[2.0], [1.0]]), None), {})
+    assert value.item() == pytest.approx((1 + 4) / 2)
+
+
+def test_task_loss_classification_and_regression():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0])
+    expected = (np.log(1 + np.exp(-2.0)) + np.log(1 + np.exp(1.0))) / 2
+    assert build_term("task", ctx(), {})(Features(logits, None), None, {"labels": labels}).item() == pytest.approx(expected, rel=1e-6)
+    reg = build_term("task", ctx(regression=True), {})
+    value = reg(Features(torch.tensor([[1.0], [2.5]]), None), None, {"labels": torch.tensor([0.0, 2.5])})
+    assert value.item() == pytest.approx(0.5)
+
+
+def test_kd_rejects_bad_temperature():
+    with pytest.raises(ConfigError, match="temperature"):
+        build_term("kd", ctx(), {"temperature": 0})
+
+
+# ---------------------------------------------------------------------------------------------- FSDI / FSDL
+def test_intra_equals_definition(batch):
+    hs, ht, mask = batch
+    term = build_term("structure", ctx(), {"view": "intra"})
+    value = term(features(hs, mask), features(ht, mask), {}).item()
+    ckas = [np_cka(hs[b, mask[b].bool()].numpy(), ht[b, mask[b].bool()].numpy()) for b in range(4)]
+    assert value == pytest.approx(-np.log(np.mean(ckas) + EPS), rel=1e-9)
+
+
+def test_intra_ignores_padding(batch):
+    """Adding padding (with arbitrary values under mask 0) to a batch leaves the loss unchanged."""
+    hs, ht, mask = batch
+    term = build_term("structure", ctx(), {"view": "intra"})
+    base = term(features(hs, mask), features(ht, mask), {})
+    pad = 5
+    g = torch.Generator().manual_seed(1)
+    hs_p = torch.cat([hs, 100 * torch.randn(4, pad, 6, generator=g, dtype=hs.dtype)], dim=1)
+    ht_p = torch.cat([ht, -50 * torch.randn(4, pad, 5, generator=g, dtype=ht.dtype)], dim=1)
+    mask_p = torch.cat([mask, torch.zeros(4, pad, dtype=mask.dtype)], dim=1)
+    padded = term(features(hs_p, mask_p), features(ht_p, mask_p), {})
+    assert padded.item() == pytest.approx(base.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("pooling", ["flatten", "cls", "mean"])
+def test_local_equals_definition(batch, pooling):
+    hs, ht, mask = batch
+    term = build_term("structure", ctx(), {"view": "local", "pooling": pooling})
+    value = term(features(hs, mask), features(ht, mask), {}).item()
+    m = mask.numpy()[..., None]
+
+    def rows(h):
+        h = h.numpy() * m
+        if pooling == "flatten":
+            return h.reshape(4, -1)
+        if pooling == "cls":
+            return h[:, 0]
+        return h.sum(1) / m.sum(1)
+
+    assert value == pytest.approx(-np.log(np_cka(rows(hs), rows(ht)) + EPS), rel=1e-9)
+
+
+def test_local_flatten_ignores_padding(batch):
+    hs, ht, mask = batch
+    term = build_term("structure", ctx(), {"view": "local"})
+    base = term(features(hs, mask), features(ht, mask), {})
+    hs_p = torch.cat([hs, torch.full((4, 3, 6), 7.0, dtype=hs.dtype)], dim=1)
+    ht_p = torch.cat([ht, torch.full((4, 3, 5), -3.0, dtype=ht.dtype)], dim=1)
+    mask_p = torch.cat([mask, torch.zeros(4, 3, dtype=mask.dtype)], dim=1)
+    assert term(features(hs_p, mask_p), features(ht_p, mask_p), {}).item() == pytest.approx(base.item(), rel=1e-12)
+
+
+def test_one_minus_form(batch):
+    hs, ht, mask = batch
+    term = build_term("structure", ctx(), {"view": "local", "form": "one_minus"})
+    value = term(features(hs, mask), features(ht, mask), {}).item()
+    m = mask.numpy()[..., None]
+    assert value == pytest.approx(1 - np_cka((hs.numpy() * m).reshape(4, -1), (ht.numpy() * m).reshape(4, -1)), rel=1e-9)
+
+
+@pytest.mark.parametrize("options", [{"view": "intra"}, {"view": "local"}, {"view": "local", "pooling": "mean"},
+                                     {"view": "intra", "similarity": "procrustes"}, {"view": "local", "similarity": "gram"}])
+def test_structure_gradcheck(batch, options):
+    hs, ht, mask = batch
+    term = build_term("structure", ctx(), options)
+    hs = hs.clone().requires_grad_(True)
+    assert gradcheck(lambda h: term(features(h, mask), features(ht, mask), {}), (hs,), eps=1e-6, atol=1e-5)
+
+
+def test_local_needs_two_samples(batch):
+    hs, ht, mask = batch
+    term = build_term("structure", ctx(), {"view": "local"})
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        term(features(hs[:1], mask[:1]), features(ht[:1], mask[:1]), {})
+
+
+@pytest.mark.parametrize("view", ["intra", "local"])
+def test_zero_variance_student_gives_finite_loss_and_gradient(batch, view):
+    """Constant student features (all rows equal) must not send NaN to the optimizer."""
+    _, ht, mask = batch
+    hs = torch.ones(4, 7, 6, dtype=torch.float64, requires_grad=True)
+    term = build_term("structure", ctx(), {"view": view})
+    value = term(features(hs, mask), features(ht, mask), {})
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(hs.grad).all()
+
+
+def test_intra_refuses_different_tokenizers():
+    with pytest.raises(ModelError, match="tokenizers differ"):
+        build_term("structure", ctx(same_tokenizer=False), {"view": "intra"})
+
+
+def test_registry_errors():
+    with pytest.raises(ConfigError, match="unknown loss 'nope'.*known losses"):
+        build_term("nope", ctx(), {})
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['colour'\]"):
+        build_term("structure", ctx(), {"colour": "red"})
+    with pytest.raises(ConfigError, match="unknown similarity"):
+        build_term("structure", ctx(), {"similarity": "cosine"})
+    with pytest.raises(ConfigError, match="unknown view"):
+        build_term("structure", ctx(), {"view": "global"})
+
+
+# ---------------------------------------------------------------------------------------------- FSDG
+@pytest.fixture
+def memory_term(batch):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    centroids = torch.randn(3, 7 * 5, generator=g)
+    memory = TeacherMemory(centroids, {"layer": "penultimate", "pooling": "flatten", "max_length": 7, "hidden_size": 5})
+    return build_term("memory", ctx(), {"memory": memory, "gamma": 0.3}).double()
+
+
+def test_memory_equals_definition(batch, memory_term):
+    hs, ht, mask = batch
+    value = memory_term(features(hs, mask), features(ht, mask), {}).item()
+    m = mask.numpy()[..., None]
+    s_rows = (hs.numpy() * m).reshape(4, -1)
+    t_rows = (ht.numpy() * m).reshape(4, -1)
+    m_s = memory_term.student_memory.detach().numpy()
+    m_t = memory_term.teacher_memory.numpy()
+
+    def dist(r, c):
+        return np.sqrt(((r[:, None, :] - c[None, :, :]) ** 2).sum(-1))
+
+    def cos(r, c):
+        return (r @ c.T) / np.linalg.norm(r, axis=1)[:, None] / np.linalg.norm(c, axis=1)[None, :]
+
+    f_mh = 0.3 * np.mean((dist(s_rows, m_s) - dist(t_rows, m_t)) ** 2) + 0.7 * np.mean((cos(s_rows, m_s) - cos(t_rows, m_t)) ** 2)
+    f_mm = -np.log(np_cka(m_s, m_t) + EPS)
+    assert value == pytest.approx(f_mh + f_mm, rel=1e-6)
+
+
+def test_memory_gradcheck_and_owns_student_memory(batch, memory_term):
+    hs, ht, mask = batch
+    assert [n for n, _ in memory_term.named_parameters()] == ["student_memory"]
+    assert "teacher_memory" not in memory_term.state_dict()
+    hs = hs.clone().requires_grad_(True)
+    m_s = memory_term.student_memory.detach().clone().requires_grad_(True)
+
+    def loss(h, student_memory):
+        args = (features(h, mask), features(ht, mask), {})
+        return torch.func.functional_call(memory_term, {"student_memory": student_memory}, args)
+
+    assert gradcheck(loss, (hs, m_s), eps=1e-6, atol=1e-5)
+
+
+def test_memory_refuses_wrong_teacher_width():
+    memory = TeacherMemory(torch.randn(3, 70), {"layer": "penultimate", "pooling": "flatten", "max_length": 7, "hidden_size": 10})
+    with pytest.raises(ModelError, match="width 10"):
+        build_term("memory", ctx(teacher_hidden=5), {"memory": memory})
+
+
+def test_memory_requires_memory():
+    with pytest.raises(ConfigError, match="fsdkit memory build"):
+        build_term("memory", ctx(), {})
