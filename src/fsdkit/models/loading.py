@@ -130,8 +130,9 @@ def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
         problems.append("they encode the same text to different ids (normalisation differs)")
     if problems:
         raise ModelError(
-            "teacher and student tokenizers differ: " + "; ".join(problems) + ". Token-level losses need a "
-            "shared tokenizer; use pooled views (e.g. local view with pooling=cls) or the same tokenizer."
+            "teacher and student tokenizers differ: " + "; ".join(problems) + ". fsdkit feeds the same token ids "
+            "to both models and token-level losses (intra-feature structure, attention KL) pair token i of one "
+            "with token i of the other, so teacher and student must share a tokenizer."
         )
 
 

@@ -1,0 +1,187 @@
+"""FSDG stage 1: encode every training sample with the frozen teacher and cluster the rows into a memory.
+
+The rows (one per sample, made by :func:`fsdkit.memory.feature_rows`) are streamed into a float32 ``.npy``
+memmap in a work folder and clustered by the streaming :func:`fsdkit.memory.kmeans`, so the training set's
+rows never have to fit in memory (with the default ``flatten`` rows, d = max_length · hidden size).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from fsdkit.errors import ConfigError, DataError
+from fsdkit.features import FeatureRequest, forward_features
+from fsdkit.memory.artifact import TeacherMemory
+from fsdkit.memory.kmeans import kmeans
+from fsdkit.memory.rows import POOLINGS, feature_rows
+
+_CHUNK_BYTES = 256 * 2**20  # default k-means chunk: at most this many bytes of float32 rows
+COMPUTED_METADATA = frozenset(
+    {
+        "layer", "layer_index", "pooling", "max_length", "hidden_size", "n_clusters", "dim", "n_rows",
+        "inertia_history", "n_iter", "converged", "cluster_sizes", "seed", "tol", "max_iter",
+        "fsdkit_version", "created", "rows_file",
+    }
+)  # fmt: skip
+
+
+def _fsdkit_version() -> str:
+    try:
+        from fsdkit import __version__
+    except ImportError:
+        return "unknown"
+    return str(__version__)
+
+
+def _encode(
+    teacher: nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    n_rows: int,
+    rows_path: Path,
+    *,
+    layer: int | str,
+    pooling: str,
+    max_length: int,
+) -> tuple[np.memmap, int, int, int]:
+    """Write the teacher rows of ``batches`` into a new (n_rows, d) memmap; return it, rows written,
+    the resolved layer index and the hidden size."""
+    device = next(teacher.parameters()).device
+    request = FeatureRequest(hidden_states=True)
+    store = None
+    written = layer_index = hidden_size = 0
+    with torch.inference_mode():
+        for batch in batches:
+            inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+            features = forward_features(teacher, inputs, request)
+            hidden = features.hidden(layer)
+            rows = feature_rows(hidden, features.attention_mask, pooling, max_length).float().cpu().numpy()
+            if store is None:
+                layer_index, hidden_size = features.layer_index(layer), int(hidden.shape[-1])
+                store = open_memmap(rows_path, mode="w+", dtype=np.float32, shape=(n_rows, rows.shape[1]))
+            if written + len(rows) > n_rows:
+                raise DataError(
+                    f"the dataloader yielded more than len(dataloader.dataset) = {n_rows} samples; "
+                    "use a sampler that visits each sample at most once"
+                )
+            store[written : written + len(rows)] = rows
+            written += len(rows)
+    if store is None:
+        raise DataError("the dataloader yielded no batches: cannot build a teacher memory from no samples")
+    store.flush()
+    return store, written, layer_index, hidden_size
+
+
+def build_teacher_memory(
+    teacher: nn.Module,
+    dataloader: Any,
+    *,
+    n_clusters: int = 100,
+    layer: int | str = "penultimate",
+    pooling: str = "flatten",
+    max_length: int = 128,
+    work_dir: str | os.PathLike,
+    tol: float = 1e-4,
+    max_iter: int = 100,
+    seed: int = 0,
+    metadata: Mapping[str, Any] | None = None,
+    keep_rows: bool = False,
+    chunk_size: int | None = None,
+    init_sample_size: int | None = None,
+    progress: bool = True,
+) -> TeacherMemory:
+    """Build the teacher memory ``M_T`` (K × d) from every sample of ``dataloader``.
+
+    1. Each collated batch (``input_ids``, ``attention_mask``, ``token_type_ids``; labels are ignored) goes
+       through the frozen ``teacher`` in eval mode under ``torch.inference_mode()``; the hidden states of
+       ``layer`` (``"penultimate"``, ``"last"`` or an index, 0 = embeddings) become rows via
+       ``feature_rows(hidden, mask, pooling, max_length)``.
+    2. The rows are streamed into a float32 memmap ``teacher-rows-*.npy`` in ``work_dir`` preallocated for
+       ``len(dataloader.dataset)`` rows (a sampler visiting fewer samples clusters only those).
+    3. :func:`fsdkit.memory.kmeans` clusters the memmap (``tol``, ``max_iter``, ``seed``, ``init_sample_size``;
+       ``chunk_size`` defaults to as many rows as fit in 256 MiB, at most 4096).
+    4. The memmap is deleted unless ``keep_rows`` (its path is then recorded as ``metadata["rows_file"]``).
+
+    ``metadata`` adds entries to the artifact's metadata (e.g. ``teacher`` — default the model's
+    ``name_or_path`` — and ``task`` — default the task the teacher was fine-tuned on, if recorded); it
+    cannot override the computed entries. ``max_length`` is recorded as ``None`` for pooled rows, which do
+    not depend on it.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if pooling == "flatten" and (max_length is None or max_length < 1):
+        raise ConfigError(f"pooling 'flatten' needs max_length >= 1, got {max_length!r}")
+    n_rows = len(dataloader.dataset)
+    if not 1 <= n_clusters <= n_rows:
+        raise ConfigError(f"n_clusters = {n_clusters} must lie between 1 and the number of samples N = {n_rows}")
+    config = getattr(teacher, "config", None)
+    base = {
+        "teacher": str(getattr(teacher, "name_or_path", "") or type(teacher).__name__),
+        "task": getattr(config, "fsdkit_task", None),
+    }
+    extra = dict(metadata or {})
+    clash = sorted(set(extra) & COMPUTED_METADATA)
+    if clash:
+        raise ConfigError(f"metadata cannot override computed memory metadata: {', '.join(clash)}")
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix="teacher-rows-", suffix=".npy", dir=work_dir)
+    os.close(handle)
+    rows_path = Path(name)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        batches = tqdm(dataloader, desc="teacher rows", unit="batch", disable=not progress)
+        store, written, layer_index, hidden_size = _encode(
+            teacher, batches, n_rows, rows_path, layer=layer, pooling=pooling, max_length=max_length
+        )
+        dim = int(store.shape[1])
+        result = kmeans(
+            store[:written],
+            n_clusters,
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            chunk_size=chunk_size or max(1, min(4096, _CHUNK_BYTES // (4 * dim))),
+            init_sample_size=init_sample_size,
+            progress=progress,
+        )
+        del store
+    finally:
+        teacher.train(was_training)
+        if not keep_rows:
+            rows_path.unlink(missing_ok=True)
+
+    computed = {
+        "layer": layer,
+        "layer_index": layer_index,
+        "pooling": pooling,
+        "max_length": max_length if pooling == "flatten" else None,
+        "hidden_size": hidden_size,
+        "n_clusters": n_clusters,
+        "dim": dim,
+        "n_rows": written,
+        "inertia_history": result.inertia_history,
+        "n_iter": result.n_iter,
+        "converged": result.converged,
+        "cluster_sizes": result.counts.tolist(),
+        "seed": seed,
+        "tol": tol,
+        "max_iter": max_iter,
+        "fsdkit_version": _fsdkit_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if keep_rows:
+        computed["rows_file"] = str(rows_path)
+    return TeacherMemory(result.centroids, {**base, **extra, **computed})

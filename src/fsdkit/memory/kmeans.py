@@ -1,0 +1,310 @@
+"""Streaming k-means (k-means++ seeding + Lloyd iterations) in float32 torch on the CPU.
+
+Objective: the inertia ``Σ_i min_k ‖x_i − c_k‖²`` over all N rows. The rows are read chunk by chunk from a
+row source (a numpy memmap on disk, a numpy array or a torch tensor), so they never need to be in memory
+at once; only the centroids, per-cluster accumulators and one chunk are.
+
+Passes over the data:
+
+1. *Scan* (one pass): checks every value is finite, computes the per-feature variance (for the
+   tolerance) and gathers the k-means++ sample.
+2. *Seeding* (in memory, on the sample): greedy k-means++ as in scikit-learn. The first centre is a uniform
+   random sample row; each next centre is the best of ``2 + ⌊ln K⌋`` candidates drawn with probability
+   ∝ D(x)² (squared distance to the nearest centre chosen so far), "best" meaning the candidate that
+   leaves the smallest potential Σ D(x)².
+3. *Lloyd iterations*: each is one pass that assigns every row to its nearest centroid (squared distance
+   ``‖x‖² − 2 x·c + ‖c‖²``, clamped at 0, with ``‖c‖²`` computed once per pass) and accumulates per-cluster
+   sums, counts and the inertia; the centroids then move to the means of their rows. Clusters left empty
+   are re-seeded with the rows farthest from their assigned centroids (the K farthest are tracked during
+   the pass); such a row leaves its old cluster's mean. Iteration stops when the squared centroid shift
+   ``Σ_k ‖c_k_new − c_k‖² ≤ tol · mean_j Var(x_j)`` (scikit-learn's criterion) or after ``max_iter`` updates.
+   A last assignment pass evaluates the returned centroids, so ``inertia_history[-1]`` and ``counts``
+   describe exactly the centroids returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+
+class RowSource(Protocol):
+    """A 2-D array of N rows that can be sliced ``rows[i:j]`` (numpy array or memmap, torch tensor)."""
+
+    shape: Any
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice) -> Any: ...
+
+
+@dataclass
+class KMeansResult:
+    """Outcome of :func:`kmeans`.
+
+    centroids: K × d float32. inertia_history: inertia of each assignment pass; entry t belongs to the
+    centroids after t Lloyd updates (entry 0 = the seeds, the last entry = the returned centroids).
+    n_iter: number of Lloyd updates made. converged: whether the last update moved the centroids by no
+    more than the tolerance (False when ``max_iter`` updates ended the run first, or when ``max_iter = 0``).
+    counts: K rows per cluster under the returned centroids.
+    """
+
+    centroids: Tensor
+    inertia_history: list[float]
+    n_iter: int
+    converged: bool
+    counts: Tensor
+
+    @property
+    def inertia(self) -> float:
+        """Inertia ``Σ_i min_k ‖x_i − c_k‖²`` of the returned centroids."""
+        return self.inertia_history[-1]
+
+
+@dataclass
+class _PassStats:
+    sums: Tensor  # K × d float64
+    counts: Tensor  # K int64
+    inertia: float
+    far_rows: Tensor  # m × d: the rows farthest from their assigned centroid, farthest first
+    far_labels: Tensor  # m: their clusters
+
+
+def _spans(n: int, chunk_size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, chunk_size):
+        yield start, min(start + chunk_size, n)
+
+
+def _read(rows: RowSource, start: int, stop: int, dim: int) -> Tensor:
+    block = rows[start:stop]
+    if isinstance(block, Tensor):
+        chunk = block.detach().to(device="cpu", dtype=torch.float32)
+    else:  # copy: memmap slices may be read-only, which torch.from_numpy does not support
+        chunk = torch.from_numpy(np.array(block, dtype=np.float32))
+    if tuple(chunk.shape) != (stop - start, dim):
+        raise ValueError(f"rows[{start}:{stop}] has shape {tuple(chunk.shape)}, expected {(stop - start, dim)}")
+    return chunk
+
+
+def _sq_norms(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x, dim=1).square()
+
+
+def _sq_distances(x: Tensor, x_sq: Tensor, c: Tensor, c_sq: Tensor) -> Tensor:
+    """Squared distances ``(n, k)`` by ``‖x‖² − 2 x·c + ‖c‖²``, clamped at 0 (rounding can go negative)."""
+    return torch.addmm(c_sq.unsqueeze(0), x, c.T, alpha=-2.0).add_(x_sq.unsqueeze(1)).clamp_min_(0.0)
+
+
+def _scan(
+    rows: RowSource, n: int, dim: int, chunk_size: int, sample_index: np.ndarray | None
+) -> tuple[float, Tensor | None]:
+    """Check finiteness, return the mean per-feature variance and the rows at ``sample_index`` (sorted)."""
+    count = 0
+    mean = torch.zeros(dim, dtype=torch.float64)
+    m2 = torch.zeros(dim, dtype=torch.float64)
+    sample = None if sample_index is None else torch.empty(len(sample_index), dim)
+    for chunk_no, (start, stop) in enumerate(_spans(n, chunk_size)):
+        x = _read(rows, start, stop, dim)
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = start + int((~finite).any(dim=1).nonzero()[0, 0])
+            raise ValueError(f"row {bad} (in chunk {chunk_no}, rows {start}:{stop}) contains NaN or infinite values")
+        # Chan et al.'s pairwise update of mean and sum of squared deviations, in float64.
+        var_b, mean_b = torch.var_mean(x, dim=0, correction=0)
+        size = stop - start
+        delta = mean_b.double() - mean
+        total = count + size
+        mean += delta * (size / total)
+        m2 += var_b.double() * size + delta.square() * (count * size / total)
+        count = total
+        if sample is not None:
+            lo, hi = np.searchsorted(sample_index, [start, stop])
+            sample[lo:hi] = x[torch.from_numpy(sample_index[lo:hi] - start)]
+    return float((m2 / count).mean()), sample
+
+
+def _kmeans_plusplus(x: Tensor, n_clusters: int, rng: np.random.Generator) -> Tensor:
+    """Greedy k-means++ seeds (K × d) from the in-memory rows ``x`` (scikit-learn's procedure)."""
+    n = x.shape[0]
+    n_trials = 2 + int(math.log(n_clusters))
+    x_sq = _sq_norms(x)
+    centers = torch.empty(n_clusters, x.shape[1])
+    first = int(rng.integers(n))
+    centers[0] = x[first]
+    closest = _sq_distances(x[first : first + 1], x_sq[first : first + 1], x, x_sq)[0]
+    potential = float(closest.sum(dtype=torch.float64))
+    for c in range(1, n_clusters):
+        targets = torch.from_numpy(rng.uniform(size=n_trials) * potential)
+        candidates = torch.searchsorted(torch.cumsum(closest, 0, dtype=torch.float64), targets).clamp_(max=n - 1)
+        trial = _sq_distances(x[candidates], x_sq[candidates], x, x_sq)
+        torch.minimum(trial, closest.unsqueeze(0), out=trial)
+        potentials = trial.sum(dim=1, dtype=torch.float64)
+        best = int(potentials.argmin())
+        potential = float(potentials[best])
+        closest = trial[best]
+        centers[c] = x[candidates[best]]
+    return centers
+
+
+def _assign_pass(rows: RowSource, n: int, centroids: Tensor, chunk_size: int) -> _PassStats:
+    """One streaming pass: nearest-centroid assignment and per-cluster accumulators."""
+    k, dim = centroids.shape
+    c_sq = _sq_norms(centroids)
+    sums = torch.zeros(k, dim, dtype=torch.float64)
+    counts = torch.zeros(k, dtype=torch.int64)
+    inertia = 0.0
+    far_dist = torch.empty(0)
+    far_rows = torch.empty(0, dim)
+    far_labels = torch.empty(0, dtype=torch.int64)
+    for start, stop in _spans(n, chunk_size):
+        x = _read(rows, start, stop, dim)
+        dist, labels = _sq_distances(x, _sq_norms(x), centroids, c_sq).min(dim=1)
+        inertia += float(dist.sum(dtype=torch.float64))
+        counts += torch.bincount(labels, minlength=k)
+        sums += torch.zeros(k, dim).index_add_(0, labels, x)
+        top = dist.topk(min(k, len(dist))).indices
+        far_dist = torch.cat([far_dist, dist[top]])
+        far_rows = torch.cat([far_rows, x[top]])
+        far_labels = torch.cat([far_labels, labels[top]])
+        keep = far_dist.topk(min(k, len(far_dist))).indices
+        far_dist, far_rows, far_labels = far_dist[keep], far_rows[keep], far_labels[keep]
+    return _PassStats(sums, counts, inertia, far_rows, far_labels)
+
+
+def _update(centroids: Tensor, stats: _PassStats) -> Tensor:
+    """New centroids = cluster means; empty clusters take the farthest rows (which leave their clusters).
+
+    A cluster whose only row was moved away keeps its previous centroid.
+    """
+    sums = stats.sums.clone()
+    counts = stats.counts.clone()
+    empty = (counts == 0).nonzero().flatten()
+    if len(empty):
+        moved = stats.far_rows[: len(empty)].double()
+        old = stats.far_labels[: len(empty)]
+        sums.index_add_(0, old, -moved)
+        counts.index_add_(0, old, -torch.ones_like(old))
+        sums[empty] = moved
+        counts[empty] = 1
+    filled = counts > 0
+    new = centroids.clone()
+    new[filled] = (sums[filled] / counts[filled].unsqueeze(1)).float()
+    return new
+
+
+def _default_sample_size(n: int, n_clusters: int) -> int:
+    return min(n, max(20 * n_clusters, 10_000))
+
+
+def kmeans(
+    rows: RowSource,
+    n_clusters: int,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 100,
+    seed: int = 0,
+    chunk_size: int = 4096,
+    init_sample_size: int | None = None,
+    init: Tensor | None = None,
+    callback: Callable[[int, float, Tensor], None] | None = None,
+    progress: bool = False,
+) -> KMeansResult:
+    """Cluster the N × d ``rows`` into ``n_clusters`` by minimising the inertia ``Σ_i min_k ‖x_i − c_k‖²``.
+
+    See the module docstring for the algorithm. Arguments:
+
+    - ``rows``: 2-D row source supporting ``len()``, ``.shape`` and ``rows[i:j]`` (numpy array or memmap, torch
+      tensor); every pass streams over it in chunks of ``chunk_size`` rows (one chunk in memory takes
+      ``chunk_size · d · 4`` bytes, plus a copy).
+    - ``tol``: relative tolerance: stop when the squared centroid shift ``Σ_k ‖Δc_k‖²`` is at most
+      ``tol × mean per-feature variance of the rows``. ``max_iter``: maximum number of Lloyd updates.
+    - ``seed``: seeds the k-means++ sample and candidates; the result is deterministic for a seed.
+    - ``init_sample_size``: rows drawn uniformly without replacement for k-means++ seeding, held in memory
+      (``init_sample_size · d · 4`` bytes); default ``min(N, max(20·K, 10 000))``.
+    - ``init``: explicit K × d initial centroids instead of k-means++ (then no sample is drawn).
+    - ``callback(iteration, inertia, centroids)``: called after every assignment pass with the number of
+      updates so far, the inertia of ``centroids`` and the centroids themselves.
+    - ``progress``: show a tqdm bar over the passes.
+
+    Raises ``ValueError`` when ``rows`` is not 2-D, ``n_clusters < 1`` or ``n_clusters > N``, a row holds NaN
+    or infinity (naming the row and chunk), or ``init`` has the wrong shape.
+    """
+    shape = tuple(rows.shape)
+    if len(shape) != 2:
+        raise ValueError(f"rows must be a 2-D (N, d) array, got shape {shape}")
+    n, dim = int(shape[0]), int(shape[1])
+    if len(rows) != n:
+        raise ValueError(f"len(rows) = {len(rows)} disagrees with rows.shape {shape}")
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters must be at least 1, got {n_clusters}")
+    if n_clusters > n:
+        raise ValueError(f"n_clusters = {n_clusters} is larger than the number of rows N = {n}")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    if max_iter < 0:
+        raise ValueError(f"max_iter must be >= 0, got {max_iter}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    rng = np.random.default_rng(seed)
+    sample_index = None
+    if init is None:
+        sample_size = _default_sample_size(n, n_clusters) if init_sample_size is None else int(init_sample_size)
+        if not n_clusters <= sample_size <= n:
+            raise ValueError(
+                f"init_sample_size = {sample_size} must lie between n_clusters = {n_clusters} and N = {n}"
+            )
+        sample_index = np.arange(n) if sample_size == n else np.sort(rng.choice(n, size=sample_size, replace=False))
+    else:
+        init = init.detach().to(device="cpu", dtype=torch.float32)
+        if tuple(init.shape) != (n_clusters, dim):
+            raise ValueError(f"init has shape {tuple(init.shape)}, expected (n_clusters, d) = {(n_clusters, dim)}")
+        if not bool(torch.isfinite(init).all()):
+            raise ValueError("init contains NaN or infinite values")
+
+    mean_variance, sample = _scan(rows, n, dim, chunk_size, sample_index)
+    centroids = init.clone() if init is not None else _kmeans_plusplus(sample, n_clusters, rng)
+    del sample
+    threshold = tol * mean_variance
+
+    history: list[float] = []
+    n_iter = 0
+    converged = False
+    with tqdm(total=max_iter + 1, desc="k-means", unit="pass", disable=not progress) as bar:
+        while True:
+            stats = _assign_pass(rows, n, centroids, chunk_size)
+            history.append(stats.inertia)
+            bar.update()
+            bar.set_postfix(inertia=f"{stats.inertia:.6g}")
+            if callback is not None:
+                callback(n_iter, stats.inertia, centroids)
+            if converged or n_iter == max_iter:
+                break
+            new = _update(centroids, stats)
+            shift = float((new.double() - centroids.double()).square().sum())
+            centroids = new
+            n_iter += 1
+            converged = shift <= threshold
+    return KMeansResult(centroids, history, n_iter, converged, stats.counts)
+
+
+def assign(rows: RowSource, centroids: Tensor, *, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
+    """Nearest centroid of every row, streamed: ``(labels (N,) int64, squared distances (N,) float32)``."""
+    shape = tuple(rows.shape)
+    if len(shape) != 2 or centroids.dim() != 2 or shape[1] != centroids.shape[1]:
+        raise ValueError(f"rows {shape} and centroids {tuple(centroids.shape)} must be 2-D with the same width")
+    centroids = centroids.detach().to(device="cpu", dtype=torch.float32)
+    c_sq = _sq_norms(centroids)
+    labels = torch.empty(shape[0], dtype=torch.int64)
+    dists = torch.empty(shape[0])
+    for start, stop in _spans(shape[0], chunk_size):
+        x = _read(rows, start, stop, shape[1])
+        dists[start:stop], labels[start:stop] = _sq_distances(x, _sq_norms(x), centroids, c_sq).min(dim=1)
+    return labels, dists

@@ -1,0 +1,124 @@
+"""Real runs on MRPC with the packaged MiniLM: learning, export/reload, resume, a frozen teacher, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from fsdkit import distill, evaluate
+from fsdkit.errors import ConfigError, ModelError
+from fsdkit.training.trainer import DistillationTrainer
+
+pytestmark = pytest.mark.glue
+
+
+def small(glue_dir, **overrides):
+    options = dict(task="mrpc", data_dir=str(glue_dir), batch_size=8, max_train_samples=48, max_eval_samples=24,
+                   logging_steps=2, progress=False, max_length=64, relation_every=2)
+    return {**options, **overrides}
+
+
+def test_fsd_run_lowers_the_loss_and_exports_a_standard_folder(glue_dir, mrpc_teacher, tmp_path):
+    out = tmp_path / "fsd"
+    record = distill(**small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(out), method="fsd", epochs=6,
+                             learning_rate=1e-4, memory_clusters=4, warmup_ratio=0.0))
+    history = [h for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
+    assert {"loss_task", "loss_kd", "loss_intra", "loss_local", "loss_global"} <= set(history[0])
+    first = sum(h["loss"] for h in history[:3]) / 3
+    last = sum(h["loss"] for h in history[-3:]) / 3
+    assert last < 0.8 * first, (first, last)
+    # a standard model folder: transformers loads it alone, with 3 layers, and it scores as the run reported
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    AutoTokenizer.from_pretrained(out)
+    assert model.config.num_hidden_layers == 3
+    assert not any("memory" in k for k in load_file(out / "model.safetensors"))
+    assert (out / "memory" / "memory.json").is_file() and (out / "relation_history.json").is_file()
+    reloaded = evaluate(model=str(out), task="mrpc", data_dir=str(glue_dir), max_eval_samples=24, max_length=64, progress=False)
+    assert reloaded["metrics"] == record["metrics"]
+
+
+def test_resumed_run_matches_uninterrupted_run(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
+    """A run that dies after its step-4 checkpoint and is resumed ends with the same weights as one that did not."""
+    options = small(glue_dir, teacher=str(mrpc_teacher), method="fsdg", max_steps=8, save_steps=4, memory_clusters=4,
+                    relation_every=0)
+    distill(**options, output_dir=str(tmp_path / "full"))
+
+    original = DistillationTrainer.compute_loss
+
+    def dies_after_checkpoint(self, *args, **kwargs):
+        if self.state.global_step == 5:
+            raise RuntimeError("simulated crash")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", dies_after_checkpoint)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        distill(**options, output_dir=str(tmp_path / "resumed"))
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", original)
+    with pytest.raises(ConfigError, match="--resume"):
+        distill(**options, output_dir=str(tmp_path / "resumed"))
+    distill(**options, output_dir=str(tmp_path / "resumed"), resume=True)
+
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6, msg=key)
+    # the student memory (training state, not exported) was restored from the checkpoint as well
+    ckpt = load_file(tmp_path / "resumed" / "checkpoints" / "checkpoint-8" / "model.safetensors")
+    ckpt_full = load_file(tmp_path / "full" / "checkpoints" / "checkpoint-8" / "model.safetensors")
+    torch.testing.assert_close(ckpt["terms.global.student_memory"], ckpt_full["terms.global.student_memory"], rtol=0, atol=1e-6)
+
+
+def test_teacher_is_frozen_and_gets_no_gradient(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
+    seen = {}
+    original = DistillationTrainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        seen["teacher_training"] = self.teacher.training
+        seen["teacher_in_model"] = any(p is q for p in model.parameters() for q in self.teacher.parameters())
+        seen["grads"] = [p.grad for p in self.teacher.parameters() if p.grad is not None]
+        seen["requires_grad"] = any(p.requires_grad for p in self.teacher.parameters())
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", spy)
+    distill(**small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(tmp_path / "vkd"), method="fsdil", max_steps=3))
+    assert seen == {"teacher_training": False, "teacher_in_model": False, "grads": [], "requires_grad": False}
+
+
+def test_non_finite_loss_stops_before_the_optimizer(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
+    from fsdkit.losses.terms.logits import LogitKD
+
+    monkeypatch.setattr(LogitKD, "forward", lambda self, s, t, b: s.logits.sum() * float("nan"))
+    with pytest.raises(FloatingPointError, match="loss term 'kd'.*step 0"):
+        distill(**small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(tmp_path / "nan"), method="vkd", max_steps=2))
+
+
+def test_different_tokenizers_are_refused(glue_dir, mrpc_teacher, tmp_path):
+    from transformers import BertTokenizerFast
+
+    teacher = tmp_path / "other-teacher"
+    shutil.copytree(mrpc_teacher, teacher)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "movie"]) + "\n")
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (teacher / name).unlink(missing_ok=True)
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(teacher)
+    with pytest.raises(ModelError, match="tokenizers differ"):
+        distill(**small(glue_dir, teacher=str(teacher), output_dir=str(tmp_path / "x"), method="fsdi", max_steps=1))
+
+
+def test_bad_run_options(glue_dir, mrpc_teacher, tmp_path):
+    base = small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(tmp_path / "y"), max_steps=1)
+    with pytest.raises(ConfigError, match="batch-size ≥ 2"):
+        distill(**{**base, "method": "fsdl", "batch_size": 1})
+    with pytest.raises(ConfigError, match="unknown method 'fsdx'"):
+        distill(**{**base, "method": "fsdx"})
+    with pytest.raises(ModelError, match="does not exist"):
+        distill(**{**base, "teacher": str(tmp_path / "missing" / "teacher")})
+    with pytest.raises(ModelError, match="2 outputs but task stsb needs 1"):
+        distill(**{**base, "task": "stsb"})
