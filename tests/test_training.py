@@ -79,10 +79,10 @@ def test_teacher_is_frozen_and_gets_no_gradient(glue_dir, mrpc_teacher, tmp_path
     original = DistillationTrainer.compute_loss
 
     def spy(self, model, inputs, *args, **kwargs):
-        seen["teacher_training"] = self.teacher.training
-        seen["teacher_in_model"] = any(p is q for p in model.parameters() for q in self.teacher.parameters())
-        seen["grads"] = [p.grad for p in self.teacher.parameters() if p.grad is not None]
-        seen["requires_grad"] = any(p.requires_grad for p in self.teacher.parameters())
+        seen["teacher_training"] = self.teacher.model.training
+        seen["teacher_in_model"] = any(p is q for p in model.parameters() for q in self.teacher.model.parameters())
+        seen["grads"] = [p.grad for p in self.teacher.model.parameters() if p.grad is not None]
+        seen["requires_grad"] = any(p.requires_grad for p in self.teacher.model.parameters())
         return original(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(DistillationTrainer, "compute_loss", spy)

@@ -47,8 +47,29 @@ def stage_of(step: int, total_steps: int, n_stages: int) -> int:
     return min(step * n_stages // total_steps, n_stages - 1)
 
 
+class LiveTeacher:
+    """Teacher features computed by a forward pass of the frozen teacher (eval mode, no grad)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        model.eval()
+        model.requires_grad_(False)
+
+    def to(self, device) -> LiveTeacher:
+        self.model.to(device)
+        return self
+
+    def features(self, batch, request: FeatureRequest) -> Features:
+        with torch.no_grad():
+            return forward_features(self.model, batch, request)
+
+
 class DistillationTrainer(Trainer):
-    """Trainer for ``StudentWithTerms`` with an optional frozen ``teacher`` (see module docstring)."""
+    """Trainer for ``StudentWithTerms`` with an optional frozen ``teacher`` (see module docstring).
+
+    ``teacher`` is a model (wrapped in :class:`LiveTeacher`) or any *teacher source* with
+    ``features(batch, request) -> Features`` and ``to(device)``, such as the on-disk teacher-output cache.
+    """
 
     def __init__(
         self,
@@ -56,7 +77,7 @@ class DistillationTrainer(Trainer):
         args,
         *,
         term_specs: Sequence[TermSpec],
-        teacher: nn.Module | None = None,
+        teacher=None,
         n_stages: int = 1,
         relation_tracker=None,
         **kwargs,
@@ -69,11 +90,9 @@ class DistillationTrainer(Trainer):
         if any(terms[s.label].min_batch_size > 1 for s in self.term_specs):
             args.dataloader_drop_last = True  # a last batch of one sample has no batch structure
         super().__init__(model=model, args=args, **kwargs)
-        self.teacher = teacher
-        if teacher is not None:
-            teacher.to(self.args.device)
-            teacher.eval()
-            teacher.requires_grad_(False)
+        if isinstance(teacher, nn.Module):
+            teacher = LiveTeacher(teacher)
+        self.teacher = teacher.to(self.args.device) if teacher is not None else None
         self.n_stages = n_stages
         self.relation_tracker = relation_tracker
         self._term_sums: dict[str, float] = defaultdict(float)
@@ -109,8 +128,7 @@ class DistillationTrainer(Trainer):
         student = forward_features(model.student, inputs, request)
         teacher = None
         if self.teacher is not None and (track or any(term.needs_teacher for _, term in active)):
-            with torch.no_grad():
-                teacher = forward_features(self.teacher, inputs, request)
+            teacher = self.teacher.features(inputs, request)
         total = student.logits.new_zeros(())
         for spec, term in active:
             value = term(student, teacher, inputs)
