@@ -92,6 +92,7 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
         label_names=["labels"],
         eval_strategy="no",
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
 

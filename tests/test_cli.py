@@ -1,0 +1,107 @@
+"""The command line: flags and config files map onto the same options; bad input exits 2 with a clear message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fsdkit.cli import build_parser, main
+from fsdkit.config import DistillConfig, make_config, read_config_file
+from fsdkit.errors import ConfigError
+
+
+def test_config_file_keys_match_flags_and_flags_override(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("method: fsd\nstudent-layers: [0, 2, 4]\nlambda_intra: 10\nepochs: 2\nloss:\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'loss' for 'fsdkit distill'; known keys: .*losses"):
+        read_config_file(cfg, DistillConfig, "distill")
+    cfg.write_text("method: fsd\nstudent-layers: [0, 2, 4]\nlambda_intra: 10\nepochs: 2\n"
+                   "losses:\n  - {name: structure, weight: 5, view: local, similarity: procrustes}\n")
+    args = build_parser().parse_args(["distill", "--config", str(cfg), "--epochs", "3", "--teacher", "t", "--output-dir", "o",
+                                      "--loss", "rkd:1:distance_weight=2"])
+    from fsdkit.cli import _config_from_args
+
+    config = _config_from_args(args, DistillConfig, "distill")
+    assert config.method == "fsd" and config.student_layers == [0, 2, 4] and config.lambda_intra == 10.0
+    assert config.epochs == 3.0  # the flag wins over the file
+    assert config.losses == [{"name": "rkd", "weight": "1", "distance_weight": 2}]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: three\n", "key 'epochs': expected a number, got 'three'"),
+    ("resume: maybe\n", "key 'resume': expected true or false"),
+    ("batch-size: 2.5\n", "key 'batch-size': expected an integer"),
+    ("- a\n- b\n", "expected a mapping"),
+    ("epochs: [\n", "not valid YAML"),
+])
+def test_bad_config_values_name_the_key(tmp_path, text, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        read_config_file(cfg, DistillConfig, "distill")
+
+
+def test_json_config_and_missing_file(tmp_path):
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"task": "rte", "max-steps": 10}))
+    assert read_config_file(cfg, DistillConfig, "distill") == {"task": "rte", "max_steps": 10}
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_config_file(tmp_path / "nope.yaml", DistillConfig, "distill")
+
+
+def test_make_config_rejects_unknown_options():
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_config(DistillConfig, lr=1)
+
+
+def test_methods_lists_methods_and_losses(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("vkd", "fsdi", "fsdl", "fsdg", "fsdil", "fsd", "nds", "structure", "memory", "kd", "task"):
+        assert name in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["finetune", "--task", "squad", "--output-dir", "{tmp}/o"], "unknown task 'squad'"),
+    (["distill", "--teacher", "{tmp}/no/teacher", "--output-dir", "{tmp}/o", "--task", "mrpc"], "does not exist"),
+    (["distill", "--output-dir", "{tmp}/o"], "--teacher is required"),
+    (["finetune", "--task", "mrpc", "--data-dir", "{tmp}/noglue", "--output-dir", "{tmp}/o", "--max-steps", "1"],
+     "MRPC"),
+    (["evaluate", "{tmp}/missing-model", "--task", "mrpc"], "does not exist"),
+    (["finetune", "--epochs", "0", "--output-dir", "{tmp}/o"], "--epochs > 0 or --max-steps > 0"),
+    (["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--alpha", "2"], "--alpha must be in [0, 1]"),
+    (["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--loss", "structure"], "expected NAME:WEIGHT"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+def test_every_command_takes_the_common_flags():
+    parser = build_parser()
+    for command in (["finetune"], ["distill"], ["demo"]):
+        args = parser.parse_args(command + ["--data-dir", "d", "--output-dir", "o", "--seed", "3", "--max-steps", "5",
+                                            "--epochs", "2", "--config", "c.yaml"])
+        assert args.data_dir == "d" and args.seed == "3" and args.config == "c.yaml"
+    args = parser.parse_args(["memory", "build", "--data-dir", "d", "--output-dir", "o", "--seed", "1", "--config", "c.json"])
+    assert args.output_dir == "o"
+    args = parser.parse_args(["evaluate", "model", "--task", "rte", "--output", "m.json", "--data-dir", "d"])
+    assert args.model == "model" and args.output == "m.json"
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    from fsdkit.config import FinetuneConfig, MemoryConfig
+
+    classes = {"finetune": (FinetuneConfig, "finetune"), "memory": (MemoryConfig, "memory build"),
+               "distill": (DistillConfig, "distill")}
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert files
+    for path in files:
+        cls, command = classes[path.name.split("-")[0]]
+        make_config(cls, read_config_file(path, cls, command))
