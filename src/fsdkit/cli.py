@@ -57,7 +57,14 @@ def _config_from_args(args: argparse.Namespace, cls, command: str):
         from fsdkit.training.methods import parse_loss_flag
 
         flags["losses"] = [parse_loss_flag(text) for text in flags["losses"]]
-    return make_config(cls, {**values, **flags})
+    config = make_config(cls, {**values, **flags})
+    if not getattr(config, "progress", True):
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    return config
 
 
 def _print_json(data: Any) -> None:
@@ -117,7 +124,8 @@ def _cmd_demo(args) -> None:
 def _cmd_analyze(args) -> None:
     from fsdkit.analysis.run import analyze_from_config
 
-    analyze_from_config(_config_from_args(args, AnalyzeConfig, "analyze"))
+    results = analyze_from_config(_config_from_args(args, AnalyzeConfig, "analyze"))
+    _print_json(results["files"])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,7 @@ class RunConfig:
     resume: bool = option(False, "resume from the last checkpoint in OUTPUT_DIR/checkpoints")
     max_train_samples: int | None = option(None, "use only the first N training examples")
     max_eval_samples: int | None = option(None, "use only the first N evaluation examples")
+    group_by_length: bool = option(False, "batch examples of similar length together (less padding, faster)")
     bf16: bool = option(False, "bfloat16 mixed precision")
     report_to: str = option("none", "tracking integrations for transformers (none, tensorboard, wandb, ...)")
     progress: bool = option(True, "show progress bars")
@@ -84,6 +85,19 @@ class DistillConfig(RunConfig):
         repeat=True,
     )
     relation_every: int = option(50, "log relation differences to the teacher every N steps (0 = off)")
+    beta_pkd: float = option(100.0, "PKD: weight beta of the patient loss on normalised [CLS] vectors")
+    pkd_layers: str | list[list[int]] = option(
+        "skip", "PKD layer map: skip, last, or 1-based student:teacher pairs, e.g. 1:2,2:4"
+    )
+    lambda_rkd_distance: float = option(25.0, "RKD: weight of the distance term")
+    lambda_rkd_angle: float = option(50.0, "RKD: weight of the angle term")
+    lambda_minilm: float = option(1.0, "MiniLM: weight of the attention + value-relation KL")
+    lambda_internal: float = option(1.0, "internal-representation KD: weight of each matched layer's loss")
+    internal_layers: str | list[list[int]] = option(
+        "skip", "internal-representation KD layer map: skip, last, or 1-based student:teacher pairs"
+    )
+    lambda_geometry: float = option(30.0, "geometry-procrustes/-gram: weight alpha of each distance (intra and local views)")
+    lambda_relation_cka: float = option(15.0, "relation-cka: weight of the relation CKA term")
 
 
 @dataclass
@@ -138,6 +152,11 @@ class AnalyzeConfig:
     batch_size: int = option(32, "mini-batch size of the CKA heat-map pool")
     max_length: int = option(128, "truncate inputs to this many tokens")
     max_eval_samples: int | None = option(None, "use only the first N examples")
+    runs: list[str] | None = option(None, "run folders (methods × seeds) for the mean (std) and significance table", nargs="+")
+    reference: str = option("vkd", "model the complexity table is relative to")
+    proposed: str = option("fsd", "method tested (one-sided Welch) against the best other method")
+    throughput_batches: int | None = option(None, "batches timed for inference throughput (default: all)")
+    device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
     seed: int = option(42, "random seed (kept for a uniform interface; the analysis is deterministic)")
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data")

@@ -24,11 +24,13 @@ class DemoConfig:
     model: str = option("minilm", "pretrained base of teacher and student")
     student_layers: int | list[int] = option(3, "student layers (first k, or a list)")
     methods: list[str] = field(default_factory=lambda: ["vkd", "fsd"], metadata={"help": "distillation methods to run (comma-separated)"})
+    memory_clusters: int = option(100, "K of FSD's teacher memory")
     seed: int = option(42, "random seed")
     epochs: float = option(1.0, "epochs of each training run")
     max_steps: int = option(-1, "optimizer steps of each run (overrides --epochs)")
     batch_size: int = option(32, "training batch size")
-    max_length: int = option(128, "truncate inputs to this many tokens (padding is dynamic)")
+    max_length: int = option(64, "truncate inputs to this many tokens (padding is dynamic; 99.9 % of rt-sentiment fits in 64)")
+    group_by_length: bool = option(True, "batch sentences of similar length together (less padding)")
     max_train_samples: int | None = option(None, "use only the first N training examples")
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data")
@@ -59,7 +61,7 @@ def run_demo(config: DemoConfig | None = None) -> list[dict]:
     root = Path(config.output_dir)
     common = dict(task=config.task, data_dir=config.data_dir, seed=config.seed, epochs=config.epochs,
                   max_steps=config.max_steps, batch_size=config.batch_size, max_length=config.max_length,
-                  max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir)
+                  group_by_length=config.group_by_length, max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir)
     print(f"[fsdkit demo] 1/{1 + len(config.methods)}: fine-tuning the teacher ({config.model}) on {config.task}")
     teacher_dir = root / "teacher"
     records = {"teacher": _run_or_reuse(
@@ -69,7 +71,7 @@ def run_demo(config: DemoConfig | None = None) -> list[dict]:
         out = root / method
         records[method] = _run_or_reuse(out, lambda resume, m=method, o=out: distill(
             teacher=str(teacher_dir), student=config.model, student_layers=config.student_layers, method=m,
-            output_dir=str(o), resume=resume, **common))
+            memory_clusters=config.memory_clusters, output_dir=str(o), resume=resume, **common))
     rows = []
     for name, record in records.items():
         metrics = next(iter(record["metrics"].values()))

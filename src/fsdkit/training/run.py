@@ -86,6 +86,7 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
         seed=config.seed,
         data_seed=config.seed,
         bf16=config.bf16,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         report_to=config.report_to,
         disable_tqdm=not config.progress,
         remove_unused_columns=False,

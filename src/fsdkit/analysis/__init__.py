@@ -1,0 +1,56 @@
+"""The FSD paper's analyses (section 5): restoration rate, CKA heat maps, relation differences, complexity,
+significance over seeds — as functions, figures and one report (:func:`analyze`)."""
+
+from fsdkit.analysis.cka_map import cka_heatmap, cka_heatmap_from_grams, diagonal_mean, normalised_centred_grams
+from fsdkit.analysis.complexity import complexity_table, count_parameters, inference_throughput, read_run_info
+from fsdkit.analysis.plots import cka_heatmaps, relation_curves, restoration_bar_chart, save_figure
+from fsdkit.analysis.relations import (
+    HISTORY_FILENAME,
+    RelationTracker,
+    rank_values,
+    relation_difference,
+    relation_differences,
+    relation_rank_table,
+)
+from fsdkit.analysis.report import ReportFigure, Section, Table, write_report
+from fsdkit.analysis.restoration import restoration_metric_names, restoration_rate
+from fsdkit.analysis.run import analyze, analyze_from_config, parse_model_specs
+from fsdkit.analysis.significance import (
+    load_run_record,
+    significance_against_best,
+    summarize_runs,
+    welch_one_sided,
+)
+
+__all__ = [
+    "HISTORY_FILENAME",
+    "RelationTracker",
+    "ReportFigure",
+    "Section",
+    "Table",
+    "analyze",
+    "analyze_from_config",
+    "cka_heatmap",
+    "cka_heatmap_from_grams",
+    "cka_heatmaps",
+    "complexity_table",
+    "count_parameters",
+    "diagonal_mean",
+    "inference_throughput",
+    "load_run_record",
+    "normalised_centred_grams",
+    "parse_model_specs",
+    "rank_values",
+    "read_run_info",
+    "relation_curves",
+    "relation_difference",
+    "relation_differences",
+    "relation_rank_table",
+    "restoration_bar_chart",
+    "restoration_metric_names",
+    "restoration_rate",
+    "save_figure",
+    "significance_against_best",
+    "summarize_runs",
+    "welch_one_sided",
+]
