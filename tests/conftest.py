@@ -36,3 +36,17 @@ def mrpc_teacher(glue_dir, tmp_path_factory) -> Path:
     finetune(task="mrpc", data_dir=str(glue_dir), output_dir=str(out), max_steps=6, batch_size=16,
              max_train_samples=96, max_eval_samples=32, logging_steps=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for modules of small tensor problems: a second thread only adds synchronisation
+    (and, on a shared machine, contention that can make them many times slower)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(previous)

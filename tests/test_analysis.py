@@ -37,6 +37,8 @@ from fsdkit.analysis import (
     write_report,
 )
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 
 
@@ -51,13 +53,6 @@ PERFECT = {"precision": 1.0, "recall": 1.0, "f1": 1.0, "agreement": 1.0}
 RELATION_KEYS = ("inter_euclidean", "inter_cosine", "intra_euclidean", "intra_cosine")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared CPU: one intra-op thread is several times faster than contended threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- restoration

@@ -8,20 +8,12 @@ import torch
 from numpy.lib.format import open_memmap
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
-from threadpoolctl import threadpool_limits
 
 from fsdkit.memory import KMeansResult, assign, kmeans
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Run single-threaded: on a shared machine these small problems lose more time to thread
-    synchronisation than they gain from a second thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
+
 
 
 def _blobs(n: int, dim: int, k: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from threadpoolctl import threadpool_limits
 
 from fsdkit.errors import ConfigError, DataError
 from fsdkit.memory import TeacherMemory, build_teacher_memory, feature_rows, kmeans
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SST2_DEV = Path(__file__).resolve().parents[2] / "shared" / "glue" / "SST-2" / "dev.tsv"
 FALLBACK_SENTENCES = [
@@ -27,15 +28,6 @@ FALLBACK_SENTENCES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Run single-threaded: on a shared machine these small problems lose more time to thread
-    synchronisation than they gain from a second thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
 
 
 def _hidden_and_mask(lengths: list[int], total: int, dim: int = 6, seed: int = 0):

@@ -17,6 +17,8 @@ from scipy.optimize import brentq
 from fsdkit.losses import similarities as sim
 from fsdkit.losses.similarities import debiased_cka, gram_distance, linear_cka, procrustes_distance, rbf_cka
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 CKAS = [linear_cka, rbf_cka, debiased_cka]
 DISTANCES = [procrustes_distance, gram_distance]
 ALL = CKAS + DISTANCES
@@ -24,13 +26,6 @@ MIN_ROWS = {debiased_cka: 4}
 FAST = settings(max_examples=20, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: intra-op threads only add overhead (and contend on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 seeds = st.integers(0, 2**32 - 1)
 widths = st.integers(1, 7)
