@@ -122,3 +122,22 @@ def test_bad_run_options(glue_dir, mrpc_teacher, tmp_path):
         distill(**{**base, "teacher": str(tmp_path / "missing" / "teacher")})
     with pytest.raises(ModelError, match="2 outputs but task stsb needs 1"):
         distill(**{**base, "task": "stsb"})
+
+
+def test_teacher_cache_gives_the_same_run_as_the_live_teacher(glue_dir, mrpc_teacher, tmp_path):
+    options = small(glue_dir, teacher=str(mrpc_teacher), method="fsdil", max_steps=4)
+    distill(**options, output_dir=str(tmp_path / "live"))
+    distill(**options, output_dir=str(tmp_path / "cached"), teacher_cache=str(tmp_path / "cache"))
+    distill(**options, output_dir=str(tmp_path / "cached-again"), teacher_cache=str(tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # built once, reused by the second run
+
+    def losses(name):
+        history = json.loads((tmp_path / name / "log_history.json").read_text())
+        return [{k: v for k, v in h.items() if k.startswith("loss")} for h in history if "loss" in h]
+
+    live = losses("live")
+    for name in ("cached", "cached-again"):
+        for a, b in zip(losses(name), live, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key

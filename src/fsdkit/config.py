@@ -85,6 +85,9 @@ class DistillConfig(RunConfig):
         repeat=True,
     )
     relation_every: int = option(50, "log relation differences to the teacher every N steps (0 = off)")
+    teacher_cache: str | None = option(
+        None, "folder of teacher-output caches: the teacher runs once per task/data/layers, later runs read its outputs from disk"
+    )
     beta_pkd: float = option(100.0, "PKD: weight beta of the patient loss on normalised [CLS] vectors")
     pkd_layers: str | list[list[int]] = option(
         "skip", "PKD layer map: skip, last, or 1-based student:teacher pairs, e.g. 1:2,2:4"

@@ -2,7 +2,7 @@
 
 Fine-tune the packaged all-MiniLM-L6-v2 on ``rt-sentiment``, distil a 3-layer student with VKD and with FSD
 (intra + local + global structure; the teacher memory is built on the way), evaluate all three and print
-one table (metric, parameters, training and evaluation time). Each stage is a normal fsdkit run folder under
+one table. The teacher's outputs are computed once into a teacher-output cache that both students read. (metric, parameters, training and evaluation time). Each stage is a normal fsdkit run folder under
 ``OUTPUT_DIR``; a stage already finished is reused and an interrupted one resumes, so the demo can be re-run.
 """
 
@@ -71,7 +71,7 @@ def run_demo(config: DemoConfig | None = None) -> list[dict]:
         out = root / method
         records[method] = _run_or_reuse(out, lambda resume, m=method, o=out: distill(
             teacher=str(teacher_dir), student=config.model, student_layers=config.student_layers, method=m,
-            memory_clusters=config.memory_clusters, output_dir=str(o), resume=resume, **common))
+            teacher_cache=str(root / "teacher-cache"), memory_clusters=config.memory_clusters, output_dir=str(o), resume=resume, **common))
     rows = []
     for name, record in records.items():
         metrics = next(iter(record["metrics"].values()))

@@ -134,3 +134,6 @@ def run_terms(config) -> list[TermSpec]:
     """All term specs of a distillation run: the method's terms then the extra ``losses``."""
     specs = get_method(config.method).build(config)
     return specs + extra_term_specs(config.losses, {s.label for s in specs})
+
+
+from fsdkit.training import baselines  # noqa: E402,F401  (registers the baseline methods)

@@ -152,6 +152,9 @@ def _train_and_export(
                 f"{terms[spec.label].min_batch_size}, got {config.batch_size}"
             )
     data, train = _train_data(task, tokenizer, config)
+    if teacher is not None and getattr(config, "teacher_cache", None):
+        train = train.add_column("idx", list(range(len(train))))
+        teacher = _cached_teacher(teacher, terms, train, tokenizer, config, task, track=relation_every > 0)
     tracker = None
     if relation_every > 0 and teacher is not None:
         from fsdkit.analysis.relations import RelationTracker
@@ -209,6 +212,25 @@ def _train_and_export(
     }
     (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
     return record
+
+
+def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bool):
+    """The teacher-output cache for this teacher, training data and the layers ``terms`` read (built on first use)."""
+    from fsdkit.data import make_collator
+    from fsdkit.features import FeatureRequest
+    from fsdkit.training.teacher_cache import TeacherCache, required_teacher_layers
+
+    needing = [term for term in terms.values() if term.needs_teacher]
+    request = FeatureRequest(hidden_states=track)
+    for term in needing:
+        request = request | term.request()
+    layers = required_teacher_layers(needing)
+    if track and layers is not None:
+        layers = [*layers, "penultimate"]
+    return TeacherCache.open_or_build(
+        teacher, train, make_collator(tokenizer), request, config.teacher_cache, config.eval_batch_size,
+        layers=layers, task=task.name, max_length=config.max_length, teacher_path=str(config.teacher),
+    )
 
 
 def finetune(config: FinetuneConfig | dict | None = None, **overrides) -> dict[str, Any]:

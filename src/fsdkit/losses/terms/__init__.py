@@ -1,3 +1,3 @@
 """Built-in loss terms; importing this package registers them."""
 
-from fsdkit.losses.terms import logits, memory, structure  # noqa: F401
+from fsdkit.losses.terms import internal, logits, memory, minilm, pkd, relation_cka, rkd, structure  # noqa: F401

@@ -1,0 +1,88 @@
+"""Method presets of the baselines: each is VKD plus the baseline's loss terms (see docs/methods.md).
+
+- ``pkd``: ``L_VKD + β · L_PT`` (Sun et al. 2019), β = ``beta_pkd`` (100; the paper's grid is {10, 100, 500, 1000}).
+- ``rkd``: ``L_VKD + λ_D · L_D + λ_A · L_A`` (Park et al. 2019); λ_D = 25, λ_A = 50 are options of the one term.
+- ``minilm``: ``L_VKD + λ · (KL_att + KL_val)`` on the last layers (Wang et al. 2020).
+- ``internal-all`` / ``internal-pid`` / ``internal-sid``: internal-representation KD (Aguilar et al. 2020) with
+  one ``internal`` term per matched layer pair (labels ``internal_1``, ``internal_2``, …). ``all`` trains
+  every pair and VKD together in one stage; the progressive (PID) and stacked (SID) schedules split training
+  into P + 1 equal stages for P pairs: stage k < P trains pair k + 1 only (PID) or pairs 1..k + 1 (SID), the
+  last stage trains the classifier with VKD only.
+- ``relation-cka``: ``L_VKD + λ · L_RCKA`` (Zhou et al. 2024).
+- ``geometry-procrustes`` / ``geometry-gram``: ``L_VKD + α · D`` (Bhattarai et al. 2025) with D the Procrustes or
+  Gram distance on FSD's intra (tokens) and local (batch) views, α = ``lambda_geometry`` on each.
+- ``fsd-procrustes``: the ``fsd`` preset with the Procrustes distance in place of CKA everywhere (intra, local
+  and the memory's centroid structure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from fsdkit.losses.terms.pkd import count_layer_pairs
+from fsdkit.training.methods import Method, TermSpec, get_method, intra_term, local_term, register_method, vkd_terms
+
+
+def student_depth(c) -> int:
+    """Number of transformer layers of the student a config builds (``student_layers``: k or a list)."""
+    return c.student_layers if isinstance(c.student_layers, int) else len(c.student_layers)
+
+
+def internal_pair_count(c) -> int:
+    return count_layer_pairs(c.internal_layers, student_depth(c), include_last=True)
+
+
+def internal_terms(c, stages: Callable[[int, int], frozenset[int] | None]) -> list[TermSpec]:
+    """One ``internal`` term per matched pair k (0-based), active in ``stages(k, n_pairs)`` (None = always)."""
+    n = internal_pair_count(c)
+    return [
+        TermSpec("internal", c.lambda_internal, {"layers": c.internal_layers, "pairs": [k + 1]}, f"internal_{k + 1}",
+                 stages(k, n))
+        for k in range(n)
+    ]
+
+
+def scheduled_internal(stages: Callable[[int, int], frozenset[int]]) -> Callable[[object], list[TermSpec]]:
+    """Builder of a staged schedule: the internal terms in ``stages``, then VKD alone in the last stage."""
+
+    def build(c) -> list[TermSpec]:
+        last = frozenset({internal_pair_count(c)})
+        return internal_terms(c, stages) + [dataclasses.replace(spec, stages=last) for spec in vkd_terms(c)]
+
+    return build
+
+
+def geometry_terms(c, similarity: str) -> list[TermSpec]:
+    g = dataclasses.replace(c, similarity=similarity, lambda_intra=c.lambda_geometry, lambda_local=c.lambda_geometry)
+    return vkd_terms(c) + [intra_term(g), local_term(g)]
+
+
+def _staged(c) -> int:
+    return internal_pair_count(c) + 1
+
+
+for _method in (
+    Method("pkd", "VKD + beta * patient KD on normalised [CLS] vectors of matched layers (Sun et al. 2019)",
+           lambda c: vkd_terms(c) + [TermSpec("pkd", c.beta_pkd, {"layers": c.pkd_layers})]),
+    Method("rkd", "VKD + relational KD: distance and angle structure of the batch's [CLS] rows (Park et al. 2019)",
+           lambda c: vkd_terms(c) + [TermSpec("rkd", 1.0, {"distance_weight": c.lambda_rkd_distance,
+                                                            "angle_weight": c.lambda_rkd_angle})]),
+    Method("minilm", "VKD + MiniLM attention and value-relation KL on the last layer (Wang et al. 2020)",
+           lambda c: vkd_terms(c) + [TermSpec("minilm", c.lambda_minilm)]),
+    Method("internal-all", "VKD + internal-representation KD of all matched layers at once (Aguilar et al. 2020)",
+           lambda c: vkd_terms(c) + internal_terms(c, lambda k, n: None)),
+    Method("internal-pid", "progressive internal KD: one matched layer per stage, then VKD alone (Aguilar et al. 2020)",
+           scheduled_internal(lambda k, n: frozenset({k})), stages=_staged),
+    Method("internal-sid", "stacked internal KD: layers 1..k in stage k, then VKD alone (Aguilar et al. 2020)",
+           scheduled_internal(lambda k, n: frozenset(range(k, n))), stages=_staged),
+    Method("relation-cka", "VKD + uncentred CKA of feature and logit Gram matrices (Zhou et al. 2024)",
+           lambda c: vkd_terms(c) + [TermSpec("relation_cka", c.lambda_relation_cka)]),
+    Method("geometry-procrustes", "VKD + alpha * Procrustes distance, intra and local views (Bhattarai et al. 2025)",
+           lambda c: geometry_terms(c, "procrustes")),
+    Method("geometry-gram", "VKD + alpha * feature Gram distance, intra and local views (Bhattarai et al. 2025)",
+           lambda c: geometry_terms(c, "gram")),
+    Method("fsd-procrustes", "FSD (intra + local + global) with the Procrustes distance in place of CKA",
+           lambda c: get_method("fsd").build(dataclasses.replace(c, similarity="procrustes")), needs_memory=True),
+):
+    register_method(_method)

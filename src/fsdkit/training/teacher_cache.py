@@ -1,0 +1,409 @@
+"""Teacher-output cache: the frozen teacher's outputs, computed once per task and teacher, read back from disk.
+
+The teacher is frozen and in eval mode, so its outputs depend only on the input: a distillation run (every
+epoch, method and seed of a benchmark) can read them from disk instead of running the teacher. A
+:class:`TeacherCache` is a *teacher source* for :class:`~fsdkit.training.trainer.DistillationTrainer` (the
+interface of :class:`~fsdkit.training.trainer.LiveTeacher`: ``features(batch, request)`` and ``to(device)``).
+
+Layout of a cache folder (all arrays float32, memory-mapped ``.npy``; no padding stored)::
+
+    manifest.json        key, teacher path + weights sha256, task, max_length, layers, n_examples, n_tokens, ...
+    offsets.npy          int64 (n_examples + 1): example i owns token rows offsets[i] : offsets[i + 1]
+    logits.npy           n_examples × C
+    hidden_<l>.npy       n_tokens × D, the hidden states of layer l (0 = embeddings) of every real token
+    values_<l>.npy       n_tokens × D, the value vectors of transformer layer l (0-based), when requested
+
+At training time each batch carries the example index column ``idx`` (add it before encoding:
+``dataset.add_column("idx", range(len(dataset)))``; the padding collator passes it through as a tensor). The
+cache gathers each example's token rows and scatters them into a zero B × L × D tensor at the batch's real-token
+positions (its ``attention_mask``), i.e. the same dynamic padding as the live batch. Real-token rows equal the
+live teacher's up to float rounding; padding positions are zero where the live teacher has (masked-out, unused)
+values — every fsdkit loss masks padding, so the losses agree.
+
+Attention maps are not cached: H × L² floats per example and layer (for MRPC, 12 heads × ~60² tokens × 6 layers
+× 3,668 examples ≈ 2.3 GB, growing with L²); requesting them raises :class:`ConfigError` — use the live teacher
+for methods that need attention maps.
+
+The cache ``key`` hashes the teacher's weights, the task, ``max_length``, the stored layers and the token ids of
+the training examples in order (so a different subset, tokenizer or truncation is a different key); a stale
+cache is never used: :meth:`TeacherCache.open` checks the key it is given, and
+:meth:`TeacherCache.open_or_build` keeps one subfolder per key under its root folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fsdkit.errors import ConfigError
+from fsdkit.features import FeatureRequest, Features, forward_features
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+INDEX_COLUMN = "idx"
+
+
+class StaleCacheError(ConfigError):
+    """The cache on disk was built for another teacher, task, data or layer set than the one asked for."""
+
+
+class PartialHiddenStates(tuple):
+    """The teacher's N + 1 hidden-state slots, of which only the cached layers hold a tensor.
+
+    Indexing a layer that was not cached raises :class:`ConfigError` naming the cached layers (instead of
+    handing a loss a ``None``).
+    """
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if item is None:
+            cached = [i for i, t in enumerate(tuple.__iter__(self)) if t is not None]
+            raise ConfigError(
+                f"teacher hidden layer {index} is not in the teacher-output cache (cached layers: {cached}); "
+                "rebuild the cache with that layer"
+            )
+        return item
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_weights_sha256(model: nn.Module) -> str:
+    """sha256 of the teacher's ``model.safetensors`` when it was loaded from a folder, else of its tensors."""
+    folder = Path(str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "")))
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        return sha256_file(weights)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_sha256(dataset) -> str:
+    """sha256 of the token ids (and segment ids) of every example, in order: identifies the training subset."""
+    digest = hashlib.sha256()
+    columns = [c for c in ("input_ids", "token_type_ids") if c in dataset.column_names]
+    for column in columns:
+        for row in dataset[column]:
+            digest.update(np.asarray(row, dtype=np.int64).tobytes())
+            digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _resolve_layers(layers: Iterable[int | str] | None, num_layers: int) -> list[int]:
+    """Hidden-state layer names → sorted indices in 0..N (``"penultimate"`` = N − 1, ``"last"`` = N)."""
+    if layers is None:
+        return list(range(num_layers + 1))
+    out = set()
+    for layer in layers:
+        if layer == "penultimate":
+            out.add(num_layers - 1)
+        elif layer == "last":
+            out.add(num_layers)
+        else:
+            idx = int(layer)
+            idx = idx + num_layers + 1 if idx < 0 else idx
+            if not 0 <= idx <= num_layers:
+                raise ConfigError(f"hidden layer {layer} out of range for a teacher with {num_layers} layers (0..{num_layers})")
+            out.add(idx)
+    return sorted(out)
+
+
+def _resolve_value_layers(layers: Iterable[int], num_layers: int) -> list[int]:
+    out = set()
+    for layer in layers:
+        idx = layer + num_layers if layer < 0 else layer
+        if not 0 <= idx < num_layers:
+            raise ConfigError(f"value layer {layer} out of range for a teacher with {num_layers} layers")
+        out.add(idx)
+    return sorted(out)
+
+
+def cache_key(
+    *, teacher_sha256: str, task: str | None, max_length: int | None, hidden_layers: Sequence[int],
+    value_layers: Sequence[int], data_sha256: str,
+) -> str:
+    """The identity of a cache: what its contents depend on."""
+    parts = {
+        "format": FORMAT_VERSION, "teacher_sha256": teacher_sha256, "task": task, "max_length": max_length,
+        "hidden_layers": list(hidden_layers), "value_layers": list(value_layers), "data_sha256": data_sha256,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def required_teacher_layers(terms: Iterable[nn.Module]) -> list[int | str] | None:
+    """The teacher hidden layers a set of loss terms reads (their ``teacher_layer`` / memory ``layer``).
+
+    Returns None (cache every layer) when a term asks for hidden states without naming its teacher layer.
+    """
+    layers: list[int | str] = []
+    for term in terms:
+        if not term.request().hidden_states:
+            continue
+        layer = getattr(term, "teacher_layer", None)
+        if layer is None and term.name == "memory":
+            layer = getattr(term, "layer", None)
+        if layer is None:
+            return None
+        layers.append(layer)
+    return layers
+
+
+def _check_request(request: FeatureRequest) -> None:
+    if request.attentions:
+        raise ConfigError(
+            "the teacher-output cache does not store attention maps (H × L² floats per example and layer — gigabytes "
+            "for a GLUE task); use the live teacher for methods that distil attention maps"
+        )
+
+
+class TeacherCache:
+    """A teacher source reading the teacher's outputs from a cache folder (see the module docstring)."""
+
+    def __init__(self, cache_dir: str | os.PathLike, manifest: dict[str, Any]):
+        self.cache_dir = Path(cache_dir)
+        self.manifest = manifest
+        self.key: str = manifest["key"]
+        self.num_layers: int = manifest["num_layers"]
+        self.hidden_layers: list[int] = list(manifest["hidden_layers"])
+        self.value_layers: list[int] = list(manifest["value_layers"])
+        self.offsets = np.load(self.cache_dir / "offsets.npy")
+        self.logits = np.load(self.cache_dir / "logits.npy", mmap_mode="r")
+        self.hidden = {l: np.load(self.cache_dir / f"hidden_{l}.npy", mmap_mode="r") for l in self.hidden_layers}
+        self.values = {l: np.load(self.cache_dir / f"values_{l}.npy", mmap_mode="r") for l in self.value_layers}
+        self.device = torch.device("cpu")
+
+    def __len__(self) -> int:
+        return int(self.manifest["n_examples"])
+
+    # ------------------------------------------------------------------------------------------ build / open
+    @classmethod
+    def build(
+        cls,
+        teacher_model: nn.Module,
+        encoded_train_dataset,
+        collator,
+        request: FeatureRequest,
+        cache_dir: str | os.PathLike,
+        batch_size: int = 64,
+        *,
+        layers: Iterable[int | str] | None = None,
+        task: str | None = None,
+        max_length: int | None = None,
+        teacher_path: str | None = None,
+    ) -> TeacherCache:
+        """Run the frozen teacher once over ``encoded_train_dataset`` (in order) and store its outputs.
+
+        Args:
+            teacher_model: the fine-tuned teacher (put in eval mode, no grad).
+            encoded_train_dataset: the tokenized, unpadded training set, in the order of its ``idx`` column.
+            collator: the training collator (dynamic padding).
+            request: what the losses ask of the teacher; hidden states → ``layers`` are stored, value layers →
+                their value vectors; attention maps are refused (:class:`ConfigError`).
+            layers: hidden layers to store (index, ``"penultimate"``, ``"last"``); None = all N + 1.
+            task, max_length, teacher_path: recorded in the manifest (task and max_length enter the key).
+        """
+        _check_request(request)
+        num_layers = int(teacher_model.config.num_hidden_layers)
+        hidden_layers = _resolve_layers(layers, num_layers) if request.hidden_states else []
+        value_layers = _resolve_value_layers(request.value_layers, num_layers)
+        teacher_sha = model_weights_sha256(teacher_model)
+        key = cache_key(
+            teacher_sha256=teacher_sha, task=task, max_length=max_length, hidden_layers=hidden_layers,
+            value_layers=value_layers, data_sha256=data_sha256(encoded_train_dataset),
+        )
+        out = Path(cache_dir)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp = out.with_name(out.name + ".building")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+
+        lengths = np.array(
+            [int(np.sum(m)) for m in encoded_train_dataset["attention_mask"]]
+            if "attention_mask" in encoded_train_dataset.column_names
+            else [len(r) for r in encoded_train_dataset["input_ids"]],
+            dtype=np.int64,
+        )
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        n, n_tokens = len(lengths), int(offsets[-1])
+        np.save(tmp / "offsets.npy", offsets)
+        width = int(teacher_model.config.hidden_size)
+        logits = np.lib.format.open_memmap(tmp / "logits.npy", "w+", np.float32, (n, int(teacher_model.config.num_labels)))
+        hidden = {l: np.lib.format.open_memmap(tmp / f"hidden_{l}.npy", "w+", np.float32, (n_tokens, width)) for l in hidden_layers}
+        values = {l: np.lib.format.open_memmap(tmp / f"values_{l}.npy", "w+", np.float32, (n_tokens, width)) for l in value_layers}
+
+        teacher_model.eval()
+        device = next(teacher_model.parameters()).device
+        live_request = FeatureRequest(hidden_states=bool(hidden_layers), value_layers=frozenset(value_layers))
+        columns = [c for c in encoded_train_dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
+        inputs = encoded_train_dataset.select_columns(columns)
+        started = time.time()
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                rows = inputs[start : start + batch_size]
+                batch = collator([{c: rows[c][i] for c in columns} for i in range(len(rows[columns[0]]))])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                feats = forward_features(teacher_model, batch, live_request)
+                mask = batch["attention_mask"].bool()
+                if not torch.equal(mask.sum(1).cpu(), torch.from_numpy(lengths[start : start + batch_size])):
+                    raise ConfigError("the collated batch's real tokens do not match the dataset rows (is it pre-padded?)")
+                lo, hi = offsets[start], offsets[min(start + batch_size, n)]
+                logits[start : start + batch_size] = feats.logits.float().cpu().numpy()
+                for l in hidden_layers:
+                    hidden[l][lo:hi] = feats.hidden_states[l][mask].float().cpu().numpy()
+                for l in value_layers:
+                    values[l][lo:hi] = feats.values[l][mask].float().cpu().numpy()
+        for arr in (logits, *hidden.values(), *values.values()):
+            arr.flush()
+        del logits, hidden, values
+        from fsdkit import __version__
+
+        manifest = {
+            "format": FORMAT_VERSION,
+            "key": key,
+            "teacher": str(teacher_path or getattr(teacher_model.config, "_name_or_path", "")),
+            "teacher_sha256": teacher_sha,
+            "task": task,
+            "max_length": max_length,
+            "num_layers": num_layers,
+            "hidden_size": width,
+            "num_labels": int(teacher_model.config.num_labels),
+            "hidden_layers": hidden_layers,
+            "value_layers": value_layers,
+            "n_examples": n,
+            "n_tokens": n_tokens,
+            "bytes": sum(f.stat().st_size for f in tmp.iterdir()),
+            "build_seconds": round(time.time() - started, 3),
+            "fsdkit_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # written last: a complete cache
+        tmp.rename(out)
+        return cls(out, manifest)
+
+    @classmethod
+    def open(cls, cache_dir: str | os.PathLike, *, key: str | None = None) -> TeacherCache:
+        """Reopen a cache folder; with ``key``, raise :class:`StaleCacheError` if it was built for something else."""
+        path = Path(cache_dir) / MANIFEST
+        if not path.is_file():
+            raise ConfigError(f"{cache_dir} is not a teacher-output cache (no {MANIFEST})")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("format") != FORMAT_VERSION:
+            raise StaleCacheError(f"{cache_dir}: cache format {manifest.get('format')}, expected {FORMAT_VERSION}")
+        if key is not None and manifest.get("key") != key:
+            raise StaleCacheError(
+                f"{cache_dir} was built for another teacher / task / data / layers (key {manifest.get('key')}, "
+                f"expected {key}); rebuild it"
+            )
+        return cls(cache_dir, manifest)
+
+    @classmethod
+    def open_or_build(
+        cls,
+        teacher_model: nn.Module,
+        encoded_train_dataset,
+        collator,
+        request: FeatureRequest,
+        cache_dir: str | os.PathLike,
+        batch_size: int = 64,
+        *,
+        layers: Iterable[int | str] | None = None,
+        task: str | None = None,
+        max_length: int | None = None,
+        teacher_path: str | None = None,
+    ) -> TeacherCache:
+        """The cache of this teacher, data and request under the root folder ``cache_dir``, built on first use.
+
+        Each key gets its own subfolder ``cache_dir/<key>``, so runs with different requests (e.g. VKD: logits
+        only; FSD: logits + the penultimate layer) or a retrained teacher never overwrite each other's cache.
+        """
+        _check_request(request)
+        num_layers = int(teacher_model.config.num_hidden_layers)
+        key = cache_key(
+            teacher_sha256=model_weights_sha256(teacher_model), task=task, max_length=max_length,
+            hidden_layers=_resolve_layers(layers, num_layers) if request.hidden_states else [],
+            value_layers=_resolve_value_layers(request.value_layers, num_layers),
+            data_sha256=data_sha256(encoded_train_dataset),
+        )
+        folder = Path(cache_dir) / key
+        try:
+            return cls.open(folder, key=key)
+        except ConfigError:
+            return cls.build(
+                teacher_model, encoded_train_dataset, collator, request, folder, batch_size,
+                layers=layers, task=task, max_length=max_length, teacher_path=teacher_path,
+            )
+
+    # ------------------------------------------------------------------------------------------ teacher source
+    def to(self, device) -> TeacherCache:
+        """Return tensors on ``device`` from now on."""
+        self.device = torch.device(device)
+        return self
+
+    def features(self, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features:
+        """The teacher's :class:`Features` for ``batch`` (which must carry the ``idx`` column), from disk."""
+        _check_request(request)
+        if INDEX_COLUMN not in batch:
+            raise ConfigError(
+                f"a batch read from the teacher-output cache needs the example index column '{INDEX_COLUMN}': add it "
+                f"to the training set before encoding (dataset.add_column('{INDEX_COLUMN}', range(len(dataset))))"
+            )
+        idx = batch[INDEX_COLUMN].detach().cpu().numpy().astype(np.int64)
+        if idx.min(initial=0) < 0 or idx.max(initial=0) >= len(self):
+            raise ConfigError(f"example index out of range for a cache of {len(self)} examples")
+        mask = batch["attention_mask"]
+        starts, ends = self.offsets[idx], self.offsets[idx + 1]
+        real = mask.detach().cpu().sum(1).numpy()
+        if not np.array_equal(real, ends - starts):
+            raise StaleCacheError(
+                "the batch's token counts differ from the cached examples' (another tokenizer, max_length or data "
+                "order than the cache was built with)"
+            )
+        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(idx) else np.zeros(0, np.int64)
+        where = mask.to(self.device).bool()
+
+        def gather(array: np.ndarray) -> Tensor:
+            out = torch.zeros((*mask.shape, array.shape[1]), dtype=torch.float32, device=self.device)
+            out[where] = torch.from_numpy(np.ascontiguousarray(array[rows])).to(self.device)
+            return out
+
+        hidden_states = None
+        if request.hidden_states:
+            hidden_states = PartialHiddenStates(
+                [gather(self.hidden[l]) if l in self.hidden else None for l in range(self.num_layers + 1)]
+            )
+        values = {}
+        for layer in request.value_layers:
+            (index,) = _resolve_value_layers([layer], self.num_layers)
+            if index not in self.values:
+                raise ConfigError(f"value layer {layer} is not in the teacher-output cache (cached: {self.value_layers})")
+            values[layer] = gather(self.values[index])
+        return Features(
+            logits=torch.from_numpy(np.ascontiguousarray(self.logits[idx])).to(self.device),
+            attention_mask=mask.to(self.device),
+            hidden_states=hidden_states,
+            values=values,
+        )

@@ -1,0 +1,100 @@
+"""Every baseline method end to end on a small MRPC subset: it trains, logs each of its terms, and the staged
+schedules pick their terms from the global step, also after a resume in the middle of a stage."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fsdkit import distill
+from fsdkit.training.trainer import DistillationTrainer
+
+pytestmark = pytest.mark.glue
+
+METHOD_LABELS = {
+    "pkd": {"task", "kd", "pkd"},
+    "rkd": {"task", "kd", "rkd"},
+    "minilm": {"task", "kd", "minilm"},
+    "internal-all": {"task", "kd", "internal_1", "internal_2", "internal_3"},
+    "internal-pid": {"task", "kd", "internal_1", "internal_2", "internal_3"},
+    "internal-sid": {"task", "kd", "internal_1", "internal_2", "internal_3"},
+    "relation-cka": {"task", "kd", "relation_cka"},
+    "geometry-procrustes": {"task", "kd", "intra", "local"},
+    "geometry-gram": {"task", "kd", "intra", "local"},
+    "fsd-procrustes": {"task", "kd", "intra", "local", "global"},
+}
+
+
+def tiny(glue_dir, teacher, **overrides):
+    options = dict(task="mrpc", data_dir=str(glue_dir), teacher=str(teacher), batch_size=8,
+                   max_train_samples=32, max_eval_samples=16, max_length=64, max_steps=4, logging_steps=1,
+                   progress=False, relation_every=0, memory_clusters=4)
+    return {**options, **overrides}
+
+
+def logged_terms(out) -> list[dict]:
+    return [h for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_LABELS))
+def test_method_runs_and_logs_its_terms(glue_dir, mrpc_teacher, tmp_path, method):
+    out = tmp_path / method
+    record = distill(**tiny(glue_dir, mrpc_teacher, output_dir=str(out), method=method))
+    history = logged_terms(out)
+    logged = {key.removeprefix("loss_") for h in history for key in h if key.startswith("loss_")}
+    assert logged == METHOD_LABELS[method]
+    assert all(math.isfinite(v) for h in history for k, v in h.items() if k.startswith("loss"))
+    assert {t["label"] for t in record["terms"]} == METHOD_LABELS[method]
+    assert 0.0 <= record["metrics"]["validation"]["accuracy"] <= 1.0
+    if method in ("internal-pid", "internal-sid"):
+        # 4 steps, 4 stages (3 pairs + classification): one step per stage, each logged on its own
+        active = [sorted(k.removeprefix("loss_") for k in h if k.startswith("loss_")) for h in history]
+        pid = [["internal_1"], ["internal_2"], ["internal_3"], ["kd", "task"]]
+        sid = [["internal_1"], ["internal_1", "internal_2"], ["internal_1", "internal_2", "internal_3"], ["kd", "task"]]
+        assert active == (pid if method == "internal-pid" else sid)
+
+
+def test_extra_losses_compose_with_a_method_and_log_separately(glue_dir, mrpc_teacher, tmp_path):
+    """method=fsd plus --loss structure:5:view=local,similarity=procrustes: six terms, each logged on its own."""
+    from fsdkit.training.methods import parse_loss_flag
+
+    out = tmp_path / "composed"
+    extras = [parse_loss_flag(flag) for flag in ("structure:5:view=local,similarity=procrustes", "pkd:10:layers=last")]
+    record = distill(**tiny(glue_dir, mrpc_teacher, output_dir=str(out), method="fsd", losses=extras))
+    history = logged_terms(out)
+    assert {"loss_task", "loss_kd", "loss_intra", "loss_local", "loss_global", "loss_structure", "loss_pkd"} <= set(history[0])
+    terms = {t["label"]: (t["name"], t["weight"]) for t in record["terms"]}
+    assert terms["structure"] == ("structure", 5.0) and terms["pkd"] == ("pkd", 10.0)
+    assert history[0]["loss_structure"] != history[0]["loss_local"]  # Procrustes vs CKA on the same view
+
+
+def test_staged_run_resumed_mid_stage_continues_in_that_stage(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
+    """internal-pid with 2 layer pairs over 6 steps has 3 stages of 2 steps. A run that dies after its step-3
+    checkpoint (the middle of stage 1) resumes at step 3 with stage 1's term, then moves on to VKD alone."""
+    options = tiny(glue_dir, mrpc_teacher, method="internal-pid", internal_layers="1:2;3:6", max_steps=6, save_steps=3,
+                   output_dir=str(tmp_path / "run"))
+    original = DistillationTrainer.compute_loss
+    calls = []
+
+    def dies_after_checkpoint(self, model, *args, **kwargs):
+        if self.state.global_step == 3:
+            raise RuntimeError("simulated crash")
+        calls.append((self.state.global_step, sorted(spec.label for spec, _ in self.active_terms(model))))
+        return original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", dies_after_checkpoint)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        distill(**options)
+    assert calls == [(0, ["internal_1"]), (1, ["internal_1"]), (2, ["internal_2"])]
+
+    def spy(self, model, *args, **kwargs):
+        calls.append((self.state.global_step, sorted(spec.label for spec, _ in self.active_terms(model))))
+        return original(self, model, *args, **kwargs)
+
+    calls.clear()
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", spy)
+    record = distill(**options, resume=True)
+    assert calls == [(3, ["internal_2"]), (4, ["kd", "task"]), (5, ["kd", "task"])]
+    assert record["global_steps"] == 6

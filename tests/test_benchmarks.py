@@ -1,0 +1,159 @@
+"""The benchmark scripts: the suite's record / skip / failure logic on a fake runner, and the report's numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+suite_mod = _load("suite")
+report_mod = _load("report")
+
+
+class FakeRunner:
+    """Writes a model folder like fsdkit does, without training; fails for the methods in ``fail``."""
+
+    def __init__(self, fail=()):
+        self.fail = set(fail)
+        self.calls: list[tuple[str, str, int, bool]] = []
+        self.memories = 0
+
+    def _run(self, settings, method):
+        self.calls.append((settings["task"], method, settings["seed"], settings["resume"]))
+        if method in self.fail:
+            raise RuntimeError(f"{method} exploded")
+        out = Path(settings["output_dir"])
+        (out / "checkpoints" / "checkpoint-10").mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}")
+        score = 0.8 + 0.01 * settings["seed"]
+        return {"metrics": {"validation": {"accuracy": score, "f1": score + 0.05}}, "main_metric": "f1",
+                "config": {"seed": settings["seed"]}, "train_samples_per_second": 10.0}
+
+    def finetune(self, settings):
+        return self._run(settings, "teacher")
+
+    def distill(self, settings):
+        if settings["method"] in suite_mod.MEMORY_METHODS:
+            assert Path(settings["memory"]).name == "memory"
+        return self._run(settings, settings["method"])
+
+    def build_memory(self, settings):
+        self.memories += 1
+        Path(settings["output_dir"]).mkdir(parents=True)
+        (Path(settings["output_dir"]) / "memory.json").write_text("{}")
+
+
+def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2)):
+    return suite_mod.Suite(
+        glue_dir="glue", tasks=["mrpc"], methods=list(methods), seeds=list(seeds),
+        results=tmp_path / "results.jsonl", work_dir=tmp_path / "work", recipe=suite_mod.load_recipe(),
+        runner=runner, stop_file=tmp_path / "STOP",
+    )
+
+
+def test_suite_records_every_run_and_goes_on_after_a_failure(tmp_path):
+    runner = FakeRunner(fail={"broken"})
+    counts = make_suite(tmp_path, runner).run()
+    assert counts == {"ok": 5, "failed": 2, "skipped": 0, "blocked": 0}
+    records = suite_mod.read_records(tmp_path / "results.jsonl")
+    assert [(r["method"], r["seed"], r["status"]) for r in records] == [
+        ("teacher", 42, "ok"), ("vkd", 1, "ok"), ("fsd", 1, "ok"), ("broken", 1, "failed"),
+        ("vkd", 2, "ok"), ("fsd", 2, "ok"), ("broken", 2, "failed"),
+    ]
+    for r in records:
+        for key in ("task", "method", "seed", "status", "metrics", "error", "config", "wall_time",
+                    "train_samples_per_second", "fsdkit_version", "git_commit", "host", "settings_hash"):
+            assert key in r
+        assert r["task"] == "mrpc"
+    ok = records[1]
+    assert ok["metrics"] == {"accuracy": pytest.approx(0.81), "f1": pytest.approx(0.86)}  # flat metric names
+    assert ok["settings"]["learning_rate"] == 1e-4 and "output_dir" not in ok["settings"]
+    assert "RuntimeError: broken exploded" in records[3]["error"]
+    assert runner.memories == 1  # one teacher memory per task, shared by the fsd runs
+    work = tmp_path / "work" / "mrpc"
+    # checkpoints deleted; model folders kept for the teacher and seed 1 only
+    assert (work / "teacher" / "config.json").is_file() and not (work / "teacher" / "checkpoints").exists()
+    assert (work / "vkd" / "seed1" / "config.json").is_file() and not (work / "vkd" / "seed1" / "checkpoints").exists()
+    assert not (work / "vkd" / "seed2").exists()
+
+
+def test_suite_skips_recorded_runs_and_retries_failures(tmp_path):
+    make_suite(tmp_path, FakeRunner(fail={"broken"})).run()
+    runner = FakeRunner()
+    counts = make_suite(tmp_path, runner).run()
+    assert counts == {"ok": 2, "failed": 0, "skipped": 5, "blocked": 0}
+    assert [(c[1], c[2]) for c in runner.calls] == [("broken", 1), ("broken", 2)]
+    # a changed setting is a different run: not skipped
+    suite = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(1,))
+    suite.overrides = {"epochs": 1}
+    assert suite.run()["ok"] == 2  # the teacher (epochs differ) and vkd
+    # a student trained from another teacher recipe is a different run too
+    retaught = make_suite(tmp_path, FakeRunner(), methods=("fsd",), seeds=(1,))
+    retaught.recipe = {**retaught.recipe, "teacher": {**retaught.recipe["teacher"], "learning_rate": 3e-5}}
+    assert retaught.run()["ok"] == 2
+
+
+def test_suite_resumes_an_interrupted_run_and_honours_the_stop_file(tmp_path):
+    suite = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(1,))
+    (suite.run_dir("mrpc", "vkd", 1) / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    suite.run()
+    assert suite.runner.calls[-1] == ("mrpc", "vkd", 1, True)
+    (tmp_path / "STOP").write_text("")
+    stopped = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(2,))
+    assert stopped.run() == {"ok": 0, "failed": 0, "skipped": 1, "blocked": 0}
+
+
+def test_failed_teacher_blocks_the_task(tmp_path):
+    counts = make_suite(tmp_path, FakeRunner(fail={"teacher"}), methods=("vkd",), seeds=(1, 2)).run()
+    assert counts == {"ok": 0, "failed": 1, "skipped": 0, "blocked": 2}
+
+
+def _rec(task, method, seed, metrics, status="ok", **extra):
+    return {"task": task, "method": method, "seed": seed, "status": status, "metrics": metrics, **extra}
+
+
+def test_report_numbers_from_hand_made_results(tmp_path):
+    f1 = {"vkd": [0.80, 0.82, 0.84], "fsd": [0.85, 0.86, 0.87], "nds": [0.70, 0.71, 0.72]}
+    lines = [_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90})]
+    for method, values in f1.items():
+        lines += [_rec("mrpc", method, s, {"accuracy": v - 0.05, "f1": v}, train_samples_per_second=10.0 if method == "vkd" else 9.0)
+                  for s, v in zip((1, 2, 3), values)]
+    lines.append(_rec("mrpc", "vkd", 3, {}, status="failed", error="RuntimeError: old failure"))
+    lines.append(_rec("mrpc", "vkd", 3, {"accuracy": 0.79, "f1": 0.84}))  # re-run supersedes the failure
+    lines.append(_rec("mrpc", "fsdi", 1, {"accuracy": 0.8, "f1": 0.83}))
+    lines.append(_rec("mrpc", "pkd", 1, {}, status="failed", error="ConfigError: unknown method 'pkd'"))
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "RESULTS.md"
+    report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
+                     "--analysis-dir", str(tmp_path / "analysis")])
+    text = out.read_text()
+    assert text.splitlines()[5].startswith("python benchmarks/report.py --results")
+    # mean (sample std) × 100: vkd F1 82.00 (2.00), fsd 86.00 (1.00), nds 71.00 (1.00)
+    assert "| VKD | 77.00 (2.00) | 82.00 (2.00) |" in text
+    assert "| FSD | 81.00 (1.00) | 86.00 (1.00) |" in text
+    assert "| Teacher | 85.00 | 90.00 |" in text
+    assert "| FSD | 95.6 % |" in text  # 86 / 90
+    from scipy import stats
+
+    p = stats.ttest_ind(f1["fsd"], f1["vkd"], equal_var=False, alternative="greater").pvalue
+    assert f"| mrpc | FSD | F1 | 86.00 (n=3) | VKD | 82.00 (n=3) | greater | {p:.4f} |" in text
+    assert "| FSDI | 83.00 [n=1] |" in text  # ablation table, single seed marked
+    assert "| FSD | 0.90 |" in text  # throughput relative to VKD
+    assert "unknown method 'pkd'" in text and "old failure" not in text

@@ -1,0 +1,143 @@
+"""The teacher-output cache gives the same teacher features, and so the same training losses, as the live teacher."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fsdkit.errors import ConfigError
+from fsdkit.features import FeatureRequest, forward_features
+from fsdkit.training.teacher_cache import StaleCacheError, TeacherCache, required_teacher_layers
+
+N_ROWS = 24
+
+
+@pytest.fixture(scope="module")
+def setup(glue_dir, tmp_path_factory):
+    """Packaged MiniLM as teacher (eval mode), a 3-layer student, and MRPC rows with the ``idx`` column."""
+    from fsdkit.data import encode_dataset, get_task, load_task_data, make_collator
+    from fsdkit.models import build_student, load_classifier
+
+    task = get_task("mrpc")
+    torch.manual_seed(0)
+    teacher, tokenizer = load_classifier("minilm", task)
+    teacher.eval().requires_grad_(False)
+    base, _ = load_classifier("minilm", task)
+    student = build_student(base, 3)
+    train = load_task_data(task, glue_dir)["train"].select(range(N_ROWS))
+    train = train.add_column("idx", list(range(N_ROWS)))
+    encoded = encode_dataset(train, tokenizer, task, max_length=64)
+    collator = make_collator(tokenizer)
+    cache_dir = tmp_path_factory.mktemp("cache") / "mrpc"
+    request = FeatureRequest(hidden_states=True, value_layers=frozenset({-1}))
+    cache = TeacherCache.build(teacher, encoded, collator, request, cache_dir, batch_size=5,
+                               layers=["penultimate", 0], task="mrpc", max_length=64)
+    return {"task": task, "teacher": teacher, "student": student, "encoded": encoded, "collator": collator,
+            "cache": cache, "cache_dir": cache_dir, "request": request}
+
+
+def test_collator_passes_the_index_column_through(setup):
+    batch = setup["collator"]([setup["encoded"][i] for i in (3, 1, 7)])
+    assert batch["idx"].tolist() == [3, 1, 7]
+    assert batch["idx"].dtype == torch.long
+
+
+def test_cached_features_equal_live_features(setup):
+    """Any subset and order of examples, padded to the batch's own length: same logits, layers and values."""
+    cache, teacher = setup["cache"], setup["teacher"]
+    batch = setup["collator"]([setup["encoded"][i] for i in (17, 2, 9, 0)])
+    live = forward_features(teacher, batch, setup["request"])
+    cached = cache.features(batch, setup["request"])
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(cached.logits, live.logits, atol=1e-5, rtol=1e-5)
+    for layer in (0, "penultimate"):
+        torch.testing.assert_close(cached.hidden(layer)[mask], live.hidden(layer)[mask], atol=1e-5, rtol=1e-5)
+        assert cached.hidden(layer).shape == live.hidden(layer).shape
+        assert torch.all(cached.hidden(layer)[~mask] == 0)
+    torch.testing.assert_close(cached.values[-1][mask], live.values[-1][mask], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="not in the teacher-output cache"):
+        cached.hidden(3)
+
+
+def test_training_step_losses_with_cache_equal_live_teacher(setup, tmp_path):
+    """One DistillationTrainer step of FSD (intra + local + memory structure) + VKD: same terms, same total."""
+    from fsdkit.losses import TermContext, build_term
+    from fsdkit.memory import TeacherMemory
+    from fsdkit.training.methods import TermSpec
+    from fsdkit.training.run import training_arguments
+    from fsdkit.config import DistillConfig
+    from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
+
+    student, teacher = setup["student"], setup["teacher"]
+    ctx = TermContext(student.config, teacher.config, setup["task"], max_length=64)
+    memory = TeacherMemory(torch.randn(3, 384), {"layer": "penultimate", "pooling": "mean", "max_length": 64,
+                                                  "hidden_size": 384})
+    specs = [TermSpec("task", 0.5), TermSpec("kd", 0.5, {"temperature": 5.0}),
+             TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
+             TermSpec("structure", 30.0, {"view": "local"}, "local"),
+             TermSpec("memory", 1e-3, {"memory": memory}, "global")]
+    torch.manual_seed(0)
+    terms = nn.ModuleDict({s.label: build_term(s.name, ctx, s.options) for s in specs})
+    assert sorted(map(str, required_teacher_layers(terms.values()))) == ["penultimate"] * 3
+    args = training_arguments(DistillConfig(output_dir=str(tmp_path), batch_size=8, max_steps=1), tmp_path)
+
+    def step_losses(source):
+        trainer = DistillationTrainer(
+            model=StudentWithTerms(student, terms), args=args, term_specs=specs, teacher=source,
+            train_dataset=setup["encoded"], data_collator=setup["collator"],
+        )
+        batch = next(iter(trainer.get_train_dataloader()))
+        assert "idx" in batch
+        torch.manual_seed(1)  # same dropout masks in both steps
+        total = trainer.compute_loss(trainer.model, batch)
+        per_term = {k: trainer._term_sums[k] for k in trainer._term_sums}
+        return batch["idx"].tolist(), total.item(), per_term
+
+    idx_live, total_live, terms_live = step_losses(teacher)
+    idx_cache, total_cache, terms_cache = step_losses(setup["cache"])
+    assert idx_live == idx_cache
+    assert total_cache == pytest.approx(total_live, rel=1e-5, abs=1e-5)
+    assert terms_live.keys() == terms_cache.keys() == {"task", "kd", "intra", "local", "global"}
+    for label in terms_live:
+        assert terms_cache[label] == pytest.approx(terms_live[label], rel=1e-5, abs=1e-5), label
+
+
+def test_manifest_reopen_and_stale_key(setup):
+    cache_dir = setup["cache_dir"]
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    assert manifest["n_examples"] == N_ROWS and manifest["task"] == "mrpc" and manifest["max_length"] == 64
+    assert manifest["hidden_layers"] == [0, 5] and manifest["value_layers"] == [5]
+    assert len(manifest["teacher_sha256"]) == 64
+    offsets = np.load(cache_dir / "offsets.npy")
+    assert offsets[-1] == manifest["n_tokens"] == sum(sum(m) for m in setup["encoded"]["attention_mask"])
+    reopened = TeacherCache.open(cache_dir, key=manifest["key"])
+    assert len(reopened) == N_ROWS
+    with pytest.raises(StaleCacheError):
+        TeacherCache.open(cache_dir, key="another-key")
+    # open_or_build keeps one subfolder per key: a second call reuses it, another data subset gets its own
+    root = cache_dir.parent / "root"
+    args = (setup["teacher"], setup["encoded"], setup["collator"], setup["request"], root)
+    first = TeacherCache.open_or_build(*args, layers=["penultimate", 0], task="mrpc", max_length=64)
+    assert first.key == manifest["key"] and first.cache_dir == root / manifest["key"]
+    stamp = (first.cache_dir / "manifest.json").stat().st_mtime_ns
+    again = TeacherCache.open_or_build(*args, layers=["penultimate", 0], task="mrpc", max_length=64)
+    assert again.cache_dir == first.cache_dir and (again.cache_dir / "manifest.json").stat().st_mtime_ns == stamp
+    fewer = TeacherCache.open_or_build(setup["teacher"], setup["encoded"].select(range(10)), setup["collator"],
+                                       setup["request"], root, layers=["penultimate", 0], task="mrpc", max_length=64)
+    assert fewer.key != first.key and len(fewer) == 10 and len(TeacherCache.open(root / first.key)) == N_ROWS
+
+
+def test_refusals(setup):
+    batch = setup["collator"]([setup["encoded"][i] for i in (0, 1)])
+    with pytest.raises(ConfigError, match="attention maps"):
+        setup["cache"].features(batch, FeatureRequest(attentions=True))
+    no_idx = {k: v for k, v in batch.items() if k != "idx"}
+    with pytest.raises(ConfigError, match="'idx'"):
+        setup["cache"].features(no_idx, FeatureRequest(hidden_states=True))
+    wrong = dict(batch, idx=torch.tensor([5, 6]))  # other examples than the rows of the batch
+    with pytest.raises(StaleCacheError):
+        setup["cache"].features(wrong, FeatureRequest(hidden_states=True))
