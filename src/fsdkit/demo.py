@@ -9,6 +9,7 @@ one table. The teacher's outputs are computed once into a teacher-output cache t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def format_table(rows: list[dict], metric: str) -> str:
 def run_demo(config: DemoConfig | None = None) -> list[dict]:
     """Run the demo; returns the table rows and writes ``OUTPUT_DIR/demo_results.{json,md}``."""
     config = config or DemoConfig()
+    started = time.time()
     root = Path(config.output_dir)
     common = dict(task=config.task, data_dir=config.data_dir, seed=config.seed, epochs=config.epochs,
                   max_steps=config.max_steps, batch_size=config.batch_size, max_length=config.max_length,
@@ -86,7 +88,9 @@ def run_demo(config: DemoConfig | None = None) -> list[dict]:
             "output_dir": record["config"]["output_dir"],
         })
     table = format_table(rows, records["teacher"]["main_metric"])
-    print(table)
-    (root / "demo_results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (root / "demo_results.md").write_text(table + "\n")
+    wall = time.time() - started
+    summary = f"{table}\n\ntask {config.task}, dev set; wall time of this demo run: {wall / 60:.1f} min; runs in {root}"
+    print(summary)
+    (root / "demo_results.json").write_text(json.dumps({"rows": rows, "wall_time": wall}, indent=2) + "\n")
+    (root / "demo_results.md").write_text(summary + "\n")
     return rows
