@@ -1,0 +1,350 @@
+"""Generate ``benchmarks/RESULTS.md`` from the suite's JSON-lines results (the FSD paper's Tables 2–3 layout).
+
+::
+
+    python benchmarks/report.py                        # results/results.jsonl (+ results/tuning.jsonl) → RESULTS.md
+    python benchmarks/report.py --analyze mrpc --glue-dir ../shared/glue   # also (re)build the analysis report
+
+Per task × method: mean (std) over seeds of every task metric (×100, sample std), the teacher's dev score, each
+student's retention of the teacher's score (student mean / teacher × 100, main metric), the one-sided Welch
+p-value of FSD (and of FSD-Procrustes) against the best baseline (``fsdkit.analysis.significance``), the FSD
+ablation table, the training throughput relative to VKD, the failed runs, and a link to the analysis report
+of one task (``fsdkit.analyze`` on the seed-1 models the suite keeps). The first lines of the file give the
+exact command that regenerated it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from suite import (  # noqa: E402
+    ABLATION_METHODS,
+    DEFAULT_RECIPE,
+    DEFAULT_RESULTS,
+    DEFAULT_WORK_DIR,
+    TABLE_METHODS,
+    TABLE_TASKS,
+    TEACHER,
+    flatten_metrics,
+    load_recipe,
+    read_records,
+)
+
+TASK_ORDER = ("mrpc", "stsb", "cola", "sick", "rte", "sst2", "wnli", "qnli", "qqp", "mnli")
+BASELINES = ("nds", "vkd", "pkd", "rkd", "minilm", "internal-sid")
+PROPOSED = ("fsd", "fsd-procrustes")
+DISPLAY = {"nds": "nDS", "vkd": "VKD", "pkd": "PKD", "rkd": "RKD", "minilm": "MiniLM", "fsd": "FSD",
+           "fsd-procrustes": "FSD-Procrustes", "fsdi": "FSDI", "fsdl": "FSDL", "fsdg": "FSDG", "fsdil": "FSDIL",
+           "internal-sid": "Internal-SID", TEACHER: "Teacher"}
+METRIC_DISPLAY = {"f1": "F1", "accuracy": "Acc", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
+
+
+# ------------------------------------------------------------------------------------------------ selection
+def latest_ok(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The last ``ok`` record of every (task, method, seed) — a re-run supersedes an earlier one.
+
+    Metrics are flattened to ``{name: value}`` (``split/name`` for tasks with several eval splits).
+    """
+    latest: dict[tuple[str, str, Any], dict[str, Any]] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            latest[(r["task"], r["method"], r["seed"])] = {**r, "metrics": flatten_metrics(r.get("metrics") or {})}
+    return list(latest.values())
+
+
+def open_failures(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Failed runs not followed by a successful run of the same (task, method, seed)."""
+    state: dict[tuple[str, str, Any], dict[str, Any]] = {}
+    for r in records:
+        state[(r["task"], r["method"], r["seed"])] = dict(r)
+    return [r for r in state.values() if r.get("status") == "failed"]
+
+
+def ordered_tasks(tasks: Iterable[str]) -> list[str]:
+    tasks = set(tasks)
+    return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
+
+
+def task_metrics(task: str) -> tuple[list[str], str]:
+    """(metric names, main metric) of a task, from fsdkit's task registry."""
+    from fsdkit.data import get_task
+
+    spec = get_task(task)
+    return list(spec.metric_names), spec.main_metric
+
+
+# ------------------------------------------------------------------------------------------------ numbers
+def summary_table(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """(task, method) → metric → {"mean", "std", "n"} over seeds (``fsdkit.analysis.significance.summarize_runs``)."""
+    from fsdkit.analysis.significance import summarize_runs
+
+    return {(row["task"], row["method"]): row["metrics"] for row in summarize_runs(list(records))}
+
+
+def fmt(stat: Mapping[str, Any] | None, expected_n: int | None = None) -> str:
+    """``mean (std)`` in percent with two decimals; the number of seeds is appended when it is not the expected one."""
+    if not stat:
+        return "–"
+    text = f"{100 * stat['mean']:.2f}"
+    if stat.get("std") is not None:
+        text += f" ({100 * stat['std']:.2f})"
+    if expected_n is not None and stat.get("n") != expected_n:
+        text += f" [n={stat.get('n')}]"
+    return text
+
+
+def significance_rows(records: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> list[dict[str, Any]]:
+    """Welch one-sided test of each proposed method against the best baseline, per task (main metric)."""
+    from fsdkit.analysis.significance import significance_against_best
+
+    rows = []
+    for task in tasks:
+        _, main = task_metrics(task)
+        for method in PROPOSED:
+            if not any(r["task"] == task and r["method"] == method for r in records):
+                continue
+            rows.append(significance_against_best(records, task, method, main, candidates=BASELINES))
+    return rows
+
+
+def throughput_ratios(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], float]:
+    """(task, method) → mean training examples/s relative to VKD's on the same task."""
+    import numpy as np
+
+    speeds: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        if r.get("train_samples_per_second") and r["method"] != TEACHER:
+            speeds.setdefault((r["task"], r["method"]), []).append(float(r["train_samples_per_second"]))
+    out = {}
+    for (task, method), values in speeds.items():
+        base = speeds.get((task, "vkd"))
+        if base:
+            out[(task, method)] = float(np.mean(values) / np.mean(base))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ markdown
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+def _methods_present(records, candidates: Sequence[str]) -> list[str]:
+    present = {r["method"] for r in records}
+    extra = sorted(present - set(candidates) - set(ABLATION_METHODS) - {TEACHER})
+    return [m for m in candidates if m in present] + extra
+
+
+def render(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    command: str,
+    failures: Sequence[Mapping[str, Any]] = (),
+    tuning: Sequence[Mapping[str, Any]] = (),
+    recipe: Mapping[str, Any] | None = None,
+    expected_seeds: int = 3,
+    analysis_link: str | None = None,
+) -> str:
+    """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`)."""
+    stats = summary_table(records)
+    tasks = ordered_tasks(r["task"] for r in records)
+    teachers = {r["task"]: r for r in records if r["method"] == TEACHER}
+    students = [r for r in records if r["method"] != TEACHER]
+    main_methods = _methods_present(students, TABLE_METHODS)
+    lines = [
+        "# fsdkit quality benchmark: the FSD paper's comparison at CPU scale",
+        "",
+        "Generated from the results files by:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "Do not edit by hand. Scores are dev-set metrics ×100, **mean (std)** over seeds (sample std); `[n=k]` marks a "
+        f"cell with k ≠ {expected_seeds} finished seeds. Teacher: the packaged all-MiniLM-L6-v2 (6 layers, 384 wide) "
+        "fine-tuned per task by the recipe below; students: its first 3 layers.",
+        "",
+    ]
+
+    # -- Table 2/3 layout: methods × tasks (all metrics)
+    header = ["Method"]
+    columns: list[tuple[str, str]] = []
+    for task in tasks:
+        names, _ = task_metrics(task)
+        for name in names:
+            columns.append((task, name))
+            header.append(f"{task.upper()} {METRIC_DISPLAY.get(name, name)}")
+    lines += ["## Main table (paper Tables 2–3 layout)", ""]
+    rows = [["Teacher"] + [
+        f"{100 * teachers[t]['metrics'][m]:.2f}" if t in teachers and m in teachers[t]["metrics"] else "–"
+        for t, m in columns
+    ]]
+    for method in main_methods:
+        rows.append([DISPLAY.get(method, method)] + [fmt(stats.get((t, method), {}).get(m), expected_seeds) for t, m in columns])
+    lines += _table(header, rows) + [""]
+
+    # -- retention of the teacher's score
+    lines += ["## Retention of the teacher's score (main metric, student mean / teacher × 100)", ""]
+    header = ["Method"] + [f"{t.upper()} {METRIC_DISPLAY.get(task_metrics(t)[1], task_metrics(t)[1])}" for t in tasks]
+    rows = []
+    for method in main_methods + [m for m in ABLATION_METHODS if any(r["method"] == m for r in students)]:
+        row = [DISPLAY.get(method, method)]
+        for task in tasks:
+            _, main = task_metrics(task)
+            stat = stats.get((task, method), {}).get(main)
+            teacher = teachers.get(task, {}).get("metrics", {}).get(main)
+            row.append(f"{100 * stat['mean'] / teacher:.1f} %" if stat and teacher else "–")
+        rows.append(row)
+    lines += _table(header, rows) + [""]
+
+    # -- significance
+    lines += ["## Significance: FSD against the best baseline (one-sided Welch, main metric)", "",
+              f"Baselines: {', '.join(DISPLAY[b] for b in BASELINES)}. H1: FSD > best baseline when FSD's mean is at "
+              "least the baseline's, else FSD < best baseline (the paper's convention).", ""]
+    rows = []
+    for s in significance_rows(records, tasks):
+        rows.append([
+            s["task"], DISPLAY.get(s["method"], s["method"]), METRIC_DISPLAY.get(s["metric"], s["metric"]),
+            "–" if s["mean"] is None else f"{100 * s['mean']:.2f} (n={s['n']})",
+            DISPLAY.get(s["best_other"], s["best_other"] or "–"),
+            "–" if s["best_other_mean"] is None else f"{100 * s['best_other_mean']:.2f} (n={s['best_other_n']})",
+            s["alternative"] or "–",
+            f"{s['p_value']:.4f}" if s["p_value"] is not None else f"– ({s['reason']})",
+        ])
+    lines += _table(["Task", "Method", "Metric", "Mean", "Best baseline", "Its mean", "H1", "p"], rows) + [""]
+
+    # -- ablations
+    ablation = [m for m in ("vkd", *ABLATION_METHODS, "fsd") if any(r["method"] == m for r in students)]
+    if any(m in ABLATION_METHODS for m in ablation):
+        lines += ["## FSD ablations (paper Table 4 layout, main metric)", ""]
+        header = ["Method"] + [t.upper() for t in tasks]
+        rows = [[DISPLAY.get(m, m)] + [fmt(stats.get((t, m), {}).get(task_metrics(t)[1]), expected_seeds) for t in tasks]
+                for m in ablation]
+        lines += _table(header, rows) + [""]
+    else:
+        lines += ["## FSD ablations", "", "No ablation run (fsdi, fsdl, fsdg, fsdil) has finished yet.", ""]
+
+    # -- throughput
+    ratios = throughput_ratios(records)
+    if ratios:
+        lines += ["## Training throughput relative to VKD (suite runs; shared machine, indicative only)", ""]
+        speed_methods = [m for m in main_methods + list(ABLATION_METHODS) if any(k[1] == m for k in ratios)]
+        rows = [[DISPLAY.get(m, m)] + [f"{ratios[(t, m)]:.2f}" if (t, m) in ratios else "–" for t in tasks] for m in speed_methods]
+        lines += _table(["Method"] + [t.upper() for t in tasks], rows) + [""]
+        lines += ["Controlled speed measurements (same inputs, quiet machine, other libraries): "
+                  "[speed/SPEED.md](speed/SPEED.md).", ""]
+
+    # -- teacher + recipe + tuning
+    lines += ["## Teachers", ""]
+    rows = []
+    for task in tasks:
+        t = teachers.get(task)
+        if t:
+            scores = ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in t["metrics"].items())
+            rows.append([task, scores, f"{t.get('wall_time', 0) / 60:.1f} min", str(t.get("git_commit") or "–")[:10]])
+    lines += _table(["Task", "Dev score", "Wall time", "fsdkit commit"], rows) + [""]
+    if recipe:
+        lines += ["## Recipe (benchmarks/recipe.yaml)", "", "Shared by every student method: "
+                  + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("student", {})}.items()),
+                  "", "Teacher: " + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("teacher", {})}.items()),
+                  "", "Each method's own settings as run (from the records; anything else is shared):", ""]
+        rows = []
+        common = {*recipe.get("shared", {}), *recipe.get("student", {}), "task", "method", "seed"}
+        for method in sorted({r["method"] for r in students}):
+            weights = {k: v for r in students if r["method"] == method
+                       for k, v in (r.get("settings") or {}).items() if k not in common}
+            rows.append([DISPLAY.get(method, method), ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) or "method defaults"])
+        lines += _table(["Method", "Own settings"], rows) + [""]
+    lines += ["## Weight search (benchmarks/tune.py)", ""]
+    if tuning:
+        rows = [[DISPLAY.get(r["method"], r["method"]), json.dumps(r.get("candidate")),
+                 ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items())]
+                for r in tuning if r.get("status") == "ok"]
+        lines += _table(["Method", "Candidate", "Dev score"], rows) + [""]
+    else:
+        lines += ["Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).", ""]
+
+    if analysis_link:
+        lines += ["## Analysis report", "", f"Restoration rate, CKA heat maps, relation differences and complexity of the "
+                  f"seed-1 students: [{analysis_link}]({analysis_link}).", ""]
+
+    if failures:
+        lines += ["## Failed runs (not yet re-run successfully)", ""]
+        rows = [[f["task"], DISPLAY.get(f["method"], f["method"]), str(f["seed"]),
+                 (f.get("error") or "").splitlines()[0][:160].replace("|", "\\|")] for f in failures]
+        lines += _table(["Task", "Method", "Seed", "Error"], rows) + [""]
+
+    commits = sorted({str(r.get("git_commit"))[:10] for r in records if r.get("git_commit")})
+    hosts = sorted({f"{r['host'].get('cpu_count')} CPUs, torch {r['host'].get('torch_version')}" for r in records if r.get("host")})
+    done = {(r["task"], r["method"], r["seed"]) for r in students}
+    required = [(t, m, s) for t in TABLE_TASKS for m in TABLE_METHODS for s in range(1, expected_seeds + 1)]
+    finished = sum(key in done for key in required)
+    lines += ["## Provenance", "", f"- the committed table ({', '.join(TABLE_TASKS)} × {len(TABLE_METHODS)} methods × "
+              f"{expected_seeds} seeds): {finished} of {len(required)} runs finished; teachers: "
+              f"{sum(t in teachers for t in TABLE_TASKS)} of {len(TABLE_TASKS)}",
+              f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
+              f"- fsdkit commits: {', '.join(commits) or '–'}", f"- machines: {'; '.join(hosts) or '–'}", ""]
+    return "\n".join(lines)
+
+
+def run_analysis(task: str, glue_dir: str, work_dir: Path, out_dir: Path, records: Sequence[Mapping[str, Any]]) -> Path:
+    """``fsdkit.analyze`` of the task's teacher against the seed-1 students the suite kept; returns report.md."""
+    from fsdkit.analysis import analyze
+
+    teacher = work_dir / task / TEACHER
+    models = {}
+    for r in records:
+        folder = r.get("output_dir")
+        if r["task"] == task and r["method"] != TEACHER and folder and (Path(folder) / "config.json").is_file():
+            models[DISPLAY.get(r["method"], r["method"])] = folder
+    if not (teacher / "config.json").is_file() or not models:
+        raise SystemExit(f"--analyze {task}: no teacher or no kept student folder under {work_dir / task}")
+    analyze(task, str(teacher), models, data_dir=glue_dir, output_dir=out_dir, reference="VKD", proposed="FSD",
+            progress=False)
+    return out_dir / "report.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate benchmarks/RESULTS.md from the suite's results files.")
+    parser.add_argument("--results", action="append", default=None, help="JSON-lines results file(s) "
+                        f"(default {DEFAULT_RESULTS.relative_to(HERE.parent)})")
+    parser.add_argument("--tuning", default=str(HERE / "results" / "tuning.jsonl"), help="weight-search results")
+    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
+    parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--seeds", type=int, default=3, help="expected seeds per cell")
+    parser.add_argument("--analyze", default=None, metavar="TASK", help="also run fsdkit.analyze on TASK's kept models")
+    parser.add_argument("--analysis-dir", default=str(HERE / "analysis"), help="analysis reports: ANALYSIS_DIR/TASK/")
+    parser.add_argument("--glue-dir", default=None, help="GLUE folder (needed with --analyze)")
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="the suite's model folders")
+    args = parser.parse_args(argv)
+    paths = args.results or [str(DEFAULT_RESULTS)]
+    raw = [r for p in paths for r in read_records(p)]
+    records = latest_ok(raw)
+    output = Path(args.output)
+    if args.analyze:
+        out_dir = Path(args.analysis_dir) / args.analyze
+        report = run_analysis(args.analyze, args.glue_dir, Path(args.work_dir), out_dir, records)
+    else:
+        report = next(iter(sorted(Path(args.analysis_dir).glob("*/report.md"))), None)
+    analysis_link = None if report is None else os.path.relpath(Path(report).resolve(), output.resolve().parent)
+    command = "python benchmarks/report.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    text = render(records, command=command.strip(), failures=open_failures(raw), tuning=read_records(args.tuning),
+                  recipe=load_recipe(args.recipe), expected_seeds=args.seeds, analysis_link=analysis_link)
+    output.write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {output} ({len(records)} finished runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,620 @@
+"""The speed suite: fsdkit against TextBrewer, torchdistill and the CKA libraries, side by side in one run.
+
+::
+
+    bash benchmarks/speed/setup.sh                       # once: benchmarks/speed/.venv with the other libraries
+    benchmarks/speed/.venv/bin/python benchmarks/speed/run_speed.py --glue-dir ../shared/glue
+
+Writes ``benchmarks/speed/results.json`` and ``benchmarks/speed/SPEED.md``. Every measurement uses identical
+inputs across libraries, excludes warm-up iterations, reports the median of several repetitions, and pins
+``torch.set_num_threads(2)``.
+
+1. **Training throughput and peak memory** of the same distillation — MiniLM teacher (the packaged
+   all-MiniLM-L6-v2, 6 layers) → 3-layer student (its first 3 layers), vanilla KD (α = 0.5, T = 5, AdamW
+   lr 1e-4) on the same fixed, dynamically padded MRPC batches (batch 32, max length 128) — in fsdkit
+   (``DistillationTrainer.compute_loss``, backward, optimizer step), TextBrewer 0.2.1 (``BasicDistiller.train``) and
+   torchdistill 1.1.5 (``DistillationBox.forward_process`` / ``post_forward_process``). Each library runs in its
+   own process (peak RSS = ``ru_maxrss`` of that process; the increase over the RSS after loading the models is
+   the training's own memory). Step times come from the moments the library's own loop asks for the next batch.
+   Also fsdkit FSD (intra + local + memory structure, K = 100) against fsdkit VKD, with the live teacher and with
+   the teacher-output cache (:mod:`fsdkit.training.teacher_cache`).
+2. **CKA** as FSDI (per-sample token CKA, B × L × D) and FSDL (batch CKA of flattened rows) use it, forward +
+   backward, fsdkit's batched ``linear_cka`` / ``debiased_cka`` against ckatorch (``cka_base``, biased),
+   cka-pytorch (``hsic1``, unbiased) and torch-cka (``CKA._HSIC``, unbiased; returns Python floats, so no
+   backward) on the same inputs: agreement (max |Δ|) and time, and the time of the bare Gram products (the lower
+   bound of any implementation).
+3. **k-means of the FSDG teacher memory**: fsdkit's streaming k-means (k-means++, Lloyd to tolerance) against
+   scikit-learn's ``KMeans`` (k-means++, n_init = 1, same tolerance) and the reference code's procedure (SPEC.md:
+   a running average whose counters are reset every mini-batch step, 3 epochs ≈ one Lloyd step): time and final
+   inertia on the same teacher rows.
+
+A library that cannot be imported is recorded as unavailable (with the error) instead of failing the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+THREADS = 2
+BATCH_SIZE = 32
+MAX_LENGTH = 128
+ALPHA, TEMPERATURE, LR = 0.5, 5.0, 1e-4
+TRAIN_CONFIGS = ("fsdkit-vkd", "fsdkit-fsd", "fsdkit-vkd-cache", "fsdkit-fsd-cache", "textbrewer-vkd", "torchdistill-vkd")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def mrpc_rows(glue_dir: str, n_rows: int):
+    """The first ``n_rows`` MRPC training rows, tokenized (unpadded), with the ``idx`` column, and the collator."""
+    from fsdkit.data import encode_dataset, get_task, load_task_data, make_collator
+    from fsdkit.models import load_classifier
+
+    task = get_task("mrpc")
+    _, tokenizer = load_classifier("minilm", task)
+    train = load_task_data(task, glue_dir)["train"].select(range(n_rows))
+    train = train.add_column("idx", list(range(n_rows)))
+    return encode_dataset(train, tokenizer, task, max_length=MAX_LENGTH), make_collator(tokenizer)
+
+
+def fixed_batches(encoded, collator, n_batches: int) -> list[dict[str, torch.Tensor]]:
+    """Consecutive batches of ``BATCH_SIZE`` rows, each padded to its own longest row (dynamic padding)."""
+    return [collator([encoded[i] for i in range(b * BATCH_SIZE, (b + 1) * BATCH_SIZE)]) for b in range(n_batches)]
+
+
+def models():
+    """(teacher, student): the packaged MiniLM (eval, frozen) and a 3-layer student from it; same init everywhere."""
+    from fsdkit.data import get_task
+    from fsdkit.models import build_student, load_classifier
+
+    torch.manual_seed(0)
+    teacher, _ = load_classifier("minilm", get_task("mrpc"))
+    teacher.eval().requires_grad_(False)
+    base, _ = load_classifier("minilm", get_task("mrpc"))
+    return teacher, build_student(base, 3)
+
+
+class TimedBatches:
+    """Yields ``warmup`` batches, then ``reps`` passes over ``batches``, then one sentinel batch, timing each request.
+
+    The moment a training loop asks for batch i + 1 is the end of its step i, so a pass's duration is the time
+    between the first requests of consecutive passes (the sentinel closes the last pass; its own step is not timed).
+    """
+
+    def __init__(self, batches, warmup: int, reps: int, strip: tuple[str, ...] = ()):
+        self.batches = [{k: v for k, v in b.items() if k not in strip} for b in batches]
+        self.warmup, self.reps = warmup, reps
+        self.stamps: list[float] = []
+
+    def sequence(self):
+        return self.batches[: self.warmup] + self.batches * self.reps + self.batches[:1]
+
+    def __len__(self) -> int:
+        return len(self.sequence())
+
+    def __iter__(self):
+        for batch in self.sequence():
+            self.stamps.append(time.perf_counter())
+            yield {k: v.clone() for k, v in batch.items()}
+
+    def pass_seconds(self) -> list[float]:
+        n = len(self.batches)
+        starts = [self.warmup + r * n for r in range(self.reps + 1)]
+        return [self.stamps[starts[r + 1]] - self.stamps[starts[r]] for r in range(self.reps)]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, collator, tmp: Path) -> dict[str, Any]:
+    """fsdkit's training step (DistillationTrainer.compute_loss, backward) + AdamW step, live teacher or cache."""
+    from torch import nn
+
+    from fsdkit.config import DistillConfig
+    from fsdkit.features import FeatureRequest
+    from fsdkit.losses import TermContext, build_term
+    from fsdkit.memory import TeacherMemory
+    from fsdkit.training.methods import TermSpec
+    from fsdkit.training.run import training_arguments
+    from fsdkit.training.teacher_cache import TeacherCache, required_teacher_layers
+    from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
+
+    from fsdkit.data import get_task
+
+    teacher, student = models()
+    ctx = TermContext(student.config, teacher.config, get_task("mrpc"), max_length=MAX_LENGTH)
+    specs = [TermSpec("task", ALPHA), TermSpec("kd", 1 - ALPHA, {"temperature": TEMPERATURE})]
+    if method == "fsd":
+        memory = TeacherMemory(torch.randn(100, MAX_LENGTH * teacher.config.hidden_size),
+                               {"layer": "penultimate", "pooling": "flatten", "max_length": MAX_LENGTH,
+                                "hidden_size": teacher.config.hidden_size})
+        specs += [TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
+                  TermSpec("structure", 30.0, {"view": "local"}, "local"),
+                  TermSpec("memory", 1e-3, {"memory": memory}, "global")]
+    terms = nn.ModuleDict({s.label: build_term(s.name, ctx, s.options) for s in specs})
+    extra: dict[str, Any] = {}
+    source: Any = teacher
+    if cached:
+        request = FeatureRequest()
+        for term in terms.values():
+            request = request | term.request()
+        started = time.perf_counter()
+        source = TeacherCache.build(teacher, encoded, collator, request, tmp / "cache", batch_size=64,
+                                    layers=required_teacher_layers(terms.values()), task="mrpc", max_length=MAX_LENGTH)
+        extra = {"cache_build_seconds": time.perf_counter() - started, "cache_bytes": source.manifest["bytes"],
+                 "cache_examples": len(source)}
+        del teacher
+    n_steps = len(timed)
+    args = training_arguments(DistillConfig(output_dir=str(tmp), batch_size=BATCH_SIZE, learning_rate=LR,
+                                            max_steps=n_steps, progress=False), tmp)
+    trainer = DistillationTrainer(model=StudentWithTerms(student, terms), args=args, term_specs=specs, teacher=source,
+                                  data_collator=collator)
+    trainer.create_optimizer_and_scheduler(num_training_steps=n_steps)
+    trainer.model.train()
+    before = rss_mb()
+    for batch in timed:
+        trainer.compute_loss(trainer.model, batch).backward()
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        trainer.model.zero_grad()
+    return {"rss_before_mb": before, **extra}
+
+
+def textbrewer_worker(timed: TimedBatches, tmp: Path) -> dict[str, Any]:
+    """TextBrewer 0.2.1's BasicDistiller.train: its own loop, hard-label loss + soft-label CE at T."""
+    import textbrewer
+    from textbrewer import BasicDistiller, DistillationConfig, TrainingConfig
+
+    teacher, student = models()
+
+    def adaptor(batch, outputs):
+        return {"logits": outputs.logits, "losses": [outputs.loss]}
+
+    train_config = TrainingConfig(device="cpu", log_dir=str(tmp / "log"), output_dir=str(tmp / "out"), ckpt_frequency=1)
+    distill_config = DistillationConfig(temperature=TEMPERATURE, hard_label_weight=ALPHA, kd_loss_weight=1 - ALPHA,
+                                        kd_loss_type="ce")
+    distiller = BasicDistiller(train_config, distill_config, teacher, student, adaptor, adaptor)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=LR)
+    before = rss_mb()
+    distiller.train(optimizer, timed, num_epochs=1)
+    return {"rss_before_mb": before, "version": textbrewer.__version__}
+
+
+def torchdistill_worker(timed: TimedBatches, tmp: Path) -> dict[str, Any]:
+    """torchdistill 1.1.5's DistillationBox: forward_process + post_forward_process, as its training loop does."""
+    import torchdistill
+    from torchdistill.core.distillation import DistillationBox
+
+    teacher, student = models()
+    hook = {"input": [], "output": ["classifier"]}
+    kd = {"key": "KDLoss", "kwargs": {"student_module_path": "classifier", "student_module_io": "output",
+                                       "teacher_module_path": "classifier", "teacher_module_io": "output",
+                                       "temperature": TEMPERATURE, "alpha": 0, "reduction": "batchmean"}}
+    train_config = {
+        "num_epochs": 1,
+        "teacher": {"forward_proc": "forward_batch_only_as_kwargs", "forward_hook": hook, "requires_grad": False},
+        "student": {"forward_proc": "forward_batch_only_as_kwargs", "forward_hook": hook, "requires_grad": True},
+        "optimizer": {"key": "AdamW", "kwargs": {"lr": LR}},
+        "criterion": {"key": "WeightedSumLoss", "func2extract_model_loss": "extract_model_loss_dict",
+                      "kwargs": {"model_term": {"weight": ALPHA},
+                                 "sub_terms": {"kd": {"criterion": kd, "weight": (1 - ALPHA) * TEMPERATURE**2}}}},
+    }
+    box = DistillationBox(teacher, student, {}, train_config, torch.device("cpu"), None, False, 1.0)
+    box.pre_epoch_process(epoch=0)
+    before = rss_mb()
+    for batch in timed:
+        loss = box.forward_process(batch, targets=batch["labels"], supp_dict={})
+        box.post_forward_process(loss)
+    return {"rss_before_mb": before, "version": torchdistill.__version__}
+
+
+def run_worker(config: str, glue_dir: str, n_batches: int, warmup: int, reps: int) -> dict[str, Any]:
+    """One training configuration in this process; returns throughput and memory."""
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    encoded, collator = mrpc_rows(glue_dir, n_batches * BATCH_SIZE)
+    batches = fixed_batches(encoded, collator, n_batches)
+    library, _, method = config.partition("-")
+    timed = TimedBatches(batches, warmup, reps, strip=() if library == "fsdkit" else ("idx",))
+    with tempfile.TemporaryDirectory() as tmp:
+        if library == "fsdkit":
+            cached = method.endswith("-cache")
+            extra = fsdkit_worker(method.removesuffix("-cache"), cached, timed, encoded, collator, Path(tmp))
+        elif library == "textbrewer":
+            extra = textbrewer_worker(timed, Path(tmp))
+        else:
+            extra = torchdistill_worker(timed, Path(tmp))
+    passes = timed.pass_seconds()
+    examples = n_batches * BATCH_SIZE
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "config": config, "status": "ok", "examples_per_second": examples / statistics.median(passes),
+        "pass_seconds": passes, "examples_per_pass": examples, "tokens_per_pass": int(sum(b["attention_mask"].sum() for b in batches)),
+        "peak_rss_mb": peak, "training_rss_mb": peak - extra.pop("rss_before_mb"), **extra,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ CKA
+def _median_time(fn, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cka_inputs(view: str, seed: int = 0):
+    """Correlated student (D_S) / teacher (D_T) features: intra B × L × D, local B × (L·D) (all tokens real)."""
+    g = torch.Generator().manual_seed(seed)
+    b, l, d = BATCH_SIZE, 64, 384
+    y = torch.randn(b, l, d, generator=g)
+    x = y @ torch.randn(d, d, generator=g) / d**0.5 + 0.5 * torch.randn(b, l, d, generator=g)
+    if view == "local":
+        x, y = x.reshape(b, l * d), y.reshape(b, l * d)
+    return x, y
+
+
+def cka_bench(reps: int) -> dict[str, Any]:
+    """CKA of the FSDI / FSDL views, forward + backward, fsdkit against the CKA libraries and the bare products."""
+    from fsdkit.losses.similarities import debiased_cka, linear_cka
+
+    out: dict[str, Any] = {}
+    for view in ("intra", "local"):
+        x0, y = cka_inputs(view)
+        batched = view == "intra"  # intra: one CKA per sample; local: one CKA over the batch rows
+        rows: dict[str, Any] = {}
+
+        def timed(name, fn, backward=True, reference=None, exact=None, note=""):
+            """Median forward (+ backward) time of ``fn(x)``; max |Δ| to fsdkit (``reference``) and to float64."""
+            def step(with_grad):
+                x = x0.clone().requires_grad_(with_grad)
+                value = fn(x)
+                if with_grad:
+                    value.sum().backward()
+                return value
+
+            try:
+                try:
+                    value = step(backward).detach()
+                except RuntimeError as exc:
+                    if not backward or "does not require grad" not in str(exc):
+                        raise
+                    backward, note = False, "its result carries no gradient"
+                    value = step(False).detach()
+                seconds = _median_time(lambda: step(backward), reps)
+            except Exception as exc:  # noqa: BLE001 — an unavailable or failing library is recorded
+                rows[name] = {"status": "unavailable", "error": f"{type(exc).__name__}: {exc}"}
+                return
+            row = {"status": "ok", "seconds": seconds, "backward": backward, "note": note}
+            if reference is not None:
+                row["max_abs_diff"] = float((value.double() - reference.double()).abs().max())
+                row["agrees_1e-5"] = row["max_abs_diff"] <= 1e-5
+            if exact is not None:
+                row["max_abs_diff_float64"] = float((value.double() - exact).abs().max())
+            rows[name] = row
+
+        ref_biased = linear_cka(x0, y).detach()
+        ref_unbiased = debiased_cka(x0, y).detach()
+        exact_biased = linear_cka(x0.double(), y.double())  # float64 values of the same definitions
+        exact_unbiased = debiased_cka(x0.double(), y.double())
+        timed("fsdkit linear_cka", lambda x: linear_cka(x, y), exact=exact_biased)
+        timed("fsdkit debiased_cka", lambda x: debiased_cka(x, y), exact=exact_unbiased)
+
+        def bare(x):
+            if batched:
+                return (torch.bmm(x, x.mT) * torch.bmm(y, y.mT)).sum((-1, -2))
+            return ((x @ x.T) * (y @ y.T)).sum()
+
+        timed("bare Gram products (lower bound)", bare)
+
+        def per_sample(fn):
+            return lambda x: torch.stack([fn(x[i], y[i]) for i in range(x.shape[0])]) if batched else fn(x, y)
+
+        try:
+            from ckatorch.core import cka_base
+
+            timed("ckatorch cka_base (biased)", per_sample(lambda a, b: cka_base(a, b)), reference=ref_biased,
+                  exact=exact_biased)
+        except ImportError as exc:
+            rows["ckatorch cka_base (biased)"] = {"status": "unavailable", "error": str(exc)}
+        try:
+            from cka_pytorch.hsic import hsic1
+
+            def cka_pytorch(x):
+                xs, ys = (x, y) if batched else (x[None], y[None])
+                kx, ky = torch.bmm(xs, xs.mT), torch.bmm(ys, ys.mT)
+                value = hsic1(kx, ky) / (hsic1(kx, kx) * hsic1(ky, ky)).sqrt()
+                return value if batched else value[0]
+
+            timed("cka-pytorch hsic1 (unbiased)", cka_pytorch, reference=ref_unbiased, exact=exact_unbiased)
+        except ImportError as exc:
+            rows["cka-pytorch hsic1 (unbiased)"] = {"status": "unavailable", "error": str(exc)}
+        try:
+            from torch_cka.cka import CKA
+
+            class _Device:
+                device = "cpu"
+
+            def torch_cka_one(a, b):
+                k, l_ = (a @ a.T).fill_diagonal_(0.0), (b @ b.T).fill_diagonal_(0.0)
+                hsic = lambda p, q: CKA._HSIC(_Device, p, q)  # noqa: E731 — the library's unbiased HSIC
+                return torch.tensor(hsic(k, l_) / (hsic(k, k) ** 0.5 * hsic(l_, l_) ** 0.5))
+
+            timed("torch-cka _HSIC (unbiased)", per_sample(torch_cka_one), backward=False, note="returns floats (.item())",
+                  reference=ref_unbiased, exact=exact_unbiased)
+        except ImportError as exc:
+            rows["torch-cka _HSIC (unbiased)"] = {"status": "unavailable", "error": str(exc)}
+        out[view] = {"shape_x": list(x0.shape), "shape_y": list(y.shape), "results": rows}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ k-means
+def reference_kmeans(rows, k: int, epochs: int = 3, batch: int = 32, seed: int = 0):
+    """The reference code's memory procedure (SPEC.md): random-row init, then per mini-batch step a running
+    average of each centroid with the batch rows assigned to it, the counters reset every step."""
+    g = torch.Generator().manual_seed(seed)
+    data = torch.as_tensor(rows)
+    centroids = data[torch.randperm(len(data), generator=g)[:k]].clone()
+    for _ in range(epochs):
+        for start in range(0, len(data), batch):
+            x = data[start : start + batch]
+            assign = torch.cdist(x, centroids).argmin(1)
+            counts = torch.ones(k)  # reset every step: the centroid itself counts once
+            sums = centroids.clone()
+            sums.index_add_(0, assign, x)
+            counts.index_add_(0, assign, torch.ones(len(x)))
+            centroids = sums / counts[:, None]
+    return centroids
+
+
+def inertia(rows, centroids) -> float:
+    data = torch.as_tensor(rows)
+    total = 0.0
+    for start in range(0, len(data), 1024):
+        total += float(torch.cdist(data[start : start + 1024], centroids).min(1).values.pow(2).sum())
+    return total
+
+
+def teacher_rows(glue_dir: str, n_rows: int) -> torch.Tensor:
+    """FSDG's default teacher rows: vec of the penultimate layer padded to MAX_LENGTH, for MRPC training rows."""
+    from fsdkit.features import FeatureRequest, forward_features
+    from fsdkit.memory import feature_rows
+
+    teacher, _ = models()
+    encoded, collator = mrpc_rows(glue_dir, n_rows)
+    encoded = encoded.remove_columns(["idx", "labels"])
+    out = []
+    with torch.no_grad():
+        for start in range(0, n_rows, 64):
+            batch = collator([encoded[i] for i in range(start, min(start + 64, n_rows))])
+            feats = forward_features(teacher, batch, FeatureRequest(hidden_states=True))
+            out.append(feature_rows(feats.hidden("penultimate"), batch["attention_mask"], "flatten", MAX_LENGTH))
+    return torch.cat(out)
+
+
+def kmeans_bench(glue_dir: str, n_rows: int, k: int, reps: int) -> dict[str, Any]:
+    """fsdkit k-means vs scikit-learn KMeans vs the reference procedure on the same teacher rows."""
+    from fsdkit.memory import kmeans
+
+    rows = teacher_rows(glue_dir, n_rows)
+    np_rows = rows.numpy()
+    results: dict[str, Any] = {"rows": list(rows.shape), "k": k}
+
+    def measure(name, fn):
+        times, value = [], None
+        for _ in range(reps):
+            start = time.perf_counter()
+            value = fn()
+            times.append(time.perf_counter() - start)
+        centroids, extra = value
+        results[name] = {"seconds": statistics.median(times), "inertia": inertia(rows, torch.as_tensor(centroids)), **extra}
+
+    def fsdkit_kmeans():
+        r = kmeans(rows, k, tol=1e-4, max_iter=100, seed=0)
+        return r.centroids, {"iterations": r.n_iter, "converged": r.converged}
+
+    def sklearn_kmeans():
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k, init="k-means++", n_init=1, tol=1e-4, max_iter=100, random_state=0).fit(np_rows)
+        return torch.from_numpy(km.cluster_centers_).float(), {"iterations": int(km.n_iter_)}
+
+    measure("fsdkit kmeans", fsdkit_kmeans)
+    measure("scikit-learn KMeans", sklearn_kmeans)
+    measure("reference procedure (3 epochs)", lambda: (reference_kmeans(rows, k), {"iterations": "3 epochs of mini-batch steps"}))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ report
+def machine() -> dict[str, Any]:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), None)
+    except (OSError, subprocess.SubprocessError):
+        model = None
+    versions = {}
+    for name in ("fsdkit", "textbrewer", "torchdistill", "torch-cka", "cka-pytorch", "ckatorch", "scikit-learn", "transformers"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:  # noqa: BLE001 — not installed
+            versions[name] = None
+    return {"cpu_model": model, "cpu_count": os.cpu_count(), "torch_version": torch.__version__, "torch_threads": THREADS,
+            "python": platform.python_version(), "platform": platform.platform(), "versions": versions}
+
+
+def fmt_ratio(a, b) -> str:
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+def cka_findings(rows: dict[str, Any]) -> list[str]:
+    """Plain-language reading of one CKA table: speed against the lower bound, and who is off when values differ."""
+    notes = []
+    bare = rows.get("bare Gram products (lower bound)", {}).get("seconds")
+    for name in ("fsdkit linear_cka", "fsdkit debiased_cka"):
+        if bare and rows.get(name, {}).get("seconds"):
+            notes.append(f"- {name} takes {rows[name]['seconds'] / bare:.1f}× the bare Gram products' time.")
+    for name, r in rows.items():
+        if r.get("status") != "ok" or r.get("agrees_1e-5", True):
+            continue
+        own = rows["fsdkit debiased_cka" if "unbiased" in name else "fsdkit linear_cka"].get("max_abs_diff_float64")
+        theirs = r.get("max_abs_diff_float64")
+        if own is not None and theirs is not None:
+            closer = "fsdkit's float32 value is the less accurate one" if own > theirs else f"{name} is the less accurate one"
+            notes.append(f"- {name} differs from fsdkit by {r['max_abs_diff']:.1e}: against float64, fsdkit is off by "
+                         f"{own:.1e} and {name} by {theirs:.1e} — {closer}.")
+    return notes
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    """SPEED.md from the results."""
+    m = results["machine"]
+    train = {r["config"]: r for r in results["training"]}
+    base = train.get("fsdkit-vkd", {}).get("examples_per_second")
+    lines = ["# fsdkit speed suite", "", "Generated by:", "", "```", command, "```", "",
+             f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, torch {m['torch_version']}, "
+             f"{m['torch_threads']} threads, Python {m['python']}. Load average (1/5/15 min) at start "
+             f"{' / '.join(f'{v:.2f}' for v in results['load_start'])}, at end "
+             f"{' / '.join(f'{v:.2f}' for v in results['load_end'])} — the machine is shared with other jobs (a load above "
+             "2 means they competed for the 2 cores), so absolute numbers are pessimistic; the ratios come from one run.",
+             "", "Library versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", "",
+             "Installation (setup.sh):", "", *(f"- {line}" for line in results.get("install_status", [])), "",
+             "## Training throughput (vanilla KD, MiniLM → 3-layer student, MRPC, batch 32, max length 128)", "",
+             f"Median of {results['settings']['reps']} passes over the same {results['settings']['n_batches']} batches "
+             f"({results['settings']['warmup']} warm-up steps excluded). Peak RSS of the library's own process; "
+             "'training' = peak minus the RSS after loading the models.", "",
+             "| Configuration | examples/s | relative to fsdkit VKD | peak RSS (MB) | training (MB) |", "|---|---|---|---|---|"]
+    for name in TRAIN_CONFIGS:
+        r = train.get(name)
+        if r is None:
+            continue
+        if r["status"] != "ok":
+            lines.append(f"| {name} | unavailable: {r['error'].splitlines()[0][:120]} | – | – | – |")
+            continue
+        lines.append(f"| {name} | {r['examples_per_second']:.1f} | {fmt_ratio(r['examples_per_second'], base)} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['training_rss_mb']:.0f} |")
+    get = lambda k: train.get(k, {}).get("examples_per_second")  # noqa: E731
+    lines += ["", "Ratios:", "",
+              f"- FSD / VKD throughput, live teacher: **{fmt_ratio(get('fsdkit-fsd'), get('fsdkit-vkd'))}** (the paper: 0.92)",
+              f"- FSD / VKD throughput, both with the teacher-output cache: **{fmt_ratio(get('fsdkit-fsd-cache'), get('fsdkit-vkd-cache'))}**",
+              f"- FSD (cache) / VKD (live): **{fmt_ratio(get('fsdkit-fsd-cache'), get('fsdkit-vkd'))}**",
+              f"- cache speed-up, VKD: **{fmt_ratio(get('fsdkit-vkd-cache'), get('fsdkit-vkd'))}×**; "
+              f"FSD: **{fmt_ratio(get('fsdkit-fsd-cache'), get('fsdkit-fsd'))}×**",
+              f"- TextBrewer / fsdkit (VKD): {fmt_ratio(get('textbrewer-vkd'), get('fsdkit-vkd'))}; "
+              f"torchdistill / fsdkit (VKD): {fmt_ratio(get('torchdistill-vkd'), get('fsdkit-vkd'))}"]
+    cache = train.get("fsdkit-fsd-cache", {})
+    if cache.get("cache_build_seconds"):
+        per_example = cache["cache_build_seconds"] / cache["cache_examples"]
+        lines += [f"- cache build: {cache['cache_build_seconds']:.1f} s for {cache['cache_examples']} examples "
+                  f"({1 / per_example:.1f} examples/s, one teacher pass; {cache['cache_bytes'] / 2**20:.1f} MB for the "
+                  "penultimate layer + logits) — paid once per task and teacher, then shared by every epoch, method and seed"]
+    lines += ["", "## CKA of FSDI and FSDL (forward + backward)", ""]
+    for view, block in results["cka"].items():
+        desc = ("FSDI: one CKA per sample over its tokens" if view == "intra" else "FSDL: one CKA over the batch's flattened rows")
+        lines += [f"### {view} — {desc}; x {block['shape_x']}, y {block['shape_y']}", "",
+                  "| Implementation | time (ms) | relative to fsdkit | max abs diff to fsdkit | agrees to 1e-5 | "
+                  "max abs diff to float64 |", "|---|---|---|---|---|---|"]
+        res = block["results"]
+        for name, r in res.items():
+            if r["status"] != "ok":
+                lines.append(f"| {name} | unavailable: {r['error'][:100]} | – | – | – | – |")
+                continue
+            ref = res["fsdkit debiased_cka" if "unbiased" in name else "fsdkit linear_cka"].get("seconds")
+            diff = f"{r['max_abs_diff']:.2e}" if "max_abs_diff" in r else "(reference)" if name.startswith("fsdkit") else "–"
+            agree = ("yes" if r["agrees_1e-5"] else "**no**") if "agrees_1e-5" in r else "–"
+            exact = f"{r['max_abs_diff_float64']:.2e}" if "max_abs_diff_float64" in r else "–"
+            label = name + ("" if r["backward"] else f" — forward only{': ' + r['note'] if r.get('note') else ''}")
+            lines.append(f"| {label} | {1000 * r['seconds']:.2f} | {fmt_ratio(r['seconds'], ref)} | {diff} | {agree} | {exact} |")
+        lines += [""] + cka_findings(res) + [""]
+    km = results["kmeans"]
+    lines += [f"## k-means of the teacher memory ({km['rows'][0]} MRPC rows × {km['rows'][1]} dims — flattened penultimate "
+              f"layer — K = {km['k']})", "", "| Procedure | time (s) | final inertia | relative to fsdkit | iterations |",
+              "|---|---|---|---|---|"]
+    ref = km["fsdkit kmeans"]["inertia"]
+    for name in ("fsdkit kmeans", "scikit-learn KMeans", "reference procedure (3 epochs)"):
+        r = km[name]
+        lines.append(f"| {name} | {r['seconds']:.2f} | {r['inertia']:.4g} | {r['inertia'] / ref:.3f} | {r['iterations']} |")
+    lines += ["", "Raw numbers: [results.json](results.json)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--glue-dir", default=str(ROOT.parent / "shared" / "glue"))
+    parser.add_argument("--output-dir", default=str(HERE))
+    parser.add_argument("--n-batches", type=int, default=6, help="batches per timed pass")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up steps before the timed passes")
+    parser.add_argument("--reps", type=int, default=3, help="timed passes (the median is reported)")
+    parser.add_argument("--kmeans-rows", type=int, default=1024)
+    parser.add_argument("--kmeans-k", type=int, default=100)
+    parser.add_argument("--configs", default=",".join(TRAIN_CONFIGS))
+    parser.add_argument("--render-only", action="store_true", help="rewrite SPEED.md from OUTPUT_DIR/results.json")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(THREADS)
+    if args.worker:
+        try:
+            result = run_worker(args.worker, args.glue_dir, args.n_batches, args.warmup, args.reps)
+        except Exception as exc:  # noqa: BLE001 — recorded by the parent
+            import traceback
+
+            result = {"config": args.worker, "status": "unavailable", "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"}
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    command = "python benchmarks/speed/run_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = Path(args.output_dir)
+    if args.render_only:
+        results = json.loads((out / "results.json").read_text())
+        (out / "SPEED.md").write_text(render(results, results["command"]))
+        print(f"wrote {out / 'SPEED.md'}")
+        return 0
+    status_file = Path(sys.prefix) / "install-status.txt"  # written by setup.sh
+    results: dict[str, Any] = {"command": command.strip(), "machine": machine(), "load_start": os.getloadavg(), "training": [],
+                               "install_status": status_file.read_text().splitlines() if status_file.is_file() else [],
+                               "settings": {"n_batches": args.n_batches, "warmup": args.warmup, "reps": args.reps,
+                                            "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}}
+    for config in [c for c in args.configs.split(",") if c]:
+        cmd = [sys.executable, __file__, "--worker", config, "--glue-dir", args.glue_dir, "--n-batches", str(args.n_batches),
+               "--warmup", str(args.warmup), "--reps", str(args.reps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        result = json.loads(line[7:]) if line else {"config": config, "status": "unavailable",
+                                                    "error": f"worker exited {proc.returncode}: {proc.stderr[-2000:]}"}
+        print(json.dumps({k: v for k, v in result.items() if k != "error"} | ({"error": result["error"][:300]} if "error" in result else {})), flush=True)
+        results["training"].append(result)
+    results["cka"] = cka_bench(reps=max(5, args.reps))
+    print(json.dumps(results["cka"])[:2000], flush=True)
+    results["kmeans"] = kmeans_bench(args.glue_dir, args.kmeans_rows, args.kmeans_k, reps=1)
+    results["load_end"] = os.getloadavg()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "SPEED.md").write_text(render(results, results["command"]))
+    print(f"wrote {out / 'results.json'} and {out / 'SPEED.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""The quality suite: the FSD paper's comparison (Tables 2–3) on real GLUE tasks, resumable across sessions.
+
+One command::
+
+    python benchmarks/suite.py --glue-dir ../shared/glue --tasks mrpc,stsb,cola,sick \\
+        --methods nds,vkd,pkd,rkd,minilm,fsd,fsd-procrustes --seeds 1,2,3
+
+Per task: the MiniLM teacher is fine-tuned once by the recipe's ``teacher`` settings (recorded as method
+``teacher``); the FSDG teacher memory is built once from it when a method needs one; then every method × seed
+distils a 3-layer student (``fsdkit.distill``) and is evaluated on the dev set. Every finished or failed run is
+appended as one JSON line to the results file (see :func:`run_record`). A run already recorded ``ok`` with the
+same settings is skipped, so the suite can be interrupted (Ctrl-C, or ``touch WORK_DIR/STOP``: the suite stops
+before its next run) and continued later; a run interrupted mid-training resumes from its last checkpoint. A
+failed run is recorded with its error and the suite goes on. Checkpoints of finished runs are deleted; the
+model folders are kept only for the teacher and for seed 1 of each method (the analysis report needs them).
+
+Settings come from ``benchmarks/recipe.yaml`` (shared + student + per-method weights; see its header for the
+tuning protocol); ``--set key=value`` overrides any of them for every run (for smoke tests: the override is
+part of the settings hash, so such runs never count as the real ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_RECIPE = HERE / "recipe.yaml"
+DEFAULT_RESULTS = HERE / "results" / "results.jsonl"
+DEFAULT_WORK_DIR = HERE / "work"
+TABLE_TASKS = ("mrpc", "stsb", "cola", "sick")
+TABLE_METHODS = ("nds", "vkd", "pkd", "rkd", "minilm", "fsd", "fsd-procrustes")
+ABLATION_METHODS = ("fsdi", "fsdl", "fsdg", "fsdil")
+MEMORY_METHODS = ("fsd", "fsdg")
+TEACHER = "teacher"
+#: config keys that name places, not settings: they do not enter the settings hash
+PLACE_KEYS = ("output_dir", "data_dir", "teacher", "memory", "progress", "resume", "cache_dir")
+
+logger = logging.getLogger("fsdkit.benchmarks")
+
+
+# ------------------------------------------------------------------------------------------------ records
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short hash of the settings that decide a run's result (places such as folders excluded)."""
+    kept = {k: v for k, v in sorted(settings.items()) if k not in PLACE_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def host_info() -> dict[str, Any]:
+    """The machine a run was measured on."""
+    import torch
+
+    return {
+        "hostname": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All JSON lines of a results file (an absent file has none); a truncated last line is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            logger.warning("%s:%d is not valid JSON (an interrupted write?); ignored", path, n)
+    return records
+
+
+def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one run record as a JSON line (flushed and fsynced: a crash right after loses nothing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=False, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str, int, str]]:
+    """(task, method, seed, settings_hash) of every run recorded ``ok``."""
+    return {
+        (r["task"], r["method"], int(r["seed"]), r.get("settings_hash", ""))
+        for r in records
+        if r.get("status") == "ok"
+    }
+
+
+def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """fsdkit's ``{split: {name: value}}`` → ``{name: value}`` for one split, ``{"split/name": value}`` for several."""
+    nested = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    if not nested:
+        return dict(metrics)
+    if len(nested) == 1:
+        return dict(next(iter(nested.values())))
+    return {f"{split}/{name}": value for split, values in nested.items() for name, value in values.items()}
+
+
+def run_record(
+    *, task: str, method: str, seed: int, settings: dict[str, Any], job_hash: str, status: str, started: float,
+    result: dict[str, Any] | None = None, error: str | None = None, output_dir: str | None = None,
+) -> dict[str, Any]:
+    """One results line: what ran, with which settings (``job_hash``: see :meth:`Suite.job_hash`), its dev
+    metrics, timings, versions and machine."""
+    from fsdkit import __version__
+    from fsdkit.training.run import git_commit
+
+    result = result or {}
+    metrics = result.get("metrics", {})
+    return {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "status": status,
+        "metrics": flatten_metrics(metrics),
+        "main_metric": result.get("main_metric"),
+        "error": error,
+        "settings_hash": job_hash,
+        "settings": {k: v for k, v in settings.items() if k not in PLACE_KEYS},
+        "config": result.get("config"),
+        "wall_time": round(time.time() - started, 2),
+        "train_runtime": result.get("train_runtime"),
+        "train_samples_per_second": result.get("train_samples_per_second"),
+        "train_examples": result.get("train_examples"),
+        "output_dir": output_dir,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fsdkit_version": __version__,
+        "git_commit": git_commit(),
+        "host": host_info(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ runner
+class FsdkitRunner:
+    """Runs the suite's jobs through the fsdkit Python API (tests substitute a fake with the same methods)."""
+
+    def finetune(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Fine-tune a teacher; returns fsdkit's run record (with ``metrics``)."""
+        from fsdkit import finetune
+
+        return finetune(**settings)
+
+    def distill(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Distil a student; returns fsdkit's run record (with ``metrics``)."""
+        from fsdkit import distill
+
+        return distill(**settings)
+
+    def build_memory(self, settings: dict[str, Any]) -> None:
+        """Build the FSDG teacher memory into ``settings["output_dir"]``."""
+        from fsdkit import build_memory
+
+        build_memory(**settings)
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+def load_recipe(path: str | os.PathLike = DEFAULT_RECIPE) -> dict[str, Any]:
+    """The suite's recipe (see benchmarks/recipe.yaml)."""
+    recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    for key in ("shared", "teacher", "student", "memory", "methods"):
+        recipe.setdefault(key, {})
+    return recipe
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` strings → a mapping (values parsed as YAML scalars)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected key=value")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+@dataclass
+class Suite:
+    """The suite's loop over tasks × (teacher, methods × seeds); see the module docstring."""
+
+    glue_dir: str
+    tasks: list[str]
+    methods: list[str]
+    seeds: list[int]
+    results: Path = DEFAULT_RESULTS
+    work_dir: Path = DEFAULT_WORK_DIR
+    recipe: dict[str, Any] = field(default_factory=load_recipe)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    runner: Any = field(default_factory=FsdkitRunner)
+    stop_file: Path | None = None
+    keep_seed: int = 1
+    #: called with each record appended (progress output of the command)
+    on_record: Callable[[dict[str, Any]], None] | None = None
+
+    # settings ----------------------------------------------------------------------------------
+    def teacher_settings(self, task: str) -> dict[str, Any]:
+        import dataclasses
+
+        from fsdkit.config import FinetuneConfig
+
+        names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+        overrides = {k: v for k, v in self.overrides.items() if k in names}  # student-only keys do not apply
+        settings = {**self.recipe["shared"], **self.recipe["teacher"], **overrides}
+        return {**settings, "task": task, "data_dir": self.glue_dir, "output_dir": str(self.teacher_dir(task)),
+                "progress": False}
+
+    def student_settings(self, task: str, method: str, seed: int) -> dict[str, Any]:
+        own = self.recipe["methods"].get(method) or {}
+        settings = {**self.recipe["shared"], **self.recipe["student"], **own, **self.overrides}
+        if method in MEMORY_METHODS:  # the memory's K decides the result: part of the settings (and their hash)
+            settings.setdefault("memory_clusters", self.memory_settings(task)["n_clusters"])
+        return {**settings, "task": task, "method": method, "seed": seed, "data_dir": self.glue_dir,
+                "teacher": str(self.teacher_dir(task)), "output_dir": str(self.run_dir(task, method, seed)),
+                "progress": False}
+
+    def memory_settings(self, task: str) -> dict[str, Any]:
+        keys = ("max_length", "max_train_samples")
+        settings = {k: v for k, v in {**self.recipe["shared"], **self.overrides}.items() if k in keys}
+        settings.update(self.recipe["memory"])
+        settings.setdefault("n_clusters", 100)
+        if "memory_clusters" in self.overrides:  # DistillConfig's name for K
+            settings["n_clusters"] = self.overrides["memory_clusters"]
+        return {**settings, "task": task, "data_dir": self.glue_dir,
+                "teacher": str(self.teacher_dir(task)), "output_dir": str(self.memory_dir(task)), "progress": False}
+
+    def teacher_dir(self, task: str) -> Path:
+        return self.work_dir / task / TEACHER
+
+    def memory_dir(self, task: str) -> Path:
+        return self.work_dir / task / "memory"
+
+    def run_dir(self, task: str, method: str, seed: int) -> Path:
+        return self.work_dir / task / method / f"seed{seed}"
+
+    def job_hash(self, task: str, method: str, settings: dict[str, Any]) -> str:
+        """The hash a job is recorded and skipped by: its settings, and for a student its teacher's settings too."""
+        if method == TEACHER:
+            return settings_hash(settings)
+        return settings_hash({**settings, "teacher_settings": settings_hash(self.teacher_settings(task))})
+
+    # loop --------------------------------------------------------------------------------------
+    def stop_requested(self) -> bool:
+        return self.stop_file is not None and self.stop_file.exists()
+
+    def plan(self) -> list[tuple[str, str, int]]:
+        """Every (task, method, seed) of the suite, teacher first per task, seed-major within a task."""
+        jobs = []
+        for task in self.tasks:
+            jobs.append((task, TEACHER, int(self.recipe["teacher"].get("seed", 42))))
+            jobs.extend((task, method, seed) for seed in self.seeds for method in self.methods)
+        return jobs
+
+    def run(self) -> dict[str, int]:
+        """Run every job not yet recorded ``ok``; returns counts of ``ok``, ``failed``, ``skipped``, ``blocked``."""
+        counts = {"ok": 0, "failed": 0, "skipped": 0, "blocked": 0}
+        done = done_keys(read_records(self.results))
+        teacher_ok: dict[str, bool] = {}
+        for task, method, seed in self.plan():
+            if method == TEACHER:
+                settings = self.teacher_settings(task)
+                have_model = (self.teacher_dir(task) / "config.json").is_file()
+                if (task, method, seed, self.job_hash(task, method, settings)) in done and have_model:
+                    counts["skipped"] += 1
+                    teacher_ok[task] = True
+                    continue
+            else:
+                settings = self.student_settings(task, method, seed)
+                if (task, method, seed, self.job_hash(task, method, settings)) in done:
+                    counts["skipped"] += 1
+                    continue
+                if not teacher_ok.get(task):
+                    counts["blocked"] += 1  # the task's teacher failed: nothing to distil from
+                    continue
+            if self.stop_requested():
+                logger.info("stop file %s found: stopping before %s/%s/seed%d", self.stop_file, task, method, seed)
+                break
+            record = self.run_one(task, method, seed, settings)
+            counts[record["status"]] += 1
+            if method == TEACHER:
+                teacher_ok[task] = record["status"] == "ok"
+        return counts
+
+    def run_one(
+        self, task: str, method: str, seed: int, settings: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Train and evaluate one job, record it (ok or failed, plus ``extra`` fields), and clean up its folder."""
+        out = Path(settings["output_dir"])
+        settings = {**settings, "resume": _prepare_output_dir(out)}
+        job_hash = self.job_hash(task, method, settings)
+        started = time.time()
+        logger.info("running %s / %s / seed %d%s", task, method, seed, " (resuming)" if settings["resume"] else "")
+        try:
+            if method == TEACHER:
+                shutil.rmtree(self.memory_dir(task), ignore_errors=True)  # built from the previous teacher
+                result = self.runner.finetune(settings)
+            else:
+                if method in MEMORY_METHODS and "memory" not in settings:
+                    settings["memory"] = self.ensure_memory(task)
+                result = self.runner.distill(settings)
+        except Exception as exc:  # noqa: BLE001 — a failed run is recorded and the suite goes on
+            error = f"{type(exc).__name__}: {exc}"
+            logger.error("%s / %s / seed %d failed: %s", task, method, seed, error)
+            record = run_record(
+                task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="failed", started=started,
+                error=error + "\n" + traceback.format_exc(limit=8),
+            )
+        else:
+            keep = method == TEACHER or seed == self.keep_seed
+            record = run_record(
+                task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="ok", started=started,
+                result=result, output_dir=str(out) if keep else None,
+            )
+            _clean_output_dir(out, keep_model=keep)
+        record.update(extra or {})
+        append_record(self.results, record)
+        if self.on_record is not None:
+            self.on_record(record)
+        return record
+
+    def ensure_memory(self, task: str) -> str:
+        """The task's FSDG teacher memory folder, built on first use."""
+        folder = self.memory_dir(task)
+        if not (folder / "memory.json").is_file():
+            self.runner.build_memory(self.memory_settings(task))
+        return str(folder)
+
+
+def _prepare_output_dir(out: Path) -> bool:
+    """True when ``out`` holds a checkpoint to resume from; a folder without one is cleared."""
+    checkpoints = out / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
+        return True
+    if out.exists():
+        shutil.rmtree(out)
+    return False
+
+
+def _clean_output_dir(out: Path, *, keep_model: bool) -> None:
+    """Delete the checkpoints of a finished run, and the whole folder unless its model is kept."""
+    if not out.exists():
+        return
+    shutil.rmtree(out if not keep_model else out / "checkpoints", ignore_errors=True)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--glue-dir", required=True, help="GLUE folder in the standard layout (e.g. ../shared/glue)")
+    parser.add_argument("--tasks", default=",".join(TABLE_TASKS), help="comma-separated task names (lower case)")
+    parser.add_argument("--methods", default=",".join(TABLE_METHODS), help="comma-separated fsdkit methods")
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="JSON-lines results file (appended)")
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="model folders, memories, checkpoints")
+    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="the suite's settings (YAML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting for every run (e.g. --set max_train_samples=64 for a smoke test)")
+    parser.add_argument("--stop-file", default=None, help="stop before the next run when this file exists "
+                        "(default WORK_DIR/STOP)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from fsdkit.data import get_task
+
+    work_dir = Path(args.work_dir)
+    suite = Suite(
+        glue_dir=args.glue_dir,
+        tasks=[get_task(t).name for t in _csv(args.tasks)],
+        methods=_csv(args.methods),
+        seeds=[int(s) for s in _csv(args.seeds)],
+        results=Path(args.results),
+        work_dir=work_dir,
+        recipe=load_recipe(args.recipe),
+        overrides=parse_overrides(args.overrides),
+        stop_file=Path(args.stop_file) if args.stop_file else work_dir / "STOP",
+        on_record=lambda r: print(json.dumps({k: r[k] for k in ("task", "method", "seed", "status", "metrics", "wall_time")}),
+                                  flush=True),
+    )
+    counts = suite.run()
+    print(json.dumps({"summary": counts, "results": str(suite.results)}), flush=True)
+    return 0 if counts["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
