@@ -48,7 +48,7 @@ ABLATION_METHODS = ("fsdi", "fsdl", "fsdg", "fsdil")
 MEMORY_METHODS = ("fsd", "fsdg")
 TEACHER = "teacher"
 #: config keys that name places, not settings: they do not enter the settings hash
-PLACE_KEYS = ("output_dir", "data_dir", "teacher", "memory", "progress", "resume", "cache_dir")
+PLACE_KEYS = ("output_dir", "data_dir", "teacher", "memory", "progress", "resume", "cache_dir", "teacher_cache")
 
 logger = logging.getLogger("fsdkit.benchmarks")
 
@@ -233,7 +233,7 @@ class Suite:
             settings.setdefault("memory_clusters", self.memory_settings(task)["n_clusters"])
         return {**settings, "task": task, "method": method, "seed": seed, "data_dir": self.glue_dir,
                 "teacher": str(self.teacher_dir(task)), "output_dir": str(self.run_dir(task, method, seed)),
-                "progress": False}
+                "teacher_cache": str(self.work_dir / task / "teacher-cache"), "progress": False}
 
     def memory_settings(self, task: str) -> dict[str, Any]:
         keys = ("max_length", "max_train_samples")

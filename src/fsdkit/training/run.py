@@ -215,7 +215,10 @@ def _train_and_export(
 
 
 def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bool):
-    """The teacher-output cache for this teacher, training data and the layers ``terms`` read (built on first use)."""
+    """The teacher-output cache for this teacher, training data and the layers ``terms`` read (built on first use).
+
+    Attention maps are not cached (gigabytes per task): a run whose terms read them keeps the live teacher.
+    """
     from fsdkit.data import make_collator
     from fsdkit.features import FeatureRequest
     from fsdkit.training.teacher_cache import TeacherCache, required_teacher_layers
@@ -224,6 +227,9 @@ def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bo
     request = FeatureRequest(hidden_states=track)
     for term in needing:
         request = request | term.request()
+    if request.attentions:
+        logger.warning("the teacher-output cache does not store attention maps; this run uses the live teacher")
+        return teacher
     layers = required_teacher_layers(needing)
     if track and layers is not None:
         layers = [*layers, "penultimate"]

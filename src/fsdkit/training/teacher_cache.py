@@ -20,9 +20,9 @@ positions (its ``attention_mask``), i.e. the same dynamic padding as the live ba
 live teacher's up to float rounding; padding positions are zero where the live teacher has (masked-out, unused)
 values — every fsdkit loss masks padding, so the losses agree.
 
-Attention maps are not cached: H × L² floats per example and layer (for MRPC, 12 heads × ~60² tokens × 6 layers
-× 3,668 examples ≈ 2.3 GB, growing with L²); requesting them raises :class:`ConfigError` — use the live teacher
-for methods that need attention maps.
+Attention maps are not cached: H × L² floats per example and layer (for MRPC, 12 heads × ~53² tokens × 6 layers
+× 3,668 examples ≈ 3 GB, growing with L²); requesting them raises :class:`ConfigError` — use the live teacher
+for methods that need attention maps. For comparison, MRPC's logits + penultimate layer take ≈ 0.3 GB.
 
 The cache ``key`` hashes the teacher's weights, the task, ``max_length``, the stored layers and the token ids of
 the training examples in order (so a different subset, tokenizer or truncation is a different key); a stale
