@@ -178,6 +178,21 @@ def _check_request(request: FeatureRequest) -> None:
         )
 
 
+def _identity(teacher_model, encoded_train_dataset, request: FeatureRequest, layers, task, max_length) -> dict[str, Any]:
+    """What a cache's contents depend on, hashed once: the stored layers, the teacher's weights, the data → key."""
+    _check_request(request)
+    num_layers = int(teacher_model.config.num_hidden_layers)
+    hidden_layers = _resolve_layers(layers, num_layers) if request.hidden_states else []
+    value_layers = _resolve_value_layers(request.value_layers, num_layers)
+    teacher_sha = model_weights_sha256(teacher_model)
+    key = cache_key(
+        teacher_sha256=teacher_sha, task=task, max_length=max_length, hidden_layers=hidden_layers,
+        value_layers=value_layers, data_sha256=data_sha256(encoded_train_dataset),
+    )
+    return {"key": key, "teacher_sha256": teacher_sha, "num_layers": num_layers,
+            "hidden_layers": hidden_layers, "value_layers": value_layers}
+
+
 class TeacherCache:
     """A teacher source reading the teacher's outputs from a cache folder (see the module docstring)."""
 
@@ -212,6 +227,7 @@ class TeacherCache:
         task: str | None = None,
         max_length: int | None = None,
         teacher_path: str | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> TeacherCache:
         """Run the frozen teacher once over ``encoded_train_dataset`` (in order) and store its outputs.
 
@@ -223,16 +239,11 @@ class TeacherCache:
                 their value vectors; attention maps are refused (:class:`ConfigError`).
             layers: hidden layers to store (index, ``"penultimate"``, ``"last"``); None = all N + 1.
             task, max_length, teacher_path: recorded in the manifest (task and max_length enter the key).
+            identity: the cache identity when the caller has already computed it (:func:`_identity`).
         """
-        _check_request(request)
-        num_layers = int(teacher_model.config.num_hidden_layers)
-        hidden_layers = _resolve_layers(layers, num_layers) if request.hidden_states else []
-        value_layers = _resolve_value_layers(request.value_layers, num_layers)
-        teacher_sha = model_weights_sha256(teacher_model)
-        key = cache_key(
-            teacher_sha256=teacher_sha, task=task, max_length=max_length, hidden_layers=hidden_layers,
-            value_layers=value_layers, data_sha256=data_sha256(encoded_train_dataset),
-        )
+        identity = identity or _identity(teacher_model, encoded_train_dataset, request, layers, task, max_length)
+        num_layers, key, teacher_sha = identity["num_layers"], identity["key"], identity["teacher_sha256"]
+        hidden_layers, value_layers = identity["hidden_layers"], identity["value_layers"]
         out = Path(cache_dir)
         if out.exists():
             shutil.rmtree(out)
@@ -340,21 +351,15 @@ class TeacherCache:
         Each key gets its own subfolder ``cache_dir/<key>``, so runs with different requests (e.g. VKD: logits
         only; FSD: logits + the penultimate layer) or a retrained teacher never overwrite each other's cache.
         """
-        _check_request(request)
-        num_layers = int(teacher_model.config.num_hidden_layers)
-        key = cache_key(
-            teacher_sha256=model_weights_sha256(teacher_model), task=task, max_length=max_length,
-            hidden_layers=_resolve_layers(layers, num_layers) if request.hidden_states else [],
-            value_layers=_resolve_value_layers(request.value_layers, num_layers),
-            data_sha256=data_sha256(encoded_train_dataset),
-        )
+        identity = _identity(teacher_model, encoded_train_dataset, request, layers, task, max_length)
+        key = identity["key"]
         folder = Path(cache_dir) / key
         try:
             return cls.open(folder, key=key)
         except ConfigError:
             return cls.build(
                 teacher_model, encoded_train_dataset, collator, request, folder, batch_size,
-                layers=layers, task=task, max_length=max_length, teacher_path=teacher_path,
+                layers=layers, task=task, max_length=max_length, teacher_path=teacher_path, identity=identity,
             )
 
     # ------------------------------------------------------------------------------------------ teacher source
