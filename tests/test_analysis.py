@@ -375,7 +375,6 @@ def test_write_report_files(tmp_path):
 
 
 # ---------------------------------------------------------------- end to end
-GLUE = Path("/work/shared/glue")
 
 
 @pytest.fixture(scope="module")
@@ -392,8 +391,8 @@ def model_dirs(tmp_path_factory):
     return root
 
 
-@pytest.mark.skipif(not (GLUE / "MRPC").is_dir(), reason="the GLUE folder /work/shared/glue/MRPC is absent")
-def test_analyze_end_to_end(tmp_path, model_dirs):
+@pytest.mark.glue
+def test_analyze_end_to_end(tmp_path, model_dirs, glue_dir):
     from fsdkit.analysis import analyze
 
     teacher, student = model_dirs / "teacher", model_dirs / "student"
@@ -413,7 +412,7 @@ def test_analyze_end_to_end(tmp_path, model_dirs):
 
     results = analyze(
         "mrpc", str(teacher), {"vkd": str(teacher), "small": str(student)},
-        data_dir=str(GLUE), output_dir=tmp_path / "report",
+        data_dir=str(glue_dir), output_dir=tmp_path / "report",
         batch_size=8, max_length=64, max_examples=40, runs=runs, throughput_batches=2, progress=False,
     )
     out = tmp_path / "report"
