@@ -23,6 +23,7 @@ from fsdkit.analysis.significance import (
 )
 
 __all__ = [
+    "write_report",
     "HISTORY_FILENAME",
     "RelationTracker",
     "ReportFigure",
