@@ -232,8 +232,9 @@ def test_cka_invariances(fn, seed, extra, p, q, scale):
 def test_distance_invariances(fn, seed, n, p, q, scale):
     x, y = _data(seed, n, p, q)
     value = fn(x, y).item()
-    assert fn(y, x).item() == pytest.approx(value, abs=1e-9)
-    assert fn(scale * x @ _orthogonal(seed, p) + 3.0, y).item() == pytest.approx(value, abs=1e-7)
+    # compared squared: the root amplifies float64 rounding of D² ≈ 0 (2e-16) to a distance of 1.5e-8
+    assert fn(y, x).item() ** 2 == pytest.approx(value**2, abs=1e-12)
+    assert fn(scale * x @ _orthogonal(seed, p) + 3.0, y).item() ** 2 == pytest.approx(value**2, abs=1e-9)
     assert -1e-12 <= value <= math.sqrt(2) + 1e-12
 
 
