@@ -195,8 +195,8 @@ def test_debiased_cka_can_be_negative():
 
 def test_gram_and_feature_forms_agree():
     x, y = _data(11, 9, 5, 13)
-    xt, yt, _, _ = sim._prepare("test", x, y, None, 2)
-    for a, b in zip(sim._linear_terms(xt, yt, gram=True), sim._linear_terms(xt, yt, gram=False)):
+    c = sim._prepare("test", x, y, None, 2)
+    for a, b in zip(sim._linear_terms(c, gram=True), sim._linear_terms(c, gram=False)):
         assert a.item() == pytest.approx(b.item(), abs=1e-12)
     # through the public API: 5 real rows, p = q = 4 use the Gram form, 20 rows (15 padding) the feature form
     x, y = _data(12, 20, 4, 4)
@@ -311,8 +311,8 @@ def test_gradcheck_rbf_with_bandwidth_held_constant(n, p, q, monkeypatch):
     _median_distance is patched to return its values at the base point (keyed by the side's width)."""
     x, y = _data(n + p + q, n + 1, p, q)
     mask = torch.arange(n + 1) != 0
-    xt, yt, m, counts = sim._prepare("rbf_cka", x, y, mask, 2)
-    fixed = {z.shape[-1]: sim._median_distance(z, m, counts) for z in (xt, yt)}
+    c = sim._prepare("rbf_cka", x, y, mask, 2)
+    fixed = {z.shape[-1]: sim._median_distance(z, c.mask, c.counts) for z in c.unit()}
     x.requires_grad_(True)
     y.requires_grad_(True)
     free = torch.autograd.grad(rbf_cka(x, y, mask, sigma=0.8), (x, y))
@@ -461,6 +461,21 @@ def test_invalid_inputs_raise(fn):
         fn(x, y, torch.ones(4))
     with pytest.raises(ValueError, match="0/1"):
         fn(x, y, torch.full((5,), 2.0))
+    masked_nan = torch.cat([x, torch.full((1, 3), float("nan"))])  # non-finite even in a padding row
+    with pytest.raises(ValueError, match="non-finite values in x"):
+        fn(masked_nan, torch.cat([y, y[:1]]), torch.arange(6) < 5)
+    with pytest.raises(ValueError, match="values too large for its dtype in y"):  # squares overflow float32
+        fn(x, y * 1e30)
+
+
+def test_float32_accuracy_in_the_fsdl_view():
+    """32 rows of 24,576 values (the FSDL view): float32 within a few 1e-6 of float64, debiased included."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(32, 24576, generator=g)
+    x = 0.3 * y + torch.randn(32, 24576, generator=g) + 5.0  # correlated, with a large common offset
+    for fn in (linear_cka, debiased_cka, gram_distance):
+        exact = fn(x.double(), y.double()).item()
+        assert fn(x, y).item() == pytest.approx(exact, abs=1e-5), fn.__name__
 
 
 def test_rbf_rejects_nonpositive_sigma():
