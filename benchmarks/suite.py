@@ -13,6 +13,8 @@ same settings is skipped, so the suite can be interrupted (Ctrl-C, or ``touch WO
 before its next run) and continued later; a run interrupted mid-training resumes from its last checkpoint. A
 failed run is recorded with its error and the suite goes on. Checkpoints of finished runs are deleted; the
 model folders are kept only for the teacher and for seed 1 of each method (the analysis report needs them).
+A run of the weight search (``tune.py``, ``results/tuning.jsonl``) with exactly the same settings — the
+tuning task's seed-1 run of the chosen weight — is adopted (copied, marked ``adopted_from``), not repeated.
 
 Settings come from ``benchmarks/recipe.yaml`` (shared + student + per-method weights; see its header for the
 tuning protocol); ``--set key=value`` overrides any of them for every run (for smoke tests: the override is
@@ -211,6 +213,9 @@ class Suite:
     runner: Any = field(default_factory=FsdkitRunner)
     stop_file: Path | None = None
     keep_seed: int = 1
+    #: ``ok`` runs of the weight search (tune.py) with the same task, method, seed and settings hash are adopted
+    #: (copied into ``results`` with ``adopted_from``) instead of being run again
+    tuning_results: Path | None = None
     #: called with each record appended (progress output of the command)
     on_record: Callable[[dict[str, Any]], None] | None = None
 
@@ -274,8 +279,12 @@ class Suite:
 
     def run(self) -> dict[str, int]:
         """Run every job not yet recorded ``ok``; returns counts of ``ok``, ``failed``, ``skipped``, ``blocked``."""
-        counts = {"ok": 0, "failed": 0, "skipped": 0, "blocked": 0}
+        counts = {"ok": 0, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 0}
         done = done_keys(read_records(self.results))
+        tuned = {} if self.tuning_results is None else {
+            (r["task"], r["method"], int(r["seed"]), r.get("settings_hash", "")): r
+            for r in read_records(self.tuning_results) if r.get("status") == "ok"
+        }
         teacher_ok: dict[str, bool] = {}
         for task, method, seed in self.plan():
             if method == TEACHER:
@@ -287,8 +296,13 @@ class Suite:
                     continue
             else:
                 settings = self.student_settings(task, method, seed)
-                if (task, method, seed, self.job_hash(task, method, settings)) in done:
+                key = (task, method, seed, self.job_hash(task, method, settings))
+                if key in done:
                     counts["skipped"] += 1
+                    continue
+                if key in tuned and teacher_ok.get(task):
+                    self.adopt(tuned[key])
+                    counts["adopted"] += 1
                     continue
                 if not teacher_ok.get(task):
                     counts["blocked"] += 1  # the task's teacher failed: nothing to distil from
@@ -339,6 +353,15 @@ class Suite:
             self.on_record(record)
         return record
 
+    def adopt(self, tuning_record: dict[str, Any]) -> dict[str, Any]:
+        """Record a weight-search run as the suite's run of the same job (same settings hash: the same run)."""
+        record = {k: v for k, v in tuning_record.items() if k not in ("candidate", "tuning")}
+        record["adopted_from"] = str(self.tuning_results)
+        append_record(self.results, record)
+        if self.on_record is not None:
+            self.on_record(record)
+        return record
+
     def ensure_memory(self, task: str) -> str:
         """The task's FSDG teacher memory folder, built on first use."""
         folder = self.memory_dir(task)
@@ -379,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="the suite's settings (YAML)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting for every run (e.g. --set max_train_samples=64 for a smoke test)")
+    parser.add_argument("--tuning-results", default=str(HERE / "results" / "tuning.jsonl"),
+                        help="weight-search runs (tune.py) to adopt when a job has the same settings")
     parser.add_argument("--stop-file", default=None, help="stop before the next run when this file exists "
                         "(default WORK_DIR/STOP)")
     args = parser.parse_args(argv)
@@ -398,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe=load_recipe(args.recipe),
         overrides=parse_overrides(args.overrides),
         stop_file=Path(args.stop_file) if args.stop_file else work_dir / "STOP",
+        tuning_results=Path(args.tuning_results),
         on_record=lambda r: print(json.dumps({k: r[k] for k in ("task", "method", "seed", "status", "metrics", "wall_time")}),
                                   flush=True),
     )

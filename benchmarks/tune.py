@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
           recipe=recipe, overrides=overrides).run()
     suite = Suite(glue_dir=args.glue_dir, tasks=[task], methods=methods, seeds=[seed],
                   results=Path(args.tuning_results), work_dir=work_dir, recipe=recipe, overrides=overrides,
-                  keep_seed=-1, stop_file=work_dir / "STOP")
+                  keep_seed=seed, stop_file=work_dir / "STOP")  # models kept: the chosen one becomes the suite's
     if not (suite.teacher_dir(task) / "config.json").is_file():
         raise SystemExit(f"no teacher in {suite.teacher_dir(task)}: see {args.results}")
     done = done_keys(read_records(suite.results))

@@ -70,7 +70,7 @@ def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2))
 def test_suite_records_every_run_and_goes_on_after_a_failure(tmp_path):
     runner = FakeRunner(fail={"broken"})
     counts = make_suite(tmp_path, runner).run()
-    assert counts == {"ok": 5, "failed": 2, "skipped": 0, "blocked": 0}
+    assert counts == {"ok": 5, "failed": 2, "skipped": 0, "blocked": 0, "adopted": 0}
     records = suite_mod.read_records(tmp_path / "results.jsonl")
     assert [(r["method"], r["seed"], r["status"]) for r in records] == [
         ("teacher", 42, "ok"), ("vkd", 1, "ok"), ("fsd", 1, "ok"), ("broken", 1, "failed"),
@@ -97,7 +97,7 @@ def test_suite_skips_recorded_runs_and_retries_failures(tmp_path):
     make_suite(tmp_path, FakeRunner(fail={"broken"})).run()
     runner = FakeRunner()
     counts = make_suite(tmp_path, runner).run()
-    assert counts == {"ok": 2, "failed": 0, "skipped": 5, "blocked": 0}
+    assert counts == {"ok": 2, "failed": 0, "skipped": 5, "blocked": 0, "adopted": 0}
     assert [(c[1], c[2]) for c in runner.calls] == [("broken", 1), ("broken", 2)]
     # a changed setting is a different run: not skipped
     suite = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(1,))
@@ -116,12 +116,35 @@ def test_suite_resumes_an_interrupted_run_and_honours_the_stop_file(tmp_path):
     assert suite.runner.calls[-1] == ("mrpc", "vkd", 1, True)
     (tmp_path / "STOP").write_text("")
     stopped = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(2,))
-    assert stopped.run() == {"ok": 0, "failed": 0, "skipped": 1, "blocked": 0}
+    assert stopped.run() == {"ok": 0, "failed": 0, "skipped": 1, "blocked": 0, "adopted": 0}
 
 
 def test_failed_teacher_blocks_the_task(tmp_path):
     counts = make_suite(tmp_path, FakeRunner(fail={"teacher"}), methods=("vkd",), seeds=(1, 2)).run()
-    assert counts == {"ok": 0, "failed": 1, "skipped": 0, "blocked": 2}
+    assert counts == {"ok": 0, "failed": 1, "skipped": 0, "blocked": 2, "adopted": 0}
+
+
+def test_suite_adopts_the_tuning_run_of_its_own_weights(tmp_path):
+    """tune.py's run of the recipe's weight is the suite's seed-1 run: adopted, not repeated; other candidates
+    (other settings hash) are not."""
+    tuning = make_suite(tmp_path, FakeRunner(), methods=(), seeds=())
+    tuning.results, tuning.keep_seed = tmp_path / "tuning.jsonl", 1
+    tuning.run()  # the teacher, recorded in the tuning file here
+    own = tuning.recipe["methods"]["pkd"]
+    for i, candidate in enumerate([{"beta_pkd": 33.3}, own]):
+        settings = {**tuning.student_settings("mrpc", "pkd", 1), **candidate,
+                    "output_dir": str(tmp_path / "work" / "mrpc" / "tuning" / "pkd" / f"candidate{i}")}
+        tuning.run_one("mrpc", "pkd", 1, settings, extra={"candidate": candidate, "tuning": True})
+    runner = FakeRunner()
+    suite = make_suite(tmp_path, runner, methods=("pkd",), seeds=(1, 2))
+    suite.tuning_results = tmp_path / "tuning.jsonl"
+    assert suite.run() == {"ok": 2, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 1}
+    assert [(c[1], c[2]) for c in runner.calls] == [("teacher", 42), ("pkd", 2)]
+    pkd1 = [r for r in suite_mod.read_records(suite.results) if r["method"] == "pkd" and r["seed"] == 1]
+    assert len(pkd1) == 1 and pkd1[0]["adopted_from"].endswith("tuning.jsonl") and "candidate" not in pkd1[0]
+    assert pkd1[0]["settings"]["beta_pkd"] == own["beta_pkd"]
+    assert Path(pkd1[0]["output_dir"]).name == "candidate1" and (Path(pkd1[0]["output_dir"]) / "config.json").is_file()
+    assert suite.run() == {"ok": 0, "failed": 0, "skipped": 3, "blocked": 0, "adopted": 0}
 
 
 def _rec(task, method, seed, metrics, status="ok", **extra):
