@@ -268,10 +268,23 @@ def render(
         lines += _table(["Method", "Own settings"], rows) + [""]
     lines += ["## Weight search (benchmarks/tune.py)", ""]
     if tuning:
-        rows = [[DISPLAY.get(r["method"], r["method"]), json.dumps(r.get("candidate")),
-                 ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items())]
-                for r in tuning if r.get("status") == "ok"]
-        lines += _table(["Method", "Candidate", "Dev score"], rows) + [""]
+        ok = [r for r in tuning if r.get("status") == "ok"]
+        best: dict[str, dict[str, Any]] = {}
+        for r in ok:
+            main = task_metrics(r["task"])[1]
+            if r["method"] not in best or r["metrics"].get(main, -1) > best[r["method"]]["metrics"].get(main, -1):
+                best[r["method"]] = r
+        own = (recipe or {}).get("methods", {})
+        rows = []
+        for r in ok:
+            chosen = best[r["method"]] is r
+            in_recipe = all(own.get(r["method"], {}).get(k) == v for k, v in (r.get("candidate") or {}).items())
+            rows.append([DISPLAY.get(r["method"], r["method"]), json.dumps(r.get("candidate")),
+                         ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),
+                         ("**best**" if chosen else "") + (" · in the recipe" if in_recipe else "")])
+        lines += [f"On {ok[0]['task'] if ok else '–'}, seed {ok[0]['seed'] if ok else '–'}; the best candidate of each "
+                  "method (main metric) is to be copied into the recipe's `methods`.", ""]
+        lines += _table(["Method", "Candidate", "Dev score", "Choice"], rows) + [""]
     else:
         lines += ["Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).", ""]
 
