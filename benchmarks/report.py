@@ -275,13 +275,16 @@ def render(
             if r["method"] not in best or r["metrics"].get(main, -1) > best[r["method"]]["metrics"].get(main, -1):
                 best[r["method"]] = r
         own = (recipe or {}).get("methods", {})
+        grid = (recipe or {}).get("tuning", {}).get("grid", {})
         rows = []
-        for r in ok:
-            chosen = best[r["method"]] is r
+        for r in sorted(ok, key=lambda r: list(best).index(r["method"])):  # grouped by method, in first-run order
+            done, size = sum(x["method"] == r["method"] for x in ok), len(grid.get(r["method"], ())) or None
+            chosen = "" if best[r["method"]] is not r else (
+                "**best**" if size is None or done >= size else f"best so far ({done} of {size} candidates run)")
             in_recipe = all(own.get(r["method"], {}).get(k) == v for k, v in (r.get("candidate") or {}).items())
             rows.append([DISPLAY.get(r["method"], r["method"]), json.dumps(r.get("candidate")),
                          ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),
-                         ("**best**" if chosen else "") + (" · in the recipe" if in_recipe else "")])
+                         " · ".join(filter(None, [chosen, "in the recipe" if in_recipe else ""]))])
         lines += [f"On {ok[0]['task'] if ok else '–'}, seed {ok[0]['seed'] if ok else '–'}; the best candidate of each "
                   "method (main metric) is to be copied into the recipe's `methods`.", ""]
         lines += _table(["Method", "Candidate", "Dev score", "Choice"], rows) + [""]
