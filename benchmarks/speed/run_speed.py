@@ -489,7 +489,7 @@ def cka_findings(rows: dict[str, Any]) -> list[str]:
 def render(results: dict[str, Any]) -> str:
     """SPEED.md from the results."""
     m = results["machine"]
-    train = {r["config"]: r for r in results["training"]}
+    train = {r["config"]: r for r in results.get("training", [])}
     base = train.get("fsdkit-vkd", {}).get("examples_per_second")
     fmt_load = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
     runs = results.get("part_runs", {})
@@ -540,7 +540,7 @@ def render(results: dict[str, Any]) -> str:
                   f"({1 / per_example:.1f} examples/s, one teacher pass; {cache['cache_bytes'] / 2**20:.1f} MB for the "
                   "penultimate layer + logits) — paid once per task and teacher, then shared by every epoch, method and seed"]
     lines += ["", "## CKA of FSDI and FSDL (forward + backward)", ""]
-    for view, block in results["cka"].items():
+    for view, block in results.get("cka", {}).items():
         desc = ("FSDI: one CKA per sample over its tokens" if view == "intra" else "FSDL: one CKA over the batch's flattened rows")
         lines += [f"### {view} — {desc}; x {block['shape_x']}, y {block['shape_y']}", "",
                   "| Implementation | time (ms) | relative to fsdkit | max abs diff to fsdkit | agrees to 1e-5 | "
@@ -557,7 +557,9 @@ def render(results: dict[str, Any]) -> str:
             label = name + ("" if r["backward"] else f" — forward only{': ' + r['note'] if r.get('note') else ''}")
             lines.append(f"| {label} | {1000 * r['seconds']:.2f} | {fmt_ratio(r['seconds'], ref)} | {diff} | {agree} | {exact} |")
         lines += [""] + cka_findings(res) + [""]
-    km = results["kmeans"]
+    km = results.get("kmeans")
+    if km is None:
+        return "\n".join(lines + ["## k-means of the teacher memory", "", "Not measured (see `--parts`).", ""]) + "\n"
     lines += [f"## k-means of the teacher memory ({km['rows'][0]} MRPC rows × {km['rows'][1]} dims — flattened penultimate "
               f"layer — K = {km['k']})", "", "| Procedure | time (s) | final inertia | relative to fsdkit | iterations |",
               "|---|---|---|---|---|"]
