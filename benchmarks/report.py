@@ -16,6 +16,7 @@ exact command that regenerated it.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shlex
@@ -276,11 +277,14 @@ def render(
                 best[r["method"]] = r
         own = (recipe or {}).get("methods", {})
         grid = (recipe or {}).get("tuning", {}).get("grid", {})
+        order = {method: i for i, method in enumerate(best)}  # methods in first-run order
+        done = collections.Counter(r["method"] for r in ok)
         rows = []
-        for r in sorted(ok, key=lambda r: list(best).index(r["method"])):  # grouped by method, in first-run order
-            done, size = sum(x["method"] == r["method"] for x in ok), len(grid.get(r["method"], ())) or None
+        for r in sorted(ok, key=lambda r: order[r["method"]]):
+            size = len(grid.get(r["method"], ())) or None
             chosen = "" if best[r["method"]] is not r else (
-                "**best**" if size is None or done >= size else f"best so far ({done} of {size} candidates run)")
+                "**best**" if size is None or done[r["method"]] >= size
+                else f"best so far ({done[r['method']]} of {size} candidates run)")
             in_recipe = all(own.get(r["method"], {}).get(k) == v for k, v in (r.get("candidate") or {}).items())
             rows.append([DISPLAY.get(r["method"], r["method"]), json.dumps(r.get("candidate")),
                          ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),

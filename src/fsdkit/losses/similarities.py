@@ -118,9 +118,10 @@ def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum((-2, -1))
 
 
-def _use_gram(n: int, p: int, q: int, margin: float = 1.0) -> bool:
+def _use_gram(c: _Centred, margin: float = 1.0) -> bool:
     """Whether to use the n × n Grams (n²(p+q) multiply-adds) rather than the feature products
     (n(p² + q² + pq)): unless the feature products are ``margin`` times cheaper."""
+    n, p, q = c.x.shape[-2], c.x.shape[-1], c.y.shape[-1]
     return n * (p + q) < margin * (p * p + q * q + p * q)
 
 
@@ -136,7 +137,7 @@ def _linear_terms(c: _Centred, gram: bool | None = None):
     ``‖x̃ᵀx̃‖²``, ``‖ỹᵀỹ‖²`` (``gram=False``); the two are equal. ``None`` picks the cheaper one.
     """
     if gram is None:
-        gram = _use_gram(c.x.shape[-2], c.x.shape[-1], c.y.shape[-1])
+        gram = _use_gram(c)
     if gram:
         k, lam = _grams(c)
         return _inner(k, lam), _inner(k, k), _inner(lam, lam)
@@ -221,13 +222,17 @@ def rbf_cka(x: torch.Tensor, y: torch.Tensor, mask=None, sigma: float = 1.0) -> 
     return _ratio(_inner(kx, ky), _inner(kx, kx), _inner(ky, ky))
 
 
-def _unbiased_from_grams(a: torch.Tensor, b: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """``n(n−3)·HSIC₁(A, B) = tr(ÅB̊) + 1ᵀÅ1·1ᵀB̊1/((n−1)(n−2)) − 2/(n−2)·1ᵀÅB̊1`` from n × n Grams
-    (``Å``: zeroed diagonal; padding rows and columns are zero). The zero-diagonal products are formed
-    explicitly, so the large diagonal never enters a difference (accurate in float32)."""
+def _zero_diagonal(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Å, Å1)``: an n × n Gram with its diagonal zeroed, and its row sums."""
     a0 = a - torch.diag_embed(a.diagonal(dim1=-2, dim2=-1))
-    b0 = b - torch.diag_embed(b.diagonal(dim1=-2, dim2=-1))
-    row_a, row_b = a0.sum(-1), b0.sum(-1)
+    return a0, a0.sum(-1)
+
+
+def _unbiased_from_grams(a, b, n: torch.Tensor) -> torch.Tensor:
+    """``n(n−3)·HSIC₁(A, B) = tr(ÅB̊) + 1ᵀÅ1·1ᵀB̊1/((n−1)(n−2)) − 2/(n−2)·1ᵀÅB̊1`` from ``a = (Å, Å1)``,
+    ``b = (B̊, B̊1)`` (:func:`_zero_diagonal`; padding rows and columns are zero). The zero-diagonal products
+    are formed explicitly, so the large diagonal never enters a difference (accurate in float32)."""
+    (a0, row_a), (b0, row_b) = a, b
     return _inner(a0, b0) + row_a.sum(-1) * row_b.sum(-1) / ((n - 1) * (n - 2)) - 2 / (n - 2) * (row_a * row_b).sum(-1)
 
 
@@ -251,14 +256,14 @@ def debiased_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     """
     c = _prepare("debiased_cka", x, y, mask, 4, ratio=True)
     n = c.counts
-    if _use_gram(c.x.shape[-2], c.x.shape[-1], c.y.shape[-1]):
-        k, lam = _grams(c)
+    if _use_gram(c):
+        k, lam = (_zero_diagonal(g) for g in _grams(c))
         return _ratio(_unbiased_from_grams(k, lam, n), _unbiased_from_grams(k, k, n), _unbiased_from_grams(lam, lam, n))
     xy, xx, yy = _linear_terms(c, gram=False)
     rx, ry = c.x.square().sum(-1) * c.rx.square()[..., None], c.y.square().sum(-1) * c.ry.square()[..., None]
     sx, sy = rx.sum(-1), ry.sum(-1)
-    unbiased = _unbiased_from_features
-    return _ratio(unbiased(xy, rx, ry, sx, sy, n), unbiased(xx, rx, rx, sx, sx, n), unbiased(yy, ry, ry, sy, sy, n))
+    return _ratio(_unbiased_from_features(xy, rx, ry, sx, sy, n), _unbiased_from_features(xx, rx, rx, sx, sx, n),
+                  _unbiased_from_features(yy, ry, ry, sy, sy, n))
 
 
 def _row_space(z: torch.Tensor) -> torch.Tensor:
@@ -302,7 +307,7 @@ def gram_distance(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     Needs n ≥ 2 real rows; ``mask: (..., n)``.
     """
     c = _prepare("gram_distance", x, y, mask, 2)
-    if _use_gram(c.x.shape[-2], c.x.shape[-1], c.y.shape[-1], margin=4.0):  # the exact form unless 4× dearer
+    if _use_gram(c, margin=4.0):  # the exact form unless 4× dearer
         k, lam = _grams(c)
         return _safe_sqrt((k - lam).square().sum((-2, -1)))
     xy, xx, yy = _linear_terms(c, gram=False)
