@@ -156,8 +156,12 @@ def render(
     recipe: Mapping[str, Any] | None = None,
     expected_seeds: int = 3,
     analysis_link: str | None = None,
+    analysis: Mapping[str, Any] | None = None,
 ) -> str:
-    """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`)."""
+    """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`).
+
+    ``analysis`` is the ``results.json`` of the analysis report at ``analysis_link`` (its key numbers are inlined).
+    """
     stats = summary_table(records)
     tasks = ordered_tasks(r["task"] for r in records)
     teachers = {r["task"]: r for r in records if r["method"] == TEACHER}
@@ -296,8 +300,7 @@ def render(
         lines += ["Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).", ""]
 
     if analysis_link:
-        lines += ["## Analysis report", "", f"Restoration rate, CKA heat maps, relation differences and complexity of the "
-                  f"seed-1 students: [{analysis_link}]({analysis_link}).", ""]
+        lines += analysis_section(analysis_link, analysis or {})
 
     if failures:
         lines += ["## Failed runs (not yet re-run successfully)", ""]
@@ -316,6 +319,44 @@ def render(
               f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
               f"- fsdkit commits: {', '.join(commits) or '–'}", f"- machines: {'; '.join(hosts) or '–'}", ""]
     return "\n".join(lines)
+
+
+def analysis_section(link: str, analysis: Mapping[str, Any]) -> list[str]:
+    """The RESULTS.md lines that summarise an analysis report (``fsdkit.analyze``'s ``results.json``).
+
+    Per student: restoration of the teacher's predictions (``fsdkit.analysis.restoration``: F1 of the positive
+    class and agreement, agreement alone, or the correlations for regression), the diagonal mean of its CKA heat map
+    against the teacher (paper Table 6), and the mean absolute relation differences to the teacher on the dev set
+    (paper eq. 12–13; lower is closer).
+    """
+    lines = ["## Analysis report", ""]
+    cka = analysis.get("cka") or {}
+    restoration = analysis.get("restoration") or {}
+    relations = analysis.get("relation_differences") or {}
+    students = [m for m in (analysis.get("models") or {}) if m != "teacher"]
+    if students:
+        task = str(analysis.get("task", "")).upper()
+        lines += [f"{task} dev set ({analysis.get('n_examples')} examples), the seed-1 students against the teacher; "
+                  "restoration treats the teacher's predictions as the labels (paper Fig. 3); CKA diagonal = mean linear "
+                  "CKA of the teacher's and the student's penultimate-layer rows over the same dev mini-batches "
+                  "(paper Table 6); relation differences = mean |student − teacher| pairwise Euclidean distance / "
+                  "cosine similarity (paper eq. 12–13, lower is closer).", ""]
+        keys = [k for k in ("f1", "agreement", "pearson", "spearman") if any(k in (restoration.get(m) or {}) for m in students)]
+
+        def num(value: Any, digits: int = 4) -> str:
+            return "–" if value is None else f"{value:.{digits}f}"
+
+        rows = []
+        for m in students:
+            rest, rel = restoration.get(m) or {}, relations.get(m) or {}
+            rows.append([DISPLAY.get(m, m), *(num(rest.get(k)) for k in keys), num((cka.get(m) or {}).get("diagonal_mean")),
+                         num(rel.get("inter_euclidean"), 2), num(rel.get("inter_cosine")),
+                         num(rel.get("intra_euclidean")), num(rel.get("intra_cosine"))])
+        lines += _table(["Student", *(f"Restoration {METRIC_DISPLAY.get(k, k)}" if k != "agreement" else "Agreement"
+                                      for k in keys), "CKA diagonal", "Inter Euclidean", "Inter cosine",
+                         "Intra Euclidean", "Intra cosine"], rows) + [""]
+    lines += [f"Full report (heat maps, relation histories, complexity): [{link}]({link}).", ""]
+    return lines
 
 
 def run_analysis(task: str, glue_dir: str, work_dir: Path, out_dir: Path, records: Sequence[Mapping[str, Any]]) -> Path:
@@ -358,9 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report = next(iter(sorted(Path(args.analysis_dir).glob("*/report.md"))), None)
     analysis_link = None if report is None else os.path.relpath(Path(report).resolve(), output.resolve().parent)
+    summary = Path(report).with_name("results.json") if report is not None else None
+    analysis = json.loads(summary.read_text(encoding="utf-8")) if summary is not None and summary.is_file() else None
     command = "python benchmarks/report.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     text = render(records, command=command.strip(), failures=open_failures(raw), tuning=read_records(args.tuning),
-                  recipe=load_recipe(args.recipe), expected_seeds=args.seeds, analysis_link=analysis_link)
+                  recipe=load_recipe(args.recipe), expected_seeds=args.seeds, analysis_link=analysis_link,
+                  analysis=analysis)
     output.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {output} ({len(records)} finished runs)")
     return 0

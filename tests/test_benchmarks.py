@@ -180,3 +180,28 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     assert "| FSDI | 83.00 [n=1] |" in text  # ablation table, single seed marked
     assert "| FSD | 0.90 |" in text  # throughput relative to VKD
     assert "unknown method 'pkd'" in text and "old failure" not in text
+
+
+def test_report_inlines_the_analysis_summary(tmp_path):
+    analysis = tmp_path / "analysis" / "mrpc"
+    analysis.mkdir(parents=True)
+    (analysis / "report.md").write_text("# fsdkit analysis — mrpc\n")
+    (analysis / "results.json").write_text(json.dumps({
+        "task": "mrpc", "n_examples": 408,
+        "models": {"teacher": {}, "VKD": {}, "FSD": {}},
+        "restoration": {"VKD": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "agreement": 0.8},
+                        "FSD": {"precision": 0.9, "recall": 0.9, "f1": 0.9, "agreement": 0.875}},
+        "cka": {"T": {"diagonal_mean": 1.0}, "VKD": {"diagonal_mean": 0.83}, "FSD": {"diagonal_mean": 0.85}},
+        "relation_differences": {"VKD": {"inter_euclidean": 17.6, "inter_cosine": 0.13, "intra_euclidean": 1.9,
+                                         "intra_cosine": 0.12}},
+    }))
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90})) + "\n")
+    out = tmp_path / "RESULTS.md"
+    report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
+                     "--analysis-dir", str(tmp_path / "analysis")])
+    text = out.read_text()
+    assert "| Student | Restoration F1 | Agreement | CKA diagonal | Inter Euclidean |" in text
+    assert "| VKD | 0.8500 | 0.8000 | 0.8300 | 17.60 | 0.1300 | 1.9000 | 0.1200 |" in text
+    assert "| FSD | 0.9000 | 0.8750 | 0.8500 | – | – | – | – |" in text  # missing values are marked, not invented
+    assert "[analysis/mrpc/report.md](analysis/mrpc/report.md)" in text
