@@ -198,6 +198,12 @@ def render(
     for method in main_methods:
         rows.append([DISPLAY.get(method, method)] + [fmt(stats.get((t, method), {}).get(m), expected_seeds) for t, m in columns])
     lines += _table(header, rows) + [""]
+    adopted = sorted({(r["task"], r["seed"]) for r in students if r.get("adopted_from")})
+    if adopted:
+        where = ", ".join(f"{task.upper()} seed {seed}" for task, seed in adopted)
+        lines += [f"Selection effect: the {where} run of each weighted method is its chosen weight-search run, picked "
+                  "as the best of its 3 candidates on this same dev set, so that cell slightly favours the methods with "
+                  "a weight of their own over nDS and VKD; the other seeds are not selected.", ""]
 
     # -- retention of the teacher's score
     lines += ["## Retention of the teacher's score (main metric, student mean / teacher × 100)", ""]

@@ -205,3 +205,19 @@ def test_report_inlines_the_analysis_summary(tmp_path):
     assert "| VKD | 0.8500 | 0.8000 | 0.8300 | 17.60 | 0.1300 | 1.9000 | 0.1200 |" in text
     assert "| FSD | 0.9000 | 0.8750 | 0.8500 | – | – | – | – |" in text  # missing values are marked, not invented
     assert "[analysis/mrpc/report.md](analysis/mrpc/report.md)" in text
+
+
+def test_report_states_the_selection_effect_of_adopted_tuning_runs(tmp_path):
+    lines = [_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90}),
+             _rec("mrpc", "pkd", 1, {"accuracy": 0.7, "f1": 0.8}, adopted_from="tuning.jsonl"),
+             _rec("mrpc", "vkd", 1, {"accuracy": 0.7, "f1": 0.8})]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "RESULTS.md"
+    args = ["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
+            "--analysis-dir", str(tmp_path / "analysis")]
+    report_mod.main(args)
+    assert "Selection effect: the MRPC seed 1 run of each weighted method" in out.read_text()
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines[::2]))  # no adopted run → no caveat
+    report_mod.main(args)
+    assert "Selection effect" not in out.read_text()
