@@ -201,8 +201,10 @@ def render(
     adopted = sorted({(r["task"], r["seed"]) for r in students if r.get("adopted_from")})
     if adopted:
         where = ", ".join(f"{task.upper()} seed {seed}" for task, seed in adopted)
+        sizes = {len(g) for g in ((recipe or {}).get("tuning", {}).get("grid") or {}).values()}
+        budget = f"its {sizes.pop()} candidates" if len(sizes) == 1 else "its candidates"
         lines += [f"Selection effect: the {where} run of each weighted method is its chosen weight-search run, picked "
-                  "as the best of its 3 candidates on this same dev set, so that cell slightly favours the methods with "
+                  f"as the best of {budget} on this same dev set, so that cell slightly favours the methods with "
                   "a weight of their own over nDS and VKD; the other seeds are not selected.", ""]
 
     # -- retention of the teacher's score

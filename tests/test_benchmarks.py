@@ -217,7 +217,7 @@ def test_report_states_the_selection_effect_of_adopted_tuning_runs(tmp_path):
     args = ["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
             "--analysis-dir", str(tmp_path / "analysis")]
     report_mod.main(args)
-    assert "Selection effect: the MRPC seed 1 run of each weighted method" in out.read_text()
+    assert "Selection effect: the MRPC seed 1 run of each weighted method is its chosen weight-search run, picked as the best of its 3 candidates" in out.read_text()  # the grid size of the recipe
     path.write_text("".join(json.dumps(r) + "\n" for r in lines[::2]))  # no adopted run → no caveat
     report_mod.main(args)
     assert "Selection effect" not in out.read_text()
