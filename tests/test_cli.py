@@ -105,3 +105,10 @@ def test_shipped_configs_are_valid():
     for path in files:
         cls, command = classes[path.name.split("-")[0]]
         make_config(cls, read_config_file(path, cls, command))
+
+
+def test_repeatable_loss_flag_is_spelled_loss_in_help():
+    distill = build_parser()._subparsers._group_actions[0].choices["distill"]
+    flags = {s for action in distill._actions for s in action.option_strings}
+    assert "--loss" in flags and "--losse" not in flags
+    assert "--loss SPEC" in distill.format_help()

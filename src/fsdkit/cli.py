@@ -42,7 +42,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(f"--{f.name.replace('_', '-')}", nargs=f.metadata["nargs"], default=argparse.SUPPRESS,
                                 metavar="X", help=help_text)
         elif f.metadata.get("repeat"):
-            parser.add_argument(f"--{f.name.rstrip('s').replace('_', '-')}", dest=f.name, action="append",
+            parser.add_argument(f"--{f.metadata['repeat']}", dest=f.name, action="append",
                                 default=argparse.SUPPRESS, metavar="SPEC", help=help_text)
         else:
             parser.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, metavar="X", help=help_text)

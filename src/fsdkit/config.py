@@ -82,7 +82,7 @@ class DistillConfig(RunConfig):
     losses: list[dict] | None = option(
         None,
         "extra loss terms: NAME:WEIGHT[:key=value,...], repeatable (config: list of {name, weight, ...options})",
-        repeat=True,
+        repeat="loss",
     )
     relation_every: int = option(50, "log relation differences to the teacher every N steps (0 = off)")
     teacher_cache: str | None = option(
