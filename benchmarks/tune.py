@@ -2,7 +2,7 @@
 
 ::
 
-    python benchmarks/tune.py --glue-dir ../shared/glue [--methods fsdi,fsdl,...]
+    python benchmarks/tune.py --glue-dir ../shared/glue [--methods minilm,rkd,...]
 
 On the recipe's tuning task and seed (MRPC, seed 1), every method's candidate weights (the same 3-value grid
 size for every method) are each distilled once with the shared settings and scored on the dev set; one JSON
