@@ -6,7 +6,8 @@ One command::
         --methods nds,vkd,pkd,rkd,minilm,fsd,fsd-procrustes --seeds 1,2,3
 
 Per task: the MiniLM teacher is fine-tuned once by the recipe's ``teacher`` settings (recorded as method
-``teacher``); the FSDG teacher memory is built once from it when a method needs one; then every method × seed
+``teacher``); the majority-class baseline (``fsdkit.evaluation.majority_baseline``, the floor a student must
+clear) is scored and recorded as method ``majority``; the FSDG teacher memory is built once from it when a method needs one; then every method × seed
 distils a 3-layer student (``fsdkit.distill``) and is evaluated on the dev set. Every finished or failed run is
 appended as one JSON line to the results file (see :func:`run_record`). A run already recorded ``ok`` with the
 same settings is skipped, so the suite can be interrupted (Ctrl-C, or ``touch WORK_DIR/STOP``: the suite stops
@@ -49,6 +50,8 @@ TABLE_METHODS = ("nds", "vkd", "pkd", "rkd", "minilm", "fsd", "fsd-procrustes")
 ABLATION_METHODS = ("fsdi", "fsdl", "fsdg", "fsdil")
 MEMORY_METHODS = ("fsd", "fsdg")
 TEACHER = "teacher"
+#: the constant predictor of the training set's majority label (mean score for regression): a reference row
+MAJORITY = "majority"
 #: config keys that name places, not settings: they do not enter the settings hash
 PLACE_KEYS = ("output_dir", "data_dir", "teacher", "memory", "progress", "resume", "cache_dir", "teacher_cache")
 
@@ -177,6 +180,15 @@ class FsdkitRunner:
 
         build_memory(**settings)
 
+    def majority(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Score the majority-class baseline of ``settings["task"]`` (with ``metrics`` and ``main_metric``)."""
+        from fsdkit.data import get_task, load_task_data
+        from fsdkit.evaluation import majority_baseline
+
+        task = get_task(settings["task"])
+        metrics = majority_baseline(task, load_task_data(task, settings["data_dir"]))
+        return {"metrics": metrics, "main_metric": task.main_metric}
+
 
 # ------------------------------------------------------------------------------------------------ recipe
 def load_recipe(path: str | os.PathLike = DEFAULT_RECIPE) -> dict[str, Any]:
@@ -240,6 +252,9 @@ class Suite:
                 "teacher": str(self.teacher_dir(task)), "output_dir": str(self.run_dir(task, method, seed)),
                 "teacher_cache": str(self.work_dir / task / "teacher-cache"), "progress": False}
 
+    def majority_settings(self, task: str) -> dict[str, Any]:
+        return {"task": task, "data_dir": self.glue_dir, "output_dir": str(self.work_dir / task / MAJORITY)}
+
     def memory_settings(self, task: str) -> dict[str, Any]:
         keys = ("max_length", "max_train_samples")
         settings = {k: v for k, v in {**self.recipe["shared"], **self.overrides}.items() if k in keys}
@@ -261,7 +276,7 @@ class Suite:
 
     def job_hash(self, task: str, method: str, settings: dict[str, Any]) -> str:
         """The hash a job is recorded and skipped by: its settings, and for a student its teacher's settings too."""
-        if method == TEACHER:
+        if method in (TEACHER, MAJORITY):
             return settings_hash(settings)
         return settings_hash({**settings, "teacher_settings": settings_hash(self.teacher_settings(task))})
 
@@ -270,10 +285,12 @@ class Suite:
         return self.stop_file is not None and self.stop_file.exists()
 
     def plan(self) -> list[tuple[str, str, int]]:
-        """Every (task, method, seed) of the suite, teacher first per task, seed-major within a task."""
+        """Every (task, method, seed) of the suite: per task the teacher, the majority baseline (seed 0), then the
+        students, seed-major."""
         jobs = []
         for task in self.tasks:
             jobs.append((task, TEACHER, int(self.recipe["teacher"].get("seed", 42))))
+            jobs.append((task, MAJORITY, 0))
             jobs.extend((task, method, seed) for seed in self.seeds for method in self.methods)
         return jobs
 
@@ -293,6 +310,11 @@ class Suite:
                 if (task, method, seed, self.job_hash(task, method, settings)) in done and have_model:
                     counts["skipped"] += 1
                     teacher_ok[task] = True
+                    continue
+            elif method == MAJORITY:  # needs no teacher
+                settings = self.majority_settings(task)
+                if (task, method, seed, self.job_hash(task, method, settings)) in done:
+                    counts["skipped"] += 1
                     continue
             else:
                 settings = self.student_settings(task, method, seed)
@@ -329,6 +351,8 @@ class Suite:
             if method == TEACHER:
                 shutil.rmtree(self.memory_dir(task), ignore_errors=True)  # built from the previous teacher
                 result = self.runner.finetune(settings)
+            elif method == MAJORITY:
+                result = self.runner.majority(settings)
             else:
                 if method in MEMORY_METHODS and "memory" not in settings:
                     settings["memory"] = self.ensure_memory(task)
@@ -341,7 +365,7 @@ class Suite:
                 error=error + "\n" + traceback.format_exc(limit=8),
             )
         else:
-            keep = method == TEACHER or seed == self.keep_seed
+            keep = method == TEACHER or (method != MAJORITY and seed == self.keep_seed)
             record = run_record(
                 task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="ok", started=started,
                 result=result, output_dir=str(out) if keep else None,

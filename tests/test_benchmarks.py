@@ -53,6 +53,10 @@ class FakeRunner:
             assert Path(settings["memory"]).name == "memory"
         return self._run(settings, settings["method"])
 
+    def majority(self, settings):
+        assert settings["task"] == "mrpc" and settings["data_dir"] == "glue"
+        return {"metrics": {"validation": {"accuracy": 0.68, "f1": 0.81}}, "main_metric": "f1"}
+
     def build_memory(self, settings):
         self.memories += 1
         Path(settings["output_dir"]).mkdir(parents=True)
@@ -70,10 +74,10 @@ def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2))
 def test_suite_records_every_run_and_goes_on_after_a_failure(tmp_path):
     runner = FakeRunner(fail={"broken"})
     counts = make_suite(tmp_path, runner).run()
-    assert counts == {"ok": 5, "failed": 2, "skipped": 0, "blocked": 0, "adopted": 0}
+    assert counts == {"ok": 6, "failed": 2, "skipped": 0, "blocked": 0, "adopted": 0}
     records = suite_mod.read_records(tmp_path / "results.jsonl")
     assert [(r["method"], r["seed"], r["status"]) for r in records] == [
-        ("teacher", 42, "ok"), ("vkd", 1, "ok"), ("fsd", 1, "ok"), ("broken", 1, "failed"),
+        ("teacher", 42, "ok"), ("majority", 0, "ok"), ("vkd", 1, "ok"), ("fsd", 1, "ok"), ("broken", 1, "failed"),
         ("vkd", 2, "ok"), ("fsd", 2, "ok"), ("broken", 2, "failed"),
     ]
     for r in records:
@@ -81,10 +85,11 @@ def test_suite_records_every_run_and_goes_on_after_a_failure(tmp_path):
                     "train_samples_per_second", "fsdkit_version", "git_commit", "host", "settings_hash"):
             assert key in r
         assert r["task"] == "mrpc"
-    ok = records[1]
+    assert records[1]["metrics"] == {"accuracy": 0.68, "f1": 0.81} and records[1]["output_dir"] is None
+    ok = records[2]
     assert ok["metrics"] == {"accuracy": pytest.approx(0.81), "f1": pytest.approx(0.86)}  # flat metric names
     assert ok["settings"]["learning_rate"] == 1e-4 and "output_dir" not in ok["settings"]
-    assert "RuntimeError: broken exploded" in records[3]["error"]
+    assert "RuntimeError: broken exploded" in records[4]["error"]
     assert runner.memories == 1  # one teacher memory per task, shared by the fsd runs
     work = tmp_path / "work" / "mrpc"
     # checkpoints deleted; model folders kept for the teacher and seed 1 only
@@ -97,12 +102,12 @@ def test_suite_skips_recorded_runs_and_retries_failures(tmp_path):
     make_suite(tmp_path, FakeRunner(fail={"broken"})).run()
     runner = FakeRunner()
     counts = make_suite(tmp_path, runner).run()
-    assert counts == {"ok": 2, "failed": 0, "skipped": 5, "blocked": 0, "adopted": 0}
+    assert counts == {"ok": 2, "failed": 0, "skipped": 6, "blocked": 0, "adopted": 0}
     assert [(c[1], c[2]) for c in runner.calls] == [("broken", 1), ("broken", 2)]
     # a changed setting is a different run: not skipped
     suite = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(1,))
     suite.overrides = {"epochs": 1}
-    assert suite.run()["ok"] == 2  # the teacher (epochs differ) and vkd
+    assert suite.run()["ok"] == 2  # the teacher (epochs differ) and vkd; the majority baseline has no epochs
     # a student trained from another teacher recipe is a different run too
     retaught = make_suite(tmp_path, FakeRunner(), methods=("fsd",), seeds=(1,))
     retaught.recipe = {**retaught.recipe, "teacher": {**retaught.recipe["teacher"], "learning_rate": 3e-5}}
@@ -116,12 +121,12 @@ def test_suite_resumes_an_interrupted_run_and_honours_the_stop_file(tmp_path):
     assert suite.runner.calls[-1] == ("mrpc", "vkd", 1, True)
     (tmp_path / "STOP").write_text("")
     stopped = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(2,))
-    assert stopped.run() == {"ok": 0, "failed": 0, "skipped": 1, "blocked": 0, "adopted": 0}
+    assert stopped.run() == {"ok": 0, "failed": 0, "skipped": 2, "blocked": 0, "adopted": 0}
 
 
-def test_failed_teacher_blocks_the_task(tmp_path):
+def test_failed_teacher_blocks_the_task_but_not_the_majority_baseline(tmp_path):
     counts = make_suite(tmp_path, FakeRunner(fail={"teacher"}), methods=("vkd",), seeds=(1, 2)).run()
-    assert counts == {"ok": 0, "failed": 1, "skipped": 0, "blocked": 2, "adopted": 0}
+    assert counts == {"ok": 1, "failed": 1, "skipped": 0, "blocked": 2, "adopted": 0}
 
 
 def test_suite_adopts_the_tuning_run_of_its_own_weights(tmp_path):
@@ -138,13 +143,13 @@ def test_suite_adopts_the_tuning_run_of_its_own_weights(tmp_path):
     runner = FakeRunner()
     suite = make_suite(tmp_path, runner, methods=("pkd",), seeds=(1, 2))
     suite.tuning_results = tmp_path / "tuning.jsonl"
-    assert suite.run() == {"ok": 2, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 1}
+    assert suite.run() == {"ok": 3, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 1}
     assert [(c[1], c[2]) for c in runner.calls] == [("teacher", 42), ("pkd", 2)]
     pkd1 = [r for r in suite_mod.read_records(suite.results) if r["method"] == "pkd" and r["seed"] == 1]
     assert len(pkd1) == 1 and pkd1[0]["adopted_from"].endswith("tuning.jsonl") and "candidate" not in pkd1[0]
     assert pkd1[0]["settings"]["beta_pkd"] == own["beta_pkd"]
     assert Path(pkd1[0]["output_dir"]).name == "candidate1" and (Path(pkd1[0]["output_dir"]) / "config.json").is_file()
-    assert suite.run() == {"ok": 0, "failed": 0, "skipped": 3, "blocked": 0, "adopted": 0}
+    assert suite.run() == {"ok": 0, "failed": 0, "skipped": 4, "blocked": 0, "adopted": 0}
 
 
 def _rec(task, method, seed, metrics, status="ok", **extra):
@@ -161,6 +166,8 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     lines.append(_rec("mrpc", "vkd", 3, {"accuracy": 0.79, "f1": 0.84}))  # re-run supersedes the failure
     lines.append(_rec("mrpc", "fsdi", 1, {"accuracy": 0.8, "f1": 0.83}))
     lines.append(_rec("mrpc", "pkd", 1, {}, status="failed", error="ConfigError: unknown method 'pkd'"))
+    lines.append(_rec("mrpc", "majority", 0, {"accuracy": 0.68, "f1": 0.81}))
+    lines += [_rec("rte", "teacher", 42, {"accuracy": 0.55}), _rec("rte", "vkd", 1, {"accuracy": 0.53})]
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "RESULTS.md"
@@ -180,6 +187,13 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     assert "| FSDI | 83.00 [n=1] |" in text  # ablation table, single seed marked
     assert "| FSD | 0.90 |" in text  # throughput relative to VKD
     assert "unknown method 'pkd'" in text and "old failure" not in text
+    assert "| Majority class | 68.00 | 81.00 |" in text  # a reference row, not a student method
+    assert "| Majority class |" not in text.split("## Retention")[1].split("## Significance")[0]
+    # RTE is reported in its own section, not in the core table
+    main_table = text.split("## Main table")[1].split("##")[0]
+    assert "RTE" not in main_table and "| Method | RTE Acc |" in text.split("## Further tasks")[1]
+    assert "| Teacher | 55.00 |" in text and "| VKD | 53.00 [n=1] |" in text
+    assert "| core table | 4 × 7 × 3 | 9 of 84 | 1 of 4 |" in text and "| RTE | 1 × 7 × 3 | 1 of 21 | 1 of 1 |" in text
 
 
 def test_report_inlines_the_analysis_summary(tmp_path):

@@ -423,6 +423,37 @@ def test_metrics_shape_errors():
         compute_metrics("stsb", np.zeros((3, 2)), [1.0, 2.0, 3.0])
 
 
+def _splits(train, validation):
+    return DatasetDict({"train": Dataset.from_dict({"label": train}), "validation": Dataset.from_dict({"label": validation})})
+
+
+def test_majority_baseline_by_hand():
+    from fsdkit.evaluation import majority_baseline
+
+    # MRPC: train majority 1; dev TP=3 FP=1 FN=0 -> accuracy 3/4, F1 = 2*3 / (2*3 + 1) = 6/7
+    assert majority_baseline("mrpc", _splits([1, 1, 0], [1, 0, 1, 1])) == {
+        "validation": {"accuracy": pytest.approx(0.75), "f1": pytest.approx(6 / 7)}}
+    # a tie between classes 1 and 2 goes to the smaller id: dev accuracy 2/4
+    assert majority_baseline("sick", _splits([2, 1, 0, 2, 1], [1, 0, 2, 1])) == {"validation": {"accuracy": 0.5}}
+    # regression: the train mean is a constant, which has no correlation
+    assert majority_baseline("stsb", _splits([1.0, 2.0, 4.5], [0.5, 3.0, 5.0])) == {
+        "validation": {"pearson": 0.0, "spearman": 0.0}}
+    with pytest.raises(DataError, match="non-empty train split"):
+        majority_baseline("cola", _splits([], [0, 1]))
+    with pytest.raises(DataError, match="no split 'test'"):
+        majority_baseline("cola", _splits([0, 1, 1], [0, 1]), splits=["test"])
+
+
+@pytest.mark.glue
+@skip_no_glue
+def test_majority_baseline_on_glue_mrpc(glue):
+    from fsdkit.evaluation import majority_baseline
+
+    # 279 of the 408 dev pairs are paraphrases: accuracy 279/408, F1 = 2*279 / (2*279 + 129)
+    assert majority_baseline("mrpc", glue("mrpc")) == {
+        "validation": {"accuracy": pytest.approx(279 / 408), "f1": pytest.approx(558 / 687)}}
+
+
 # ---------------------------------------------------------------- encoding and collation
 
 

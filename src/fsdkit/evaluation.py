@@ -60,6 +60,35 @@ def evaluate_model(
     return results
 
 
+def majority_baseline(task, data, *, splits: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics per evaluation split of the constant predictor fitted on ``data["train"]``.
+
+    Classification: every example gets the training set's most frequent label (ties: the smallest label id);
+    regression: the training set's mean score. It is the floor a model has to clear to have learned anything;
+    on MRPC it is high for F1 (always "paraphrase": F1 81.2 on the dev set), on CoLA it is MCC 0 and on STS-B
+    a constant has no correlation (0.0, see :func:`fsdkit.data.compute_metrics`).
+    """
+    from fsdkit.data import compute_metrics, get_task
+    from fsdkit.errors import DataError
+
+    task = get_task(task)
+    if "train" not in data or len(data["train"]) == 0:
+        raise DataError(f"task {task.name}: the majority baseline needs a non-empty train split")
+    train = np.asarray(data["train"]["label"])
+    if task.is_regression:
+        constant = float(train.astype(np.float64).mean())
+    else:
+        labels, counts = np.unique(train.astype(np.int64), return_counts=True)
+        constant = int(labels[counts.argmax()])  # np.unique sorts: the first maximum is the smallest id
+    results = {}
+    for split in splits or task.eval_splits:
+        if split not in data:
+            raise DataError(f"task {task.name} has no split {split!r}; available: {', '.join(data)}")
+        references = np.asarray(data[split]["label"])
+        results[split] = compute_metrics(task, np.full(len(references), constant), references)
+    return results
+
+
 def evaluate(config=None, **overrides) -> dict[str, Any]:
     """``fsdkit evaluate``: load a model folder, score it on the task's evaluation split(s), optionally write JSON.
 
