@@ -313,14 +313,12 @@ def render(
         lines += _table(["Method", "Own settings"], rows) + [""]
     lines += ["## Weight search (benchmarks/tune.py)", ""]
     if tuning:
+        from tune import best_candidates
+
         ok = [r for r in tuning if r.get("status") == "ok"]
-        best: dict[str, dict[str, Any]] = {}
-        for r in ok:
-            main = task_metrics(r["task"])[1]
-            if r["method"] not in best or r["metrics"].get(main, -1) > best[r["method"]]["metrics"].get(main, -1):
-                best[r["method"]] = r
         own = (recipe or {}).get("methods", {})
         grid = (recipe or {}).get("tuning", {}).get("grid", {})
+        best = best_candidates(ok, task_metrics(ok[0]["task"])[1], grid) if ok else {}
         order = {method: i for i, method in enumerate(best)}  # methods in first-run order
         done = collections.Counter(r["method"] for r in ok)
         rows = []

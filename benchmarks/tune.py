@@ -8,7 +8,8 @@ On the recipe's tuning task and seed (MRPC, seed 1), every method's candidate we
 size for every method) are each distilled once with the shared settings and scored on the dev set; one JSON
 line per candidate goes to ``benchmarks/results/tuning.jsonl`` (recorded and skipped like the suite's runs,
 with the ``candidate`` added). The teacher is the suite's (fine-tuned first if needed, recorded in the suite's
-results file). The best candidate per method (main metric) is printed; copy it into the recipe's ``methods``.
+results file). The best candidate per method (main metric; a tie goes to the grid's middle value, the published
+default) is printed; copy it into the recipe's ``methods``.
 """
 
 from __future__ import annotations
@@ -37,13 +38,22 @@ from suite import (  # noqa: E402
 DEFAULT_TUNING = HERE / "results" / "tuning.jsonl"
 
 
-def best_candidates(records: list[dict], main_metric: str) -> dict[str, dict]:
-    """Method → its ``ok`` tuning record with the highest ``main_metric``."""
+def best_candidates(records: list[dict], main_metric: str, grid: dict[str, list] | None = None) -> dict[str, dict]:
+    """Method → its ``ok`` tuning record with the highest ``main_metric``.
+
+    A tie goes to the method's published default, the middle of its grid (default / 3, default, 3 × default):
+    equal scores give no reason to move away from it (e.g. candidates that all collapse to the majority class).
+    """
+    def default(record: dict) -> bool:
+        values = (grid or {}).get(record["method"]) or []
+        return bool(values) and record.get("candidate") == values[len(values) // 2]
+
     best: dict[str, dict] = {}
     for r in records:
         if r.get("status") != "ok" or main_metric not in r.get("metrics", {}):
             continue
-        if r["method"] not in best or r["metrics"][main_metric] > best[r["method"]]["metrics"][main_metric]:
+        current = best.get(r["method"])
+        if current is None or (r["metrics"][main_metric], default(r)) > (current["metrics"][main_metric], default(current)):
             best[r["method"]] = r
     return best
 
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             suite.run_one(task, method, seed, settings, extra={"candidate": candidate, "tuning": True})
     main_metric = get_task(task).main_metric
-    for method, record in best_candidates(read_records(suite.results), main_metric).items():
+    for method, record in best_candidates(read_records(suite.results), main_metric, grid).items():
         print(json.dumps({"method": method, "best": record["candidate"], main_metric: record["metrics"][main_metric]}))
     return 0
 

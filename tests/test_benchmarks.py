@@ -235,3 +235,15 @@ def test_report_states_the_selection_effect_of_adopted_tuning_runs(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in lines[::2]))  # no adopted run → no caveat
     report_mod.main(args)
     assert "Selection effect" not in out.read_text()
+
+
+def test_weight_search_ties_go_to_the_published_default():
+    tune_mod = _load("tune")
+    grid = {"internal-sid": [{"lambda_internal": 0.333}, {"lambda_internal": 1.0}, {"lambda_internal": 3.0}],
+            "pkd": [{"beta_pkd": 33.3}, {"beta_pkd": 100.0}, {"beta_pkd": 300.0}]}
+    records = [_rec("mrpc", "internal-sid", 1, {"f1": 0.8122}, candidate=c) for c in grid["internal-sid"]]
+    records += [_rec("mrpc", "pkd", 1, {"f1": f1}, candidate=c) for f1, c in zip((0.818, 0.812, 0.812), grid["pkd"])]
+    best = tune_mod.best_candidates(records, "f1", grid)
+    assert best["internal-sid"]["candidate"] == {"lambda_internal": 1.0}  # all equal: the default stays
+    assert best["pkd"]["candidate"] == {"beta_pkd": 33.3}  # a strictly better score wins
+    assert tune_mod.best_candidates(records, "f1")["internal-sid"]["candidate"] == {"lambda_internal": 0.333}
