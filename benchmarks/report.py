@@ -37,6 +37,7 @@ from suite import (  # noqa: E402
     TABLE_METHODS,
     TABLE_TASKS,
     TEACHER,
+    Suite,
     flatten_metrics,
     load_recipe,
     read_records,
@@ -193,10 +194,12 @@ def render(
     expected_seeds: int = 3,
     analysis_link: str | None = None,
     analysis: Mapping[str, Any] | None = None,
+    earlier: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`).
 
-    ``analysis`` is the ``results.json`` of the analysis report at ``analysis_link`` (its key numbers are inlined).
+    ``analysis`` is the ``results.json`` of the analysis report at ``analysis_link`` (its key numbers are inlined);
+    ``earlier``: finished runs of an earlier recipe, not shown in the tables (counted under Provenance).
     """
     stats = summary_table(records)
     tasks = ordered_tasks(r["task"] for r in records)
@@ -352,7 +355,13 @@ def render(
     lines += _table(["Part", "Tasks × methods × seeds", "Runs finished", "Teachers"],
                     coverage_rows(students, teachers, expected_seeds)) + [""]
     lines += ["## Provenance", "", f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
-              f"- fsdkit commits: {', '.join(commits) or '–'}", f"- machines: {'; '.join(hosts) or '–'}", ""]
+              f"- fsdkit commits: {', '.join(commits) or '–'}", f"- machines: {'; '.join(hosts) or '–'}"]
+    if earlier:
+        counts = collections.Counter((r["task"], DISPLAY.get(r["method"], r["method"])) for r in earlier)
+        lines.append(f"- not shown: {len(earlier)} finished runs of an earlier recipe (settings no longer in "
+                     "recipe.yaml; kept in the results file as history): "
+                     + ", ".join(f"{method} on {task} × {n}" for (task, method), n in sorted(counts.items())))
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -443,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="the suite's model folders")
     args = parser.parse_args(argv)
     paths = args.results or [str(DEFAULT_RESULTS)]
-    raw = [r for p in paths for r in read_records(p)]
+    recipe = load_recipe(args.recipe)
+    # only the runs of the current recipe count; runs of an earlier one stay in the file as history
+    suite = Suite(glue_dir="", tasks=[], methods=[], seeds=[], recipe=recipe)
+    raw, earlier = suite.split_current(r for p in paths for r in read_records(p))
+    tuning, _ = suite.split_current(read_records(args.tuning))
     records = latest_ok(raw)
     output = Path(args.output)
     if args.analyze:
@@ -455,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = Path(report).with_name("results.json") if report is not None else None
     analysis = json.loads(summary.read_text(encoding="utf-8")) if summary is not None and summary.is_file() else None
     command = "python benchmarks/report.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    text = render(records, command=command.strip(), failures=open_failures(raw), tuning=read_records(args.tuning),
-                  recipe=load_recipe(args.recipe), expected_seeds=args.seeds, analysis_link=analysis_link,
-                  analysis=analysis)
+    text = render(records, command=command.strip(), failures=open_failures(raw), tuning=tuning, recipe=recipe,
+                  expected_seeds=args.seeds, analysis_link=analysis_link, analysis=analysis,
+                  earlier=latest_ok(earlier))
     output.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {output} ({len(records)} finished runs)")
     return 0

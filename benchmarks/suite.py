@@ -280,6 +280,25 @@ class Suite:
             return settings_hash(settings)
         return settings_hash({**settings, "teacher_settings": settings_hash(self.teacher_settings(task))})
 
+    def recipe_hash(self, record: dict[str, Any]) -> str:
+        """The hash the current recipe gives the job of ``record`` (a weight-search record: with its candidate)."""
+        task, method, seed = record["task"], record["method"], int(record["seed"])
+        if method == TEACHER:
+            settings = self.teacher_settings(task)
+        elif method == MAJORITY:
+            settings = self.majority_settings(task)
+        else:
+            settings = {**self.student_settings(task, method, seed), **(record.get("candidate") or {})}
+        return self.job_hash(task, method, settings)
+
+    def split_current(self, records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``records`` run with the current recipe's settings, and the others (run by an earlier recipe: kept in
+        the results file as history, superseded by the runs of the current one)."""
+        current, earlier = [], []
+        for r in records:
+            (current if r.get("settings_hash") == self.recipe_hash(r) else earlier).append(r)
+        return current, earlier
+
     # loop --------------------------------------------------------------------------------------
     def stop_requested(self) -> bool:
         return self.stop_file is not None and self.stop_file.exists()

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             suite.run_one(task, method, seed, settings, extra={"candidate": candidate, "tuning": True})
     main_metric = get_task(task).main_metric
-    for method, record in best_candidates(read_records(suite.results), main_metric, grid).items():
+    current, _ = suite.split_current(read_records(suite.results))  # runs of an earlier recipe do not compete
+    for method, record in best_candidates(current, main_metric, grid).items():
         print(json.dumps({"method": method, "best": record["candidate"], main_metric: record["metrics"][main_metric]}))
     return 0
 

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from fsdkit import distill
+from fsdkit.errors import ConfigError
 from fsdkit.training.trainer import DistillationTrainer
 
 pytestmark = pytest.mark.glue
@@ -72,29 +73,48 @@ def test_extra_losses_compose_with_a_method_and_log_separately(glue_dir, mrpc_te
 
 def test_staged_run_resumed_mid_stage_continues_in_that_stage(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
     """internal-pid with 2 layer pairs over 6 steps has 3 stages of 2 steps. A run that dies after its step-3
-    checkpoint (the middle of stage 1) resumes at step 3 with stage 1's term, then moves on to VKD alone."""
+    checkpoint (the middle of stage 1) resumes at step 3 with stage 1's term, then moves on to VKD alone. Without
+    warm-up, each stage's learning rate restarts at the peak and decays linearly (lr, lr/2), also after the resume."""
     options = tiny(glue_dir, mrpc_teacher, method="internal-pid", internal_layers="1:2;3:6", max_steps=6, save_steps=3,
-                   output_dir=str(tmp_path / "run"))
+                   output_dir=str(tmp_path / "run"), warmup_ratio=0.0, learning_rate=1e-4)
     original = DistillationTrainer.compute_loss
     calls = []
 
     def dies_after_checkpoint(self, model, *args, **kwargs):
         if self.state.global_step == 3:
             raise RuntimeError("simulated crash")
-        calls.append((self.state.global_step, sorted(spec.label for spec, _ in self.active_terms(model))))
+        return spy(self, model, *args, **kwargs)
+
+    def spy(self, model, *args, **kwargs):
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step is taken with
+        calls.append((self.state.global_step, sorted(spec.label for spec, _ in self.active_terms(model)), lr))
         return original(self, model, *args, **kwargs)
 
     monkeypatch.setattr(DistillationTrainer, "compute_loss", dies_after_checkpoint)
     with pytest.raises(RuntimeError, match="simulated crash"):
         distill(**options)
-    assert calls == [(0, ["internal_1"]), (1, ["internal_1"]), (2, ["internal_2"])]
-
-    def spy(self, model, *args, **kwargs):
-        calls.append((self.state.global_step, sorted(spec.label for spec, _ in self.active_terms(model))))
-        return original(self, model, *args, **kwargs)
+    assert calls == [(0, ["internal_1"], 1e-4), (1, ["internal_1"], 5e-5), (2, ["internal_2"], 1e-4)]
 
     calls.clear()
     monkeypatch.setattr(DistillationTrainer, "compute_loss", spy)
     record = distill(**options, resume=True)
-    assert calls == [(3, ["internal_2"]), (4, ["kd", "task"]), (5, ["kd", "task"])]
+    assert calls == [(3, ["internal_2"], 5e-5), (4, ["kd", "task"], 1e-4), (5, ["kd", "task"], 5e-5)]
     assert record["global_steps"] == 6
+
+
+def test_staged_run_with_a_global_schedule_decays_once_over_the_run(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
+    """stage_lr='global' keeps transformers' one linear decay: lr · (6 − t) / 6 at step t, whatever the stage."""
+    options = tiny(glue_dir, mrpc_teacher, method="internal-pid", internal_layers="1:2;3:6", max_steps=6,
+                   output_dir=str(tmp_path / "run"), warmup_ratio=0.0, learning_rate=1e-4, stage_lr="global")
+    original = DistillationTrainer.compute_loss
+    rates = []
+
+    def spy(self, model, *args, **kwargs):
+        rates.append(self.optimizer.param_groups[0]["lr"])
+        return original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", spy)
+    distill(**options)
+    assert rates == pytest.approx([1e-4 * (6 - t) / 6 for t in range(6)])
+    with pytest.raises(ConfigError, match="--stage-lr must be one of restart, global"):
+        distill(**{**options, "stage_lr": "cosine", "output_dir": str(tmp_path / "other")})

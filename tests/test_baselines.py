@@ -9,8 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.autograd import gradcheck
-from transformers import TrainerState
+from transformers import TrainerState, get_linear_schedule_with_warmup
 
 from fsdkit.config import DistillConfig, make_config
 from fsdkit.errors import ConfigError, ModelError
@@ -19,7 +21,7 @@ from fsdkit.losses import TermContext, build_term
 from fsdkit.losses.similarities import linear_cka
 from fsdkit.losses.terms.pkd import count_layer_pairs, resolve_layer_map
 from fsdkit.training.methods import get_method, run_terms
-from fsdkit.training.trainer import DistillationTrainer, stage_of
+from fsdkit.training.trainer import DistillationTrainer, stage_of, stage_start, staged_linear_factor
 
 
 def ctx(hidden=4, teacher_hidden=4, layers=2, teacher_layers=2, heads=1, teacher_heads=1):
@@ -571,3 +573,37 @@ def test_active_terms_follow_the_global_step_as_after_a_resume():
         trainer.state = TrainerState(global_step=step, max_steps=8)
         active.append(sorted(spec.label for spec, _ in trainer.active_terms(model)))
     assert active == [["internal_1"]] * 2 + [["internal_2"]] * 2 + [["internal_3"]] * 2 + [["kd", "task"]] * 2
+
+
+def test_staged_schedule_restarts_its_warm_up_and_decay_in_every_stage():
+    """40 steps, 4 stages of 10, warm-up ratio 0.1 (one step): 0, then 10/9·(10 − u)/10 … in every stage."""
+    factors = [staged_linear_factor(t, total_steps=40, n_stages=4, warmup_ratio=0.1) for t in range(40)]
+    one_stage = [0.0] + [(10 - u) / 9 for u in range(1, 10)]
+    assert factors == pytest.approx(one_stage * 4)
+    assert [stage_start(s, 10, 3) for s in range(4)] == [0, 4, 7, 10]  # the stages of stage_of(·, 10, 3)
+
+
+def _hf_linear_factors(total: int, warmup: int) -> list[float]:
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    scheduler = get_linear_schedule_with_warmup(torch.optim.SGD([parameter], lr=1.0), warmup, total)
+    return [scheduler.lr_lambdas[0](t) for t in range(total)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(total=st.integers(1, 300), n_stages=st.integers(1, 6), ratio=st.sampled_from([0.0, 0.06, 0.1, 0.25]))
+def test_each_stage_follows_transformers_linear_schedule_of_its_own_length(total, n_stages, ratio):
+    """Restarted per stage, the factor at local step u of a stage of m steps is transformers' linear
+    warm-up/decay schedule of m steps with ⌈ratio · m⌉ warm-up steps, at step u (one stage: the same schedule)."""
+    factors = [staged_linear_factor(t, total_steps=total, n_stages=n_stages, warmup_ratio=ratio) for t in range(total)]
+    starts = sorted({stage_start(s, total, n_stages) for s in range(n_stages + 1)})
+    expected = []
+    for begin, end in zip(starts, starts[1:]):
+        expected += _hf_linear_factors(end - begin, int(np.ceil(ratio * (end - begin))))
+    assert factors == pytest.approx(expected)
+    assert all(0.0 <= f <= 1.0 for f in factors)
+    assert [stage_of(t, total, n_stages) for t in starts[:-1]] == sorted({stage_of(t, total, n_stages) for t in range(total)})
+
+
+def test_unknown_stage_schedule_is_refused():
+    with pytest.raises(ValueError, match="stage_lr must be one of"):
+        DistillationTrainer(model=None, args=None, term_specs=[], stage_lr="cosine")

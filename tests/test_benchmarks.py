@@ -153,7 +153,34 @@ def test_suite_adopts_the_tuning_run_of_its_own_weights(tmp_path):
 
 
 def _rec(task, method, seed, metrics, status="ok", **extra):
-    return {"task": task, "method": method, "seed": seed, "status": status, "metrics": metrics, **extra}
+    """A results line; by default run with the current recipe's settings (its settings hash)."""
+    record = {"task": task, "method": method, "seed": seed, "status": status, "metrics": metrics, **extra}
+    record.setdefault("settings_hash", suite_mod.Suite(glue_dir="", tasks=[], methods=[], seeds=[]).recipe_hash(record))
+    return record
+
+
+def test_report_shows_only_the_runs_of_the_current_recipe(tmp_path):
+    """A run whose settings hash is not the one the recipe gives its job now (an earlier recipe's) is history:
+    not in the tables, counted under Provenance; a weight-search run of an earlier recipe does not compete."""
+    lines = [_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90}),
+             _rec("mrpc", "vkd", 1, {"accuracy": 0.70, "f1": 0.80}),
+             _rec("mrpc", "vkd", 2, {"accuracy": 0.99, "f1": 0.99}, settings_hash="0123456789ab"),
+             _rec("mrpc", "pkd", 1, {"accuracy": 0.71, "f1": 0.81})]
+    path, tuning = tmp_path / "results.jsonl", tmp_path / "tuning.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    grid = suite_mod.load_recipe()["tuning"]["grid"]["pkd"]
+    tuned = [_rec("mrpc", "pkd", 1, {"accuracy": 0.7, "f1": 0.8 + 0.01 * i}, candidate=c) for i, c in enumerate(grid)]
+    tuned.append(_rec("mrpc", "pkd", 1, {"accuracy": 0.9, "f1": 0.95}, candidate=grid[0], settings_hash="0123456789ab"))
+    tuning.write_text("".join(json.dumps(r) + "\n" for r in tuned))
+    out = tmp_path / "RESULTS.md"
+    report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tuning),
+                     "--analysis-dir", str(tmp_path / "analysis")])
+    text = out.read_text()
+    assert "| VKD | 70.00 [n=1] | 80.00 [n=1] |" in text  # the seed-2 run of an earlier recipe is not averaged in
+    assert "- not shown: 1 finished runs of an earlier recipe" in text and "VKD on mrpc × 1" in text
+    search = text.split("## Weight search")[1].split("##")[0]
+    assert "95.00" not in search and search.count("| PKD |") == 3
+    assert f'| PKD | {json.dumps(grid[2])} | Acc 70.00, F1 82.00 | **best** |' in search
 
 
 def test_report_numbers_from_hand_made_results(tmp_path):

@@ -99,6 +99,11 @@ class DistillConfig(RunConfig):
     internal_layers: str | list[list[int]] = option(
         "skip", "internal-representation KD layer map: skip, last, or 1-based student:teacher pairs"
     )
+    stage_lr: str = option(
+        "restart",
+        "staged methods (internal-pid, internal-sid): 'restart' gives each stage its own linear warm-up and decay, "
+        "as if each stage were its own run; 'global' keeps one schedule over the whole run",
+    )
     lambda_geometry: float = option(30.0, "geometry-procrustes/-gram: weight alpha of each distance (intra and local views)")
     lambda_relation_cka: float = option(15.0, "relation-cka: weight of the relation CKA term")
 

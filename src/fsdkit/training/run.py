@@ -25,7 +25,7 @@ from fsdkit.config import DistillConfig, FinetuneConfig, MemoryConfig, RunConfig
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
 from fsdkit.training.methods import TermSpec, get_method, run_terms
-from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
+from fsdkit.training.trainer import STAGE_LR_SCHEDULES, DistillationTrainer, StudentWithTerms
 
 logger = logging.getLogger("fsdkit")
 RUN_RECORD = "fsdkit_run.json"
@@ -133,6 +133,7 @@ def _train_and_export(
     ctx: TermContext,
     teacher: nn.Module | None,
     n_stages: int = 1,
+    stage_lr: str = "restart",
     relation_every: int = 0,
     record_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -167,6 +168,7 @@ def _train_and_export(
         term_specs=specs,
         teacher=teacher,
         n_stages=n_stages,
+        stage_lr=stage_lr,
         relation_tracker=tracker,
         train_dataset=train,
         data_collator=make_collator(tokenizer),
@@ -275,6 +277,8 @@ def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str
         raise ConfigError("--teacher is required: a fine-tuned teacher folder (see `fsdkit finetune`)")
     if not 0.0 <= config.alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1], got {config.alpha}")
+    if config.stage_lr not in STAGE_LR_SCHEDULES:
+        raise ConfigError(f"--stage-lr must be one of {', '.join(STAGE_LR_SCHEDULES)}, got {config.stage_lr!r}")
     method = get_method(config.method)
     task = get_task(config.task)
     set_seed(config.seed)
@@ -304,7 +308,8 @@ def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str
     ctx = TermContext(student.config, teacher.config, task, same_tokenizer=True, max_length=config.max_length)
     return _train_and_export(
         command="distill", config=config, out=out, task=task, model=student, tokenizer=tokenizer,
-        specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), relation_every=config.relation_every,
+        specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
+        relation_every=config.relation_every,
         record_extra={"teacher": str(config.teacher), "student_base": str(config.student),
                       "student_layers": student.config.fsdkit_student_layers},
     )

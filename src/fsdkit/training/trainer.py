@@ -5,16 +5,21 @@ runs under ``torch.no_grad`` and is not part of the optimised module; the optimi
 :class:`StudentWithTerms` (the student plus the terms' own parameters, e.g. the FSDG student memory), which is
 what checkpoints hold, so ``--resume`` restores both. Each term's mean value is logged as ``loss_<label>``.
 Terms active only in some training stages (progressive / stacked schedules) are selected from the global
-step, so a run resumed mid-stage continues in the right stage.
+step, so a run resumed mid-stage continues in the right stage. With ``stage_lr="restart"`` (the default of a
+staged run) every stage also gets its own linear warm-up and decay (:func:`staged_linear_factor`), as if each
+stage were a run of its own; ``"global"`` keeps transformers' single schedule over the whole run.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer
 
 from fsdkit.features import FeatureRequest, Features, forward_features
@@ -45,6 +50,31 @@ def stage_of(step: int, total_steps: int, n_stages: int) -> int:
     if n_stages <= 1 or total_steps <= 0:
         return 0
     return min(step * n_stages // total_steps, n_stages - 1)
+
+
+#: learning-rate schedules of a staged run: one linear warm-up and decay per stage, or one over the whole run
+STAGE_LR_SCHEDULES = ("restart", "global")
+
+
+def stage_start(stage: int, total_steps: int, n_stages: int) -> int:
+    """First step of ``stage``: the smallest step ``t`` with ``stage_of(t) == stage`` (⌈stage · total / n⌉)."""
+    return -(-stage * total_steps // n_stages)
+
+
+def staged_linear_factor(step: int, *, total_steps: int, n_stages: int, warmup_ratio: float) -> float:
+    """Learning-rate factor at ``step`` when every stage has its own linear warm-up and decay.
+
+    Stage ``s`` spans steps ``[a_s, a_{s+1})`` (:func:`stage_start`) of length ``m_s``, with ``w_s =
+    ⌈warmup_ratio · m_s⌉`` warm-up steps; at local step ``u = step − a_s`` the factor is ``u / w_s`` while
+    ``u < w_s``, then ``(m_s − u) / (m_s − w_s)`` — transformers' linear schedule, restarted at each stage.
+    """
+    stage = stage_of(step, total_steps, n_stages)
+    begin, end = stage_start(stage, total_steps, n_stages), stage_start(stage + 1, total_steps, n_stages)
+    length, local = max(end - begin, 1), step - begin
+    warmup = math.ceil(warmup_ratio * length)
+    if local < warmup:
+        return local / warmup
+    return max(0.0, (length - local) / max(1, length - warmup))
 
 
 class LiveTeacher:
@@ -79,9 +109,12 @@ class DistillationTrainer(Trainer):
         term_specs: Sequence[TermSpec],
         teacher=None,
         n_stages: int = 1,
+        stage_lr: str = "restart",
         relation_tracker=None,
         **kwargs,
     ):
+        if stage_lr not in STAGE_LR_SCHEDULES:
+            raise ValueError(f"stage_lr must be one of {STAGE_LR_SCHEDULES}, got {stage_lr!r}")
         self.term_specs = list(term_specs)
         terms: dict[str, LossTerm] = dict(model.terms.items())
         if teacher is None and any(terms[s.label].needs_teacher for s in self.term_specs):
@@ -94,10 +127,29 @@ class DistillationTrainer(Trainer):
             teacher = LiveTeacher(teacher)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
         self.n_stages = n_stages
+        self.stage_lr = stage_lr
         self.relation_tracker = relation_tracker
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_counts: dict[str, int] = defaultdict(int)
         self._last_tracked_step = -1
+
+    # ------------------------------------------------------------------ schedule
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """transformers' scheduler, or for a staged run with ``stage_lr="restart"`` the per-stage linear one."""
+        if self.n_stages <= 1 or self.stage_lr == "global":
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.args.lr_scheduler_type != "linear":
+            raise ValueError(
+                f"stage_lr='restart' restarts a linear schedule per stage; lr_scheduler_type is "
+                f"{self.args.lr_scheduler_type!r}: use stage_lr='global' to keep it"
+            )
+        if self.lr_scheduler is None:
+            ratio = self.args.get_warmup_steps(num_training_steps) / max(1, num_training_steps)
+            factor = partial(staged_linear_factor, total_steps=num_training_steps, n_stages=self.n_stages,
+                             warmup_ratio=ratio)
+            self.lr_scheduler = LambdaLR(optimizer if optimizer is not None else self.optimizer, factor)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     # ------------------------------------------------------------------ loss
     def current_stage(self) -> int:
