@@ -203,17 +203,16 @@ def torchdistill_worker(timed: TimedBatches, tmp: Path) -> dict[str, Any]:
 
     teacher, student = models()
     hook = {"input": [], "output": ["classifier"]}
+    # torchdistill's own KD loss, α·CE(y, z_S) + (1 − α)·T²·KL (the same objective as fsdkit's and TextBrewer's VKD)
     kd = {"key": "KDLoss", "kwargs": {"student_module_path": "classifier", "student_module_io": "output",
                                        "teacher_module_path": "classifier", "teacher_module_io": "output",
-                                       "temperature": TEMPERATURE, "alpha": 0, "reduction": "batchmean"}}
+                                       "temperature": TEMPERATURE, "alpha": ALPHA, "reduction": "batchmean"}}
     train_config = {
         "num_epochs": 1,
         "teacher": {"forward_proc": "forward_batch_only_as_kwargs", "forward_hook": hook, "requires_grad": False},
         "student": {"forward_proc": "forward_batch_only_as_kwargs", "forward_hook": hook, "requires_grad": True},
         "optimizer": {"key": "AdamW", "kwargs": {"lr": LR}},
-        "criterion": {"key": "WeightedSumLoss", "func2extract_model_loss": "extract_model_loss_dict",
-                      "kwargs": {"model_term": {"weight": ALPHA},
-                                 "sub_terms": {"kd": {"criterion": kd, "weight": (1 - ALPHA) * TEMPERATURE**2}}}},
+        "criterion": {"key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {"criterion": kd, "weight": 1.0}}}},
     }
     box = DistillationBox(teacher, student, {}, train_config, torch.device("cpu"), None, False, 1.0)
     box.pre_epoch_process(epoch=0)
