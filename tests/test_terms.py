@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.features import Features
 from fsdkit.losses import TermContext, build_term
+from fsdkit.losses.terms.memory import centroid_geometry
 from fsdkit.memory import TeacherMemory
 
 EPS = 1e-8
@@ -228,6 +229,23 @@ def test_memory_gradcheck_and_owns_student_memory(batch, memory_term):
         return torch.func.functional_call(memory_term, {"student_memory": student_memory}, args)
 
     assert gradcheck(loss, (hs, m_s), eps=1e-6, atol=1e-5)
+
+
+def test_centroid_geometry_is_cdist_and_cosine_with_finite_gradients_at_degenerate_rows():
+    """One product gives both B × K matrices; a zero row and a row sitting on a centroid keep finite gradients."""
+    g = torch.Generator().manual_seed(5)
+    centroids = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    rows = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    rows[1] = 0.0
+    rows[3] = centroids[2]
+    rows.requires_grad_(True)
+    distances, cosines = centroid_geometry(rows, centroids)
+    torch.testing.assert_close(distances, torch.cdist(rows, centroids), atol=1e-6, rtol=0)
+    torch.testing.assert_close(cosines, torch.nn.functional.cosine_similarity(rows[:, None], centroids[None], dim=-1, eps=1e-12))
+    again, _ = centroid_geometry(rows, centroids, centroids.pow(2).sum(-1))  # precomputed centroid norms: the same
+    assert torch.equal(again, distances)
+    (distances.sum() + cosines.sum()).backward()
+    assert torch.isfinite(rows.grad).all()
 
 
 def test_memory_refuses_wrong_teacher_width():

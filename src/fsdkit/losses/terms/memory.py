@@ -26,15 +26,19 @@ from fsdkit.losses.registry import register_term
 from fsdkit.memory import TeacherMemory, feature_rows
 
 
-def centroid_distances(rows: Tensor, centroids: Tensor) -> Tensor:
-    """B × K Euclidean distances, with a gradient that stays finite when a row sits on a centroid."""
-    sq = rows.pow(2).sum(-1, keepdim=True) - 2 * rows @ centroids.T + centroids.pow(2).sum(-1)
-    return sq.clamp_min(1e-12).sqrt()
+def centroid_geometry(rows: Tensor, centroids: Tensor, centroid_sq_norms: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """B × K Euclidean distances and cosine similarities of ``rows`` to ``centroids``, from one product.
 
-
-def centroid_cosines(rows: Tensor, centroids: Tensor) -> Tensor:
-    """B × K cosine similarities."""
-    return F.normalize(rows, dim=-1) @ F.normalize(centroids, dim=-1).T
+    With ``g = rows · centroidsᵀ``: ``D = √(‖r‖² − 2g + ‖m‖²)``, ``C = g / (‖r‖ · ‖m‖)``, norms floored at 1e-12
+    like ``F.normalize`` (so the gradient stays finite when a row sits on a centroid or a row is zero).
+    ``centroid_sq_norms`` (K,) may be given when the centroids are constant (the teacher memory).
+    """
+    dots = rows @ centroids.T
+    row_sq = rows.pow(2).sum(-1, keepdim=True)
+    centroid_sq = centroids.pow(2).sum(-1) if centroid_sq_norms is None else centroid_sq_norms
+    distances = (row_sq - 2 * dots + centroid_sq).clamp_min(1e-12).sqrt()
+    cosines = dots / (row_sq.clamp_min(1e-24).sqrt() * centroid_sq.clamp_min(1e-24).sqrt())
+    return distances, cosines
 
 
 @register_term("memory")
@@ -82,6 +86,8 @@ class GlobalMemoryStructure(LossTerm):
         hidden = ctx.student_config.hidden_size
         student_dim = hidden * self.max_length if self.pooling == "flatten" else hidden
         self.register_buffer("teacher_memory", memory.centroids.float(), persistent=False)
+        # constant over the run: computed once, not at every step
+        self.register_buffer("teacher_sq_norms", self.teacher_memory.pow(2).sum(-1), persistent=False)
         self.student_memory = nn.Parameter(torch.randn(memory.n_clusters, student_dim) * init_std)
 
     def request(self) -> FeatureRequest:
@@ -94,8 +100,11 @@ class GlobalMemoryStructure(LossTerm):
         s_rows = self._rows(student, self.student_layer)
         t_rows = self._rows(teacher, self.layer)
         m_s, m_t = self.student_memory, self.teacher_memory
-        distance_term = F.mse_loss(centroid_distances(s_rows, m_s), centroid_distances(t_rows, m_t))
-        cosine_term = F.mse_loss(centroid_cosines(s_rows, m_s), centroid_cosines(t_rows, m_t))
+        d_s, c_s = centroid_geometry(s_rows, m_s)
+        with torch.no_grad():  # the teacher side is a target
+            d_t, c_t = centroid_geometry(t_rows, m_t, self.teacher_sq_norms)
+        distance_term = F.mse_loss(d_s, d_t)
+        cosine_term = F.mse_loss(c_s, c_t)
         feature_to_centroid = self.gamma * distance_term + (1 - self.gamma) * cosine_term
         centroid_structure = measure_loss(self.measure.fn(m_s, m_t), self.measure, self.form, self.eps)
         return feature_to_centroid + centroid_structure
