@@ -94,7 +94,7 @@ def test_training_step_losses_with_cache_equal_live_teacher(setup, tmp_path):
         assert "idx" in batch
         torch.manual_seed(1)  # same dropout masks in both steps
         total = trainer.compute_loss(trainer.model, batch)
-        per_term = {k: trainer._term_sums[k] for k in trainer._term_sums}
+        per_term = {k: float(trainer._term_sums[k]) / trainer._term_counts[k] for k in trainer._term_sums}
         return batch["idx"].tolist(), total.item(), per_term
 
     idx_live, total_live, terms_live = step_losses(teacher)

@@ -79,6 +79,26 @@ class Features:
             raise ValueError("hidden states were not requested for this forward pass")
         return self.hidden_states[self.layer_index(layer)]
 
+    def float(self) -> Features:
+        """These features with every half-precision tensor (a mixed-precision forward pass) upcast to float32.
+
+        Tensors already in float32 or float64 are returned as they are (no copy); the upcast keeps the graph.
+        """
+
+        def up(t: Tensor) -> Tensor:
+            return t.float() if t.is_floating_point() and t.element_size() < 4 else t
+
+        hidden = self.hidden_states
+        if hidden is not None:  # keeps the container type (the teacher cache's PartialHiddenStates)
+            hidden = type(hidden)(None if h is None else up(h) for h in tuple.__iter__(hidden))
+        return Features(
+            logits=up(self.logits),
+            attention_mask=self.attention_mask,
+            hidden_states=hidden,
+            attentions=None if self.attentions is None else tuple(up(a) for a in self.attentions),
+            values={k: up(v) for k, v in self.values.items()},
+        )
+
     def detached(self) -> Features:
         return Features(
             logits=self.logits.detach(),

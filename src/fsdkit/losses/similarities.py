@@ -11,9 +11,10 @@ for 2-D inputs); leading dimensions are processed as one batch, without a Python
 - :func:`procrustes_distance`, :func:`gram_distance`: the geometry-aware distances of Bhattarai et al.
   (2025), 0 exactly when ``Ỹ = X̃ Q`` for an orthogonal ``Q``.
 
-All inputs are first centred over the real rows (padding rows are then zero); every measure is invariant
-to translation and isotropic scaling, so each side is then taken at unit Frobenius norm — applied to the
-small n × n or p × q products where possible rather than to the features, so that the large inputs are
+Half-precision inputs (bfloat16, float16: the features of a mixed-precision forward pass) are computed
+in float32; float64 stays float64. All inputs are first centred over the real rows (padding rows are then
+zero); every measure is invariant to translation and isotropic scaling, so each side is then taken at unit
+Frobenius norm — applied to the small n × n or p × q products where possible rather than to the features, so that the large inputs are
 touched only by the centring and the matrix products (the FSDL view compares 32 rows of 49,152 values).
 
 Degenerate input never yields NaN values or gradients:
@@ -68,6 +69,9 @@ def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, r
     dtype = torch.promote_types(x.dtype, y.dtype)
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
+    # at least float32: half-precision features (autocast) are upcast here, so a bf16 run's structure losses are
+    # as precise as a float32 run's (a bf16 CKA is off by ~5e-4, fp16 flattened rows overflow their squares)
+    dtype = torch.promote_types(dtype, torch.float32)
     x, y = x.to(dtype), y.to(dtype)
     if mask is None:
         m = None

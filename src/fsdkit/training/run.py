@@ -56,6 +56,10 @@ def _check_run_config(config: RunConfig) -> Path:
             raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(config, name)}")
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ConfigError("give --epochs > 0 or --max-steps > 0")
+    if config.bf16 and config.fp16:
+        raise ConfigError("--bf16 and --fp16 are exclusive: choose one mixed precision")
+    if config.fp16 and not torch.cuda.is_available():
+        raise ConfigError("--fp16 needs a CUDA GPU (float16 autocast with loss scaling); on the CPU use --bf16")
     if config.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
     out = Path(config.output_dir)
@@ -86,6 +90,9 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
         seed=config.seed,
         data_seed=config.seed,
         bf16=config.bf16,
+        fp16=config.fp16,
+        # bf16 autocast on a machine without a GPU: transformers asks for use_cpu to allow it
+        use_cpu=config.bf16 and not torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         report_to=config.report_to,
         disable_tqdm=not config.progress,

@@ -3,7 +3,8 @@
 ``L = Σ_k w_k · term_k(student features, teacher features, batch)``. The teacher is frozen, in eval mode,
 runs under ``torch.no_grad`` and is not part of the optimised module; the optimised module is
 :class:`StudentWithTerms` (the student plus the terms' own parameters, e.g. the FSDG student memory), which is
-what checkpoints hold, so ``--resume`` restores both. Each term's mean value is logged as ``loss_<label>``.
+what checkpoints hold, so ``--resume`` restores both. Each term's mean value is logged as ``loss_<label>`` (its per-sample mean since the last log, kept as a
+tensor and read only when logged).
 Terms active only in some training stages (progressive / stacked schedules) are selected from the global
 step, so a run resumed mid-stage continues in the right stage. With ``stage_lr="restart"`` (the default of a
 staged run) every stage also gets its own linear warm-up and decay (:func:`staged_linear_factor`), as if each
@@ -28,7 +29,18 @@ from fsdkit.training.methods import TermSpec
 
 
 class StudentWithTerms(nn.Module):
-    """The module the optimiser sees: ``student`` plus ``terms`` (a ModuleDict keyed by term label)."""
+    """The module the optimiser sees: ``student`` plus ``terms`` (a ModuleDict keyed by term label).
+
+    Its ``forward`` runs the student *and* the active terms, so that under ``accelerate launch`` the whole
+    step goes through the DDP wrapper (gradient synchronisation) and accelerate's autocast wraps the student's
+    forward pass. The terms themselves always run in float32 with autocast off (:meth:`Features.float`), so a
+    mixed-precision run's losses are as precise as a float32 run's.
+    """
+
+    #: the loss returned by ``DistillationTrainer.compute_loss`` is normalised by the Trainer's
+    #: ``num_items_in_batch`` (the samples of the whole accumulated batch), so transformers does not divide
+    #: it again by the gradient-accumulation steps
+    accepts_loss_kwargs = True
 
     def __init__(self, student: nn.Module, terms: nn.ModuleDict):
         super().__init__()
@@ -39,11 +51,17 @@ class StudentWithTerms(nn.Module):
     def config(self):
         return self.student.config
 
-    def forward(self, **batch):
-        from fsdkit.features import model_inputs
-
-        return self.student(**model_inputs(batch))
-
+    def forward(
+        self, batch: dict, request: FeatureRequest = FeatureRequest(), teacher: Features | None = None,
+        labels: Sequence[str] = (),
+    ) -> tuple[dict[str, torch.Tensor], Features]:
+        """``({label: unweighted term value}, student features)`` for the terms named in ``labels``."""
+        student = forward_features(self.student, batch, request)
+        with torch.autocast(student.logits.device.type, enabled=False):
+            student32 = student.float()
+            teacher32 = None if teacher is None else teacher.float()
+            values = {label: self.terms[label](student32, teacher32, batch) for label in labels}
+        return values, student
 
 def stage_of(step: int, total_steps: int, n_stages: int) -> int:
     """Stage index of ``step`` when ``total_steps`` are split into ``n_stages`` equal stages."""
@@ -129,7 +147,7 @@ class DistillationTrainer(Trainer):
         self.n_stages = n_stages
         self.stage_lr = stage_lr
         self.relation_tracker = relation_tracker
-        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_sums: dict[str, torch.Tensor | float] = defaultdict(float)
         self._term_counts: dict[str, int] = defaultdict(int)
         self._last_tracked_step = -1
 
@@ -172,27 +190,44 @@ class DistillationTrainer(Trainer):
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        active = self.active_terms(model)
+        """``Σ_k w_k · term_k`` of this micro-batch, scaled for gradient accumulation and data parallelism.
+
+        Every term is a mean over this micro-batch of ``n`` samples. With ``num_items_in_batch = N`` (the samples
+        of all micro-batches of the optimizer step, over all processes when transformers'
+        ``average_tokens_across_devices`` is on) the loss is multiplied by ``n / N`` (and by the number of
+        processes, which DDP's gradient average divides out again): the gradient of ``k`` micro-batches of
+        ``b`` equals the gradient of one batch of ``k·b`` for every term that is a batch mean. Batch-level
+        structure terms (FSDL, RKD, the memory term) are computed per micro-batch and weighted the same way.
+        """
+        unwrapped = self.accelerator.unwrap_model(model)
+        active = self.active_terms(unwrapped)
         track = self._tracking_now()
         request = FeatureRequest(hidden_states=track)
         for _, term in active:
             request = request | term.request()
-        student = forward_features(model.student, inputs, request)
         teacher = None
         if self.teacher is not None and (track or any(term.needs_teacher for _, term in active)):
-            teacher = self.teacher.features(inputs, request)
-        total = student.logits.new_zeros(())
-        for spec, term in active:
-            value = term(student, teacher, inputs)
-            if not torch.isfinite(value):
-                raise FloatingPointError(
-                    f"loss term '{spec.label}' ({spec.name}) is {value.item()} at step {self.state.global_step}; "
-                    f"the step was not applied. Checkpoints in {self.args.output_dir} are intact: lower the learning "
-                    f"rate or the term's weight and resume."
-                )
-            total = total + spec.weight * value
-            self._term_sums[spec.label] += value.item()
-            self._term_counts[spec.label] += 1
+            with self.accelerator.autocast():
+                teacher = self.teacher.features(inputs, request)
+        values, student = model(inputs, request, teacher, [spec.label for spec, _ in active])
+        total = student.logits.new_zeros((), dtype=torch.float32)
+        for spec, _ in active:
+            total = total + spec.weight * values[spec.label]
+        if not torch.isfinite(total):  # one host sync per step; the terms are read only when logged
+            bad = next((s for s, _ in active if not torch.isfinite(values[s.label])), active[0][0])
+            raise FloatingPointError(
+                f"loss term '{bad.label}' ({bad.name}) is {values[bad.label].item()} at step {self.state.global_step}; "
+                f"the step was not applied. Checkpoints in {self.args.output_dir} are intact: lower the learning "
+                f"rate or the term's weight and resume."
+            )
+        n = student.logits.shape[0]
+        for spec, _ in active:
+            self._term_sums[spec.label] = self._term_sums[spec.label] + values[spec.label].detach() * n
+            self._term_counts[spec.label] += n
+        if num_items_in_batch is not None and model.training:
+            total = total * (n / num_items_in_batch)
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                total = total * self.accelerator.num_processes
         if track:
             self._track_relations(student, teacher)
         return (total, student) if return_outputs else total
@@ -211,8 +246,8 @@ class DistillationTrainer(Trainer):
     # ------------------------------------------------------------------ logging
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:
-            for label, count in self._term_counts.items():
-                logs[f"loss_{label}"] = round(self._term_sums[label] / count, 6)
+            for label, count in self._term_counts.items():  # sample-weighted means since the last log
+                logs[f"loss_{label}"] = round(float(self._term_sums[label]) / count, 6)
             if self.n_stages > 1:
                 logs["stage"] = self.current_stage()
             self._term_sums.clear()

@@ -1,0 +1,115 @@
+"""``DistillationTrainer`` honours transformers' contracts: gradient accumulation and mixed precision.
+
+- Gradient accumulation: ``k`` micro-batches of ``b`` give the same loss, gradient norm, logged terms and
+  weights as one batch of ``k·b`` for terms that are batch means (VKD's task and KD terms, PKD's patient loss).
+  Models without dropout, so both runs compute the same function. FSDI's ``−log(mean_b CKA_b + ε)`` is not a
+  batch mean (the log is taken of the mean): like FSDL and the memory term it is computed per micro-batch.
+- Mixed precision: ``--bf16`` runs the student's forward pass under autocast (its linear layers output
+  bfloat16), the loss terms still compute in float32, and the terms agree with a float32 step within 3 %.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from torch import nn
+
+from fsdkit.config import DistillConfig
+from fsdkit.losses import TermContext, build_term
+from fsdkit.training.methods import run_terms
+from fsdkit.training.run import training_arguments
+from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
+
+SENTENCES = [
+    "a gripping, beautifully acted film", "the plot never comes together", "one of the year's best",
+    "tedious and far too long", "warm, funny and wise", "a mess from start to finish", "an instant classic",
+    "i wanted to leave after ten minutes", "the cast is wonderful", "flat characters and a dull script",
+    "smart, moving and surprising", "nothing here works at all", "a joy to watch", "painfully slow going",
+    "it earns every one of its tears", "forgettable in every way",
+]
+
+
+def tiny_bert(tokenizer, seed: int):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                        intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                        classifier_dropout=0.0, num_labels=2, max_position_embeddings=64)
+    return BertForSequenceClassification(config)
+
+
+@pytest.fixture(scope="module")
+def parts(minilm_path):
+    from transformers import AutoTokenizer
+
+    from fsdkit.data import get_task, make_collator
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    encoded = tokenizer(SENTENCES, truncation=True, max_length=32)
+    data = Dataset.from_dict({**encoded, "labels": [i % 2 for i in range(len(SENTENCES))]})
+    return {"tokenizer": tokenizer, "data": data, "collator": make_collator(tokenizer), "task": get_task("sst2")}
+
+
+def make_trainer(parts, tmp_path, *, method: str, batch_size: int, accumulation: int, max_steps: int, **run):
+    config = DistillConfig(output_dir=str(tmp_path), method=method, batch_size=batch_size, max_steps=max_steps,
+                           gradient_accumulation_steps=accumulation, logging_steps=1, learning_rate=1e-3,
+                           warmup_ratio=0.0, progress=False, relation_every=0, **run)
+    teacher, student = tiny_bert(parts["tokenizer"], 0), tiny_bert(parts["tokenizer"], 1)
+    specs = run_terms(config)
+    ctx = TermContext(student.config, teacher.config, parts["task"], max_length=32)
+    terms = nn.ModuleDict({s.label: build_term(s.name, ctx, s.options) for s in specs})
+    return DistillationTrainer(
+        model=StudentWithTerms(student, terms), args=training_arguments(config, tmp_path), term_specs=specs,
+        teacher=teacher, train_dataset=parts["data"], data_collator=parts["collator"],
+    )
+
+
+def train_logs(trainer) -> list[dict]:
+    trainer.train()
+    return [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+@pytest.mark.parametrize("method", ["vkd", "pkd"])
+def test_accumulated_micro_batches_equal_one_large_batch(parts, tmp_path, method):
+    """2 × 4 accumulated == 1 × 8: loss, grad norm, every logged term, and the weights after 2 steps."""
+    big = make_trainer(parts, tmp_path / "big", method=method, batch_size=8, accumulation=1, max_steps=2)
+    small = make_trainer(parts, tmp_path / "small", method=method, batch_size=4, accumulation=2, max_steps=2)
+    logs_big, logs_small = train_logs(big), train_logs(small)
+    assert len(logs_big) == len(logs_small) == 2
+    for a, b in zip(logs_big, logs_small):
+        keys = {k for k in a if k == "loss" or k == "grad_norm" or k.startswith("loss_")}
+        assert {"loss", "grad_norm", "loss_task", "loss_kd"} <= keys
+        for key in keys:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+        # the logged loss is the weighted sum of the logged terms (not k times it)
+        weights = {s.label: s.weight for s in big.term_specs}
+        total = sum(weights[k[5:]] * a[k] for k in keys if k.startswith("loss_"))
+        assert a["loss"] == pytest.approx(total, rel=1e-3)
+    for (name, p_big), (_, p_small) in zip(big.model.named_parameters(), small.model.named_parameters()):
+        torch.testing.assert_close(p_small, p_big, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_bf16_runs_the_forward_in_bfloat16_and_the_losses_in_float32(parts, tmp_path):
+    """One FSD-I step under --bf16 against float32: the student's linear layers output bfloat16, every term is
+    float32 and within 3 % of the float32 step (bfloat16 keeps 8 bits of mantissa: ~0.4 % per op)."""
+    steps = {}
+    for precision in ("fp32", "bf16"):
+        trainer = make_trainer(parts, tmp_path / precision, method="fsdi", batch_size=8, accumulation=1,
+                               max_steps=1, bf16=precision == "bf16")
+        seen = []
+        layer = trainer.model.student.bert.encoder.layer[0].output.dense
+        handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+        term_dtypes = []
+        for label, term in trainer.model.terms.items():
+            term.register_forward_hook(lambda _m, _i, out: term_dtypes.append(out.dtype))
+        logs = train_logs(trainer)
+        handle.remove()
+        steps[precision] = logs[0]
+        assert seen, "the student's forward did not run"
+        assert set(seen) == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        assert set(term_dtypes) == {torch.float32}
+    for key, value in steps["fp32"].items():
+        if key.startswith("loss"):
+            assert steps["bf16"][key] == pytest.approx(value, rel=3e-2), key
