@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -160,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -168,9 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         transformers.logging.set_verbosity_error()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    signal.signal(signal.SIGTERM, _terminated)  # `kill`: unwind like Ctrl-C, so temporary files are removed
     try:
         args.func(args)
-    except FsdkitError as exc:
+    except (FsdkitError, FloatingPointError) as exc:
         print(f"fsdkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

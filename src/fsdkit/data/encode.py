@@ -8,12 +8,39 @@ from fsdkit.data.tasks import TaskSpec, get_task
 from fsdkit.errors import DataError
 
 
+def _cut(tokenizer, text: str, keep: int) -> str:
+    """``text`` up to the end of its ``keep``-th token (no special tokens)."""
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+    return text if keep >= len(offsets) else text[: offsets[keep - 1][1]]
+
+
+def cap_pair(tokenizer, first: str, second: str, max_length: int, long_chars: int | None = None) -> tuple[str, str]:
+    """Cut the texts of a long pair so that truncating them gives the tokens truncating the full pair gives.
+
+    A fast tokenizer truncating a pair ``longest_first`` materialises every overflowing window of both texts
+    (thousands of pieces for two texts of a few thousand words: memory that grows with the input, not with
+    ``max_length``). The truncated pair depends only on which text is longer and on the shorter's length up to
+    ``M + 1`` (``M = max_length``), so when either text exceeds ``long_chars`` characters (default ``4 · M``)
+    both are cut after ``min(n, M + 1)`` tokens, the longer after ``min(n, M + 2)``: same order, same result,
+    bounded memory. Cuts fall at a token's end offset, which keeps the leading tokens of WordPiece
+    tokenizations unchanged.
+    """
+    limit = 4 * max_length if long_chars is None else long_chars
+    if len(first) <= limit and len(second) <= limit:
+        return first, second
+    n_first, n_second = (len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]) for t in (first, second))
+    keep_first = min(n_first, max_length + 1 + (n_first > n_second))
+    keep_second = min(n_second, max_length + 1 + (n_second > n_first))
+    return _cut(tokenizer, first, keep_first), _cut(tokenizer, second, keep_second)
+
+
 def encode_dataset(
     ds: Dataset | DatasetDict, tokenizer, task: str | TaskSpec, max_length: int = 128
 ) -> Dataset | DatasetDict:
     """Tokenize the task's text columns of ``ds`` (a ``Dataset`` or ``DatasetDict``).
 
-    Single sentences are tokenized alone, pairs as ``tokenizer(sentence1, sentence2)``; both truncated
+    Single sentences are tokenized alone, pairs as ``tokenizer(sentence1, sentence2)`` (long pairs first cut
+    by :func:`cap_pair`, so memory does not grow with their length); both truncated
     to ``max_length`` tokens and left unpadded (see :func:`make_collator`). The result has the
     tokenizer's columns (``input_ids``, ``attention_mask``, ``token_type_ids`` for BERT) and ``labels``
     (``int64`` class ids, ``float32`` for regression); the text columns and ``label`` are removed, other
@@ -30,9 +57,10 @@ def encode_dataset(
             )
 
     def tokenize(batch: dict) -> dict:
-        encoded = tokenizer(
-            *(batch[column] for column in spec.text_columns), truncation=True, max_length=max_length
-        )
+        texts = [batch[column] for column in spec.text_columns]
+        if len(texts) == 2:
+            texts = [list(t) for t in zip(*(cap_pair(tokenizer, a, b, max_length) for a, b in zip(*texts)))]
+        encoded = tokenizer(*texts, truncation=True, max_length=max_length)
         encoded["labels"] = batch["label"]
         return dict(encoded)
 

@@ -128,10 +128,10 @@ def _lines(path: Path) -> list[str]:
     text = _decode(path)
     if not text.strip():
         raise DataError(f"{path} is empty; expected a GLUE TSV file")
-    lines = text.split("\n")
-    if lines[-1] == "":
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    while lines and not lines[-1].strip():  # trailing blank lines are common and harmless
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
 
 
 def _check_header(path: Path, header: list[str], layout: FileLayout, spec: TaskSpec) -> int:

@@ -1,8 +1,10 @@
 """The saved teacher memory: K × d centroids plus the metadata needed to use them consistently.
 
 On disk a memory is a folder with ``memory.safetensors`` (tensor ``centroids``) and ``memory.json``
-(metadata, pretty-printed): teacher, task, layer, pooling, max_length, hidden size, K, dim, number of rows,
-k-means inertia history / iterations / convergence, seed, tolerance, fsdkit version and creation time.
+(metadata, pretty-printed): teacher (path and weights sha256), task, layer, pooling, max_length, hidden size,
+K, dim, number of rows, k-means inertia history / iterations / convergence, seed, tolerance, fsdkit version and
+creation time. Each file is written under a temporary name and renamed; ``memory.json`` is removed first and
+written last, so a folder with a ``memory.json`` holds a complete memory.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
+from fsdkit.artifacts import atomic_write_bytes, atomic_write_text
 from fsdkit.errors import DataError
 
 TENSOR_FILE = "memory.safetensors"
@@ -82,13 +86,28 @@ class TeacherMemory:
         return self.metadata.get("max_length")
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``memory.safetensors`` and ``memory.json`` into ``directory`` (created if needed)."""
+        """Write ``memory.safetensors`` and ``memory.json`` into ``directory`` (created if needed), atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.metadata, indent=2, default=_json_default)
-        save_file({"centroids": self.centroids.contiguous()}, str(directory / TENSOR_FILE))
-        (directory / METADATA_FILE).write_text(text + "\n", encoding="utf-8")
+        (directory / METADATA_FILE).unlink(missing_ok=True)  # no complete memory until both files are in place
+        atomic_write_bytes(directory / TENSOR_FILE, safetensors_bytes({"centroids": self.centroids.contiguous()}))
+        atomic_write_text(directory / METADATA_FILE, text + "\n")
         return directory
+
+    def differences(self, expected: dict[str, Any]) -> list[str]:
+        """Entries of ``expected`` that this memory's metadata does not match, as ``key: memory …, run …`` lines."""
+        out = []
+        for key, value in expected.items():
+            have = self.metadata.get(key, "(not recorded)")
+            if have != value:
+                out.append(f"{key}: memory {have!r}, this run {value!r}")
+        return out
+
+    @staticmethod
+    def exists(directory: str | os.PathLike) -> bool:
+        """Whether ``directory`` holds a complete memory (its ``memory.json`` is written last)."""
+        return (Path(directory) / METADATA_FILE).is_file()
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> TeacherMemory:

@@ -90,7 +90,7 @@ def build_teacher_memory(
     layer: int | str = "penultimate",
     pooling: str = "flatten",
     max_length: int = 128,
-    work_dir: str | os.PathLike,
+    work_dir: str | os.PathLike | None = None,
     tol: float = 1e-4,
     max_iter: int = 100,
     seed: int = 0,
@@ -106,11 +106,13 @@ def build_teacher_memory(
        through the frozen ``teacher`` in eval mode under ``torch.inference_mode()``; the hidden states of
        ``layer`` (``"penultimate"``, ``"last"`` or an index, 0 = embeddings) become rows via
        ``feature_rows(hidden, mask, pooling, max_length)``.
-    2. The rows are streamed into a float32 memmap ``teacher-rows-*.npy`` in ``work_dir`` preallocated for
-       ``len(dataloader.dataset)`` rows (a sampler visiting fewer samples clusters only those).
+    2. The rows are streamed into a float32 memmap ``teacher-rows-*.npy`` preallocated for
+       ``len(dataloader.dataset)`` rows (a sampler visiting fewer samples clusters only those), in ``work_dir``
+       or, by default, the system's temporary folder (``$TMPDIR``): a build killed outright leaves it where
+       the system cleans up, not in an output folder.
     3. :func:`fsdkit.memory.kmeans` clusters the memmap (``tol``, ``max_iter``, ``seed``, ``init_sample_size``;
        ``chunk_size`` defaults to as many rows as fit in 256 MiB, at most 4096).
-    4. The memmap is deleted unless ``keep_rows`` (its path is then recorded as ``metadata["rows_file"]``).
+    4. The memmap is deleted (also when the build fails) unless ``keep_rows`` (its path is then recorded as ``metadata["rows_file"]``).
 
     ``metadata`` adds entries to the artifact's metadata (e.g. ``teacher`` — default the model's
     ``name_or_path`` — and ``task`` — default the task the teacher was fine-tuned on, if recorded); it
@@ -134,8 +136,8 @@ def build_teacher_memory(
     if clash:
         raise ConfigError(f"metadata cannot override computed memory metadata: {', '.join(clash)}")
 
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix="teacher-rows-", suffix=".npy", dir=work_dir)
     os.close(handle)
     rows_path = Path(name)

@@ -17,13 +17,16 @@ Passes over the data:
    sums, counts and the inertia; the centroids then move to the means of their rows. Clusters left empty
    are re-seeded with the rows farthest from their assigned centroids (the K farthest are tracked during
    the pass); such a row leaves its old cluster's mean. Iteration stops when the squared centroid shift
-   ``Σ_k ‖c_k_new − c_k‖² ≤ tol · mean_j Var(x_j)`` (scikit-learn's criterion) or after ``max_iter`` updates.
+   ``Σ_k ‖c_k_new − c_k‖² ≤ tol · mean_j Var(x_j)`` (scikit-learn's criterion) or after ``max_iter`` updates,
+   or at once when a pass puts every row on a centroid (inertia ≤ ``EXACT_FIT`` × the total variance: the rows
+   hold at most K distinct values; when some clusters are then empty, a warning says how many).
    A last assignment pass evaluates the returned centroids, so ``inertia_history[-1]`` and ``counts``
    describe exactly the centroids returned.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+logger = logging.getLogger("fsdkit")
+#: an assignment pass whose inertia is at most this fraction of the rows' total variance has put every row on
+#: a centroid (up to float32 rounding): the rows hold at most K distinct values and Lloyd cannot move further
+EXACT_FIT = 1e-6
 
 
 class RowSource(Protocol):
@@ -285,6 +293,15 @@ def kmeans(
             bar.set_postfix(inertia=f"{stats.inertia:.6g}")
             if callback is not None:
                 callback(n_iter, stats.inertia, centroids)
+            if not converged and stats.inertia <= EXACT_FIT * mean_variance * dim * n:
+                converged = True
+                empty = int((stats.counts == 0).sum())
+                if empty:
+                    logger.warning(
+                        "k-means: the %d rows hold only %d distinct values, fewer than n_clusters = %d: every row "
+                        "sits on a centroid, %d clusters are empty; stopping after %d iteration(s)",
+                        n, n_clusters - empty, n_clusters, empty, n_iter,
+                    )
             if converged or n_iter == max_iter:
                 break
             new = _update(centroids, stats)

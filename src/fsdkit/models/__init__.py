@@ -2,6 +2,7 @@
 
 from fsdkit.models.loading import (
     DEFAULT_BASE_MODEL,
+    check_model_folder,
     check_same_tokenizer,
     load_classifier,
     load_teacher,
@@ -13,6 +14,7 @@ from fsdkit.models.student import build_student, encoder_layers
 __all__ = [
     "DEFAULT_BASE_MODEL",
     "build_student",
+    "check_model_folder",
     "check_same_tokenizer",
     "encoder_layers",
     "load_classifier",

@@ -54,6 +54,51 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     return name
 
 
+def check_model_folder(name_or_path: str | os.PathLike, *, max_length: int | None = None, option: str = "model") -> str:
+    """Resolve a model and, for a local folder, check its files before anything is loaded.
+
+    ``config.json`` must be JSON, ``model.safetensors`` a complete safetensors file (a truncated copy is
+    caught from its header), ``tokenizer.json`` (when present) non-empty JSON; ``max_length`` must fit the
+    model's position embeddings. Raises :class:`ModelError` naming the option, the file and what was expected.
+    """
+    import json
+
+    name = resolve_model_path(name_or_path)
+    folder = Path(name)
+    if not folder.is_dir():
+        return name  # a hub name: checked when it is fetched
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"--{option} {folder}: config.json is not valid JSON ({exc})") from None
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(
+                f"--{option} {folder}: {weights.name} is damaged or incomplete ({exc}); copy or save the model again"
+            ) from None
+    tokenizer_file = folder / "tokenizer.json"
+    if tokenizer_file.is_file():
+        try:
+            json.loads(tokenizer_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(
+                f"--{option} {folder}: tokenizer.json is empty or not valid JSON ({exc}); save the tokenizer again"
+            ) from None
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if max_length is not None and isinstance(positions, int) and max_length > positions:
+        raise ModelError(
+            f"--max-length {max_length} exceeds the {positions} positions of --{option} {folder} "
+            f"(max_position_embeddings); use --max-length {positions} or less"
+        )
+    return name
+
+
 def _from_pretrained(loader, name: str, **kwargs):
     try:
         return loader.from_pretrained(name, **kwargs)
@@ -142,4 +187,7 @@ def save_model(model, tokenizer, output_dir: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    from fsdkit.artifacts import follow_umask
+
+    follow_umask(out)  # safetensors writes 0600; the folder's files follow the user's umask like any other file
     return out

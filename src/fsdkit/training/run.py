@@ -8,9 +8,11 @@ standard Hugging Face folder, ``fsdkit_run.json`` (config, timings, metrics, ver
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
+from fsdkit.artifacts import build_lock
 from fsdkit.config import DistillConfig, FinetuneConfig, MemoryConfig, RunConfig, make_config
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
@@ -48,6 +50,22 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def check_output_dir(path: str | Path, option: str = "output-dir") -> Path:
+    """Create ``path`` if needed and make sure files can be written in it; :class:`ConfigError` otherwise."""
+    import tempfile
+
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--{option} {out} is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--{option} {out} cannot be written ({exc.strerror or exc}); choose a writable folder") from None
+    return out
+
+
 def _check_run_config(config: RunConfig) -> Path:
     if not config.output_dir:
         raise ConfigError("--output-dir is required")
@@ -56,13 +74,16 @@ def _check_run_config(config: RunConfig) -> Path:
             raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(config, name)}")
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ConfigError("give --epochs > 0 or --max-steps > 0")
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1 (or left out for all examples), got {getattr(config, name)}")
     if config.bf16 and config.fp16:
         raise ConfigError("--bf16 and --fp16 are exclusive: choose one mixed precision")
     if config.fp16 and not torch.cuda.is_available():
         raise ConfigError("--fp16 needs a CUDA GPU (float16 autocast with loss scaling); on the CPU use --bf16")
     if config.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
-    out = Path(config.output_dir)
+    out = check_output_dir(config.output_dir)
     checkpoints = out / "checkpoints"
     if not config.resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
         raise ConfigError(
@@ -79,7 +100,7 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
         per_device_eval_batch_size=config.eval_batch_size,
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,  # 0 or less: train for --epochs
         warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -104,24 +125,80 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
     )
 
 
+CHECKPOINT_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
+
+
+def incomplete_reason(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (a file missing, empty or unreadable), or None if complete."""
+    from safetensors import SafetensorError, safe_open
+
+    for name in CHECKPOINT_FILES:
+        path = checkpoint / name
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"{name} is missing or empty"
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or "global_step" not in state:
+            return "trainer_state.json has no global_step"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "trainer_state.json is not valid JSON"
+    try:
+        with safe_open(str(checkpoint / "model.safetensors"), "pt"):
+            pass
+    except (SafetensorError, OSError) as exc:
+        return f"model.safetensors is incomplete ({exc})"
+    return None
+
+
+def last_complete_checkpoint(folder: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest complete ``checkpoint-N`` in ``folder``, and each newer one skipped with the reason."""
+    found = sorted(
+        (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]), reverse=True,
+    ) if folder.is_dir() else []
+    skipped = []
+    for checkpoint in found:
+        reason = incomplete_reason(checkpoint)
+        if reason is None:
+            return checkpoint, skipped
+        skipped.append((checkpoint, reason))
+    return None, skipped
+
+
 def _resume_checkpoint(config: RunConfig, out: Path) -> str | None:
     if not config.resume:
         return None
-    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    last, skipped = last_complete_checkpoint(out / "checkpoints")
     if last is None:
-        raise ConfigError(f"--resume: no checkpoint found in {out / 'checkpoints'}")
+        why = "".join(f"; {p.name}: {reason}" for p, reason in skipped)
+        raise ConfigError(f"--resume: no complete checkpoint in {out / 'checkpoints'}{why}")
+    for checkpoint, reason in skipped:  # a save cut short by a kill: unusable, and in the way of the next save
+        logger.warning("--resume skips and removes %s: %s (a save interrupted by a kill?)", checkpoint.name, reason)
+        shutil.rmtree(checkpoint)
     logger.info("resuming from %s", last)
-    return last
+    return str(last)
 
 
-def _train_data(task, tokenizer, config: RunConfig):
-    from fsdkit.data import encode_dataset, load_task_data
+def _load_data(task, config: RunConfig):
+    """The task's splits, read (and so validated) before any model is loaded: a bad file fails in a second."""
+    from fsdkit.data import load_task_data
 
-    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    return load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+
+
+def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int):
+    from fsdkit.data import encode_dataset
+
     train = data["train"]
     if config.max_train_samples is not None:
         train = train.select(range(min(config.max_train_samples, len(train))))
-    return data, encode_dataset(train, tokenizer, task, max_length=config.max_length)
+    if min_batch_size > 1 and len(train) < config.batch_size:
+        raise ConfigError(
+            f"the training set has {len(train)} examples, fewer than one batch (--batch-size {config.batch_size}); "
+            f"a loss that compares the samples of a batch drops the incomplete last batch, so no step would run: "
+            f"lower --batch-size to at most {len(train)} (and at least {min_batch_size})"
+        )
+    return encode_dataset(train, tokenizer, task, max_length=config.max_length)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -134,6 +211,7 @@ def _train_and_export(
     config: RunConfig,
     out: Path,
     task,
+    data,
     model: nn.Module,
     tokenizer,
     specs: list[TermSpec],
@@ -159,7 +237,7 @@ def _train_and_export(
                 f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "
                 f"{terms[spec.label].min_batch_size}, got {config.batch_size}"
             )
-    data, train = _train_data(task, tokenizer, config)
+    train = _encoded_train(data, task, tokenizer, config, max(t.min_batch_size for t in terms.values()))
     if teacher is not None and getattr(config, "teacher_cache", None):
         train = train.add_column("idx", list(range(len(train))))
         teacher = _cached_teacher(teacher, terms, train, tokenizer, config, task, track=relation_every > 0)
@@ -254,16 +332,18 @@ def finetune(config: FinetuneConfig | dict | None = None, **overrides) -> dict[s
     >>> finetune(task="mrpc", data_dir="glue", output_dir="runs/teacher", epochs=3)  # doctest: +SKIP
     """
     from fsdkit.data import get_task
-    from fsdkit.models import load_classifier
+    from fsdkit.models import check_model_folder, load_classifier
 
     config = _as_config(FinetuneConfig, config, overrides)
     out = _check_run_config(config)
     task = get_task(config.task)
+    check_model_folder(config.model, max_length=config.max_length, option="model")
+    data = _load_data(task, config)
     set_seed(config.seed)
     model, tokenizer = load_classifier(config.model, task)
     ctx = TermContext(model.config, None, task, max_length=config.max_length)
     return _train_and_export(
-        command="finetune", config=config, out=out, task=task, model=model, tokenizer=tokenizer,
+        command="finetune", config=config, out=out, task=task, data=data, model=model, tokenizer=tokenizer,
         specs=[TermSpec("task", 1.0)], ctx=ctx, teacher=None, record_extra={"model": str(config.model)},
     )
 
@@ -276,7 +356,7 @@ def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str
     ``OUTPUT_DIR/memory``. Returns the run record (also written to ``OUTPUT_DIR/fsdkit_run.json``).
     """
     from fsdkit.data import get_task
-    from fsdkit.models import build_student, check_same_tokenizer, load_classifier, load_teacher
+    from fsdkit.models import build_student, check_model_folder, check_same_tokenizer, load_classifier, load_teacher
 
     config = _as_config(DistillConfig, config, overrides)
     out = _check_run_config(config)
@@ -288,6 +368,9 @@ def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str
         raise ConfigError(f"--stage-lr must be one of {', '.join(STAGE_LR_SCHEDULES)}, got {config.stage_lr!r}")
     method = get_method(config.method)
     task = get_task(config.task)
+    for option in ("teacher", "student"):
+        check_model_folder(getattr(config, option), max_length=config.max_length, option=option)
+    data = _load_data(task, config)
     set_seed(config.seed)
 
     teacher, teacher_tokenizer = load_teacher(config.teacher, None)
@@ -300,21 +383,14 @@ def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str
     except ModelError as exc:
         raise ModelError(f"teacher {config.teacher} and student {config.student}: {exc}") from None
 
-    if method.needs_memory and config.memory is None:
-        memory_dir = out / "memory"
-        if not (memory_dir / "memory.json").is_file():
-            build_memory(
-                teacher=config.teacher, task=config.task, data_dir=config.data_dir, output_dir=str(memory_dir),
-                n_clusters=config.memory_clusters, max_length=config.max_length, seed=config.seed,
-                max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
-            )
-        config = dataclasses.replace(config, memory=str(memory_dir))
+    if method.needs_memory:
+        config = _checked_memory(config, out, teacher, task)
 
     student = build_student(base, config.student_layers)
     set_seed(config.seed)  # the terms' own parameters start from the same state however the models were loaded
     ctx = TermContext(student.config, teacher.config, task, same_tokenizer=True, max_length=config.max_length)
     return _train_and_export(
-        command="distill", config=config, out=out, task=task, model=student, tokenizer=tokenizer,
+        command="distill", config=config, out=out, task=task, data=data, model=student, tokenizer=tokenizer,
         specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
         relation_every=config.relation_every,
         record_extra={"teacher": str(config.teacher), "student_base": str(config.student),
@@ -322,11 +398,55 @@ def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str
     )
 
 
-def build_memory(config: MemoryConfig | dict | None = None, **overrides):
+def _memory_identity(teacher, task, max_length: int | None, max_train_samples: int | None) -> dict[str, Any]:
+    """What a teacher memory must have been built from to serve a run (compared with its metadata)."""
+    from fsdkit.artifacts import model_weights_sha256
+
+    return {"teacher_sha256": model_weights_sha256(teacher), "task": task.name, "max_length": max_length,
+            "max_train_samples": max_train_samples}
+
+
+def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillConfig:
+    """The run's teacher memory: ``--memory`` if it matches this teacher, task and length (else refused), or the
+    automatic one in ``OUTPUT_DIR/memory``, (re)built under its lock unless it matches, K included."""
+    from fsdkit.memory import TeacherMemory
+
+    expected = _memory_identity(teacher, task, config.max_length, config.max_train_samples)
+    if config.memory is not None:
+        memory = TeacherMemory.load(config.memory)
+        if memory.pooling != "flatten":
+            expected["max_length"] = None  # pooled rows do not depend on the length
+        expected.pop("max_train_samples")  # a memory of more (or other) training rows is a legitimate choice
+        differences = memory.differences(expected)
+        if differences:
+            raise ConfigError(
+                f"--memory {config.memory} was not built for this run: {'; '.join(differences)}. Build one with "
+                f"`fsdkit memory build --teacher {config.teacher} --task {task.name} --max-length {config.max_length}`"
+            )
+        return config
+    memory_dir = out / "memory"
+    expected["n_clusters"] = config.memory_clusters
+    with build_lock(memory_dir):
+        stale = []
+        if TeacherMemory.exists(memory_dir):
+            stale = TeacherMemory.load(memory_dir).differences(expected)
+            if stale:
+                logger.warning("rebuilding %s, built for another run: %s", memory_dir, "; ".join(stale))
+        if stale or not TeacherMemory.exists(memory_dir):
+            build_memory(
+                teacher=config.teacher, task=config.task, data_dir=config.data_dir, output_dir=str(memory_dir),
+                n_clusters=config.memory_clusters, max_length=config.max_length, seed=config.seed,
+                max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
+                _locked=True,
+            )
+    return dataclasses.replace(config, memory=str(memory_dir))
+
+
+def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = False, **overrides):
     """FSDG stage 1: encode the task's training set with the teacher and run k-means; save the memory artifact."""
     from fsdkit.data import encode_dataset, get_task, load_task_data, make_collator
     from fsdkit.memory import build_teacher_memory
-    from fsdkit.models import load_teacher
+    from fsdkit.models import check_model_folder, load_teacher
 
     config = _as_config(MemoryConfig, config, overrides)
     if not config.output_dir:
@@ -335,21 +455,26 @@ def build_memory(config: MemoryConfig | dict | None = None, **overrides):
         raise ConfigError("--teacher is required: a fine-tuned teacher folder")
     if config.n_clusters < 1:
         raise ConfigError(f"--n-clusters must be ≥ 1, got {config.n_clusters}")
+    if config.max_train_samples is not None and config.max_train_samples < 1:
+        raise ConfigError(f"--max-train-samples must be ≥ 1 (or left out), got {config.max_train_samples}")
+    out = check_output_dir(config.output_dir)
     task = get_task(config.task)
-    teacher, tokenizer = load_teacher(config.teacher, None)
+    check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
     data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    teacher, tokenizer = load_teacher(config.teacher, None)
     train = data["train"]
     if config.max_train_samples is not None:
         train = train.select(range(min(config.max_train_samples, len(train))))
     encoded = encode_dataset(train, tokenizer, task, max_length=config.max_length).remove_columns(["labels"])
     loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     layer = config.layer if config.layer in ("penultimate", "last") else int(config.layer)
-    memory = build_teacher_memory(
-        teacher, loader, n_clusters=config.n_clusters, layer=layer, pooling=config.pooling,
-        max_length=config.max_length, work_dir=out, tol=config.tol, max_iter=config.max_iter, seed=config.seed,
-        metadata={"teacher": str(config.teacher), "task": task.name}, progress=config.progress,
-    )
-    memory.save(out)
+    identity = _memory_identity(teacher, task, config.max_length, config.max_train_samples)
+    with contextlib.nullcontext() if _locked else build_lock(out):
+        memory = build_teacher_memory(
+            teacher, loader, n_clusters=config.n_clusters, layer=layer, pooling=config.pooling,
+            max_length=config.max_length, tol=config.tol, max_iter=config.max_iter, seed=config.seed,
+            metadata={"teacher": str(config.teacher), **{k: v for k, v in identity.items() if k != "max_length"}},
+            progress=config.progress,
+        )
+        memory.save(out)
     return memory

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fsdkit.artifacts import build_lock, model_weights_sha256, staged_dir
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features, forward_features
 
@@ -76,28 +76,6 @@ class PartialHiddenStates(tuple):
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_weights_sha256(model: nn.Module) -> str:
-    """sha256 of the teacher's ``model.safetensors`` when it was loaded from a folder, else of its tensors."""
-    folder = Path(str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "")))
-    weights = folder / "model.safetensors"
-    if weights.is_file():
-        return sha256_file(weights)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def data_sha256(dataset) -> str:
@@ -203,11 +181,25 @@ class TeacherCache:
         self.num_layers: int = manifest["num_layers"]
         self.hidden_layers: list[int] = list(manifest["hidden_layers"])
         self.value_layers: list[int] = list(manifest["value_layers"])
-        self.offsets = np.load(self.cache_dir / "offsets.npy")
-        self.logits = np.load(self.cache_dir / "logits.npy", mmap_mode="r")
-        self.hidden = {l: np.load(self.cache_dir / f"hidden_{l}.npy", mmap_mode="r") for l in self.hidden_layers}
-        self.values = {l: np.load(self.cache_dir / f"values_{l}.npy", mmap_mode="r") for l in self.value_layers}
+        n, n_tokens, width = manifest["n_examples"], manifest["n_tokens"], manifest["hidden_size"]
+        self.offsets = self._array("offsets.npy", (n + 1,), mmap=False)
+        self.logits = self._array("logits.npy", (n, manifest["num_labels"]))
+        self.hidden = {l: self._array(f"hidden_{l}.npy", (n_tokens, width)) for l in self.hidden_layers}
+        self.values = {l: self._array(f"values_{l}.npy", (n_tokens, width)) for l in self.value_layers}
+        if int(self.offsets[-1]) != n_tokens:
+            raise StaleCacheError(f"{self.cache_dir}: offsets.npy ends at {int(self.offsets[-1])}, manifest says {n_tokens} tokens")
         self.device = torch.device("cpu")
+
+    def _array(self, name: str, shape: tuple[int, ...], mmap: bool = True) -> np.ndarray:
+        """Open one stored array and verify its shape against the manifest (a damaged cache is refused)."""
+        path = self.cache_dir / name
+        try:
+            array = np.load(path, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError) as exc:
+            raise StaleCacheError(f"{path} is missing or damaged ({exc}); the cache will be rebuilt") from None
+        if tuple(array.shape) != tuple(shape):
+            raise StaleCacheError(f"{path} has shape {tuple(array.shape)}, the manifest says {tuple(shape)}")
+        return array
 
     def __len__(self) -> int:
         return int(self.manifest["n_examples"])
@@ -242,16 +234,16 @@ class TeacherCache:
             identity: the cache identity when the caller has already computed it (:func:`_identity`).
         """
         identity = identity or _identity(teacher_model, encoded_train_dataset, request, layers, task, max_length)
+        with staged_dir(cache_dir) as tmp:  # published by one rename once complete; removed if the build fails
+            manifest = cls._write(teacher_model, encoded_train_dataset, collator, tmp, batch_size, identity,
+                                  task=task, max_length=max_length, teacher_path=teacher_path)
+        return cls(cache_dir, manifest)
+
+    @staticmethod
+    def _write(teacher_model, encoded_train_dataset, collator, tmp: Path, batch_size: int, identity, *, task,
+               max_length, teacher_path) -> dict[str, Any]:
         num_layers, key, teacher_sha = identity["num_layers"], identity["key"], identity["teacher_sha256"]
         hidden_layers, value_layers = identity["hidden_layers"], identity["value_layers"]
-        out = Path(cache_dir)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp = out.with_name(out.name + ".building")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-
         lengths = np.array(
             [int(np.sum(m)) for m in encoded_train_dataset["attention_mask"]]
             if "attention_mask" in encoded_train_dataset.column_names
@@ -311,9 +303,8 @@ class TeacherCache:
             "fsdkit_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # written last: a complete cache
-        tmp.rename(out)
-        return cls(out, manifest)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
 
     @classmethod
     def open(cls, cache_dir: str | os.PathLike, *, key: str | None = None) -> TeacherCache:
@@ -321,7 +312,12 @@ class TeacherCache:
         path = Path(cache_dir) / MANIFEST
         if not path.is_file():
             raise ConfigError(f"{cache_dir} is not a teacher-output cache (no {MANIFEST})")
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StaleCacheError(f"{path} is damaged ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise StaleCacheError(f"{path} is not a cache manifest")
         if manifest.get("format") != FORMAT_VERSION:
             raise StaleCacheError(f"{cache_dir}: cache format {manifest.get('format')}, expected {FORMAT_VERSION}")
         if key is not None and manifest.get("key") != key:
@@ -350,17 +346,21 @@ class TeacherCache:
 
         Each key gets its own subfolder ``cache_dir/<key>``, so runs with different requests (e.g. VKD: logits
         only; FSD: logits + the penultimate layer) or a retrained teacher never overwrite each other's cache.
+        Opening and building happen under the key's inter-process lock (:func:`fsdkit.artifacts.build_lock`) and
+        a build is published by one rename, so runs sharing ``cache_dir`` never read a partial cache: the second
+        waits for the first and reads its cache. A damaged cache (a file missing or of the wrong shape) is rebuilt.
         """
         identity = _identity(teacher_model, encoded_train_dataset, request, layers, task, max_length)
         key = identity["key"]
         folder = Path(cache_dir) / key
-        try:
-            return cls.open(folder, key=key)
-        except ConfigError:
-            return cls.build(
-                teacher_model, encoded_train_dataset, collator, request, folder, batch_size,
-                layers=layers, task=task, max_length=max_length, teacher_path=teacher_path, identity=identity,
-            )
+        with build_lock(folder):  # one builder per key; concurrent runs wait for it and read what it published
+            try:
+                return cls.open(folder, key=key)
+            except ConfigError:
+                return cls.build(
+                    teacher_model, encoded_train_dataset, collator, request, folder, batch_size,
+                    layers=layers, task=task, max_length=max_length, teacher_path=teacher_path, identity=identity,
+                )
 
     # ------------------------------------------------------------------------------------------ teacher source
     def to(self, device) -> TeacherCache:

@@ -235,6 +235,8 @@ class DistillationTrainer(Trainer):
     def _track_relations(self, student: Features, teacher: Features) -> None:
         if self._last_tracked_step == self.state.global_step:
             return  # once per optimizer step, not once per accumulated micro-batch
+        if student.logits.shape[0] < 2:
+            return  # a batch of one sample has no relations to measure: logging skips it, training goes on
         self._last_tracked_step = self.state.global_step
         self.relation_tracker.update(
             self.state.global_step,

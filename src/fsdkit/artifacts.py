@@ -1,0 +1,140 @@
+"""Publishing artifacts safely: built under a lock, written under a temporary name, fsynced, renamed.
+
+Runs may share an artifact folder (the benchmark's workers share teacher-output caches and memories), so
+every artifact that is reused across runs follows one protocol:
+
+1. :func:`build_lock` — an inter-process file lock (``<artifact>.lock`` beside it): whoever holds it opens
+   or builds the artifact; the others wait for it and then open what it published.
+2. :func:`staged_dir` / :func:`atomic_write_bytes` — the content is written under a temporary sibling name,
+   fsynced, and renamed onto its final name in one step, so a reader never sees a partial artifact and a
+   killed build leaves only a temporary name (removed on failure, ignored by readers).
+3. :func:`follow_umask` — files get the permissions of any other file the user creates (``safetensors`` and
+   ``tempfile`` write 0600).
+
+:func:`sha256_file` and :func:`model_weights_sha256` identify a teacher by its weights, for the artifacts
+that depend on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from filelock import FileLock
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(*paths: str | os.PathLike) -> None:
+    """Give each file (or every file under each folder) mode ``0o666 & ~umask``."""
+    mode = 0o666 & ~current_umask()
+    for path in map(Path, paths):
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        for file in files:
+            os.chmod(file, mode)
+
+
+def _fsync_path(path: Path) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() and hasattr(os, "O_DIRECTORY") else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # some file systems do not open folders; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def build_lock(artifact: str | os.PathLike, timeout: float = -1) -> Iterator[None]:
+    """Hold the inter-process lock of ``artifact`` (the file ``<artifact>.lock``); waits for another holder."""
+    artifact = Path(artifact)
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(artifact.with_name(artifact.name + ".lock")), timeout=timeout):
+        yield
+
+
+def temporary_sibling(final: Path) -> Path:
+    """A unique hidden name beside ``final`` (same file system, so the rename is atomic)."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success publish it as ``final`` (replacing it), on failure remove it.
+
+    Publishing fsyncs every file, applies the umask, and renames the folder; an existing ``final`` is removed
+    first (hold :func:`build_lock` so no reader is using it).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                _fsync_path(file)
+        follow_umask(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_path(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling, fsync and rename (readers see old or new)."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        follow_umask(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_weights_sha256(model) -> str:
+    """sha256 of a model's ``model.safetensors`` when it was loaded from a folder, else of its tensors."""
+    folder = Path(str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "")))
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        return sha256_file(weights)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
