@@ -113,3 +113,22 @@ def test_bf16_runs_the_forward_in_bfloat16_and_the_losses_in_float32(parts, tmp_
     for key, value in steps["fp32"].items():
         if key.startswith("loss"):
             assert steps["bf16"][key] == pytest.approx(value, rel=3e-2), key
+
+
+def test_a_terms_own_parameter_group_gets_its_learning_rate(parts, tmp_path):
+    """The FSDG student memory trains at memory_lr (its own optimizer group, no weight decay), the student at the
+    run's learning rate: after one AdamW step (|Δ| = lr on every entry) the memory moved by 1e-2, not 1e-3."""
+    from fsdkit.memory import TeacherMemory
+
+    memory = TeacherMemory(torch.randn(4, 32), {"layer": "penultimate", "pooling": "mean", "max_length": None,
+                                                "hidden_size": 32})
+    trainer = make_trainer(parts, tmp_path, method="vkd", batch_size=8, accumulation=1, max_steps=1,
+                           losses=[{"name": "memory", "weight": 1.0, "memory": memory, "memory_lr": 1e-2}])
+    before = trainer.model.terms["memory"].student_memory.detach().clone()
+    train_logs(trainer)
+    groups = trainer.optimizer.param_groups
+    (own,) = [g for g in groups if any(p is trainer.model.terms["memory"].student_memory for p in g["params"])]
+    assert len(own["params"]) == 1 and own["weight_decay"] == 0.0 and own["initial_lr"] == 1e-2
+    assert sum(len(g["params"]) for g in groups) == len(list(trainer.model.parameters()))
+    moved = (trainer.model.terms["memory"].student_memory.detach() - before).abs()
+    torch.testing.assert_close(moved.median(), torch.tensor(1e-2), rtol=1e-2, atol=0)

@@ -74,12 +74,16 @@ class DistillConfig(RunConfig):
     temperature: float = option(5.0, "softmax temperature of vanilla KD")
     lambda_intra: float = option(30.0, "weight of the intra-feature structure loss (FSDI)")
     lambda_local: float = option(30.0, "weight of the local inter-feature structure loss (FSDL)")
-    lambda_global: float = option(1e-3, "weight of the global inter-feature memory loss (FSDG)")
+    lambda_global: float = option(1.0, "weight of the global inter-feature memory loss (FSDG; the paper used 1e-3 with its raw distances)")
     similarity: str = option("linear_cka", "similarity of the FSD structure losses (linear_cka, rbf_cka, debiased_cka, procrustes, gram)")
     local_pooling: str = option("flatten", "rows of the local (batch) view: flatten, cls or mean")
     memory: str | None = option(None, "teacher memory folder for FSDG (built into OUTPUT_DIR/memory when absent)")
     memory_clusters: int = option(100, "K of the teacher memory when it is built automatically")
     gamma: float = option(0.5, "FSDG: weight of distances vs cosines in the feature-to-centroid loss")
+    memory_distances: str = option(
+        "normalized", "FSDG: feature-to-centroid distances divided by their batch mean (normalized) or the paper's raw ones"
+    )
+    memory_lr: float | None = option(1e-2, "FSDG: learning rate of the student memory (its own optimizer group; null = the student's)")
     losses: list[dict] | None = option(
         None,
         "extra loss terms: NAME:WEIGHT[:key=value,...], repeatable (config: list of {name, weight, ...options})",

@@ -32,7 +32,8 @@ class LossTerm(nn.Module, ABC):
     """One unweighted term of the training objective; the trainer multiplies it by its weight.
 
     Subclasses set ``name`` (the registry key), ``needs_teacher``, and implement :meth:`request` and
-    :meth:`forward`. Parameters a term owns (a projection, a student memory) train with the student and
+    :meth:`forward`. A term made of several parts may keep their detached values of the last call in
+    ``last_parts`` (a dict); the trainer logs each as ``loss_<label>_<part>``. Parameters a term owns (a projection, a student memory) train with the student and
     are checkpointed with it, but are not part of the exported student model.
     """
 
@@ -44,6 +45,11 @@ class LossTerm(nn.Module, ABC):
     def request(self) -> FeatureRequest:
         """Features this term reads from both forward passes (student and teacher)."""
         return FeatureRequest()
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups of the term's own parameters that need their own settings (e.g. a
+        learning rate), as ``torch.optim`` group dicts; parameters not listed train with the student."""
+        return []
 
     @abstractmethod
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:

@@ -72,7 +72,8 @@ def local_term(c) -> TermSpec:
 
 
 def global_term(c) -> TermSpec:
-    options = {"memory": c.memory, "gamma": c.gamma, "similarity": c.similarity}
+    options = {"memory": c.memory, "gamma": c.gamma, "similarity": c.similarity, "distances": c.memory_distances,
+               "memory_lr": c.memory_lr}
     return TermSpec("memory", c.lambda_global, options, "global")
 
 

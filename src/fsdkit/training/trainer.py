@@ -169,6 +169,24 @@ class DistillationTrainer(Trainer):
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    # ------------------------------------------------------------------ optimizer
+    def create_optimizer(self, model=None):
+        """transformers' optimizer, with each term's own parameter groups (:meth:`LossTerm.param_groups`, e.g.
+        the FSDG student memory's learning rate) taken out of the default groups and added as groups of their
+        own; the learning-rate schedule scales every group alike."""
+        if self.optimizer is not None:
+            return self.optimizer
+        optimizer = super().create_optimizer(model)
+        unwrapped = self.accelerator.unwrap_model(self.model if model is None else model)
+        own = [group for term in unwrapped.terms.values() for group in term.param_groups()]
+        if own:
+            special = {id(p) for group in own for p in group["params"]}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in special]
+            for group in own:
+                optimizer.add_param_group(dict(group))
+        return optimizer
+
     # ------------------------------------------------------------------ loss
     def current_stage(self) -> int:
         return stage_of(self.state.global_step, self.state.max_steps, self.n_stages)
@@ -221,9 +239,12 @@ class DistillationTrainer(Trainer):
                 f"rate or the term's weight and resume."
             )
         n = student.logits.shape[0]
-        for spec, _ in active:
-            self._term_sums[spec.label] = self._term_sums[spec.label] + values[spec.label].detach() * n
-            self._term_counts[spec.label] += n
+        for spec, term in active:
+            logged = {spec.label: values[spec.label].detach()}
+            logged.update({f"{spec.label}_{part}": v for part, v in getattr(term, "last_parts", {}).items()})
+            for key, value in logged.items():
+                self._term_sums[key] = self._term_sums[key] + value * n
+                self._term_counts[key] += n
         if num_items_in_batch is not None and model.training:
             total = total * (n / num_items_in_batch)
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:

@@ -1,13 +1,25 @@
 """FSDG: global inter-feature structure through a k-means memory of teacher centroids (FSD eq. 8–10).
 
 The teacher memory ``M_T`` (K × d_T) is built once by :func:`fsdkit.memory.build_teacher_memory`; the
-student memory ``M_S`` (K × d_S) is a parameter of this term, randomly initialised, trained with the student,
-checkpointed with it and not exported. For batch rows ``s_b`` (student) and ``t_b`` (teacher):
+student memory ``M_S`` (K × d_S) is a parameter of this term, trained with the student, checkpointed with it and
+not exported. For batch rows ``s_b`` (student) and ``t_b`` (teacher):
 
 - ``D_T[b,k] = ‖t_b − M_T,k‖₂``, ``D_S[b,k] = ‖s_b − M_S,k‖₂``, ``C_T[b,k] = cos(t_b, M_T,k)``, ``C_S`` likewise
-- ``F_Mh = γ · MSE(D_S, D_T) + (1 − γ) · MSE(C_S, C_T)`` — feature-to-centroid structure
+- ``F_Mh = γ · MSE(D̂_S, D̂_T) + (1 − γ) · MSE(C_S, C_T)`` — feature-to-centroid structure
 - ``F_MM = −log( CKA(M_S, M_T) + ε )`` — centroid structure (any similarity of :mod:`fsdkit.losses.measures`)
-- ``L_G = F_Mh + F_MM``
+- ``L_G = F_Mh + w_M · F_MM``
+
+``distances="normalized"`` (default) takes ``D̂ = D / mean(D)`` (each side divided by the mean of its B × K
+distances, as RKD normalises its distances), so all three parts are scale-free and of order 0.1–1;
+``distances="raw"`` is the paper's exact eq. 9 (``D̂ = D``). Why the default departs from the paper: with raw
+distances the teacher's spread over centroids (~14 on MRPC) dwarfs the cosine and CKA parts (~2,000× and ~1,000×),
+so one λ_G silences two of the three parts; and a student memory started at std 0.02 that trains at the
+student's learning rate moves by ~0.03 in a whole run, so the student's distances cannot take the teacher's
+structure at all (the logged term barely moved). ``M_S`` therefore starts at N(0, ``init_std``²) with
+``init_std = 1`` — the reference code's ``nn.Embedding`` initialisation, on the scale of the student's
+LayerNorm-ed rows — and trains at its own learning rate ``memory_lr`` (an optimizer parameter group, decayed
+with the run's schedule). The three parts are logged separately (``loss_<label>_distance``, ``_cosine``,
+``_centroid``).
 """
 
 from __future__ import annotations
@@ -43,12 +55,21 @@ def centroid_geometry(rows: Tensor, centroids: Tensor, centroid_sq_norms: Tensor
 
 @register_term("memory")
 class GlobalMemoryStructure(LossTerm):
-    """``L_G = γ·MSE(D_S, D_T) + (1−γ)·MSE(C_S, C_T) + (−log(CKA(M_S, M_T) + ε))`` (see module docstring).
+    """``L_G = γ·MSE(D̂_S, D̂_T) + (1−γ)·MSE(C_S, C_T) + w_M·(−log(CKA(M_S, M_T) + ε))`` (see module docstring).
 
     Options: ``memory`` (folder of a teacher memory artifact, or a :class:`TeacherMemory`), ``gamma``,
-    ``similarity`` for the centroid structure, ``form``, ``eps``, ``init_std`` of the student memory.
-    The feature rows use the memory's layer, pooling and max length, so they match the teacher memory.
+    ``distances`` (``normalized`` or the paper's ``raw``), ``centroid_weight`` ``w_M``, ``similarity`` for the
+    centroid structure, ``form``, ``eps``, ``init_std`` of the student memory, ``memory_lr`` (its own learning
+    rate; None = the student's). The feature rows use the memory's layer, pooling and max length, so they
+    match the teacher memory.
+
+    Config example::
+
+        losses:
+          - {name: memory, weight: 1.0, memory: runs/memory, distances: normalized, memory_lr: 0.01}
     """
+
+    DISTANCES = ("normalized", "raw")
 
     def __init__(
         self,
@@ -58,14 +79,23 @@ class GlobalMemoryStructure(LossTerm):
         similarity: str = "linear_cka",
         form: str = "neg_log",
         eps: float = 1e-8,
-        init_std: float = 0.02,
+        init_std: float = 1.0,
         student_layer: int | str = "penultimate",
+        distances: str = "normalized",
+        centroid_weight: float = 1.0,
+        memory_lr: float | None = 1e-2,
     ):
         super().__init__()
         if memory is None:
             raise ConfigError("the memory loss (FSDG) needs a teacher memory: build one with `fsdkit memory build`")
         if not 0.0 <= gamma <= 1.0:
             raise ConfigError(f"memory gamma must be in [0, 1], got {gamma}")
+        if distances not in self.DISTANCES:
+            raise ConfigError(f"memory distances must be one of {', '.join(self.DISTANCES)}, got {distances!r}")
+        if not init_std > 0:
+            raise ConfigError(f"memory init_std must be > 0, got {init_std}")
+        if memory_lr is not None and not memory_lr > 0:
+            raise ConfigError(f"memory memory_lr must be > 0 (or null for the student's), got {memory_lr}")
         if not isinstance(memory, TeacherMemory):
             memory = TeacherMemory.load(memory)
         built_width = memory.metadata.get("hidden_size")
@@ -80,6 +110,9 @@ class GlobalMemoryStructure(LossTerm):
         self.pooling = memory.pooling
         self.max_length = memory.max_length
         self.gamma = gamma
+        self.normalized = distances == "normalized"
+        self.centroid_weight = centroid_weight
+        self.memory_lr = memory_lr
         self.measure = get_measure(similarity)
         self.form = check_loss_form(form)
         self.eps = eps
@@ -89,26 +122,43 @@ class GlobalMemoryStructure(LossTerm):
         # constant over the run: computed once, not at every step
         self.register_buffer("teacher_sq_norms", self.teacher_memory.pow(2).sum(-1), persistent=False)
         self.student_memory = nn.Parameter(torch.randn(memory.n_clusters, student_dim) * init_std)
+        self.last_parts: dict[str, Tensor] = {}
 
     def request(self) -> FeatureRequest:
         return FeatureRequest(hidden_states=True)
 
+    def param_groups(self) -> list[dict]:
+        """The student memory's own optimizer group (no weight decay), when ``memory_lr`` is set."""
+        if self.memory_lr is None:
+            return []
+        return [{"params": [self.student_memory], "lr": self.memory_lr, "weight_decay": 0.0}]
+
     def _rows(self, features: Features, layer) -> Tensor:
         return feature_rows(features.hidden(layer), features.attention_mask, self.pooling, self.max_length)
 
-    def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
-        s_rows = self._rows(student, self.student_layer)
-        t_rows = self._rows(teacher, self.layer)
+    def parts(self, s_rows: Tensor, t_rows: Tensor) -> dict[str, Tensor]:
+        """The three unweighted parts of ``L_G`` for student rows ``s_rows`` and teacher rows ``t_rows``."""
         m_s, m_t = self.student_memory, self.teacher_memory
         d_s, c_s = centroid_geometry(s_rows, m_s)
         with torch.no_grad():  # the teacher side is a target
             d_t, c_t = centroid_geometry(t_rows, m_t, self.teacher_sq_norms)
-        distance_term = F.mse_loss(d_s, d_t)
-        cosine_term = F.mse_loss(c_s, c_t)
-        feature_to_centroid = self.gamma * distance_term + (1 - self.gamma) * cosine_term
-        centroid_structure = measure_loss(self.measure.fn(m_s, m_t), self.measure, self.form, self.eps)
-        return feature_to_centroid + centroid_structure
+            if self.normalized:
+                d_t = d_t / d_t.mean().clamp_min(1e-12)
+        if self.normalized:
+            d_s = d_s / d_s.mean().clamp_min(1e-12)
+        return {
+            "distance": F.mse_loss(d_s, d_t),
+            "cosine": F.mse_loss(c_s, c_t),
+            "centroid": measure_loss(self.measure.fn(m_s, m_t), self.measure, self.form, self.eps),
+        }
+
+    def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        parts = self.parts(self._rows(student, self.student_layer), self._rows(teacher, self.layer))
+        self.last_parts = {k: v.detach() for k, v in parts.items()}
+        return (self.gamma * parts["distance"] + (1 - self.gamma) * parts["cosine"]
+                + self.centroid_weight * parts["centroid"])
 
     def extra_repr(self) -> str:
         k, d = self.student_memory.shape
-        return f"K={k}, student_dim={d}, pooling={self.pooling}, gamma={self.gamma}"
+        return (f"K={k}, student_dim={d}, pooling={self.pooling}, gamma={self.gamma}, "
+                f"distances={'normalized' if self.normalized else 'raw'}, memory_lr={self.memory_lr}")
