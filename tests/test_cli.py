@@ -112,3 +112,19 @@ def test_repeatable_loss_flag_is_spelled_loss_in_help():
     flags = {s for action in distill._actions for s in action.option_strings}
     assert "--loss" in flags and "--losse" not in flags
     assert "--loss SPEC" in distill.format_help()
+
+
+def test_help_and_version_import_neither_torch_nor_transformers():
+    """`fsdkit --help` / `--version` answer at once: the package namespace is lazy, so building the parser loads
+    no torch, transformers or matplotlib, and the similarities load no Trainer or matplotlib."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from fsdkit.cli import build_parser; build_parser(); import fsdkit; fsdkit.__version__; "
+        "print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules)); "
+        "from fsdkit import linear_cka; "
+        "print(sorted(m for m in ('transformers', 'matplotlib', 'fsdkit.training.trainer') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "[]"], out

@@ -101,7 +101,8 @@ def test_training_step_losses_with_cache_equal_live_teacher(setup, tmp_path):
     idx_cache, total_cache, terms_cache = step_losses(setup["cache"])
     assert idx_live == idx_cache
     assert total_cache == pytest.approx(total_live, rel=1e-5, abs=1e-5)
-    assert terms_live.keys() == terms_cache.keys() == {"task", "kd", "intra", "local", "global"}
+    parts = {f"global_{p}" for p in ("distance", "cosine", "centroid")}
+    assert terms_live.keys() == terms_cache.keys() == {"task", "kd", "intra", "local", "global"} | parts
     for label in terms_live:
         assert terms_cache[label] == pytest.approx(terms_live[label], rel=1e-5, abs=1e-5), label
 

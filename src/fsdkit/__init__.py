@@ -2,26 +2,42 @@
 
 Python API::
 
-    from fsdkit import finetune, build_memory, distill, evaluate, analyze, linear_cka
+    from fsdkit import finetune, build_memory, distill, evaluate, predict, analyze, linear_cka
+
+The names are imported on first use (module ``__getattr__``), so ``import fsdkit`` and ``fsdkit --help`` do not
+load transformers, the Trainer or matplotlib.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from fsdkit.losses.similarities import debiased_cka, gram_distance, linear_cka, procrustes_distance, rbf_cka  # noqa: E402
-from fsdkit.training.run import build_memory, distill, finetune  # noqa: E402
-from fsdkit.evaluation import evaluate  # noqa: E402
-from fsdkit.analysis.run import analyze  # noqa: E402
+import importlib
 
-__all__ = [
-    "__version__",
-    "analyze",
-    "build_memory",
-    "debiased_cka",
-    "distill",
-    "evaluate",
-    "finetune",
-    "gram_distance",
-    "linear_cka",
-    "procrustes_distance",
-    "rbf_cka",
-]
+from fsdkit._version import __version__
+
+_LAZY = {
+    "analyze": "fsdkit.analysis.run",
+    "build_memory": "fsdkit.training.run",
+    "debiased_cka": "fsdkit.losses.similarities",
+    "distill": "fsdkit.training.run",
+    "evaluate": "fsdkit.evaluation",
+    "finetune": "fsdkit.training.run",
+    "gram_distance": "fsdkit.losses.similarities",
+    "linear_cka": "fsdkit.losses.similarities",
+    "predict": "fsdkit.prediction",
+    "procrustes_distance": "fsdkit.losses.similarities",
+    "rbf_cka": "fsdkit.losses.similarities",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fsdkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -21,6 +21,7 @@ from fsdkit.config import (
     EvaluateConfig,
     FinetuneConfig,
     MemoryConfig,
+    PredictConfig,
     field_types,
     make_config,
     read_config_file,
@@ -103,6 +104,12 @@ def _cmd_evaluate(args) -> None:
     _print_json(evaluate(_config_from_args(args, EvaluateConfig, "evaluate")))
 
 
+def _cmd_predict(args) -> None:
+    from fsdkit.prediction import predict
+
+    _print_json(predict(_config_from_args(args, PredictConfig, "predict")))
+
+
 def _cmd_methods(args) -> None:
     from fsdkit.losses.registry import TERMS, _ensure_builtin_terms, term_options
     from fsdkit.training.methods import METHODS
@@ -130,7 +137,7 @@ def _cmd_analyze(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fsdkit import __version__
+    from fsdkit._version import __version__
     from fsdkit.demo import DemoConfig
 
     parser = argparse.ArgumentParser(prog="fsdkit", description="Feature structure distillation for BERT-family models.")
@@ -142,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("finetune", "fine-tune a teacher on a task", FinetuneConfig, _cmd_finetune),
         ("distill", "distil a student from a fine-tuned teacher", DistillConfig, _cmd_distill),
         ("evaluate", "score a model folder on a task's dev split(s)", EvaluateConfig, _cmd_evaluate),
+        ("predict", "write a model's predictions on a split (GLUE submission .tsv, or .jsonl / .csv)", PredictConfig,
+         _cmd_predict),
         ("analyze", "restoration, CKA heat maps, relation differences, complexity: one report", AnalyzeConfig, _cmd_analyze),
         ("demo", "offline end-to-end demo: teacher, VKD and FSD students, one table", DemoConfig, _cmd_demo),
     ]

@@ -153,6 +153,22 @@ class EvaluateConfig:
 
 
 @dataclass
+class PredictConfig:
+    """``fsdkit predict``: a model's predictions on a task split, as a GLUE submission (.tsv) or JSON Lines / CSV."""
+
+    model: str | None = option(None, "model folder", positional=True)
+    task: str = option("rt-sentiment", "task name")
+    data_dir: str | None = option(None, "GLUE folder in the standard layout (the test split is its test.tsv)")
+    split: str = option("test", "split to predict: test (unlabelled test.tsv) or an evaluation split such as validation")
+    output: str | None = option(None, "prediction file: .tsv = GLUE submission (index<TAB>prediction), .jsonl or .csv = "
+                                      "index, label name and class probabilities (or score)")
+    batch_size: int = option(128, "prediction batch size")
+    max_length: int = option(128, "truncate inputs to this many tokens")
+    progress: bool = option(True, "show progress bars")
+    cache_dir: str | None = option(None, "cache folder for prepared data")
+
+
+@dataclass
 class AnalyzeConfig:
     """``fsdkit analyze``: restoration rate, CKA heat maps, relation differences and complexity in one report."""
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsdkit.config import option
-from fsdkit.training.run import RUN_RECORD, distill, finetune
 
 
 @dataclass
@@ -38,6 +37,8 @@ class DemoConfig:
 
 
 def _run_or_reuse(out: Path, run) -> dict:
+    from fsdkit.training.run import RUN_RECORD
+
     record_file = out / RUN_RECORD
     if record_file.is_file():
         return json.loads(record_file.read_text())
@@ -58,6 +59,8 @@ def format_table(rows: list[dict], metric: str) -> str:
 
 def run_demo(config: DemoConfig | None = None) -> list[dict]:
     """Run the demo; returns the table rows and writes ``OUTPUT_DIR/demo_results.{json,md}``."""
+    from fsdkit.training.run import distill, finetune
+
     config = config or DemoConfig()
     started = time.time()
     root = Path(config.output_dir)

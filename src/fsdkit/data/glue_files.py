@@ -231,6 +231,63 @@ def read_tsv(path: str | os.PathLike, task: str | TaskSpec) -> dict[str, list]:
     return columns
 
 
+TEST_FILE = "test.tsv"
+SUBMISSION_LABELS = {"sick": ("ENTAILMENT", "NEUTRAL", "CONTRADICTION")}
+"""Label names of a GLUE submission file where they differ from the training files' tokens (SICK's are upper case)."""
+
+
+def test_text_columns(task: str | TaskSpec) -> tuple[str, ...]:
+    """Header names of the text fields in ``task``'s unlabelled ``test.tsv`` (the GLUE download's layout)."""
+    layout = LAYOUTS[get_task(task).name]
+    if layout.width_from_header:
+        return layout.columns[:2]
+    return tuple(layout.columns[i] for i in layout.text_fields)
+
+
+def submission_labels(task: str | TaskSpec) -> tuple[str, ...] | None:
+    """How label id ``i`` is written in a GLUE submission (``None``: a float score, STS-B)."""
+    spec = get_task(task)
+    return SUBMISSION_LABELS.get(spec.name, LAYOUTS[spec.name].label_tokens)
+
+
+def read_test_tsv(path: str | os.PathLike, task: str | TaskSpec) -> dict[str, list]:
+    """Read an unlabelled GLUE ``test.tsv`` into ``index`` and the task's text columns, found by header name.
+
+    The header must hold ``index`` and the task's text fields (:func:`test_text_columns`, case-insensitive);
+    every row must have the header's number of tab-separated fields. :class:`DataError` names the file, the
+    line and what was expected (a missing column lists the columns present).
+    """
+    spec = get_task(task)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found: the unlabelled test split of {spec.name} is read from {TEST_FILE}")
+    lines = _lines(path)
+    header = [name.strip() for name in lines[0].split("\t")]
+    lower = [name.lower() for name in header]
+    wanted = ("index", *test_text_columns(spec))
+    missing = [name for name in wanted if name.lower() not in lower]
+    if missing:
+        raise DataError(
+            f"{path} line 1: columns {missing} missing; the header has {header} "
+            f"(expected the GLUE test layout of {spec.glue_folder}: {', '.join(wanted)})"
+        )
+    where = [lower.index(name.lower()) for name in wanted]
+    columns: dict[str, list] = {"index": [], **{c: [] for c in spec.text_columns}}
+    for line_number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise DataError(f"{path} line {line_number}: expected {len(header)} tab-separated fields, got {len(fields)}")
+        try:
+            columns["index"].append(int(fields[where[0]]))
+        except ValueError:
+            raise DataError(f"{path} line {line_number}: index {fields[where[0]]!r} is not an integer") from None
+        for column, field_index in zip(spec.text_columns, where[1:]):
+            columns[column].append(fields[field_index])
+    if not columns["index"]:
+        raise DataError(f"{path} has a header but no rows")
+    return columns
+
+
 def load_glue_folder(task: str | TaskSpec, data_dir: str | os.PathLike) -> DatasetDict:
     """Load ``task`` from a GLUE-layout folder as a ``DatasetDict`` with ``train`` and the eval splits.
 

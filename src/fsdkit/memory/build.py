@@ -20,6 +20,7 @@ from numpy.lib.format import open_memmap
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from fsdkit._version import __version__
 from fsdkit.errors import ConfigError, DataError
 from fsdkit.features import FeatureRequest, forward_features
 from fsdkit.memory.artifact import TeacherMemory
@@ -34,14 +35,6 @@ COMPUTED_METADATA = frozenset(
         "fsdkit_version", "created", "rows_file",
     }
 )  # fmt: skip
-
-
-def _fsdkit_version() -> str:
-    try:
-        from fsdkit import __version__
-    except ImportError:
-        return "unknown"
-    return str(__version__)
 
 
 def _encode(
@@ -181,7 +174,7 @@ def build_teacher_memory(
         "seed": seed,
         "tol": tol,
         "max_iter": max_iter,
-        "fsdkit_version": _fsdkit_version(),
+        "fsdkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if keep_rows:

@@ -272,7 +272,7 @@ def _train_and_export(
     )
     eval_runtime = time.time() - eval_start
     (out / "eval_results.json").write_text(json.dumps({"task": task.name, "metrics": metrics}, indent=2) + "\n")
-    from fsdkit import __version__
+    from fsdkit._version import __version__
 
     record = {
         "command": command,

@@ -282,7 +282,7 @@ class TeacherCache:
         for arr in (logits, *hidden.values(), *values.values()):
             arr.flush()
         del logits, hidden, values
-        from fsdkit import __version__
+        from fsdkit._version import __version__
 
         manifest = {
             "format": FORMAT_VERSION,
