@@ -40,8 +40,8 @@ def tiny_bert(tokenizer, seed: int):
     return BertForSequenceClassification(config)
 
 
-@pytest.fixture(scope="module")
-def parts(minilm_path):
+def tiny_parts(minilm_path: str) -> dict:
+    """Tokenizer, 16 encoded sentences, collator and task of the tiny no-dropout teacher/student pair."""
     from transformers import AutoTokenizer
 
     from fsdkit.data import get_task, make_collator
@@ -50,6 +50,11 @@ def parts(minilm_path):
     encoded = tokenizer(SENTENCES, truncation=True, max_length=32)
     data = Dataset.from_dict({**encoded, "labels": [i % 2 for i in range(len(SENTENCES))]})
     return {"tokenizer": tokenizer, "data": data, "collator": make_collator(tokenizer), "task": get_task("sst2")}
+
+
+@pytest.fixture(scope="module")
+def parts(minilm_path):
+    return tiny_parts(minilm_path)
 
 
 def make_trainer(parts, tmp_path, *, method: str, batch_size: int, accumulation: int, max_steps: int, **run):

@@ -73,18 +73,24 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def _print_run(record: dict, config, *keys: str) -> None:
+    """The run's summary, printed by the main process only (the others of `accelerate launch` return early)."""
+    if "metrics" in record:
+        _print_json({"output_dir": config.output_dir, **{k: record[k] for k in keys}, "metrics": record["metrics"]})
+
+
 def _cmd_finetune(args) -> None:
     from fsdkit.training.run import finetune
 
-    record = finetune(_config_from_args(args, FinetuneConfig, "finetune"))
-    _print_json({"output_dir": record["config"]["output_dir"], "metrics": record["metrics"]})
+    config = _config_from_args(args, FinetuneConfig, "finetune")
+    _print_run(finetune(config), config)
 
 
 def _cmd_distill(args) -> None:
     from fsdkit.training.run import distill
 
-    record = distill(_config_from_args(args, DistillConfig, "distill"))
-    _print_json({"output_dir": record["config"]["output_dir"], "method": record["method"], "metrics": record["metrics"]})
+    config = _config_from_args(args, DistillConfig, "distill")
+    _print_run(distill(config), config, "method")
 
 
 def _cmd_memory_build(args) -> None:

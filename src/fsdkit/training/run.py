@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -112,8 +113,9 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
         data_seed=config.seed,
         bf16=config.bf16,
         fp16=config.fp16,
-        # bf16 autocast on a machine without a GPU: transformers asks for use_cpu to allow it
-        use_cpu=config.bf16 and not torch.cuda.is_available(),
+        # no GPU: bf16 autocast on the CPU and `accelerate launch --multi_gpu` / torchrun processes (gloo) need
+        # transformers' use_cpu (else bf16 is refused and each process trains alone)
+        use_cpu=not torch.cuda.is_available() and (config.bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         report_to=config.report_to,
         disable_tqdm=not config.progress,
@@ -174,7 +176,7 @@ def _resume_checkpoint(config: RunConfig, out: Path) -> str | None:
         raise ConfigError(f"--resume: no complete checkpoint in {out / 'checkpoints'}{why}")
     for checkpoint, reason in skipped:  # a save cut short by a kill: unusable, and in the way of the next save
         logger.warning("--resume skips and removes %s: %s (a save interrupted by a kill?)", checkpoint.name, reason)
-        shutil.rmtree(checkpoint)
+        shutil.rmtree(checkpoint, ignore_errors=True)  # every process of a multi-process run does this
     logger.info("resuming from %s", last)
     return str(last)
 
@@ -261,6 +263,9 @@ def _train_and_export(
     started = time.time()
     result = trainer.train(resume_from_checkpoint=_resume_checkpoint(config, out))
     model.eval()
+    if not trainer.is_world_process_zero():  # under `accelerate launch`: the main process exports and evaluates
+        return {"command": command, "task": task.name, "process_index": trainer.args.process_index,
+                "global_steps": trainer.state.global_step}
     save_model(model, tokenizer, out)
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
     if tracker is not None:

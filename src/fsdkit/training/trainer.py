@@ -269,8 +269,15 @@ class DistillationTrainer(Trainer):
     # ------------------------------------------------------------------ logging
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:
-            for label, count in self._term_counts.items():  # sample-weighted means since the last log
-                logs[f"loss_{label}"] = round(float(self._term_sums[label]) / count, 6)
+            labels = list(self._term_counts)
+            if labels:  # sample-weighted means since the last log, over every process of a multi-process run
+                sums = torch.stack([torch.as_tensor(self._term_sums[k], dtype=torch.float64, device=self.args.device)
+                                    for k in labels])
+                counts = torch.tensor([self._term_counts[k] for k in labels], dtype=torch.float64, device=self.args.device)
+                if self.accelerator.num_processes > 1:
+                    sums, counts = self.accelerator.reduce(sums, "sum"), self.accelerator.reduce(counts, "sum")
+                for label, value in zip(labels, (sums / counts).tolist()):
+                    logs[f"loss_{label}"] = round(value, 6)
             if self.n_stages > 1:
                 logs["stage"] = self.current_stage()
             self._term_sums.clear()
