@@ -110,3 +110,22 @@ def test_cli_distill_under_accelerate_launch_writes_once(glue_dir, mrpc_teacher,
     assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
     assert (out / "model.safetensors").is_file() and (out / "memory" / "memory.json").is_file()
     assert not [p for p in out.rglob(".*tmp-*")]
+
+
+@pytest.mark.glue
+def test_memory_build_under_accelerate_launch_equals_one_process(glue_dir, mrpc_teacher, tmp_path):
+    """Two processes encode a shard each into one row store and run distributed Lloyd passes (all-reduced sums and
+    counts, gathered farthest rows, one seeding): same iterations, centroids to 1e-5, inertia to 1e-7 relative."""
+    from fsdkit import build_memory
+    from fsdkit.memory import TeacherMemory
+
+    options = ["--teacher", str(mrpc_teacher), "--task", "mrpc", "--data-dir", str(glue_dir), "--n-clusters", "5",
+               "--max-train-samples", "60", "--max-length", "64", "--no-progress"]
+    accelerate_launch(2, "-m", "fsdkit.cli", "memory", "build", *options, "--output-dir", str(tmp_path / "two"))
+    two = TeacherMemory.load(tmp_path / "two")
+    one = build_memory(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), n_clusters=5,
+                       max_train_samples=60, max_length=64, progress=False, output_dir=str(tmp_path / "one"))
+    assert two.metadata["n_iter"] == one.metadata["n_iter"] and two.metadata["n_rows"] == 60
+    torch.testing.assert_close(two.centroids, one.centroids, rtol=0, atol=1e-5)
+    assert two.metadata["inertia_history"] == pytest.approx(one.metadata["inertia_history"], rel=1e-7)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["memory.json", "memory.safetensors"]

@@ -98,6 +98,8 @@ def _cmd_memory_build(args) -> None:
 
     config = _config_from_args(args, MemoryConfig, "memory build")
     memory = build_memory(config)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # `accelerate launch`: the main process reports
     meta = memory.metadata
     _print_json({"output_dir": config.output_dir, "n_clusters": memory.n_clusters, "dim": memory.dim,
                  "n_iter": meta.get("n_iter"), "converged": meta.get("converged"),

@@ -2,10 +2,13 @@
 
 from fsdkit.memory.artifact import TeacherMemory
 from fsdkit.memory.build import build_teacher_memory
-from fsdkit.memory.kmeans import KMeansResult, assign, kmeans
+from fsdkit.memory.kmeans import Collective, KMeansResult, TorchDistributed, assign, kmeans, shard_bounds
 from fsdkit.memory.rows import POOLINGS, feature_rows
 
 __all__ = [
+    "Collective",
+    "TorchDistributed",
+    "shard_bounds",
     "POOLINGS",
     "KMeansResult",
     "TeacherMemory",

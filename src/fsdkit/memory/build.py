@@ -24,7 +24,7 @@ from fsdkit._version import __version__
 from fsdkit.errors import ConfigError, DataError
 from fsdkit.features import FeatureRequest, forward_features
 from fsdkit.memory.artifact import TeacherMemory
-from fsdkit.memory.kmeans import kmeans
+from fsdkit.memory.kmeans import Collective, kmeans
 from fsdkit.memory.rows import POOLINGS, feature_rows
 
 _CHUNK_BYTES = 256 * 2**20  # default k-means chunk: at most this many bytes of float32 rows
@@ -46,12 +46,13 @@ def _encode(
     layer: int | str,
     pooling: str,
     max_length: int,
+    store: np.memmap | None = None,
+    offset: int = 0,
 ) -> tuple[np.memmap, int, int, int]:
-    """Write the teacher rows of ``batches`` into a new (n_rows, d) memmap; return it, rows written,
-    the resolved layer index and the hidden size."""
+    """Write the teacher rows of ``batches`` into a new (n_rows, d) memmap (or into ``store`` from row
+    ``offset``); return it, rows written, the resolved layer index and the hidden size."""
     device = next(teacher.parameters()).device
     request = FeatureRequest(hidden_states=True)
-    store = None
     written = layer_index = hidden_size = 0
     with torch.inference_mode():
         for batch in batches:
@@ -59,17 +60,17 @@ def _encode(
             features = forward_features(teacher, inputs, request)
             hidden = features.hidden(layer)
             rows = feature_rows(hidden, features.attention_mask, pooling, max_length).float().cpu().numpy()
+            layer_index, hidden_size = features.layer_index(layer), int(hidden.shape[-1])
             if store is None:
-                layer_index, hidden_size = features.layer_index(layer), int(hidden.shape[-1])
                 store = open_memmap(rows_path, mode="w+", dtype=np.float32, shape=(n_rows, rows.shape[1]))
-            if written + len(rows) > n_rows:
+            if offset + written + len(rows) > len(store):
                 raise DataError(
                     f"the dataloader yielded more than len(dataloader.dataset) = {n_rows} samples; "
                     "use a sampler that visits each sample at most once"
                 )
-            store[written : written + len(rows)] = rows
+            store[offset + written : offset + written + len(rows)] = rows
             written += len(rows)
-    if store is None:
+    if store is None or (written == 0 and offset == 0):
         raise DataError("the dataloader yielded no batches: cannot build a teacher memory from no samples")
     store.flush()
     return store, written, layer_index, hidden_size
@@ -92,6 +93,7 @@ def build_teacher_memory(
     chunk_size: int | None = None,
     init_sample_size: int | None = None,
     progress: bool = True,
+    collective: Collective | None = None,
 ) -> TeacherMemory:
     """Build the teacher memory ``M_T`` (K × d) from every sample of ``dataloader``.
 
@@ -107,6 +109,11 @@ def build_teacher_memory(
        ``chunk_size`` defaults to as many rows as fit in 256 MiB, at most 4096).
     4. The memmap is deleted (also when the build fails) unless ``keep_rows`` (its path is then recorded as ``metadata["rows_file"]``).
 
+    Distributed (``collective``, one process of ``accelerate launch``): ``dataloader`` holds this process's
+    shard of the samples, in order (rank 0 the first rows); each process encodes its shard into one shared row
+    store ``work_dir/.teacher-rows.npy`` (``work_dir`` required, on a file system every process sees) and
+    :func:`fsdkit.memory.kmeans` runs distributed Lloyd passes over it — the memory equals a one-process build.
+
     ``metadata`` adds entries to the artifact's metadata (e.g. ``teacher`` — default the model's
     ``name_or_path`` — and ``task`` — default the task the teacher was fine-tuned on, if recorded); it
     cannot override the computed entries. ``max_length`` is recorded as ``None`` for pooled rows, which do
@@ -116,7 +123,12 @@ def build_teacher_memory(
         raise ConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if pooling == "flatten" and (max_length is None or max_length < 1):
         raise ConfigError(f"pooling 'flatten' needs max_length >= 1, got {max_length!r}")
-    n_rows = len(dataloader.dataset)
+    n_rows, offset = len(dataloader.dataset), 0
+    if collective is not None:
+        if work_dir is None:
+            raise ConfigError("a distributed memory build needs a work_dir shared by its processes")
+        sizes = collective.cat(torch.tensor([n_rows], dtype=torch.int64)).tolist()
+        n_rows, offset = sum(sizes), sum(sizes[: collective.rank])
     if not 1 <= n_clusters <= n_rows:
         raise ConfigError(f"n_clusters = {n_clusters} must lie between 1 and the number of samples N = {n_rows}")
     config = getattr(teacher, "config", None)
@@ -131,17 +143,31 @@ def build_teacher_memory(
 
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix="teacher-rows-", suffix=".npy", dir=work_dir)
-    os.close(handle)
-    rows_path = Path(name)
+    store = None
+    if collective is None:
+        handle, name = tempfile.mkstemp(prefix="teacher-rows-", suffix=".npy", dir=work_dir)
+        os.close(handle)
+        rows_path = Path(name)
+    else:  # one shared row store, created by rank 0 before anyone writes its shard
+        rows_path = Path(work_dir) / ".teacher-rows.npy"
+        hidden = int(teacher.config.hidden_size)
+        dim = hidden * max_length if pooling == "flatten" else hidden
+        if collective.rank == 0:
+            open_memmap(rows_path, mode="w+", dtype=np.float32, shape=(n_rows, dim)).flush()
+        collective.sum(torch.zeros(1))  # barrier: the file exists
+        store = open_memmap(rows_path, mode="r+")
     was_training = teacher.training
     teacher.eval()
     try:
         batches = tqdm(dataloader, desc="teacher rows", unit="batch", disable=not progress)
         store, written, layer_index, hidden_size = _encode(
-            teacher, batches, n_rows, rows_path, layer=layer, pooling=pooling, max_length=max_length
+            teacher, batches, n_rows, rows_path, layer=layer, pooling=pooling, max_length=max_length,
+            store=store, offset=offset,
         )
         dim = int(store.shape[1])
+        if collective is not None:
+            store.flush()
+            written = int(collective.sum(torch.tensor([written], dtype=torch.int64))[0])  # and a barrier
         result = kmeans(
             store[:written],
             n_clusters,
@@ -151,11 +177,14 @@ def build_teacher_memory(
             chunk_size=chunk_size or max(1, min(4096, _CHUNK_BYTES // (4 * dim))),
             init_sample_size=init_sample_size,
             progress=progress,
+            collective=collective,
         )
         del store
     finally:
         teacher.train(was_training)
-        if not keep_rows:
+        if collective is not None:
+            collective.sum(torch.zeros(1))  # nobody reads the rows any more
+        if not keep_rows and (collective is None or collective.rank == 0):
             rows_path.unlink(missing_ok=True)
 
     computed = {

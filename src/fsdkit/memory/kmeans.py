@@ -85,9 +85,49 @@ class _PassStats:
     far_labels: Tensor  # m: their clusters
 
 
-def _spans(n: int, chunk_size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, chunk_size):
-        yield start, min(start + chunk_size, n)
+def _spans(n: int, chunk_size: int, start: int = 0) -> Iterator[tuple[int, int]]:
+    for lo in range(start, n, chunk_size):
+        yield lo, min(lo + chunk_size, n)
+
+
+class Collective(Protocol):
+    """How the processes of a distributed k-means combine a pass (e.g. :class:`TorchDistributed`)."""
+
+    rank: int
+    world_size: int
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        """The element-wise sum of ``tensor`` over all processes (every process gets it)."""
+
+    def cat(self, tensor: Tensor) -> Tensor:
+        """``tensor`` of every process concatenated along dim 0 in rank order (same shape on every process)."""
+
+
+class TorchDistributed:
+    """:class:`Collective` over the default ``torch.distributed`` process group (gloo or NCCL; CPU tensors are
+    moved to the group's device and back)."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        import torch.distributed as dist
+
+        self._dist = dist
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device(device)
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        out = tensor.to(self.device).clone()
+        self._dist.all_reduce(out)
+        return out.to(tensor.device)
+
+    def cat(self, tensor: Tensor) -> Tensor:
+        parts = [torch.empty_like(tensor, device=self.device) for _ in range(self.world_size)]
+        self._dist.all_gather(parts, tensor.to(self.device).contiguous())
+        return torch.cat(parts).to(tensor.device)
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The contiguous rows ``[lo, hi)`` of ``n`` that process ``rank`` of ``world_size`` owns."""
+    return n * rank // world_size, n * (rank + 1) // world_size
 
 
 def _read(rows: RowSource, start: int, stop: int, dim: int) -> Tensor:
@@ -161,9 +201,15 @@ def _kmeans_plusplus(x: Tensor, n_clusters: int, rng: np.random.Generator) -> Te
     return centers
 
 
-def _assign_pass(rows: RowSource, n: int, centroids: Tensor, chunk_size: int) -> _PassStats:
-    """One streaming pass: nearest-centroid assignment and per-cluster accumulators."""
+def _assign_pass(rows: RowSource, n: int, centroids: Tensor, chunk_size: int,
+                 collective: Collective | None = None) -> _PassStats:
+    """One streaming pass: nearest-centroid assignment and per-cluster accumulators.
+
+    With a ``collective``, this process passes over its shard only (:func:`shard_bounds`) and the sums, counts,
+    inertia and farthest rows are combined over all processes, so every process gets the whole pass's stats.
+    """
     k, dim = centroids.shape
+    lo, hi = (0, n) if collective is None else shard_bounds(n, collective.rank, collective.world_size)
     c_sq = _sq_norms(centroids)
     sums = torch.zeros(k, dim, dtype=torch.float64)
     counts = torch.zeros(k, dtype=torch.int64)
@@ -171,7 +217,7 @@ def _assign_pass(rows: RowSource, n: int, centroids: Tensor, chunk_size: int) ->
     far_dist = torch.empty(0)
     far_rows = torch.empty(0, dim)
     far_labels = torch.empty(0, dtype=torch.int64)
-    for start, stop in _spans(n, chunk_size):
+    for start, stop in _spans(hi, chunk_size, lo):
         x = _read(rows, start, stop, dim)
         dist, labels = _sq_distances(x, _sq_norms(x), centroids, c_sq).min(dim=1)
         inertia += float(dist.sum(dtype=torch.float64))
@@ -182,6 +228,16 @@ def _assign_pass(rows: RowSource, n: int, centroids: Tensor, chunk_size: int) ->
         far_rows = torch.cat([far_rows, x[top]])
         far_labels = torch.cat([far_labels, labels[top]])
         keep = far_dist.topk(min(k, len(far_dist))).indices
+        far_dist, far_rows, far_labels = far_dist[keep], far_rows[keep], far_labels[keep]
+    if collective is not None:
+        sums, counts = collective.sum(sums), collective.sum(counts)
+        inertia = float(collective.sum(torch.tensor([inertia], dtype=torch.float64))[0])
+        pad = k - len(far_dist)  # same shapes on every process for the gather; padding sorts last
+        far_dist = torch.cat([far_dist, torch.full((pad,), -1.0)])
+        far_rows = torch.cat([far_rows, torch.zeros(pad, dim)])
+        far_labels = torch.cat([far_labels, torch.zeros(pad, dtype=torch.int64)])
+        far_dist, far_rows, far_labels = collective.cat(far_dist), collective.cat(far_rows), collective.cat(far_labels)
+        keep = far_dist.topk(min(k, n)).indices
         far_dist, far_rows, far_labels = far_dist[keep], far_rows[keep], far_labels[keep]
     return _PassStats(sums, counts, inertia, far_rows, far_labels)
 
@@ -207,8 +263,14 @@ def _update(centroids: Tensor, stats: _PassStats) -> Tensor:
     return new
 
 
-def _default_sample_size(n: int, n_clusters: int) -> int:
-    return min(n, max(20 * n_clusters, 10_000))
+#: memory the default k-means++ seeding sample may take (rows × d × 4 bytes), so that memory use does not grow
+#: with the number of rows: only the row store on disk does
+SAMPLE_BYTES = 256 * 2**20
+
+
+def _default_sample_size(n: int, n_clusters: int, dim: int) -> int:
+    budget = max(10 * n_clusters, SAMPLE_BYTES // (4 * max(dim, 1)))
+    return min(n, max(20 * n_clusters, 10_000), budget)
 
 
 def kmeans(
@@ -223,6 +285,7 @@ def kmeans(
     init: Tensor | None = None,
     callback: Callable[[int, float, Tensor], None] | None = None,
     progress: bool = False,
+    collective: Collective | None = None,
 ) -> KMeansResult:
     """Cluster the N × d ``rows`` into ``n_clusters`` by minimising the inertia ``Σ_i min_k ‖x_i − c_k‖²``.
 
@@ -235,11 +298,17 @@ def kmeans(
       ``tol × mean per-feature variance of the rows``. ``max_iter``: maximum number of Lloyd updates.
     - ``seed``: seeds the k-means++ sample and candidates; the result is deterministic for a seed.
     - ``init_sample_size``: rows drawn uniformly without replacement for k-means++ seeding, held in memory
-      (``init_sample_size · d · 4`` bytes); default ``min(N, max(20·K, 10 000))``.
+      (``init_sample_size · d · 4`` bytes); default ``min(N, max(20·K, 10 000))``, at most as many rows as fit
+      in ``SAMPLE_BYTES`` (256 MiB) unless that is fewer than ``10·K`` — so memory does not grow with N.
     - ``init``: explicit K × d initial centroids instead of k-means++ (then no sample is drawn).
     - ``callback(iteration, inertia, centroids)``: called after every assignment pass with the number of
       updates so far, the inertia of ``centroids`` and the centroids themselves.
     - ``progress``: show a tqdm bar over the passes.
+    - ``collective``: run as one process of a distributed k-means (e.g. :class:`TorchDistributed` under
+      ``accelerate launch``). Every process must be able to read all ``rows`` (a shared file); the scan and the
+      k-means++ seeding run identically in every process (same seed, same sample), each Lloyd pass assigns only
+      this process's shard of rows and the per-cluster sums, counts, inertia and farthest rows are combined over
+      the processes — the centroids and inertia are those of one process, up to float64 summation order.
 
     Raises ``ValueError`` when ``rows`` is not 2-D, ``n_clusters < 1`` or ``n_clusters > N``, a row holds NaN
     or infinity (naming the row and chunk), or ``init`` has the wrong shape.
@@ -264,7 +333,7 @@ def kmeans(
     rng = np.random.default_rng(seed)
     sample_index = None
     if init is None:
-        sample_size = _default_sample_size(n, n_clusters) if init_sample_size is None else int(init_sample_size)
+        sample_size = _default_sample_size(n, n_clusters, dim) if init_sample_size is None else int(init_sample_size)
         if not n_clusters <= sample_size <= n:
             raise ValueError(
                 f"init_sample_size = {sample_size} must lie between n_clusters = {n_clusters} and N = {n}"
@@ -287,7 +356,7 @@ def kmeans(
     converged = False
     with tqdm(total=max_iter + 1, desc="k-means", unit="pass", disable=not progress) as bar:
         while True:
-            stats = _assign_pass(rows, n, centroids, chunk_size)
+            stats = _assign_pass(rows, n, centroids, chunk_size, collective)
             history.append(stats.inertia)
             bar.update()
             bar.set_postfix(inertia=f"{stats.inertia:.6g}")

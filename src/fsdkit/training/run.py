@@ -450,7 +450,7 @@ def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillC
 def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = False, **overrides):
     """FSDG stage 1: encode the task's training set with the teacher and run k-means; save the memory artifact."""
     from fsdkit.data import encode_dataset, get_task, load_task_data, make_collator
-    from fsdkit.memory import build_teacher_memory
+    from fsdkit.memory import build_teacher_memory, shard_bounds
     from fsdkit.models import check_model_folder, load_teacher
 
     config = _as_config(MemoryConfig, config, overrides)
@@ -471,15 +471,33 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
     if config.max_train_samples is not None:
         train = train.select(range(min(config.max_train_samples, len(train))))
     encoded = encode_dataset(train, tokenizer, task, max_length=config.max_length).remove_columns(["labels"])
+    collective = None
+    if not _locked and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # `accelerate launch`: one shard per process
+        collective = _process_group(teacher)
+        encoded = encoded.select(range(*shard_bounds(len(encoded), collective.rank, collective.world_size)))
     loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))
     layer = config.layer if config.layer in ("penultimate", "last") else int(config.layer)
     identity = _memory_identity(teacher, task, config.max_length, config.max_train_samples)
-    with contextlib.nullcontext() if _locked else build_lock(out):
+    main = collective is None or collective.rank == 0
+    with build_lock(out) if main and not _locked else contextlib.nullcontext():
         memory = build_teacher_memory(
             teacher, loader, n_clusters=config.n_clusters, layer=layer, pooling=config.pooling,
             max_length=config.max_length, tol=config.tol, max_iter=config.max_iter, seed=config.seed,
             metadata={"teacher": str(config.teacher), **{k: v for k, v in identity.items() if k != "max_length"}},
-            progress=config.progress,
+            progress=config.progress and main, collective=collective, work_dir=out if collective else None,
         )
-        memory.save(out)
+        if main:
+            memory.save(out)
     return memory
+
+
+def _process_group(teacher):
+    """Join the ``accelerate launch`` / torchrun process group (gloo without a GPU) and move ``teacher`` to this
+    process's device; the :class:`~fsdkit.memory.TorchDistributed` collective over it."""
+    from accelerate import PartialState
+
+    from fsdkit.memory import TorchDistributed
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    teacher.to(state.device)
+    return TorchDistributed(state.device)
