@@ -22,6 +22,7 @@ from fsdkit.config import (
     FinetuneConfig,
     MemoryConfig,
     PredictConfig,
+    SweepConfig,
     field_types,
     make_config,
     read_config_file,
@@ -118,6 +119,12 @@ def _cmd_predict(args) -> None:
     _print_json(predict(_config_from_args(args, PredictConfig, "predict")))
 
 
+def _cmd_sweep(args) -> None:
+    from fsdkit.sweep import sweep
+
+    _print_json(sweep(_config_from_args(args, SweepConfig, "sweep")))
+
+
 def _cmd_methods(args) -> None:
     from fsdkit.losses.registry import TERMS, _ensure_builtin_terms, term_options
     from fsdkit.training.methods import METHODS
@@ -151,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fsdkit", description="Feature structure distillation for BERT-family models.")
     parser.add_argument("--version", action="version", version=f"fsdkit {__version__}")
     parser.add_argument("--verbose", action="store_true", help="show transformers' info and warnings")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
     commands: list[tuple[str, str, Any, Callable]] = [
         ("finetune", "fine-tune a teacher on a task", FinetuneConfig, _cmd_finetune),
@@ -159,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", "score a model folder on a task's dev split(s)", EvaluateConfig, _cmd_evaluate),
         ("predict", "write a model's predictions on a split (GLUE submission .tsv, or .jsonl / .csv)", PredictConfig,
          _cmd_predict),
+        ("sweep", "Optuna study over distill/finetune options (--config SPACE.yaml; resumable, parallel workers)",
+         SweepConfig, _cmd_sweep),
         ("analyze", "restoration, CKA heat maps, relation differences, complexity: one report", AnalyzeConfig, _cmd_analyze),
         ("demo", "offline end-to-end demo: teacher, VKD and FSD students, one table", DemoConfig, _cmd_demo),
     ]
@@ -194,10 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except (FsdkitError, FloatingPointError) as exc:
-        print(f"fsdkit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fsdkit {args.subcommand}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"fsdkit {args.command}: interrupted; checkpoints are kept — rerun with --resume to continue", file=sys.stderr)
+        print(f"fsdkit {args.subcommand}: interrupted; checkpoints are kept — rerun with --resume to continue", file=sys.stderr)
         return 130
     return 0
 

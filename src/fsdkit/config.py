@@ -48,6 +48,12 @@ class RunConfig:
     max_train_samples: int | None = option(None, "use only the first N training examples")
     max_eval_samples: int | None = option(None, "use only the first N evaluation examples")
     group_by_length: bool = option(False, "batch examples of similar length together (less padding, faster)")
+    eval_strategy: str = option("no", "'epoch': score the student on the evaluation split after every epoch (the run "
+                                      "record's curve); 'no': only at the end")
+    holdout_fraction: float | None = option(
+        None, "carve this fraction of the training set (fixed seed 0) as the 'holdout' split: per-epoch evaluation and "
+              "sweeps select on it, the task's dev split is only reported"
+    )
     bf16: bool = option(False, "bfloat16 mixed precision (autocast of the forward passes; losses in float32; CPU or GPU)")
     fp16: bool = option(False, "float16 mixed precision with loss scaling (CUDA GPUs only; losses in float32)")
     report_to: str = option("none", "tracking integrations for transformers (none, tensorboard, wandb, ...)")
@@ -166,6 +172,30 @@ class PredictConfig:
     max_length: int = option(128, "truncate inputs to this many tokens")
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data")
+
+
+@dataclass
+class SweepConfig:
+    """``fsdkit sweep``: an Optuna study over the options of ``distill`` or ``finetune`` (see docs/sweeps.md).
+
+    Usually given as ``--config SPACE.yaml``; flags override the file (``--trials``, ``--storage``, ...).
+    """
+
+    command: str = option("distill", "what each trial runs: distill or finetune")
+    base: dict | None = option(None, "options every trial shares (the command's option names), e.g. task, data-dir, teacher")
+    space: dict | None = option(
+        None, "search space: option name -> {type: float|int|categorical, low, high, log, step, choices}"
+    )
+    metric: str | None = option(None, "metric to optimise (default: the task's main metric)")
+    direction: str = option("maximize", "maximize or minimize the metric")
+    trials: int = option(10, "finished trials (complete or pruned) the study should have; several workers share them")
+    storage: str = option("sqlite:///fsdkit-study.db", "Optuna storage URL (sqlite:///FILE, postgresql://..., any RDB URL)")
+    study_name: str = option("fsdkit-sweep", "study name in the storage (several workers on one name share the study)")
+    output_dir: str | None = option(None, "trial run folders (trial-N/) and the summary (summary.json, PNG plots)")
+    seed: int = option(0, "seed of the TPE sampler (a worker joining or resuming a study adds its process id)")
+    pruner: str = option("median", "prune on the per-epoch curve: median (MedianPruner) or none")
+    heartbeat: int = option(60, "seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (a "
+                                "killed worker) is marked failed and retried with the same parameters")
 
 
 @dataclass

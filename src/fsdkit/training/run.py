@@ -78,6 +78,10 @@ def _check_run_config(config: RunConfig) -> Path:
     for name in ("max_train_samples", "max_eval_samples"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1 (or left out for all examples), got {getattr(config, name)}")
+    if config.eval_strategy not in ("no", "epoch"):
+        raise ConfigError(f"--eval-strategy must be 'no' or 'epoch', got {config.eval_strategy!r}")
+    if config.holdout_fraction is not None and not 0.0 < config.holdout_fraction < 1.0:
+        raise ConfigError(f"--holdout-fraction must lie in (0, 1), got {config.holdout_fraction}")
     if config.bf16 and config.fp16:
         raise ConfigError("--bf16 and --fp16 are exclusive: choose one mixed precision")
     if config.fp16 and not torch.cuda.is_available():
@@ -181,11 +185,24 @@ def _resume_checkpoint(config: RunConfig, out: Path) -> str | None:
     return str(last)
 
 
+HOLDOUT = "holdout"
+
+
 def _load_data(task, config: RunConfig):
-    """The task's splits, read (and so validated) before any model is loaded: a bad file fails in a second."""
+    """The task's splits, read (and so validated) before any model is loaded: a bad file fails in a second.
+
+    With ``holdout_fraction``, that fraction of ``train`` (seed 0: the same rows for every run and trial)
+    becomes the ``holdout`` split and is removed from ``train``.
+    """
+    from datasets import DatasetDict
+
     from fsdkit.data import load_task_data
 
-    return load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    if config.holdout_fraction is None:
+        return data
+    parts = data["train"].train_test_split(test_size=config.holdout_fraction, seed=0, shuffle=True)
+    return DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
 
 
 def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int):
@@ -223,10 +240,12 @@ def _train_and_export(
     stage_lr: str = "restart",
     relation_every: int = 0,
     record_extra: dict[str, Any] | None = None,
+    on_evaluate=None,
 ) -> dict[str, Any]:
     from fsdkit.data import make_collator
     from fsdkit.evaluation import evaluate_model
     from fsdkit.models import save_model
+    from fsdkit.training.epoch_eval import curve
 
     terms = nn.ModuleDict({spec.label: build_term(spec.name, ctx, spec.options) for spec in specs})
     if any(term.request().attentions for term in terms.values()):
@@ -260,6 +279,14 @@ def _train_and_export(
         train_dataset=train,
         data_collator=make_collator(tokenizer),
     )
+    if config.eval_strategy == "epoch" or on_evaluate is not None:
+        from fsdkit.training.epoch_eval import EpochEvaluation
+
+        split = HOLDOUT if HOLDOUT in data else task.eval_splits[0]
+        trainer.add_callback(EpochEvaluation(
+            model, tokenizer, task, data, split, batch_size=config.eval_batch_size, max_length=config.max_length,
+            max_eval_samples=config.max_eval_samples, report=on_evaluate,
+        ))
     started = time.time()
     result = trainer.train(resume_from_checkpoint=_resume_checkpoint(config, out))
     model.eval()
@@ -274,6 +301,7 @@ def _train_and_export(
     metrics = evaluate_model(
         model, tokenizer, task, data, batch_size=config.eval_batch_size, max_length=config.max_length,
         max_eval_samples=config.max_eval_samples, progress=config.progress,
+        splits=[*task.eval_splits, *([HOLDOUT] if HOLDOUT in data else [])],
     )
     eval_runtime = time.time() - eval_start
     (out / "eval_results.json").write_text(json.dumps({"task": task.name, "metrics": metrics}, indent=2) + "\n")
@@ -288,6 +316,7 @@ def _train_and_export(
         "terms": [{"label": s.label, "name": s.name, "weight": s.weight} for s in specs],
         "metrics": metrics,
         "main_metric": task.main_metric,
+        "curve": curve(trainer.state.log_history),
         "train_runtime": result.metrics.get("train_runtime"),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "train_examples": len(train),
@@ -331,8 +360,11 @@ def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bo
     )
 
 
-def finetune(config: FinetuneConfig | dict | None = None, **overrides) -> dict[str, Any]:
+def finetune(config: FinetuneConfig | dict | None = None, *, on_evaluate=None, **overrides) -> dict[str, Any]:
     """Fine-tune ``config.model`` on ``config.task`` (the task loss alone); returns the run record.
+
+    ``on_evaluate(point)``, if given, is called with each per-epoch evaluation point (see
+    :mod:`fsdkit.training.epoch_eval`; giving it turns per-epoch evaluation on) and may stop the run by raising.
 
     >>> finetune(task="mrpc", data_dir="glue", output_dir="runs/teacher", epochs=3)  # doctest: +SKIP
     """
@@ -350,15 +382,17 @@ def finetune(config: FinetuneConfig | dict | None = None, **overrides) -> dict[s
     return _train_and_export(
         command="finetune", config=config, out=out, task=task, data=data, model=model, tokenizer=tokenizer,
         specs=[TermSpec("task", 1.0)], ctx=ctx, teacher=None, record_extra={"model": str(config.model)},
+        on_evaluate=on_evaluate,
     )
 
 
-def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str, Any]:
+def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **overrides) -> dict[str, Any]:
     """Distil a student built from ``config.student_layers`` of ``config.student`` from ``config.teacher``.
 
     The method (``config.method``) names the loss terms; ``config.losses`` adds more. For methods with the
     global (memory) structure and no ``config.memory``, the teacher memory is built first into
     ``OUTPUT_DIR/memory``. Returns the run record (also written to ``OUTPUT_DIR/fsdkit_run.json``).
+    ``on_evaluate``: as for :func:`finetune`.
     """
     from fsdkit.data import get_task
     from fsdkit.models import build_student, check_model_folder, check_same_tokenizer, load_classifier, load_teacher
@@ -397,7 +431,7 @@ def distill(config: DistillConfig | dict | None = None, **overrides) -> dict[str
     return _train_and_export(
         command="distill", config=config, out=out, task=task, data=data, model=student, tokenizer=tokenizer,
         specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
-        relation_every=config.relation_every,
+        relation_every=config.relation_every, on_evaluate=on_evaluate,
         record_extra={"teacher": str(config.teacher), "student_base": str(config.student),
                       "student_layers": student.config.fsdkit_student_layers},
     )

@@ -1,0 +1,234 @@
+"""``fsdkit sweep``: an Optuna study over any option of ``distill`` or ``finetune``.
+
+Each trial is one real run (``OUTPUT_DIR/trial-<n>``) with the options ``base`` plus the trial's suggestions
+from ``space``; it is scored on the per-epoch curve (:mod:`fsdkit.training.epoch_eval`: the ``holdout`` split
+when ``base`` sets ``holdout-fraction``, else the task's dev split), which also feeds the pruner. The study
+lives in an Optuna storage (SQLite file or any RDB URL), so:
+
+- a killed sweep is resumed by running the same command: the study is loaded, finished trials are kept, and a
+  trial whose worker died (no heartbeat for 3 intervals) is marked failed and retried with its parameters;
+- several workers — processes on one machine sharing a SQLite file, or machines sharing a PostgreSQL/MySQL
+  database — run the same command and share the study; each stops when the study has ``trials`` finished
+  (complete or pruned) trials.
+
+Every worker writes ``summary.json`` (best trial, its parameters and command line, counts) and, with matplotlib,
+``optimization_history.png`` and ``param_importances.png`` into ``OUTPUT_DIR`` when it stops.
+
+Search space (YAML)::
+
+    command: distill
+    base: {task: mrpc, data-dir: glue, teacher: runs/teacher, method: fsd, epochs: 3, holdout-fraction: 0.1}
+    space:
+      learning-rate: {type: float, low: 1.0e-5, high: 3.0e-4, log: true}
+      alpha: {type: float, low: 0.1, high: 0.9}
+      temperature: {type: categorical, choices: [1, 2, 5, 10]}
+      lambda-intra: {type: float, low: 1, high: 300, log: true}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from fsdkit.artifacts import atomic_write_text
+from fsdkit.config import DistillConfig, FinetuneConfig, SweepConfig, coerce_field, make_config
+from fsdkit.errors import ConfigError
+
+COMMANDS = {"distill": DistillConfig, "finetune": FinetuneConfig}
+SPACE_TYPES = ("float", "int", "categorical")
+
+
+def _key(name: str) -> str:
+    return str(name).replace("-", "_")
+
+
+def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tuple[dict, dict]:
+    """Validate ``base`` and ``space`` against the command's options; return them with ``snake_case`` keys."""
+    cls = COMMANDS[command]
+    names = {f for f in cls.__dataclass_fields__}
+    out_base, out_space = {}, {}
+    for where, mapping, target in (("base", base, out_base), ("space", space, out_space)):
+        for raw, value in mapping.items():
+            key = _key(raw)
+            if key not in names:
+                raise ConfigError(f"sweep {where}: unknown option '{raw}' for fsdkit {command}")
+            if key == "output_dir":
+                raise ConfigError(f"sweep {where}: 'output-dir' is set per trial (OUTPUT_DIR/trial-N)")
+            target[key] = value
+    for key, value in out_base.items():
+        out_base[key] = coerce_field(cls, key, value, "sweep base")
+    for key, spec in out_space.items():
+        if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
+            raise ConfigError(f"sweep space '{key}': expected a mapping with type one of {', '.join(SPACE_TYPES)}, got {spec!r}")
+        if spec["type"] == "categorical":
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+                raise ConfigError(f"sweep space '{key}': a categorical needs a non-empty list 'choices'")
+            for choice in spec["choices"]:
+                coerce_field(cls, key, choice, f"sweep space '{key}' choice")
+        else:
+            if "low" not in spec or "high" not in spec or not float(spec["low"]) < float(spec["high"]):
+                raise ConfigError(f"sweep space '{key}': needs low < high, got {spec!r}")
+            if spec.get("log") and float(spec["low"]) <= 0:
+                raise ConfigError(f"sweep space '{key}': a log scale needs low > 0")
+    overlap = sorted(set(out_base) & set(out_space))
+    if overlap:
+        raise ConfigError(f"sweep: options {overlap} are both fixed in 'base' and searched in 'space'")
+    return out_base, out_space
+
+
+def _suggest(trial, key: str, spec: dict[str, Any]):
+    if spec["type"] == "categorical":
+        return trial.suggest_categorical(key, spec["choices"])
+    if spec["type"] == "int":
+        return trial.suggest_int(key, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)),
+                                 log=bool(spec.get("log", False)))
+    return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
+                               step=spec.get("step"))
+
+
+def command_line(command: str, options: dict[str, Any]) -> str:
+    """The ``fsdkit`` command line that reruns a trial."""
+    parts = ["fsdkit", command]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):
+            parts += [flag, ",".join(map(str, value))]
+        elif value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def _storage(url: str, heartbeat: int):
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
+        raise ConfigError(f"--storage {url!r}: expected an RDB URL such as sqlite:///study.db or postgresql://user@host/db")
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                          failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+    except (optuna.exceptions.OptunaError, ImportError, ValueError) as exc:
+        raise ConfigError(f"--storage {url!r}: {exc}") from None
+
+
+def _creation_lock(url: str):
+    """An inter-process lock beside a SQLite file (workers on one machine). With a database server, create the
+    study once (`optuna create-study`) or start one worker before the others (docs/sweeps.md)."""
+    import contextlib
+
+    from fsdkit.artifacts import build_lock
+
+    if url.startswith("sqlite:///"):
+        return build_lock(Path(url[len("sqlite:///"):]).expanduser())
+    return contextlib.nullcontext()
+
+
+def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, Any]:
+    """Run (or resume, or join) the study described by ``config``; returns the summary (also ``summary.json``)."""
+    import optuna
+
+    from fsdkit.data import get_task
+    from fsdkit.training.run import HOLDOUT, distill, finetune
+
+    config = config if isinstance(config, SweepConfig) else make_config(SweepConfig, config, **overrides)
+    if config.command not in COMMANDS:
+        raise ConfigError(f"sweep command must be one of {', '.join(COMMANDS)}, got {config.command!r}")
+    if config.direction not in ("maximize", "minimize"):
+        raise ConfigError(f"--direction must be maximize or minimize, got {config.direction!r}")
+    if config.pruner not in ("median", "none"):
+        raise ConfigError(f"--pruner must be median or none, got {config.pruner!r}")
+    if config.trials < 1 or config.heartbeat < 1:
+        raise ConfigError("--trials and --heartbeat must be ≥ 1")
+    if not config.output_dir:
+        raise ConfigError("--output-dir is required (the trial folders and the summary)")
+    if not config.space:
+        raise ConfigError("the sweep needs a search 'space' (option name -> distribution), e.g. in --config SPACE.yaml")
+    base, space = check_space(config.command, config.base or {}, config.space)
+    task = get_task(base.get("task", COMMANDS[config.command]().task))
+    metric = config.metric or task.main_metric
+    if metric not in task.metric_names:
+        raise ConfigError(f"--metric {metric!r} is not a metric of {task.name} ({', '.join(task.metric_names)})")
+    split = HOLDOUT if base.get("holdout_fraction") else task.eval_splits[0]
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = distill if config.command == "distill" else finetune
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = optuna.pruners.MedianPruner(n_warmup_steps=1) if config.pruner == "median" else optuna.pruners.NopPruner()
+    with _creation_lock(config.storage):  # workers starting together would race to create the schema and study
+        study = optuna.create_study(storage=_storage(config.storage, config.heartbeat), study_name=config.study_name,
+                                    direction=config.direction, pruner=pruner, load_if_exists=True)
+    # the first worker of a study draws from --seed; a worker that joins or resumes it from --seed + its pid, so
+    # that parallel workers do not repeat each other's random start-up trials
+    joining = bool(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + (os.getpid() if joining else 0))
+    study.set_user_attr("command", config.command)
+    study.set_user_attr("metric", f"{split}.{metric}")
+
+    def objective(trial) -> float:
+        params = {key: _suggest(trial, key, spec) for key, spec in space.items()}
+        options = {**base, **params, "output_dir": str(out / f"trial-{trial.number}"), "progress": False}
+        trial.set_user_attr("command", command_line(config.command, options))
+        trial.set_user_attr("output_dir", options["output_dir"])
+
+        def report(point: dict[str, Any]) -> None:
+            trial.report(point[f"eval_{metric}"], step=max(1, round(point["epoch"])))
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {point['epoch']}")
+
+        record = run(options, on_evaluate=report)
+        return record["metrics"][split][metric]
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < config.trials:
+        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished)],
+                       catch=(FloatingPointError,))
+    return write_summary(study, config, out)
+
+
+def write_summary(study, config: SweepConfig, out: Path) -> dict[str, Any]:
+    import optuna
+
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    count = {state.name.lower(): sum(t.state == state for t in trials) for state in states}
+    summary: dict[str, Any] = {"study_name": config.study_name, "storage": config.storage,
+                               "direction": config.direction, "metric": study.user_attrs.get("metric"),
+                               "trials": count, "best": None}
+    complete = [t for t in trials if t.state == states.COMPLETE]
+    if complete:
+        best = study.best_trial
+        summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
+                           "command": best.user_attrs.get("command"), "output_dir": best.user_attrs.get("output_dir")}
+    summary["plots"] = _plots(study, out) if len(complete) >= 2 else []
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _plots(study, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    written = []
+    for name, plot in (("optimization_history.png", plot_optimization_history),
+                       ("param_importances.png", plot_param_importances)):
+        try:
+            axes = plot(study)
+        except (ValueError, RuntimeError):  # e.g. importances of a parameter that never varied
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.savefig(out / name, dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        written.append(name)
+    return written

@@ -1,0 +1,48 @@
+"""Evaluation after every epoch: the learning curve of a run, kept in its log history (so a resumed run keeps it).
+
+With ``--eval-strategy epoch`` the student is scored on the evaluation split (the held-out ``holdout`` split
+when ``--holdout-fraction`` carves one from the training set, else the task's first evaluation split) at the
+end of every epoch. Each point is appended to ``trainer.state.log_history`` as
+``{"epoch", "step", "eval_split", "eval_<metric>": value, ...}``; the run record's ``curve`` lists them. A
+``report(point)`` function (the sweep's pruner) is called with each point and may stop the run by raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from transformers import TrainerCallback
+
+from fsdkit.evaluation import evaluate_model
+
+CURVE_KEY = "eval_split"
+
+
+def curve(log_history: list[dict]) -> list[dict]:
+    """The per-epoch evaluation points of a log history."""
+    return [entry for entry in log_history if CURVE_KEY in entry]
+
+
+class EpochEvaluation(TrainerCallback):
+    """Scores ``model`` on ``data[split]`` at every epoch end (main process) and records the point."""
+
+    def __init__(self, model, tokenizer, task, data, split: str, *, batch_size: int, max_length: int,
+                 max_eval_samples: int | None, report: Callable[[dict[str, Any]], None] | None = None):
+        self.model, self.tokenizer, self.task, self.data, self.split = model, tokenizer, task, data, split
+        self.options = {"batch_size": batch_size, "max_length": max_length, "max_eval_samples": max_eval_samples}
+        self.report = report
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return control
+        was_training = self.model.training
+        metrics = evaluate_model(self.model, self.tokenizer, self.task, self.data, splits=[self.split],
+                                 progress=False, **self.options)[self.split]
+        self.model.train(was_training)
+        point = {"epoch": round(state.epoch, 4), "step": state.global_step, CURVE_KEY: self.split,
+                 **{f"eval_{name}": value for name, value in metrics.items()}}
+        state.log_history.append(point)
+        if self.report is not None:
+            self.report(point)
+        return control

@@ -1,0 +1,101 @@
+"""``fsdkit sweep``: real Optuna studies of tiny MRPC distillations — summary and plots, per-epoch pruning
+reports, and a study shared by two parallel workers, one of them killed, resumed by rerunning the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+
+from fsdkit.errors import ConfigError
+from fsdkit.sweep import sweep
+
+pytestmark = pytest.mark.glue
+
+
+def space_file(tmp_path, glue_dir, teacher, trials: int) -> dict:
+    spec = {
+        "command": "distill",
+        "base": {"task": "mrpc", "data-dir": str(glue_dir), "teacher": str(teacher), "method": "vkd",
+                 "max-train-samples": 40, "epochs": 2, "batch-size": 8, "max-eval-samples": 8, "max-length": 48,
+                 "holdout-fraction": 0.2, "relation-every": 0, "eval-batch-size": 32},
+        "space": {"learning-rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+                  "alpha": {"type": "float", "low": 0.1, "high": 0.9},
+                  "temperature": {"type": "categorical", "choices": [1, 5]}},
+        "trials": trials,
+    }
+    return spec
+
+
+def test_a_study_runs_real_trials_and_writes_its_summary(glue_dir, mrpc_teacher, tmp_path):
+    spec = space_file(tmp_path, glue_dir, mrpc_teacher, 3)
+    summary = sweep(spec, storage=f"sqlite:///{tmp_path / 'study.db'}", output_dir=str(tmp_path / "sweep"),
+                    study_name="tiny")
+    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 3
+    best = summary["best"]
+    assert best["command"].startswith("fsdkit distill ") and "--learning-rate" in best["command"]
+    record = json.loads((tmp_path / "sweep" / f"trial-{best['number']}" / "fsdkit_run.json").read_text())
+    assert record["metrics"]["holdout"]["f1"] == best["value"]  # MRPC's main metric
+    assert [p["epoch"] for p in record["curve"]] == [1.0, 2.0] and record["curve"][0]["eval_split"] == "holdout"
+    assert "validation" in record["metrics"]  # dev is reported, not selected on
+    assert set(summary["plots"]) == {"optimization_history.png", "param_importances.png"}
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert all(t.intermediate_values for t in study.trials)  # the per-epoch curve reached the pruner
+    # rerunning the finished study adds nothing
+    again = sweep(spec, storage=f"sqlite:///{tmp_path / 'study.db'}", output_dir=str(tmp_path / "sweep"),
+                  study_name="tiny")
+    assert again["trials"] == summary["trials"]
+
+
+def test_parallel_workers_share_a_study_and_a_killed_one_is_resumed(glue_dir, mrpc_teacher, tmp_path):
+    config = tmp_path / "space.yaml"
+    config.write_text(yaml.safe_dump(space_file(tmp_path, glue_dir, mrpc_teacher, 4)))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    command = [sys.executable, "-m", "fsdkit.cli", "sweep", "--config", str(config), "--storage", storage,
+               "--study-name", "shared", "--output-dir", str(tmp_path / "sweep"), "--heartbeat", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill worker 0 in the middle of its second trial
+        time.sleep(0.5)
+        assert all(w.poll() is None for w in workers), workers[0].stderr.read().decode()[-3000:]
+        if os.path.exists(tmp_path / "study.db"):
+            study = optuna.load_study(study_name="shared", storage=storage)
+            if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 1:
+                break
+    workers[0].send_signal(signal.SIGKILL)
+    workers[0].wait()
+    _, err = workers[1].communicate(timeout=600)
+    assert workers[1].returncode == 0, err.decode()[-3000:]
+    time.sleep(3.5)  # the killed worker's trial has no heartbeat for 3 intervals: stale
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)  # rerun = resume
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    study = optuna.load_study(study_name="shared", storage=storage)
+    states = [t.state for t in study.trials]
+    finished = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+    assert 4 <= finished <= 5  # two workers may both start the last trial
+    assert optuna.trial.TrialState.RUNNING not in states
+    if optuna.trial.TrialState.FAIL in states:  # the killed trial was caught mid-run: retried with its parameters
+        failed = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
+        assert any(t.system_attrs.get("failed_trial") == failed.number for t in study.trials)
+    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == finished
+
+
+def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
+    spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)
+    with pytest.raises(ConfigError, match="unknown option 'learning-rat'"):
+        sweep({**spec, "space": {"learning-rat": {"type": "float", "low": 1, "high": 2}}}, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="needs low < high"):
+        sweep({**spec, "space": {"alpha": {"type": "float", "low": 1, "high": 0.5}}}, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="both fixed in 'base' and searched"):
+        sweep({**spec, "space": {"epochs": {"type": "int", "low": 1, "high": 3}}}, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="expected an RDB URL"):
+        sweep(spec, output_dir=str(tmp_path), storage="study.db")
