@@ -274,3 +274,26 @@ def test_weight_search_ties_go_to_the_published_default():
     assert best["internal-sid"]["candidate"] == {"lambda_internal": 1.0}  # all equal: the default stays
     assert best["pkd"]["candidate"] == {"beta_pkd": 33.3}  # a strictly better score wins
     assert tune_mod.best_candidates(records, "f1")["internal-sid"]["candidate"] == {"lambda_internal": 0.333}
+
+
+def test_search_builds_equal_budget_sweeps_from_the_recipe(tmp_path):
+    """benchmarks/search.py: one fsdkit sweep per (task, method) with the recipe's trials, the shared knobs plus the
+    method's own weights (nds: the learning rate only), selecting on the holdout split; valid sweep configs."""
+    from fsdkit.sweep import check_space
+
+    search_mod = _load("search")
+    suite_mod = _load("suite")
+    recipe = suite_mod.load_recipe()
+    suite = suite_mod.Suite(glue_dir="glue", tasks=["mrpc"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
+                            work_dir=tmp_path, recipe=recipe)
+    specs = {m: search_mod.sweep_spec(suite, "mrpc", m) for m in ("nds", "vkd", "pkd", "rkd")}
+    assert {s["trials"] for s in specs.values()} == {recipe["search"]["trials"]}
+    assert set(specs["nds"]["space"]) == {"learning_rate"}
+    assert set(specs["vkd"]["space"]) == {"learning_rate", "alpha", "temperature"}
+    assert set(specs["rkd"]["space"]) == {"learning_rate", "alpha", "temperature", "lambda_rkd_distance",
+                                          "lambda_rkd_angle"}
+    for spec in specs.values():
+        base = spec["base"]
+        assert base["holdout_fraction"] == 0.1 and base["eval_strategy"] == "epoch" and "output_dir" not in base
+        assert not set(base) & set(spec["space"])
+        check_space("distill", base, spec["space"])

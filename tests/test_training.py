@@ -141,3 +141,15 @@ def test_teacher_cache_gives_the_same_run_as_the_live_teacher(glue_dir, mrpc_tea
             assert a.keys() == b.keys()
             for key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
+def test_student_initialised_from_the_teacher(glue_dir, mrpc_teacher, tmp_path):
+    """--student teacher: the student takes layers 0 and 2 and the fine-tuned head of the teacher (recorded)."""
+    record = distill(**small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(tmp_path / "s"), method="nds",
+                             student="teacher", student_layers=[0, 2], max_steps=1, learning_rate=1e-12,
+                             relation_every=0))
+    assert record["student_init"] == "teacher" and record["student_layers"] == [0, 2]
+    teacher, student = load_file(mrpc_teacher / "model.safetensors"), load_file(tmp_path / "s" / "model.safetensors")
+    for key in ("classifier.weight", "bert.encoder.layer.1.output.dense.weight"):
+        source = key.replace("layer.1.", "layer.2.")
+        torch.testing.assert_close(student[key], teacher[source], rtol=0, atol=1e-6)

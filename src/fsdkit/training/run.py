@@ -186,6 +186,8 @@ def _resume_checkpoint(config: RunConfig, out: Path) -> str | None:
 
 
 HOLDOUT = "holdout"
+#: ``--student teacher``: the student starts from chosen layers *and the head* of the fine-tuned teacher
+STUDENT_FROM_TEACHER = "teacher"
 
 
 def _load_data(task, config: RunConfig):
@@ -407,8 +409,9 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         raise ConfigError(f"--stage-lr must be one of {', '.join(STAGE_LR_SCHEDULES)}, got {config.stage_lr!r}")
     method = get_method(config.method)
     task = get_task(config.task)
-    for option in ("teacher", "student"):
-        check_model_folder(getattr(config, option), max_length=config.max_length, option=option)
+    student_source = config.teacher if config.student == STUDENT_FROM_TEACHER else config.student
+    for option, path in (("teacher", config.teacher), ("student", student_source)):
+        check_model_folder(path, max_length=config.max_length, option=option)
     data = _load_data(task, config)
     set_seed(config.seed)
 
@@ -416,7 +419,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     from fsdkit.evaluation import check_model_matches_task
 
     check_model_matches_task(teacher, task, config.teacher)
-    base, tokenizer = load_classifier(config.student, task)
+    base, tokenizer = load_classifier(student_source, task)
     try:
         check_same_tokenizer(teacher_tokenizer, tokenizer)
     except ModelError as exc:
@@ -432,7 +435,8 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         command="distill", config=config, out=out, task=task, data=data, model=student, tokenizer=tokenizer,
         specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
         relation_every=config.relation_every, on_evaluate=on_evaluate,
-        record_extra={"teacher": str(config.teacher), "student_base": str(config.student),
+        record_extra={"teacher": str(config.teacher), "student_base": str(student_source),
+                      "student_init": "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",
                       "student_layers": student.config.fsdkit_student_layers},
     )
 
