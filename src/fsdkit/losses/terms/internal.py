@@ -29,6 +29,11 @@ class InternalRepresentationKD(LossTerm):
     ``j = 1..N_S``, the last layers included), ``"last"`` or explicit 1-based (student, teacher) pairs;
     ``pairs`` — 1-based positions in that map to use (default: all), so that a schedule can train one pair
     per term.
+
+    Config example::
+
+        losses:
+          - {name: internal, weight: 1.0, layers: "1:2,2:4"}
     """
 
     def __init__(self, ctx: TermContext, layers: LayerMapSpec = "skip", pairs: list[int] | None = None):

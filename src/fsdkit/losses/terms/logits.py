@@ -22,7 +22,13 @@ def _is_regression(ctx: TermContext) -> bool:
 
 @register_term("task")
 class TaskLoss(LossTerm):
-    """Supervised loss on gold labels: ``CE(y, softmax(z_S))`` (classification) or ``MSE(z_S, y)`` (regression)."""
+    """Supervised loss on gold labels: ``CE(y, softmax(z_S))`` (classification) or ``MSE(z_S, y)`` (regression).
+
+    Config example::
+
+        losses:
+          - {name: task, weight: 0.5}
+    """
 
     needs_teacher = False
 
@@ -39,7 +45,13 @@ class TaskLoss(LossTerm):
 
 @register_term("kd")
 class LogitKD(LossTerm):
-    """Soft-label KD: ``T² · KL(softmax(z_T / T) ‖ softmax(z_S / T))`` (batch mean); regression: ``MSE(z_S, z_T)``."""
+    """Soft-label KD: ``T² · KL(softmax(z_T / T) ‖ softmax(z_S / T))`` (batch mean); regression: ``MSE(z_S, z_T)``.
+
+    Config example::
+
+        losses:
+          - {name: kd, weight: 0.5, temperature: 5.0}
+    """
 
     def __init__(self, ctx: TermContext, temperature: float = 5.0):
         super().__init__()

@@ -76,6 +76,11 @@ class MiniLMDistillation(LossTerm):
 
     Option ``layer``: ``"last"`` (default) or a negative index counting from the last layer of *each* model
     (−1 = last, −2 = the one below), since teacher and student have different depths.
+
+    Config example::
+
+        losses:
+          - {name: minilm, weight: 1.0, layer: last}
     """
 
     def __init__(self, ctx: TermContext, layer: int | str = "last"):

@@ -126,6 +126,11 @@ class PatientKD(LossTerm):
     Options: ``layers`` — ``"skip"`` (default), ``"last"`` or explicit (student, teacher) pairs of 1-based
     layers (see :func:`resolve_layer_map`; inside ``--loss`` separate pairs with ``;``). When D_S ≠ D_T the
     student vector is first mapped by a learned linear projection per pair (owned by the term).
+
+    Config example::
+
+        losses:
+          - {name: pkd, weight: 100.0, layers: skip}
     """
 
     def __init__(self, ctx: TermContext, layers: LayerMapSpec = "skip"):

@@ -52,6 +52,11 @@ class RelationCKA(LossTerm):
     Options: ``feature_weight``, ``intra_weight``, ``inter_weight`` (each 1), ``pooling`` of the feature rows
     (flatten | cls | mean; default flatten), ``student_layer`` / ``teacher_layer`` (default "penultimate").
     Needs B ≥ 2 samples per batch.
+
+    Config example::
+
+        losses:
+          - {name: relation_cka, weight: 15.0, pooling: mean}
     """
 
     min_batch_size = 2

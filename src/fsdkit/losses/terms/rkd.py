@@ -54,6 +54,11 @@ class RelationalKD(LossTerm):
     Options: ``distance_weight`` (25), ``angle_weight`` (50), ``student_layer`` / ``teacher_layer``
     (hidden-state index or "penultimate" / "last"; default "penultimate"). Needs B ≥ 2 samples per batch for
     the distance term and B ≥ 3 for the angle term (the minimum batch size follows the weights).
+
+    Config example::
+
+        losses:
+          - {name: rkd, weight: 1.0, distance_weight: 25.0, angle_weight: 50.0}
     """
 
     def __init__(

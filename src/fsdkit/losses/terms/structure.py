@@ -26,6 +26,11 @@ class StructureLoss(LossTerm):
     ``pooling`` for the local view (flatten | cls | mean), ``student_layer`` / ``teacher_layer`` (index or
     "penultimate"/"last"), ``form`` for similarities (neg_log | one_minus), ``eps``, and
     ``similarity_options`` passed to the similarity (e.g. ``{"sigma": 0.8}`` for rbf_cka).
+
+    Config example::
+
+        losses:
+          - {name: structure, weight: 30.0, label: local, view: local, similarity: procrustes, pooling: cls}
     """
 
     def __init__(

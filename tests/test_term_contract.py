@@ -1,0 +1,198 @@
+"""One contract over every registered loss term (pytorch-metric-learning style): a term registered anywhere —
+a built-in or a test's toy — is checked the moment it is registered.
+
+For each term, on the features of real forward passes of a tiny BERT teacher (4 layers) and student (2 layers),
+float64, batch of 3 padded sentences: a finite scalar; finite gradients that reach the student's features;
+determinism; padding invariance (the same batch padded 5 tokens longer gives the same value, for every term
+but those whose definition sees padded positions); a float64 ``gradcheck`` (fast mode) through the student's
+features; and the ``Config example::`` of its docstring builds it. See docs/architecture.md, "Adding a loss".
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+import yaml
+from torch.autograd import gradcheck
+
+from fsdkit.features import FeatureRequest, Features, forward_features
+from fsdkit.losses import TERMS, TermContext, build_term
+from fsdkit.losses.registry import _ensure_builtin_terms
+from fsdkit.memory import TeacherMemory
+
+_ensure_builtin_terms()
+SENTENCES = ["a gripping, beautifully acted film", "dull", "the plot never quite comes together at all"]
+
+
+@pytest.fixture(scope="module")
+def models(minilm_path):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+
+    def tiny(layers: int, seed: int):
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=layers, num_attention_heads=2,
+                            intermediate_size=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                            max_position_embeddings=32, num_labels=2, attn_implementation="eager")
+        return BertForSequenceClassification(config).double().eval()
+
+    return {"tokenizer": tokenizer, "teacher": tiny(4, 0), "student": tiny(2, 1)}
+
+
+def batch_of(tokenizer, extra_padding: int = 0) -> dict:
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    if extra_padding:
+        batch = {k: torch.nn.functional.pad(v, (0, extra_padding)) for k, v in batch.items()}
+    return {**batch, "labels": torch.tensor([1, 0, 1])}
+
+
+def options_for(name: str, models) -> dict:
+    if name == "memory":  # a teacher memory of the tiny teacher's pooled rows
+        return {"memory": TeacherMemory(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)),
+                                        {"layer": "penultimate", "pooling": "mean", "max_length": None, "hidden_size": 8})}
+    return {}
+
+
+def features(models, name: str, term, extra_padding: int = 0) -> tuple[Features, Features, dict]:
+    batch = batch_of(models["tokenizer"], extra_padding)
+    request = term.request() | FeatureRequest(hidden_states=True)
+    with torch.no_grad():
+        teacher = forward_features(models["teacher"], batch, request)
+        student = forward_features(models["student"], batch, request)
+    return student, teacher, batch
+
+
+def leaves(student: Features) -> tuple[list[torch.Tensor], callable]:
+    """The student's float tensors as leaves requiring grad, and a function rebuilding Features from them."""
+    tensors = [student.logits, *student.hidden_states, *(student.attentions or ()), *student.values.values()]
+    tensors = [t.detach().clone().requires_grad_(True) for t in tensors]
+    n_hidden, n_att = len(student.hidden_states), len(student.attentions or ())
+
+    def rebuild(*ts) -> Features:
+        return Features(logits=ts[0], attention_mask=student.attention_mask, hidden_states=tuple(ts[1:1 + n_hidden]),
+                        attentions=tuple(ts[1 + n_hidden:1 + n_hidden + n_att]) if student.attentions else None,
+                        values=dict(zip(student.values, ts[1 + n_hidden + n_att:])))
+
+    return tensors, rebuild
+
+
+def make(name: str, models):
+    ctx = TermContext(models["student"].config, models["teacher"].config, _task(), max_length=16)
+    torch.manual_seed(0)
+    return build_term(name, ctx, options_for(name, models)).double()
+
+
+def _task():
+    from fsdkit.data import get_task
+
+    return get_task("sst2")
+
+
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_term_contract(name, models):
+    check_contract(name, models)
+
+
+def check_contract(name: str, models) -> None:
+    term = make(name, models)
+    student, teacher, batch = features(models, name, term)
+    tensors, rebuild = leaves(student)
+
+    value = term(rebuild(*tensors), teacher, batch)
+    assert value.dim() == 0 and torch.isfinite(value), f"{name}: {value}"
+    value.backward()
+    grads = [t.grad for t in tensors if t.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads), f"{name}: no or non-finite gradient"
+    assert any(g.abs().sum() > 0 for g in grads), f"{name}: the term cannot move the student's features"
+
+    again = term(rebuild(*tensors), teacher, batch)
+    assert torch.equal(again.detach(), value.detach()), f"{name} is not deterministic"
+
+    padded_student, padded_teacher, padded_batch = features(models, name, term, extra_padding=5)
+    padded = term(padded_student, padded_teacher, padded_batch)
+    torch.testing.assert_close(padded, value.detach(), rtol=1e-6, atol=1e-8, msg=f"{name} depends on padding")
+
+    used = [t for t in tensors if t.grad is not None and t.grad.abs().sum() > 0]
+    fixed = [t.detach() for t in tensors]
+
+    def f(*inputs):
+        ts = list(fixed)
+        for i, t in zip([j for j, t in enumerate(tensors) if t.grad is not None and t.grad.abs().sum() > 0], inputs):
+            ts[i] = t
+        return term(rebuild(*ts), teacher, batch)
+
+    assert gradcheck(f, tuple(u.detach().clone().requires_grad_(True) for u in used), fast_mode=True, eps=1e-6,
+                     atol=1e-5), name
+
+
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_config_example_in_the_docstring_builds_the_term(name, models):
+    doc = TERMS[name].__doc__ or ""
+    assert "Config example::" in doc, f"{name}: its docstring has no 'Config example::'"
+    block = textwrap.dedent(doc.split("Config example::", 1)[1].split("\n\n", 2)[1])
+    (entry,) = yaml.safe_load(block)["losses"]
+    assert entry.pop("name") == name and float(entry.pop("weight")) > 0
+    entry.pop("label", None)
+    if name == "memory":
+        entry["memory"] = options_for("memory", models)["memory"]
+    ctx = TermContext(models["student"].config, models["teacher"].config, _task(), max_length=16)
+    build_term(name, ctx, entry)
+
+
+def test_a_toy_loss_is_one_class_and_one_registration(models, tmp_path, capsys):
+    """Registered in a test: it passes the contract, `fsdkit methods` lists it with its options, and `--loss` and
+    config files reach it with no other edit. A toy that reads padded positions fails the contract."""
+    from fsdkit.cli import _config_from_args, build_parser
+    from fsdkit.cli import main as cli_main
+    from fsdkit.config import DistillConfig
+    from fsdkit.losses import LossTerm, register_term
+    from fsdkit.training.methods import run_terms
+
+    class ToyLogitNorm(LossTerm):
+        """``scale · mean(z_S²)``.
+
+        Config example::
+
+            losses:
+              - {name: toy, weight: 2.0, scale: 3.0}
+        """
+
+        def __init__(self, ctx, scale: float = 1.0):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, student, teacher, batch):
+            return self.scale * student.logits.square().mean()
+
+    class ToyPaddingReader(ToyLogitNorm):
+        """Sums hidden states over every position, padding included: not a valid structure loss."""
+
+        def request(self):
+            return FeatureRequest(hidden_states=True)
+
+        def forward(self, student, teacher, batch):
+            return student.hidden(-1).sum(1).square().mean()
+
+    register_term("toy")(ToyLogitNorm)
+    register_term("toy_padding")(ToyPaddingReader)
+    try:
+        check_contract("toy", models)
+        test_config_example_in_the_docstring_builds_the_term("toy", models)
+        with pytest.raises(AssertionError, match="toy_padding depends on padding"):
+            check_contract("toy_padding", models)
+        assert cli_main(["methods"]) == 0
+        assert "toy" in capsys.readouterr().out
+        args = build_parser().parse_args(["distill", "--teacher", "t", "--output-dir", "o", "--loss", "toy:2:scale=3"])
+        from_flag = run_terms(_config_from_args(args, DistillConfig, "distill"))[-1]
+        config = tmp_path / "run.yaml"
+        config.write_text("losses:\n  - {name: toy, weight: 2, scale: 3}\n")
+        args = build_parser().parse_args(["distill", "--teacher", "t", "--output-dir", "o", "--config", str(config)])
+        from_file = run_terms(_config_from_args(args, DistillConfig, "distill"))[-1]
+        assert (from_flag.name, from_flag.weight, from_flag.options) == ("toy", 2.0, {"scale": 3})
+        assert (from_file.name, from_file.weight, from_file.options) == ("toy", 2.0, {"scale": 3})
+    finally:
+        TERMS.pop("toy", None)
+        TERMS.pop("toy_padding", None)
