@@ -25,7 +25,24 @@ def option(default, help: str, **kwargs):
 
 
 @dataclass
-class RunConfig:
+class DataOptions:
+    """Your own data instead of a registry task (``run_glue.py``'s flags; see fsdkit.data.files)."""
+
+    train_file: str | None = option(None, "your training data: a .csv, .tsv, .json, .jsonl or .parquet file (instead of --task)")
+    validation_file: str | None = option(None, "your validation data (same format and columns)")
+    test_file: str | None = option(None, "your test data (labels optional): what `fsdkit predict --split test` reads")
+    dataset: str | None = option(None, "a datasets.load_dataset name or local folder (instead of --task / files)")
+    dataset_config: str | None = option(None, "the dataset's configuration name")
+    train_split: str = option("train", "--dataset split used for training")
+    validation_split: str = option("validation", "--dataset split used for validation")
+    test_split: str = option("test", "--dataset split used for prediction")
+    text_columns: list[str] | None = option(None, "text column(s) of your data: a or a,b (default sentence1,sentence2, sentence or text)")
+    label_column: str = option("label", "label column of your data (strings, integers, or floats for regression)")
+    task_type: str | None = option(None, "classification or regression (default: regression for a float label column)")
+
+
+@dataclass
+class RunConfig(DataOptions):
     """Options every training command shares (names follow transformers' TrainingArguments where they exist)."""
 
     task: str = option("rt-sentiment", "task name (GLUE task, sick, or the offline default rt-sentiment)")
@@ -121,7 +138,7 @@ class DistillConfig(RunConfig):
 
 
 @dataclass
-class MemoryConfig:
+class MemoryConfig(DataOptions):
     """``fsdkit memory build``: k-means memory of a teacher's features over the training set (FSDG stage 1)."""
 
     teacher: str | None = option(None, "fine-tuned teacher model folder")
@@ -142,7 +159,7 @@ class MemoryConfig:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(DataOptions):
     """``fsdkit evaluate``: the task's metrics of a model folder on the evaluation split(s)."""
 
     model: str | None = option(None, "model folder", positional=True)
@@ -160,7 +177,7 @@ class EvaluateConfig:
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(DataOptions):
     """``fsdkit predict``: a model's predictions on a task split, as a GLUE submission (.tsv) or JSON Lines / CSV."""
 
     model: str | None = option(None, "model folder", positional=True)

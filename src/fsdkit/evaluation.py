@@ -95,17 +95,16 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     Returns ``{"task", "model", "metrics": {split: {metric: value}}, "n_examples": {split: n}}``.
     """
     from fsdkit.config import EvaluateConfig, make_config
-    from fsdkit.data import get_task, load_task_data
+    from fsdkit.data import resolve_task_data
     from fsdkit.errors import ConfigError
     from fsdkit.models import load_classifier
 
     config = config if isinstance(config, EvaluateConfig) else make_config(EvaluateConfig, config, **overrides)
     if not config.model:
         raise ConfigError("evaluate needs a model folder (fsdkit evaluate MODEL_DIR --task T)")
-    task = get_task(config.task)
+    task, data = resolve_task_data(config)  # a bad data file fails before the model is loaded
     model, tokenizer = load_classifier(config.model, None)
     check_model_matches_task(model, task, config.model)
-    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
     splits = [config.split] if config.split else None
     metrics = evaluate_model(
         model, tokenizer, task, data, splits=splits, batch_size=config.batch_size, max_length=config.max_length,

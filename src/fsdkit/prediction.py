@@ -22,6 +22,7 @@ import numpy as np
 
 from fsdkit.artifacts import atomic_write_text
 from fsdkit.config import PredictConfig, make_config
+from fsdkit.data.files import DataSource
 from fsdkit.errors import ConfigError, DataError
 
 FORMATS = (".tsv", ".jsonl", ".csv")
@@ -31,9 +32,15 @@ def _rows_to_predict(task, config: PredictConfig):
     """``(index list, Dataset with the text columns and a placeholder label)`` of the split to predict."""
     from datasets import Dataset
 
-    from fsdkit.data import load_task_data
+    from fsdkit.data import resolve_task_data
     from fsdkit.data.glue_files import TEST_FILE, read_test_tsv, task_folder
 
+    if DataSource.from_config(config) is not None:  # your own files: the test split is --test-file's rows
+        _, data = resolve_task_data(config)
+        if config.split not in data:
+            raise DataError(f"no {config.split!r} split in your data (splits: {', '.join(data)}); "
+                            f"give --{config.split}-file")
+        return list(range(len(data[config.split]))), data[config.split]
     if config.split == "test":
         if config.data_dir is None:
             raise ConfigError(
@@ -44,7 +51,7 @@ def _rows_to_predict(task, config: PredictConfig):
         index = columns.pop("index")
         placeholder = 0.0 if task.is_regression else 0
         return index, Dataset.from_dict({**columns, "label": [placeholder] * len(index)})
-    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    _, data = resolve_task_data(config)
     if config.split not in data:
         raise DataError(f"task {task.name} has no split {config.split!r}; available: test, {', '.join(data)}")
     split = data[config.split]
@@ -97,7 +104,9 @@ def predict(config: PredictConfig | dict | None = None, **overrides) -> dict[str
     output = Path(config.output)
     if output.suffix.lower() not in FORMATS:
         raise ConfigError(f"--output {output}: unknown format {output.suffix!r}; use {', '.join(FORMATS)}")
-    task = get_task(config.task)
+    from fsdkit.data import resolve_task_data
+
+    task, _ = resolve_task_data(config) if DataSource.from_config(config) else (get_task(config.task), None)
     check_model_folder(config.model, max_length=config.max_length, option="model")
     index, rows = _rows_to_predict(task, config)  # bad data fails before the model is loaded
     model, tokenizer = load_classifier(config.model, None)

@@ -134,7 +134,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     """Run (or resume, or join) the study described by ``config``; returns the summary (also ``summary.json``)."""
     import optuna
 
-    from fsdkit.data import get_task
+    from fsdkit.data import resolve_task_data
     from fsdkit.training.run import HOLDOUT, distill, finetune
 
     config = config if isinstance(config, SweepConfig) else make_config(SweepConfig, config, **overrides)
@@ -151,7 +151,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     if not config.space:
         raise ConfigError("the sweep needs a search 'space' (option name -> distribution), e.g. in --config SPACE.yaml")
     base, space = check_space(config.command, config.base or {}, config.space)
-    task = get_task(base.get("task", COMMANDS[config.command]().task))
+    task, _ = resolve_task_data(make_config(COMMANDS[config.command], base))  # a registry task or your own data
     metric = config.metric or task.main_metric
     if metric not in task.metric_names:
         raise ConfigError(f"--metric {metric!r} is not a metric of {task.name} ({', '.join(task.metric_names)})")

@@ -45,7 +45,20 @@ def load_task_data(
     return load_hub_task(spec, cache_dir=cache_dir)
 
 
+def resolve_task_data(config) -> tuple[TaskSpec, DatasetDict]:
+    """The task and its data named by a config: your own files or dataset (``--train-file``, ``--dataset``, ...;
+    :mod:`fsdkit.data.files`) when given, else the registry task ``config.task`` from ``config.data_dir``."""
+    from fsdkit.data.files import DataSource, load_custom
+
+    source = DataSource.from_config(config)
+    if source is not None:
+        return load_custom(source)
+    spec = get_task(config.task)
+    return spec, load_task_data(spec, getattr(config, "data_dir", None), cache_dir=getattr(config, "cache_dir", None))
+
+
 __all__ = [
+    "resolve_task_data",
     "TASKS",
     "TaskSpec",
     "compute_metrics",

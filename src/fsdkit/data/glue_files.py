@@ -245,8 +245,11 @@ def test_text_columns(task: str | TaskSpec) -> tuple[str, ...]:
 
 
 def submission_labels(task: str | TaskSpec) -> tuple[str, ...] | None:
-    """How label id ``i`` is written in a GLUE submission (``None``: a float score, STS-B)."""
+    """How label id ``i`` is written in a GLUE submission (``None``: a float score, STS-B); a task of your own
+    data (not in the GLUE layouts) writes its label names."""
     spec = get_task(task)
+    if spec.name not in LAYOUTS:
+        return spec.labels
     return SUBMISSION_LABELS.get(spec.name, LAYOUTS[spec.name].label_tokens)
 
 

@@ -38,7 +38,7 @@ def compute_metrics(task: str | TaskSpec, predictions, references) -> dict[str, 
         references: class ids or gold scores, length ``N``.
 
     Returns:
-        ``{"accuracy", "f1", "mcc", "pearson", "spearman"}`` as applicable, Python floats in the natural
+        ``{"accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman"}`` as applicable, Python floats in the natural
         scale of each metric (accuracy in [0, 1], not percent). F1 is the F1 of class 1 (MRPC, QQP).
         Degenerate inputs do not fail: MCC is 0 for constant predictions, and Pearson / Spearman are
         0.0 (not NaN) when predictions or references are constant.
@@ -75,6 +75,8 @@ def compute_metrics(task: str | TaskSpec, predictions, references) -> dict[str, 
             results[name] = float(accuracy_score(refs, preds))
         elif name == "f1":
             results[name] = float(f1_score(refs, preds, pos_label=1, average="binary", zero_division=0))
+        elif name == "macro_f1":
+            results[name] = float(f1_score(refs, preds, average="macro", zero_division=0))
         elif name == "mcc":
             results[name] = float(matthews_corrcoef(refs, preds))
         else:

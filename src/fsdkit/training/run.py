@@ -24,7 +24,7 @@ from torch import nn
 from transformers import TrainingArguments, set_seed
 
 from fsdkit.artifacts import build_lock
-from fsdkit.config import DistillConfig, FinetuneConfig, MemoryConfig, RunConfig, make_config
+from fsdkit.config import DataOptions, DistillConfig, FinetuneConfig, MemoryConfig, RunConfig, make_config
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
 from fsdkit.training.methods import TermSpec, get_method, run_terms
@@ -190,21 +190,22 @@ HOLDOUT = "holdout"
 STUDENT_FROM_TEACHER = "teacher"
 
 
-def _load_data(task, config: RunConfig):
-    """The task's splits, read (and so validated) before any model is loaded: a bad file fails in a second.
+def _load_data(config: RunConfig):
+    """``(task, splits)``, read (and so validated) before any model is loaded: a bad file fails in a second.
 
-    With ``holdout_fraction``, that fraction of ``train`` (seed 0: the same rows for every run and trial)
-    becomes the ``holdout`` split and is removed from ``train``.
+    The registry task ``config.task`` or your own files / dataset (:func:`fsdkit.data.resolve_task_data`). With
+    ``holdout_fraction``, that fraction of ``train`` (seed 0: the same rows for every run and trial) becomes the
+    ``holdout`` split and is removed from ``train``.
     """
     from datasets import DatasetDict
 
-    from fsdkit.data import load_task_data
+    from fsdkit.data import resolve_task_data
 
-    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    task, data = resolve_task_data(config)
     if config.holdout_fraction is None:
-        return data
+        return task, data
     parts = data["train"].train_test_split(test_size=config.holdout_fraction, seed=0, shuffle=True)
-    return DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
+    return task, DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
 
 
 def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int):
@@ -370,14 +371,12 @@ def finetune(config: FinetuneConfig | dict | None = None, *, on_evaluate=None, *
 
     >>> finetune(task="mrpc", data_dir="glue", output_dir="runs/teacher", epochs=3)  # doctest: +SKIP
     """
-    from fsdkit.data import get_task
     from fsdkit.models import check_model_folder, load_classifier
 
     config = _as_config(FinetuneConfig, config, overrides)
     out = _check_run_config(config)
-    task = get_task(config.task)
     check_model_folder(config.model, max_length=config.max_length, option="model")
-    data = _load_data(task, config)
+    task, data = _load_data(config)
     set_seed(config.seed)
     model, tokenizer = load_classifier(config.model, task)
     ctx = TermContext(model.config, None, task, max_length=config.max_length)
@@ -396,7 +395,6 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     ``OUTPUT_DIR/memory``. Returns the run record (also written to ``OUTPUT_DIR/fsdkit_run.json``).
     ``on_evaluate``: as for :func:`finetune`.
     """
-    from fsdkit.data import get_task
     from fsdkit.models import build_student, check_model_folder, check_same_tokenizer, load_classifier, load_teacher
 
     config = _as_config(DistillConfig, config, overrides)
@@ -408,11 +406,10 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     if config.stage_lr not in STAGE_LR_SCHEDULES:
         raise ConfigError(f"--stage-lr must be one of {', '.join(STAGE_LR_SCHEDULES)}, got {config.stage_lr!r}")
     method = get_method(config.method)
-    task = get_task(config.task)
     student_source = config.teacher if config.student == STUDENT_FROM_TEACHER else config.student
     for option, path in (("teacher", config.teacher), ("student", student_source)):
         check_model_folder(path, max_length=config.max_length, option=option)
-    data = _load_data(task, config)
+    task, data = _load_data(config)
     set_seed(config.seed)
 
     teacher, teacher_tokenizer = load_teacher(config.teacher, None)
@@ -476,7 +473,9 @@ def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillC
             if stale:
                 logger.warning("rebuilding %s, built for another run: %s", memory_dir, "; ".join(stale))
         if stale or not TeacherMemory.exists(memory_dir):
+            data_options = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)}
             build_memory(
+                **data_options,
                 teacher=config.teacher, task=config.task, data_dir=config.data_dir, output_dir=str(memory_dir),
                 n_clusters=config.memory_clusters, max_length=config.max_length, seed=config.seed,
                 max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
@@ -487,7 +486,7 @@ def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillC
 
 def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = False, **overrides):
     """FSDG stage 1: encode the task's training set with the teacher and run k-means; save the memory artifact."""
-    from fsdkit.data import encode_dataset, get_task, load_task_data, make_collator
+    from fsdkit.data import encode_dataset, make_collator, resolve_task_data
     from fsdkit.memory import build_teacher_memory, shard_bounds
     from fsdkit.models import check_model_folder, load_teacher
 
@@ -501,9 +500,8 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
     if config.max_train_samples is not None and config.max_train_samples < 1:
         raise ConfigError(f"--max-train-samples must be ≥ 1 (or left out), got {config.max_train_samples}")
     out = check_output_dir(config.output_dir)
-    task = get_task(config.task)
     check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
-    data = load_task_data(task, config.data_dir, cache_dir=config.cache_dir)
+    task, data = resolve_task_data(config)
     teacher, tokenizer = load_teacher(config.teacher, None)
     train = data["train"]
     if config.max_train_samples is not None:

@@ -1,0 +1,114 @@
+"""Your own data (fsdkit.data.files): every file format, string / integer / float labels, a local dataset folder
+through the hub path, the bad-file errors, and a real fine-tune → distil → predict on the shipped CSV."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fsdkit.data.files import DataSource, load_custom
+from fsdkit.errors import DataError
+
+DATA = Path(__file__).with_name("data")
+TRAIN, DEV, TEST = DATA / "tickets.csv", DATA / "tickets_dev.csv", DATA / "tickets_test.csv"
+
+
+def write(frame: pd.DataFrame, path: Path) -> Path:
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif suffix == ".json":
+        frame.to_json(path, orient="records")
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
+def test_every_format_gives_the_same_task_and_rows(tmp_path, suffix):
+    train, dev = pd.read_csv(TRAIN), pd.read_csv(DEV)
+    source = DataSource(train_file=str(write(train, tmp_path / f"train{suffix}")),
+                        validation_file=str(write(dev, tmp_path / f"dev{suffix}")))
+    task, data = load_custom(source)
+    assert task.labels == ("billing", "bug", "feature") and task.text_columns == ("sentence",)
+    assert task.metric_names == ("accuracy", "macro_f1") and task.eval_splits == ("validation",)
+    assert data["train"]["sentence"] == list(train["text"])
+    assert [task.labels[i] for i in data["validation"]["label"]] == list(dev["label"])
+
+
+def test_integer_float_and_pair_data(tmp_path):
+    pairs = pd.DataFrame({"q1": ["a cat", "a dog", "the sun", "rain"], "q2": ["a kitten", "a car", "the moon", "snow"],
+                          "y": [1, 0, 1, 0], "score": [4.5, 0.2, 2.5, 1.0]})
+    path = write(pairs, tmp_path / "pairs.csv")
+    task, data = load_custom(DataSource(train_file=str(path), text_columns=("q1", "q2"), label_column="y"))
+    assert task.labels == ("0", "1") and task.metric_names == ("accuracy", "macro_f1", "mcc")
+    assert data["train"]["sentence2"] == ["a kitten", "a car", "the moon", "snow"] and data["train"]["label"] == [1, 0, 1, 0]
+    task, data = load_custom(DataSource(train_file=str(path), text_columns=("q1", "q2"), label_column="score"))
+    assert task.is_regression and task.metric_names == ("pearson", "spearman")
+    assert data["train"]["label"] == pytest.approx([4.5, 0.2, 2.5, 1.0])
+    task, _ = load_custom(DataSource(train_file=str(path), text_columns=("q1", "q2"), label_column="y",
+                                     task_type="regression"))
+    assert task.is_regression
+
+
+def test_a_local_dataset_folder_goes_through_the_hub_path(tmp_path):
+    """`--dataset FOLDER` is read by datasets.load_dataset exactly as a hub name would be (offline: a folder)."""
+    folder = tmp_path / "tickets"
+    folder.mkdir()
+    shutil.copy(TRAIN, folder / "train.csv")
+    shutil.copy(DEV, folder / "validation.csv")
+    task, data = load_custom(DataSource(dataset=str(folder)))
+    assert task.labels == ("billing", "bug", "feature") and len(data["train"]) == 24 and len(data["validation"]) == 6
+    with pytest.raises(DataError, match="has no split 'training'"):
+        load_custom(DataSource(dataset=str(folder), train_split="training"))
+
+
+def test_bad_files_get_errors_naming_file_row_and_column(tmp_path):
+    with pytest.raises(DataError, match=r"columns \['label'\] missing; the data has \['text', 'category'\]"):
+        load_custom(DataSource(train_file=str(write(pd.read_csv(TRAIN).rename(columns={"label": "category"}),
+                                                          tmp_path / "renamed.csv"))))
+    dev = pd.read_csv(DEV)
+    dev.loc[2, "label"] = "sales"
+    with pytest.raises(DataError, match=r"dev.csv: row 3: label 'sales' does not occur in the training data"):
+        load_custom(DataSource(train_file=str(TRAIN), validation_file=str(write(dev, tmp_path / "dev.csv"))))
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv is empty"):
+        load_custom(DataSource(train_file=str(tmp_path / "empty.csv")))
+    (tmp_path / "mixed.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": "bug"}\n')
+    with pytest.raises(DataError, match="mixed.jsonl: cannot be read|mixes"):
+        load_custom(DataSource(train_file=str(tmp_path / "mixed.jsonl")))
+    with pytest.raises(DataError, match="unknown format '.xlsx'"):
+        load_custom(DataSource(train_file=str(tmp_path / "t.xlsx")))
+    with pytest.raises(DataError, match=r"no text column found \(columns: \['body', 'label'\]\)"):
+        load_custom(DataSource(train_file=str(write(pd.read_csv(TRAIN).rename(columns={"text": "body"}),
+                                                          tmp_path / "body.csv"))))
+
+
+def test_fine_tune_distil_and_predict_your_own_csv(tmp_path):
+    """The README's "Distil your own classifier", a few steps: the label names travel into the exported models
+    and the prediction file."""
+    from transformers import AutoConfig
+
+    from fsdkit import distill, finetune, predict
+
+    files = {"train_file": str(TRAIN), "validation_file": str(DEV)}
+    finetune(**files, output_dir=str(tmp_path / "teacher"), max_steps=3, batch_size=8, progress=False)
+    record = distill(**files, teacher=str(tmp_path / "teacher"), student="teacher", method="fsd", memory_clusters=3,
+                     output_dir=str(tmp_path / "student"), max_steps=3, batch_size=8, progress=False)
+    assert set(record["metrics"]["validation"]) == {"accuracy", "macro_f1"}
+    assert AutoConfig.from_pretrained(tmp_path / "student").id2label == {0: "billing", 1: "bug", 2: "feature"}
+    out = tmp_path / "predictions.jsonl"
+    predict(model=str(tmp_path / "student"), train_file=str(TRAIN), test_file=str(TEST), output=str(out),
+            progress=False)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert all(r["prediction"] in ("billing", "bug", "feature") for r in rows)
+    assert all(abs(r["p_billing"] + r["p_bug"] + r["p_feature"] - 1) < 1e-5 for r in rows)
