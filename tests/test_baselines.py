@@ -19,8 +19,8 @@ from fsdkit.errors import ConfigError, ModelError
 from fsdkit.features import Features
 from fsdkit.losses import TermContext, build_term
 from fsdkit.losses.similarities import linear_cka
-from fsdkit.losses.terms.pkd import count_layer_pairs, resolve_layer_map
-from fsdkit.training.methods import get_method, run_terms
+from fsdkit.losses.layer_maps import count_layer_pairs, resolve_layer_map
+from fsdkit.training.presets import get_method, run_terms
 from fsdkit.training.trainer import DistillationTrainer, stage_of, stage_start, staged_linear_factor
 
 

@@ -18,11 +18,10 @@ import yaml
 from torch.autograd import gradcheck
 
 from fsdkit.features import FeatureRequest, Features, forward_features
-from fsdkit.losses import TERMS, TermContext, build_term
-from fsdkit.losses.registry import _ensure_builtin_terms
+from fsdkit.losses import TermContext
+from fsdkit.losses.catalog import TERMS, build_term
 from fsdkit.memory import TeacherMemory
 
-_ensure_builtin_terms()
 SENTENCES = ["a gripping, beautifully acted film", "dull", "the plot never quite comes together at all"]
 
 
@@ -149,7 +148,7 @@ def test_a_toy_loss_is_one_class_and_one_registration(models, tmp_path, capsys):
     from fsdkit.cli import main as cli_main
     from fsdkit.config import DistillConfig
     from fsdkit.losses import LossTerm, register_term
-    from fsdkit.training.methods import run_terms
+    from fsdkit.training.presets import run_terms
 
     class ToyLogitNorm(LossTerm):
         """``scale · mean(z_S²)``.

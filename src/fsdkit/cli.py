@@ -126,10 +126,9 @@ def _cmd_sweep(args) -> None:
 
 
 def _cmd_methods(args) -> None:
-    from fsdkit.losses.registry import TERMS, _ensure_builtin_terms, term_options
-    from fsdkit.training.methods import METHODS
+    from fsdkit.losses.catalog import TERMS, term_options
+    from fsdkit.training.presets import METHODS
 
-    _ensure_builtin_terms()
     print("methods (--method):")
     for m in METHODS.values():
         print(f"  {m.name:<16} {m.description}")

@@ -97,11 +97,12 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     from fsdkit.config import EvaluateConfig, make_config
     from fsdkit.data import resolve_task_data
     from fsdkit.errors import ConfigError
-    from fsdkit.models import load_classifier
+    from fsdkit.models import check_model_folder, load_classifier
 
     config = config if isinstance(config, EvaluateConfig) else make_config(EvaluateConfig, config, **overrides)
     if not config.model:
         raise ConfigError("evaluate needs a model folder (fsdkit evaluate MODEL_DIR --task T)")
+    check_model_folder(config.model, max_length=config.max_length, option="model")
     task, data = resolve_task_data(config)  # a bad data file fails before the model is loaded
     model, tokenizer = load_classifier(config.model, None)
     check_model_matches_task(model, task, config.model)

@@ -6,6 +6,16 @@ them and a new loss is one class plus one ``@register_term``.
 """
 
 from fsdkit.losses.base import LossTerm, TermContext
-from fsdkit.losses.registry import TERMS, build_term, register_term
+from fsdkit.losses.registry import register_term
 
 __all__ = ["TERMS", "LossTerm", "TermContext", "build_term", "register_term"]
+
+
+def __getattr__(name: str):
+    """``TERMS`` and ``build_term`` come from :mod:`fsdkit.losses.catalog`, imported on first use (it imports every
+    term module, which ``import fsdkit.losses.similarities`` does not need)."""
+    if name in ("TERMS", "build_term"):
+        from fsdkit.losses import catalog
+
+        return getattr(catalog, name)
+    raise AttributeError(f"module 'fsdkit.losses' has no attribute {name!r}")

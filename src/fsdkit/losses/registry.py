@@ -1,13 +1,14 @@
-"""Name → loss-term class, and building a term from a config entry with clear errors."""
+"""Name → loss-term class: the registry the term modules register themselves in (``@register_term``).
+
+Building a term by name is :func:`fsdkit.losses.catalog.build_term`, which imports every built-in term first.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from fsdkit.errors import ConfigError
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm
 
 TERMS: dict[str, type[LossTerm]] = {}
 
@@ -29,22 +30,3 @@ def term_options(cls: type[LossTerm]) -> list[str]:
     """The options a term accepts in a config (its constructor's keyword arguments)."""
     params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, ctx
     return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
-def build_term(name: str, ctx: TermContext, options: Mapping[str, Any] | None = None) -> LossTerm:
-    """Instantiate the term registered as ``name`` with ``options`` (its constructor keywords)."""
-    _ensure_builtin_terms()
-    if name not in TERMS:
-        raise ConfigError(f"unknown loss {name!r}; known losses: {', '.join(sorted(TERMS))}")
-    cls = TERMS[name]
-    options = dict(options or {})
-    allowed = term_options(cls)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"loss {name!r}: unknown option(s) {unknown}; accepted: {', '.join(allowed) or 'none'}")
-    return cls(ctx, **options)
-
-
-def _ensure_builtin_terms() -> None:
-    """Import the modules whose classes register themselves (idempotent)."""
-    import fsdkit.losses.terms  # noqa: F401

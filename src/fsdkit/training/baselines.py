@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from fsdkit.losses.terms.pkd import count_layer_pairs
-from fsdkit.training.methods import Method, TermSpec, get_method, intra_term, local_term, register_method, vkd_terms
+from fsdkit.losses.layer_maps import count_layer_pairs
+from fsdkit.training.methods import Method, TermSpec, fsd_terms, intra_term, local_term, vkd_terms
 
 
 def student_depth(c) -> int:
@@ -62,7 +62,7 @@ def _staged(c) -> int:
     return internal_pair_count(c) + 1
 
 
-for _method in (
+BASELINE_METHODS = (
     Method("pkd", "VKD + beta * patient KD on normalised [CLS] vectors of matched layers (Sun et al. 2019)",
            lambda c: vkd_terms(c) + [TermSpec("pkd", c.beta_pkd, {"layers": c.pkd_layers})]),
     Method("rkd", "VKD + relational KD: distance and angle structure of the batch's [CLS] rows (Park et al. 2019)",
@@ -83,6 +83,5 @@ for _method in (
     Method("geometry-gram", "VKD + alpha * feature Gram distance, intra and local views (Bhattarai et al. 2025)",
            lambda c: geometry_terms(c, "gram")),
     Method("fsd-procrustes", "FSD (intra + local + global) with the Procrustes distance in place of CKA",
-           lambda c: get_method("fsd").build(dataclasses.replace(c, similarity="procrustes")), needs_memory=True),
-):
-    register_method(_method)
+           lambda c: fsd_terms(dataclasses.replace(c, similarity="procrustes")), needs_memory=True),
+)

@@ -1,5 +1,9 @@
 """Methods are presets: named lists of weighted loss terms built from a :class:`DistillConfig`.
 
+This module defines the pieces (:class:`TermSpec`, :class:`Method`, the ``--loss`` parser) and FSD's own
+methods; :mod:`fsdkit.training.baselines` the baselines; :mod:`fsdkit.training.presets` puts all of them under
+their names (dependencies in one direction: methods → baselines → presets).
+
 ``vkd`` = ``α·task + (1−α)·kd``; FSD's variants add structure terms with weights λ:
 ``fsd = vkd + λ_I·intra + λ_L·local + λ_G·memory`` (FSD eq. 3, 11). Extra terms from ``--loss`` /
 ``losses:`` are appended, so any method can be combined with any registered loss.
@@ -42,22 +46,6 @@ class Method:
     stages: Callable[[Any], int] = lambda config: 1
 
 
-METHODS: dict[str, Method] = {}
-
-
-def register_method(method: Method) -> Method:
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is registered twice")
-    METHODS[method.name] = method
-    return method
-
-
-def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
-    return METHODS[name]
-
-
 def vkd_terms(c) -> list[TermSpec]:
     return [TermSpec("task", c.alpha), TermSpec("kd", 1.0 - c.alpha, {"temperature": c.temperature})]
 
@@ -77,7 +65,14 @@ def global_term(c) -> TermSpec:
     return TermSpec("memory", c.lambda_global, options, "global")
 
 
-for _method in (
+def fsd_terms(c) -> list[TermSpec]:
+    """FSD (eq. 11): VKD + intra + local + global structure."""
+    return vkd_terms(c) + [intra_term(c), local_term(c), global_term(c)]
+
+
+#: FSD's methods and its ablations (the baselines are in :mod:`fsdkit.training.baselines`; all of them by name in
+#: :mod:`fsdkit.training.presets`)
+FSD_METHODS = (
     Method("nds", "student fine-tuned on the task alone, no teacher (the paper's nDS)", lambda c: [TermSpec("task", 1.0)]),
     Method("vkd", "vanilla KD (Hinton et al. 2015): alpha * task + (1 - alpha) * T^2 KL", vkd_terms),
     Method("fsdi", "VKD + intra-feature (token) structure, FSD eq. 6", lambda c: vkd_terms(c) + [intra_term(c)]),
@@ -85,10 +80,8 @@ for _method in (
     Method("fsdg", "VKD + global inter-feature structure via the k-means memory, FSD eq. 8-10",
            lambda c: vkd_terms(c) + [global_term(c)], needs_memory=True),
     Method("fsdil", "VKD + intra + local structure", lambda c: vkd_terms(c) + [intra_term(c), local_term(c)]),
-    Method("fsd", "VKD + intra + local + global structure (FSD eq. 11)",
-           lambda c: vkd_terms(c) + [intra_term(c), local_term(c), global_term(c)], needs_memory=True),
-):
-    register_method(_method)
+    Method("fsd", "VKD + intra + local + global structure (FSD eq. 11)", fsd_terms, needs_memory=True),
+)
 
 
 _LOSS_FLAG = re.compile(r"^(?P<name>[A-Za-z_][\w-]*):(?P<weight>[^:]+)(?::(?P<options>.*))?$")
@@ -131,10 +124,3 @@ def extra_term_specs(entries: list[dict] | None, taken: set[str]) -> list[TermSp
     return specs
 
 
-def run_terms(config) -> list[TermSpec]:
-    """All term specs of a distillation run: the method's terms then the extra ``losses``."""
-    specs = get_method(config.method).build(config)
-    return specs + extra_term_specs(config.losses, {s.label for s in specs})
-
-
-from fsdkit.training import baselines  # noqa: E402,F401  (registers the baseline methods)

@@ -27,7 +27,8 @@ from fsdkit.artifacts import build_lock
 from fsdkit.config import DataOptions, DistillConfig, FinetuneConfig, MemoryConfig, RunConfig, make_config
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
-from fsdkit.training.methods import TermSpec, get_method, run_terms
+from fsdkit.training.methods import TermSpec
+from fsdkit.training.presets import get_method, run_terms
 from fsdkit.training.trainer import STAGE_LR_SCHEDULES, DistillationTrainer, StudentWithTerms
 
 logger = logging.getLogger("fsdkit")

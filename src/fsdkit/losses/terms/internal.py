@@ -17,8 +17,8 @@ from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features
 from fsdkit.losses.base import LossTerm, TermContext
 from fsdkit.losses.registry import register_term
-from fsdkit.losses.terms.minilm import attention_kl, check_same_heads
-from fsdkit.losses.terms.pkd import LayerMapSpec, cls_projections, model_depths, projected_cls, resolve_layer_map
+from fsdkit.losses.attention import attention_kl, check_same_heads
+from fsdkit.losses.layer_maps import LayerMapSpec, cls_projections, model_depths, projected_cls, resolve_layer_map
 
 
 @register_term("internal")
