@@ -1,4 +1,4 @@
-"""Baseline loss terms and presets against their SPEC.md definitions: golden values, NumPy references,
+"""Baseline loss terms and presets against their definitions in docs/math.md: golden values, NumPy references,
 padding invariance, float64 gradients, option errors, and the staged schedules of internal-representation KD."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Loss terms against their SPEC.md definitions: golden values, NumPy references, padding, gradients, errors."""
+"""Loss terms against their definitions in docs/math.md: golden values, NumPy references, padding, gradients, errors."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ inputs across libraries, excludes warm-up iterations, reports the median of seve
    backward) on the same inputs: agreement (max |Δ|) and time, and the time of the bare Gram products (the lower
    bound of any implementation).
 3. **k-means of the FSDG teacher memory**: fsdkit's streaming k-means (k-means++, Lloyd to tolerance) against
-   scikit-learn's ``KMeans`` (k-means++, n_init = 1, same tolerance) and the reference code's procedure (SPEC.md:
+   scikit-learn's ``KMeans`` (k-means++, n_init = 1, same tolerance) and the reference code's procedure (docs/math.md:
    a running average whose counters are reset every mini-batch step, 3 epochs ≈ one Lloyd step): time and final
    inertia on the same teacher rows.
 
@@ -368,7 +368,7 @@ def cka_bench(reps: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ k-means
 def reference_kmeans(rows, k: int, epochs: int = 3, batch: int = 32, seed: int = 0):
-    """The reference code's memory procedure (SPEC.md): random-row init, then per mini-batch step a running
+    """The reference code's memory procedure (docs/math.md): random-row init, then per mini-batch step a running
     average of each centroid with the batch rows assigned to it, the counters reset every step."""
     g = torch.Generator().manual_seed(seed)
     data = torch.as_tensor(rows)

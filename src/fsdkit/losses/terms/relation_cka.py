@@ -8,15 +8,15 @@ distil with it *without centring*. With the uncentred alignment of two row matri
 
 - ``F``: one row per sample, ``vec(H[b] ⊙ mask_b)`` of a hidden layer (default: penultimate; the local
   view's ``flatten`` rows, so padding changes nothing) — a B × B Gram of the batch;
-- ``Z``: the logits, B × C — their B × B Gram relates the samples (intra-class relations in the SPEC's
+- ``Z``: the logits, B × C — their B × B Gram relates the samples (intra-class relations in docs/math.md's
   wording); ``Zᵀ`` gives the C × C Gram that relates the classes (inter-class relations). With one output
   (regression) the C × C alignment is always 1 and that part is 0. (The authors' code names the two the
-  other way round; the options follow the SPEC: ``intra_weight`` weights the B × B logit Gram.)
+  other way round; the options follow docs/math.md: ``intra_weight`` weights the B × B logit Gram.)
 
 Departures from the authors' code (mdistiller-style ``CenterKernelAlignmentRKD``): the loss is ``1 − A``
 rather than ``−A`` (same gradient, non-negative value); their optional row normalisation of the Grams
 (``with_l2_norm``) and soft-max "soften" variant are not implemented; features are included as the
-SPEC states (their classification code aligns logits only).
+docs/math.md states (their classification code aligns logits only).
 """
 
 from __future__ import annotations
