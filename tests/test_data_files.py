@@ -105,6 +105,11 @@ def test_fine_tune_distil_and_predict_your_own_csv(tmp_path):
                      output_dir=str(tmp_path / "student"), max_steps=3, batch_size=8, progress=False)
     assert set(record["metrics"]["validation"]) == {"accuracy", "macro_f1"}
     assert AutoConfig.from_pretrained(tmp_path / "student").id2label == {0: "billing", 1: "bug", 2: "feature"}
+    card = (tmp_path / "student" / "README.md").read_text()  # the model card
+    for text in ("library_name: transformers", "# Student distilled with fsd (custom)", "0 = `billing`",
+                 "- Teacher: `", "0.5 · task + 0.5 · kd + 30 · intra", "| validation |", "macro_f1",
+                 "fsdkit distill --train-file", "--student teacher", "Made with fsdkit"):
+        assert text in card, text
     out = tmp_path / "predictions.jsonl"
     predict(model=str(tmp_path / "student"), train_file=str(TRAIN), test_file=str(TEST), output=str(out),
             progress=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field
@@ -347,3 +348,33 @@ def make_config(cls, values: dict[str, Any] | None = None, **overrides):
 
 def config_to_dict(config) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def command_line(command: str, options: dict[str, Any]) -> str:
+    """The ``fsdkit COMMAND --flag value ...`` line that gives ``options`` (snake_case keys) back."""
+    parts = ["fsdkit", *command.split()]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):
+            if value and isinstance(value[0], dict):  # extra losses: one --loss NAME:WEIGHT:k=v,... each
+                for entry in value:
+                    rest = {k: v for k, v in entry.items() if k not in ("name", "weight")}
+                    parts += ["--loss", f"{entry['name']}:{entry['weight']}" + (":" + ",".join(f"{k}={v}" for k, v in rest.items()) if rest else "")]
+            else:
+                parts += [flag, ",".join(map(str, value))]
+        elif value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def changed_options(config) -> dict[str, Any]:
+    """The options of a config dataclass that differ from their defaults, in field order."""
+    out = {}
+    for f in dataclasses.fields(config):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        value = getattr(config, f.name)
+        if value != default:
+            out[f.name] = value
+    return out

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from pathlib import Path
 from typing import Any
 
 from fsdkit.artifacts import atomic_write_text
-from fsdkit.config import DistillConfig, FinetuneConfig, SweepConfig, coerce_field, make_config
+from fsdkit.config import DistillConfig, FinetuneConfig, SweepConfig, coerce_field, command_line, make_config
 from fsdkit.errors import ConfigError
 
 COMMANDS = {"distill": DistillConfig, "finetune": FinetuneConfig}
@@ -87,20 +86,6 @@ def _suggest(trial, key: str, spec: dict[str, Any]):
                                  log=bool(spec.get("log", False)))
     return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
                                step=spec.get("step"))
-
-
-def command_line(command: str, options: dict[str, Any]) -> str:
-    """The ``fsdkit`` command line that reruns a trial."""
-    parts = ["fsdkit", command]
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag if value else "--no-" + key.replace("_", "-"))
-        elif isinstance(value, list):
-            parts += [flag, ",".join(map(str, value))]
-        elif value is not None:
-            parts += [flag, str(value)]
-    return shlex.join(parts)
 
 
 def _storage(url: str, heartbeat: int):

@@ -24,7 +24,16 @@ from torch import nn
 from transformers import TrainingArguments, set_seed
 
 from fsdkit.artifacts import build_lock
-from fsdkit.config import DataOptions, DistillConfig, FinetuneConfig, MemoryConfig, RunConfig, make_config
+from fsdkit.config import (
+    DataOptions,
+    DistillConfig,
+    FinetuneConfig,
+    MemoryConfig,
+    RunConfig,
+    changed_options,
+    command_line,
+    make_config,
+)
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
 from fsdkit.training.methods import TermSpec
@@ -331,11 +340,15 @@ def _train_and_export(
         "num_layers": getattr(model.config, "num_hidden_layers", None),
         "wall_time": time.time() - started,
         "fsdkit_version": __version__,
+        "command_line": command_line(command, changed_options(config)),
         "git_commit": git_commit(),
         "torch_version": torch.__version__,
         **(record_extra or {}),
     }
     (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    from fsdkit.model_card import write_model_card
+
+    write_model_card(out, record, None if task.is_regression else dict(enumerate(task.labels)))
     return record
 
 
