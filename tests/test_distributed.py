@@ -7,7 +7,7 @@
   computed per *device* batch: the logged ``loss_local`` of the 2-process step is the mean of the FSDL term over
   the two device batches of 4, not the term of the global batch of 8 (tested exactly).
 - The CLI under `accelerate launch`: a 2-process FSD run with a teacher cache exports one model, one run record
-  and one cache.
+  and one cache; a 2-process fine-tune likewise.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def test_batch_structure_is_computed_per_device_batch(tmp_path, minilm_path):
 
 
 @pytest.mark.glue
-def test_cli_distill_under_accelerate_launch_writes_once(glue_dir, mrpc_teacher, tmp_path):
+def test_cli_distill_and_finetune_under_accelerate_launch_write_once(glue_dir, mrpc_teacher, tmp_path):
     out, cache = tmp_path / "fsd", tmp_path / "cache"
     accelerate_launch(2, "-m", "fsdkit.cli", "distill", "--task", "mrpc", "--data-dir", str(glue_dir), "--teacher",
                       str(mrpc_teacher), "--method", "fsd", "--memory-clusters", "4", "--max-train-samples", "32",
@@ -110,6 +110,11 @@ def test_cli_distill_under_accelerate_launch_writes_once(glue_dir, mrpc_teacher,
     assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
     assert (out / "model.safetensors").is_file() and (out / "memory" / "memory.json").is_file()
     assert not [p for p in out.rglob(".*tmp-*")]
+    teacher = tmp_path / "teacher"  # fine-tuning goes through the same trainer: 2 processes, one export
+    accelerate_launch(2, "-m", "fsdkit.cli", "finetune", "--task", "mrpc", "--data-dir", str(glue_dir),
+                      "--max-train-samples", "32", "--batch-size", "4", "--max-steps", "2", "--max-eval-samples", "8",
+                      "--max-length", "64", "--output-dir", str(teacher), "--no-progress")
+    assert json.loads((teacher / "fsdkit_run.json").read_text())["global_steps"] == 2
 
 
 @pytest.mark.glue

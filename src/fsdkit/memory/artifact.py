@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
-from fsdkit.artifacts import atomic_write_bytes, atomic_write_text
+from fsdkit.artifacts import atomic_write_bytes, atomic_write_text, read_json_object
 from fsdkit.errors import DataError
 
 TENSOR_FILE = "memory.safetensors"
@@ -119,12 +119,7 @@ class TeacherMemory:
         for path in (tensor_path, metadata_path):
             if not path.is_file():
                 raise DataError(f"teacher memory folder {directory} has no {path.name}")
-        try:
-            metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{metadata_path} is not valid JSON: {exc}") from exc
-        if not isinstance(metadata, dict):
-            raise DataError(f"{metadata_path} must hold a JSON object, got {type(metadata).__name__}")
+        metadata = read_json_object(metadata_path, DataError)
         try:
             tensors = load_file(str(tensor_path))
         except (SafetensorError, OSError) as exc:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fsdkit.artifacts import build_lock, model_weights_sha256, staged_dir
+from fsdkit.artifacts import build_lock, model_weights_sha256, read_json_object, staged_dir
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features, forward_features
 
@@ -312,12 +312,7 @@ class TeacherCache:
         path = Path(cache_dir) / MANIFEST
         if not path.is_file():
             raise ConfigError(f"{cache_dir} is not a teacher-output cache (no {MANIFEST})")
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StaleCacheError(f"{path} is damaged ({exc})") from None
-        if not isinstance(manifest, dict):
-            raise StaleCacheError(f"{path} is not a cache manifest")
+        manifest = read_json_object(path, StaleCacheError)
         if manifest.get("format") != FORMAT_VERSION:
             raise StaleCacheError(f"{cache_dir}: cache format {manifest.get('format')}, expected {FORMAT_VERSION}")
         if key is not None and manifest.get("key") != key:
