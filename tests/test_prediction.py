@@ -92,3 +92,11 @@ def test_bad_prediction_requests(small_glue, mrpc_teacher, tmp_path):
     test.write_text(test.read_text().replace("#2 String", "second"))
     with pytest.raises(DataError, match=r"line 1: columns \['#2 String'\] missing; the header has"):
         predict(**options, data_dir=str(broken), output=str(tmp_path / "p.tsv"))
+
+
+def test_evaluate_reports_inference_latency_and_throughput(small_glue, mrpc_teacher):
+    from fsdkit import evaluate
+
+    result = evaluate(model=str(mrpc_teacher), task="mrpc", data_dir=str(small_glue), speed_batches=2, progress=False)
+    speed = result["speed"]
+    assert speed["latency_ms_batch1"] > 0 and speed["examples_per_second_batch32"] > 0 and speed["device"] == "cpu"

@@ -172,6 +172,8 @@ class EvaluateConfig(DataOptions):
     batch_size: int = option(128, "evaluation batch size")
     max_length: int = option(128, "truncate inputs to this many tokens")
     max_eval_samples: int | None = option(None, "use only the first N examples")
+    speed_batches: int = option(0, "also time inference on this many batches: latency at batch 1 and throughput at "
+                                   "batch 32 (0 = off; the FSD paper's Table 8)")
     seed: int = option(42, "random seed (evaluation is deterministic; kept for a uniform interface)")
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data")

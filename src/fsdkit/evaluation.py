@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -27,6 +30,72 @@ def predict_logits(model, dataset, collator, *, batch_size: int = 128, progress:
             batch = {k: v.to(device) for k, v in model_inputs(batch).items()}
             chunks.append(model(**batch).logits.float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def inference_throughput(
+    model: nn.Module, dataloader: Iterable[Mapping[str, Any]], max_batches: int | None = None
+) -> float:
+    """Examples per second of ``model(**inputs)`` under ``torch.inference_mode`` in eval mode.
+
+    The first batch is a warm-up and is not timed; then up to ``max_batches`` batches (all when None) are
+    timed. With a single batch in the loader, that batch is run again for the timing. Labels are not passed.
+    """
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be ≥ 1, got {max_batches}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    examples = 0
+    elapsed = 0.0
+    first = None
+    timed = 0
+    try:
+        with torch.inference_mode():
+            for batch in dataloader:
+                inputs = _to_device(model_inputs(batch), device)
+                if first is None:
+                    first = inputs
+                    model(**inputs)
+                    continue
+                if max_batches is not None and timed >= max_batches:
+                    break
+                elapsed += _timed_forward(model, inputs)
+                examples += inputs["input_ids"].shape[0]
+                timed += 1
+            if first is None:
+                raise ValueError("the dataloader is empty: no batch to time")
+            if timed == 0:
+                elapsed += _timed_forward(model, first)
+                examples += first["input_ids"].shape[0]
+    finally:
+        model.train(was_training)
+    return examples / elapsed
+
+
+def _timed_forward(model: nn.Module, inputs: Mapping[str, Any]) -> float:
+    start = time.perf_counter()
+    model(**inputs)
+    if inputs["input_ids"].is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def inference_speed(model, tokenizer, task, dataset, *, batches: int, max_length: int = 128) -> dict[str, float]:
+    """Inference latency at batch 1 (ms per example) and throughput at batch 32 (examples/s) on ``dataset``,
+    each over ``batches`` timed batches after one warm-up batch (:func:`inference_throughput`)."""
+    from fsdkit.data import encode_dataset, make_collator
+
+    encoded = encode_dataset(dataset, tokenizer, task, max_length=max_length)
+    columns = [c for c in encoded.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
+    inputs, collator = encoded.select_columns(columns), make_collator(tokenizer)
+    single = inference_throughput(model, DataLoader(inputs, batch_size=1, collate_fn=collator), max_batches=batches)
+    batched = inference_throughput(model, DataLoader(inputs, batch_size=32, collate_fn=collator), max_batches=batches)
+    return {"latency_ms_batch1": 1000.0 / single, "examples_per_second_batch32": batched,
+            "device": str(next(model.parameters()).device), "threads": torch.get_num_threads()}
 
 
 def evaluate_model(
@@ -113,6 +182,11 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     )
     sizes = {s: min(len(data[s]), config.max_eval_samples or len(data[s])) for s in metrics}
     result = {"task": task.name, "model": str(config.model), "metrics": metrics, "n_examples": sizes}
+    if config.speed_batches < 0:
+        raise ConfigError(f"--speed-batches must be ≥ 0, got {config.speed_batches}")
+    if config.speed_batches:
+        result["speed"] = inference_speed(model, tokenizer, task, data[next(iter(metrics))],
+                                          batches=config.speed_batches, max_length=config.max_length)
     targets = [Path(config.output)] if config.output else []
     if config.output_dir:
         targets.append(Path(config.output_dir) / "eval_results.json")

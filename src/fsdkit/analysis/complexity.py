@@ -4,7 +4,7 @@
   training state, not part of the exported model, so it is not counted);
 - training throughput: ``train_samples_per_second`` from the run's ``fsdkit_run.json`` (examples/s);
 - inference throughput: examples/s of plain forward passes over the dev set, measured by
-  :func:`inference_throughput`.
+  :func:`fsdkit.evaluation.inference_throughput`.
 
 Relative values divide by the reference method's value: parameters ×, training speed and inference speed
 (higher = faster; the paper's 0.92 means 8 % slower than VKD).
@@ -12,16 +12,16 @@ Relative values divide by the reference method's value: parameters ×, training 
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from fsdkit.features import model_inputs
+from fsdkit.artifacts import read_json_object
+from fsdkit.evaluation import inference_throughput
+
+__all__ = ["complexity_table", "count_parameters", "inference_throughput", "read_run_info"]
 
 RUN_INFO_FILENAME = "fsdkit_run.json"
 
@@ -31,70 +31,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def inference_throughput(
-    model: nn.Module, dataloader: Iterable[Mapping[str, Any]], max_batches: int | None = None
-) -> float:
-    """Examples per second of ``model(**inputs)`` under ``torch.inference_mode`` in eval mode.
-
-    The first batch is a warm-up and is not timed; then up to ``max_batches`` batches (all when None) are
-    timed. With a single batch in the loader, that batch is run again for the timing. Labels are not passed.
-    """
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches must be ≥ 1, got {max_batches}")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    examples = 0
-    elapsed = 0.0
-    first = None
-    timed = 0
-    try:
-        with torch.inference_mode():
-            for batch in dataloader:
-                inputs = _to_device(model_inputs(batch), device)
-                if first is None:
-                    first = inputs
-                    model(**inputs)
-                    continue
-                if max_batches is not None and timed >= max_batches:
-                    break
-                elapsed += _timed_forward(model, inputs)
-                examples += inputs["input_ids"].shape[0]
-                timed += 1
-            if first is None:
-                raise ValueError("the dataloader is empty: no batch to time")
-            if timed == 0:
-                elapsed += _timed_forward(model, first)
-                examples += first["input_ids"].shape[0]
-    finally:
-        model.train(was_training)
-    return examples / elapsed
-
-
-def _timed_forward(model: nn.Module, inputs: Mapping[str, Any]) -> float:
-    start = time.perf_counter()
-    model(**inputs)
-    if inputs["input_ids"].is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def read_run_info(model_dir: str | Path) -> dict[str, Any] | None:
     """The ``fsdkit_run.json`` of a training output folder, or None when the folder has none."""
     path = Path(model_dir) / RUN_INFO_FILENAME
     if not path.is_file():
         return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(info, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return info
+    return read_json_object(path)
 
 
 def _ratio(value: float | None, ref: float | None) -> float | None:
