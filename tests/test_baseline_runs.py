@@ -9,7 +9,7 @@ import math
 import pytest
 
 from fsdkit import distill
-from fsdkit.errors import ConfigError
+from fsdkit.errors import ConfigError, ModelError
 from fsdkit.training.trainer import DistillationTrainer
 
 pytestmark = pytest.mark.glue
@@ -120,3 +120,28 @@ def test_staged_run_with_a_global_schedule_decays_once_over_the_run(glue_dir, mr
     assert rates == pytest.approx([1e-4 * (6 - t) / 6 for t in range(6)])
     with pytest.raises(ConfigError, match="--stage-lr must be one of restart, global"):
         distill(**{**options, "stage_lr": "cosine", "output_dir": str(tmp_path / "other")})
+
+
+ALL_METHODS = ["nds", "vkd", "fsdi", "fsdl", "fsdg", "fsdil", "fsd", *sorted(METHOD_LABELS)]
+NARROW = "hidden_size=192,num_hidden_layers=3,num_attention_heads=6,intermediate_size=384"
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_a_student_of_another_width_trains_or_is_refused_up_front(glue_dir, mrpc_teacher, tmp_path, method):
+    """--student-config: a fresh 3-layer student of width 192 and 6 heads from the 384-wide, 12-head teacher.
+    CKA, Procrustes and Gram compare different widths; PKD and internal KD learn projections; the attention-map
+    losses (MiniLM, internal KD) need equal head counts and are refused before training, saying so."""
+    options = tiny(glue_dir, mrpc_teacher, output_dir=str(tmp_path / method), method=method, student_config=NARROW,
+                   max_steps=2)
+    if method in ("minilm", "internal-all", "internal-pid", "internal-sid"):
+        with pytest.raises(ModelError, match="same number of attention heads|heads"):
+            distill(**options)
+        assert not (tmp_path / method / "checkpoints").exists()
+        return
+    record = distill(**options)
+    assert record["student_init"] == "config" and record["global_steps"] == 2
+    from transformers import AutoConfig
+
+    exported = AutoConfig.from_pretrained(tmp_path / method)
+    assert (exported.hidden_size, exported.num_hidden_layers, exported.num_attention_heads) == (192, 3, 6)
+    assert "A fresh student of shape" in (tmp_path / method / "README.md").read_text()

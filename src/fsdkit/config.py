@@ -93,6 +93,10 @@ class DistillConfig(RunConfig):
     teacher: str | None = option(None, "fine-tuned teacher model folder (fsdkit finetune output)")
     student: str = option("minilm", "checkpoint the student's layers are taken from: a pretrained model, or 'teacher' "
                                     "(chosen layers and the classification head of the fine-tuned teacher)")
+    student_config: str | None = option(
+        None, "a fresh student of another shape instead of chosen layers: key=value pairs (hidden_size=256,"
+              "num_hidden_layers=4,num_attention_heads=4,intermediate_size=1024) or a JSON file; teacher's tokenizer"
+    )
     student_layers: int | list[int] = option(3, "first k layers (e.g. 3) or an explicit list of 0-based layers (e.g. 0,2,4)")
     method: str = option("vkd", "distillation method (see `fsdkit methods`)")
     alpha: float = option(0.5, "weight of the task loss in vanilla KD; the soft-label KD gets 1 - alpha")

@@ -38,9 +38,11 @@ def render_model_card(record: dict[str, Any], labels: dict[int, str] | None) -> 
         f"# {'Student distilled with ' + record['method'] if distilled else 'Fine-tuned model'} ({record['task']})",
         "",
         "## Model",
-        f"- Base: `{record.get('student_base') or record.get('model')}`"
-        + (f", layers {record.get('student_layers')} ({record.get('student_init', 'pretrained')} initialisation)"
-           if distilled else ""),
+        (f"- A fresh student of shape {record['student_shape']} (random initialisation, the teacher's tokenizer)"
+         if record.get("student_shape") else
+         f"- Base: `{record.get('student_base') or record.get('model')}`"
+         + (f", layers {record.get('student_layers')} ({record.get('student_init', 'pretrained')} initialisation)"
+            if distilled else "")),
         f"- Transformer layers: {record['num_layers']}; parameters: {record['parameters']:,}",
     ]
     if labels:

@@ -66,3 +66,59 @@ def build_student(base_model: nn.Module, layers: int | Sequence[int]) -> nn.Modu
             inner.layer_idx = new_i
     config.fsdkit_student_layers = idx
     return base_model
+
+
+#: shape options of a student built from a config (``--student-config``), the keys of a BERT-style config
+STUDENT_SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def parse_student_config(spec: str) -> dict:
+    """``--student-config``: a JSON file, or ``key=value`` pairs (``hidden_size=256,num_hidden_layers=4,...``)."""
+    import json
+    from pathlib import Path
+
+    path = Path(spec).expanduser()
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"--student-config {spec}: file not found")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--student-config {spec}: not valid JSON ({exc})") from None
+    else:
+        values = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--student-config {spec!r}: {item!r} is not key=value")
+            try:
+                values[key.strip()] = int(value)
+            except ValueError:
+                raise ConfigError(f"--student-config: {key.strip()} must be an integer, got {value!r}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--student-config {spec}: expected an object of config keys")
+    unknown = sorted(set(values) - set(STUDENT_SHAPE_KEYS) - {"vocab_size", "max_position_embeddings"})
+    if unknown:
+        raise ConfigError(f"--student-config: unknown key(s) {unknown}; shape keys: {', '.join(STUDENT_SHAPE_KEYS)}")
+    hidden, heads = values.get("hidden_size"), values.get("num_attention_heads")
+    if hidden is not None and heads is not None and hidden % heads:
+        raise ConfigError(f"--student-config: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    return values
+
+
+def student_from_config(teacher: nn.Module, shape: dict) -> nn.Module:
+    """A fresh (randomly initialised) classifier of the teacher's architecture and labels with ``shape``'s sizes
+    (TinyBERT-style students); it reads the teacher's tokenizer and vocabulary."""
+    import copy
+
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(teacher.config)
+    for key, value in shape.items():
+        setattr(config, key, value)
+    if config.hidden_size % config.num_attention_heads:
+        raise ConfigError(f"--student-config: hidden_size {config.hidden_size} is not a multiple of "
+                          f"num_attention_heads {config.num_attention_heads}")
+    config.fsdkit_student_layers = None
+    config.fsdkit_student_shape = dict(shape)
+    return AutoModelForSequenceClassification.from_config(config)

@@ -410,6 +410,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     ``on_evaluate``: as for :func:`finetune`.
     """
     from fsdkit.models import build_student, check_model_folder, check_same_tokenizer, load_classifier, load_teacher
+    from fsdkit.models.student import parse_student_config, student_from_config
 
     config = _as_config(DistillConfig, config, overrides)
     out = _check_run_config(config)
@@ -421,7 +422,10 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         raise ConfigError(f"--stage-lr must be one of {', '.join(STAGE_LR_SCHEDULES)}, got {config.stage_lr!r}")
     method = get_method(config.method)
     student_source = config.teacher if config.student == STUDENT_FROM_TEACHER else config.student
+    shape = parse_student_config(config.student_config) if config.student_config else None
     for option, path in (("teacher", config.teacher), ("student", student_source)):
+        if option == "student" and shape is not None:
+            continue  # a fresh student: nothing to load
         check_model_folder(path, max_length=config.max_length, option=option)
     task, data = _load_data(config)
     set_seed(config.seed)
@@ -430,16 +434,21 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     from fsdkit.evaluation import check_model_matches_task
 
     check_model_matches_task(teacher, task, config.teacher)
-    base, tokenizer = load_classifier(student_source, task)
-    try:
-        check_same_tokenizer(teacher_tokenizer, tokenizer)
-    except ModelError as exc:
-        raise ModelError(f"teacher {config.teacher} and student {config.student}: {exc}") from None
+    if shape is None:
+        base, tokenizer = load_classifier(student_source, task)
+        try:
+            check_same_tokenizer(teacher_tokenizer, tokenizer)
+        except ModelError as exc:
+            raise ModelError(f"teacher {config.teacher} and student {config.student}: {exc}") from None
 
     if method.needs_memory:
         config = _checked_memory(config, out, teacher, task)
 
-    student = build_student(base, config.student_layers)
+    if shape is None:
+        student = build_student(base, config.student_layers)
+    else:
+        student_source, tokenizer = "config", teacher_tokenizer
+        student = student_from_config(teacher, shape)
     set_seed(config.seed)  # the terms' own parameters start from the same state however the models were loaded
     ctx = TermContext(student.config, teacher.config, task, same_tokenizer=True, max_length=config.max_length)
     return _train_and_export(
@@ -447,8 +456,9 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
         relation_every=config.relation_every, on_evaluate=on_evaluate,
         record_extra={"teacher": str(config.teacher), "student_base": str(student_source),
-                      "student_init": "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",
-                      "student_layers": student.config.fsdkit_student_layers},
+                      "student_init": "config" if shape is not None else
+                      "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",
+                      "student_layers": student.config.fsdkit_student_layers, "student_shape": shape},
     )
 
 
