@@ -97,6 +97,10 @@ class DistillConfig(RunConfig):
         None, "a fresh student of another shape instead of chosen layers: key=value pairs (hidden_size=256,"
               "num_hidden_layers=4,num_attention_heads=4,intermediate_size=1024) or a JSON file; teacher's tokenizer"
     )
+    student_tokenizer: str | None = option(
+        None, "with --student-config: the student's own tokenizer folder (another vocabulary than the teacher's; "
+              "each model then reads its own tokens and only sample-level losses apply)"
+    )
     student_layers: int | list[int] = option(3, "first k layers (e.g. 3) or an explicit list of 0-based layers (e.g. 0,2,4)")
     method: str = option("vkd", "distillation method (see `fsdkit methods`)")
     alpha: float = option(0.5, "weight of the task loss in vanilla KD; the soft-label KD gets 1 - alpha")

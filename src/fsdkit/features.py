@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+#: prefix of the teacher's own tokenisation in a batch when teacher and student tokenize differently
+TEACHER_PREFIX = "teacher_"
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,13 @@ def _capture_values(model: nn.Module, layers: frozenset[int], store: dict[int, T
 def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The keys of a collated batch that a Hugging Face encoder takes (labels are left out)."""
     return {k: v for k, v in batch.items() if k in MODEL_INPUT_KEYS}
+
+
+def teacher_view(batch: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """The teacher's inputs of a batch: its own tokenisation (``teacher_*`` keys) when teacher and student
+    tokenize differently, else the batch itself."""
+    own = {k[len(TEACHER_PREFIX):]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
+    return own or batch
 
 
 def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features:

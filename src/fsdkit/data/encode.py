@@ -6,6 +6,7 @@ from datasets import Dataset, DatasetDict, Value
 
 from fsdkit.data.tasks import TaskSpec, get_task
 from fsdkit.errors import DataError
+from fsdkit.features import TEACHER_PREFIX
 
 
 def _cut(tokenizer, text: str, keep: int) -> str:
@@ -75,3 +76,27 @@ def make_collator(tokenizer):
     from transformers import DataCollatorWithPadding
 
     return DataCollatorWithPadding(tokenizer)
+
+
+def add_teacher_encoding(encoded: Dataset, raw: Dataset, teacher_tokenizer, task, max_length: int = 128) -> Dataset:
+    """``encoded`` (the student's tokenisation of ``raw``) plus the teacher's own tokenisation of the same rows,
+    as ``teacher_input_ids``, ``teacher_attention_mask`` (and ``teacher_token_type_ids``)."""
+    teacher = encode_dataset(raw, teacher_tokenizer, task, max_length=max_length).remove_columns(["labels"])
+    for column in teacher.column_names:
+        encoded = encoded.add_column(TEACHER_PREFIX + column, teacher[column])
+    return encoded
+
+
+class TwoTokenizerCollator:
+    """Pads the student's and the teacher's tokenisations of a batch, each with its own tokenizer."""
+
+    def __init__(self, student_tokenizer, teacher_tokenizer):
+        self.student = make_collator(student_tokenizer)
+        self.teacher = make_collator(teacher_tokenizer)
+
+    def __call__(self, features: list[dict]) -> dict:
+        student = [{k: v for k, v in f.items() if not k.startswith(TEACHER_PREFIX)} for f in features]
+        teacher = [{k[len(TEACHER_PREFIX):]: v for k, v in f.items() if k.startswith(TEACHER_PREFIX)} for f in features]
+        batch = self.student(student)
+        batch.update({TEACHER_PREFIX + k: v for k, v in self.teacher(teacher).items()})
+        return batch

@@ -57,3 +57,15 @@ class LossTerm(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return self.name
+
+
+def require_same_tokenizer(ctx: TermContext, loss: str, alternative: str) -> None:
+    """Refuse a token-level loss (one that pairs token i of the teacher with token i of the student) when the two
+    models tokenize differently; the message names the loss and a sample-level alternative."""
+    if not ctx.same_tokenizer:
+        from fsdkit.errors import ModelError
+
+        raise ModelError(
+            f"the {loss} loss pairs token i of the teacher with token i of the student, but the teacher and student "
+            f"tokenizers differ; use {alternative}"
+        )

@@ -149,6 +149,22 @@ def load_classifier(
     return model, tokenizer
 
 
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """A tokenizer folder or hub name (``AutoTokenizer``)."""
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, resolve_tokenizer_path(name_or_path))
+
+
+def resolve_tokenizer_path(name_or_path: str | os.PathLike) -> str:
+    path = Path(str(name_or_path)).expanduser()
+    if path.is_dir():
+        return str(path)
+    if _looks_like_path(str(name_or_path)) or path.is_absolute():
+        raise ModelError(f"tokenizer path {name_or_path} does not exist")
+    return str(name_or_path)
+
+
 def load_teacher(name_or_path: str | os.PathLike, task: TaskSpec | None = None, **kwargs):
     """Load a fine-tuned teacher frozen: eval mode, ``requires_grad=False`` on every parameter."""
     model, tokenizer = load_classifier(name_or_path, task, **kwargs)

@@ -106,9 +106,9 @@ def parse_student_config(spec: str) -> dict:
     return values
 
 
-def student_from_config(teacher: nn.Module, shape: dict) -> nn.Module:
+def student_from_config(teacher: nn.Module, shape: dict, tokenizer=None) -> nn.Module:
     """A fresh (randomly initialised) classifier of the teacher's architecture and labels with ``shape``'s sizes
-    (TinyBERT-style students); it reads the teacher's tokenizer and vocabulary."""
+    (TinyBERT-style students); its vocabulary is ``tokenizer``'s (default: the teacher's)."""
     import copy
 
     from transformers import AutoModelForSequenceClassification
@@ -116,6 +116,9 @@ def student_from_config(teacher: nn.Module, shape: dict) -> nn.Module:
     config = copy.deepcopy(teacher.config)
     for key, value in shape.items():
         setattr(config, key, value)
+    if tokenizer is not None:
+        config.vocab_size = len(tokenizer)
+        config.pad_token_id = tokenizer.pad_token_id
     if config.hidden_size % config.num_attention_heads:
         raise ConfigError(f"--student-config: hidden_size {config.hidden_size} is not a multiple of "
                           f"num_attention_heads {config.num_attention_heads}")

@@ -218,8 +218,11 @@ def _load_data(config: RunConfig):
     return task, DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
 
 
-def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int):
+def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int, teacher_tokenizer=None):
+    """The training split tokenized for the student (and, when ``teacher_tokenizer`` is given, for the teacher
+    too: ``teacher_*`` columns, see :func:`fsdkit.data.encode.add_teacher_encoding`)."""
     from fsdkit.data import encode_dataset
+    from fsdkit.data.encode import add_teacher_encoding
 
     train = data["train"]
     if config.max_train_samples is not None:
@@ -230,7 +233,10 @@ def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int
             f"a loss that compares the samples of a batch drops the incomplete last batch, so no step would run: "
             f"lower --batch-size to at most {len(train)} (and at least {min_batch_size})"
         )
-    return encode_dataset(train, tokenizer, task, max_length=config.max_length)
+    encoded = encode_dataset(train, tokenizer, task, max_length=config.max_length)
+    if teacher_tokenizer is not None:
+        encoded = add_teacher_encoding(encoded, train, teacher_tokenizer, task, max_length=config.max_length)
+    return encoded
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -254,6 +260,7 @@ def _train_and_export(
     relation_every: int = 0,
     record_extra: dict[str, Any] | None = None,
     on_evaluate=None,
+    teacher_tokenizer=None,
 ) -> dict[str, Any]:
     from fsdkit.data import make_collator
     from fsdkit.evaluation import evaluate_model
@@ -271,7 +278,19 @@ def _train_and_export(
                 f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "
                 f"{terms[spec.label].min_batch_size}, got {config.batch_size}"
             )
-    train = _encoded_train(data, task, tokenizer, config, max(t.min_batch_size for t in terms.values()))
+    train = _encoded_train(data, task, tokenizer, config, max(t.min_batch_size for t in terms.values()),
+                           teacher_tokenizer)
+    collator = make_collator(tokenizer)
+    if teacher_tokenizer is not None:  # teacher and student tokenize differently: each reads its own tokens
+        from fsdkit.data.encode import TwoTokenizerCollator
+
+        collator = TwoTokenizerCollator(tokenizer, teacher_tokenizer)
+        if getattr(config, "teacher_cache", None):
+            raise ConfigError("--teacher-cache is keyed by one tokenisation; with teacher and student tokenizers "
+                              "that differ, run without it (the live teacher reads its own tokens)")
+        if relation_every > 0:
+            logger.info("relation differences are not logged: teacher and student tokens differ")
+            relation_every = 0
     if teacher is not None and getattr(config, "teacher_cache", None):
         train = train.add_column("idx", list(range(len(train))))
         teacher = _cached_teacher(teacher, terms, train, tokenizer, config, task, track=relation_every > 0)
@@ -290,7 +309,7 @@ def _train_and_export(
         stage_lr=stage_lr,
         relation_tracker=tracker,
         train_dataset=train,
-        data_collator=make_collator(tokenizer),
+        data_collator=collator,
     )
     if config.eval_strategy == "epoch" or on_evaluate is not None:
         from fsdkit.training.epoch_eval import EpochEvaluation
@@ -410,6 +429,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     ``on_evaluate``: as for :func:`finetune`.
     """
     from fsdkit.models import build_student, check_model_folder, check_same_tokenizer, load_classifier, load_teacher
+    from fsdkit.models.loading import load_tokenizer
     from fsdkit.models.student import parse_student_config, student_from_config
 
     config = _as_config(DistillConfig, config, overrides)
@@ -423,6 +443,9 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     method = get_method(config.method)
     student_source = config.teacher if config.student == STUDENT_FROM_TEACHER else config.student
     shape = parse_student_config(config.student_config) if config.student_config else None
+    if config.student_tokenizer and shape is None:
+        raise ConfigError("--student-tokenizer gives a fresh --student-config student its vocabulary; a pretrained "
+                          "--student brings its own tokenizer")
     for option, path in (("teacher", config.teacher), ("student", student_source)):
         if option == "student" and shape is not None:
             continue  # a fresh student: nothing to load
@@ -436,10 +459,17 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     check_model_matches_task(teacher, task, config.teacher)
     if shape is None:
         base, tokenizer = load_classifier(student_source, task)
-        try:
-            check_same_tokenizer(teacher_tokenizer, tokenizer)
-        except ModelError as exc:
-            raise ModelError(f"teacher {config.teacher} and student {config.student}: {exc}") from None
+    elif config.student_tokenizer:
+        tokenizer = load_tokenizer(config.student_tokenizer)
+    else:
+        tokenizer = teacher_tokenizer
+    try:
+        check_same_tokenizer(teacher_tokenizer, tokenizer)
+        same_tokenizer = True
+    except ModelError as exc:  # each model then reads its own tokens; token-level losses refuse to be built
+        same_tokenizer = False
+        logger.info("teacher %s and student %s tokenize differently (%s): each reads its own tokens",
+                    config.teacher, config.student, exc)
 
     if method.needs_memory:
         config = _checked_memory(config, out, teacher, task)
@@ -447,14 +477,15 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     if shape is None:
         student = build_student(base, config.student_layers)
     else:
-        student_source, tokenizer = "config", teacher_tokenizer
-        student = student_from_config(teacher, shape)
+        student_source = "config"
+        student = student_from_config(teacher, shape, tokenizer)
     set_seed(config.seed)  # the terms' own parameters start from the same state however the models were loaded
-    ctx = TermContext(student.config, teacher.config, task, same_tokenizer=True, max_length=config.max_length)
+    ctx = TermContext(student.config, teacher.config, task, same_tokenizer=same_tokenizer, max_length=config.max_length)
     return _train_and_export(
         command="distill", config=config, out=out, task=task, data=data, model=student, tokenizer=tokenizer,
         specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
         relation_every=config.relation_every, on_evaluate=on_evaluate,
+        teacher_tokenizer=None if same_tokenizer else teacher_tokenizer,
         record_extra={"teacher": str(config.teacher), "student_base": str(student_source),
                       "student_init": "config" if shape is not None else
                       "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",

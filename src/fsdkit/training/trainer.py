@@ -23,7 +23,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer
 
-from fsdkit.features import FeatureRequest, Features, forward_features
+from fsdkit.features import FeatureRequest, Features, forward_features, teacher_view
 from fsdkit.losses.base import LossTerm
 from fsdkit.training.methods import TermSpec
 
@@ -108,8 +108,8 @@ class LiveTeacher:
         return self
 
     def features(self, batch, request: FeatureRequest) -> Features:
-        with torch.no_grad():
-            return forward_features(self.model, batch, request)
+        with torch.no_grad():  # the teacher's own tokenisation when the student tokenizes differently
+            return forward_features(self.model, teacher_view(batch), request)
 
 
 class DistillationTrainer(Trainer):

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
 from fsdkit.losses.registry import register_term
 from fsdkit.losses.attention import attention_kl, check_same_heads
 from fsdkit.losses.layer_maps import LayerMapSpec, cls_projections, model_depths, projected_cls, resolve_layer_map
@@ -38,6 +38,8 @@ class InternalRepresentationKD(LossTerm):
 
     def __init__(self, ctx: TermContext, layers: LayerMapSpec = "skip", pairs: list[int] | None = None):
         super().__init__()
+        require_same_tokenizer(ctx, "internal-representation (attention)",
+                               "RKD, PKD or Relation-CKA, which compare [CLS] or pooled rows")
         check_same_heads(ctx, "internal")
         layer_map = resolve_layer_map(layers, *model_depths(ctx), include_last=True)
         if pairs is not None:

@@ -15,7 +15,7 @@ from torch import Tensor
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features
 from fsdkit.losses.attention import attention_kl, check_same_heads, value_relation
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
 from fsdkit.losses.registry import register_term
 
 
@@ -34,6 +34,7 @@ class MiniLMDistillation(LossTerm):
 
     def __init__(self, ctx: TermContext, layer: int | str = "last"):
         super().__init__()
+        require_same_tokenizer(ctx, "MiniLM attention", "RKD, PKD or Relation-CKA, which compare [CLS] or pooled rows")
         self.heads = check_same_heads(ctx, "minilm")
         depth = min(ctx.student_config.num_hidden_layers, ctx.teacher_config.num_hidden_layers)
         index = -1 if layer == "last" else layer

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from fsdkit.errors import ModelError
 from fsdkit.features import FeatureRequest, Features
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
 from fsdkit.losses.measures import check_loss_form, get_measure, measure_loss
 from fsdkit.losses.registry import register_term
 from fsdkit.losses.views import check_view, intra_rows, local_rows
@@ -55,11 +54,9 @@ class StructureLoss(LossTerm):
         self.form = check_loss_form(form)
         self.eps = eps
         self.similarity_options = dict(similarity_options or {})
-        if view == "intra" and not ctx.same_tokenizer:
-            raise ModelError(
-                "the intra-feature view pairs token i of the teacher with token i of the student, but the two "
-                "tokenizers differ; use the same tokenizer or the local view"
-            )
+        if view == "intra":
+            require_same_tokenizer(ctx, "intra-feature (FSDI)", "the local view (FSDL, e.g. --method fsdl) or the "
+                                   "memory (FSDG), which compare samples, not tokens")
         if view == "local":
             self.min_batch_size = 4 if similarity == "debiased_cka" else 2
 
