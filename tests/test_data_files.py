@@ -110,6 +110,14 @@ def test_fine_tune_distil_and_predict_your_own_csv(tmp_path):
                  "- Teacher: `", "0.5 · task + 0.5 · kd + 30 · intra", "| validation |", "macro_f1",
                  "fsdkit distill --train-file", "--student teacher", "Made with fsdkit"):
         assert text in card, text
+    from fsdkit.cli import main as cli_main
+
+    report = tmp_path / "report"  # fsdkit analyze on your own files
+    assert cli_main(["analyze", "--train-file", str(TRAIN), "--validation-file", str(DEV), "--teacher",
+                     str(tmp_path / "teacher"), "--models", f"fsd={tmp_path / 'student'}", "--output-dir", str(report),
+                     "--batch-size", "2", "--no-progress"]) == 0
+    results = json.loads((report / "results.json").read_text())
+    assert (report / "report.md").is_file() and "fsd" in json.dumps(results)
     out = tmp_path / "predictions.jsonl"
     predict(model=str(tmp_path / "student"), train_file=str(TRAIN), test_file=str(TEST), output=str(out),
             progress=False)

@@ -228,7 +228,7 @@ class SweepConfig:
 
 
 @dataclass
-class AnalyzeConfig:
+class AnalyzeConfig(DataOptions):
     """``fsdkit analyze``: restoration rate, CKA heat maps, relation differences and complexity in one report."""
 
     task: str = option("rt-sentiment", "task name")

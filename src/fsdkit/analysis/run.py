@@ -184,14 +184,24 @@ def _load_histories(passes: Sequence[ModelPass]) -> dict[str, list[dict[str, Any
     return histories
 
 
-def _load_runs(runs: Sequence[str], spec, split: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run records of ``spec``'s task (metrics of ``split``), and the folders of runs of other tasks."""
+def _same_task(name: str, spec) -> bool:
+    """Whether a run record's task name is ``spec`` (registry aliases such as "SST-2" included)."""
     from fsdkit.data import get_task
 
+    if name == spec.name:
+        return True
+    try:
+        return get_task(name).name == spec.name
+    except ValueError:  # a task of your own data, or an unknown name
+        return False
+
+
+def _load_runs(runs: Sequence[str], spec, split: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run records of ``spec``'s task (metrics of ``split``), and the folders of runs of other tasks."""
     records, other_task = [], []
     for run in runs:
         info = read_run_info(run)
-        if info is not None and "task" in info and get_task(info["task"]).name != spec.name:
+        if info is not None and "task" in info and not _same_task(info["task"], spec):
             other_task.append(str(run))
             continue
         records.append(load_run_record(run, split))
@@ -242,8 +252,11 @@ def analyze(
     device: str | None = None,
     cache_dir: str | None = None,
     progress: bool = True,
+    data_source=None,
 ) -> dict[str, Any]:
     """Run the analyses of a teacher and ``models`` on ``task``'s ``split`` and write the report.
+
+    ``data_source``: your own data (:class:`fsdkit.data.files.DataSource`) instead of the registry task.
 
     Args:
         task: task name or TaskSpec.
@@ -269,14 +282,20 @@ def analyze(
     """
     from fsdkit.data import compute_metrics, get_task, load_task_data
 
-    spec = get_task(task)
+    if data_source is not None:
+        from fsdkit.data.files import load_custom
+
+        spec, data = load_custom(data_source)
+    else:
+        spec, data = get_task(task), None
     _check_names(models)
     if batch_size < 2:
         raise ConfigError(f"batch_size must be ≥ 2 (CKA and inter-feature relations need pairs), got {batch_size}")
     if max_examples is not None and max_examples < 2:
         raise ConfigError(f"max_examples must be ≥ 2, got {max_examples}")
     split = split or spec.eval_splits[0]
-    data = load_task_data(spec, data_dir, cache_dir=cache_dir)
+    if data is None:
+        data = load_task_data(spec, data_dir, cache_dir=cache_dir)
     if split not in data:
         raise ConfigError(f"task {spec.name} has no split {split!r}; available: {', '.join(data)}")
     dataset = data[split]
@@ -591,6 +610,8 @@ def _runs_section(spec, runs: Mapping[str, Any], proposed: str) -> Section:
 # Options of ``fsdkit analyze`` that ``AnalyzeConfig`` may not declare, with the defaults of :func:`analyze`.
 def analyze_from_config(config: Any) -> dict[str, Any]:
     """Run :func:`analyze` from an ``AnalyzeConfig`` (``fsdkit analyze``); ``models`` are ``NAME=DIR`` strings."""
+    from fsdkit.data.files import DataSource
+
     required = (("--teacher", config.teacher), ("--models", config.models), ("--output-dir", config.output_dir))
     missing = [flag for flag, value in required if not value]
     if missing:
@@ -612,4 +633,5 @@ def analyze_from_config(config: Any) -> dict[str, Any]:
         proposed=config.proposed,
         throughput_batches=config.throughput_batches,
         device=config.device,
+        data_source=DataSource.from_config(config),
     )
