@@ -118,6 +118,20 @@ def test_fine_tune_distil_and_predict_your_own_csv(tmp_path):
                      "--batch-size", "2", "--no-progress"]) == 0
     results = json.loads((report / "results.json").read_text())
     assert (report / "report.md").is_file() and "fsd" in json.dumps(results)
+    assert cli_main(["export", str(tmp_path / "student"), "--output-dir", str(tmp_path / "onnx")]) == 0  # ONNX
+    import onnxruntime
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "onnx")
+    batch = tokenizer(["I was billed twice", "the export button crashes the app"], padding=True, return_tensors="np")
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    onnx_logits = session.run(["logits"], {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})[0]
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    import torch
+
+    with torch.no_grad():
+        torch_logits = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    assert abs(onnx_logits - torch_logits).max() < 1e-4  # the ONNX student gives PyTorch's logits
     out = tmp_path / "predictions.jsonl"
     predict(model=str(tmp_path / "student"), train_file=str(TRAIN), test_file=str(TEST), output=str(out),
             progress=False)

@@ -19,6 +19,7 @@ from fsdkit.config import (
     AnalyzeConfig,
     DistillConfig,
     EvaluateConfig,
+    ExportConfig,
     FinetuneConfig,
     MemoryConfig,
     PredictConfig,
@@ -27,7 +28,7 @@ from fsdkit.config import (
     make_config,
     read_config_file,
 )
-from fsdkit.errors import FsdkitError
+from fsdkit.errors import ConfigError, FsdkitError
 
 
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
@@ -119,6 +120,15 @@ def _cmd_predict(args) -> None:
     _print_json(predict(_config_from_args(args, PredictConfig, "predict")))
 
 
+def _cmd_export(args) -> None:
+    from fsdkit.export import export_onnx
+
+    config = _config_from_args(args, ExportConfig, "export")
+    if not config.model or not config.output_dir:
+        raise ConfigError("fsdkit export MODEL_DIR --output-dir DIR")
+    _print_json(export_onnx(config.model, config.output_dir, opset=config.opset, atol=config.atol))
+
+
 def _cmd_sweep(args) -> None:
     from fsdkit.sweep import sweep
 
@@ -165,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", "score a model folder on a task's dev split(s)", EvaluateConfig, _cmd_evaluate),
         ("predict", "write a model's predictions on a split (GLUE submission .tsv, or .jsonl / .csv)", PredictConfig,
          _cmd_predict),
+        ("export", "export a model folder to ONNX, checked against PyTorch with ONNX Runtime", ExportConfig,
+         _cmd_export),
         ("sweep", "Optuna study over distill/finetune options (--config SPACE.yaml; resumable, parallel workers)",
          SweepConfig, _cmd_sweep),
         ("analyze", "restoration, CKA heat maps, relation differences, complexity: one report", AnalyzeConfig, _cmd_analyze),

@@ -204,6 +204,16 @@ class PredictConfig(DataOptions):
 
 
 @dataclass
+class ExportConfig:
+    """``fsdkit export``: a model folder to ONNX (model.onnx + config + tokenizer), checked with ONNX Runtime."""
+
+    model: str | None = option(None, "model folder", positional=True)
+    output_dir: str | None = option(None, "folder for model.onnx, config.json and the tokenizer")
+    opset: int = option(17, "ONNX opset")
+    atol: float = option(1e-4, "largest accepted difference between ONNX Runtime's and PyTorch's logits")
+
+
+@dataclass
 class SweepConfig:
     """``fsdkit sweep``: an Optuna study over the options of ``distill`` or ``finetune`` (see docs/sweeps.md).
 
