@@ -63,6 +63,7 @@ class StudentWithTerms(nn.Module):
             values = {label: self.terms[label](student32, teacher32, batch) for label in labels}
         return values, student
 
+
 def stage_of(step: int, total_steps: int, n_stages: int) -> int:
     """Stage index of ``step`` when ``total_steps`` are split into ``n_stages`` equal stages."""
     if n_stages <= 1 or total_steps <= 0:
