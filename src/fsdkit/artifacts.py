@@ -18,6 +18,7 @@ that depend on it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -130,11 +131,18 @@ def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueErro
     return data
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, computed once per process for a file of the same size and modification time
+    (a run hashes its teacher's weights for the cache, the memory check and the memory build)."""
+    stat = os.stat(path)
+    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
 

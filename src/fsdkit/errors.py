@@ -15,3 +15,8 @@ class ConfigError(FsdkitError, ValueError):
 
 class ModelError(FsdkitError, ValueError):
     """A model path is missing or two models are incompatible for the requested losses."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when the message is empty), for one-line errors."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

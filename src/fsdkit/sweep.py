@@ -94,8 +94,9 @@ def _storage(url: str, heartbeat: int):
 
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
         raise ConfigError(f"--storage {url!r}: expected an RDB URL such as sqlite:///study.db or postgresql://user@host/db")
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = _sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                           failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
@@ -110,9 +111,14 @@ def _creation_lock(url: str):
 
     from fsdkit.artifacts import build_lock
 
-    if url.startswith("sqlite:///"):
-        return build_lock(Path(url[len("sqlite:///"):]).expanduser())
-    return contextlib.nullcontext()
+    path = _sqlite_file(url)
+    return build_lock(path) if path is not None else contextlib.nullcontext()
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///FILE`` storage URL, else None."""
+    prefix = "sqlite:///"
+    return Path(url[len(prefix):]).expanduser() if url.startswith(prefix) else None
 
 
 def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, Any]:

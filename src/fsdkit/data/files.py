@@ -24,7 +24,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from fsdkit.data.tasks import PAIR, SINGLE, TaskSpec
-from fsdkit.errors import DataError
+from fsdkit.errors import DataError, first_line
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 TASK_TYPES = ("classification", "regression")
@@ -73,8 +73,7 @@ def _read_file(path: str, split: str) -> Dataset:
     try:
         data = load_dataset(fmt, data_files={split: str(file)}, split=split, **options)
     except Exception as exc:  # pyarrow / pandas parse errors: one line naming the file
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"--{split}-file {file}: cannot be read as {fmt} ({first}); mixed types in one column?") from None
+        raise DataError(f"--{split}-file {file}: cannot be read as {fmt} ({first_line(exc)}); mixed types in one column?") from None
     if len(data) == 0:
         raise DataError(f"--{split}-file {file} has no rows")
     return data
@@ -86,8 +85,7 @@ def _read_dataset(source: DataSource) -> dict[str, Dataset]:
     try:
         loaded = load_dataset(source.dataset, source.dataset_config)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"--dataset {source.dataset}: cannot be loaded ({first}); offline, give a local folder") from None
+        raise DataError(f"--dataset {source.dataset}: cannot be loaded ({first_line(exc)}); offline, give a local folder") from None
     out = {}
     for role, split in (("train", source.train_split), ("validation", source.validation_split),
                         ("test", source.test_split)):

@@ -16,7 +16,7 @@ import datasets
 from datasets import DatasetDict
 
 from fsdkit.data.tasks import TaskSpec, get_task, task_features
-from fsdkit.errors import DataError
+from fsdkit.errors import DataError, first_line
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -85,6 +85,5 @@ def load_hub_task(task: str | TaskSpec, *, cache_dir: str | os.PathLike | None =
             HUB_DATASET, spec.hub_config, cache_dir=None if cache_dir is None else str(cache_dir)
         )
     except OSError as exc:  # ConnectionError, DatasetNotFoundError, hub HTTP errors are all OSErrors
-        first_line = (str(exc).splitlines() or [exc.__class__.__name__])[0]
-        raise _hub_error(spec, f"the hub was unreachable or the dataset is not cached ({first_line})") from exc
+        raise _hub_error(spec, f"the hub was unreachable or the dataset is not cached ({first_line(exc)})") from exc
     return to_fsdkit_schema(spec, hub_data)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fsdkit.errors import ModelError
+from fsdkit.errors import ModelError, first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -105,7 +105,7 @@ def _from_pretrained(loader, name: str, **kwargs):
     except OSError as exc:  # hub name unreachable offline, or not a model
         raise ModelError(
             f"could not load model {name!r}: it is not a local folder and could not be fetched from the hub "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0]}). Pass a local model folder."
+            f"({exc.__class__.__name__}: {first_line(exc)}). Pass a local model folder."
         ) from exc
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers import TrainingArguments, set_seed
 
-from fsdkit.artifacts import build_lock
+from fsdkit.artifacts import build_lock, read_json_object
 from fsdkit.config import (
     DataOptions,
     DistillConfig,
@@ -153,11 +153,11 @@ def incomplete_reason(checkpoint: Path) -> str | None:
         if not path.is_file() or path.stat().st_size == 0:
             return f"{name} is missing or empty"
     try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-        if not isinstance(state, dict) or "global_step" not in state:
-            return "trainer_state.json has no global_step"
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        state = read_json_object(checkpoint / "trainer_state.json")
+    except ValueError:
         return "trainer_state.json is not valid JSON"
+    if "global_step" not in state:
+        return "trainer_state.json has no global_step"
     try:
         with safe_open(str(checkpoint / "model.safetensors"), "pt"):
             pass
@@ -446,10 +446,9 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     if config.student_tokenizer and shape is None:
         raise ConfigError("--student-tokenizer gives a fresh --student-config student its vocabulary; a pretrained "
                           "--student brings its own tokenizer")
-    for option, path in (("teacher", config.teacher), ("student", student_source)):
-        if option == "student" and shape is not None:
-            continue  # a fresh student: nothing to load
-        check_model_folder(path, max_length=config.max_length, option=option)
+    check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
+    if shape is None:  # a fresh --student-config student has no folder to check
+        check_model_folder(student_source, max_length=config.max_length, option="student")
     task, data = _load_data(config)
     set_seed(config.seed)
 
@@ -522,12 +521,11 @@ def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillC
     memory_dir = out / "memory"
     expected["n_clusters"] = config.memory_clusters
     with build_lock(memory_dir):
-        stale = []
-        if TeacherMemory.exists(memory_dir):
-            stale = TeacherMemory.load(memory_dir).differences(expected)
-            if stale:
-                logger.warning("rebuilding %s, built for another run: %s", memory_dir, "; ".join(stale))
-        if stale or not TeacherMemory.exists(memory_dir):
+        current = TeacherMemory.load(memory_dir) if TeacherMemory.exists(memory_dir) else None
+        stale = current.differences(expected) if current is not None else []
+        if stale:
+            logger.warning("rebuilding %s, built for another run: %s", memory_dir, "; ".join(stale))
+        if current is None or stale:
             data_options = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)}
             build_memory(
                 **data_options,

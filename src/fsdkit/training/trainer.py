@@ -3,8 +3,8 @@
 ``L = Σ_k w_k · term_k(student features, teacher features, batch)``. The teacher is frozen, in eval mode,
 runs under ``torch.no_grad`` and is not part of the optimised module; the optimised module is
 :class:`StudentWithTerms` (the student plus the terms' own parameters, e.g. the FSDG student memory), which is
-what checkpoints hold, so ``--resume`` restores both. Each term's mean value is logged as ``loss_<label>`` (its per-sample mean since the last log, kept as a
-tensor and read only when logged).
+what checkpoints hold, so ``--resume`` restores both. Each term's mean value is logged as ``loss_<label>``
+(its per-sample mean since the last log, kept as a tensor and read only when logged).
 Terms active only in some training stages (progressive / stacked schedules) are selected from the global
 step, so a run resumed mid-stage continues in the right stage. With ``stage_lr="restart"`` (the default of a
 staged run) every stage also gets its own linear warm-up and decay (:func:`staged_linear_factor`), as if each
