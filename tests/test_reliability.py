@@ -265,6 +265,27 @@ def test_memory_build_leaves_no_row_store_and_files_follow_the_umask(glue_dir, m
         assert file.stat().st_mode & 0o777 == mode, file
 
 
+def test_a_full_disk_is_a_clear_error_not_a_bus_error(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
+    """The row store is reserved on disk before it is mapped: ENOSPC is a ConfigError naming the folder and the
+    size, with nothing left behind (a write into a sparse map on a full disk is SIGBUS, which kills Python)."""
+    import errno
+    import tempfile
+
+    from fsdkit import build_memory
+    from fsdkit.errors import ConfigError
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with pytest.raises(ConfigError, match=r"not enough disk space in .*tmp for teacher-rows-.*\.npy: it needs 0\.00 GiB"):
+        build_memory(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), n_clusters=3,
+                     max_train_samples=16, max_length=64, progress=False, output_dir=str(tmp_path / "mem"))
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 def test_exported_model_files_follow_the_umask(glue_dir, mrpc_teacher):
     from fsdkit.artifacts import current_umask
 

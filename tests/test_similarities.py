@@ -196,13 +196,58 @@ def test_debiased_cka_can_be_negative():
 def test_gram_and_feature_forms_agree():
     x, y = _data(11, 9, 5, 13)
     c = sim._prepare("test", x, y, None, 2)
-    for a, b in zip(sim._linear_terms(c, gram=True), sim._linear_terms(c, gram=False)):
-        assert a.item() == pytest.approx(b.item(), abs=1e-12)
+    x_gram, y_gram = ((z @ z.mT) * r.square() for z, r in ((c.x, c.rx), (c.y, c.ry)))  # the features centred
+    k, lam, _ = sim._unit_grams("test", x, y, None, 2)  # H G H: the Grams centred
+    for gram in ((x_gram, y_gram), (k, lam)):
+        gram_terms = (sim._inner(gram[0], gram[1]), sim._inner(gram[0], gram[0]), sim._inner(gram[1], gram[1]))
+        for a, b in zip(gram_terms, sim._feature_terms(c)):
+            assert a.item() == pytest.approx(b.item(), abs=1e-12)
     # through the public API: 5 real rows, p = q = 4 use the Gram form, 20 rows (15 padding) the feature form
     x, y = _data(12, 20, 4, 4)
     mask = torch.arange(20) < 5
     for fn in (linear_cka, gram_distance):
         assert fn(x, y, mask).item() == pytest.approx(fn(x[:5], y[:5]).item(), abs=1e-12)
+
+
+def test_gram_centring_falls_back_to_centred_features_where_the_mean_dominates(monkeypatch):
+    """Centring the n × n Gram cancels ‖mean‖² against the centred energy in float32: a side whose mean holds
+    more than GRAM_CENTRING_LIMIT times its centred energy is centred as features instead — and stays precise."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(32, 4096, generator=g)
+    x = y + torch.randn(32, 4096, generator=g)
+    offset = 300 * x.std() * torch.randn(4096, generator=g) / 4096**0.5 * 32**0.5  # ‖mean‖² ≈ 10⁵ × the spread
+    fns = (linear_cka, debiased_cka, gram_distance)
+    exact = [fn((x + offset).double(), y.double()).item() for fn in fns]
+    calls = []
+    real_centre = sim._centre
+    monkeypatch.setattr(sim, "_centre", lambda *a, **k: calls.append((a[0], a[1])) or real_centre(*a, **k))
+    for fn, value in zip(fns, exact):
+        assert fn(x + offset, y).item() == pytest.approx(value, abs=2e-6), fn.__name__
+    # each centred the features of x, whose mean dominates, and the Gram of y
+    assert calls == [("linear_cka", "x"), ("debiased_cka", "x"), ("gram_distance", "x")]
+    calls.clear()
+    linear_cka(x, y)  # an ordinary side: Grams centred, the features untouched
+    assert calls == []
+
+
+@pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka],
+                         ids=lambda f: f.__name__)
+def test_a_precomputed_target_gives_the_same_value_and_gradient(fn):
+    """compare_to_target(fn, x, y, target_gram(fn, y)) is fn(x, y): value and gradient (the FSDG centroid part)."""
+    g = torch.Generator().manual_seed(3)
+    y = torch.randn(12, 300, generator=g, dtype=torch.float64)
+    x0 = (y @ torch.randn(300, 200, generator=g, dtype=torch.float64)) + torch.randn(12, 200, generator=g, dtype=torch.float64)
+    target = sim.target_gram(fn, y)
+    assert (target is None) == (fn in (procrustes_distance, rbf_cka))
+    values, grads = [], []
+    for compute in (lambda x: fn(x, y), lambda x: sim.compare_to_target(fn, x, y, target)):
+        x = x0.clone().requires_grad_(True)
+        value = compute(x)
+        value.backward()
+        values.append(value.item())
+        grads.append(x.grad)
+    assert values[1] == pytest.approx(values[0], abs=1e-12)
+    assert torch.allclose(grads[1], grads[0], atol=1e-12)
 
 
 # ---------------------------------------------------------------- invariances (hypothesis)

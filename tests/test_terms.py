@@ -222,6 +222,25 @@ def test_memory_equals_definition(batch, memory_term):
     assert set(memory_term.last_parts) == {"distance", "cosine", "centroid"}
 
 
+def test_memory_of_a_batch_padded_to_fewer_tokens_than_max_length(batch, memory_term):
+    """A batch padded to 5 of the memory's 7 tokens compares its rows with the centroids' first 5 · D columns:
+    the same value and gradients as the batch padded to 7 (the term skips the zero columns, never the centroids'
+    norms)."""
+    hs, ht, mask = batch
+    mask = mask.clone()
+    mask[:, 5:] = 0  # at most 5 real tokens per sample
+    results = []
+    for length in (7, 5):
+        h = hs[:, :length].clone().requires_grad_(True)
+        memory_term.zero_grad()
+        value = memory_term(features(h, mask[:, :length]), features(ht[:, :length], mask[:, :length]), {})
+        value.backward()
+        results.append((value.item(), h.grad[:, :5], memory_term.student_memory.grad.clone()))
+    (v7, g7, m7), (v5, g5, m5) = results
+    assert v5 == pytest.approx(v7, rel=1e-12)
+    assert torch.allclose(g5, g7, rtol=1e-10, atol=1e-12) and torch.allclose(m5, m7, rtol=1e-10, atol=1e-12)
+
+
 def test_optimising_the_memory_alone_halves_the_feature_to_centroid_term():
     """Student features fixed (a random linear map of the teacher's, other width, plus noise): 300 Adam steps on
     the student memory alone at the term's defaults (N(0, 1) start, memory_lr) cut the distance + cosine parts

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from fsdkit import distill, evaluate
+from fsdkit import build_memory, distill, evaluate
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.training.trainer import DistillationTrainer
 
@@ -141,6 +141,28 @@ def test_teacher_cache_gives_the_same_run_as_the_live_teacher(glue_dir, mrpc_tea
             assert a.keys() == b.keys()
             for key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
+def test_an_fsd_run_with_a_teacher_cache_makes_one_teacher_pass(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
+    """With --teacher-cache, the automatic teacher memory reads its rows from the cache that the run then trains
+    from: one cache (one pass of the teacher over the training set), and the memory of a live encoding."""
+    import fsdkit.memory.build as build_module
+    from fsdkit.memory import TeacherMemory
+
+    def no_live_teacher(*args, **kwargs):
+        raise AssertionError("the memory build ran the teacher although the teacher-output cache has its rows")
+
+    options = small(glue_dir, teacher=str(mrpc_teacher), method="fsd", max_steps=1, memory_clusters=3,
+                    relation_every=0)
+    with monkeypatch.context() as patch:
+        patch.setattr(build_module, "forward_features", no_live_teacher)
+        distill(**options, output_dir=str(tmp_path / "cached"), teacher_cache=str(tmp_path / "cache"))
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
+    build_memory(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), output_dir=str(tmp_path / "live"),
+                 n_clusters=3, max_length=64, max_train_samples=48, seed=42, progress=False)
+    cached, live = TeacherMemory.load(tmp_path / "cached" / "memory"), TeacherMemory.load(tmp_path / "live")
+    assert cached.metadata["cluster_sizes"] == live.metadata["cluster_sizes"]
+    assert torch.allclose(cached.centroids, live.centroids, atol=1e-4)
 
 
 def test_student_initialised_from_the_teacher(glue_dir, mrpc_teacher, tmp_path):

@@ -10,6 +10,9 @@ every artifact that is reused across runs follows one protocol:
    killed build leaves only a temporary name (removed on failure, ignored by readers).
 3. :func:`follow_umask` — files get the permissions of any other file the user creates (``safetensors`` and
    ``tempfile`` write 0600).
+4. :func:`reserved_npy` — a disk-backed array (teacher rows, teacher-output caches) has its whole size
+   reserved when it is created, so a full disk is one clear error at the start, never a ``SIGBUS`` when a
+   page of the memory map is first written.
 
 :func:`sha256_file` and :func:`model_weights_sha256` identify a teacher by its weights, for the artifacts
 that depend on it.
@@ -18,6 +21,7 @@ that depend on it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -27,7 +31,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
+from numpy.lib.format import open_memmap
+
+from fsdkit.errors import ConfigError
 
 
 def current_umask() -> int:
@@ -66,6 +74,34 @@ def build_lock(artifact: str | os.PathLike, timeout: float = -1) -> Iterator[Non
     artifact.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(artifact.with_name(artifact.name + ".lock")), timeout=timeout):
         yield
+
+
+def reserved_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32) -> np.memmap:
+    """A new ``.npy`` file of ``shape`` opened as a writable memory map, with all its bytes allocated on disk now.
+
+    A memory map over a sparse file is killed by ``SIGBUS`` when a write finds the disk full; reserving the
+    blocks first (``posix_fallocate``) turns that into a :class:`~fsdkit.errors.ConfigError` naming the folder,
+    the size needed and the space free. The file is removed when the reservation fails.
+    """
+    path = Path(path)
+    array = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as handle:
+            if hasattr(os, "posix_fallocate") and size:
+                os.posix_fallocate(handle.fileno(), 0, size)
+        return array
+    except OSError as exc:
+        error = exc
+    del array
+    path.unlink(missing_ok=True)
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise error
+    free = shutil.disk_usage(path.parent).free
+    raise ConfigError(
+        f"not enough disk space in {path.parent} for {path.name}: it needs {size / 2**30:.2f} GiB and "
+        f"{free / 2**30:.2f} GiB are free; free some space or point the work folder (or $TMPDIR) at a larger disk"
+    ) from error
 
 
 def temporary_sibling(final: Path) -> Path:

@@ -163,6 +163,9 @@ class MemoryConfig(DataOptions):
     seed: int = option(42, "seed of the k-means++ seeding")
     batch_size: int = option(64, "encoding batch size")
     max_train_samples: int | None = option(None, "use only the first N training examples")
+    teacher_cache: str | None = option(
+        None, "teacher-output cache folder: the rows are read from it (built on first use; a distillation run "
+        "with the same --teacher-cache then reads the same teacher pass)")
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data")
 

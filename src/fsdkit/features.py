@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -157,6 +158,16 @@ def teacher_view(batch: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     tokenize differently, else the batch itself."""
     own = {k[len(TEACHER_PREFIX):]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
     return own or batch
+
+
+class TeacherSource(Protocol):
+    """Where a teacher's :class:`Features` come from: a live forward pass of the frozen teacher
+    (:class:`fsdkit.training.trainer.LiveTeacher`) or the on-disk teacher-output cache
+    (:class:`fsdkit.training.teacher_cache.TeacherCache`)."""
+
+    def features(self, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features: ...
+
+    def to(self, device) -> TeacherSource: ...
 
 
 def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features:

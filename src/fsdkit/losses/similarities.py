@@ -14,8 +14,10 @@ for 2-D inputs); leading dimensions are processed as one batch, without a Python
 Half-precision inputs (bfloat16, float16: the features of a mixed-precision forward pass) are computed
 in float32; float64 stays float64. All inputs are first centred over the real rows (padding rows are then
 zero); every measure is invariant to translation and isotropic scaling, so each side is then taken at unit
-Frobenius norm — applied to the small n × n or p × q products where possible rather than to the features, so that the large inputs are
-touched only by the centring and the matrix products (the FSDL view compares 32 rows of 49,152 values).
+Frobenius norm — applied to the small n × n or p × q products where possible rather than to the features. In the
+n × n Gram form (n rows small against the widths: the FSDL view compares 32 rows of 49,152 values) the centring
+too is applied to the Gram (``H z zᵀ H``), so a large input is touched by one matrix product forward and one
+backward. :func:`target_gram` and :func:`compare_to_target` compute a constant side (the teacher memory) once.
 
 Degenerate input never yields NaN values or gradients:
 
@@ -34,7 +36,10 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["debiased_cka", "gram_distance", "linear_cka", "procrustes_distance", "rbf_cka"]
+__all__ = [
+    "compare_to_target", "debiased_cka", "gram_distance", "linear_cka", "procrustes_distance", "rbf_cka",
+    "target_gram",
+]
 
 
 class _Centred(NamedTuple):
@@ -54,13 +59,18 @@ class _Centred(NamedTuple):
         return self.x * self.rx[..., None, None], self.y * self.ry[..., None, None]
 
 
-def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, ratio: bool = False) -> _Centred:
-    """Validate the inputs (shapes, mask, row counts, finiteness) and centre them; see :class:`_Centred`.
+class _Checked(NamedTuple):
+    """Validated inputs in the computing dtype, the float mask (``None`` when every row is real) and the number
+    of real rows per batch element."""
 
-    ``ratio=True`` is for measures computed as a ratio that is itself invariant to scaling each centred
-    side (the CKAs): the inverse norms then carry no gradient, because their exact contribution is zero
-    (Euler: ``⟨∇f(w), w⟩ = 0`` for f of degree 0), and the backward pass skips one pass over each input.
-    """
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor | None
+    counts: torch.Tensor
+
+
+def _check(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int) -> _Checked:
+    """Validate the shapes, the mask and the row counts; cast to the computing dtype (at least float32)."""
     if x.dim() < 2 or y.dim() < 2 or x.shape[:-1] != y.shape[:-1]:
         raise ValueError(
             f"{name}: x and y must be (..., n, p) and (..., n, q) with the same n and leading dims, "
@@ -85,10 +95,24 @@ def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, r
         if not ((m == 0) | (m == 1)).all():
             raise ValueError(f"{name}: mask must hold only 0/1 (or bool) values")
         counts = m.sum(-1)
-    got = int(counts.min()) if counts.numel() else min_rows
+    if m is None:
+        got = x.shape[-2]
+    else:
+        got = int(counts.min()) if counts.numel() else min_rows
     if got < min_rows:
         hint = " (a batch of one sample?)" if got == 1 else ""
         raise ValueError(f"{name} needs at least {min_rows} rows per set, got {got}{hint}")
+    return _Checked(x, y, m, counts)
+
+
+def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, ratio: bool = False) -> _Centred:
+    """Validate the inputs (:func:`_check`) and centre the features; see :class:`_Centred`.
+
+    ``ratio=True`` is for measures computed as a ratio that is itself invariant to scaling each centred
+    side (the CKAs): the inverse norms then carry no gradient, because their exact contribution is zero
+    (Euler: ``⟨∇f(w), w⟩ = 0`` for f of degree 0), and the backward pass skips one pass over each input.
+    """
+    x, y, m, counts = _check(name, x, y, mask, min_rows)
     (xc, rx), (yc, ry) = (_centre(name, label, z, m, counts, ratio) for label, z in (("x", x), ("y", y)))
     return _Centred(xc, yc, rx, ry, m, counts)
 
@@ -122,29 +146,81 @@ def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum((-2, -1))
 
 
-def _use_gram(c: _Centred, margin: float = 1.0) -> bool:
+def _use_gram(n: int, p: int, q: int, margin: float = 1.0) -> bool:
     """Whether to use the n × n Grams (n²(p+q) multiply-adds) rather than the feature products
     (n(p² + q² + pq)): unless the feature products are ``margin`` times cheaper."""
-    n, p, q = c.x.shape[-2], c.x.shape[-1], c.y.shape[-1]
     return n * (p + q) < margin * (p * p + q * q + p * q)
 
 
-def _grams(c: _Centred) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(K̃, Λ̃)``: the n × n Grams of the unit-norm centred features, ``x̃x̃ᵀ/‖x̃‖²`` and ``ỹỹᵀ/‖ỹ‖²``."""
-    return (c.x @ c.x.mT) * c.rx.square()[..., None, None], (c.y @ c.y.mT) * c.ry.square()[..., None, None]
+def _gram_route(x: torch.Tensor, y: torch.Tensor, margin: float = 1.0) -> bool:
+    return x.dim() >= 2 and y.dim() >= 2 and _use_gram(x.shape[-2], x.shape[-1], y.shape[-1], margin)
 
 
-def _linear_terms(c: _Centred, gram: bool | None = None):
-    """``(⟨K̃, Λ̃⟩, ‖K̃‖², ‖Λ̃‖²)`` for the unit-norm centred features (``K̃ = x̃x̃ᵀ``, ``Λ̃ = ỹỹᵀ``).
+class _SelfGram(torch.autograd.Function):
+    """``G = z zᵀ`` with the backward ``ż = (Ġ + Ġᵀ) z``: one product of the large ``z`` instead of the two
+    (and their sum) that autograd makes when ``z`` enters ``z @ z.mT`` twice."""
 
-    Computed from the n × n Grams (``gram=True``) or from the feature-space products ``‖ỹᵀx̃‖²``,
-    ``‖x̃ᵀx̃‖²``, ``‖ỹᵀỹ‖²`` (``gram=False``); the two are equal. ``None`` picks the cheaper one.
-    """
-    if gram is None:
-        gram = _use_gram(c)
-    if gram:
-        k, lam = _grams(c)
-        return _inner(k, lam), _inner(k, k), _inner(lam, lam)
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z @ z.mT
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return (grad + grad.mT) @ z
+
+
+def _self_gram(z: torch.Tensor) -> torch.Tensor:
+    return _SelfGram.apply(z) if z.requires_grad else z @ z.mT
+
+
+#: the Gram route centres the n × n Gram (``HGH``) instead of the features; it falls back to centring the
+#: features where a side's uncentred energy ``Σ‖z_i‖²`` exceeds this many times its centred energy ``‖z̃‖²``
+#: (float32 cancellation in ``HGH`` grows with that ratio: at 10, linear CKA stays within 3e-7 of float64; BERT
+#: hidden states have a ratio of 1.1–1.6, per sample over tokens and over a batch's flattened rows)
+GRAM_CENTRING_LIMIT = 16.0
+
+
+def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor) -> torch.Tensor:
+    """The Gram of the centred real rows at unit trace, ``K̃ = H_m z zᵀ H_m / ‖H_m z‖_F²`` (padding rows and
+    columns zero), by double-centring the n × n Gram: one pass over ``z`` forward (``z zᵀ``) and one backward
+    (``(Ġ + Ġᵀ) z``), no centred copy of the features. Where the mean so dominates (:data:`GRAM_CENTRING_LIMIT`;
+    zero variance included) that the Gram's cancellation would be imprecise, the features are centred instead
+    (exact to the dtype's rounding whatever the mean; a zero-variance side gives the zero matrix)."""
+    g = _self_gram(z)
+    if m is None:
+        row = g.mean(-1)
+        mean_sq = row.mean(-1)  # ‖mean‖²
+        k = g.sub(row[..., :, None]).sub_(row[..., None, :]).add_(mean_sq[..., None, None])
+    else:
+        pair = m[..., :, None] * m[..., None, :]
+        g = g * pair
+        row = g.sum(-1) / counts[..., None]
+        mean_sq = row.sum(-1) / counts
+        k = g.sub(row[..., :, None]).sub_(row[..., None, :]).add_(mean_sq[..., None, None]).mul_(pair)
+    total = g.diagonal(dim1=-2, dim2=-1).sum(-1)  # Σ_i ‖z_i‖², the uncentred energy
+    energy = k.diagonal(dim1=-2, dim2=-1).sum(-1)  # ‖H_m z‖_F²
+    # one host synchronisation for both checks
+    bad, imprecise = torch.stack([~torch.isfinite(total).all(), (energy * GRAM_CENTRING_LIMIT <= total).any()]).tolist()
+    if bad:
+        problem = "non-finite values" if not torch.isfinite(z).all() else "values too large for its dtype"
+        raise ValueError(f"{name}: {problem} in {label}")
+    if imprecise:
+        zc, r = _centre(name, label, z, m, counts, detach=False)
+        return _self_gram(zc) * r.square()[..., None, None]
+    return k / energy[..., None, None]
+
+
+def _unit_grams(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int):
+    """``(K̃, Λ̃, counts)``: validated inputs (:func:`_check`) as centred Grams at unit trace (:func:`_centred_gram`)."""
+    x, y, m, counts = _check(name, x, y, mask, min_rows)
+    return _centred_gram(name, "x", x, m, counts), _centred_gram(name, "y", y, m, counts), counts
+
+
+def _feature_terms(c: _Centred):
+    """``(⟨K̃, Λ̃⟩, ‖K̃‖², ‖Λ̃‖²)`` for the unit-norm centred features from the feature-space products
+    ``‖ỹᵀx̃‖²``, ``‖x̃ᵀx̃‖²``, ``‖ỹᵀỹ‖²`` (equal to the n × n Gram form; cheaper when n is large against p, q)."""
     rx, ry = c.rx[..., None, None], c.ry[..., None, None]
     xy, xx, yy = (c.x.mT @ c.y) * (rx * ry), (c.x.mT @ c.x) * rx.square(), (c.y.mT @ c.y) * ry.square()
     return _inner(xy, xy), _inner(xx, xx), _inner(yy, yy)
@@ -162,6 +238,11 @@ def _safe_sqrt(d2: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(torch.finfo(d2.dtype).tiny).sqrt()
 
 
+def _linear_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Linear CKA ``⟨K̃, Λ̃⟩ / (‖K̃‖_F ‖Λ̃‖_F)`` from the centred unit-trace Grams."""
+    return _ratio(_inner(k, lam), _inner(k, k), _inner(lam, lam))
+
+
 def linear_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     """Linear CKA between ``x: (..., n, p)`` and ``y: (..., n, q)``; returns ``(...)`` in [0, 1].
 
@@ -172,7 +253,9 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     Needs n ≥ 2 real rows. A zero-variance side makes CKA undefined; returned as 0 so that a loss
     ``−log(CKA + ε)`` stays finite and its gradient is zero.
     """
-    return _ratio(*_linear_terms(_prepare("linear_cka", x, y, mask, 2, ratio=True)))
+    if _gram_route(x, y):
+        return _linear_from_grams(*_unit_grams("linear_cka", x, y, mask, 2))
+    return _ratio(*_feature_terms(_prepare("linear_cka", x, y, mask, 2, ratio=True)))
 
 
 @torch.no_grad()
@@ -247,6 +330,12 @@ def _unbiased_from_features(dot, rows_a, rows_b, norm_a, norm_b, n):
     return dot - n / (n - 2) * (rows_a * rows_b).sum(-1) + norm_a * norm_b / ((n - 1) * (n - 2))
 
 
+def _debiased_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Debiased CKA from the centred unit-trace Grams (``HSIC₁`` does not depend on centring or scale)."""
+    k, lam = _zero_diagonal(k), _zero_diagonal(lam)
+    return _ratio(_unbiased_from_grams(k, lam, n), _unbiased_from_grams(k, k, n), _unbiased_from_grams(lam, lam, n))
+
+
 def debiased_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     """Linear CKA with the unbiased HSIC estimator (Song et al. 2012; Nguyen et al. 2021); returns ``(...)``.
 
@@ -258,12 +347,11 @@ def debiased_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     unrelated sets; it is at most 1. Returned as 0 (zero gradient) when a side has zero variance or a
     self-term ``HSIC₁`` is not positive.
     """
+    if _gram_route(x, y):
+        return _debiased_from_grams(*_unit_grams("debiased_cka", x, y, mask, 4))
     c = _prepare("debiased_cka", x, y, mask, 4, ratio=True)
     n = c.counts
-    if _use_gram(c):
-        k, lam = (_zero_diagonal(g) for g in _grams(c))
-        return _ratio(_unbiased_from_grams(k, lam, n), _unbiased_from_grams(k, k, n), _unbiased_from_grams(lam, lam, n))
-    xy, xx, yy = _linear_terms(c, gram=False)
+    xy, xx, yy = _feature_terms(c)
     rx, ry = c.x.square().sum(-1) * c.rx.square()[..., None], c.y.square().sum(-1) * c.ry.square()[..., None]
     sx, sy = rx.sum(-1), ry.sum(-1)
     return _ratio(_unbiased_from_features(xy, rx, ry, sx, sy, n), _unbiased_from_features(xx, rx, rx, sx, sx, n),
@@ -299,6 +387,11 @@ def procrustes_distance(x: torch.Tensor, y: torch.Tensor, mask=None, squared: bo
     return d2 if squared else _safe_sqrt(d2)
 
 
+def _gram_distance_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """``‖K̃ − Λ̃‖_F`` from the centred unit-trace Grams (``max(·, tiny)`` under the root)."""
+    return _safe_sqrt((k - lam).square().sum((-2, -1)))
+
+
 def gram_distance(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     """Feature Gram matrix distance (Bhattarai et al. 2025) between ``x: (..., n, p)``, ``y: (..., n, q)``.
 
@@ -310,9 +403,40 @@ def gram_distance(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     A zero-variance side is taken as the zero matrix (so ``D_FG = ‖ỸỸᵀ‖_F`` if only ``X`` is degenerate).
     Needs n ≥ 2 real rows; ``mask: (..., n)``.
     """
-    c = _prepare("gram_distance", x, y, mask, 2)
-    if _use_gram(c, margin=4.0):  # the exact form unless 4× dearer
-        k, lam = _grams(c)
-        return _safe_sqrt((k - lam).square().sum((-2, -1)))
-    xy, xx, yy = _linear_terms(c, gram=False)
+    if _gram_route(x, y, margin=4.0):  # the exact form unless 4× dearer
+        return _gram_distance_from_grams(*_unit_grams("gram_distance", x, y, mask, 2))
+    xy, xx, yy = _feature_terms(_prepare("gram_distance", x, y, mask, 2))
     return _safe_sqrt(xx + yy - 2 * xy)
+
+
+#: the measures with an n × n Gram form: (value from the two centred unit-trace Grams, the margin of
+#: :func:`_use_gram` under which that form is used, the fewest rows)
+_GRAM_FORMS = {
+    linear_cka: (_linear_from_grams, 1.0, 2),
+    debiased_cka: (_debiased_from_grams, 1.0, 4),
+    gram_distance: (_gram_distance_from_grams, 4.0, 2),
+}
+
+
+@torch.no_grad()
+def target_gram(fn, y: torch.Tensor) -> torch.Tensor | None:
+    """The side of a constant target ``y: (..., n, q)`` that :func:`compare_to_target` reuses: its centred Gram
+    at unit trace when ``fn`` has a Gram form (:func:`linear_cka`, :func:`debiased_cka`, :func:`gram_distance`),
+    else ``None``. Computed once (e.g. for the teacher memory of FSDG), it saves the ``n² q`` products of ``y``'s
+    Gram and their backward at every call."""
+    form = _GRAM_FORMS.get(fn)
+    if form is None:
+        return None
+    y, _, _, counts = _check(fn.__name__, y, y, None, form[2])
+    return _centred_gram(fn.__name__, "y", y, None, counts)
+
+
+def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """``fn(x, y)`` (all rows real, ``y`` a constant: no gradient reaches it), with ``target = target_gram(fn, y)``
+    standing in for ``y``'s side where the Gram form is the cheaper one; otherwise ``fn(x, y)`` itself."""
+    form = _GRAM_FORMS.get(fn)
+    if target is None or form is None or not _gram_route(x, y, form[1]):
+        return fn(x, y.detach())
+    from_grams, _, min_rows = form
+    x, _, _, counts = _check(fn.__name__, x, y, None, min_rows)
+    return from_grams(_centred_gram(fn.__name__, "x", x, None, counts), target.to(x.dtype), counts)

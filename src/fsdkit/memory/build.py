@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from fsdkit._version import __version__
+from fsdkit.artifacts import reserved_npy
 from fsdkit.errors import ConfigError, DataError
-from fsdkit.features import FeatureRequest, forward_features
+from fsdkit.features import FeatureRequest, TeacherSource, forward_features
 from fsdkit.memory.artifact import TeacherMemory
 from fsdkit.memory.kmeans import Collective, kmeans
 from fsdkit.memory.rows import POOLINGS, feature_rows
@@ -38,7 +39,7 @@ COMPUTED_METADATA = frozenset(
 
 
 def _encode(
-    teacher: nn.Module,
+    teacher: nn.Module | TeacherSource,
     batches: Iterable[Mapping[str, Any]],
     n_rows: int,
     rows_path: Path,
@@ -51,18 +52,19 @@ def _encode(
 ) -> tuple[np.memmap, int, int, int]:
     """Write the teacher rows of ``batches`` into a new (n_rows, d) memmap (or into ``store`` from row
     ``offset``); return it, rows written, the resolved layer index and the hidden size."""
-    device = next(teacher.parameters()).device
+    live = isinstance(teacher, nn.Module)
+    device = next(teacher.parameters()).device if live else getattr(teacher, "device", torch.device("cpu"))
     request = FeatureRequest(hidden_states=True)
     written = layer_index = hidden_size = 0
     with torch.inference_mode():
         for batch in batches:
             inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-            features = forward_features(teacher, inputs, request)
+            features = forward_features(teacher, inputs, request) if live else teacher.features(inputs, request)
             hidden = features.hidden(layer)
             rows = feature_rows(hidden, features.attention_mask, pooling, max_length).float().cpu().numpy()
             layer_index, hidden_size = features.layer_index(layer), int(hidden.shape[-1])
             if store is None:
-                store = open_memmap(rows_path, mode="w+", dtype=np.float32, shape=(n_rows, rows.shape[1]))
+                store = reserved_npy(rows_path, (n_rows, rows.shape[1]))
             if offset + written + len(rows) > len(store):
                 raise DataError(
                     f"the dataloader yielded more than len(dataloader.dataset) = {n_rows} samples; "
@@ -77,7 +79,7 @@ def _encode(
 
 
 def build_teacher_memory(
-    teacher: nn.Module,
+    teacher: nn.Module | TeacherSource,
     dataloader: Any,
     *,
     n_clusters: int = 100,
@@ -98,7 +100,8 @@ def build_teacher_memory(
     """Build the teacher memory ``M_T`` (K × d) from every sample of ``dataloader``.
 
     1. Each collated batch (``input_ids``, ``attention_mask``, ``token_type_ids``; labels are ignored) goes
-       through the frozen ``teacher`` in eval mode under ``torch.inference_mode()``; the hidden states of
+       through the frozen ``teacher`` in eval mode under ``torch.inference_mode()`` — or is read from a teacher
+       source such as the teacher-output cache (whose batches carry the ``idx`` column); the hidden states of
        ``layer`` (``"penultimate"``, ``"last"`` or an index, 0 = embeddings) become rows via
        ``feature_rows(hidden, mask, pooling, max_length)``.
     2. The rows are streamed into a float32 memmap ``teacher-rows-*.npy`` preallocated for
@@ -131,6 +134,8 @@ def build_teacher_memory(
         n_rows, offset = sum(sizes), sum(sizes[: collective.rank])
     if not 1 <= n_clusters <= n_rows:
         raise ConfigError(f"n_clusters = {n_clusters} must lie between 1 and the number of samples N = {n_rows}")
+    if collective is not None and not isinstance(teacher, nn.Module):
+        raise ConfigError("a distributed memory build encodes with the live teacher, not a teacher source")
     config = getattr(teacher, "config", None)
     base = {
         "teacher": str(getattr(teacher, "name_or_path", "") or type(teacher).__name__),
@@ -153,11 +158,12 @@ def build_teacher_memory(
         hidden = int(teacher.config.hidden_size)
         dim = hidden * max_length if pooling == "flatten" else hidden
         if collective.rank == 0:
-            open_memmap(rows_path, mode="w+", dtype=np.float32, shape=(n_rows, dim)).flush()
+            reserved_npy(rows_path, (n_rows, dim)).flush()
         collective.sum(torch.zeros(1))  # barrier: the file exists
         store = open_memmap(rows_path, mode="r+")
-    was_training = teacher.training
-    teacher.eval()
+    was_training = getattr(teacher, "training", False)
+    if isinstance(teacher, nn.Module):
+        teacher.eval()
     try:
         batches = tqdm(dataloader, desc="teacher rows", unit="batch", disable=not progress)
         store, written, layer_index, hidden_size = _encode(
@@ -181,7 +187,8 @@ def build_teacher_memory(
         )
         del store
     finally:
-        teacher.train(was_training)
+        if isinstance(teacher, nn.Module):
+            teacher.train(was_training)
         if collective is not None:
             collective.sum(torch.zeros(1))  # nobody reads the rows any more
         if not keep_rows and (collective is None or collective.rank == 0):

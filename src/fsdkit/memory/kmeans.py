@@ -7,13 +7,13 @@ at once; only the centroids, per-cluster accumulators and one chunk are.
 Passes over the data:
 
 1. *Scan* (one pass): checks every value is finite, computes the per-feature variance (for the
-   tolerance) and gathers the k-means++ sample.
+   tolerance) and every row's squared norm ``‖x‖²`` (kept: N floats), and gathers the k-means++ sample.
 2. *Seeding* (in memory, on the sample): greedy k-means++ as in scikit-learn. The first centre is a uniform
    random sample row; each next centre is the best of ``2 + ⌊ln K⌋`` candidates drawn with probability
    ∝ D(x)² (squared distance to the nearest centre chosen so far), "best" meaning the candidate that
    leaves the smallest potential Σ D(x)².
 3. *Lloyd iterations*: each is one pass that assigns every row to its nearest centroid (squared distance
-   ``‖x‖² − 2 x·c + ‖c‖²``, clamped at 0, with ``‖c‖²`` computed once per pass) and accumulates per-cluster
+   ``‖x‖² − 2 x·c + ‖c‖²``, clamped at 0, with ``‖c‖²`` computed once per pass and ``‖x‖²`` from the scan) and accumulates per-cluster
    sums, counts and the inertia; the centroids then move to the means of their rows. Clusters left empty
    are re-seeded with the rows farthest from their assigned centroids (the K farthest are tracked during
    the pass); such a row leaves its old cluster's mean. Iteration stops when the squared centroid shift
@@ -134,7 +134,9 @@ def _read(rows: RowSource, start: int, stop: int, dim: int) -> Tensor:
     block = rows[start:stop]
     if isinstance(block, Tensor):
         chunk = block.detach().to(device="cpu", dtype=torch.float32)
-    else:  # copy: memmap slices may be read-only, which torch.from_numpy does not support
+    elif block.dtype == np.float32 and block.flags.writeable and block.flags.c_contiguous:
+        chunk = torch.from_numpy(block)  # no copy (a memmap opened for writing, as the memory build's row store)
+    else:  # copy: read-only slices (np.load(mmap_mode="r")) are not supported by torch.from_numpy
         chunk = torch.from_numpy(np.array(block, dtype=np.float32))
     if tuple(chunk.shape) != (stop - start, dim):
         raise ValueError(f"rows[{start}:{stop}] has shape {tuple(chunk.shape)}, expected {(stop - start, dim)}")
@@ -152,14 +154,17 @@ def _sq_distances(x: Tensor, x_sq: Tensor, c: Tensor, c_sq: Tensor) -> Tensor:
 
 def _scan(
     rows: RowSource, n: int, dim: int, chunk_size: int, sample_index: np.ndarray | None
-) -> tuple[float, Tensor | None]:
-    """Check finiteness, return the mean per-feature variance and the rows at ``sample_index`` (sorted)."""
+) -> tuple[float, Tensor, Tensor | None]:
+    """Check finiteness; return the mean per-feature variance, every row's squared norm (N; constant, so the
+    Lloyd passes do not recompute it) and the rows at ``sample_index`` (sorted)."""
     count = 0
     mean = torch.zeros(dim, dtype=torch.float64)
     m2 = torch.zeros(dim, dtype=torch.float64)
+    sq_norms = torch.empty(n)
     sample = None if sample_index is None else torch.empty(len(sample_index), dim)
     for chunk_no, (start, stop) in enumerate(_spans(n, chunk_size)):
         x = _read(rows, start, stop, dim)
+        sq_norms[start:stop] = _sq_norms(x)
         finite = torch.isfinite(x)
         if not bool(finite.all()):
             bad = start + int((~finite).any(dim=1).nonzero()[0, 0])
@@ -175,7 +180,7 @@ def _scan(
         if sample is not None:
             lo, hi = np.searchsorted(sample_index, [start, stop])
             sample[lo:hi] = x[torch.from_numpy(sample_index[lo:hi] - start)]
-    return float((m2 / count).mean()), sample
+    return float((m2 / count).mean()), sq_norms, sample
 
 
 def _kmeans_plusplus(x: Tensor, n_clusters: int, rng: np.random.Generator) -> Tensor:
@@ -202,8 +207,9 @@ def _kmeans_plusplus(x: Tensor, n_clusters: int, rng: np.random.Generator) -> Te
 
 
 def _assign_pass(rows: RowSource, n: int, centroids: Tensor, chunk_size: int,
-                 collective: Collective | None = None) -> _PassStats:
-    """One streaming pass: nearest-centroid assignment and per-cluster accumulators.
+                 collective: Collective | None = None, sq_norms: Tensor | None = None) -> _PassStats:
+    """One streaming pass: nearest-centroid assignment and per-cluster accumulators (``sq_norms``: the rows'
+    squared norms, when known).
 
     With a ``collective``, this process passes over its shard only (:func:`shard_bounds`) and the sums, counts,
     inertia and farthest rows are combined over all processes, so every process gets the whole pass's stats.
@@ -219,7 +225,8 @@ def _assign_pass(rows: RowSource, n: int, centroids: Tensor, chunk_size: int,
     far_labels = torch.empty(0, dtype=torch.int64)
     for start, stop in _spans(hi, chunk_size, lo):
         x = _read(rows, start, stop, dim)
-        dist, labels = _sq_distances(x, _sq_norms(x), centroids, c_sq).min(dim=1)
+        x_sq = _sq_norms(x) if sq_norms is None else sq_norms[start:stop]
+        dist, labels = _sq_distances(x, x_sq, centroids, c_sq).min(dim=1)
         inertia += float(dist.sum(dtype=torch.float64))
         counts += torch.bincount(labels, minlength=k)
         sums += torch.zeros(k, dim).index_add_(0, labels, x)
@@ -346,7 +353,7 @@ def kmeans(
         if not bool(torch.isfinite(init).all()):
             raise ValueError("init contains NaN or infinite values")
 
-    mean_variance, sample = _scan(rows, n, dim, chunk_size, sample_index)
+    mean_variance, sq_norms, sample = _scan(rows, n, dim, chunk_size, sample_index)
     centroids = init.clone() if init is not None else _kmeans_plusplus(sample, n_clusters, rng)
     del sample
     threshold = tol * mean_variance
@@ -356,7 +363,7 @@ def kmeans(
     converged = False
     with tqdm(total=max_iter + 1, desc="k-means", unit="pass", disable=not progress) as bar:
         while True:
-            stats = _assign_pass(rows, n, centroids, chunk_size, collective)
+            stats = _assign_pass(rows, n, centroids, chunk_size, collective, sq_norms)
             history.append(stats.inertia)
             bar.update()
             bar.set_postfix(inertia=f"{stats.inertia:.6g}")

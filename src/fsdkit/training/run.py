@@ -532,7 +532,7 @@ def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillC
                 teacher=config.teacher, task=config.task, data_dir=config.data_dir, output_dir=str(memory_dir),
                 n_clusters=config.memory_clusters, max_length=config.max_length, seed=config.seed,
                 max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
-                _locked=True,
+                teacher_cache=config.teacher_cache, _locked=True,
             )
     return dataclasses.replace(config, memory=str(memory_dir))
 
@@ -564,13 +564,24 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
     if not _locked and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # `accelerate launch`: one shard per process
         collective = _process_group(teacher)
         encoded = encoded.select(range(*shard_bounds(len(encoded), collective.rank, collective.world_size)))
-    loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))
     layer = config.layer if config.layer in ("penultimate", "last") else int(config.layer)
+    source = teacher
+    if config.teacher_cache and collective is None:  # one teacher pass, shared with the distillation runs
+        from fsdkit.features import FeatureRequest
+        from fsdkit.training.teacher_cache import INDEX_COLUMN, TeacherCache
+
+        encoded = encoded.add_column(INDEX_COLUMN, list(range(len(encoded))))
+        source = TeacherCache.open_or_build(
+            teacher, encoded, make_collator(tokenizer), FeatureRequest(hidden_states=True), config.teacher_cache,
+            config.batch_size, layers=[layer], task=task.name, max_length=config.max_length,
+            teacher_path=str(config.teacher),
+        )
+    loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))
     identity = _memory_identity(teacher, task, config.max_length, config.max_train_samples)
     main = collective is None or collective.rank == 0
     with build_lock(out) if main and not _locked else contextlib.nullcontext():
         memory = build_teacher_memory(
-            teacher, loader, n_clusters=config.n_clusters, layer=layer, pooling=config.pooling,
+            source, loader, n_clusters=config.n_clusters, layer=layer, pooling=config.pooling,
             max_length=config.max_length, tol=config.tol, max_iter=config.max_iter, seed=config.seed,
             metadata={"teacher": str(config.teacher), **{k: v for k, v in identity.items() if k != "max_length"}},
             progress=config.progress and main, collective=collective, work_dir=out if collective else None,

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fsdkit.artifacts import build_lock, model_weights_sha256, read_json_object, staged_dir
+from fsdkit.artifacts import build_lock, model_weights_sha256, read_json_object, reserved_npy, staged_dir
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features, forward_features
 
@@ -254,9 +254,9 @@ class TeacherCache:
         n, n_tokens = len(lengths), int(offsets[-1])
         np.save(tmp / "offsets.npy", offsets)
         width = int(teacher_model.config.hidden_size)
-        logits = np.lib.format.open_memmap(tmp / "logits.npy", "w+", np.float32, (n, int(teacher_model.config.num_labels)))
-        hidden = {l: np.lib.format.open_memmap(tmp / f"hidden_{l}.npy", "w+", np.float32, (n_tokens, width)) for l in hidden_layers}
-        values = {l: np.lib.format.open_memmap(tmp / f"values_{l}.npy", "w+", np.float32, (n_tokens, width)) for l in value_layers}
+        logits = reserved_npy(tmp / "logits.npy", (n, int(teacher_model.config.num_labels)))
+        hidden = {l: reserved_npy(tmp / f"hidden_{l}.npy", (n_tokens, width)) for l in hidden_layers}
+        values = {l: reserved_npy(tmp / f"values_{l}.npy", (n_tokens, width)) for l in value_layers}
 
         teacher_model.eval()
         device = next(teacher_model.parameters()).device

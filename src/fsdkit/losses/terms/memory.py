@@ -35,6 +35,7 @@ from fsdkit.features import FeatureRequest, Features
 from fsdkit.losses.base import LossTerm, TermContext
 from fsdkit.losses.measures import check_loss_form, get_measure, measure_loss
 from fsdkit.losses.registry import register_term
+from fsdkit.losses.similarities import compare_to_target, target_gram
 from fsdkit.memory import TeacherMemory, feature_rows
 
 
@@ -43,9 +44,13 @@ def centroid_geometry(rows: Tensor, centroids: Tensor, centroid_sq_norms: Tensor
 
     With ``g = rows · centroidsᵀ``: ``D = √(‖r‖² − 2g + ‖m‖²)``, ``C = g / (‖r‖ · ‖m‖)``, norms floored at 1e-12
     like ``F.normalize`` (so the gradient stays finite when a row sits on a centroid or a row is zero).
-    ``centroid_sq_norms`` (K,) may be given when the centroids are constant (the teacher memory).
+    ``centroid_sq_norms`` (K,) may be given when the centroids are constant (the teacher memory). ``rows`` may
+    be narrower than the centroids (B × w, w ≤ d): they stand for rows whose remaining columns are zero (the
+    flattened rows of a batch padded to fewer than ``max_length`` tokens), so only the first w columns of the
+    centroids enter the product, and ``‖m‖²`` is over all d.
     """
-    dots = rows @ centroids.T
+    width = rows.shape[-1]
+    dots = rows @ (centroids if width == centroids.shape[-1] else centroids[:, :width]).T
     row_sq = rows.pow(2).sum(-1, keepdim=True)
     centroid_sq = centroids.pow(2).sum(-1) if centroid_sq_norms is None else centroid_sq_norms
     distances = (row_sq - 2 * dots + centroid_sq).clamp_min(1e-12).sqrt()
@@ -121,6 +126,9 @@ class GlobalMemoryStructure(LossTerm):
         self.register_buffer("teacher_memory", memory.centroids.float(), persistent=False)
         # constant over the run: computed once, not at every step
         self.register_buffer("teacher_sq_norms", self.teacher_memory.pow(2).sum(-1), persistent=False)
+        # F_MM compares M_S with the constant M_T: M_T's side of the similarity (its centred Gram) is computed once
+        # (None for a similarity without a Gram form)
+        self.register_buffer("teacher_gram", target_gram(self.measure.fn, self.teacher_memory), persistent=False)
         self.student_memory = nn.Parameter(torch.randn(memory.n_clusters, student_dim) * init_std)
         self.last_parts: dict[str, Tensor] = {}
 
@@ -134,7 +142,11 @@ class GlobalMemoryStructure(LossTerm):
         return [{"params": [self.student_memory], "lr": self.memory_lr, "weight_decay": 0.0}]
 
     def _rows(self, features: Features, layer) -> Tensor:
-        return feature_rows(features.hidden(layer), features.attention_mask, self.pooling, self.max_length)
+        """The batch's rows (:func:`fsdkit.memory.feature_rows`); flattened rows stop at the batch's padded length
+        (at most ``max_length`` tokens): the zero columns after it would change no product with a centroid."""
+        hidden, mask = features.hidden(layer), features.attention_mask
+        length = min(hidden.shape[1], self.max_length) if self.pooling == "flatten" else self.max_length
+        return feature_rows(hidden, mask, self.pooling, length)
 
     def parts(self, s_rows: Tensor, t_rows: Tensor) -> dict[str, Tensor]:
         """The three unweighted parts of ``L_G`` for student rows ``s_rows`` and teacher rows ``t_rows``."""
@@ -149,7 +161,8 @@ class GlobalMemoryStructure(LossTerm):
         return {
             "distance": F.mse_loss(d_s, d_t),
             "cosine": F.mse_loss(c_s, c_t),
-            "centroid": measure_loss(self.measure.fn(m_s, m_t), self.measure, self.form, self.eps),
+            "centroid": measure_loss(compare_to_target(self.measure.fn, m_s, m_t, self.teacher_gram), self.measure,
+                                     self.form, self.eps),
         }
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
