@@ -176,6 +176,27 @@ def test_non_finite_row_named_with_its_chunk(bad):
         kmeans(rows, 3, chunk_size=10)
 
 
+def test_overflowing_squares_are_named():
+    rows = np.ones((30, 4), dtype=np.float32)
+    rows[7, 1] = 1e30  # finite, but its square is not in float32
+    with pytest.raises(ValueError, match=r"row 7 \(in chunk 0, rows 0:30\) contains values whose squares overflow"):
+        kmeans(rows, 3)
+
+
+def test_gram_seeding_picks_the_seeds_of_the_passes(overlapping, monkeypatch):
+    """A small sample's k-means++ reads its candidates' distances from the sample's Gram: the same seeds (and so
+    the same run) as the K − 1 passes over the sample."""
+    import importlib
+
+    kmeans_module = importlib.import_module("fsdkit.memory.kmeans")
+    rows, _ = overlapping
+    monkeypatch.setattr(kmeans_module, "GRAM_SEEDING_FACTOR", 1000)  # 2,000 rows ≤ 1000 · K
+    with_gram = kmeans(rows, 20, seed=4, max_iter=0)
+    monkeypatch.setattr(kmeans_module, "GRAM_SEEDING_FACTOR", 0)
+    with_passes = kmeans(rows, 20, seed=4, max_iter=0)
+    assert torch.equal(with_gram.centroids, with_passes.centroids)
+
+
 def test_argument_errors():
     rows = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=r"n_clusters = 11 .* N = 10"):
