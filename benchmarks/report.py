@@ -433,8 +433,8 @@ def run_analysis(task: str, glue_dir: str, work_dir: Path, out_dir: Path, record
             models[DISPLAY.get(r["method"], r["method"])] = os.path.relpath(folder)  # the report shows the paths
     if not (teacher / "config.json").is_file() or not models:
         raise SystemExit(f"--analyze {task}: no teacher or no kept student folder under {work_dir / task}")
-    analyze(task, os.path.relpath(teacher), models, data_dir=glue_dir, output_dir=out_dir, reference="VKD", proposed="FSD",
-            progress=False)
+    analyze(task=task, teacher=os.path.relpath(teacher), models=models, data_dir=glue_dir, output_dir=str(out_dir),
+            reference="VKD", proposed="FSD", progress=False)
     return out_dir / "report.md"
 
 

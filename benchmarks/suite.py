@@ -12,7 +12,10 @@ distils a 3-layer student (``fsdkit.distill``) and is evaluated on the dev set. 
 appended as one JSON line to the results file (see :func:`run_record`). A run already recorded ``ok`` with the
 same settings is skipped, so the suite can be interrupted (Ctrl-C, or ``touch WORK_DIR/STOP``: the suite stops
 before its next run) and continued later; a run interrupted mid-training resumes from its last checkpoint. A
-failed run is recorded with its error and the suite goes on. Checkpoints of finished runs are deleted; the
+failed run is recorded with its error and the suite goes on. Every finished teacher and student predicts the task's
+unlabelled ``test.tsv`` (where the GLUE folder has one) into ``benchmarks/predictions/<task>/<method>/seed<k>.tsv``
+(the GLUE submission format; the labels are in neither this repository nor ``../shared``), recorded as
+``test_predictions``. Checkpoints of finished runs are deleted; the
 model folders are kept only for the teacher and for seed 1 of each method (the analysis report needs them).
 A run of the weight search (``tune.py``, ``results/tuning.jsonl``) with exactly the same settings — the
 tuning task's seed-1 run of the chosen weight — is adopted (copied, marked ``adopted_from``), not repeated.
@@ -45,6 +48,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPE = HERE / "recipe.yaml"
 DEFAULT_RESULTS = HERE / "results" / "results.jsonl"
 DEFAULT_WORK_DIR = HERE / "work"
+#: test-set predictions of finished runs, committed: PREDICTIONS_DIR/<task>/<method>/seed<k>.tsv (GLUE submission)
+DEFAULT_PREDICTIONS_DIR = HERE / "predictions"
 TABLE_TASKS = ("mrpc", "stsb", "cola", "sick")
 TABLE_METHODS = ("nds", "vkd", "pkd", "rkd", "minilm", "fsd", "fsd-procrustes")
 ABLATION_METHODS = ("fsdi", "fsdl", "fsdg", "fsdil")
@@ -180,6 +185,12 @@ class FsdkitRunner:
 
         build_memory(**settings)
 
+    def predict(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Predict a task's unlabelled test split with a model folder into ``settings["output"]``."""
+        from fsdkit import predict
+
+        return predict(**settings)
+
     def majority(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Score the majority-class baseline of ``settings["task"]`` (with ``metrics`` and ``main_metric``)."""
         from fsdkit.data import get_task, load_task_data
@@ -230,6 +241,8 @@ class Suite:
     tuning_results: Path | None = None
     #: called with each record appended (progress output of the command)
     on_record: Callable[[dict[str, Any]], None] | None = None
+    #: where each finished run's test-set predictions go (None: not predicted); tasks without a test.tsv are skipped
+    predictions_dir: Path | None = DEFAULT_PREDICTIONS_DIR
 
     # settings ----------------------------------------------------------------------------------
     def teacher_settings(self, task: str) -> dict[str, Any]:
@@ -389,6 +402,8 @@ class Suite:
                 task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="ok", started=started,
                 result=result, output_dir=str(out) if keep else None,
             )
+            if method != MAJORITY:
+                record["test_predictions"] = self.predict_test(task, method, seed, settings)
             _clean_output_dir(out, keep_model=keep)
         record.update(extra or {})
         append_record(self.results, record)
@@ -404,6 +419,26 @@ class Suite:
         if self.on_record is not None:
             self.on_record(record)
         return record
+
+    def prediction_file(self, task: str, method: str, seed: int) -> Path | None:
+        return None if self.predictions_dir is None else self.predictions_dir / task / method / f"seed{seed}.tsv"
+
+    def predict_test(self, task: str, method: str, seed: int, settings: dict[str, Any]) -> str | None:
+        """Write the run's predictions of the task's unlabelled ``test.tsv`` (GLUE submission format); the path
+        relative to the predictions folder, or None when the task has no test file here."""
+        from fsdkit.data.glue_files import TEST_FILE, task_folder
+        from fsdkit.errors import DataError
+
+        target = self.prediction_file(task, method, seed)
+        try:
+            has_test = (task_folder(task, self.glue_dir) / TEST_FILE).is_file()
+        except DataError:  # no folder of this task here
+            has_test = False
+        if target is None or not has_test:
+            return None
+        self.runner.predict({"model": settings["output_dir"], "task": task, "data_dir": self.glue_dir, "split": "test",
+                             "output": str(target), "max_length": settings.get("max_length", 128), "progress": False})
+        return str(target.relative_to(self.predictions_dir))
 
     def ensure_memory(self, task: str) -> str:
         """The task's FSDG teacher memory folder, built on first use."""
@@ -447,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a setting for every run (e.g. --set max_train_samples=64 for a smoke test)")
     parser.add_argument("--tuning-results", default=str(HERE / "results" / "tuning.jsonl"),
                         help="weight-search runs (tune.py) to adopt when a job has the same settings")
+    parser.add_argument("--predictions-dir", default=str(DEFAULT_PREDICTIONS_DIR),
+                        help="test-set predictions of every finished run: DIR/<task>/<method>/seed<k>.tsv ('' = none)")
     parser.add_argument("--stop-file", default=None, help="stop before the next run when this file exists "
                         "(default WORK_DIR/STOP)")
     args = parser.parse_args(argv)
@@ -467,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides=parse_overrides(args.overrides),
         stop_file=Path(args.stop_file) if args.stop_file else work_dir / "STOP",
         tuning_results=Path(args.tuning_results),
+        predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
         on_record=lambda r: print(json.dumps({k: r[k] for k in ("task", "method", "seed", "status", "metrics", "wall_time")}),
                                   flush=True),
     )

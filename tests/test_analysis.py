@@ -410,9 +410,9 @@ def test_analyze_end_to_end(tmp_path, model_dirs, glue_dir):
         runs.append(str(run))
 
     results = analyze(
-        "mrpc", str(teacher), {"vkd": str(teacher), "small": str(student)},
-        data_dir=str(glue_dir), output_dir=tmp_path / "report",
-        batch_size=8, max_length=64, max_examples=40, runs=runs, throughput_batches=2, progress=False,
+        {"task": "mrpc", "teacher": str(teacher), "data_dir": str(glue_dir), "output_dir": str(tmp_path / "report")},
+        models={"vkd": str(teacher), "small": str(student)},
+        batch_size=8, max_length=64, max_eval_samples=40, runs=runs, throughput_batches=2, progress=False,
     )
     out = tmp_path / "report"
     figures = ("restoration.png", "cka_heatmaps.png", "relation_history.png")
@@ -437,7 +437,7 @@ def test_analyze_end_to_end(tmp_path, model_dirs, glue_dir):
 
 
 def test_dev_relations_skip_intra_when_tokens_differ():
-    from fsdkit.analysis.run import ModelPass, _dev_relations
+    from fsdkit.analysis.passes import ModelPass, dev_relations
 
     gen = torch.Generator().manual_seed(3)
 
@@ -449,14 +449,14 @@ def test_dev_relations_skip_intra_when_tokens_differ():
     teacher = model_pass("teacher", [5, 7, 4, 6], 8, 1)
     same = model_pass("same", [5, 7, 4, 6], 4, 1)
     other = model_pass("other", [6, 6, 5, 3], 4, 2)
-    values = _dev_relations(same, teacher, batch_size=2, n_batches=2)
+    values = dev_relations(same, teacher, batch_size=2, n_batches=2)
     assert all(values[k] > 0 for k in RELATION_KEYS)
-    values = _dev_relations(other, teacher, batch_size=2, n_batches=2)
+    values = dev_relations(other, teacher, batch_size=2, n_batches=2)
     assert values["inter_euclidean"] > 0 and values["intra_cosine"] is None and "tokenize" in values["intra_reason"]
 
 
 def test_parse_model_specs_and_config_errors():
-    from fsdkit.analysis.run import analyze_from_config, parse_model_specs
+    from fsdkit.analysis.run import analyze, parse_model_specs
     from fsdkit.config import AnalyzeConfig
     from fsdkit.errors import ConfigError
 
@@ -466,4 +466,4 @@ def test_parse_model_specs_and_config_errors():
     with pytest.raises(ConfigError, match="NAME=DIR"):
         parse_model_specs(["=x"])
     with pytest.raises(ConfigError, match="--teacher, --models"):
-        analyze_from_config(AnalyzeConfig(task="mrpc", output_dir="out"))
+        analyze(AnalyzeConfig(task="mrpc", output_dir="out"))

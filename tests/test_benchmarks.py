@@ -57,17 +57,23 @@ class FakeRunner:
         assert settings["task"] == "mrpc" and settings["data_dir"] == "glue"
         return {"metrics": {"validation": {"accuracy": 0.68, "f1": 0.81}}, "main_metric": "f1"}
 
+    def predict(self, settings):
+        assert settings["split"] == "test" and (Path(settings["model"]) / "config.json").is_file()
+        Path(settings["output"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(settings["output"]).write_text("index\tprediction\n0\t1\n")
+        return {"n_examples": 1}
+
     def build_memory(self, settings):
         self.memories += 1
         Path(settings["output_dir"]).mkdir(parents=True)
         (Path(settings["output_dir"]) / "memory.json").write_text("{}")
 
 
-def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2)):
+def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2), glue_dir="glue"):
     return suite_mod.Suite(
-        glue_dir="glue", tasks=["mrpc"], methods=list(methods), seeds=list(seeds),
+        glue_dir=str(glue_dir), tasks=["mrpc"], methods=list(methods), seeds=list(seeds),
         results=tmp_path / "results.jsonl", work_dir=tmp_path / "work", recipe=suite_mod.load_recipe(),
-        runner=runner, stop_file=tmp_path / "STOP",
+        runner=runner, stop_file=tmp_path / "STOP", predictions_dir=tmp_path / "predictions",
     )
 
 
@@ -89,6 +95,7 @@ def test_suite_records_every_run_and_goes_on_after_a_failure(tmp_path):
     ok = records[2]
     assert ok["metrics"] == {"accuracy": pytest.approx(0.81), "f1": pytest.approx(0.86)}  # flat metric names
     assert ok["settings"]["learning_rate"] == 1e-4 and "output_dir" not in ok["settings"]
+    assert ok["test_predictions"] is None  # no GLUE folder "glue" here: nothing to predict
     assert "RuntimeError: broken exploded" in records[4]["error"]
     assert runner.memories == 1  # one teacher memory per task, shared by the fsd runs
     work = tmp_path / "work" / "mrpc"
@@ -96,6 +103,22 @@ def test_suite_records_every_run_and_goes_on_after_a_failure(tmp_path):
     assert (work / "teacher" / "config.json").is_file() and not (work / "teacher" / "checkpoints").exists()
     assert (work / "vkd" / "seed1" / "config.json").is_file() and not (work / "vkd" / "seed1" / "checkpoints").exists()
     assert not (work / "vkd" / "seed2").exists()
+
+
+def test_every_finished_run_predicts_the_test_split_where_there_is_one(tmp_path):
+    glue = tmp_path / "glue"
+    (glue / "MRPC").mkdir(parents=True)
+    (glue / "MRPC" / "test.tsv").write_text("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+    runner = FakeRunner(fail={"broken"})
+    runner.majority = lambda settings: {"metrics": {"validation": {"f1": 0.81}}, "main_metric": "f1"}
+    make_suite(tmp_path, runner, glue_dir=glue).run()
+    records = {(r["method"], r["seed"]): r for r in suite_mod.read_records(tmp_path / "results.jsonl")}
+    assert records[("vkd", 2)]["test_predictions"] == "mrpc/vkd/seed2.tsv"
+    assert records[("teacher", 42)]["test_predictions"] == "mrpc/teacher/seed42.tsv"
+    assert "test_predictions" not in records[("majority", 0)] and "test_predictions" not in records[("broken", 1)]
+    written = sorted(str(p.relative_to(tmp_path / "predictions")) for p in (tmp_path / "predictions").rglob("*.tsv"))
+    assert written == ["mrpc/fsd/seed1.tsv", "mrpc/fsd/seed2.tsv", "mrpc/teacher/seed42.tsv", "mrpc/vkd/seed1.tsv",
+                       "mrpc/vkd/seed2.tsv"]
 
 
 def test_suite_skips_recorded_runs_and_retries_failures(tmp_path):

@@ -130,6 +130,15 @@ def test_manifest_reopen_and_stale_key(setup):
     fewer = TeacherCache.open_or_build(setup["teacher"], setup["encoded"].select(range(10)), setup["collator"],
                                        setup["request"], root, layers=["penultimate", 0], task="mrpc", max_length=64)
     assert fewer.key != first.key and len(fewer) == 10 and len(TeacherCache.open(root / first.key)) == N_ROWS
+    # a narrower request (logits only, as VKD's; or one of the stored layers) reads the covering cache, unbuilt
+    for request, layers in ((FeatureRequest(), None), (FeatureRequest(hidden_states=True), [0])):
+        covered = TeacherCache.open_or_build(*args[:3], request, root, layers=layers, task="mrpc", max_length=64)
+        assert covered.cache_dir == first.cache_dir
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted([first.key, fewer.key])
+    # a layer the cache lacks gets a cache of its own
+    wider = TeacherCache.open_or_build(*args[:3], FeatureRequest(hidden_states=True), root, layers=[3], task="mrpc",
+                                       max_length=64)
+    assert wider.cache_dir not in (first.cache_dir, fewer.cache_dir) and wider.hidden_layers == [3]
 
 
 def test_refusals(setup):

@@ -165,6 +165,16 @@ def test_an_fsd_run_with_a_teacher_cache_makes_one_teacher_pass(glue_dir, mrpc_t
     assert torch.allclose(cached.centroids, live.centroids, atol=1e-4)
 
 
+def test_a_method_without_teacher_terms_runs_without_a_teacher(glue_dir, tmp_path):
+    """--method nds (the task loss alone) asks for no --teacher; a method with teacher terms does, naming itself."""
+    out = tmp_path / "nds"
+    record = distill(**small(glue_dir, output_dir=str(out), method="nds", max_steps=2, relation_every=0))
+    assert record["teacher"] is None and [t["label"] for t in record["terms"]] == ["task"]
+    assert "- Teacher: none" in (out / "README.md").read_text()
+    with pytest.raises(ConfigError, match="--teacher is required by --method vkd"):
+        distill(**small(glue_dir, output_dir=str(tmp_path / "vkd"), method="vkd", max_steps=1))
+
+
 def test_student_initialised_from_the_teacher(glue_dir, mrpc_teacher, tmp_path):
     """--student teacher: the student takes layers 0 and 2 and the fine-tuned head of the teacher (recorded)."""
     record = distill(**small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(tmp_path / "s"), method="nds",

@@ -154,9 +154,9 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_analyze(args) -> None:
-    from fsdkit.analysis.run import analyze_from_config
+    from fsdkit.analysis.run import analyze
 
-    results = analyze_from_config(_config_from_args(args, AnalyzeConfig, "analyze"))
+    results = analyze(_config_from_args(args, AnalyzeConfig, "analyze"))
     _print_json(results["files"])
 
 

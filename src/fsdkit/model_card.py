@@ -48,7 +48,8 @@ def render_model_card(record: dict[str, Any], labels: dict[int, str] | None) -> 
     if labels:
         lines.append("- Labels: " + ", ".join(f"{i} = `{name}`" for i, name in sorted(labels.items())))
     if distilled:
-        lines += ["", "## Distillation", f"- Teacher: `{record['teacher']}`",
+        teacher = f"`{record['teacher']}`" if record.get("teacher") else "none (the method has no teacher term)"
+        lines += ["", "## Distillation", f"- Teacher: {teacher}",
                   "- Loss: " + " + ".join(f"{t['weight']:g} · {t['label']}" for t in record["terms"])
                   + " (term definitions: fsdkit's docs/math.md)"]
     lines += ["", "## Data", f"- `{data}`; {record['train_examples']:,} training examples, seed {record['seed']}",

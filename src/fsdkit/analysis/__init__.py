@@ -14,7 +14,7 @@ from fsdkit.analysis.relations import (
 )
 from fsdkit.analysis.report import ReportFigure, Section, Table, write_report
 from fsdkit.analysis.restoration import restoration_metric_names, restoration_rate
-from fsdkit.analysis.run import analyze, analyze_from_config, parse_model_specs
+from fsdkit.analysis.run import analyze, parse_model_specs
 from fsdkit.analysis.significance import (
     load_run_record,
     significance_against_best,
@@ -30,7 +30,6 @@ __all__ = [
     "Section",
     "Table",
     "analyze",
-    "analyze_from_config",
     "cka_heatmap",
     "cka_heatmap_from_grams",
     "cka_heatmaps",

@@ -432,10 +432,15 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     from fsdkit.models.loading import load_tokenizer
     from fsdkit.models.student import parse_student_config, student_from_config
 
+    from fsdkit.losses.catalog import TERMS
+
     config = _as_config(DistillConfig, config, overrides)
     out = _check_run_config(config)
-    if not config.teacher:
-        raise ConfigError("--teacher is required: a fine-tuned teacher folder (see `fsdkit finetune`)")
+    specs = run_terms(config)
+    needs_teacher = config.student == STUDENT_FROM_TEACHER or any(
+        TERMS[s.name].needs_teacher for s in specs if s.name in TERMS)  # an unknown name fails when built
+    if needs_teacher and not config.teacher:
+        raise ConfigError(f"--teacher is required by --method {config.method}: a fine-tuned teacher folder (see `fsdkit finetune`)")
     if not 0.0 <= config.alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1], got {config.alpha}")
     if config.stage_lr not in STAGE_LR_SCHEDULES:
@@ -446,25 +451,31 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     if config.student_tokenizer and shape is None:
         raise ConfigError("--student-tokenizer gives a fresh --student-config student its vocabulary; a pretrained "
                           "--student brings its own tokenizer")
-    check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
+    if shape is not None and not config.teacher:
+        raise ConfigError("--student-config builds its student on the teacher's tokenizer and vocabulary: give --teacher")
+    if config.teacher:
+        check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
     if shape is None:  # a fresh --student-config student has no folder to check
         check_model_folder(student_source, max_length=config.max_length, option="student")
     task, data = _load_data(config)
     set_seed(config.seed)
 
-    teacher, teacher_tokenizer = load_teacher(config.teacher, None)
-    from fsdkit.evaluation import check_model_matches_task
+    teacher = teacher_tokenizer = None
+    if config.teacher:  # a method without teacher terms (nds) runs without one
+        from fsdkit.evaluation import check_model_matches_task
 
-    check_model_matches_task(teacher, task, config.teacher)
+        teacher, teacher_tokenizer = load_teacher(config.teacher, None)
+        check_model_matches_task(teacher, task, config.teacher)
     if shape is None:
         base, tokenizer = load_classifier(student_source, task)
     elif config.student_tokenizer:
         tokenizer = load_tokenizer(config.student_tokenizer)
     else:
         tokenizer = teacher_tokenizer
+    same_tokenizer = True
     try:
-        check_same_tokenizer(teacher_tokenizer, tokenizer)
-        same_tokenizer = True
+        if teacher_tokenizer is not None:
+            check_same_tokenizer(teacher_tokenizer, tokenizer)
     except ModelError as exc:  # each model then reads its own tokens; token-level losses refuse to be built
         same_tokenizer = False
         logger.info("teacher %s and student %s tokenize differently (%s): each reads its own tokens",
@@ -479,13 +490,14 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         student_source = "config"
         student = student_from_config(teacher, shape, tokenizer)
     set_seed(config.seed)  # the terms' own parameters start from the same state however the models were loaded
-    ctx = TermContext(student.config, teacher.config, task, same_tokenizer=same_tokenizer, max_length=config.max_length)
+    ctx = TermContext(student.config, teacher.config if teacher is not None else None, task,
+                      same_tokenizer=same_tokenizer, max_length=config.max_length)
     return _train_and_export(
         command="distill", config=config, out=out, task=task, data=data, model=student, tokenizer=tokenizer,
         specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
         relation_every=config.relation_every, on_evaluate=on_evaluate,
         teacher_tokenizer=None if same_tokenizer else teacher_tokenizer,
-        record_extra={"teacher": str(config.teacher), "student_base": str(student_source),
+        record_extra={"teacher": config.teacher and str(config.teacher), "student_base": str(student_source),
                       "student_init": "config" if shape is not None else
                       "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",
                       "student_layers": student.config.fsdkit_student_layers, "student_shape": shape},

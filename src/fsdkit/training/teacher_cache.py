@@ -156,19 +156,36 @@ def _check_request(request: FeatureRequest) -> None:
         )
 
 
+def _covering_cache(root: Path, identity: dict[str, Any]) -> Path | None:
+    """A published cache under ``root`` of the same teacher, task, data and length whose layers include those of
+    ``identity`` (caches are published under their key, so only complete ones are considered)."""
+    same = ("teacher_sha256", "data_sha256", "task", "max_length")
+    for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
+        try:
+            manifest = read_json_object(manifest_path, StaleCacheError)
+        except StaleCacheError:
+            continue
+        if (manifest.get("format") == FORMAT_VERSION and manifest.get("key") == manifest_path.parent.name
+                and all(manifest.get(k) == identity[k] for k in same)
+                and set(identity["hidden_layers"]) <= set(manifest.get("hidden_layers", []))
+                and set(identity["value_layers"]) <= set(manifest.get("value_layers", []))):
+            return manifest_path.parent
+    return None
+
+
 def _identity(teacher_model, encoded_train_dataset, request: FeatureRequest, layers, task, max_length) -> dict[str, Any]:
     """What a cache's contents depend on, hashed once: the stored layers, the teacher's weights, the data → key."""
     _check_request(request)
     num_layers = int(teacher_model.config.num_hidden_layers)
     hidden_layers = _resolve_layers(layers, num_layers) if request.hidden_states else []
     value_layers = _resolve_value_layers(request.value_layers, num_layers)
-    teacher_sha = model_weights_sha256(teacher_model)
+    teacher_sha, data_sha = model_weights_sha256(teacher_model), data_sha256(encoded_train_dataset)
     key = cache_key(
         teacher_sha256=teacher_sha, task=task, max_length=max_length, hidden_layers=hidden_layers,
-        value_layers=value_layers, data_sha256=data_sha256(encoded_train_dataset),
+        value_layers=value_layers, data_sha256=data_sha,
     )
-    return {"key": key, "teacher_sha256": teacher_sha, "num_layers": num_layers,
-            "hidden_layers": hidden_layers, "value_layers": value_layers}
+    return {"key": key, "teacher_sha256": teacher_sha, "data_sha256": data_sha, "task": task, "max_length": max_length,
+            "num_layers": num_layers, "hidden_layers": hidden_layers, "value_layers": value_layers}
 
 
 class TeacherCache:
@@ -289,6 +306,7 @@ class TeacherCache:
             "key": key,
             "teacher": str(teacher_path or getattr(teacher_model.config, "_name_or_path", "")),
             "teacher_sha256": teacher_sha,
+            "data_sha256": identity["data_sha256"],
             "task": task,
             "max_length": max_length,
             "num_layers": num_layers,
@@ -340,7 +358,9 @@ class TeacherCache:
         """The cache of this teacher, data and request under the root folder ``cache_dir``, built on first use.
 
         Each key gets its own subfolder ``cache_dir/<key>``, so runs with different requests (e.g. VKD: logits
-        only; FSD: logits + the penultimate layer) or a retrained teacher never overwrite each other's cache.
+        only; FSD: logits + the penultimate layer) or a retrained teacher never overwrite each other's cache; a
+        request that a published cache covers (same teacher, task, data and length, a superset of the layers: the
+        FSD cache serves a later VKD run) reads that cache instead of building its own.
         Opening and building happen under the key's inter-process lock (:func:`fsdkit.artifacts.build_lock`) and
         a build is published by one rename, so runs sharing ``cache_dir`` never read a partial cache: the second
         waits for the first and reads its cache. A damaged cache (a file missing or of the wrong shape) is rebuilt.
@@ -352,10 +372,17 @@ class TeacherCache:
             try:
                 return cls.open(folder, key=key)
             except ConfigError:
-                return cls.build(
-                    teacher_model, encoded_train_dataset, collator, request, folder, batch_size,
-                    layers=layers, task=task, max_length=max_length, teacher_path=teacher_path, identity=identity,
-                )
+                pass
+            wider = _covering_cache(Path(cache_dir), identity)
+            if wider is not None:
+                try:
+                    return cls.open(wider, key=wider.name)
+                except ConfigError:  # damaged: build this request's own
+                    pass
+            return cls.build(
+                teacher_model, encoded_train_dataset, collator, request, folder, batch_size,
+                layers=layers, task=task, max_length=max_length, teacher_path=teacher_path, identity=identity,
+            )
 
     # ------------------------------------------------------------------------------------------ teacher source
     def to(self, device) -> TeacherCache:
