@@ -320,3 +320,38 @@ def test_search_builds_equal_budget_sweeps_from_the_recipe(tmp_path):
         assert base["holdout_fraction"] == 0.1 and base["eval_strategy"] == "epoch" and "output_dir" not in base
         assert not set(base) & set(spec["space"])
         check_space("distill", base, spec["space"])
+
+
+def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch):
+    import fsdkit
+
+    curves_mod = _load("curves")
+    calls = []
+
+    def fake(kind):
+        def run(**settings):
+            calls.append((kind, settings.get("method"), settings.get("student"), settings["eval_strategy"]))
+            out = Path(settings["output_dir"])
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text("{}")
+            curve = [{"epoch": e, "eval_accuracy": a} for e, a in ((1, 0.70), (2, 0.75), (3, 0.755))]
+            return {"metrics": {"validation": {"accuracy": 0.755}}, "main_metric": "accuracy", "curve": curve}
+        return run
+
+    monkeypatch.setattr(fsdkit, "finetune", fake("teacher"))
+    monkeypatch.setattr(fsdkit, "distill", fake("student"))
+    argv = ["--glue-dir", "glue", "--methods", "nds,vkd", "--epochs", "3", "--results", str(tmp_path / "curves.jsonl"),
+            "--work-dir", str(tmp_path / "work")]
+    assert curves_mod.main(argv) == 0
+    assert calls == [("teacher", None, None, "epoch"), ("student", "nds", "teacher", "epoch"),
+                     ("student", "vkd", "teacher", "epoch"), ("student", "nds", "minilm", "epoch"),
+                     ("student", "vkd", "minilm", "epoch")]
+    records = suite_mod.read_records(tmp_path / "curves.jsonl")
+    assert [(r["method"], r["init"]) for r in records] == [("teacher", None), ("nds", "teacher"), ("vkd", "teacher"),
+                                                           ("nds", "pretrained"), ("vkd", "pretrained")]
+    assert curves_mod.plateaued(records[1]["curve"], "accuracy") is True  # 75.0 → 75.5: within 1 point
+    assert curves_mod.plateaued(records[1]["curve"][:2], "accuracy") is False
+    assert not (tmp_path / "work" / "mrpc" / "teacher-init" / "nds" / "seed1").exists()  # a student's folder is deleted
+    assert (tmp_path / "work" / "mrpc" / "teacher" / "config.json").is_file()
+    calls.clear()
+    assert curves_mod.main(argv) == 0 and calls == []  # every job recorded: nothing runs again

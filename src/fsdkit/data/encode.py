@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from datasets import Dataset, DatasetDict, Value
 
 from fsdkit.data.tasks import TaskSpec, get_task
@@ -69,6 +70,21 @@ def encode_dataset(
         tokenize, batched=True, remove_columns=[*spec.text_columns, "label"], desc=f"tokenizing {spec.name}"
     )
     return encoded.cast_column("labels", Value("float32" if spec.is_regression else "int64"))
+
+
+def token_counts(dataset: Dataset) -> np.ndarray:
+    """The number of real tokens of every example of an encoded dataset (its attention mask, or its ids)."""
+    column = "attention_mask" if "attention_mask" in dataset.column_names else "input_ids"
+    rows = dataset[column]
+    return np.array([int(np.sum(r)) if column == "attention_mask" else len(r) for r in rows], dtype=np.int64)
+
+
+def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Indices of the examples in batches of ``batch_size`` examples of similar length (sorted by length, ties in
+    order): a pass that only reads its outputs back by index (inference, the teacher-output cache) pads each batch
+    to its own longest example and so computes far fewer padding positions than batches in dataset order."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def make_collator(tokenizer):

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fsdkit.data.encode import length_sorted_batches, token_counts
 from fsdkit.artifacts import build_lock, model_weights_sha256, read_json_object, reserved_npy, staged_dir
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features, forward_features
@@ -261,12 +262,7 @@ class TeacherCache:
                max_length, teacher_path) -> dict[str, Any]:
         num_layers, key, teacher_sha = identity["num_layers"], identity["key"], identity["teacher_sha256"]
         hidden_layers, value_layers = identity["hidden_layers"], identity["value_layers"]
-        lengths = np.array(
-            [int(np.sum(m)) for m in encoded_train_dataset["attention_mask"]]
-            if "attention_mask" in encoded_train_dataset.column_names
-            else [len(r) for r in encoded_train_dataset["input_ids"]],
-            dtype=np.int64,
-        )
+        lengths = token_counts(encoded_train_dataset)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         n, n_tokens = len(lengths), int(offsets[-1])
         np.save(tmp / "offsets.npy", offsets)
@@ -281,21 +277,22 @@ class TeacherCache:
         columns = [c for c in encoded_train_dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
         inputs = encoded_train_dataset.select_columns(columns)
         started = time.time()
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                rows = inputs[start : start + batch_size]
-                batch = collator([{c: rows[c][i] for c in columns} for i in range(len(rows[columns[0]]))])
+        with torch.no_grad():  # batches of similar length (each padded to its longest), written back by index
+            for index in length_sorted_batches(lengths, batch_size):
+                rows = inputs[index.tolist()]
+                batch = collator([{c: rows[c][i] for c in columns} for i in range(len(index))])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 feats = forward_features(teacher_model, batch, live_request)
                 mask = batch["attention_mask"].bool()
-                if not torch.equal(mask.sum(1).cpu(), torch.from_numpy(lengths[start : start + batch_size])):
+                if not torch.equal(mask.sum(1).cpu(), torch.from_numpy(lengths[index])):
                     raise ConfigError("the collated batch's real tokens do not match the dataset rows (is it pre-padded?)")
-                lo, hi = offsets[start], offsets[min(start + batch_size, n)]
-                logits[start : start + batch_size] = feats.logits.float().cpu().numpy()
+                # the token rows of the batch's examples, in the order of feats[mask]
+                tokens = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in index])
+                logits[index] = feats.logits.float().cpu().numpy()
                 for l in hidden_layers:
-                    hidden[l][lo:hi] = feats.hidden_states[l][mask].float().cpu().numpy()
+                    hidden[l][tokens] = feats.hidden_states[l][mask].float().cpu().numpy()
                 for l in value_layers:
-                    values[l][lo:hi] = feats.values[l][mask].float().cpu().numpy()
+                    values[l][tokens] = feats.values[l][mask].float().cpu().numpy()
         for arr in (logits, *hidden.values(), *values.values()):
             arr.flush()
         del logits, hidden, values

@@ -1,0 +1,186 @@
+"""Benchmark v2's regime study: learning curves (dev after every epoch) of students in two initialisations.
+
+::
+
+    python benchmarks/curves.py --glue-dir ../shared/glue --tasks mrpc --methods nds,vkd --epochs 6
+    python benchmarks/curves.py --summary          # the curves and the plateau check, from the results
+
+Per task, a teacher is fine-tuned by the recipe's ``teacher`` settings with the dev metric after every epoch
+(its own folder ``work/curves/<task>/teacher``, so the v1 suite's teacher and settings hashes are untouched).
+Then each method × initialisation × seed distils a student for ``--epochs`` epochs with the dev metric after
+every epoch: ``teacher`` = the chosen layers and the head of the fine-tuned teacher (``--student teacher``),
+``pretrained`` = the layers of the recipe's pretrained model (v1's protocol). All of them read one
+teacher-output cache per task. Every finished run is appended at once to ``results/curves.jsonl`` with its
+curve; a run already recorded with the same settings is skipped, so the study resumes where it stopped, and
+several workers may run the same command (each job is taken under a file lock; start each with
+``OMP_NUM_THREADS=1``). ``touch work/curves/STOP`` stops every worker before its next job.
+
+The plateau rule (issue "Benchmark v2"): a curve has reached its plateau when its last two evaluations are
+within 1 point of the main metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from suite import (  # noqa: E402
+    DEFAULT_RECIPE,
+    _clean_output_dir,
+    _csv,
+    _prepare_output_dir,
+    append_record,
+    load_recipe,
+    read_records,
+    run_record,
+    settings_hash,
+)
+
+DEFAULT_RESULTS = HERE / "results" / "curves.jsonl"
+DEFAULT_WORK_DIR = HERE / "work" / "curves"
+INITS = ("teacher", "pretrained")
+#: a curve whose last two evaluations differ by at most this many points of the main metric has plateaued
+PLATEAU_POINTS = 1.0
+
+logger = logging.getLogger("fsdkit.benchmarks.curves")
+
+
+def teacher_settings(recipe: dict[str, Any], task: str, glue_dir: str, work_dir: Path) -> dict[str, Any]:
+    return {**recipe["shared"], **recipe["teacher"], "eval_strategy": "epoch", "task": task, "data_dir": glue_dir,
+            "output_dir": str(work_dir / task / "teacher"), "progress": False}
+
+
+def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, seed: int, epochs: float,
+                     glue_dir: str, work_dir: Path) -> dict[str, Any]:
+    own = recipe["methods"].get(method) or {}
+    student = "teacher" if init == "teacher" else recipe["student"]["student"]
+    return {**recipe["shared"], **recipe["student"], **own, "student": student, "epochs": epochs,
+            "eval_strategy": "epoch", "method": method, "seed": seed, "task": task, "data_dir": glue_dir,
+            "teacher": str(work_dir / task / "teacher"), "teacher_cache": str(work_dir / task / "teacher-cache"),
+            "output_dir": str(work_dir / task / f"{init}-init" / method / f"seed{seed}"), "progress": False}
+
+
+def plateaued(curve: list[dict[str, Any]], metric: str) -> bool | None:
+    values = [point.get(f"eval_{metric}") for point in curve]
+    values = [v for v in values if v is not None]
+    return None if len(values) < 2 else abs(values[-1] - values[-2]) * 100 <= PLATEAU_POINTS
+
+
+def run_job(kind: str, task: str, method: str, seed: int, init: str | None, settings: dict[str, Any],
+            results: Path) -> dict[str, Any]:
+    """Train one job (resuming its checkpoint), append its record with the curve, delete its checkpoints (and,
+    for a student, its model folder)."""
+    from fsdkit import distill, finetune
+
+    out = Path(settings["output_dir"])
+    settings = {**settings, "resume": _prepare_output_dir(out)}
+    job_hash = settings_hash(settings)
+    started = time.time()
+    logger.info("running %s %s / %s%s / seed %d", kind, task, method, f" ({init})" if init else "", seed)
+    try:
+        result = finetune(**settings) if kind == "teacher" else distill(**settings)
+    except Exception as exc:  # noqa: BLE001 — a failed run is recorded and the study goes on
+        record = run_record(task=task, method=method, seed=seed, settings=settings, job_hash=job_hash,
+                            status="failed", started=started,
+                            error=f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=8))
+    else:
+        record = run_record(task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="ok",
+                            started=started, result=result, output_dir=str(out) if kind == "teacher" else None)
+        record["curve"] = result.get("curve", [])
+        _clean_output_dir(out, keep_model=kind == "teacher")
+    record["init"] = init
+    append_record(results, record)
+    print({k: record.get(k) for k in ("task", "method", "init", "seed", "status", "metrics", "wall_time")}, flush=True)
+    return record
+
+
+def study(args) -> int:
+    from filelock import FileLock, Timeout
+
+    recipe, work_dir, results = load_recipe(args.recipe), Path(args.work_dir), Path(args.results)
+    stop = work_dir / "STOP"
+    failed = 0
+    for task in _csv(args.tasks):
+        jobs: list[tuple[str, str, int, str | None, dict[str, Any]]] = [
+            ("teacher", "teacher", int(recipe["teacher"].get("seed", 42)), None,
+             teacher_settings(recipe, task, args.glue_dir, work_dir))]
+        for seed in (int(s) for s in _csv(args.seeds)):
+            for init in _csv(args.inits):
+                for method in _csv(args.methods):
+                    jobs.append(("student", method, seed, init, student_settings(
+                        recipe, task, method, init, seed, args.epochs, args.glue_dir, work_dir)))
+        for kind, method, seed, init, settings in jobs:
+            if stop.exists():
+                logger.info("%s found: stopping", stop)
+                return 1 if failed else 0
+            key = (task, method, seed, settings_hash({**settings, "resume": False}))
+            lock_path = Path(settings["output_dir"] + ".lock")
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(lock_path))
+            try:  # the teacher is waited for (students need it); a student another worker holds is skipped
+                lock.acquire(timeout=-1 if kind == "teacher" else 0)
+            except Timeout:
+                continue
+            try:
+                done = {(r["task"], r["method"], int(r["seed"]), r.get("settings_hash")) for r in read_records(results)
+                        if r.get("status") == "ok"}
+                if key in done:
+                    continue
+                record = run_job(kind, task, method, seed, init, settings, results)
+                failed += record["status"] != "ok"
+                if kind == "teacher" and record["status"] != "ok":
+                    break  # nothing to distil from
+            finally:
+                lock.release()
+    return 1 if failed else 0
+
+
+def summary(results: Path) -> None:
+    """Each curve (main metric × 100 after every epoch) and whether it has plateaued."""
+    for r in read_records(results):
+        if r.get("status") != "ok":
+            continue
+        metric = r.get("main_metric") or "accuracy"
+        values = [f"{100 * p[f'eval_{metric}']:.1f}" for p in r.get("curve", []) if f"eval_{metric}" in p]
+        flag = plateaued(r.get("curve", []), metric)
+        label = f"{r['task']} {r['method']}" + (f" ({r['init']})" if r.get("init") else "") + f" seed {r['seed']}"
+        print(f"{label}: {metric} {' '.join(values)} — plateau: {flag}; {r['wall_time'] / 60:.1f} min")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--glue-dir", default=None)
+    parser.add_argument("--tasks", default="mrpc")
+    parser.add_argument("--methods", default="nds,vkd")
+    parser.add_argument("--inits", default=",".join(INITS), help=f"student initialisations: {', '.join(INITS)}")
+    parser.add_argument("--seeds", default="1")
+    parser.add_argument("--epochs", type=float, default=6.0, help="epochs of every student (dev after each)")
+    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS))
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
+    parser.add_argument("--summary", action="store_true", help="print the recorded curves and stop")
+    args = parser.parse_args(argv)
+    if args.summary:
+        summary(Path(args.results))
+        return 0
+    if not args.glue_dir:
+        parser.error("--glue-dir is required to run the study")
+    if bad := set(_csv(args.inits)) - set(INITS):
+        parser.error(f"--inits: unknown {sorted(bad)}; choose from {', '.join(INITS)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return study(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
