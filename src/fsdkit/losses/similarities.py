@@ -182,13 +182,15 @@ def _self_gram(z: torch.Tensor) -> torch.Tensor:
 GRAM_CENTRING_LIMIT = 16.0
 
 
-def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor) -> torch.Tensor:
+def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor,
+                  gram: torch.Tensor | None = None) -> torch.Tensor:
     """The Gram of the centred real rows at unit trace, ``K̃ = H_m z zᵀ H_m / ‖H_m z‖_F²`` (padding rows and
     columns zero), by double-centring the n × n Gram: one pass over ``z`` forward (``z zᵀ``) and one backward
     (``(Ġ + Ġᵀ) z``), no centred copy of the features. Where the mean so dominates (:data:`GRAM_CENTRING_LIMIT`;
     zero variance included) that the Gram's cancellation would be imprecise, the features are centred instead
-    (exact to the dtype's rounding whatever the mean; a zero-variance side gives the zero matrix)."""
-    g = _self_gram(z)
+    (exact to the dtype's rounding whatever the mean; a zero-variance side gives the zero matrix). ``gram``: the
+    product ``z zᵀ`` when the caller has it already."""
+    g = _self_gram(z) if gram is None else gram
     if m is None:
         row = g.mean(-1)
         mean_sq = row.mean(-1)  # ‖mean‖²
@@ -431,12 +433,15 @@ def target_gram(fn, y: torch.Tensor) -> torch.Tensor | None:
     return _centred_gram(fn.__name__, "y", y, None, counts)
 
 
-def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                      x_gram: torch.Tensor | None = None) -> torch.Tensor:
     """``fn(x, y)`` (all rows real, ``y`` a constant: no gradient reaches it), with ``target = target_gram(fn, y)``
-    standing in for ``y``'s side where the Gram form is the cheaper one; otherwise ``fn(x, y)`` itself."""
+    standing in for ``y``'s side where the Gram form is the cheaper one; otherwise ``fn(x, y)`` itself.
+    ``x_gram``: the product ``x xᵀ`` when the caller has it already (the FSDG memory term shares it)."""
     form = _GRAM_FORMS.get(fn)
     if target is None or form is None or not _gram_route(x, y, form[1]):
         return fn(x, y.detach())
     from_grams, _, min_rows = form
-    x, _, _, counts = _check(fn.__name__, x, y, None, min_rows)
-    return from_grams(_centred_gram(fn.__name__, "x", x, None, counts), target.to(x.dtype), counts)
+    checked, _, _, counts = _check(fn.__name__, x, y, None, min_rows)
+    gram = None if x_gram is None or checked is not x else x_gram  # a cast input needs its own product
+    return from_grams(_centred_gram(fn.__name__, "x", checked, None, counts, gram), target.to(checked.dtype), counts)

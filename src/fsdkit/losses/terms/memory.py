@@ -39,6 +39,14 @@ from fsdkit.losses.similarities import compare_to_target, target_gram
 from fsdkit.memory import TeacherMemory, feature_rows
 
 
+def _geometry(dots: Tensor, row_sq: Tensor, centroid_sq: Tensor) -> tuple[Tensor, Tensor]:
+    """Distances ``√(‖r‖² − 2g + ‖m‖²)`` and cosines ``g / (‖r‖ · ‖m‖)`` from the products ``g`` and the squared
+    norms (``row_sq`` B × 1, ``centroid_sq`` K), norms floored at 1e-12 like ``F.normalize``."""
+    distances = (row_sq - 2 * dots + centroid_sq).clamp_min(1e-12).sqrt()
+    cosines = dots / (row_sq.clamp_min(1e-24).sqrt() * centroid_sq.clamp_min(1e-24).sqrt())
+    return distances, cosines
+
+
 def centroid_geometry(rows: Tensor, centroids: Tensor, centroid_sq_norms: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """B × K Euclidean distances and cosine similarities of ``rows`` to ``centroids``, from one product.
 
@@ -49,13 +57,35 @@ def centroid_geometry(rows: Tensor, centroids: Tensor, centroid_sq_norms: Tensor
     flattened rows of a batch padded to fewer than ``max_length`` tokens), so only the first w columns of the
     centroids enter the product, and ``‖m‖²`` is over all d.
     """
-    width = rows.shape[-1]
-    dots = rows @ (centroids if width == centroids.shape[-1] else centroids[:, :width]).T
-    row_sq = rows.pow(2).sum(-1, keepdim=True)
+    dots = rows @ centroids[:, : rows.shape[-1]].T
     centroid_sq = centroids.pow(2).sum(-1) if centroid_sq_norms is None else centroid_sq_norms
-    distances = (row_sq - 2 * dots + centroid_sq).clamp_min(1e-12).sqrt()
-    cosines = dots / (row_sq.clamp_min(1e-24).sqrt() * centroid_sq.clamp_min(1e-24).sqrt())
-    return distances, cosines
+    return _geometry(dots, rows.pow(2).sum(-1, keepdim=True), centroid_sq)
+
+
+class _MemoryProducts(torch.autograd.Function):
+    """``(rows · M[:, :w]ᵀ, M Mᵀ)`` for rows B × w and the student memory M (K × d), with a backward that writes
+    M's gradient in one product, ``(Ġ + Ġᵀ) M``, plus ``Ḋᵀ rows`` added on its first w columns — instead of the
+    separate passes over the K × d memory that autograd makes (the slice's zero-filled gradient, ``‖M_k‖²``'s
+    square and the sum of three gradients). ``diag(M Mᵀ)`` gives the centroids' squared norms."""
+
+    @staticmethod
+    def forward(ctx, rows, memory):
+        ctx.save_for_backward(rows, memory)
+        return rows @ memory[:, : rows.shape[-1]].T, memory @ memory.T
+
+    @staticmethod
+    def backward(ctx, grad_dots, grad_gram):
+        rows, memory = ctx.saved_tensors
+        width = rows.shape[-1]
+        grad_rows = grad_memory = None
+        if grad_dots is None:
+            grad_dots = rows.new_zeros(rows.shape[0], memory.shape[0])
+        if ctx.needs_input_grad[0]:
+            grad_rows = grad_dots @ memory[:, :width]
+        if ctx.needs_input_grad[1]:
+            grad_memory = (grad_gram + grad_gram.T) @ memory if grad_gram is not None else torch.zeros_like(memory)
+            grad_memory[:, :width].addmm_(grad_dots.T, rows)
+        return grad_rows, grad_memory
 
 
 @register_term("memory")
@@ -151,7 +181,8 @@ class GlobalMemoryStructure(LossTerm):
     def parts(self, s_rows: Tensor, t_rows: Tensor) -> dict[str, Tensor]:
         """The three unweighted parts of ``L_G`` for student rows ``s_rows`` and teacher rows ``t_rows``."""
         m_s, m_t = self.student_memory, self.teacher_memory
-        d_s, c_s = centroid_geometry(s_rows, m_s)
+        dots, gram = _MemoryProducts.apply(s_rows, m_s)
+        d_s, c_s = _geometry(dots, s_rows.pow(2).sum(-1, keepdim=True), gram.diagonal())
         with torch.no_grad():  # the teacher side is a target
             d_t, c_t = centroid_geometry(t_rows, m_t, self.teacher_sq_norms)
             if self.normalized:
@@ -161,8 +192,8 @@ class GlobalMemoryStructure(LossTerm):
         return {
             "distance": F.mse_loss(d_s, d_t),
             "cosine": F.mse_loss(c_s, c_t),
-            "centroid": measure_loss(compare_to_target(self.measure.fn, m_s, m_t, self.teacher_gram), self.measure,
-                                     self.form, self.eps),
+            "centroid": measure_loss(compare_to_target(self.measure.fn, m_s, m_t, self.teacher_gram, x_gram=gram),
+                                     self.measure, self.form, self.eps),
         }
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
