@@ -50,3 +50,23 @@ def single_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def attention_batch():
+    """Attention-level terms' tests (MiniLM, internal KD): two heads, widths 6 (student) and 4 (teacher), one padded
+    sample, float64."""
+    from types import SimpleNamespace
+
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+    scores_s = torch.randn(3, 2, 5, 5, generator=g, dtype=torch.float64)
+    scores_t = torch.randn(3, 2, 5, 5, generator=g, dtype=torch.float64)
+    values_s = torch.randn(3, 5, 6, generator=g, dtype=torch.float64)
+    values_t = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    hidden_s = torch.randn(3, 5, 6, generator=g, dtype=torch.float64)
+    hidden_t = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    return SimpleNamespace(mask=mask, scores_s=scores_s, scores_t=scores_t, values_s=values_s, values_t=values_t,
+                           hidden_s=hidden_s, hidden_t=hidden_t)

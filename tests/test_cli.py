@@ -114,14 +114,18 @@ def test_repeatable_loss_flag_is_spelled_loss_in_help():
     assert "--loss SPEC" in distill.format_help()
 
 
-def test_help_and_version_import_neither_torch_nor_transformers():
-    """`fsdkit --help` / `--version` answer at once: the package namespace is lazy, so building the parser loads
-    no torch, transformers or matplotlib, and the similarities load no Trainer or matplotlib."""
+def test_help_version_and_methods_import_neither_torch_nor_transformers():
+    """`fsdkit --help`, `--version` and `fsdkit methods` answer at once: the package namespace is lazy and the method
+    presets with their declared options are torch-free, so building the parser (every command's flags, the methods'
+    options included) and listing the methods load no torch, transformers or matplotlib, and the similarities load
+    no Trainer or matplotlib."""
     import subprocess
     import sys
 
     probe = (
-        "import sys; from fsdkit.cli import build_parser; build_parser(); import fsdkit; fsdkit.__version__; "
+        "import sys, io, contextlib; from fsdkit.cli import build_parser, main; build_parser(); import fsdkit; "
+        "fsdkit.__version__; contextlib.redirect_stdout(io.StringIO()).__enter__(); main(['methods']); "
+        "sys.stdout = sys.__stdout__; "
         "print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules)); "
         "from fsdkit import linear_cka; "
         "print(sorted(m for m in ('transformers', 'matplotlib', 'fsdkit.training.trainer') if m in sys.modules))"

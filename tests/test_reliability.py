@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from fsdkit import distill
 from fsdkit.cli import main as cli_main
-from fsdkit.errors import ConfigError, ModelError
+from fsdkit.errors import ConfigError
 from fsdkit.memory import TeacherMemory
 
 pytestmark = pytest.mark.glue

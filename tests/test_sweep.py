@@ -97,6 +97,8 @@ def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
         sweep({**spec, "space": {"learning-rat": {"type": "float", "low": 1, "high": 2}}}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="needs low < high"):
         sweep({**spec, "space": {"alpha": {"type": "float", "low": 1, "high": 0.5}}}, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="space 'beta_pkd' low: --beta-pkd must be ≥ 0, got -1.0"):  # a declared range
+        sweep({**spec, "space": {"beta_pkd": {"type": "float", "low": -1, "high": 10}}}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="both fixed in 'base' and searched"):
         sweep({**spec, "space": {"epochs": {"type": "int", "low": 1, "high": 3}}}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="expected an RDB URL"):

@@ -182,7 +182,7 @@ def test_a_toy_loss_is_one_class_and_one_registration(models, tmp_path, capsys):
         test_config_example_in_the_docstring_builds_the_term("toy", models)
         with pytest.raises(AssertionError, match="toy_padding depends on padding"):
             check_contract("toy_padding", models)
-        assert cli_main(["methods"]) == 0
+        assert cli_main(["methods", "--losses"]) == 0
         assert "toy" in capsys.readouterr().out
         args = build_parser().parse_args(["distill", "--teacher", "t", "--output-dir", "o", "--loss", "toy:2:scale=3"])
         from_flag = run_terms(_config_from_args(args, DistillConfig, "distill"))[-1]
@@ -195,3 +195,39 @@ def test_a_toy_loss_is_one_class_and_one_registration(models, tmp_path, capsys):
     finally:
         TERMS.pop("toy", None)
         TERMS.pop("toy_padding", None)
+
+
+def test_a_toy_method_declares_its_options_once(tmp_path, capsys):
+    """A method registered in a test with one declared option: `fsdkit methods` prints its default, `fsdkit distill`
+    takes it as a flag and a config key, the range check refuses a bad value, and the config reads it as an
+    attribute — no edit of DistillConfig, the CLI or the validation."""
+    from fsdkit.cli import _config_from_args, build_parser
+    from fsdkit.cli import main as cli_main
+    from fsdkit.config import DistillConfig, make_config
+    from fsdkit.errors import ConfigError
+    from fsdkit.options import Option
+    from fsdkit.training.methods import Method, TermSpec, vkd_terms
+    from fsdkit.training.presets import register_method, run_terms, unregister_method
+
+    lambda_toy = Option("lambda_toy", float, 2.5, "toy: weight of the toy term", low=0, low_open=True)
+    register_method(Method("toy-method", "VKD + the toy term",
+                           lambda c: vkd_terms(c) + [TermSpec("kd", c.lambda_toy, {"temperature": 1.0}, "toy")],
+                           options=(lambda_toy,)))
+    try:
+        assert cli_main(["methods"]) == 0
+        out = capsys.readouterr().out
+        assert "toy-method" in out and "--lambda-toy 2.5; > 0: toy: weight of the toy term" in out
+        args = build_parser().parse_args(["distill", "--method", "toy-method", "--lambda-toy", "4"])
+        assert run_terms(_config_from_args(args, DistillConfig, "distill"))[-1].weight == 4.0
+        config_file = tmp_path / "run.yaml"
+        config_file.write_text("method: toy-method\nlambda-toy: 0.5\n")
+        args = build_parser().parse_args(["distill", "--config", str(config_file)])
+        config = _config_from_args(args, DistillConfig, "distill")
+        assert config.lambda_toy == 0.5 and run_terms(config)[-1].weight == 0.5
+        assert make_config(DistillConfig, method="toy-method").lambda_toy == 2.5  # the declared default
+        with pytest.raises(ConfigError, match="--lambda-toy must be > 0, got 0.0"):
+            make_config(DistillConfig, method="toy-method", lambda_toy=0)
+    finally:
+        unregister_method("toy-method")
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_config(DistillConfig, lambda_toy=1.0)

@@ -24,8 +24,10 @@ from fsdkit.config import (
     MemoryConfig,
     PredictConfig,
     SweepConfig,
+    declared_options,
     field_types,
     make_config,
+    option_names,
     read_config_file,
 )
 from fsdkit.errors import ConfigError, FsdkitError
@@ -34,6 +36,8 @@ from fsdkit.errors import ConfigError, FsdkitError
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
     types = field_types(cls)
     for f in dataclasses.fields(cls):
+        if f.metadata.get("hidden"):
+            continue
         help_text = f.metadata.get("help", "")
         if f.default is not dataclasses.MISSING and f.default is not None:
             help_text += f" (default: {f.default})"
@@ -50,12 +54,18 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
                                 default=argparse.SUPPRESS, metavar="SPEC", help=help_text)
         else:
             parser.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, metavar="X", help=help_text)
+    for option in declared_options(cls).values():  # a method's own options (fsdkit.options), declared with the method
+        help_text = f"{option.help} (default: {option.default}" + (f"; {option.valid_range()})" if option.valid_range() else ")")
+        if option.type is bool:
+            parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(option.flag, default=argparse.SUPPRESS, metavar="X", help=help_text)
     parser.add_argument("--config", default=None, metavar="FILE", help="YAML/JSON file of options (keys = flag names)")
 
 
 def _config_from_args(args: argparse.Namespace, cls, command: str):
     values = read_config_file(args.config, cls, command) if args.config else {}
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(option_names(cls))
     flags = {k: v for k, v in vars(args).items() if k in names}
     if "losses" in flags:
         from fsdkit.training.methods import parse_loss_flag
@@ -136,15 +146,22 @@ def _cmd_sweep(args) -> None:
 
 
 def _cmd_methods(args) -> None:
-    from fsdkit.losses.catalog import TERMS, term_options
     from fsdkit.training.presets import METHODS
 
-    print("methods (--method):")
+    print("methods (--method NAME; each method's own options are `fsdkit distill` flags and config keys):")
     for m in METHODS.values():
-        print(f"  {m.name:<16} {m.description}")
+        print(f"  {m.name:<20} {m.description}")
+        for option in m.options:
+            valid = f"; {option.valid_range()}" if option.valid_range() else ""
+            print(f"  {'':<22}{option.flag} {option.default!r}{valid}: {option.help}")
+    if not args.losses:
+        print("\nloss terms: `fsdkit methods --losses` lists them with their options (it imports torch)")
+        return
+    from fsdkit.losses.catalog import TERMS, term_options
+
     print("\nloss terms (--loss NAME:WEIGHT[:key=value,...]):")
     for name, cls in sorted(TERMS.items()):
-        print(f"  {name:<16} options: {', '.join(term_options(cls)) or '-'}")
+        print(f"  {name:<20} options: {', '.join(term_options(cls)) or '-'}")
 
 
 def _cmd_demo(args) -> None:
@@ -193,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(build, MemoryConfig)
     build.set_defaults(func=_cmd_memory_build)
 
-    methods = sub.add_parser("methods", help="list the distillation methods and loss terms")
+    methods = sub.add_parser("methods", help="list the distillation methods, their options and defaults, and the loss terms")
+    methods.add_argument("--losses", action="store_true", help="also list the loss terms and their options")
     methods.set_defaults(func=_cmd_methods)
     return parser
 
@@ -205,10 +223,8 @@ def _terminated(signum, frame):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.verbose:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
+    if not args.verbose:  # read by transformers when it is first imported (not here: `fsdkit methods` needs no torch)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     signal.signal(signal.SIGTERM, _terminated)  # `kill`: unwind like Ctrl-C, so temporary files are removed
     try:

@@ -126,24 +126,26 @@ class DistillConfig(RunConfig):
     teacher_cache: str | None = option(
         None, "folder of teacher-output caches: the teacher runs once per task/data/layers, later runs read its outputs from disk"
     )
-    beta_pkd: float = option(100.0, "PKD: weight beta of the patient loss on normalised [CLS] vectors")
-    pkd_layers: str | list[list[int]] = option(
-        "skip", "PKD layer map: skip, last, or 1-based student:teacher pairs, e.g. 1:2,2:4"
-    )
-    lambda_rkd_distance: float = option(25.0, "RKD: weight of the distance term")
-    lambda_rkd_angle: float = option(50.0, "RKD: weight of the angle term")
-    lambda_minilm: float = option(1.0, "MiniLM: weight of the attention + value-relation KL")
-    lambda_internal: float = option(1.0, "internal-representation KD: weight of each matched layer's loss")
-    internal_layers: str | list[list[int]] = option(
-        "skip", "internal-representation KD layer map: skip, last, or 1-based student:teacher pairs"
-    )
-    stage_lr: str = option(
-        "restart",
-        "staged methods (internal-pid, internal-sid): 'restart' gives each stage its own linear warm-up and decay, "
-        "as if each stage were its own run; 'global' keeps one schedule over the whole run",
-    )
-    lambda_geometry: float = option(30.0, "geometry-procrustes/-gram: weight alpha of each distance (intra and local views)")
-    lambda_relation_cka: float = option(15.0, "relation-cka: weight of the relation CKA term")
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "hidden": True, "help": "values of the options the method presets declare (fsdkit.options; e.g. beta_pkd), "
+                                "given as top-level keys / flags and read as attributes (config.beta_pkd)"})
+
+    @classmethod
+    def declared_options(cls) -> dict[str, Any]:
+        """The method presets' declared options (name → :class:`fsdkit.options.Option`): flags and config keys of
+        ``fsdkit distill`` beside the fields above. Looked up in the preset registry on first use."""
+        from fsdkit.training.presets import declared_options
+
+        return declared_options()
+
+    def __getattr__(self, name: str) -> Any:
+        """A declared method option (``config.beta_pkd``): its given value, else its declared default."""
+        if name.startswith("__") or "method_options" not in self.__dict__:
+            raise AttributeError(name)
+        options = type(self).declared_options()
+        if name not in options:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}")
+        return self.method_options.get(name, options[name].default)
 
 
 @dataclass
@@ -268,7 +270,7 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 
-def _coerce(tp, value: Any) -> Any:
+def coerce_value(tp, value: Any) -> Any:
     """Convert ``value`` (from YAML/JSON or a flag string) to the annotated type ``tp``; ValueError if it can't."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -279,7 +281,7 @@ def _coerce(tp, value: Any) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(arg, value)
+                return coerce_value(arg, value)
             except (TypeError, ValueError) as exc:
                 errors.append(str(exc))
         raise ValueError(" or ".join(errors))
@@ -291,7 +293,7 @@ def _coerce(tp, value: Any) -> Any:
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")
-        return [_coerce(item, v) for v in value]
+        return [coerce_value(item, v) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -327,9 +329,27 @@ def field_types(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def declared_options(cls) -> dict[str, Any]:
+    """The options a config class takes beside its fields (name → :class:`fsdkit.options.Option`; DistillConfig's are
+    the method presets' declared options), or {}."""
+    lookup = getattr(cls, "declared_options", None)
+    return lookup() if lookup is not None else {}
+
+
+def option_names(cls) -> list[str]:
+    """Every key a config of ``cls`` takes: its visible fields, then its declared options."""
+    fields = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")]
+    return fields + [name for name in declared_options(cls) if name not in fields]
+
+
 def coerce_field(cls, name: str, value: Any, where: str) -> Any:
+    """``value`` of option ``name`` of ``cls`` coerced to its type (and, for a declared option, checked against its
+    range); :class:`ConfigError` naming ``where`` and the key otherwise."""
+    declared = declared_options(cls)
+    if name in declared:
+        return declared[name].check(value, where)
     try:
-        return _coerce(field_types(cls)[name], value)
+        return coerce_value(field_types(cls)[name], value)
     except ValueError as exc:
         raise ConfigError(f"{where}: key '{name.replace('_', '-')}': {exc}") from None
 
@@ -348,7 +368,7 @@ def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of option names to values, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(option_names(cls))
     values = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
@@ -360,17 +380,29 @@ def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
 
 
 def make_config(cls, values: dict[str, Any] | None = None, **overrides):
-    """Build ``cls`` from a mapping plus keyword overrides, coercing and validating every value."""
+    """Build ``cls`` from a mapping plus keyword overrides, coercing and validating every value. Declared options
+    (``beta_pkd=…``) are given as top-level keys like the fields, and land in the config's ``method_options``."""
     merged = {**(values or {}), **overrides}
-    names = {f.name for f in dataclasses.fields(cls)}
+    declared = declared_options(cls)
+    if declared:
+        merged = {**(merged.pop("method_options", None) or {}), **merged}
+    names = set(option_names(cls))
     unknown = sorted(set(merged) - names)
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for {cls.__name__}; known: {', '.join(sorted(names))}")
-    return cls(**{k: coerce_field(cls, k, v, cls.__name__) for k, v in merged.items()})
+    checked = {k: coerce_field(cls, k, v, cls.__name__) for k, v in merged.items()}
+    if declared:
+        checked["method_options"] = {k: checked.pop(k) for k in list(checked) if k in declared}
+    return cls(**checked)
 
 
 def config_to_dict(config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The config as one flat mapping of option names (declared options at their values or defaults)."""
+    data = dataclasses.asdict(config)
+    given = data.pop("method_options", None)
+    if given is not None:
+        data.update({name: given.get(name, option.default) for name, option in declared_options(type(config)).items()})
+    return data
 
 
 def command_line(command: str, options: dict[str, Any]) -> str:
@@ -393,11 +425,18 @@ def command_line(command: str, options: dict[str, Any]) -> str:
 
 
 def changed_options(config) -> dict[str, Any]:
-    """The options of a config dataclass that differ from their defaults, in field order."""
+    """The options of a config dataclass that differ from their defaults, in field order, then the declared options
+    given a value other than their default."""
     out = {}
     for f in dataclasses.fields(config):
+        if f.metadata.get("hidden"):
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         value = getattr(config, f.name)
         if value != default:
             out[f.name] = value
+    declared = declared_options(type(config))
+    for name, value in getattr(config, "method_options", {}).items():
+        if name in declared and value != declared[name].default:
+            out[name] = value
     return out

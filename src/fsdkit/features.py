@@ -25,18 +25,27 @@ class FeatureRequest:
     """What a loss needs from a model's forward pass.
 
     ``value_layers`` are 0-based transformer layer indices whose value vectors (B × L × D) are captured;
-    negative indices count from the last layer.
+    negative indices count from the last layer. ``teacher_layers`` names the teacher's hidden-state layers the loss
+    reads (index, ``"penultimate"``, ``"last"``; what the teacher-output cache stores); None, the default, means
+    every layer. Both only matter with ``hidden_states``.
     """
 
     hidden_states: bool = False
     attentions: bool = False
     value_layers: frozenset[int] = frozenset()
+    teacher_layers: frozenset[int | str] | None = None
+
+    def hidden_layers_read(self) -> frozenset[int | str] | None:
+        """The teacher hidden layers this request reads: none without hidden states, None for every layer."""
+        return self.teacher_layers if self.hidden_states else frozenset()
 
     def __or__(self, other: FeatureRequest) -> FeatureRequest:
+        mine, theirs = self.hidden_layers_read(), other.hidden_layers_read()
         return FeatureRequest(
             self.hidden_states or other.hidden_states,
             self.attentions or other.attentions,
             self.value_layers | other.value_layers,
+            None if mine is None or theirs is None else mine | theirs,
         )
 
 

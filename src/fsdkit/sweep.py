@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from fsdkit.artifacts import atomic_write_text
-from fsdkit.config import DistillConfig, FinetuneConfig, SweepConfig, coerce_field, command_line, make_config
+from fsdkit.config import (
+    DistillConfig,
+    FinetuneConfig,
+    SweepConfig,
+    coerce_field,
+    command_line,
+    make_config,
+    option_names,
+)
 from fsdkit.errors import ConfigError
 
 COMMANDS = {"distill": DistillConfig, "finetune": FinetuneConfig}
@@ -47,7 +55,7 @@ def _key(name: str) -> str:
 def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tuple[dict, dict]:
     """Validate ``base`` and ``space`` against the command's options; return them with ``snake_case`` keys."""
     cls = COMMANDS[command]
-    names = {f for f in cls.__dataclass_fields__}
+    names = set(option_names(cls))  # the fields and the methods' declared options (beta_pkd, ...)
     out_base, out_space = {}, {}
     for where, mapping, target in (("base", base, out_base), ("space", space, out_space)):
         for raw, value in mapping.items():
@@ -72,6 +80,8 @@ def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tu
                 raise ConfigError(f"sweep space '{key}': needs low < high, got {spec!r}")
             if spec.get("log") and float(spec["low"]) <= 0:
                 raise ConfigError(f"sweep space '{key}': a log scale needs low > 0")
+            for bound in ("low", "high"):  # a declared option's range holds for the whole interval
+                coerce_field(cls, key, spec[bound], f"sweep space '{key}' {bound}")
     overlap = sorted(set(out_base) & set(out_space))
     if overlap:
         raise ConfigError(f"sweep: options {overlap} are both fixed in 'base' and searched in 'space'")

@@ -39,11 +39,16 @@ class LossTerm(nn.Module, ABC):
 
     name: ClassVar[str]
     needs_teacher: ClassVar[bool] = True
-    #: the smallest batch the term is defined for (batch-level structures need ≥ 2 samples)
-    min_batch_size: ClassVar[int] = 1
+
+    @property
+    def min_batch_size(self) -> int:
+        """The smallest batch the term is defined for (batch-level structures need ≥ 2 samples): the run refuses a
+        smaller ``--batch-size`` before training, and the trainer drops a smaller last batch."""
+        return 1
 
     def request(self) -> FeatureRequest:
-        """Features this term reads from both forward passes (student and teacher)."""
+        """Features this term reads from both forward passes (student and teacher), the teacher's hidden layers
+        named (``teacher_layers``: what the teacher-output cache stores)."""
         return FeatureRequest()
 
     def param_groups(self) -> list[dict]:

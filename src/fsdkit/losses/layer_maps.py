@@ -1,8 +1,9 @@
-"""Layer maps and [CLS] projections, shared by the layer-matching baselines (PKD and internal-representation KD).
+"""Layer maps of the layer-matching baselines (PKD and internal-representation KD): which student layer is paired
+with which teacher layer.
 
 A layer map pairs 1-based student layers with teacher layers: ``"skip"`` (student layer j ↔ teacher layer
-j·N_T/N_S), ``"last"``, or explicit pairs (``"1:2,2:4"``). When the widths differ, each pair's student [CLS]
-vector is mapped to the teacher's width by a learned linear projection (owned by the term that uses it).
+j·N_T/N_S), ``"last"``, or explicit pairs (``"1:2,2:4"``). Pure parsing, no torch: method presets count the pairs
+of a map before any model is loaded. The [CLS] projections of paired layers are in :mod:`fsdkit.losses.cls_projection`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from torch import Tensor, nn
-
 from fsdkit.errors import ConfigError
-from fsdkit.features import Features
-from fsdkit.losses.base import TermContext
 
 LayerMapSpec = str | Sequence[Sequence[int]]
 NAMED_MAPS = ("skip", "last")
@@ -91,25 +88,6 @@ def resolve_layer_map(
     return pairs
 
 
-def model_depths(ctx: TermContext) -> tuple[int, int]:
-    """(N_S, N_T): the transformer depths of student and teacher."""
+def model_depths(ctx) -> tuple[int, int]:
+    """(N_S, N_T): the transformer depths of student and teacher of a :class:`~fsdkit.losses.base.TermContext`."""
     return ctx.student_config.num_hidden_layers, ctx.teacher_config.num_hidden_layers
-
-
-def cls_projections(ctx: TermContext, count: int) -> nn.ModuleList | None:
-    """One learned linear map (no bias) per layer pair from the student width to the teacher width.
-
-    None when the widths are equal: the [CLS] vectors are then compared directly, as in the papers.
-    """
-    d_s, d_t = ctx.student_config.hidden_size, ctx.teacher_config.hidden_size
-    if d_s == d_t:
-        return None
-    return nn.ModuleList(nn.Linear(d_s, d_t, bias=False) for _ in range(count))
-
-
-def projected_cls(student: Features, layer: int, projections: nn.ModuleList | None, index: int) -> Tensor:
-    """The student's [CLS] vector of ``layer`` (B × D_S), projected to the teacher width when needed."""
-    cls = student.hidden(layer)[:, 0]
-    if projections is None:
-        return cls
-    return projections[index](cls.to(projections[index].weight.dtype))

@@ -13,6 +13,9 @@
   Gram distance on FSD's intra (tokens) and local (batch) views, α = ``lambda_geometry`` on each.
 - ``fsd-procrustes``: the ``fsd`` preset with the Procrustes distance in place of CKA everywhere (intra, local
   and the memory's centroid structure).
+
+Each method declares the options its terms read (:class:`~fsdkit.options.Option`, below): they are ``fsdkit distill``
+flags and config keys, with the defaults and ranges stated here and nowhere else.
 """
 
 from __future__ import annotations
@@ -21,7 +24,26 @@ import dataclasses
 from collections.abc import Callable
 
 from fsdkit.losses.layer_maps import count_layer_pairs
-from fsdkit.training.methods import Method, TermSpec, fsd_terms, intra_term, local_term, vkd_terms
+from fsdkit.options import Option
+from fsdkit.training.methods import STAGE_LR_SCHEDULES, Method, TermSpec, fsd_terms, intra_term, local_term, vkd_terms
+
+BETA_PKD = Option("beta_pkd", float, 100.0, "PKD: weight beta of the patient loss on normalised [CLS] vectors", low=0)
+PKD_LAYERS = Option("pkd_layers", str | list[list[int]], "skip",
+                    "PKD layer map: skip, last, or 1-based student:teacher pairs, e.g. 1:2,2:4")
+LAMBDA_RKD_DISTANCE = Option("lambda_rkd_distance", float, 25.0, "RKD: weight of the distance term", low=0)
+LAMBDA_RKD_ANGLE = Option("lambda_rkd_angle", float, 50.0, "RKD: weight of the angle term", low=0)
+LAMBDA_MINILM = Option("lambda_minilm", float, 1.0, "MiniLM: weight of the attention + value-relation KL", low=0)
+LAMBDA_INTERNAL = Option("lambda_internal", float, 1.0,
+                         "internal-representation KD: weight of each matched layer's loss", low=0)
+INTERNAL_LAYERS = Option("internal_layers", str | list[list[int]], "skip",
+                         "internal-representation KD layer map: skip, last, or 1-based student:teacher pairs")
+STAGE_LR = Option("stage_lr", str, "restart",
+                  "staged methods (internal-pid, internal-sid): 'restart' gives each stage its own linear warm-up and "
+                  "decay, as if each stage were its own run; 'global' keeps one schedule over the whole run",
+                  choices=STAGE_LR_SCHEDULES)
+LAMBDA_GEOMETRY = Option("lambda_geometry", float, 30.0,
+                         "geometry-procrustes/-gram: weight alpha of each distance (intra and local views)", low=0)
+LAMBDA_RELATION_CKA = Option("lambda_relation_cka", float, 15.0, "relation-cka: weight of the relation CKA term", low=0)
 
 
 def student_depth(c) -> int:
@@ -64,24 +86,28 @@ def _staged(c) -> int:
 
 BASELINE_METHODS = (
     Method("pkd", "VKD + beta * patient KD on normalised [CLS] vectors of matched layers (Sun et al. 2019)",
-           lambda c: vkd_terms(c) + [TermSpec("pkd", c.beta_pkd, {"layers": c.pkd_layers})]),
+           lambda c: vkd_terms(c) + [TermSpec("pkd", c.beta_pkd, {"layers": c.pkd_layers})],
+           options=(BETA_PKD, PKD_LAYERS)),
     Method("rkd", "VKD + relational KD: distance and angle structure of the batch's [CLS] rows (Park et al. 2019)",
            lambda c: vkd_terms(c) + [TermSpec("rkd", 1.0, {"distance_weight": c.lambda_rkd_distance,
-                                                            "angle_weight": c.lambda_rkd_angle})]),
+                                                            "angle_weight": c.lambda_rkd_angle})],
+           options=(LAMBDA_RKD_DISTANCE, LAMBDA_RKD_ANGLE)),
     Method("minilm", "VKD + MiniLM attention and value-relation KL on the last layer (Wang et al. 2020)",
-           lambda c: vkd_terms(c) + [TermSpec("minilm", c.lambda_minilm)]),
+           lambda c: vkd_terms(c) + [TermSpec("minilm", c.lambda_minilm)], options=(LAMBDA_MINILM,)),
     Method("internal-all", "VKD + internal-representation KD of all matched layers at once (Aguilar et al. 2020)",
-           lambda c: vkd_terms(c) + internal_terms(c, lambda k, n: None)),
+           lambda c: vkd_terms(c) + internal_terms(c, lambda k, n: None), options=(LAMBDA_INTERNAL, INTERNAL_LAYERS)),
     Method("internal-pid", "progressive internal KD: one matched layer per stage, then VKD alone (Aguilar et al. 2020)",
-           scheduled_internal(lambda k, n: frozenset({k})), stages=_staged),
+           scheduled_internal(lambda k, n: frozenset({k})), stages=_staged,
+           options=(LAMBDA_INTERNAL, INTERNAL_LAYERS, STAGE_LR)),
     Method("internal-sid", "stacked internal KD: layers 1..k in stage k, then VKD alone (Aguilar et al. 2020)",
-           scheduled_internal(lambda k, n: frozenset(range(k, n))), stages=_staged),
+           scheduled_internal(lambda k, n: frozenset(range(k, n))), stages=_staged,
+           options=(LAMBDA_INTERNAL, INTERNAL_LAYERS, STAGE_LR)),
     Method("relation-cka", "VKD + uncentred CKA of feature and logit Gram matrices (Zhou et al. 2024)",
-           lambda c: vkd_terms(c) + [TermSpec("relation_cka", c.lambda_relation_cka)]),
+           lambda c: vkd_terms(c) + [TermSpec("relation_cka", c.lambda_relation_cka)], options=(LAMBDA_RELATION_CKA,)),
     Method("geometry-procrustes", "VKD + alpha * Procrustes distance, intra and local views (Bhattarai et al. 2025)",
-           lambda c: geometry_terms(c, "procrustes")),
+           lambda c: geometry_terms(c, "procrustes"), options=(LAMBDA_GEOMETRY,)),
     Method("geometry-gram", "VKD + alpha * feature Gram distance, intra and local views (Bhattarai et al. 2025)",
-           lambda c: geometry_terms(c, "gram")),
+           lambda c: geometry_terms(c, "gram"), options=(LAMBDA_GEOMETRY,)),
     Method("fsd-procrustes", "FSD (intra + local + global) with the Procrustes distance in place of CKA",
            lambda c: fsd_terms(dataclasses.replace(c, similarity="procrustes")), needs_memory=True),
 )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fsdkit.errors import ConfigError
+from fsdkit.options import Option
 
 
 @dataclass
@@ -38,12 +39,21 @@ class TermSpec:
 
 @dataclass(frozen=True)
 class Method:
+    """A preset: ``build(config)`` gives its weighted terms. ``options``: the settings its terms read beyond
+    DistillConfig's fields (weights, layer maps), declared once (:class:`fsdkit.options.Option`); they become
+    ``fsdkit distill`` flags, config keys and attributes of the config (``config.beta_pkd``)."""
+
     name: str
     description: str
     build: Callable[[Any], list[TermSpec]]
     needs_memory: bool = False
     #: number of training stages the method's schedule has (1 = a single stage)
     stages: Callable[[Any], int] = lambda config: 1
+    options: tuple[Option, ...] = ()
+
+
+#: learning-rate schedules of a staged method (``stage_lr``): a linear warm-up and decay per stage, or one for the run
+STAGE_LR_SCHEDULES = ("restart", "global")
 
 
 def vkd_terms(c) -> list[TermSpec]:

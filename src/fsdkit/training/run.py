@@ -32,13 +32,14 @@ from fsdkit.config import (
     RunConfig,
     changed_options,
     command_line,
+    config_to_dict,
     make_config,
 )
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
 from fsdkit.training.methods import TermSpec
 from fsdkit.training.presets import get_method, run_terms
-from fsdkit.training.trainer import STAGE_LR_SCHEDULES, DistillationTrainer, StudentWithTerms
+from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 
 logger = logging.getLogger("fsdkit")
 RUN_RECORD = "fsdkit_run.json"
@@ -46,7 +47,7 @@ RUN_RECORD = "fsdkit_run.json"
 
 def _as_config(cls, config, overrides):
     if isinstance(config, cls):
-        return dataclasses.replace(config, **overrides) if overrides else config
+        return make_config(cls, config_to_dict(config), **overrides) if overrides else config
     return make_config(cls, config, **overrides)
 
 
@@ -344,7 +345,7 @@ def _train_and_export(
         "task": task.name,
         "method": getattr(config, "method", "finetune"),
         "seed": config.seed,
-        "config": dataclasses.asdict(config),
+        "config": config_to_dict(config),
         "terms": [{"label": s.label, "name": s.name, "weight": s.weight} for s in specs],
         "metrics": metrics,
         "main_metric": task.main_metric,
@@ -378,18 +379,17 @@ def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bo
     """
     from fsdkit.data import make_collator
     from fsdkit.features import FeatureRequest
-    from fsdkit.training.teacher_cache import TeacherCache, required_teacher_layers
+    from fsdkit.training.teacher_cache import TeacherCache
 
-    needing = [term for term in terms.values() if term.needs_teacher]
-    request = FeatureRequest(hidden_states=track)
-    for term in needing:
-        request = request | term.request()
+    request = FeatureRequest(hidden_states=track, teacher_layers=frozenset({"penultimate"}))  # the relation tracker's
+    for term in terms.values():
+        if term.needs_teacher:
+            request = request | term.request()
     if request.attentions:
         logger.warning("the teacher-output cache does not store attention maps; this run uses the live teacher")
         return teacher
-    layers = required_teacher_layers(needing)
-    if track and layers is not None:
-        layers = [*layers, "penultimate"]
+    layers = request.hidden_layers_read()
+    layers = None if layers is None else sorted(layers, key=str)
     return TeacherCache.open_or_build(
         teacher, train, make_collator(tokenizer), request, config.teacher_cache, config.eval_batch_size,
         layers=layers, task=task.name, max_length=config.max_length, teacher_path=str(config.teacher),
@@ -443,8 +443,6 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         raise ConfigError(f"--teacher is required by --method {config.method}: a fine-tuned teacher folder (see `fsdkit finetune`)")
     if not 0.0 <= config.alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1], got {config.alpha}")
-    if config.stage_lr not in STAGE_LR_SCHEDULES:
-        raise ConfigError(f"--stage-lr must be one of {', '.join(STAGE_LR_SCHEDULES)}, got {config.stage_lr!r}")
     method = get_method(config.method)
     student_source = config.teacher if config.student == STUDENT_FROM_TEACHER else config.student
     shape = parse_student_config(config.student_config) if config.student_config else None

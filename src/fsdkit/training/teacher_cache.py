@@ -131,24 +131,6 @@ def cache_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def required_teacher_layers(terms: Iterable[nn.Module]) -> list[int | str] | None:
-    """The teacher hidden layers a set of loss terms reads (their ``teacher_layer`` / memory ``layer``).
-
-    Returns None (cache every layer) when a term asks for hidden states without naming its teacher layer.
-    """
-    layers: list[int | str] = []
-    for term in terms:
-        if not term.request().hidden_states:
-            continue
-        layer = getattr(term, "teacher_layer", None)
-        if layer is None and term.name == "memory":
-            layer = getattr(term, "layer", None)
-        if layer is None:
-            return None
-        layers.append(layer)
-    return layers
-
-
 def _check_request(request: FeatureRequest) -> None:
     if request.attentions:
         raise ConfigError(

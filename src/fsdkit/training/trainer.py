@@ -25,7 +25,7 @@ from transformers import Trainer
 
 from fsdkit.features import FeatureRequest, Features, forward_features, teacher_view
 from fsdkit.losses.base import LossTerm
-from fsdkit.training.methods import TermSpec
+from fsdkit.training.methods import STAGE_LR_SCHEDULES, TermSpec
 
 
 class StudentWithTerms(nn.Module):
@@ -69,10 +69,6 @@ def stage_of(step: int, total_steps: int, n_stages: int) -> int:
     if n_stages <= 1 or total_steps <= 0:
         return 0
     return min(step * n_stages // total_steps, n_stages - 1)
-
-
-#: learning-rate schedules of a staged run: one linear warm-up and decay per stage, or one over the whole run
-STAGE_LR_SCHEDULES = ("restart", "global")
 
 
 def stage_start(stage: int, total_steps: int, n_stages: int) -> int:

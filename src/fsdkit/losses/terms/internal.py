@@ -18,7 +18,8 @@ from fsdkit.features import FeatureRequest, Features
 from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
 from fsdkit.losses.registry import register_term
 from fsdkit.losses.attention import attention_kl, check_same_heads
-from fsdkit.losses.layer_maps import LayerMapSpec, cls_projections, model_depths, projected_cls, resolve_layer_map
+from fsdkit.losses.cls_projection import cls_projections, projected_cls
+from fsdkit.losses.layer_maps import LayerMapSpec, model_depths, resolve_layer_map
 
 
 @register_term("internal")
@@ -54,7 +55,7 @@ class InternalRepresentationKD(LossTerm):
         self.projections = cls_projections(ctx, len(self.pairs))
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(hidden_states=True, attentions=True)
+        return FeatureRequest(hidden_states=True, attentions=True, teacher_layers=frozenset(t for _, t in self.pairs))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         mask = student.attention_mask

@@ -163,7 +163,7 @@ class GlobalMemoryStructure(LossTerm):
         self.last_parts: dict[str, Tensor] = {}
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(hidden_states=True)
+        return FeatureRequest(hidden_states=True, teacher_layers=frozenset({self.layer}))
 
     def param_groups(self) -> list[dict]:
         """The student memory's own optimizer group (no weight decay), when ``memory_lr`` is set."""

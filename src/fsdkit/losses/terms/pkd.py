@@ -2,7 +2,8 @@
 
 ``L_PT = Σ_j ‖ h_S,j / ‖h_S,j‖ − h_T,g(j) / ‖h_T,g(j)‖ ‖²`` (batch mean), where ``h`` is the [CLS] vector
 of a layer and ``g`` maps student layers to teacher layers. The layer maps and [CLS]
-projections are in :mod:`fsdkit.losses.layer_maps` (shared with internal-representation KD).
+projections are in :mod:`fsdkit.losses.layer_maps` and :mod:`fsdkit.losses.cls_projection` (shared with
+internal-representation KD).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from torch import Tensor
 
 from fsdkit.features import FeatureRequest, Features
 from fsdkit.losses.base import LossTerm, TermContext
-from fsdkit.losses.layer_maps import LayerMapSpec, cls_projections, model_depths, projected_cls, resolve_layer_map
+from fsdkit.losses.cls_projection import cls_projections, projected_cls
+from fsdkit.losses.layer_maps import LayerMapSpec, model_depths, resolve_layer_map
 from fsdkit.losses.registry import register_term
 
 
@@ -37,7 +39,7 @@ class PatientKD(LossTerm):
         self.projections = cls_projections(ctx, len(self.pairs))
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(hidden_states=True)
+        return FeatureRequest(hidden_states=True, teacher_layers=frozenset(t for _, t in self.pairs))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         distances = []

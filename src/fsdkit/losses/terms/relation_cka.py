@@ -59,7 +59,10 @@ class RelationCKA(LossTerm):
           - {name: relation_cka, weight: 15.0, pooling: mean}
     """
 
-    min_batch_size = 2
+    @property
+    def min_batch_size(self) -> int:
+        """The batch Gram matrices compare samples: 2 of them."""
+        return 2
 
     def __init__(
         self,
@@ -82,7 +85,7 @@ class RelationCKA(LossTerm):
         self.teacher_layer = teacher_layer
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(hidden_states=self.feature_weight > 0)
+        return FeatureRequest(hidden_states=self.feature_weight > 0, teacher_layers=frozenset({self.teacher_layer}))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         z_s, z_t = student.logits, teacher.logits

@@ -78,10 +78,14 @@ class RelationalKD(LossTerm):
         self.angle_weight = float(angle_weight)
         self.student_layer = student_layer
         self.teacher_layer = teacher_layer
-        self.min_batch_size = 3 if angle_weight > 0 else 2
+
+    @property
+    def min_batch_size(self) -> int:
+        """Distances need 2 samples, angles 3."""
+        return 3 if self.angle_weight > 0 else 2
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(hidden_states=True)
+        return FeatureRequest(hidden_states=True, teacher_layers=frozenset({self.teacher_layer}))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         s = student.hidden(self.student_layer)[:, 0]

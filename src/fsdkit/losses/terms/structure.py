@@ -48,6 +48,7 @@ class StructureLoss(LossTerm):
         check_view(view, pooling)
         self.view = view
         self.measure = get_measure(similarity)
+        self.similarity = similarity
         self.pooling = pooling
         self.student_layer = student_layer
         self.teacher_layer = teacher_layer
@@ -57,11 +58,16 @@ class StructureLoss(LossTerm):
         if view == "intra":
             require_same_tokenizer(ctx, "intra-feature (FSDI)", "the local view (FSDL, e.g. --method fsdl) or the "
                                    "memory (FSDG), which compare samples, not tokens")
-        if view == "local":
-            self.min_batch_size = 4 if similarity == "debiased_cka" else 2
+
+    @property
+    def min_batch_size(self) -> int:
+        """The local view compares the batch's samples: 2 of them (debiased CKA's estimator needs 4)."""
+        if self.view != "local":
+            return 1
+        return 4 if self.similarity == "debiased_cka" else 2
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(hidden_states=True)
+        return FeatureRequest(hidden_states=True, teacher_layers=frozenset({self.teacher_layer}))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         if self.view == "intra":
