@@ -132,7 +132,7 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
     from fsdkit.memory import TeacherMemory
     from fsdkit.training.methods import TermSpec
     from fsdkit.training.run import training_arguments
-    from fsdkit.training.teacher_cache import TeacherCache, required_teacher_layers
+    from fsdkit.training.teacher_cache import TeacherCache
     from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 
     from fsdkit.data import get_task
@@ -155,8 +155,10 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
         for term in terms.values():
             request = request | term.request()
         started = time.perf_counter()
+        layers = request.hidden_layers_read()  # the layers the terms read (None: all)
         source = TeacherCache.build(teacher, encoded, collator, request, tmp / "cache", batch_size=64,
-                                    layers=required_teacher_layers(terms.values()), task="mrpc", max_length=MAX_LENGTH)
+                                    layers=None if layers is None else sorted(layers, key=str), task="mrpc",
+                                    max_length=MAX_LENGTH)
         extra = {"cache_build_seconds": time.perf_counter() - started, "cache_bytes": source.manifest["bytes"],
                  "cache_examples": len(source)}
         del teacher

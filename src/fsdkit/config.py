@@ -105,18 +105,6 @@ class DistillConfig(RunConfig):
     method: str = option("vkd", "distillation method (see `fsdkit methods`)")
     alpha: float = option(0.5, "weight of the task loss in vanilla KD; the soft-label KD gets 1 - alpha")
     temperature: float = option(5.0, "softmax temperature of vanilla KD")
-    lambda_intra: float = option(30.0, "weight of the intra-feature structure loss (FSDI)")
-    lambda_local: float = option(30.0, "weight of the local inter-feature structure loss (FSDL)")
-    lambda_global: float = option(1.0, "weight of the global inter-feature memory loss (FSDG; the paper used 1e-3 with its raw distances)")
-    similarity: str = option("linear_cka", "similarity of the FSD structure losses (linear_cka, rbf_cka, debiased_cka, procrustes, gram)")
-    local_pooling: str = option("flatten", "rows of the local (batch) view: flatten, cls or mean")
-    memory: str | None = option(None, "teacher memory folder for FSDG (built into OUTPUT_DIR/memory when absent)")
-    memory_clusters: int = option(100, "K of the teacher memory when it is built automatically")
-    gamma: float = option(0.5, "FSDG: weight of distances vs cosines in the feature-to-centroid loss")
-    memory_distances: str = option(
-        "normalized", "FSDG: feature-to-centroid distances divided by their batch mean (normalized) or the paper's raw ones"
-    )
-    memory_lr: float | None = option(1e-2, "FSDG: learning rate of the student memory (its own optimizer group; null = the student's)")
     losses: list[dict] | None = option(
         None,
         "extra loss terms: NAME:WEIGHT[:key=value,...], repeatable (config: list of {name, weight, ...options})",
@@ -137,6 +125,10 @@ class DistillConfig(RunConfig):
         from fsdkit.training.presets import declared_options
 
         return declared_options()
+
+    def replace(self, **changes: Any) -> DistillConfig:
+        """A copy with ``changes`` applied, fields and declared options alike (checked as :func:`make_config` does)."""
+        return make_config(type(self), config_to_dict(self), **changes)
 
     def __getattr__(self, name: str) -> Any:
         """A declared method option (``config.beta_pkd``): its given value, else its declared default."""

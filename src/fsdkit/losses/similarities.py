@@ -182,15 +182,9 @@ def _self_gram(z: torch.Tensor) -> torch.Tensor:
 GRAM_CENTRING_LIMIT = 16.0
 
 
-def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor,
-                  gram: torch.Tensor | None = None) -> torch.Tensor:
-    """The Gram of the centred real rows at unit trace, ``K̃ = H_m z zᵀ H_m / ‖H_m z‖_F²`` (padding rows and
-    columns zero), by double-centring the n × n Gram: one pass over ``z`` forward (``z zᵀ``) and one backward
-    (``(Ġ + Ġᵀ) z``), no centred copy of the features. Where the mean so dominates (:data:`GRAM_CENTRING_LIMIT`;
-    zero variance included) that the Gram's cancellation would be imprecise, the features are centred instead
-    (exact to the dtype's rounding whatever the mean; a zero-variance side gives the zero matrix). ``gram``: the
-    product ``z zᵀ`` when the caller has it already."""
-    g = _self_gram(z) if gram is None else gram
+def _double_centre(g: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor):
+    """``(G_m, H_m G H_m, Σ_i ‖z_i‖², ‖H_m z‖_F²)`` of Grams ``g: (..., n, n)`` (``counts`` broadcast against
+    ``(...)``): the Gram with padding rows and columns zeroed, its double-centred form, their traces."""
     if m is None:
         row = g.mean(-1)
         mean_sq = row.mean(-1)  # ‖mean‖²
@@ -201,23 +195,46 @@ def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None
         row = g.sum(-1) / counts[..., None]
         mean_sq = row.sum(-1) / counts
         k = g.sub(row[..., :, None]).sub_(row[..., None, :]).add_(mean_sq[..., None, None]).mul_(pair)
-    total = g.diagonal(dim1=-2, dim2=-1).sum(-1)  # Σ_i ‖z_i‖², the uncentred energy
-    energy = k.diagonal(dim1=-2, dim2=-1).sum(-1)  # ‖H_m z‖_F²
-    # one host synchronisation for both checks
-    bad, imprecise = torch.stack([~torch.isfinite(total).all(), (energy * GRAM_CENTRING_LIMIT <= total).any()]).tolist()
-    if bad:
-        problem = "non-finite values" if not torch.isfinite(z).all() else "values too large for its dtype"
-        raise ValueError(f"{name}: {problem} in {label}")
-    if imprecise:
+    return g, k, g.diagonal(dim1=-2, dim2=-1).sum(-1), k.diagonal(dim1=-2, dim2=-1).sum(-1)
+
+
+def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor,
+                  gram: torch.Tensor | None = None) -> torch.Tensor:
+    """The Gram of the centred real rows at unit trace, ``K̃ = H_m z zᵀ H_m / ‖H_m z‖_F²`` (padding rows and
+    columns zero), by double-centring the n × n Gram: one pass over ``z`` forward (``z zᵀ``) and one backward
+    (``(Ġ + Ġᵀ) z``), no centred copy of the features. Where the mean so dominates (:data:`GRAM_CENTRING_LIMIT`;
+    zero variance included) that the Gram's cancellation would be imprecise, the features are centred instead
+    (exact to the dtype's rounding whatever the mean; a zero-variance side gives the zero matrix). ``gram``: the
+    product ``z zᵀ`` when the caller has it already."""
+    _, k, total, energy = _double_centre(_self_gram(z) if gram is None else gram, m, counts)
+    if _gram_checks(name, ((label, z),), total[..., None], energy[..., None]):
         zc, r = _centre(name, label, z, m, counts, detach=False)
         return _self_gram(zc) * r.square()[..., None, None]
     return k / energy[..., None, None]
 
 
+def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor) -> bool:
+    """Raise on non-finite Grams (``total``, ``energy``: ``(..., S)`` for the S ``(label, z)`` sides); whether some
+    side's mean dominates (:data:`GRAM_CENTRING_LIMIT`). One host synchronisation for every check."""
+    bad, imprecise = torch.stack([~torch.isfinite(total).all(), (energy * GRAM_CENTRING_LIMIT <= total).any()]).tolist()
+    if bad:  # the first side at fault, named
+        at_fault = (~torch.isfinite(total)).reshape(-1, len(sides)).any(0).tolist()
+        label, z = next(side for side, fault in zip(sides, at_fault) if fault)
+        problem = "non-finite values" if not torch.isfinite(z).all() else "values too large for its dtype"
+        raise ValueError(f"{name}: {problem} in {label}")
+    return imprecise
+
+
 def _unit_grams(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int):
-    """``(K̃, Λ̃, counts)``: validated inputs (:func:`_check`) as centred Grams at unit trace (:func:`_centred_gram`)."""
+    """``(S, counts)``: validated inputs (:func:`_check`) as their centred Grams at unit trace, stacked:
+    ``S[..., 0, :, :] = K̃`` of ``x``, ``S[..., 1, :, :] = Λ̃`` of ``y`` (:func:`_centred_gram`). Both sides are
+    centred and checked together (one set of small operations and one host synchronisation for the two)."""
     x, y, m, counts = _check(name, x, y, mask, min_rows)
-    return _centred_gram(name, "x", x, m, counts), _centred_gram(name, "y", y, m, counts), counts
+    g = torch.stack([_self_gram(x), _self_gram(y)], -3)
+    _, k, total, energy = _double_centre(g, None if m is None else m[..., None, :], counts[..., None])
+    if _gram_checks(name, (("x", x), ("y", y)), total, energy):  # rare: centre the features of the side(s) at fault
+        return torch.stack([_centred_gram(name, "x", x, m, counts), _centred_gram(name, "y", y, m, counts)], -3), counts
+    return k / energy[..., None, None], counts
 
 
 def _feature_terms(c: _Centred):
@@ -240,9 +257,16 @@ def _safe_sqrt(d2: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(torch.finfo(d2.dtype).tiny).sqrt()
 
 
-def _linear_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Linear CKA ``⟨K̃, Λ̃⟩ / (‖K̃‖_F ‖Λ̃‖_F)`` from the centred unit-trace Grams."""
-    return _ratio(_inner(k, lam), _inner(k, k), _inner(lam, lam))
+def _pair_products(s: torch.Tensor) -> torch.Tensor:
+    """``(..., 2, 2)``: the Frobenius inner products ``⟨S_a, S_b⟩`` of the two stacked n × n matrices, one product."""
+    flat = s.flatten(-2)
+    return flat @ flat.mT
+
+
+def _linear_from_grams(s: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Linear CKA ``⟨K̃, Λ̃⟩ / (‖K̃‖_F ‖Λ̃‖_F)`` from the stacked centred unit-trace Grams ``s = [K̃, Λ̃]``."""
+    d = _pair_products(s)
+    return _ratio(d[..., 0, 1], d[..., 0, 0], d[..., 1, 1])
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
@@ -311,20 +335,6 @@ def rbf_cka(x: torch.Tensor, y: torch.Tensor, mask=None, sigma: float = 1.0) -> 
     return _ratio(_inner(kx, ky), _inner(kx, kx), _inner(ky, ky))
 
 
-def _zero_diagonal(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Å, Å1)``: an n × n Gram with its diagonal zeroed, and its row sums."""
-    a0 = a - torch.diag_embed(a.diagonal(dim1=-2, dim2=-1))
-    return a0, a0.sum(-1)
-
-
-def _unbiased_from_grams(a, b, n: torch.Tensor) -> torch.Tensor:
-    """``n(n−3)·HSIC₁(A, B) = tr(ÅB̊) + 1ᵀÅ1·1ᵀB̊1/((n−1)(n−2)) − 2/(n−2)·1ᵀÅB̊1`` from ``a = (Å, Å1)``,
-    ``b = (B̊, B̊1)`` (:func:`_zero_diagonal`; padding rows and columns are zero). The zero-diagonal products
-    are formed explicitly, so the large diagonal never enters a difference (accurate in float32)."""
-    (a0, row_a), (b0, row_b) = a, b
-    return _inner(a0, b0) + row_a.sum(-1) * row_b.sum(-1) / ((n - 1) * (n - 2)) - 2 / (n - 2) * (row_a * row_b).sum(-1)
-
-
 def _unbiased_from_features(dot, rows_a, rows_b, norm_a, norm_b, n):
     """The same for centred features, from ``dot = ⟨K̃_a, K̃_b⟩`` and the Gram diagonals (squared row norms)
     ``rows_a``, ``rows_b`` with sums ``norm_a``, ``norm_b`` (Kornblith et al.'s
@@ -332,10 +342,20 @@ def _unbiased_from_features(dot, rows_a, rows_b, norm_a, norm_b, n):
     return dot - n / (n - 2) * (rows_a * rows_b).sum(-1) + norm_a * norm_b / ((n - 1) * (n - 2))
 
 
-def _debiased_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Debiased CKA from the centred unit-trace Grams (``HSIC₁`` does not depend on centring or scale)."""
-    k, lam = _zero_diagonal(k), _zero_diagonal(lam)
-    return _ratio(_unbiased_from_grams(k, lam, n), _unbiased_from_grams(k, k, n), _unbiased_from_grams(lam, lam, n))
+def _debiased_from_grams(s: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Debiased CKA from the stacked centred unit-trace Grams ``s = [K̃, Λ̃]`` (``HSIC₁`` depends on neither
+    centring nor scale). With ``Å`` a Gram with its diagonal zeroed (padding rows and columns are zero),
+    ``n(n−3)·HSIC₁(A, B) = ⟨Å, B̊⟩ + 1ᵀÅ1·1ᵀB̊1/((n−1)(n−2)) − 2/(n−2)·1ᵀÅB̊1``, for the three pairs at once (the
+    zero-diagonal products are formed explicitly, so the large diagonal never enters a difference: accurate in
+    float32)."""
+    s0 = s.clone()
+    s0.diagonal(dim1=-2, dim2=-1).zero_()
+    rows = s0.sum(-1)  # (..., 2, n): Å1
+    totals = rows.sum(-1)  # (..., 2): 1ᵀÅ1
+    n = n[..., None, None]
+    u = (_pair_products(s0) + totals[..., :, None] * totals[..., None, :] / ((n - 1) * (n - 2))
+         - 2 / (n - 2) * (rows @ rows.mT))
+    return _ratio(u[..., 0, 1], u[..., 0, 0], u[..., 1, 1])
 
 
 def debiased_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
@@ -389,9 +409,9 @@ def procrustes_distance(x: torch.Tensor, y: torch.Tensor, mask=None, squared: bo
     return d2 if squared else _safe_sqrt(d2)
 
 
-def _gram_distance_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """``‖K̃ − Λ̃‖_F`` from the centred unit-trace Grams (``max(·, tiny)`` under the root)."""
-    return _safe_sqrt((k - lam).square().sum((-2, -1)))
+def _gram_distance_from_grams(s: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """``‖K̃ − Λ̃‖_F`` from the stacked centred unit-trace Grams ``s = [K̃, Λ̃]`` (``max(·, tiny)`` under the root)."""
+    return _safe_sqrt((s[..., 0, :, :] - s[..., 1, :, :]).square().sum((-2, -1)))
 
 
 def gram_distance(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
@@ -444,4 +464,5 @@ def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor
     from_grams, _, min_rows = form
     checked, _, _, counts = _check(fn.__name__, x, y, None, min_rows)
     gram = None if x_gram is None or checked is not x else x_gram  # a cast input needs its own product
-    return from_grams(_centred_gram(fn.__name__, "x", checked, None, counts, gram), target.to(checked.dtype), counts)
+    k = _centred_gram(fn.__name__, "x", checked, None, counts, gram)
+    return from_grams(torch.stack([k, target.to(checked.dtype).expand_as(k)], -3), counts)

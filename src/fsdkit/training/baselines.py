@@ -25,7 +25,21 @@ from collections.abc import Callable
 
 from fsdkit.losses.layer_maps import count_layer_pairs
 from fsdkit.options import Option
-from fsdkit.training.methods import STAGE_LR_SCHEDULES, Method, TermSpec, fsd_terms, intra_term, local_term, vkd_terms
+from fsdkit.training.methods import (
+    GLOBAL_OPTIONS,
+    INTRA_OPTIONS,
+    LOCAL_OPTIONS,
+    LOCAL_POOLING,
+    SIMILARITY,
+    STAGE_LR_SCHEDULES,
+    Method,
+    TermSpec,
+    fsd_terms,
+    intra_term,
+    local_term,
+    options_of,
+    vkd_terms,
+)
 
 BETA_PKD = Option("beta_pkd", float, 100.0, "PKD: weight beta of the patient loss on normalised [CLS] vectors", low=0)
 PKD_LAYERS = Option("pkd_layers", str | list[list[int]], "skip",
@@ -76,7 +90,7 @@ def scheduled_internal(stages: Callable[[int, int], frozenset[int]]) -> Callable
 
 
 def geometry_terms(c, similarity: str) -> list[TermSpec]:
-    g = dataclasses.replace(c, similarity=similarity, lambda_intra=c.lambda_geometry, lambda_local=c.lambda_geometry)
+    g = c.replace(similarity=similarity, lambda_intra=c.lambda_geometry, lambda_local=c.lambda_geometry)
     return vkd_terms(c) + [intra_term(g), local_term(g)]
 
 
@@ -105,9 +119,10 @@ BASELINE_METHODS = (
     Method("relation-cka", "VKD + uncentred CKA of feature and logit Gram matrices (Zhou et al. 2024)",
            lambda c: vkd_terms(c) + [TermSpec("relation_cka", c.lambda_relation_cka)], options=(LAMBDA_RELATION_CKA,)),
     Method("geometry-procrustes", "VKD + alpha * Procrustes distance, intra and local views (Bhattarai et al. 2025)",
-           lambda c: geometry_terms(c, "procrustes"), options=(LAMBDA_GEOMETRY,)),
+           lambda c: geometry_terms(c, "procrustes"), options=(LAMBDA_GEOMETRY, LOCAL_POOLING)),
     Method("geometry-gram", "VKD + alpha * feature Gram distance, intra and local views (Bhattarai et al. 2025)",
-           lambda c: geometry_terms(c, "gram"), options=(LAMBDA_GEOMETRY,)),
+           lambda c: geometry_terms(c, "gram"), options=(LAMBDA_GEOMETRY, LOCAL_POOLING)),
     Method("fsd-procrustes", "FSD (intra + local + global) with the Procrustes distance in place of CKA",
-           lambda c: fsd_terms(dataclasses.replace(c, similarity="procrustes")), needs_memory=True),
+           lambda c: fsd_terms(c.replace(similarity="procrustes")), needs_memory=True,
+           options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS, GLOBAL_OPTIONS, without=(SIMILARITY,))),
 )

@@ -56,6 +56,32 @@ class Method:
 STAGE_LR_SCHEDULES = ("restart", "global")
 
 
+LAMBDA_INTRA = Option("lambda_intra", float, 30.0, "weight of the intra-feature structure loss (FSDI)", low=0)
+LAMBDA_LOCAL = Option("lambda_local", float, 30.0, "weight of the local inter-feature structure loss (FSDL)", low=0)
+LAMBDA_GLOBAL = Option("lambda_global", float, 1.0, "weight of the global inter-feature memory loss (FSDG; the paper used "
+                                                   "1e-3 with its raw distances)", low=0)
+SIMILARITY = Option("similarity", str, "linear_cka", "similarity of the FSD structure losses (linear_cka, rbf_cka, "
+                                                     "debiased_cka, procrustes, gram)")
+LOCAL_POOLING = Option("local_pooling", str, "flatten", "rows of the local (batch) view: flatten, cls or mean")
+MEMORY = Option("memory", str | None, None, "teacher memory folder for FSDG (built into OUTPUT_DIR/memory when absent)")
+MEMORY_CLUSTERS = Option("memory_clusters", int, 100, "K of the teacher memory when it is built automatically", low=1)
+GAMMA = Option("gamma", float, 0.5, "FSDG: weight of distances vs cosines in the feature-to-centroid loss", low=0, high=1)
+MEMORY_DISTANCES = Option("memory_distances", str, "normalized", "FSDG: feature-to-centroid distances divided by their "
+                                                                 "batch mean (normalized) or the paper's raw ones",
+                          choices=("normalized", "raw"))
+MEMORY_LR = Option("memory_lr", float | None, 1e-2, "FSDG: learning rate of the student memory (its own optimizer "
+                                                    "group; null = the student's)", low=0, low_open=True)
+#: the options each FSD structure term reads (a method declares those of its terms)
+INTRA_OPTIONS = (LAMBDA_INTRA, SIMILARITY)
+LOCAL_OPTIONS = (LAMBDA_LOCAL, SIMILARITY, LOCAL_POOLING)
+GLOBAL_OPTIONS = (LAMBDA_GLOBAL, SIMILARITY, MEMORY, MEMORY_CLUSTERS, GAMMA, MEMORY_DISTANCES, MEMORY_LR)
+
+
+def options_of(*groups: tuple[Option, ...], without: tuple[Option, ...] = ()) -> tuple[Option, ...]:
+    """The options of several terms, each once, in order (``without``: those a preset fixes itself)."""
+    return tuple(dict.fromkeys(o for group in groups for o in group if o not in without))
+
+
 def vkd_terms(c) -> list[TermSpec]:
     return [TermSpec("task", c.alpha), TermSpec("kd", 1.0 - c.alpha, {"temperature": c.temperature})]
 
@@ -85,12 +111,16 @@ def fsd_terms(c) -> list[TermSpec]:
 FSD_METHODS = (
     Method("nds", "student fine-tuned on the task alone, no teacher (the paper's nDS)", lambda c: [TermSpec("task", 1.0)]),
     Method("vkd", "vanilla KD (Hinton et al. 2015): alpha * task + (1 - alpha) * T^2 KL", vkd_terms),
-    Method("fsdi", "VKD + intra-feature (token) structure, FSD eq. 6", lambda c: vkd_terms(c) + [intra_term(c)]),
-    Method("fsdl", "VKD + local inter-feature (batch) structure, FSD eq. 7", lambda c: vkd_terms(c) + [local_term(c)]),
+    Method("fsdi", "VKD + intra-feature (token) structure, FSD eq. 6", lambda c: vkd_terms(c) + [intra_term(c)],
+           options=INTRA_OPTIONS),
+    Method("fsdl", "VKD + local inter-feature (batch) structure, FSD eq. 7", lambda c: vkd_terms(c) + [local_term(c)],
+           options=LOCAL_OPTIONS),
     Method("fsdg", "VKD + global inter-feature structure via the k-means memory, FSD eq. 8-10",
-           lambda c: vkd_terms(c) + [global_term(c)], needs_memory=True),
-    Method("fsdil", "VKD + intra + local structure", lambda c: vkd_terms(c) + [intra_term(c), local_term(c)]),
-    Method("fsd", "VKD + intra + local + global structure (FSD eq. 11)", fsd_terms, needs_memory=True),
+           lambda c: vkd_terms(c) + [global_term(c)], needs_memory=True, options=GLOBAL_OPTIONS),
+    Method("fsdil", "VKD + intra + local structure", lambda c: vkd_terms(c) + [intra_term(c), local_term(c)],
+           options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS)),
+    Method("fsd", "VKD + intra + local + global structure (FSD eq. 11)", fsd_terms, needs_memory=True,
+           options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS, GLOBAL_OPTIONS)),
 )
 
 

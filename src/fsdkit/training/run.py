@@ -544,7 +544,7 @@ def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillC
                 max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
                 teacher_cache=config.teacher_cache, _locked=True,
             )
-    return dataclasses.replace(config, memory=str(memory_dir))
+    return config.replace(memory=str(memory_dir))
 
 
 def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = False, **overrides):
