@@ -185,3 +185,13 @@ def test_student_initialised_from_the_teacher(glue_dir, mrpc_teacher, tmp_path):
     for key in ("classifier.weight", "bert.encoder.layer.1.output.dense.weight"):
         source = key.replace("layer.1.", "layer.2.")
         torch.testing.assert_close(student[key], teacher[source], rtol=0, atol=1e-6)
+
+
+def test_a_seeded_run_repeated_gives_the_same_curve(glue_dir, mrpc_teacher, tmp_path):
+    """The regime study's premise: the dev curve (--eval-strategy epoch) of a seeded run is reproducible."""
+    options = small(glue_dir, teacher=str(mrpc_teacher), method="vkd", student="teacher", epochs=2, learning_rate=1e-4,
+                    eval_strategy="epoch", relation_every=0, seed=3)
+    first = distill(**options, output_dir=str(tmp_path / "a"))["curve"]
+    second = distill(**options, output_dir=str(tmp_path / "b"))["curve"]
+    assert [p["epoch"] for p in first] == [1.0, 2.0]
+    assert first == second
