@@ -3,13 +3,16 @@
 ::
 
     python benchmarks/curves.py --glue-dir ../shared/glue --tasks mrpc --methods nds,vkd --epochs 6
+    python benchmarks/curves.py --glue-dir ../shared/glue --tasks mrpc --inits teacher --layers "1,3,5" --epochs 6
     python benchmarks/curves.py --summary          # the curves and the plateau check, from the results
 
 Per task, a teacher is fine-tuned by the recipe's ``teacher`` settings with the dev metric after every epoch
 (its own folder ``work/curves/<task>/teacher``, so the v1 suite's teacher and settings hashes are untouched).
 Then each method × initialisation × seed distils a student for ``--epochs`` epochs with the dev metric after
 every epoch: ``teacher`` = the chosen layers and the head of the fine-tuned teacher (``--student teacher``),
-``pretrained`` = the layers of the recipe's pretrained model (v1's protocol). All of them read one
+``pretrained`` = the layers of the recipe's pretrained model (v1's protocol). ``--layers`` compares the choice of
+layers: the recipe's ``student_layers`` (the first k) by default, or explicit 0-based sets such as ``1,3,5`` (every other
+layer, ending with the top one; a set's runs go to ``…/<method>/layers-1-3-5/seed<k>``). All of them read one
 teacher-output cache per task. Every finished run is appended at once to ``results/curves.jsonl`` with its
 curve; a run already recorded with the same settings is skipped, so the study resumes where it stopped, and
 several workers may run the same command (each job is taken under a file lock; start each with
@@ -60,13 +63,33 @@ def teacher_settings(recipe: dict[str, Any], task: str, glue_dir: str, work_dir:
 
 
 def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, seed: int, epochs: float,
-                     glue_dir: str, work_dir: Path) -> dict[str, Any]:
+                     glue_dir: str, work_dir: Path, layers: list[int] | None = None) -> dict[str, Any]:
+    """A student's run settings; ``layers``: an explicit set of 0-based layers instead of the recipe's
+    ``student_layers`` (recorded in the settings; the run folder gets a ``layers-…`` level)."""
     own = recipe["methods"].get(method) or {}
     student = "teacher" if init == "teacher" else recipe["student"]["student"]
-    return {**recipe["shared"], **recipe["student"], **own, "student": student, "epochs": epochs,
+    folder = work_dir / task / f"{init}-init" / method
+    chosen = {}
+    if layers is not None:
+        chosen = {"student_layers": layers}
+        folder = folder / ("layers-" + "-".join(map(str, layers)))
+    return {**recipe["shared"], **recipe["student"], **own, **chosen, "student": student, "epochs": epochs,
             "eval_strategy": "epoch", "method": method, "seed": seed, "task": task, "data_dir": glue_dir,
             "teacher": str(work_dir / task / "teacher"), "teacher_cache": str(work_dir / task / "teacher-cache"),
-            "output_dir": str(work_dir / task / f"{init}-init" / method / f"seed{seed}"), "progress": False}
+            "output_dir": str(folder / f"seed{seed}"), "progress": False}
+
+
+def layer_sets(text: str | None) -> list[list[int] | None]:
+    """``--layers``: ``None`` (the recipe's ``student_layers``) or ``;``-separated sets of 0-based layers."""
+    if not text:
+        return [None]
+    sets = []
+    for item in text.split(";"):
+        try:
+            sets.append([int(v) for v in item.split(",") if v.strip()])
+        except ValueError:
+            raise SystemExit(f"--layers {text!r}: expected sets of 0-based layer indices such as '1,3,5;0,1,2'") from None
+    return sets
 
 
 def plateaued(curve: list[dict[str, Any]], metric: str) -> bool | None:
@@ -115,9 +138,10 @@ def study(args) -> int:
              teacher_settings(recipe, task, args.glue_dir, work_dir))]
         for seed in (int(s) for s in _csv(args.seeds)):
             for init in _csv(args.inits):
-                for method in _csv(args.methods):
-                    jobs.append(("student", method, seed, init, student_settings(
-                        recipe, task, method, init, seed, args.epochs, args.glue_dir, work_dir)))
+                for layers in layer_sets(args.layers):
+                    for method in _csv(args.methods):
+                        jobs.append(("student", method, seed, init, student_settings(
+                            recipe, task, method, init, seed, args.epochs, args.glue_dir, work_dir, layers)))
         for kind, method, seed, init, settings in jobs:
             if stop.exists():
                 logger.info("%s found: stopping", stop)
@@ -152,7 +176,9 @@ def summary(results: Path) -> None:
         metric = r.get("main_metric") or "accuracy"
         values = [f"{100 * p[f'eval_{metric}']:.1f}" for p in r.get("curve", []) if f"eval_{metric}" in p]
         flag = plateaued(r.get("curve", []), metric)
-        label = f"{r['task']} {r['method']}" + (f" ({r['init']})" if r.get("init") else "") + f" seed {r['seed']}"
+        layers = r.get("settings", {}).get("student_layers")
+        init = r.get("init") and r["init"] + (f", layers {layers}" if isinstance(layers, list) else "")
+        label = f"{r['task']} {r['method']}" + (f" ({init})" if init else "") + f" seed {r['seed']}"
         print(f"{label}: {metric} {' '.join(values)} — plateau: {flag}; {r['wall_time'] / 60:.1f} min")
 
 
@@ -164,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inits", default=",".join(INITS), help=f"student initialisations: {', '.join(INITS)}")
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--epochs", type=float, default=6.0, help="epochs of every student (dev after each)")
+    parser.add_argument("--layers", default=None,
+                        help="student layer sets to compare, 0-based, ';'-separated (e.g. '0,1,2;1,3,5'); default: the "
+                             "recipe's student_layers")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     parser.add_argument("--results", default=str(DEFAULT_RESULTS))
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))

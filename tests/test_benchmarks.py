@@ -355,3 +355,11 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     assert (tmp_path / "work" / "mrpc" / "teacher" / "config.json").is_file()
     calls.clear()
     assert curves_mod.main(argv) == 0 and calls == []  # every job recorded: nothing runs again
+    # another choice of layers is another curve, in its own folder, with its layers in the settings
+    assert curves_mod.main([*argv, "--inits", "teacher", "--methods", "nds", "--layers", "1,3,5"]) == 0
+    assert calls == [("student", "nds", "teacher", "epoch")]
+    last = suite_mod.read_records(tmp_path / "curves.jsonl")[-1]
+    assert last["settings"]["student_layers"] == [1, 3, 5] and last["init"] == "teacher"
+    folder = curves_mod.student_settings(suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE), "mrpc", "nds", "teacher", 1,
+                                         3.0, "glue", tmp_path / "work", [1, 3, 5])["output_dir"]
+    assert folder.endswith("teacher-init/nds/layers-1-3-5/seed1")
