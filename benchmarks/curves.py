@@ -44,6 +44,7 @@ from suite import (  # noqa: E402
     append_record,
     load_recipe,
     read_records,
+    recipe_section,
     run_record,
     settings_hash,
 )
@@ -58,8 +59,8 @@ logger = logging.getLogger("fsdkit.benchmarks.curves")
 
 
 def teacher_settings(recipe: dict[str, Any], task: str, glue_dir: str, work_dir: Path) -> dict[str, Any]:
-    return {**recipe["shared"], **recipe["teacher"], "eval_strategy": "epoch", "task": task, "data_dir": glue_dir,
-            "output_dir": str(work_dir / task / "teacher"), "progress": False}
+    return {**recipe["shared"], **recipe_section(recipe, "teacher", task), "eval_strategy": "epoch", "task": task,
+            "data_dir": glue_dir, "output_dir": str(work_dir / task / "teacher"), "progress": False}
 
 
 def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, seed: int, epochs: float,
@@ -73,7 +74,8 @@ def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, 
     if layers is not None:
         chosen = {"student_layers": layers}
         folder = folder / ("layers-" + "-".join(map(str, layers)))
-    return {**recipe["shared"], **recipe["student"], **own, **chosen, "student": student, "epochs": epochs,
+    return {**recipe["shared"], **recipe_section(recipe, "student", task), **own, **chosen, "student": student,
+            "epochs": epochs,
             "eval_strategy": "epoch", "method": method, "seed": seed, "task": task, "data_dir": glue_dir,
             "teacher": str(work_dir / task / "teacher"), "teacher_cache": str(work_dir / task / "teacher-cache"),
             "output_dir": str(folder / f"seed{seed}"), "progress": False}
@@ -118,7 +120,6 @@ def run_job(kind: str, task: str, method: str, seed: int, init: str | None, sett
     else:
         record = run_record(task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="ok",
                             started=started, result=result, output_dir=str(out) if kind == "teacher" else None)
-        record["curve"] = result.get("curve", [])
         _clean_output_dir(out, keep_model=kind == "teacher")
     record["init"] = init
     append_record(results, record)

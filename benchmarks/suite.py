@@ -134,7 +134,7 @@ def run_record(
     result: dict[str, Any] | None = None, error: str | None = None, output_dir: str | None = None,
 ) -> dict[str, Any]:
     """One results line: what ran, with which settings (``job_hash``: see :meth:`Suite.job_hash`), its dev
-    metrics, timings, versions and machine."""
+    metrics (and per-epoch curve), timings, versions and machine."""
     from fsdkit import __version__
     from fsdkit.training.run import git_commit
 
@@ -147,6 +147,7 @@ def run_record(
         "status": status,
         "metrics": flatten_metrics(metrics),
         "main_metric": result.get("main_metric"),
+        "curve": result.get("curve") or [],  # the dev (or holdout) metrics after every epoch, with eval_strategy epoch
         "error": error,
         "settings_hash": job_hash,
         "settings": {k: v for k, v in settings.items() if k not in PLACE_KEYS},
@@ -210,6 +211,14 @@ def load_recipe(path: str | os.PathLike = DEFAULT_RECIPE) -> dict[str, Any]:
     return recipe
 
 
+def recipe_section(recipe: dict[str, Any], name: str, task: str) -> dict[str, Any]:
+    """The recipe's ``name`` section (``teacher``, ``student``) for ``task``: its settings, with the task's entry of
+    its ``per_task`` mapping (e.g. the epoch budget the regime rule chose for that task) applied on top."""
+    section = dict(recipe[name])
+    per_task = section.pop("per_task", None) or {}
+    return {**section, **(per_task.get(task) or {})}
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """``key=value`` strings → a mapping (values parsed as YAML scalars)."""
     out = {}
@@ -252,13 +261,13 @@ class Suite:
 
         names = {f.name for f in dataclasses.fields(FinetuneConfig)}
         overrides = {k: v for k, v in self.overrides.items() if k in names}  # student-only keys do not apply
-        settings = {**self.recipe["shared"], **self.recipe["teacher"], **overrides}
+        settings = {**self.recipe["shared"], **recipe_section(self.recipe, "teacher", task), **overrides}
         return {**settings, "task": task, "data_dir": self.glue_dir, "output_dir": str(self.teacher_dir(task)),
                 "progress": False}
 
     def student_settings(self, task: str, method: str, seed: int) -> dict[str, Any]:
         own = self.recipe["methods"].get(method) or {}
-        settings = {**self.recipe["shared"], **self.recipe["student"], **own, **self.overrides}
+        settings = {**self.recipe["shared"], **recipe_section(self.recipe, "student", task), **own, **self.overrides}
         if method in MEMORY_METHODS:  # the memory's K decides the result: part of the settings (and their hash)
             settings.setdefault("memory_clusters", self.memory_settings(task)["n_clusters"])
         return {**settings, "task": task, "method": method, "seed": seed, "data_dir": self.glue_dir,

@@ -363,3 +363,17 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     folder = curves_mod.student_settings(suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE), "mrpc", "nds", "teacher", 1,
                                          3.0, "glue", tmp_path / "work", [1, 3, 5])["output_dir"]
     assert folder.endswith("teacher-init/nds/layers-1-3-5/seed1")
+
+
+def test_a_recipe_section_takes_its_per_task_budget():
+    """recipe-v2's regime rule writes each task's epoch budget under ``per_task``; other tasks keep the default, and a
+    recipe without ``per_task`` gives the settings (and hashes) it gave before."""
+    recipe = {"student": {"epochs": 3, "learning_rate": 1e-4, "per_task": {"stsb": {"epochs": 5}}}}
+    assert suite_mod.recipe_section(recipe, "student", "stsb") == {"epochs": 5, "learning_rate": 1e-4}
+    assert suite_mod.recipe_section(recipe, "student", "mrpc") == {"epochs": 3, "learning_rate": 1e-4}
+    v1 = suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE)
+    assert suite_mod.recipe_section(v1, "student", "mrpc") == v1["student"]
+    v2 = suite_mod.load_recipe(BENCH / "recipe-v2.yaml")
+    for task in ("mrpc", "stsb", "sick", "cola"):
+        settings = suite_mod.recipe_section(v2, "student", task)
+        assert settings["student"] == "teacher" and settings["epochs"] >= 1 and "per_task" not in settings
