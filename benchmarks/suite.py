@@ -148,6 +148,7 @@ def run_record(
         "metrics": flatten_metrics(metrics),
         "main_metric": result.get("main_metric"),
         "curve": result.get("curve") or [],  # the dev (or holdout) metrics after every epoch, with eval_strategy epoch
+        "losses_by_epoch": result.get("losses_by_epoch") or [],  # each logged loss term and part, mean per epoch
         "error": error,
         "settings_hash": job_hash,
         "settings": {k: v for k, v in settings.items() if k not in PLACE_KEYS},

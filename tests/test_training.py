@@ -32,6 +32,8 @@ def test_fsd_run_lowers_the_loss_and_exports_a_standard_folder(glue_dir, mrpc_te
     first = sum(h["loss"] for h in history[:3]) / 3
     last = sum(h["loss"] for h in history[-3:]) / 3
     assert last < 0.8 * first, (first, last)
+    by_epoch = record["losses_by_epoch"]  # every term and part, per epoch, in the run record
+    assert [e["epoch"] for e in by_epoch] == [1, 2, 3, 4, 5, 6] and "loss_global" in by_epoch[0]
     # a standard model folder: transformers loads it alone, with 3 layers, and it scores as the run reported
     model = AutoModelForSequenceClassification.from_pretrained(out)
     AutoTokenizer.from_pretrained(out)
@@ -195,3 +197,16 @@ def test_a_seeded_run_repeated_gives_the_same_curve(glue_dir, mrpc_teacher, tmp_
     second = distill(**options, output_dir=str(tmp_path / "b"))["curve"]
     assert [p["epoch"] for p in first] == [1.0, 2.0]
     assert first == second
+
+
+def test_losses_by_epoch_averages_each_logged_term_and_part_per_epoch():
+    from fsdkit.training.epoch_eval import losses_by_epoch
+
+    history = [{"loss": 4.0, "loss_global": 3.0, "loss_global_distance": 2.0, "epoch": 0.5, "learning_rate": 1e-4},
+               {"loss": 2.0, "loss_global": 1.0, "loss_global_distance": 1.0, "epoch": 1.0},
+               {"epoch": 1.0, "step": 4, "eval_split": "validation", "eval_loss_like": 9.0},  # a curve point
+               {"loss": 1.0, "loss_global": 0.5, "loss_global_distance": 0.25, "epoch": 1.5},
+               {"train_runtime": 3.0, "epoch": 2.0}]
+    assert losses_by_epoch(history) == [
+        {"epoch": 1, "loss": 3.0, "loss_global": 2.0, "loss_global_distance": 1.5},
+        {"epoch": 2, "loss": 1.0, "loss_global": 0.5, "loss_global_distance": 0.25}]

@@ -5,10 +5,13 @@ when ``--holdout-fraction`` carves one from the training set, else the task's fi
 end of every epoch. Each point is appended to ``trainer.state.log_history`` as
 ``{"epoch", "step", "eval_split", "eval_<metric>": value, ...}``; the run record's ``curve`` lists them. A
 ``report(point)`` function (the sweep's pruner) is called with each point and may stop the run by raising.
+:func:`losses_by_epoch` summarises the logged training losses the same way (every term and part, per epoch).
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +25,21 @@ CURVE_KEY = "eval_split"
 def curve(log_history: list[dict]) -> list[dict]:
     """The per-epoch evaluation points of a log history."""
     return [entry for entry in log_history if CURVE_KEY in entry]
+
+
+def losses_by_epoch(log_history: list[dict]) -> list[dict]:
+    """The mean of every logged training loss (``loss``, ``loss_<label>``, ``loss_<label>_<part>``) over each epoch's
+    logging steps: ``[{"epoch": 1, "loss": …, "loss_global_distance": …}, …]`` (an entry logged at epoch 1.2 counts
+    towards epoch 2), so that a run record shows each term and part rising or falling without its log file."""
+    sums: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for entry in log_history:
+        if "epoch" not in entry or CURVE_KEY in entry:
+            continue
+        epoch = max(1, math.ceil(entry["epoch"] - 1e-9))
+        for key, value in entry.items():
+            if key.startswith("loss") and isinstance(value, (int, float)):
+                sums[epoch][key].append(float(value))
+    return [{"epoch": epoch, **{key: sum(v) / len(v) for key, v in sums[epoch].items()}} for epoch in sorted(sums)]
 
 
 class EpochEvaluation(TrainerCallback):

@@ -266,7 +266,7 @@ def _train_and_export(
     from fsdkit.data import make_collator
     from fsdkit.evaluation import evaluate_model
     from fsdkit.models import save_model
-    from fsdkit.training.epoch_eval import curve
+    from fsdkit.training.epoch_eval import curve, losses_by_epoch
 
     terms = nn.ModuleDict({spec.label: build_term(spec.name, ctx, spec.options) for spec in specs})
     if any(term.request().attentions for term in terms.values()):
@@ -350,6 +350,7 @@ def _train_and_export(
         "metrics": metrics,
         "main_metric": task.main_metric,
         "curve": curve(trainer.state.log_history),
+        "losses_by_epoch": losses_by_epoch(trainer.state.log_history),
         "train_runtime": result.metrics.get("train_runtime"),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "train_examples": len(train),
