@@ -216,6 +216,11 @@ def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None
 def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor) -> bool:
     """Raise on non-finite Grams (``total``, ``energy``: ``(..., S)`` for the S ``(label, z)`` sides); whether some
     side's mean dominates (:data:`GRAM_CENTRING_LIMIT`). One host synchronisation for every check."""
+    if total.numel() == 0:
+        return False
+    worst = (energy * GRAM_CENTRING_LIMIT - total).min().item()  # finite and > 0: every check passes (NaN propagates)
+    if worst > 0 and worst != float("inf"):
+        return False
     bad, imprecise = torch.stack([~torch.isfinite(total).all(), (energy * GRAM_CENTRING_LIMIT <= total).any()]).tolist()
     if bad:  # the first side at fault, named
         at_fault = (~torch.isfinite(total)).reshape(-1, len(sides)).any(0).tolist()
@@ -248,8 +253,8 @@ def _feature_terms(c: _Centred):
 def _ratio(num: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``num / sqrt(a · b)``; 0 (with zero gradient) unless ``a > 0`` and ``b > 0``."""
     ok = (a > 0) & (b > 0)
-    den = torch.where(ok, a * b, torch.ones_like(a)).rsqrt()
-    return torch.where(ok, num * den, torch.zeros_like(num))
+    den = torch.where(ok, a * b, 1.0).rsqrt()
+    return torch.where(ok, num * den, 0.0)
 
 
 def _safe_sqrt(d2: torch.Tensor) -> torch.Tensor:
