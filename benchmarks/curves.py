@@ -5,6 +5,7 @@
     python benchmarks/curves.py --glue-dir ../shared/glue --tasks mrpc --methods nds,vkd --epochs 6
     python benchmarks/curves.py --glue-dir ../shared/glue --tasks mrpc --inits teacher --layers "1,3,5" --epochs 6
     python benchmarks/curves.py --summary          # the curves and the plateau check, from the results
+    python benchmarks/curves.py --plot results/curves   # one PNG per task and initialisation (dev metric per epoch)
 
 Per task, a teacher is fine-tuned by the recipe's ``teacher`` settings with the dev metric after every epoch
 (its own folder ``work/curves/<task>/teacher``, so the v1 suite's teacher and settings hashes are untouched).
@@ -183,6 +184,33 @@ def summary(results: Path) -> None:
         print(f"{label}: {metric} {' '.join(values)} — plateau: {flag}; {r['wall_time'] / 60:.1f} min")
 
 
+def plot(results: Path, out_dir: Path) -> list[Path]:
+    """``<task>-<init>.png`` per task and initialisation: the dev main metric after every epoch, one line per method
+    (layer sets apart), seeds as a band, the task's teacher dashed."""
+    from fsdkit.analysis.plots import learning_curves, save_figure
+
+    records = [r for r in read_records(results) if r.get("status") == "ok" and r.get("curve")]
+    teachers = {r["task"]: r for r in records if r["method"] == "teacher"}
+    groups: dict[tuple[str, str], dict[str, list]] = {}
+    for r in records:
+        if r["method"] == "teacher":
+            continue
+        metric = r.get("main_metric") or "accuracy"
+        layers = r.get("settings", {}).get("student_layers")
+        name = r["method"] + (f" layers {','.join(map(str, layers))}" if isinstance(layers, list) else "")
+        run = [(p["epoch"], 100 * p[f"eval_{metric}"]) for p in r["curve"] if f"eval_{metric}" in p]
+        groups.setdefault((r["task"], r.get("init") or "?"), {}).setdefault(name, []).append(run)
+    written = []
+    for (task, init), curves in sorted(groups.items()):
+        teacher = teachers.get(task)
+        metric = (teacher or {}).get("main_metric") or next(
+            r.get("main_metric") for r in records if r["task"] == task) or "accuracy"
+        reference = 100 * teacher["metrics"][metric] if teacher and metric in teacher.get("metrics", {}) else None
+        fig = learning_curves(curves, f"{task}, {init}-initialised students", metric, reference, "teacher (final)")
+        written.append(save_figure(fig, out_dir / f"{task}-{init}.png"))
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-dir", default=None)
@@ -198,9 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(DEFAULT_RESULTS))
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
     parser.add_argument("--summary", action="store_true", help="print the recorded curves and stop")
+    parser.add_argument("--plot", default=None, metavar="DIR", help="write the curves as PNGs into DIR and stop")
     args = parser.parse_args(argv)
     if args.summary:
         summary(Path(args.results))
+        return 0
+    if args.plot:
+        for path in plot(Path(args.results), Path(args.plot)):
+            print(path)
         return 0
     if not args.glue_dir:
         parser.error("--glue-dir is required to run the study")

@@ -24,6 +24,7 @@ from fsdkit.analysis import (
     count_parameters,
     diagonal_mean,
     inference_throughput,
+    learning_curves,
     load_run_record,
     relation_curves,
     relation_difference,
@@ -467,3 +468,19 @@ def test_parse_model_specs_and_config_errors():
         parse_model_specs(["=x"])
     with pytest.raises(ConfigError, match="--teacher, --models"):
         analyze(AnalyzeConfig(task="mrpc", output_dir="out"))
+
+
+def test_learning_curves_draw_the_mean_over_seeds_with_their_range(tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    curves = {"vkd": [[(1, 70.0), (2, 74.0)], [(1, 72.0), (2, 76.0)]], "nds": [[(1, 69.0), (2, 71.0)]]}
+    fig = learning_curves(curves, "mrpc", "accuracy", reference=79.4)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["vkd (n=2)"].get_ydata()) == [71.0, 75.0] and list(lines["nds (n=1)"].get_ydata()) == [69.0, 71.0]
+    assert list(lines["teacher"].get_ydata()) == [79.4, 79.4]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1  # only the method with several seeds has a band
+    from fsdkit.analysis import save_figure
+
+    assert save_figure(fig, tmp_path / "c.png").stat().st_size > 10_000

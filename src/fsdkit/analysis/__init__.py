@@ -3,7 +3,7 @@ significance over seeds — as functions, figures and one report (:func:`analyze
 
 from fsdkit.analysis.cka_map import cka_heatmap, cka_heatmap_from_grams, diagonal_mean, normalised_centred_grams
 from fsdkit.analysis.complexity import complexity_table, count_parameters, inference_throughput, read_run_info
-from fsdkit.analysis.plots import cka_heatmaps, relation_curves, restoration_bar_chart, save_figure
+from fsdkit.analysis.plots import cka_heatmaps, learning_curves, relation_curves, restoration_bar_chart, save_figure
 from fsdkit.analysis.relations import (
     HISTORY_FILENAME,
     RelationTracker,
@@ -33,6 +33,7 @@ __all__ = [
     "cka_heatmap",
     "cka_heatmap_from_grams",
     "cka_heatmaps",
+    "learning_curves",
     "complexity_table",
     "count_parameters",
     "diagonal_mean",

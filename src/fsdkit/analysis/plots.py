@@ -144,3 +144,33 @@ def relation_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], task_n
             ax.legend(title="run")
         fig.suptitle(f"Student–teacher relation differences during training — {task_name}")
     return fig
+
+
+def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], task_name: str, metric: str,
+                    reference: float | None = None, reference_label: str = "teacher") -> Figure:
+    """Quality against training budget: the metric after every epoch, one line per method (the mean over its seeds)
+    with the seeds' range as a band; ``curves``: method → one ``[(epoch, value), …]`` list per seed. ``reference``
+    (the teacher's score) is drawn as a dashed line."""
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(7.5, 4.8)
+        ax = fig.subplots()
+        for name, runs in curves.items():
+            runs = [sorted(run) for run in runs if run]
+            if not runs:
+                continue
+            epochs = sorted({e for run in runs for e, _ in run})
+            table = [[dict(run).get(e) for run in runs] for e in epochs]
+            mean = [float(np.mean([v for v in row if v is not None])) for row in table]
+            line = ax.plot(epochs, mean, marker="o", markersize=4, label=f"{name} (n={len(runs)})")[0]
+            if len(runs) > 1:
+                low = [min(v for v in row if v is not None) for row in table]
+                high = [max(v for v in row if v is not None) for row in table]
+                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        if reference is not None:
+            ax.axhline(reference, linestyle="--", color="0.3", linewidth=1.2, label=reference_label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"dev {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(title="method (seeds)", loc="best")
+        ax.set_title(f"Dev {metric} after every epoch — {task_name} (band: range over seeds)")
+    return fig
