@@ -132,3 +132,17 @@ def test_help_version_and_methods_import_neither_torch_nor_transformers():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:2] == ["[]", "[]"], out
+
+
+def test_every_command_prints_its_help(capsys):
+    """`fsdkit COMMAND --help` renders for every command (a literal % in a help text once broke `fsdkit demo --help`)."""
+    from fsdkit.cli import build_parser
+
+    parser = build_parser()
+    commands = [name for action in parser._subparsers._group_actions for name in action.choices]
+    assert {"finetune", "distill", "demo", "memory", "methods", "sweep"} <= set(commands)
+    for command in [*commands, "memory build"]:
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args([*command.split(), "--help"])
+        assert exit_info.value.code == 0, command
+        assert "usage: fsdkit" in capsys.readouterr().out

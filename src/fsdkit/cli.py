@@ -41,6 +41,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
         help_text = f.metadata.get("help", "")
         if f.default is not dataclasses.MISSING and f.default is not None:
             help_text += f" (default: {f.default})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %: a literal one ("99.9 %") is escaped
         if f.metadata.get("positional"):
             parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_text)
         elif types[f.name] is bool:
@@ -56,6 +57,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, metavar="X", help=help_text)
     for option in declared_options(cls).values():  # a method's own options (fsdkit.options), declared with the method
         help_text = f"{option.help} (default: {option.default}" + (f"; {option.valid_range()})" if option.valid_range() else ")")
+        help_text = help_text.replace("%", "%%")
         if option.type is bool:
             parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
