@@ -231,15 +231,17 @@ def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor) ->
 
 
 def _unit_grams(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int):
-    """``(S, counts)``: validated inputs (:func:`_check`) as their centred Grams at unit trace, stacked:
-    ``S[..., 0, :, :] = K̃`` of ``x``, ``S[..., 1, :, :] = Λ̃`` of ``y`` (:func:`_centred_gram`). Both sides are
-    centred and checked together (one set of small operations and one host synchronisation for the two)."""
+    """``(K̃, Λ̃, counts)``: validated inputs (:func:`_check`) as their centred Grams at unit trace
+    (:func:`_centred_gram`). Each side is centred on its own (a side without gradient, the teacher's, then costs no
+    backward), and both are checked together: one host synchronisation for the two."""
     x, y, m, counts = _check(name, x, y, mask, min_rows)
-    g = torch.stack([_self_gram(x), _self_gram(y)], -3)
-    _, k, total, energy = _double_centre(g, None if m is None else m[..., None, :], counts[..., None])
+    sides = [_double_centre(_self_gram(z), m, counts) for z in (x, y)]
+    total = torch.stack([side[2] for side in sides], -1)
+    energy = torch.stack([side[3] for side in sides], -1)
     if _gram_checks(name, (("x", x), ("y", y)), total, energy):  # rare: centre the features of the side(s) at fault
-        return torch.stack([_centred_gram(name, "x", x, m, counts), _centred_gram(name, "y", y, m, counts)], -3), counts
-    return k / energy[..., None, None], counts
+        return _centred_gram(name, "x", x, m, counts), _centred_gram(name, "y", y, m, counts), counts
+    (_, kx, _, ex), (_, ky, _, ey) = sides
+    return kx / ex[..., None, None], ky / ey[..., None, None], counts
 
 
 def _feature_terms(c: _Centred):
@@ -262,16 +264,9 @@ def _safe_sqrt(d2: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(torch.finfo(d2.dtype).tiny).sqrt()
 
 
-def _pair_products(s: torch.Tensor) -> torch.Tensor:
-    """``(..., 2, 2)``: the Frobenius inner products ``⟨S_a, S_b⟩`` of the two stacked n × n matrices, one product."""
-    flat = s.flatten(-2)
-    return flat @ flat.mT
-
-
-def _linear_from_grams(s: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Linear CKA ``⟨K̃, Λ̃⟩ / (‖K̃‖_F ‖Λ̃‖_F)`` from the stacked centred unit-trace Grams ``s = [K̃, Λ̃]``."""
-    d = _pair_products(s)
-    return _ratio(d[..., 0, 1], d[..., 0, 0], d[..., 1, 1])
+def _linear_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Linear CKA ``⟨K̃, Λ̃⟩ / (‖K̃‖_F ‖Λ̃‖_F)`` from the centred unit-trace Grams."""
+    return _ratio(_inner(k, lam), _inner(k, k), _inner(lam, lam))
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
@@ -347,19 +342,19 @@ def _unbiased_from_features(dot, rows_a, rows_b, norm_a, norm_b, n):
     return dot - n / (n - 2) * (rows_a * rows_b).sum(-1) + norm_a * norm_b / ((n - 1) * (n - 2))
 
 
-def _debiased_from_grams(s: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Debiased CKA from the stacked centred unit-trace Grams ``s = [K̃, Λ̃]`` (``HSIC₁`` depends on neither
-    centring nor scale). With ``Å`` a Gram with its diagonal zeroed (padding rows and columns are zero),
-    ``n(n−3)·HSIC₁(A, B) = ⟨Å, B̊⟩ + 1ᵀÅ1·1ᵀB̊1/((n−1)(n−2)) − 2/(n−2)·1ᵀÅB̊1``, for the three pairs at once (the
-    zero-diagonal products are formed explicitly, so the large diagonal never enters a difference: accurate in
-    float32)."""
-    s0 = s.clone()
+def _debiased_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Debiased CKA from the centred unit-trace Grams (``HSIC₁`` depends on neither centring nor scale). With ``Å``
+    a Gram with its diagonal zeroed (padding rows and columns are zero),
+    ``n(n−3)·HSIC₁(A, B) = ⟨Å, B̊⟩ + 1ᵀÅ1·1ᵀB̊1/((n−1)(n−2)) − 2/(n−2)·1ᵀÅB̊1``, for the three pairs at once: the two
+    Grams stacked (``s``), their products ``⟨s_a, s_b⟩`` and ``s_a1·s_b1`` in one product each (the zero-diagonal
+    products are formed explicitly, so the large diagonal never enters a difference: accurate in float32)."""
+    s0 = torch.stack([k, lam], -3)
     s0.diagonal(dim1=-2, dim2=-1).zero_()
     rows = s0.sum(-1)  # (..., 2, n): Å1
     totals = rows.sum(-1)  # (..., 2): 1ᵀÅ1
+    flat = s0.flatten(-2)
     n = n[..., None, None]
-    u = (_pair_products(s0) + totals[..., :, None] * totals[..., None, :] / ((n - 1) * (n - 2))
-         - 2 / (n - 2) * (rows @ rows.mT))
+    u = flat @ flat.mT + totals[..., :, None] * totals[..., None, :] / ((n - 1) * (n - 2)) - 2 / (n - 2) * (rows @ rows.mT)
     return _ratio(u[..., 0, 1], u[..., 0, 0], u[..., 1, 1])
 
 
@@ -414,9 +409,9 @@ def procrustes_distance(x: torch.Tensor, y: torch.Tensor, mask=None, squared: bo
     return d2 if squared else _safe_sqrt(d2)
 
 
-def _gram_distance_from_grams(s: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """``‖K̃ − Λ̃‖_F`` from the stacked centred unit-trace Grams ``s = [K̃, Λ̃]`` (``max(·, tiny)`` under the root)."""
-    return _safe_sqrt((s[..., 0, :, :] - s[..., 1, :, :]).square().sum((-2, -1)))
+def _gram_distance_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """``‖K̃ − Λ̃‖_F`` from the centred unit-trace Grams (``max(·, tiny)`` under the root)."""
+    return _safe_sqrt((k - lam).square().sum((-2, -1)))
 
 
 def gram_distance(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
@@ -469,5 +464,4 @@ def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor
     from_grams, _, min_rows = form
     checked, _, _, counts = _check(fn.__name__, x, y, None, min_rows)
     gram = None if x_gram is None or checked is not x else x_gram  # a cast input needs its own product
-    k = _centred_gram(fn.__name__, "x", checked, None, counts, gram)
-    return from_grams(torch.stack([k, target.to(checked.dtype).expand_as(k)], -3), counts)
+    return from_grams(_centred_gram(fn.__name__, "x", checked, None, counts, gram), target.to(checked.dtype), counts)
