@@ -186,7 +186,7 @@ def summary(results: Path) -> None:
 
 def plot(results: Path, out_dir: Path) -> list[Path]:
     """``<task>-<init>.png`` per task and initialisation: the dev main metric after every epoch, one line per method
-    (layer sets apart), seeds as a band, the task's teacher dashed."""
+    and schedule length (layer sets apart), seeds as a band, the task's teacher dashed."""
     from fsdkit.analysis.plots import learning_curves, save_figure
 
     records = [r for r in read_records(results) if r.get("status") == "ok" and r.get("curve")]
@@ -197,7 +197,8 @@ def plot(results: Path, out_dir: Path) -> list[Path]:
             continue
         metric = r.get("main_metric") or "accuracy"
         layers = r.get("settings", {}).get("student_layers")
-        name = r["method"] + (f" layers {','.join(map(str, layers))}" if isinstance(layers, list) else "")
+        name = r["method"] + f", {r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
+            f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "")  # schedules apart
         run = [(p["epoch"], 100 * p[f"eval_{metric}"]) for p in r["curve"] if f"eval_{metric}" in p]
         groups.setdefault((r["task"], r.get("init") or "?"), {}).setdefault(name, []).append(run)
     written = []
