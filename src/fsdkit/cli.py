@@ -33,15 +33,18 @@ from fsdkit.config import (
 from fsdkit.errors import ConfigError, FsdkitError
 
 
+def _flag_help(text: str, default=None, valid: str = "") -> str:
+    """A flag's help: ``text (default: D; VALID)``, with a literal ``%`` escaped (argparse formats help with %)."""
+    notes = "; ".join(filter(None, (None if default is None else f"default: {default}", valid)))
+    return (f"{text} ({notes})" if notes else text).replace("%", "%%")
+
+
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
     types = field_types(cls)
     for f in dataclasses.fields(cls):
         if f.metadata.get("hidden"):
             continue
-        help_text = f.metadata.get("help", "")
-        if f.default is not dataclasses.MISSING and f.default is not None:
-            help_text += f" (default: {f.default})"
-        help_text = help_text.replace("%", "%%")  # argparse formats help with %: a literal one ("99.9 %") is escaped
+        help_text = _flag_help(f.metadata.get("help", ""), None if f.default is dataclasses.MISSING else f.default)
         if f.metadata.get("positional"):
             parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_text)
         elif types[f.name] is bool:
@@ -56,8 +59,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
         else:
             parser.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, metavar="X", help=help_text)
     for option in declared_options(cls).values():  # a method's own options (fsdkit.options), declared with the method
-        help_text = f"{option.help} (default: {option.default}" + (f"; {option.valid_range()})" if option.valid_range() else ")")
-        help_text = help_text.replace("%", "%%")
+        help_text = _flag_help(option.help, str(option.default), option.valid_range())
         if option.type is bool:
             parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:

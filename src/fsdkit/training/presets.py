@@ -16,24 +16,27 @@ METHODS: dict[str, Method] = {}
 _OPTIONS: dict[str, Option] = {}
 
 
+def _set_methods(methods: list[Method]) -> None:
+    """Make ``methods`` the registry, with their options' table (checked first: nothing changes if it fails)."""
+    table = merge_options([(f"method {m.name!r}", m.options) for m in methods])
+    METHODS.clear()
+    METHODS.update((m.name, m) for m in methods)
+    _OPTIONS.clear()
+    _OPTIONS.update(table)
+
+
 def register_method(method: Method) -> Method:
     """Make ``method`` available as ``--method NAME``; its declared options become ``fsdkit distill`` flags and config
     keys (an option another method declares too must be the same declaration)."""
     if method.name in METHODS:
         raise ValueError(f"method {method.name!r} is defined twice")
-    table = merge_options([("the registered methods", tuple(_OPTIONS.values())), (f"method {method.name!r}", method.options)])
-    METHODS[method.name] = method
-    _OPTIONS.clear()
-    _OPTIONS.update(table)
+    _set_methods([*METHODS.values(), method])
     return method
 
 
 def unregister_method(name: str) -> None:
     """Remove a method added by :func:`register_method` (and the options only it declared)."""
-    METHODS.pop(name)
-    table = merge_options([(m.name, m.options) for m in METHODS.values()])
-    _OPTIONS.clear()
-    _OPTIONS.update(table)
+    _set_methods([m for m in METHODS.values() if m.name != name])
 
 
 def declared_options() -> dict[str, Option]:
