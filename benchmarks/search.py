@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="the suite's results (the teachers' records)")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
     parser.add_argument("--storage", default=DEFAULT_STORAGE)
+    parser.add_argument("--teacher-results", default=None,
+                        help="adopt a teacher fine-tuned with the same settings from this results file (suite.py)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from fsdkit.sweep import sweep
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",") if args.methods else list(recipe["search"]["methods"])
     for task in tasks:
         suite = Suite(glue_dir=args.glue_dir, tasks=[task], methods=[], seeds=[], results=Path(args.results),
-                      work_dir=Path(args.work_dir), recipe=recipe)
+                      work_dir=Path(args.work_dir), recipe=recipe,
+                      teacher_results=Path(args.teacher_results) if args.teacher_results else None)
         suite.run()  # the task's teacher, fine-tuned once and recorded like the suite's
         for method in methods:
             summary = sweep(sweep_spec(suite, task, method), storage=args.storage)

@@ -249,6 +249,10 @@ class Suite:
     #: ``ok`` runs of the weight search (tune.py) with the same task, method, seed and settings hash are adopted
     #: (copied into ``results`` with ``adopted_from``) instead of being run again
     tuning_results: Path | None = None
+    #: ``ok`` teacher records of another results file (e.g. the learning curves' ``results/curves.jsonl``) whose
+    #: settings hash equals this suite's teacher job: its model folder is copied in and the record adopted (marked
+    #: ``adopted_from``) instead of fine-tuning the same teacher again
+    teacher_results: Path | None = None
     #: called with each record appended (progress output of the command)
     on_record: Callable[[dict[str, Any]], None] | None = None
     #: where each finished run's test-set predictions go (None: not predicted); tasks without a test.tsv are skipped
@@ -353,6 +357,10 @@ class Suite:
                     counts["skipped"] += 1
                     teacher_ok[task] = True
                     continue
+                if self.adopt_teacher(task, seed, settings):
+                    counts["adopted"] += 1
+                    teacher_ok[task] = True
+                    continue
             elif method == MAJORITY:  # needs no teacher
                 settings = self.majority_settings(task)
                 if (task, method, seed, self.job_hash(task, method, settings)) in done:
@@ -430,6 +438,31 @@ class Suite:
             self.on_record(record)
         return record
 
+    def adopt_teacher(self, task: str, seed: int, settings: dict[str, Any]) -> bool:
+        """Adopt a teacher of ``teacher_results`` fine-tuned with the same settings: copy its model folder into this
+        suite's (through a temporary folder, so a killed copy is never taken for a model) and record it."""
+        job_hash = self.job_hash(task, TEACHER, settings)
+        source = next((r for r in (read_records(self.teacher_results) if self.teacher_results else [])
+                       if (r["task"], r["method"], int(r["seed"]), r.get("status"), r.get("settings_hash"))
+                       == (task, TEACHER, seed, "ok", job_hash)
+                       and r.get("output_dir") and (Path(r["output_dir"]) / "config.json").is_file()), None)
+        if source is None:
+            return False
+        target = self.teacher_dir(task)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source["output_dir"], partial, ignore=shutil.ignore_patterns("checkpoints"))
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(self.memory_dir(task), ignore_errors=True)  # built from the previous teacher
+        partial.rename(target)
+        logger.info("%s / teacher: adopted %s (same settings, %s)", task, source["output_dir"], self.teacher_results)
+        record = {**source, "output_dir": str(target), "adopted_from": str(self.teacher_results)}
+        record["test_predictions"] = self.predict_test(task, TEACHER, seed, {**settings, "output_dir": str(target)})
+        append_record(self.results, record)
+        if self.on_record is not None:
+            self.on_record(record)
+        return True
+
     def prediction_file(self, task: str, method: str, seed: int) -> Path | None:
         return None if self.predictions_dir is None else self.predictions_dir / task / method / f"seed{seed}.tsv"
 
@@ -492,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a setting for every run (e.g. --set max_train_samples=64 for a smoke test)")
     parser.add_argument("--tuning-results", default=str(HERE / "results" / "tuning.jsonl"),
                         help="weight-search runs (tune.py) to adopt when a job has the same settings")
+    parser.add_argument("--teacher-results", default=None,
+                        help="another results file (e.g. results/curves.jsonl) whose teachers, fine-tuned with the same "
+                        "settings, are adopted (model folder copied) instead of fine-tuned again")
     parser.add_argument("--predictions-dir", default=str(DEFAULT_PREDICTIONS_DIR),
                         help="test-set predictions of every finished run: DIR/<task>/<method>/seed<k>.tsv ('' = none)")
     parser.add_argument("--stop-file", default=None, help="stop before the next run when this file exists "
@@ -514,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides=parse_overrides(args.overrides),
         stop_file=Path(args.stop_file) if args.stop_file else work_dir / "STOP",
         tuning_results=Path(args.tuning_results),
+        teacher_results=Path(args.teacher_results) if args.teacher_results else None,
         predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
         on_record=lambda r: print(json.dumps({k: r[k] for k in ("task", "method", "seed", "status", "metrics", "wall_time")}),
                                   flush=True),

@@ -175,6 +175,28 @@ def test_suite_adopts_the_tuning_run_of_its_own_weights(tmp_path):
     assert suite.run() == {"ok": 0, "failed": 0, "skipped": 4, "blocked": 0, "adopted": 0}
 
 
+def test_suite_adopts_a_teacher_fine_tuned_with_the_same_settings_elsewhere(tmp_path):
+    """A teacher of another results file (the curves') with this suite's teacher settings is copied in, not fine-tuned
+    again; one with other settings is not taken."""
+    curves = make_suite(tmp_path / "curves", FakeRunner(), methods=(), seeds=())
+    curves.run()
+    teacher = [r for r in suite_mod.read_records(curves.results) if r["method"] == "teacher"][0]
+    (Path(teacher["output_dir"]) / "model.safetensors").write_text("weights")
+    other = tmp_path / "other.jsonl"
+    suite_mod.append_record(other, {**teacher, "settings_hash": "something-else"})
+    for source, adopted in ((other, 0), (curves.results, 1)):
+        runner = FakeRunner()
+        suite = make_suite(tmp_path / f"v2-{adopted}", runner, methods=("vkd",), seeds=(1,))
+        suite.teacher_results = source
+        assert suite.run()["adopted"] == adopted
+        assert [c[1] for c in runner.calls] == (["vkd"] if adopted else ["teacher", "vkd"])
+    records = suite_mod.read_records(suite.results)
+    assert records[0]["adopted_from"] == str(curves.results) and records[0]["metrics"] == teacher["metrics"]
+    assert (suite.teacher_dir("mrpc") / "model.safetensors").read_text() == "weights"
+    assert not suite.teacher_dir("mrpc").with_name("teacher.partial").exists()
+    assert suite.run()["skipped"] == 3  # recorded: not adopted twice
+
+
 def _rec(task, method, seed, metrics, status="ok", **extra):
     """A results line; by default run with the current recipe's settings (its settings hash)."""
     record = {"task": task, "method": method, "seed": seed, "status": status, "metrics": metrics, **extra}
