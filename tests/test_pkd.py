@@ -26,6 +26,8 @@ def test_layer_matching_terms_name_the_teacher_layers_they_read():
     assert together.hidden_layers_read() == {2, 4, "penultimate"}
     assert (together | FeatureRequest(hidden_states=True)).hidden_layers_read() is None  # a term that names none: all
     assert (together | FeatureRequest(attentions=True)).hidden_layers_read() == {2, 4, "penultimate"}
+    parts = [build_term(n, c, o).request() for n, o in (("pkd", {}), ("structure", {"view": "local"}), ("minilm", {}))]
+    assert FeatureRequest.union(*parts) == parts[0] | parts[1] | parts[2] and FeatureRequest.union() == FeatureRequest()
 
 
 def test_pkd_golden_value():

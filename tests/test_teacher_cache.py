@@ -33,9 +33,8 @@ def setup(glue_dir, tmp_path_factory):
     encoded = encode_dataset(train, tokenizer, task, max_length=64)
     collator = make_collator(tokenizer)
     cache_dir = tmp_path_factory.mktemp("cache") / "mrpc"
-    request = FeatureRequest(hidden_states=True, value_layers=frozenset({-1}))
-    cache = TeacherCache.build(teacher, encoded, collator, request, cache_dir, batch_size=5,
-                               layers=["penultimate", 0], task="mrpc", max_length=64)
+    request = FeatureRequest(hidden_states=True, value_layers=frozenset({-1}), teacher_layers=frozenset({"penultimate", 0}))
+    cache = TeacherCache.build(teacher, encoded, collator, request, cache_dir, batch_size=5, task="mrpc", max_length=64)
     return {"task": task, "teacher": teacher, "student": student, "encoded": encoded, "collator": collator,
             "cache": cache, "cache_dir": cache_dir, "request": request}
 
@@ -82,9 +81,7 @@ def test_training_step_losses_with_cache_equal_live_teacher(setup, tmp_path):
              TermSpec("memory", 1e-3, {"memory": memory}, "global")]
     torch.manual_seed(0)
     terms = nn.ModuleDict({s.label: build_term(s.name, ctx, s.options) for s in specs})
-    request = FeatureRequest()
-    for term in terms.values():
-        request = request | term.request()
+    request = FeatureRequest.union(*(term.request() for term in terms.values()))
     assert request.hidden_layers_read() == {"penultimate"}  # what the cache stores: the one layer the terms read
     args = training_arguments(DistillConfig(output_dir=str(tmp_path), batch_size=8, max_steps=1), tmp_path)
 
@@ -125,22 +122,22 @@ def test_manifest_reopen_and_stale_key(setup):
     # open_or_build keeps one subfolder per key: a second call reuses it, another data subset gets its own
     root = cache_dir.parent / "root"
     args = (setup["teacher"], setup["encoded"], setup["collator"], setup["request"], root)
-    first = TeacherCache.open_or_build(*args, layers=["penultimate", 0], task="mrpc", max_length=64)
+    first = TeacherCache.open_or_build(*args, task="mrpc", max_length=64)
     assert first.key == manifest["key"] and first.cache_dir == root / manifest["key"]
     stamp = (first.cache_dir / "manifest.json").stat().st_mtime_ns
-    again = TeacherCache.open_or_build(*args, layers=["penultimate", 0], task="mrpc", max_length=64)
+    again = TeacherCache.open_or_build(*args, task="mrpc", max_length=64)
     assert again.cache_dir == first.cache_dir and (again.cache_dir / "manifest.json").stat().st_mtime_ns == stamp
     fewer = TeacherCache.open_or_build(setup["teacher"], setup["encoded"].select(range(10)), setup["collator"],
-                                       setup["request"], root, layers=["penultimate", 0], task="mrpc", max_length=64)
+                                       setup["request"], root, task="mrpc", max_length=64)
     assert fewer.key != first.key and len(fewer) == 10 and len(TeacherCache.open(root / first.key)) == N_ROWS
     # a narrower request (logits only, as VKD's; or one of the stored layers) reads the covering cache, unbuilt
-    for request, layers in ((FeatureRequest(), None), (FeatureRequest(hidden_states=True), [0])):
-        covered = TeacherCache.open_or_build(*args[:3], request, root, layers=layers, task="mrpc", max_length=64)
+    for request in (FeatureRequest(), FeatureRequest(hidden_states=True, teacher_layers=frozenset({0}))):
+        covered = TeacherCache.open_or_build(*args[:3], request, root, task="mrpc", max_length=64)
         assert covered.cache_dir == first.cache_dir
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted([first.key, fewer.key])
     # a layer the cache lacks gets a cache of its own
-    wider = TeacherCache.open_or_build(*args[:3], FeatureRequest(hidden_states=True), root, layers=[3], task="mrpc",
-                                       max_length=64)
+    wider = TeacherCache.open_or_build(*args[:3], FeatureRequest(hidden_states=True, teacher_layers=frozenset({3})),
+                                       root, task="mrpc", max_length=64)
     assert wider.cache_dir not in (first.cache_dir, fewer.cache_dir) and wider.hidden_layers == [3]
 
 

@@ -151,13 +151,9 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
     extra: dict[str, Any] = {}
     source: Any = teacher
     if cached:
-        request = FeatureRequest()
-        for term in terms.values():
-            request = request | term.request()
+        request = FeatureRequest.union(*(term.request() for term in terms.values()))  # stores the layers they read
         started = time.perf_counter()
-        layers = request.hidden_layers_read()  # the layers the terms read (None: all)
-        source = TeacherCache.build(teacher, encoded, collator, request, tmp / "cache", batch_size=64,
-                                    layers=None if layers is None else sorted(layers, key=str), task="mrpc",
+        source = TeacherCache.build(teacher, encoded, collator, request, tmp / "cache", batch_size=64, task="mrpc",
                                     max_length=MAX_LENGTH)
         extra = {"cache_build_seconds": time.perf_counter() - started, "cache_bytes": source.manifest["bytes"],
                  "cache_examples": len(source)}

@@ -39,6 +39,14 @@ class FeatureRequest:
         """The teacher hidden layers this request reads: none without hidden states, None for every layer."""
         return self.teacher_layers if self.hidden_states else frozenset()
 
+    @classmethod
+    def union(cls, *requests: FeatureRequest) -> FeatureRequest:
+        """What all of ``requests`` need together (the empty request when there are none)."""
+        out = cls()
+        for request in requests:
+            out = out | request
+        return out
+
     def __or__(self, other: FeatureRequest) -> FeatureRequest:
         mine, theirs = self.hidden_layers_read(), other.hidden_layers_read()
         return FeatureRequest(

@@ -382,18 +382,14 @@ def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bo
     from fsdkit.features import FeatureRequest
     from fsdkit.training.teacher_cache import TeacherCache
 
-    request = FeatureRequest(hidden_states=track, teacher_layers=frozenset({"penultimate"}))  # the relation tracker's
-    for term in terms.values():
-        if term.needs_teacher:
-            request = request | term.request()
+    tracker = FeatureRequest(hidden_states=track, teacher_layers=frozenset({"penultimate"}))
+    request = FeatureRequest.union(tracker, *(term.request() for term in terms.values() if term.needs_teacher))
     if request.attentions:
         logger.warning("the teacher-output cache does not store attention maps; this run uses the live teacher")
         return teacher
-    layers = request.hidden_layers_read()
-    layers = None if layers is None else sorted(layers, key=str)
     return TeacherCache.open_or_build(
         teacher, train, make_collator(tokenizer), request, config.teacher_cache, config.eval_batch_size,
-        layers=layers, task=task.name, max_length=config.max_length, teacher_path=str(config.teacher),
+        task=task.name, max_length=config.max_length, teacher_path=str(config.teacher),
     )
 
 
@@ -583,8 +579,8 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
 
         encoded = encoded.add_column(INDEX_COLUMN, list(range(len(encoded))))
         source = TeacherCache.open_or_build(
-            teacher, encoded, make_collator(tokenizer), FeatureRequest(hidden_states=True), config.teacher_cache,
-            config.batch_size, layers=[layer], task=task.name, max_length=config.max_length,
+            teacher, encoded, make_collator(tokenizer), FeatureRequest(hidden_states=True, teacher_layers=frozenset({layer})),
+            config.teacher_cache, config.batch_size, task=task.name, max_length=config.max_length,
             teacher_path=str(config.teacher),
         )
     loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))

@@ -156,10 +156,12 @@ def _covering_cache(root: Path, identity: dict[str, Any]) -> Path | None:
     return None
 
 
-def _identity(teacher_model, encoded_train_dataset, request: FeatureRequest, layers, task, max_length) -> dict[str, Any]:
-    """What a cache's contents depend on, hashed once: the stored layers, the teacher's weights, the data → key."""
+def _identity(teacher_model, encoded_train_dataset, request: FeatureRequest, task, max_length) -> dict[str, Any]:
+    """What a cache's contents depend on, hashed once: the stored layers (those ``request`` reads), the teacher's
+    weights, the data → key."""
     _check_request(request)
     num_layers = int(teacher_model.config.num_hidden_layers)
+    layers = request.hidden_layers_read()
     hidden_layers = _resolve_layers(layers, num_layers) if request.hidden_states else []
     value_layers = _resolve_value_layers(request.value_layers, num_layers)
     teacher_sha, data_sha = model_weights_sha256(teacher_model), data_sha256(encoded_train_dataset)
@@ -215,7 +217,6 @@ class TeacherCache:
         cache_dir: str | os.PathLike,
         batch_size: int = 64,
         *,
-        layers: Iterable[int | str] | None = None,
         task: str | None = None,
         max_length: int | None = None,
         teacher_path: str | None = None,
@@ -227,13 +228,13 @@ class TeacherCache:
             teacher_model: the fine-tuned teacher (put in eval mode, no grad).
             encoded_train_dataset: the tokenized, unpadded training set, in the order of its ``idx`` column.
             collator: the training collator (dynamic padding).
-            request: what the losses ask of the teacher; hidden states → ``layers`` are stored, value layers →
-                their value vectors; attention maps are refused (:class:`ConfigError`).
-            layers: hidden layers to store (index, ``"penultimate"``, ``"last"``); None = all N + 1.
+            request: what the losses ask of the teacher; hidden states → the layers it reads are stored
+                (``request.hidden_layers_read()``: its ``teacher_layers``, or all N + 1 when it names none), value
+                layers → their value vectors; attention maps are refused (:class:`ConfigError`).
             task, max_length, teacher_path: recorded in the manifest (task and max_length enter the key).
             identity: the cache identity when the caller has already computed it (:func:`_identity`).
         """
-        identity = identity or _identity(teacher_model, encoded_train_dataset, request, layers, task, max_length)
+        identity = identity or _identity(teacher_model, encoded_train_dataset, request, task, max_length)
         with staged_dir(cache_dir) as tmp:  # published by one rename once complete; removed if the build fails
             manifest = cls._write(teacher_model, encoded_train_dataset, collator, tmp, batch_size, identity,
                                   task=task, max_length=max_length, teacher_path=teacher_path)
@@ -329,7 +330,6 @@ class TeacherCache:
         cache_dir: str | os.PathLike,
         batch_size: int = 64,
         *,
-        layers: Iterable[int | str] | None = None,
         task: str | None = None,
         max_length: int | None = None,
         teacher_path: str | None = None,
@@ -344,7 +344,7 @@ class TeacherCache:
         a build is published by one rename, so runs sharing ``cache_dir`` never read a partial cache: the second
         waits for the first and reads its cache. A damaged cache (a file missing or of the wrong shape) is rebuilt.
         """
-        identity = _identity(teacher_model, encoded_train_dataset, request, layers, task, max_length)
+        identity = _identity(teacher_model, encoded_train_dataset, request, task, max_length)
         key = identity["key"]
         folder = Path(cache_dir) / key
         with build_lock(folder):  # one builder per key; concurrent runs wait for it and read what it published
@@ -360,7 +360,7 @@ class TeacherCache:
                     pass
             return cls.build(
                 teacher_model, encoded_train_dataset, collator, request, folder, batch_size,
-                layers=layers, task=task, max_length=max_length, teacher_path=teacher_path, identity=identity,
+                task=task, max_length=max_length, teacher_path=teacher_path, identity=identity,
             )
 
     # ------------------------------------------------------------------------------------------ teacher source

@@ -217,9 +217,7 @@ class DistillationTrainer(Trainer):
         unwrapped = self.accelerator.unwrap_model(model)
         active = self.active_terms(unwrapped)
         track = self._tracking_now()
-        request = FeatureRequest(hidden_states=track)
-        for _, term in active:
-            request = request | term.request()
+        request = FeatureRequest.union(FeatureRequest(hidden_states=track), *(term.request() for _, term in active))
         teacher = None
         if self.teacher is not None and (track or any(term.needs_teacher for _, term in active)):
             with self.accelerator.autocast():
