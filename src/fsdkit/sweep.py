@@ -99,17 +99,26 @@ def _suggest(trial, key: str, spec: dict[str, Any]):
 
 
 def _storage(url: str, heartbeat: int):
+    import warnings
+
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna import storages
 
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
         raise ConfigError(f"--storage {url!r}: expected an RDB URL such as sqlite:///study.db or postgresql://user@host/db")
     path = _sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+    # a trial whose worker died (no heartbeat for 3 intervals) is retried, at most twice: optuna ≥ 4.9 names the
+    # callback RetryHeartbeatStaleTrialCallback (its former name is deprecated there), older versions do not have it
+    if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
+        retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+    else:
+        retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
     try:
-        return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna: a warning per worker, not news
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **retry)
     except (optuna.exceptions.OptunaError, ImportError, ValueError) as exc:
         raise ConfigError(f"--storage {url!r}: {exc}") from None
 
