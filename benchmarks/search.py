@@ -42,8 +42,10 @@ def sweep_spec(suite: Suite, task: str, method: str) -> dict:
     base.update(holdout_fraction=search["holdout_fraction"], eval_strategy="epoch")
     if method in MEMORY_METHODS:
         base["memory"] = suite.ensure_memory(task)
-    return {"command": "distill", "base": base, "space": space, "trials": int(search["trials"]),
+    spec = {"command": "distill", "base": base, "space": space, "trials": int(search["trials"]),
             "study_name": f"{task}-{method}", "output_dir": str(suite.work_dir / task / "search" / method)}
+    metric = (search.get("metric") or {}).get(task)  # the selection metric where the task's main one is unfit
+    return spec if metric is None else {**spec, "metric": metric}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -342,6 +342,10 @@ def test_search_builds_equal_budget_sweeps_from_the_recipe(tmp_path):
         assert base["holdout_fraction"] == 0.1 and base["eval_strategy"] == "epoch" and "output_dir" not in base
         assert not set(base) & set(spec["space"])
         check_space("distill", base, spec["space"])
+    v2 = suite_mod.Suite(glue_dir="glue", tasks=["mrpc"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
+                         work_dir=tmp_path, recipe=suite_mod.load_recipe(suite_mod.HERE / "recipe-v2.yaml"))
+    assert search_mod.sweep_spec(v2, "mrpc", "vkd")["metric"] == "accuracy"  # recipe-v2's search.metric
+    assert "metric" not in search_mod.sweep_spec(v2, "stsb", "vkd")  # the task's main metric
 
 
 def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch):
