@@ -259,7 +259,7 @@ def test_optimising_the_memory_alone_halves_the_feature_to_centroid_term():
     def feature_to_centroid(options, lr):
         torch.manual_seed(0)
         term = build_term("memory", ctx(hidden=d_s, teacher_hidden=d_t), {"memory": memory, **options})
-        optimizer = torch.optim.Adam([term.student_memory], lr=lr)
+        optimizer = torch.optim.Adam([term.student_memory], lr=lr or term.memory_lr)
         values = []
         for step in range(300):
             rows = torch.randint(256, (b,), generator=g)
@@ -271,7 +271,7 @@ def test_optimising_the_memory_alone_halves_the_feature_to_centroid_term():
             optimizer.step()
         return np.mean(values[:10]), np.mean(values[-10:])
 
-    first, last = feature_to_centroid({}, lr=1e-2)
+    first, last = feature_to_centroid({}, lr=None)
     print(f"defaults: {first:.4f} -> {last:.4f}")
     assert last < 0.5 * first, (first, last)
     first_paper, last_paper = feature_to_centroid({"distances": "raw", "init_std": 0.02}, lr=1e-4)

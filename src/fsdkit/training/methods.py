@@ -69,7 +69,7 @@ GAMMA = Option("gamma", float, 0.5, "FSDG: weight of distances vs cosines in the
 MEMORY_DISTANCES = Option("memory_distances", str, "normalized", "FSDG: feature-to-centroid distances divided by their "
                                                                  "batch mean (normalized) or the paper's raw ones",
                           choices=("normalized", "raw"))
-MEMORY_LR = Option("memory_lr", float | None, 1e-2, "FSDG: learning rate of the student memory (its own optimizer "
+MEMORY_LR = Option("memory_lr", float | None, 1e-1, "FSDG: learning rate of the student memory (its own optimizer "
                                                     "group; null = the student's)", low=0, low_open=True)
 #: the options each FSD structure term reads (a method declares those of its terms)
 INTRA_OPTIONS = (LAMBDA_INTRA, SIMILARITY)
