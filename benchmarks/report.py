@@ -94,6 +94,11 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str],
     return {(row["task"], row["method"]): row["metrics"] for row in summarize_runs(list(records))}
 
 
+def seeds_for(expected: int | Mapping[str, int], task: str) -> int:
+    """The expected seeds of ``task``'s cells: ``expected`` itself, or its entry for the task (else its ``default``)."""
+    return expected if isinstance(expected, int) else int(expected.get(task, expected.get("default", 3)))
+
+
 def fmt(stat: Mapping[str, Any] | None, expected_n: int | None = None) -> str:
     """``mean (std)`` in percent with two decimals; the number of seeds is appended when it is not the expected one."""
     if not stat:
@@ -163,7 +168,7 @@ def _methods_present(records, candidates: Sequence[str]) -> list[str]:
 
 
 def _score_table(tasks: Sequence[str], methods: Sequence[str], stats, references: Mapping[str, Mapping[str, Any]],
-                 expected_seeds: int) -> list[str]:
+                 expected_seeds: int | Mapping[str, int]) -> list[str]:
     """Methods × (task, metric) table: the reference rows (teacher, majority class; one run each), then the
     methods' mean (std)."""
     header = ["Method"]
@@ -180,7 +185,8 @@ def _score_table(tasks: Sequence[str], methods: Sequence[str], stats, references
                 f"{100 * runs[t]['metrics'][m]:.2f}" if t in runs and m in runs[t]["metrics"] else "–" for t, m in columns
             ])
     for method in methods:
-        rows.append([DISPLAY.get(method, method)] + [fmt(stats.get((t, method), {}).get(m), expected_seeds) for t, m in columns])
+        rows.append([DISPLAY.get(method, method)]
+                    + [fmt(stats.get((t, method), {}).get(m), seeds_for(expected_seeds, t)) for t, m in columns])
     return _table(header, rows)
 
 
@@ -191,15 +197,20 @@ def render(
     failures: Sequence[Mapping[str, Any]] = (),
     tuning: Sequence[Mapping[str, Any]] = (),
     recipe: Mapping[str, Any] | None = None,
-    expected_seeds: int = 3,
+    expected_seeds: int | Mapping[str, int] = 3,
     analysis_link: str | None = None,
     analysis: Mapping[str, Any] | None = None,
     earlier: Sequence[Mapping[str, Any]] = (),
+    curve_links: Mapping[str, str] | None = None,
+    search: Sequence[Mapping[str, Any]] | None = None,
+    recipe_path: str = "benchmarks/recipe.yaml",
 ) -> str:
     """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`).
 
     ``analysis`` is the ``results.json`` of the analysis report at ``analysis_link`` (its key numbers are inlined);
-    ``earlier``: finished runs of an earlier recipe, not shown in the tables (counted under Provenance).
+    ``earlier``: finished runs of an earlier recipe, not shown in the tables (counted under Provenance);
+    ``curve_links``: task → the plot of its dev curves (:func:`plot_curves`); ``search``: the studies of the
+    equal-budget search (:func:`search_summary`), shown instead of the weight search of ``tune.py``.
     """
     stats = summary_table(records)
     tasks = ordered_tasks(r["task"] for r in records)
@@ -208,8 +219,18 @@ def render(
     references = {TEACHER: teachers, MAJORITY: {r["task"]: r for r in records if r["method"] == MAJORITY}}
     students = [r for r in records if r["method"] not in (TEACHER, MAJORITY)]
     main_methods = _methods_present(students, TABLE_METHODS)
+    student = (recipe or {}).get("student", {})
+    layers = student.get("student_layers", 3)
+    students_are = (f"the first {layers} layers and the classification head of the fine-tuned teacher "
+                    "(teacher-initialised: the paper's regime of students near their teacher)"
+                    if student.get("student") == "teacher" else f"its first {layers} layers")
+    if isinstance(expected_seeds, int):
+        seeds_text = f"k ≠ {expected_seeds}"
+    else:
+        named = ", ".join(f"{t.upper()} {n}" for t, n in expected_seeds.items() if t != "default")
+        seeds_text = f"k ≠ the task's seeds ({named}; {seeds_for(expected_seeds, '')} elsewhere)"
     lines = [
-        "# fsdkit quality benchmark: the FSD paper's comparison at CPU scale",
+        f"# {(recipe or {}).get('title') or 'fsdkit quality benchmark: the FSD paper' + chr(39) + 's comparison at CPU scale'}",
         "",
         "Generated from the results files by:",
         "",
@@ -218,8 +239,8 @@ def render(
         "```",
         "",
         "Do not edit by hand. Scores are dev-set metrics ×100, **mean (std)** over seeds (sample std); `[n=k]` marks a "
-        f"cell with k ≠ {expected_seeds} finished seeds. Teacher: the packaged all-MiniLM-L6-v2 (6 layers, 384 wide) "
-        "fine-tuned per task by the recipe below; students: its first 3 layers.",
+        f"cell with {seeds_text} finished seeds. Teacher: the packaged all-MiniLM-L6-v2 (6 layers, 384 wide) "
+        f"fine-tuned per task by the recipe below; students: {students_are}.",
         "",
     ]
 
@@ -240,6 +261,12 @@ def render(
         lines += [f"Selection effect: the {where} run of each weighted method is its chosen weight-search run, picked "
                   f"as the best of {budget} on this same dev set, so that cell slightly favours the methods with "
                   "a weight of their own over nDS and VKD; the other seeds are not selected.", ""]
+
+    # -- quality against training budget
+    if curve_links:
+        lines += ["## Quality against training budget (dev after every epoch)", "",
+                  "One line per method (mean over its seeds), the seeds' range as a band, the teacher's final score "
+                  "dashed: " + ", ".join(f"[{t.upper()}]({link})" for t, link in curve_links.items()) + ".", ""]
 
     # -- retention of the teacher's score
     lines += ["## Retention of the teacher's score (main metric, student mean / teacher × 100)", ""]
@@ -266,8 +293,8 @@ def render(
     if any(m in ABLATION_METHODS for m in ablation):
         lines += ["## FSD ablations (paper Table 4 layout, main metric)", ""]
         header = ["Method"] + [t.upper() for t in core]
-        rows = [[DISPLAY.get(m, m)] + [fmt(stats.get((t, m), {}).get(task_metrics(t)[1]), expected_seeds) for t in core]
-                for m in ablation]
+        rows = [[DISPLAY.get(m, m)] + [fmt(stats.get((t, m), {}).get(task_metrics(t)[1]), seeds_for(expected_seeds, t))
+                                       for t in core] for m in ablation]
         lines += _table(header, rows) + [""]
     else:
         lines += ["## FSD ablations", "", "No ablation run (fsdi, fsdl, fsdg, fsdil) has finished yet.", ""]
@@ -303,7 +330,7 @@ def render(
             rows.append([task, scores, f"{t.get('wall_time', 0) / 60:.1f} min", str(t.get("git_commit") or "–")[:10]])
     lines += _table(["Task", "Dev score", "Wall time", "fsdkit commit"], rows) + [""]
     if recipe:
-        lines += ["## Recipe (benchmarks/recipe.yaml)", "", "Shared by every student method: "
+        lines += [f"## Recipe ({recipe_path})", "", "Shared by every student method: "
                   + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("student", {})}.items()),
                   "", "Teacher: " + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("teacher", {})}.items()),
                   "", "Each method's own settings as run (from the records; anything else is shared):", ""]
@@ -314,31 +341,34 @@ def render(
                        for k, v in (r.get("settings") or {}).items() if k not in common}
             rows.append([DISPLAY.get(method, method), ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) or "method defaults"])
         lines += _table(["Method", "Own settings"], rows) + [""]
-    lines += ["## Weight search (benchmarks/tune.py)", ""]
-    if tuning:
-        from tune import best_candidates
-
-        ok = [r for r in tuning if r.get("status") == "ok"]
-        own = (recipe or {}).get("methods", {})
-        grid = (recipe or {}).get("tuning", {}).get("grid", {})
-        best = best_candidates(ok, task_metrics(ok[0]["task"])[1], grid) if ok else {}
-        order = {method: i for i, method in enumerate(best)}  # methods in first-run order
-        done = collections.Counter(r["method"] for r in ok)
-        rows = []
-        for r in sorted(ok, key=lambda r: order[r["method"]]):
-            size = len(grid.get(r["method"], ())) or None
-            chosen = "" if best[r["method"]] is not r else (
-                "**best**" if size is None or done[r["method"]] >= size
-                else f"best so far ({done[r['method']]} of {size} candidates run)")
-            in_recipe = all(own.get(r["method"], {}).get(k) == v for k, v in (r.get("candidate") or {}).items())
-            rows.append([DISPLAY.get(r["method"], r["method"]), json.dumps(r.get("candidate")),
-                         ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),
-                         " · ".join(filter(None, [chosen, "in the recipe" if in_recipe else ""]))])
-        lines += [f"On {ok[0]['task'] if ok else '–'}, seed {ok[0]['seed'] if ok else '–'}; the best candidate of each "
-                  "method (main metric) is to be copied into the recipe's `methods`.", ""]
-        lines += _table(["Method", "Candidate", "Dev score", "Choice"], rows) + [""]
+    if search is not None:
+        lines += search_section(search, recipe or {})
     else:
-        lines += ["Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).", ""]
+        lines += ["## Weight search (benchmarks/tune.py)", ""]
+        if tuning:
+            from tune import best_candidates
+
+            ok = [r for r in tuning if r.get("status") == "ok"]
+            own = (recipe or {}).get("methods", {})
+            grid = (recipe or {}).get("tuning", {}).get("grid", {})
+            best = best_candidates(ok, task_metrics(ok[0]["task"])[1], grid) if ok else {}
+            order = {method: i for i, method in enumerate(best)}  # methods in first-run order
+            done = collections.Counter(r["method"] for r in ok)
+            rows = []
+            for r in sorted(ok, key=lambda r: order[r["method"]]):
+                size = len(grid.get(r["method"], ())) or None
+                chosen = "" if best[r["method"]] is not r else (
+                    "**best**" if size is None or done[r["method"]] >= size
+                    else f"best so far ({done[r['method']]} of {size} candidates run)")
+                in_recipe = all(own.get(r["method"], {}).get(k) == v for k, v in (r.get("candidate") or {}).items())
+                rows.append([DISPLAY.get(r["method"], r["method"]), json.dumps(r.get("candidate")),
+                             ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),
+                             " · ".join(filter(None, [chosen, "in the recipe" if in_recipe else ""]))])
+            lines += [f"On {ok[0]['task'] if ok else '–'}, seed {ok[0]['seed'] if ok else '–'}; the best candidate of each "
+                      "method (main metric) is to be copied into the recipe's `methods`.", ""]
+            lines += _table(["Method", "Candidate", "Dev score", "Choice"], rows) + [""]
+        else:
+            lines += ["Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).", ""]
 
     if analysis_link:
         lines += analysis_section(analysis_link, analysis or {})
@@ -352,7 +382,7 @@ def render(
     commits = sorted({str(r.get("git_commit"))[:10] for r in records if r.get("git_commit")})
     hosts = sorted({f"{r['host'].get('cpu_count')} CPUs, torch {r['host'].get('torch_version')}" for r in records if r.get("host")})
     lines += ["## Coverage (the suite's plan, in its order)", ""]
-    lines += _table(["Part", "Tasks × methods × seeds", "Runs finished", "Teachers"],
+    lines += _table(["Part", "Tasks × methods × seeds", "Runs finished", "With test predictions", "Teachers"],
                     coverage_rows(students, teachers, expected_seeds)) + [""]
     lines += ["## Provenance", "", f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
               f"- fsdkit commits: {', '.join(commits) or '–'}", f"- machines: {'; '.join(hosts) or '–'}"]
@@ -371,16 +401,90 @@ PLAN = (("core table", TABLE_TASKS, TABLE_METHODS), ("FSD ablations", TABLE_TASK
         ("SST-2", ("sst2",), TABLE_METHODS), ("WNLI", ("wnli",), TABLE_METHODS))
 
 
-def coverage_rows(students: Sequence[Mapping[str, Any]], teachers: Mapping[str, Any], expected_seeds: int) -> list[list[str]]:
-    """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected) have finished."""
-    done = {(r["task"], r["method"], r["seed"]) for r in students}
+def coverage_rows(students: Sequence[Mapping[str, Any]], teachers: Mapping[str, Any],
+                  expected_seeds: int | Mapping[str, int]) -> list[list[str]]:
+    """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected) have finished, and how
+    many of those wrote their test-set predictions."""
+    done = {(r["task"], r["method"], r["seed"]): bool(r.get("test_predictions")) for r in students}
     rows = []
     for part, tasks, methods in PLAN:
-        planned = [(t, m, s) for t in tasks for m in methods for s in range(1, expected_seeds + 1)]
-        rows.append([part, f"{len(tasks)} × {len(methods)} × {expected_seeds}",
+        planned = [(t, m, s) for t in tasks for m in methods for s in range(1, seeds_for(expected_seeds, t) + 1)]
+        seeds = sorted({seeds_for(expected_seeds, t) for t in tasks})
+        rows.append([part, f"{len(tasks)} × {len(methods)} × {'/'.join(map(str, seeds))}",
                      f"{sum(key in done for key in planned)} of {len(planned)}",
+                     str(sum(done.get(key, False) for key in planned)),
                      f"{sum(t in teachers for t in tasks)} of {len(tasks)}"])
     return rows
+
+
+def search_summary(storage: str, recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The equal-budget search's studies (``benchmarks/search.py``: one ``<task>-<method>`` Optuna study each) in the
+    recipe's task and method order: trials by state, the best trial's holdout value and parameters."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    search = recipe.get("search") or {}
+    out = []
+    for task in search.get("tasks", []):
+        for method in search.get("methods", {}):
+            if f"{task}-{method}" not in names:
+                out.append({"task": task, "method": method, "trials": {}, "best": None})
+                continue
+            study = optuna.load_study(study_name=f"{task}-{method}", storage=storage)
+            trials = study.get_trials(deepcopy=False)
+            states = collections.Counter(t.state.name.lower() for t in trials)
+            complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+            best = max(complete, key=lambda t: t.value) if complete else None
+            out.append({"task": task, "method": method, "trials": dict(states), "metric": study.user_attrs.get("metric"),
+                        "best": None if best is None else {"value": best.value, "params": best.params}})
+    return out
+
+
+def search_section(studies: Sequence[Mapping[str, Any]], recipe: Mapping[str, Any]) -> list[str]:
+    """RESULTS.md lines for the equal-budget search (see :func:`search_summary`)."""
+    search = recipe.get("search") or {}
+    budget = int(search.get("trials", 0))
+    lines = ["## Equal-budget search (benchmarks/search.py)", "",
+             f"Every method gets {budget} Optuna trials (TPE + median pruner on the per-epoch curve) over the learning "
+             "rate, α, T and its own weights, scored on a fixed "
+             f"{100 * float(search.get('holdout_fraction', 0)):g} % of the training set (seed 0) — never on dev. A "
+             "study's best parameters go into the recipe's `methods` before the table is run.", ""]
+    rows = []
+    for s in studies:
+        trials = s["trials"]
+        finished = trials.get("complete", 0) + trials.get("pruned", 0)
+        state = f"{finished} of {budget}" + (f" ({trials['pruned']} pruned)" if trials.get("pruned") else "")
+        if trials.get("running") or trials.get("waiting"):
+            state += f", {trials.get('running', 0) + trials.get('waiting', 0)} running"
+        best = s.get("best")
+        metric = str(s.get("metric") or "").split(".")[-1]
+        rows.append([s["task"].upper(), DISPLAY.get(s["method"], s["method"]), state,
+                     "–" if best is None else f"{METRIC_DISPLAY.get(metric, metric)} {100 * best['value']:.2f}",
+                     "–" if best is None else ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                                        for k, v in best["params"].items())])
+    return lines + _table(["Task", "Method", "Trials finished", "Best on the holdout split", "Its parameters"], rows) + [""]
+
+
+def plot_curves(records: Sequence[Mapping[str, Any]], out_dir: Path, recipe: Mapping[str, Any]) -> dict[str, Path]:
+    """``<task>.png`` per task: each student method's dev curve (the task's selection metric: the recipe's
+    ``search.metric`` entry, else its main metric), mean over seeds with their range as a band, the teacher dashed."""
+    from fsdkit.analysis.plots import learning_curves, save_figure
+
+    chosen = (recipe.get("search") or {}).get("metric") or {}
+    teachers = {r["task"]: r for r in records if r["method"] == TEACHER}
+    written = {}
+    for task in ordered_tasks({r["task"] for r in records if r.get("curve") and r["method"] != TEACHER}):
+        metric = chosen.get(task) or task_metrics(task)[1]
+        curves: dict[str, list] = {}
+        for r in records:
+            if r["task"] == task and r["method"] not in (TEACHER, MAJORITY) and r.get("curve"):
+                run = [(p["epoch"], 100 * p[f"eval_{metric}"]) for p in r["curve"] if f"eval_{metric}" in p]
+                curves.setdefault(DISPLAY.get(r["method"], r["method"]), []).append(run)
+        teacher = teachers.get(task, {}).get("metrics", {}).get(metric)
+        fig = learning_curves(curves, task.upper(), metric, None if teacher is None else 100 * teacher, "teacher")
+        written[task] = save_figure(fig, out_dir / f"{task}.png")
+    return written
 
 
 def analysis_section(link: str, analysis: Mapping[str, Any]) -> list[str]:
@@ -445,7 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuning", default=str(HERE / "results" / "tuning.jsonl"), help="weight-search results")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
-    parser.add_argument("--seeds", type=int, default=3, help="expected seeds per cell")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="expected seeds per cell (default: the recipe's table.seeds, else 3)")
+    parser.add_argument("--search-db", default=None, help="the equal-budget search's Optuna storage (search.py), "
+                        "e.g. sqlite:///benchmarks/results/search.db: its studies replace the tune.py section")
+    parser.add_argument("--curves-dir", default=None, help="write each task's dev curves as DIR/<task>.png and link them")
     parser.add_argument("--analyze", default=None, metavar="TASK", help="also run fsdkit.analyze on TASK's kept models")
     parser.add_argument("--analysis-dir", default=str(HERE / "analysis"), help="analysis reports: ANALYSIS_DIR/TASK/")
     parser.add_argument("--glue-dir", default=None, help="GLUE folder (needed with --analyze)")
@@ -468,9 +576,16 @@ def main(argv: list[str] | None = None) -> int:
     summary = Path(report).with_name("results.json") if report is not None else None
     analysis = json.loads(summary.read_text(encoding="utf-8")) if summary is not None and summary.is_file() else None
     command = "python benchmarks/report.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    seeds = args.seeds if args.seeds is not None else ((recipe.get("table") or {}).get("seeds") or 3)
+    curve_links = None
+    if args.curves_dir:
+        plots = plot_curves(records, Path(args.curves_dir), recipe)
+        curve_links = {t: os.path.relpath(Path(path).resolve(), output.resolve().parent) for t, path in plots.items()}
     text = render(records, command=command.strip(), failures=open_failures(raw), tuning=tuning, recipe=recipe,
-                  expected_seeds=args.seeds, analysis_link=analysis_link, analysis=analysis,
-                  earlier=latest_ok(earlier))
+                  expected_seeds=seeds, analysis_link=analysis_link, analysis=analysis,
+                  earlier=latest_ok(earlier), curve_links=curve_links,
+                  search=search_summary(args.search_db, recipe) if args.search_db else None,
+                  recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent))
     output.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {output} ({len(records)} finished runs)")
     return 0

@@ -228,6 +228,45 @@ def test_report_shows_only_the_runs_of_the_current_recipe(tmp_path):
     assert f'| PKD | {json.dumps(grid[2])} | Acc 70.00, F1 82.00 | **best** |' in search
 
 
+def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
+    """recipe-v2: 5 expected seeds on MRPC, the dev curves plotted per task (selection metric: MRPC accuracy), the
+    equal-budget search's studies read from their Optuna storage, test predictions counted in the coverage."""
+    import optuna
+
+    recipe_path = suite_mod.HERE / "recipe-v2.yaml"
+    v2 = suite_mod.Suite(glue_dir="", tasks=[], methods=[], seeds=[], recipe=suite_mod.load_recipe(recipe_path))
+
+    def rec(task, method, seed, accuracy, **extra):
+        curve = [{"epoch": e, "eval_accuracy": accuracy - 0.05 * (3 - e), "eval_f1": accuracy + 0.1} for e in (1, 2, 3)]
+        record = {"task": task, "method": method, "seed": seed, "status": "ok", "curve": curve,
+                  "metrics": {"accuracy": accuracy, "f1": accuracy + 0.1}, **extra}
+        return {**record, "settings_hash": v2.recipe_hash(record)}
+
+    lines = [rec("mrpc", "teacher", 42, 0.80)]
+    lines += [rec("mrpc", "vkd", s, 0.70 + 0.01 * s, test_predictions=f"mrpc/vkd/seed{s}.tsv") for s in range(1, 6)]
+    lines += [rec("mrpc", "fsd", 1, 0.75, test_predictions="mrpc/fsd/seed1.tsv")]
+    path = tmp_path / "v2.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    study = optuna.create_study(study_name="mrpc-vkd", storage=storage, direction="maximize")
+    study.set_user_attr("metric", "holdout.accuracy")
+    space = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)}
+    for lr, value in ((1e-4, 0.75), (3e-4, 0.72)):
+        study.add_trial(optuna.trial.create_trial(params={"learning_rate": lr}, distributions=space, value=value))
+    out = tmp_path / "RESULTS.md"
+    report_mod.main(["--results", str(path), "--recipe", str(recipe_path), "--output", str(out), "--tuning",
+                     str(tmp_path / "none.jsonl"), "--analysis-dir", str(tmp_path / "analysis"), "--search-db", storage,
+                     "--curves-dir", str(tmp_path / "curves")])
+    text = out.read_text()
+    assert text.startswith("# fsdkit quality benchmark v2")
+    assert "| VKD | 73.00 (1.58) | 83.00 (1.58) |" in text  # five seeds: the expected number, unmarked
+    assert "| FSD | 75.00 [n=1] | 85.00 [n=1] |" in text
+    assert (tmp_path / "curves" / "mrpc.png").is_file() and "[MRPC](curves/mrpc.png)" in text
+    assert "| MRPC | VKD | 2 of 6 | Acc 75.00 | learning_rate=0.0001 |" in text
+    assert "| MRPC | FSD | 0 of 6 | – | – |" in text and "## Weight search" not in text
+    assert "| core table | 4 × 7 × 3/5 | 6 of 112 | 6 | 1 of 4 |" in text
+
+
 def test_report_numbers_from_hand_made_results(tmp_path):
     f1 = {"vkd": [0.80, 0.82, 0.84], "fsd": [0.85, 0.86, 0.87], "nds": [0.70, 0.71, 0.72]}
     lines = [_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90})]
@@ -265,7 +304,7 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     main_table = text.split("## Main table")[1].split("##")[0]
     assert "RTE" not in main_table and "| Method | RTE Acc |" in text.split("## Further tasks")[1]
     assert "| Teacher | 55.00 |" in text and "| VKD | 53.00 [n=1] |" in text
-    assert "| core table | 4 × 7 × 3 | 9 of 84 | 1 of 4 |" in text and "| RTE | 1 × 7 × 3 | 1 of 21 | 1 of 1 |" in text
+    assert "| core table | 4 × 7 × 3 | 9 of 84 | 0 | 1 of 4 |" in text and "| RTE | 1 × 7 × 3 | 1 of 21 | 0 | 1 of 1 |" in text
 
 
 def test_report_inlines_the_analysis_summary(tmp_path):
