@@ -47,7 +47,7 @@ TASK_ORDER = ("mrpc", "stsb", "cola", "sick", "rte", "sst2", "wnli", "qnli", "qq
 BASELINES = ("nds", "vkd", "pkd", "rkd", "minilm", "internal-sid")
 PROPOSED = ("fsd", "fsd-procrustes")
 DISPLAY = {"nds": "nDS", "vkd": "VKD", "pkd": "PKD", "rkd": "RKD", "minilm": "MiniLM", "fsd": "FSD",
-           "fsd-procrustes": "FSD-Procrustes", "fsdi": "FSDI", "fsdl": "FSDL", "fsdg": "FSDG", "fsdil": "FSDIL",
+           "fsd-procrustes": "FSD-Procrustes", "fsdi-minilm": "FSDI + MiniLM", "fsdi": "FSDI", "fsdl": "FSDL", "fsdg": "FSDG", "fsdil": "FSDIL",
            "internal-sid": "Internal-SID", TEACHER: "Teacher", MAJORITY: "Majority class"}
 METRIC_DISPLAY = {"f1": "F1", "accuracy": "Acc", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 

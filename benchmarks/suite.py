@@ -53,6 +53,8 @@ DEFAULT_PREDICTIONS_DIR = HERE / "predictions"
 TABLE_TASKS = ("mrpc", "stsb", "cola", "sick")
 TABLE_METHODS = ("nds", "vkd", "pkd", "rkd", "minilm", "fsd", "fsd-procrustes")
 ABLATION_METHODS = ("fsdi", "fsdl", "fsdg", "fsdil")
+#: methods whose settings (and hash) name the memory's K; every method that reads a memory gets the suite's shared one
+#: (:func:`reads_memory`: fsd-procrustes too — its v1 records were hashed without K, so it is not listed here)
 MEMORY_METHODS = ("fsd", "fsdg")
 TEACHER = "teacher"
 #: the constant predictor of the training set's majority label (mean score for regression): a reference row
@@ -61,6 +63,13 @@ MAJORITY = "majority"
 PLACE_KEYS = ("output_dir", "data_dir", "teacher", "memory", "progress", "resume", "cache_dir", "teacher_cache")
 
 logger = logging.getLogger("fsdkit.benchmarks")
+
+
+def reads_memory(method: str) -> bool:
+    """Whether fsdkit's ``method`` reads a teacher memory (the suite then passes its shared one, built once)."""
+    from fsdkit.training.presets import METHODS
+
+    return method in METHODS and METHODS[method].needs_memory
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -271,11 +280,15 @@ class Suite:
                 "progress": False}
 
     def student_settings(self, task: str, method: str, seed: int) -> dict[str, Any]:
-        own = self.recipe["methods"].get(method) or {}
+        """A student row's settings. A row of the recipe's ``methods`` is an fsdkit method of its name, or, with
+        ``preset: METHOD``, that method with the row's settings on top (a combination: e.g. FSDI plus the extra loss
+        terms of its ``losses``)."""
+        own = dict(self.recipe["methods"].get(method) or {})
+        preset = own.pop("preset", method)
         settings = {**self.recipe["shared"], **recipe_section(self.recipe, "student", task), **own, **self.overrides}
-        if method in MEMORY_METHODS:  # the memory's K decides the result: part of the settings (and their hash)
+        if preset in MEMORY_METHODS:  # the memory's K decides the result: part of the settings (and their hash)
             settings.setdefault("memory_clusters", self.memory_settings(task)["n_clusters"])
-        return {**settings, "task": task, "method": method, "seed": seed, "data_dir": self.glue_dir,
+        return {**settings, "task": task, "method": preset, "seed": seed, "data_dir": self.glue_dir,
                 "teacher": str(self.teacher_dir(task)), "output_dir": str(self.run_dir(task, method, seed)),
                 "teacher_cache": str(self.work_dir / task / "teacher-cache"), "progress": False}
 
@@ -404,7 +417,7 @@ class Suite:
             elif method == MAJORITY:
                 result = self.runner.majority(settings)
             else:
-                if method in MEMORY_METHODS and "memory" not in settings:
+                if reads_memory(settings["method"]) and "memory" not in settings:
                     settings["memory"] = self.ensure_memory(task)
                 result = self.runner.distill(settings)
         except Exception as exc:  # noqa: BLE001 — a failed run is recorded and the suite goes on

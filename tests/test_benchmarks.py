@@ -49,7 +49,7 @@ class FakeRunner:
         return self._run(settings, "teacher")
 
     def distill(self, settings):
-        if settings["method"] in suite_mod.MEMORY_METHODS:
+        if suite_mod.reads_memory(settings["method"]):
             assert Path(settings["memory"]).name == "memory"
         return self._run(settings, settings["method"])
 
@@ -195,6 +195,26 @@ def test_suite_adopts_a_teacher_fine_tuned_with_the_same_settings_elsewhere(tmp_
     assert (suite.teacher_dir("mrpc") / "model.safetensors").read_text() == "weights"
     assert not suite.teacher_dir("mrpc").with_name("teacher.partial").exists()
     assert suite.run()["skipped"] == 3  # recorded: not adopted twice
+
+
+def test_a_recipe_row_may_combine_a_preset_with_extra_terms(tmp_path):
+    """A ``methods`` row with ``preset: METHOD`` runs that fsdkit method with the row's settings (here FSDI plus the
+    MiniLM attention term of ``losses``), recorded under the row's name; fsd-procrustes reads the shared memory."""
+    search_mod = _load("search")
+    runner = FakeRunner()
+    suite = make_suite(tmp_path, runner, methods=("fsdi-minilm", "fsd-procrustes"), seeds=(1,))
+    suite.recipe = suite_mod.load_recipe(suite_mod.HERE / "recipe-v2.yaml")
+    settings = suite.student_settings("mrpc", "fsdi-minilm", 1)
+    assert settings["method"] == "fsdi" and settings["losses"] == [{"name": "minilm", "weight": 1.0}]
+    assert suite.run()["ok"] == 4  # teacher, majority and the two rows
+    assert [c[1] for c in runner.calls] == ["teacher", "fsdi", "fsd-procrustes"] and runner.memories == 1
+    assert [r["method"] for r in suite_mod.read_records(suite.results)][2:] == ["fsdi-minilm", "fsd-procrustes"]
+    spec = search_mod.sweep_spec(suite, "mrpc", "fsdi-minilm")
+    assert spec["base"]["method"] == "fsdi" and set(spec["space"]) == {"learning_rate", "alpha", "temperature",
+                                                                       "lambda_intra"}
+    from fsdkit.sweep import check_space
+
+    check_space("distill", spec["base"], spec["space"])
 
 
 def _rec(task, method, seed, metrics, status="ok", **extra):
