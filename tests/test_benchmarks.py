@@ -404,6 +404,7 @@ def test_search_builds_equal_budget_sweeps_from_the_recipe(tmp_path):
     v2 = suite_mod.Suite(glue_dir="glue", tasks=["mrpc"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
                          work_dir=tmp_path, recipe=suite_mod.load_recipe(suite_mod.HERE / "recipe-v2.yaml"))
     assert search_mod.sweep_spec(v2, "mrpc", "vkd")["metric"] == "accuracy"  # recipe-v2's search.metric
+    assert search_mod.sweep_spec(v2, "mrpc", "vkd")["startup_trials"] == 3
     assert "metric" not in search_mod.sweep_spec(v2, "stsb", "vkd")  # the task's main metric
 
 

@@ -34,10 +34,18 @@ def space_file(tmp_path, glue_dir, teacher, trials: int) -> dict:
     return spec
 
 
-def test_a_study_runs_real_trials_and_writes_its_summary(glue_dir, mrpc_teacher, tmp_path):
+def test_a_study_runs_real_trials_and_writes_its_summary(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
     spec = space_file(tmp_path, glue_dir, mrpc_teacher, 3)
+    samplers, tpe = [], optuna.samplers.TPESampler
+
+    def spy(**kwargs):  # --startup-trials reaches TPE: trials 2 and 3 are TPE's, not random
+        samplers.append(kwargs["n_startup_trials"])
+        return tpe(**kwargs)
+
+    monkeypatch.setattr(optuna.samplers, "TPESampler", spy)
     summary = sweep(spec, storage=f"sqlite:///{tmp_path / 'study.db'}", output_dir=str(tmp_path / "sweep"),
-                    study_name="tiny")
+                    study_name="tiny", startup_trials=1)
+    assert samplers == [1]
     assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 3
     best = summary["best"]
     assert best["command"].startswith("fsdkit distill ") and "--learning-rate" in best["command"]
@@ -101,5 +109,7 @@ def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
         sweep({**spec, "space": {"beta_pkd": {"type": "float", "low": -1, "high": 10}}}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="both fixed in 'base' and searched"):
         sweep({**spec, "space": {"epochs": {"type": "int", "low": 1, "high": 3}}}, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="--startup-trials and --heartbeat must be ≥ 1"):
+        sweep({**spec, "startup_trials": 0}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="expected an RDB URL"):
         sweep(spec, output_dir=str(tmp_path), storage="study.db")

@@ -154,8 +154,8 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         raise ConfigError(f"--direction must be maximize or minimize, got {config.direction!r}")
     if config.pruner not in ("median", "none"):
         raise ConfigError(f"--pruner must be median or none, got {config.pruner!r}")
-    if config.trials < 1 or config.heartbeat < 1:
-        raise ConfigError("--trials and --heartbeat must be ≥ 1")
+    if config.trials < 1 or config.heartbeat < 1 or config.startup_trials < 1:
+        raise ConfigError("--trials, --startup-trials and --heartbeat must be ≥ 1")
     if not config.output_dir:
         raise ConfigError("--output-dir is required (the trial folders and the summary)")
     if not config.space:
@@ -171,14 +171,16 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     run = distill if config.command == "distill" else finetune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = optuna.pruners.MedianPruner(n_warmup_steps=1) if config.pruner == "median" else optuna.pruners.NopPruner()
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=max(1, config.startup_trials // 2), n_warmup_steps=1)
+              if config.pruner == "median" else optuna.pruners.NopPruner())
     with _creation_lock(config.storage):  # workers starting together would race to create the schema and study
         study = optuna.create_study(storage=_storage(config.storage, config.heartbeat), study_name=config.study_name,
                                     direction=config.direction, pruner=pruner, load_if_exists=True)
     # the first worker of a study draws from --seed; a worker that joins or resumes it from --seed + its pid, so
     # that parallel workers do not repeat each other's random start-up trials
     joining = bool(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(seed=config.seed + (os.getpid() if joining else 0))
+    study.sampler = optuna.samplers.TPESampler(n_startup_trials=config.startup_trials,
+                                               seed=config.seed + (os.getpid() if joining else 0))
     study.set_user_attr("command", config.command)
     study.set_user_attr("metric", f"{split}.{metric}")
 
