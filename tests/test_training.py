@@ -141,8 +141,8 @@ def test_teacher_cache_gives_the_same_run_as_the_live_teacher(glue_dir, mrpc_tea
     for name in ("cached", "cached-again"):
         for a, b in zip(losses(name), live, strict=True):
             assert a.keys() == b.keys()
-            for key in a:
-                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+            for key in a:  # logged terms are rounded to 6 decimals: one unit of 1e-6 besides float noise
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=2e-6), key
 
 
 def test_an_fsd_run_with_a_teacher_cache_makes_one_teacher_pass(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
