@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,6 @@ def _suggest(trial, key: str, spec: dict[str, Any]):
 
 
 def _storage(url: str, heartbeat: int):
-    import warnings
-
     import optuna
     from optuna import storages
 
@@ -109,15 +108,15 @@ def _storage(url: str, heartbeat: int):
     path = _sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    # a trial whose worker died (no heartbeat for 3 intervals) is retried, at most twice: optuna ≥ 4.9 names the
-    # callback RetryHeartbeatStaleTrialCallback (its former name is deprecated there), older versions do not have it
-    if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
-        retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
-    else:
-        retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in optuna: a warning per worker, not news
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # a trial whose worker died (no heartbeat for 3 intervals) is retried, at most twice: optuna ≥ 4.9 names
+            # the callback RetryHeartbeatStaleTrialCallback (its former name deprecated there), older ones lack it
+            if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
+                retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+            else:
+                retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
             return storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **retry)
     except (optuna.exceptions.OptunaError, ImportError, ValueError) as exc:
         raise ConfigError(f"--storage {url!r}: {exc}") from None
@@ -227,6 +226,7 @@ def write_summary(study, config: SweepConfig, out: Path) -> dict[str, Any]:
 
 def _plots(study, out: Path) -> list[str]:
     import matplotlib
+    import optuna
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -236,7 +236,9 @@ def _plots(study, out: Path) -> list[str]:
     for name, plot in (("optimization_history.png", plot_optimization_history),
                        ("param_importances.png", plot_param_importances)):
         try:
-            axes = plot(study)
+            with warnings.catch_warnings():  # optuna's matplotlib plots are "experimental": not news to the user
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = plot(study)
         except (ValueError, RuntimeError):  # e.g. importances of a parameter that never varied
             continue
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
