@@ -99,6 +99,24 @@ def test_parallel_workers_share_a_study_and_a_killed_one_is_resumed(glue_dir, mr
     assert summary["trials"]["complete"] + summary["trials"]["pruned"] == finished
 
 
+def test_the_pruner_never_decides_on_the_first_epoch():
+    """Median pruning from the second epoch on, once half the start-up trials have finished: a trial far below the
+    others after epoch 1 goes on (many good trials still predict one class then); the same value at epoch 2 stops it."""
+    from fsdkit.sweep import _pruner
+
+    study = optuna.create_study(direction="maximize", pruner=_pruner("median", 3))
+    for _ in range(2):
+        done = study.ask()
+        done.report(0.8, 1), done.report(0.85, 2)
+        study.tell(done, 0.85)
+    trial = study.ask()
+    trial.report(0.6, 1)
+    assert not trial.should_prune()
+    trial.report(0.6, 2)
+    assert trial.should_prune()
+    assert isinstance(_pruner("none", 3), optuna.pruners.NopPruner)
+
+
 def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
     spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)
     with pytest.raises(ConfigError, match="unknown option 'learning-rat'"):

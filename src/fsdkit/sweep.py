@@ -122,6 +122,20 @@ def _storage(url: str, heartbeat: int):
         raise ConfigError(f"--storage {url!r}: {exc}") from None
 
 
+def _pruner(name: str, startup_trials: int):
+    """The study's pruner: the median rule once half of ``startup_trials`` (at least 1) have finished, or none.
+
+    Steps are epochs counted from 1, and the first evaluation never decides (``n_warmup_steps=2``): after one epoch
+    of a warmed-up schedule many good trials still predict one class (MRPC's holdout had lr 1e-4 at the constant
+    predictor's 63.8 after epoch 1 and at 76.8 after epoch 2).
+    """
+    import optuna
+
+    if name != "median":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=max(1, startup_trials // 2), n_warmup_steps=2)
+
+
 def _creation_lock(url: str):
     """An inter-process lock beside a SQLite file (workers on one machine). With a database server, create the
     study once (`optuna create-study`) or start one worker before the others (docs/sweeps.md)."""
@@ -170,8 +184,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     run = distill if config.command == "distill" else finetune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=max(1, config.startup_trials // 2), n_warmup_steps=1)
-              if config.pruner == "median" else optuna.pruners.NopPruner())
+    pruner = _pruner(config.pruner, config.startup_trials)
     with _creation_lock(config.storage):  # workers starting together would race to create the schema and study
         study = optuna.create_study(storage=_storage(config.storage, config.heartbeat), study_name=config.study_name,
                                     direction=config.direction, pruner=pruner, load_if_exists=True)
