@@ -231,7 +231,8 @@ class SweepConfig:
     seed: int = option(0, "seed of the TPE sampler (a worker joining or resuming a study adds its process id)")
     pruner: str = option("median", "prune on the per-epoch curve: median (MedianPruner) or none")
     startup_trials: int = option(10, "trials drawn at random before TPE models the space (Optuna's 10); the median "
-                                     "pruner prunes once half as many (at least 1) have finished (Optuna's 5)")
+                                     "pruner prunes once as many have completed, never on a trial's first or last "
+                                     "evaluation")
     heartbeat: int = option(60, "seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (a "
                                 "killed worker) is marked failed and retried with the same parameters")
 

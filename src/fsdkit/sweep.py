@@ -123,17 +123,19 @@ def _storage(url: str, heartbeat: int):
 
 
 def _pruner(name: str, startup_trials: int):
-    """The study's pruner: the median rule once half of ``startup_trials`` (at least 1) have finished, or none.
+    """The study's pruner: the median rule once ``startup_trials`` trials have completed, or none.
 
-    Steps are epochs counted from 1, and the first evaluation never decides (``n_warmup_steps=2``): after one epoch
-    of a warmed-up schedule many good trials still predict one class (MRPC's holdout had lr 1e-4 at the constant
-    predictor's 63.8 after epoch 1 and at 76.8 after epoch 2).
+    The median of fewer completed trials is a poor yardstick: with one, every trial below it at some epoch is stopped
+    (a 6-trial MRPC study pruned 6 of 7 that way, on a 367-example holdout where a point is 4 examples). Steps are
+    epochs counted from 1, and the first evaluation never decides (``n_warmup_steps=2``): after one epoch of a
+    warmed-up schedule many good trials still predict one class (MRPC's holdout had lr 1e-4 at the constant
+    predictor's 63.8 after epoch 1 and at 76.8 after epoch 2). The last evaluation is not pruned either (``sweep``).
     """
     import optuna
 
     if name != "median":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=max(1, startup_trials // 2), n_warmup_steps=2)
+    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=2)
 
 
 def _creation_lock(url: str):
@@ -202,9 +204,12 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         trial.set_user_attr("command", command_line(config.command, options))
         trial.set_user_attr("output_dir", options["output_dir"])
 
+        # the last evaluation is never pruned: stopping there saves nothing, and the trial is a finished one
+        last_epoch = None if options.get("max_steps") else float(options.get("epochs") or 0)
+
         def report(point: dict[str, Any]) -> None:
             trial.report(point[f"eval_{metric}"], step=max(1, round(point["epoch"])))
-            if trial.should_prune():
+            if (last_epoch is None or point["epoch"] < last_epoch - 1e-6) and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {point['epoch']}")
 
         record = run(options, on_evaluate=report)
