@@ -43,6 +43,7 @@ from suite import (  # noqa: E402
     _csv,
     _prepare_output_dir,
     append_record,
+    curve_points,
     load_recipe,
     read_records,
     recipe_section,
@@ -199,7 +200,7 @@ def plot(results: Path, out_dir: Path) -> list[Path]:
         layers = r.get("settings", {}).get("student_layers")
         name = r["method"] + f", {r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
             f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "")  # schedules apart
-        run = [(p["epoch"], 100 * p[f"eval_{metric}"]) for p in r["curve"] if f"eval_{metric}" in p]
+        run = curve_points(r, metric)
         groups.setdefault((r["task"], r.get("init") or "?"), {}).setdefault(name, []).append(run)
     written = []
     for (task, init), curves in sorted(groups.items()):

@@ -38,6 +38,7 @@ from suite import (  # noqa: E402
     TABLE_TASKS,
     TEACHER,
     Suite,
+    curve_points,
     flatten_metrics,
     load_recipe,
     read_records,
@@ -479,8 +480,7 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_dir: Path, recipe: Map
         curves: dict[str, list] = {}
         for r in records:
             if r["task"] == task and r["method"] not in (TEACHER, MAJORITY) and r.get("curve"):
-                run = [(p["epoch"], 100 * p[f"eval_{metric}"]) for p in r["curve"] if f"eval_{metric}" in p]
-                curves.setdefault(DISPLAY.get(r["method"], r["method"]), []).append(run)
+                curves.setdefault(DISPLAY.get(r["method"], r["method"]), []).append(curve_points(r, metric))
         teacher = teachers.get(task, {}).get("metrics", {}).get(metric)
         fig = learning_curves(curves, task.upper(), metric, None if teacher is None else 100 * teacher, "teacher")
         written[task] = save_figure(fig, out_dir / f"{task}.png")

@@ -43,8 +43,9 @@ def sweep_spec(suite: Suite, task: str, method: str) -> dict:
     if reads_memory(settings["method"]):
         base["memory"] = suite.ensure_memory(task)
     spec = {"command": "distill", "base": base, "space": space, "trials": int(search["trials"]),
-            "startup_trials": int(search.get("startup_trials", 10)),
             "study_name": f"{task}-{method}", "output_dir": str(suite.work_dir / task / "search" / method)}
+    if "startup_trials" in search:  # else fsdkit sweep's default
+        spec["startup_trials"] = int(search["startup_trials"])
     metric = (search.get("metric") or {}).get(task)  # the selection metric where the task's main one is unfit
     return spec if metric is None else {**spec, "metric": metric}
 

@@ -128,6 +128,11 @@ def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str, int, str
     }
 
 
+def curve_points(record: dict[str, Any], metric: str) -> list[tuple[float, float]]:
+    """A run record's dev curve as ``[(epoch, 100 · metric)]`` (the evaluations that have the metric)."""
+    return [(p["epoch"], 100 * p[f"eval_{metric}"]) for p in record.get("curve") or [] if f"eval_{metric}" in p]
+
+
 def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """fsdkit's ``{split: {name: value}}`` → ``{name: value}`` for one split, ``{"split/name": value}`` for several."""
     nested = {k: v for k, v in metrics.items() if isinstance(v, dict)}

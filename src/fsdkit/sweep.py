@@ -204,15 +204,16 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         trial.set_user_attr("command", command_line(config.command, options))
         trial.set_user_attr("output_dir", options["output_dir"])
 
+        run_config = make_config(COMMANDS[config.command], options)
         # the last evaluation is never pruned: stopping there saves nothing, and the trial is a finished one
-        last_epoch = None if options.get("max_steps") else float(options.get("epochs") or 0)
+        last_epoch = None if run_config.max_steps > 0 else float(run_config.epochs)
 
         def report(point: dict[str, Any]) -> None:
             trial.report(point[f"eval_{metric}"], step=max(1, round(point["epoch"])))
             if (last_epoch is None or point["epoch"] < last_epoch - 1e-6) and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {point['epoch']}")
 
-        record = run(options, on_evaluate=report)
+        record = run(run_config, on_evaluate=report)
         return record["metrics"][split][metric]
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
