@@ -12,7 +12,8 @@ distils a 3-layer student (``fsdkit.distill``) and is evaluated on the dev set. 
 appended as one JSON line to the results file (see :func:`run_record`). A run already recorded ``ok`` with the
 same settings is skipped, so the suite can be interrupted (Ctrl-C, or ``touch WORK_DIR/STOP``: the suite stops
 before its next run) and continued later; a run interrupted mid-training resumes from its last checkpoint. A
-failed run is recorded with its error and the suite goes on. Every finished teacher and student predicts the task's
+failed run is recorded with its error and the suite goes on. Several workers may run the same command: each job
+is claimed under a file lock (see :meth:`Suite.run`). Every finished teacher and student predicts the task's
 unlabelled ``test.tsv`` (where the GLUE folder has one) into ``benchmarks/predictions/<task>/<method>/seed<k>.tsv``
 (the GLUE submission format; the labels are in neither this repository nor ``../shared``), recorded as
 ``test_predictions``. Checkpoints of finished runs are deleted; the
@@ -28,6 +29,7 @@ part of the settings hash, so such runs never count as the real ones).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -359,9 +361,13 @@ class Suite:
         return jobs
 
     def run(self) -> dict[str, int]:
-        """Run every job not yet recorded ``ok``; returns counts of ``ok``, ``failed``, ``skipped``, ``blocked``."""
-        counts = {"ok": 0, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 0}
-        done = done_keys(read_records(self.results))
+        """Run every job not yet recorded ``ok``; returns counts of ``ok``, ``failed``, ``skipped``, ``blocked``,
+        ``adopted`` and ``busy``.
+
+        Several workers may run the same command: each job is claimed under a file lock (``<run folder>.lock``)
+        and the results file is read again once it is held. A teacher another worker holds is waited for (the
+        students need it); a student another worker holds is left to it (``busy``)."""
+        counts = {"ok": 0, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 0, "busy": 0}
         tuned = {} if self.tuning_results is None else {
             (r["task"], r["method"], int(r["seed"]), r.get("settings_hash", "")): r
             for r in read_records(self.tuning_results) if r.get("status") == "ok"
@@ -370,37 +376,35 @@ class Suite:
         for task, method, seed in self.plan():
             if method == TEACHER:
                 settings = self.teacher_settings(task)
-                have_model = (self.teacher_dir(task) / "config.json").is_file()
-                if (task, method, seed, self.job_hash(task, method, settings)) in done and have_model:
-                    counts["skipped"] += 1
-                    teacher_ok[task] = True
-                    continue
-                if self.adopt_teacher(task, seed, settings):
-                    counts["adopted"] += 1
-                    teacher_ok[task] = True
-                    continue
             elif method == MAJORITY:  # needs no teacher
                 settings = self.majority_settings(task)
-                if (task, method, seed, self.job_hash(task, method, settings)) in done:
-                    counts["skipped"] += 1
-                    continue
             else:
                 settings = self.student_settings(task, method, seed)
-                key = (task, method, seed, self.job_hash(task, method, settings))
-                if key in done:
-                    counts["skipped"] += 1
-                    continue
-                if key in tuned and teacher_ok.get(task):
-                    self.adopt(tuned[key])
-                    counts["adopted"] += 1
-                    continue
                 if not teacher_ok.get(task):
                     counts["blocked"] += 1  # the task's teacher failed: nothing to distil from
                     continue
-            if self.stop_requested():
-                logger.info("stop file %s found: stopping before %s/%s/seed%d", self.stop_file, task, method, seed)
-                break
-            record = self.run_one(task, method, seed, settings)
+            key = (task, method, seed, self.job_hash(task, method, settings))
+            with _claim(Path(settings["output_dir"]), wait=method == TEACHER) as held:
+                if not held:
+                    counts["busy"] += 1
+                    continue
+                if key in done_keys(read_records(self.results)) and (
+                        method != TEACHER or (self.teacher_dir(task) / "config.json").is_file()):
+                    counts["skipped"] += 1
+                    teacher_ok[task] = teacher_ok.get(task, False) or method == TEACHER
+                    continue
+                if method == TEACHER and self.adopt_teacher(task, seed, settings):
+                    counts["adopted"] += 1
+                    teacher_ok[task] = True
+                    continue
+                if method not in (TEACHER, MAJORITY) and key in tuned:
+                    self.adopt(tuned[key])
+                    counts["adopted"] += 1
+                    continue
+                if self.stop_requested():
+                    logger.info("stop file %s found: stopping before %s/%s/seed%d", self.stop_file, task, method, seed)
+                    break
+                record = self.run_one(task, method, seed, settings)
             counts[record["status"]] += 1
             if method == TEACHER:
                 teacher_ok[task] = record["status"] == "ok"
@@ -502,11 +506,31 @@ class Suite:
         return str(target.relative_to(self.predictions_dir))
 
     def ensure_memory(self, task: str) -> str:
-        """The task's FSDG teacher memory folder, built on first use."""
+        """The task's FSDG teacher memory folder, built on first use (by one worker; the others wait for it)."""
         folder = self.memory_dir(task)
-        if not (folder / "memory.json").is_file():
-            self.runner.build_memory(self.memory_settings(task))
+        with _claim(folder, wait=True):
+            if not (folder / "memory.json").is_file():
+                self.runner.build_memory(self.memory_settings(task))
         return str(folder)
+
+
+@contextlib.contextmanager
+def _claim(folder: Path, *, wait: bool):
+    """Hold the file lock ``<folder>.lock`` for the body; yields False (without the lock) when another process
+    holds it and ``wait`` is off."""
+    from filelock import FileLock, Timeout
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder) + ".lock")
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def _prepare_output_dir(out: Path) -> bool:

@@ -80,7 +80,7 @@ def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2),
 def test_suite_records_every_run_and_goes_on_after_a_failure(tmp_path):
     runner = FakeRunner(fail={"broken"})
     counts = make_suite(tmp_path, runner).run()
-    assert counts == {"ok": 6, "failed": 2, "skipped": 0, "blocked": 0, "adopted": 0}
+    assert counts == {"ok": 6, "failed": 2, "skipped": 0, "blocked": 0, "adopted": 0, "busy": 0}
     records = suite_mod.read_records(tmp_path / "results.jsonl")
     assert [(r["method"], r["seed"], r["status"]) for r in records] == [
         ("teacher", 42, "ok"), ("majority", 0, "ok"), ("vkd", 1, "ok"), ("fsd", 1, "ok"), ("broken", 1, "failed"),
@@ -125,7 +125,7 @@ def test_suite_skips_recorded_runs_and_retries_failures(tmp_path):
     make_suite(tmp_path, FakeRunner(fail={"broken"})).run()
     runner = FakeRunner()
     counts = make_suite(tmp_path, runner).run()
-    assert counts == {"ok": 2, "failed": 0, "skipped": 6, "blocked": 0, "adopted": 0}
+    assert counts == {"ok": 2, "failed": 0, "skipped": 6, "blocked": 0, "adopted": 0, "busy": 0}
     assert [(c[1], c[2]) for c in runner.calls] == [("broken", 1), ("broken", 2)]
     # a changed setting is a different run: not skipped
     suite = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(1,))
@@ -144,12 +144,33 @@ def test_suite_resumes_an_interrupted_run_and_honours_the_stop_file(tmp_path):
     assert suite.runner.calls[-1] == ("mrpc", "vkd", 1, True)
     (tmp_path / "STOP").write_text("")
     stopped = make_suite(tmp_path, FakeRunner(), methods=("vkd",), seeds=(2,))
-    assert stopped.run() == {"ok": 0, "failed": 0, "skipped": 2, "blocked": 0, "adopted": 0}
+    assert stopped.run() == {"ok": 0, "failed": 0, "skipped": 2, "blocked": 0, "adopted": 0, "busy": 0}
+
+
+def test_suite_workers_share_the_jobs_of_one_command(tmp_path):
+    from filelock import FileLock
+
+    make_suite(tmp_path, FakeRunner(), methods=(), seeds=()).run()  # the teacher, done once
+    suite = make_suite(tmp_path, FakeRunner(), methods=("vkd", "fsd"), seeds=(1,))
+    other = FileLock(str(suite.run_dir("mrpc", "fsd", 1)) + ".lock")  # another worker is training fsd / seed 1
+    other.acquire()
+    try:
+        assert suite.run() == {"ok": 1, "failed": 0, "skipped": 2, "blocked": 0, "adopted": 0, "busy": 1}
+        assert [(c[1], c[2]) for c in suite.runner.calls] == [("vkd", 1)]
+        # the other worker records its run, then releases the job: no later run repeats it
+        finished = suite.run_one("mrpc", "fsd", 1, suite.student_settings("mrpc", "fsd", 1))
+        assert finished["status"] == "ok"
+    finally:
+        other.release()
+    late = make_suite(tmp_path, FakeRunner(), methods=("vkd", "fsd"), seeds=(1,))
+    assert late.run()["skipped"] == 4 and late.runner.calls == []
+    # the memory is built once, whichever worker asks first; the others wait for it, then read it
+    assert late.ensure_memory("mrpc") == suite.ensure_memory("mrpc") and late.runner.memories == 0
 
 
 def test_failed_teacher_blocks_the_task_but_not_the_majority_baseline(tmp_path):
     counts = make_suite(tmp_path, FakeRunner(fail={"teacher"}), methods=("vkd",), seeds=(1, 2)).run()
-    assert counts == {"ok": 1, "failed": 1, "skipped": 0, "blocked": 2, "adopted": 0}
+    assert counts == {"ok": 1, "failed": 1, "skipped": 0, "blocked": 2, "adopted": 0, "busy": 0}
 
 
 def test_suite_adopts_the_tuning_run_of_its_own_weights(tmp_path):
@@ -166,13 +187,13 @@ def test_suite_adopts_the_tuning_run_of_its_own_weights(tmp_path):
     runner = FakeRunner()
     suite = make_suite(tmp_path, runner, methods=("pkd",), seeds=(1, 2))
     suite.tuning_results = tmp_path / "tuning.jsonl"
-    assert suite.run() == {"ok": 3, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 1}
+    assert suite.run() == {"ok": 3, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 1, "busy": 0}
     assert [(c[1], c[2]) for c in runner.calls] == [("teacher", 42), ("pkd", 2)]
     pkd1 = [r for r in suite_mod.read_records(suite.results) if r["method"] == "pkd" and r["seed"] == 1]
     assert len(pkd1) == 1 and pkd1[0]["adopted_from"].endswith("tuning.jsonl") and "candidate" not in pkd1[0]
     assert pkd1[0]["settings"]["beta_pkd"] == own["beta_pkd"]
     assert Path(pkd1[0]["output_dir"]).name == "candidate1" and (Path(pkd1[0]["output_dir"]) / "config.json").is_file()
-    assert suite.run() == {"ok": 0, "failed": 0, "skipped": 4, "blocked": 0, "adopted": 0}
+    assert suite.run() == {"ok": 0, "failed": 0, "skipped": 4, "blocked": 0, "adopted": 0, "busy": 0}
 
 
 def test_suite_adopts_a_teacher_fine_tuned_with_the_same_settings_elsewhere(tmp_path):

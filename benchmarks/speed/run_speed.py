@@ -16,6 +16,9 @@ inputs across libraries, excludes warm-up iterations, reports the median of seve
    torchdistill 1.1.5 (``DistillationBox.forward_process`` / ``post_forward_process``). Each library runs in its
    own process (peak RSS = ``ru_maxrss`` of that process; the increase over the RSS after loading the models is
    the training's own memory). Step times come from the moments the library's own loop asks for the next batch.
+   Throughput and its ratios come from one process in which the configurations take turns pass by pass (each
+   library's own loop in its own thread, one running at a time): the machine's speed drifts (up to 2× over minutes
+   here), and a ratio taken within a round of turns cancels that drift.
    Also fsdkit FSD (intra + local + memory structure, K = 100) against fsdkit VKD, with the live teacher and with
    the teacher-output cache (:mod:`fsdkit.training.teacher_cache`).
 2. **CKA** as FSDI (per-sample token CKA, B × L × D) and FSDL (batch CKA of flattened rows) use it, forward +
@@ -42,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +88,16 @@ def models():
     teacher, _ = load_classifier("minilm", get_task("mrpc"))
     teacher.eval().requires_grad_(False)
     base, _ = load_classifier("minilm", get_task("mrpc"))
-    return teacher, build_student(base, 3)
+    student = build_student(base, 3)
+    student.register_forward_pre_hook(_in_training_mode)
+    return teacher, student
+
+
+def _in_training_mode(student, args) -> None:
+    """Every library must train the student in training mode (dropout on): a loop that leaves it in eval mode does
+    less work per step and would win the comparison for that alone."""
+    if torch.is_grad_enabled() and not student.training:
+        raise RuntimeError("the student is trained in eval mode (dropout off): the library's loop never set train()")
 
 
 class TimedBatches:
@@ -114,6 +127,66 @@ class TimedBatches:
         n = len(self.batches)
         starts = [self.warmup + r * n for r in range(self.reps + 1)]
         return [self.stamps[starts[r + 1]] - self.stamps[starts[r]] for r in range(self.reps)]
+
+
+class Baton:
+    """Whose turn it is among the configurations of one process: one runs, the others wait at a pass boundary."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.holder: str | None = None
+
+    def wait_turn(self, name: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.holder == name)
+
+    def end_turn(self) -> None:
+        with self.cond:
+            self.holder = None
+            self.cond.notify_all()
+
+    def give(self, name: str) -> None:
+        """Let ``name`` run until it ends its turn."""
+        with self.cond:
+            self.holder = name
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: self.holder is None)
+
+
+class TurnBatches(TimedBatches):
+    """:class:`TimedBatches` for configurations that share one process and take turns: ``warmup`` batches, then
+    ``reps`` timed passes, each pass one turn (the library's own loop blocks in its request for the pass's first
+    batch until the turn comes); the turn after the last pass lets the loop finish. A pass runs from the request of
+    its first batch to the request after its last (its last step included), as in :class:`TimedBatches`."""
+
+    def __init__(self, batches, warmup: int, reps: int, strip: tuple[str, ...], name: str, baton: Baton):
+        super().__init__(batches, warmup, reps, strip)
+        if warmup < 1:
+            raise ValueError("taking turns needs at least one warm-up step")
+        self.name, self.baton = name, baton
+        self.passes: list[float] = []
+
+    def __len__(self) -> int:
+        return self.warmup + len(self.batches) * self.reps
+
+    def _boundary(self, timed_pass_ended: bool) -> None:
+        if timed_pass_ended:
+            self.passes.append(time.perf_counter() - self._started)
+        self.baton.end_turn()
+        self.baton.wait_turn(self.name)
+        self._started = time.perf_counter()
+
+    def __iter__(self):
+        n = len(self.batches)
+        starts = {self.warmup + r * n for r in range(self.reps)}
+        for i, batch in enumerate(self.batches[: self.warmup] + self.batches * self.reps):
+            if i == 0 or i in starts:  # set-up done (warm-up next), or a pass starts
+                self._boundary(timed_pass_ended=i > self.warmup)
+            yield {k: v.clone() for k, v in batch.items()}
+        self._boundary(timed_pass_ended=True)  # the last pass ended; this turn lets the loop finish
+
+    def pass_seconds(self) -> list[float]:
+        return self.passes
 
 
 def rss_mb() -> float:
@@ -175,7 +248,8 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
 
 
 def textbrewer_worker(timed: TimedBatches, tmp: Path) -> dict[str, Any]:
-    """TextBrewer 0.2.1's BasicDistiller.train: its own loop, hard-label loss + soft-label CE at T."""
+    """TextBrewer 0.2.1's BasicDistiller.train inside the distiller's context: its own loop, hard-label loss +
+    soft-label CE at T."""
     import textbrewer
     from textbrewer import BasicDistiller, DistillationConfig, TrainingConfig
 
@@ -190,7 +264,11 @@ def textbrewer_worker(timed: TimedBatches, tmp: Path) -> dict[str, Any]:
     distiller = BasicDistiller(train_config, distill_config, teacher, student, adaptor, adaptor)
     optimizer = torch.optim.AdamW(student.parameters(), lr=LR)
     before = rss_mb()
-    distiller.train(optimizer, timed, num_epochs=1)
+    # as TextBrewer's examples run it: its context puts the student in training mode (dropout on, as in the other
+    # libraries' loops) and the teacher in eval mode; without it the student would train in the eval mode that
+    # from_pretrained leaves it in (no dropout: 8 % less work per step here)
+    with distiller:
+        distiller.train(optimizer, timed, num_epochs=1)
     return {"rss_before_mb": before, "version": textbrewer.__version__}
 
 
@@ -221,22 +299,31 @@ def torchdistill_worker(timed: TimedBatches, tmp: Path) -> dict[str, Any]:
     return {"rss_before_mb": before, "version": torchdistill.__version__}
 
 
+def strip_for(config: str) -> tuple[str, ...]:
+    """Batch keys a library's model does not take (fsdkit's teacher cache reads ``idx``)."""
+    return () if config.startswith("fsdkit-") else ("idx",)
+
+
+def train_config(config: str, timed: TimedBatches, encoded, collator, tmp: Path) -> dict[str, Any]:
+    """Run one training configuration's loop over ``timed``; returns its extra fields (RSS after loading, ...)."""
+    torch.manual_seed(0)
+    library, _, method = config.partition("-")
+    if library == "fsdkit":
+        return fsdkit_worker(method.removesuffix("-cache"), method.endswith("-cache"), timed, encoded, collator, tmp)
+    if library == "textbrewer":
+        return textbrewer_worker(timed, tmp)
+    return torchdistill_worker(timed, tmp)
+
+
 def run_worker(config: str, glue_dir: str, n_batches: int, warmup: int, reps: int) -> dict[str, Any]:
-    """One training configuration in this process; returns throughput and memory."""
+    """One training configuration alone in this process; returns its throughput and memory."""
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     encoded, collator = mrpc_rows(glue_dir, n_batches * BATCH_SIZE)
     batches = fixed_batches(encoded, collator, n_batches)
-    library, _, method = config.partition("-")
-    timed = TimedBatches(batches, warmup, reps, strip=() if library == "fsdkit" else ("idx",))
+    timed = TimedBatches(batches, warmup, reps, strip=strip_for(config))
     with tempfile.TemporaryDirectory() as tmp:
-        if library == "fsdkit":
-            cached = method.endswith("-cache")
-            extra = fsdkit_worker(method.removesuffix("-cache"), cached, timed, encoded, collator, Path(tmp))
-        elif library == "textbrewer":
-            extra = textbrewer_worker(timed, Path(tmp))
-        else:
-            extra = torchdistill_worker(timed, Path(tmp))
+        extra = train_config(config, timed, encoded, collator, Path(tmp))
     passes = timed.pass_seconds()
     examples = n_batches * BATCH_SIZE
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -245,6 +332,56 @@ def run_worker(config: str, glue_dir: str, n_batches: int, warmup: int, reps: in
         "pass_seconds": passes, "examples_per_pass": examples, "tokens_per_pass": int(sum(b["attention_mask"].sum() for b in batches)),
         "peak_rss_mb": peak, "training_rss_mb": peak - extra.pop("rss_before_mb"), **extra,
     }
+
+
+def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, reps: int) -> dict[str, Any]:
+    """Every configuration in this one process, taking turns pass by pass: round r runs pass r of each (the order
+    rotated by one place each round), so a change of the machine's speed between rounds reaches every configuration
+    of a round alike and the ratio of two configurations is taken within each round. Each configuration's own loop
+    runs in its own thread; only the one whose turn it is runs (:class:`Baton`)."""
+    torch.set_num_threads(THREADS)
+    encoded, collator = mrpc_rows(glue_dir, n_batches * BATCH_SIZE)
+    batches = fixed_batches(encoded, collator, n_batches)
+    baton = Baton()
+    timed = {c: TurnBatches(batches, warmup, reps, strip_for(c), c, baton) for c in configs}
+    errors: dict[str, str] = {}
+    finished: set[str] = set()
+
+    def body(config: str, tmp: Path) -> None:
+        baton.wait_turn(config)
+        try:
+            train_config(config, timed[config], encoded, collator, tmp)
+        except Exception as exc:  # noqa: BLE001 — recorded, the others go on
+            import traceback
+
+            errors[config] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
+        finally:
+            finished.add(config)
+            baton.end_turn()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        threads = {c: threading.Thread(target=body, args=(c, Path(tmp) / c), daemon=True) for c in configs}
+        turns = [[c] * 2 for c in configs]  # set-up, then warm-up, one configuration after the other
+        turns = [c for pair in turns for c in pair]
+        for r in range(reps + 1):  # the passes, rotated; then the turn that lets each loop finish
+            turns += configs[r % len(configs):] + configs[: r % len(configs)]
+        for config in configs:
+            threads[config].start()
+        for config in turns:
+            if config not in finished:
+                baton.give(config)
+        for thread in threads.values():
+            thread.join()
+    examples = n_batches * BATCH_SIZE
+    out: dict[str, Any] = {"configs": {}, "order": "rotated"}
+    for config in configs:
+        passes = timed[config].pass_seconds()
+        if config in errors or len(passes) != reps:
+            out["configs"][config] = {"status": "unavailable", "error": errors.get(config, f"{len(passes)} of {reps} passes")}
+        else:
+            out["configs"][config] = {"status": "ok", "examples_per_second": examples / statistics.median(passes),
+                                      "pass_seconds": passes}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ CKA
@@ -504,11 +641,67 @@ def cka_findings(rows: dict[str, Any]) -> list[str]:
     return notes
 
 
+def paired_ratio(paired: dict[str, Any], a: str, b: str) -> float | None:
+    """Throughput of ``a`` over that of ``b``: the median over the rounds of ``t_b / t_a`` within a round."""
+    ra, rb = paired["configs"].get(a, {}), paired["configs"].get(b, {})
+    if ra.get("status") != "ok" or rb.get("status") != "ok":
+        return None
+    return statistics.median(tb / ta for ta, tb in zip(ra["pass_seconds"], rb["pass_seconds"]))
+
+
+def training_section(train: dict[str, Any] | None) -> list[str]:
+    """SPEED.md's training table and ratios (throughput from the configurations taking turns in one process,
+    memory from each alone in its own)."""
+    if not isinstance(train, dict) or "paired" not in train:
+        return ["Not measured in this form (re-run `--parts training`).", ""]
+    st, paired, alone = train["settings"], train["paired"], train["alone"]
+    lines = [f"Throughput: every configuration in one process, taking turns pass by pass — {st['paired_reps']} rounds, "
+             f"each one pass of every configuration over the same {st['n_batches']} batches (the order rotated by one "
+             f"place each round; {st['warmup']} warm-up steps each before the first round). Each configuration runs its "
+             "library's own loop in its own thread; only the one whose turn it is runs. examples/s is the median of its "
+             "passes; a ratio is the median over the rounds of the ratio within a round, so a change of the machine's "
+             "speed between rounds (seen here: up to 2× over minutes) cancels out. Memory: each configuration alone in "
+             f"its own process ({st['reps']} passes; its throughput there in the 'alone' column), peak RSS and "
+             "'training' = peak minus the RSS after loading the models.", "",
+             "| Configuration | examples/s | relative to fsdkit VKD | alone: examples/s | peak RSS (MB) | training (MB) |",
+             "|---|---|---|---|---|---|"]
+    if paired.get("status") == "unavailable":
+        return lines + [f"| (all) | unavailable: {paired['error'].splitlines()[0][:160]} | – | – | – | – |", ""]
+    for name in TRAIN_CONFIGS:
+        r, a = paired["configs"].get(name), alone.get(name, {})
+        if r is None:
+            continue
+        if r["status"] != "ok":
+            lines.append(f"| {name} | unavailable: {r['error'].splitlines()[0][:120]} | – | – | – | – |")
+            continue
+        memory = (f"{a['examples_per_second']:.1f} | {a['peak_rss_mb']:.0f} | {a['training_rss_mb']:.0f}"
+                  if a.get("status") == "ok" else "– | – | –")
+        lines.append(f"| {name} | {r['examples_per_second']:.1f} | {fmt_ratio(paired_ratio(paired, name, 'fsdkit-vkd'), 1)} | "
+                     f"{memory} |")
+    ratio = lambda a, b: fmt_ratio(paired_ratio(paired, a, b), 1)  # noqa: E731
+    speed = lambda c: paired["configs"].get(c, {}).get("examples_per_second") or 0  # noqa: E731
+    peer = max(("textbrewer-vkd", "torchdistill-vkd"), key=speed)
+    lines += ["", "Ratios (target in brackets):", "",
+              f"- FSD / VKD throughput, live teacher: **{ratio('fsdkit-fsd', 'fsdkit-vkd')}** (≥ 0.95; the paper: 0.92)",
+              f"- FSD / VKD throughput, both with the teacher-output cache: **{ratio('fsdkit-fsd-cache', 'fsdkit-vkd-cache')}** (≥ 0.97)",
+              f"- fsdkit VKD / the fastest peer's VKD ({peer}): live teacher **{ratio('fsdkit-vkd', peer)}** (≥ 1), "
+              f"teacher-output cache **{ratio('fsdkit-vkd-cache', peer)}** (≥ 1.5)",
+              f"- FSD (cache) / VKD (live): **{ratio('fsdkit-fsd-cache', 'fsdkit-vkd')}**",
+              f"- cache speed-up, VKD: **{ratio('fsdkit-vkd-cache', 'fsdkit-vkd')}×**; FSD: **{ratio('fsdkit-fsd-cache', 'fsdkit-fsd')}×**",
+              f"- TextBrewer / fsdkit (VKD): {ratio('textbrewer-vkd', 'fsdkit-vkd')}; "
+              f"torchdistill / fsdkit (VKD): {ratio('torchdistill-vkd', 'fsdkit-vkd')}"]
+    cache = alone.get("fsdkit-fsd-cache", {})
+    if cache.get("cache_build_seconds"):
+        per_example = cache["cache_build_seconds"] / cache["cache_examples"]
+        lines += [f"- cache build: {cache['cache_build_seconds']:.1f} s for {cache['cache_examples']} examples "
+                  f"({1 / per_example:.1f} examples/s, one teacher pass; {cache['cache_bytes'] / 2**20:.1f} MB for the "
+                  "penultimate layer + logits) — paid once per task and teacher, then shared by every epoch, method and seed"]
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     """SPEED.md from the results."""
     m = results["machine"]
-    train = {r["config"]: r for r in results.get("training", [])}
-    base = train.get("fsdkit-vkd", {}).get("examples_per_second")
     fmt_load = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
     runs = results.get("part_runs", {})
     measured = []
@@ -528,40 +721,8 @@ def render(results: dict[str, Any]) -> str:
              "", "Measured (each part by its own command; `--parts` re-runs some and keeps the others):", "", *measured,
              "", "Library versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", "",
              "Installation (setup.sh):", "", *(f"- {line}" for line in results.get("install_status", [])), "",
-             "## Training throughput (vanilla KD, MiniLM → 3-layer student, MRPC, batch 32, max length 128)", "",
-             f"Each configuration runs in {results['settings'].get('rounds', 1)} interleaved round(s) (every configuration "
-             f"once per round, each in its own process); a round is the median of {results['settings']['reps']} passes "
-             f"over the same {results['settings']['n_batches']} batches ({results['settings']['warmup']} warm-up steps "
-             "excluded), and the table gives the median over the rounds (every round's value in results.json). Peak RSS "
-             "of the library's own process (the median round's); 'training' = peak minus the RSS after loading the models.", "",
-             "| Configuration | examples/s | relative to fsdkit VKD | peak RSS (MB) | training (MB) |", "|---|---|---|---|---|"]
-    for name in TRAIN_CONFIGS:
-        r = train.get(name)
-        if r is None:
-            continue
-        if r["status"] != "ok":
-            lines.append(f"| {name} | unavailable: {r['error'].splitlines()[0][:120]} | – | – | – |")
-            continue
-        lines.append(f"| {name} | {r['examples_per_second']:.1f} | {fmt_ratio(r['examples_per_second'], base)} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['training_rss_mb']:.0f} |")
-    get = lambda k: train.get(k, {}).get("examples_per_second")  # noqa: E731
-    fastest_peer = max([v for v in (get("textbrewer-vkd"), get("torchdistill-vkd")) if v] or [None], key=lambda v: v or 0)
-    lines += ["", "Ratios (target in brackets):", "",
-              f"- FSD / VKD throughput, live teacher: **{fmt_ratio(get('fsdkit-fsd'), get('fsdkit-vkd'))}** (≥ 0.95; the paper: 0.92)",
-              f"- FSD / VKD throughput, both with the teacher-output cache: **{fmt_ratio(get('fsdkit-fsd-cache'), get('fsdkit-vkd-cache'))}** (≥ 0.97)",
-              f"- fsdkit VKD / the fastest peer's VKD: live teacher **{fmt_ratio(get('fsdkit-vkd'), fastest_peer)}** (≥ 1), "
-              f"teacher-output cache **{fmt_ratio(get('fsdkit-vkd-cache'), fastest_peer)}** (≥ 1.5)",
-              f"- FSD (cache) / VKD (live): **{fmt_ratio(get('fsdkit-fsd-cache'), get('fsdkit-vkd'))}**",
-              f"- cache speed-up, VKD: **{fmt_ratio(get('fsdkit-vkd-cache'), get('fsdkit-vkd'))}×**; "
-              f"FSD: **{fmt_ratio(get('fsdkit-fsd-cache'), get('fsdkit-fsd'))}×**",
-              f"- TextBrewer / fsdkit (VKD): {fmt_ratio(get('textbrewer-vkd'), get('fsdkit-vkd'))}; "
-              f"torchdistill / fsdkit (VKD): {fmt_ratio(get('torchdistill-vkd'), get('fsdkit-vkd'))}"]
-    cache = train.get("fsdkit-fsd-cache", {})
-    if cache.get("cache_build_seconds"):
-        per_example = cache["cache_build_seconds"] / cache["cache_examples"]
-        lines += [f"- cache build: {cache['cache_build_seconds']:.1f} s for {cache['cache_examples']} examples "
-                  f"({1 / per_example:.1f} examples/s, one teacher pass; {cache['cache_bytes'] / 2**20:.1f} MB for the "
-                  "penultimate layer + logits) — paid once per task and teacher, then shared by every epoch, method and seed"]
+             "## Training throughput (vanilla KD, MiniLM → 3-layer student, MRPC, batch 32, max length 128)", ""]
+    lines += training_section(results.get("training"))
     lines += ["", "## CKA of FSDI and FSDL (forward + backward; forward only where marked)", ""]
     for view, block in results.get("cka", {}).items():
         desc = ("FSDI: one CKA per sample over its tokens" if view == "intra" else "FSDL: one CKA over the batch's flattened rows")
@@ -606,8 +767,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default=str(HERE))
     parser.add_argument("--n-batches", type=int, default=6, help="batches per timed pass")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up steps before the timed passes")
-    parser.add_argument("--reps", type=int, default=3, help="timed passes per worker (their median is the worker's)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every training configuration")
+    parser.add_argument("--reps", type=int, default=3, help="timed passes of a configuration alone in its process")
+    parser.add_argument("--paired-reps", type=int, default=8,
+                        help="rounds of the configurations taking turns in one process (one pass each per round)")
     parser.add_argument("--kmeans-rows", type=int, default=1024)
     parser.add_argument("--kmeans-k", type=int, default=100)
     parser.add_argument("--configs", default=",".join(TRAIN_CONFIGS))
@@ -621,7 +783,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     if args.worker:
         try:
-            result = run_worker(args.worker, args.glue_dir, args.n_batches, args.warmup, args.reps)
+            if args.worker.startswith("paired:"):
+                result = run_paired(args.worker.removeprefix("paired:").split(","), args.glue_dir, args.n_batches,
+                                    args.warmup, args.reps)
+            else:
+                result = run_worker(args.worker, args.glue_dir, args.n_batches, args.warmup, args.reps)
         except Exception as exc:  # noqa: BLE001 — recorded by the parent
             import traceback
 
@@ -645,8 +811,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = out / "results.json"
     results: dict[str, Any] = json.loads(previous.read_text()) if set(parts) != set(PARTS) and previous.is_file() else {}
     results.update({"machine": machine(), "install_status": status_file.read_text().splitlines() if status_file.is_file() else [],
-                    "settings": {"n_batches": args.n_batches, "warmup": args.warmup, "reps": args.reps, "rounds": args.rounds,
-                                 "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}})
+                    "settings": {                                 "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}})
     results.setdefault("commands", {})
     results.setdefault("part_runs", {})
     for part in parts:
@@ -663,34 +828,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train_bench(args) -> list[dict[str, Any]]:
-    """Every training configuration, each in its own worker process (its own peak RSS), in ``--rounds`` interleaved
-    rounds (every configuration once per round): a drift of the machine's load then affects every configuration
-    alike. A configuration's throughput is the median over its rounds (each round: the median of its passes)."""
+def _worker(args, config: str, *extra: str) -> dict[str, Any]:
+    """Run ``--worker config`` in a fresh process; its RESULT line, or the failure."""
+    cmd = [sys.executable, __file__, "--worker", config, "--glue-dir", args.glue_dir, "--n-batches", str(args.n_batches),
+           "--warmup", str(args.warmup), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    return json.loads(line[7:]) if line else {"config": config, "status": "unavailable",
+                                              "error": f"worker exited {proc.returncode}: {proc.stderr[-2000:]}"}
+
+
+def train_bench(args) -> dict[str, Any]:
+    """Throughput from one process in which every configuration takes turns pass by pass (:func:`run_paired`):
+    each configuration's throughput is the median of its ``--paired-reps`` passes, and the ratio of two
+    configurations the median over the rounds of their ratio within a round. Memory from each configuration alone
+    in its own process (peak RSS; its throughput there is kept too, as ``alone``)."""
     configs = [c for c in args.configs.split(",") if c]
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
-    for round_no in range(args.rounds):
-        for config in configs:
-            cmd = [sys.executable, __file__, "--worker", config, "--glue-dir", args.glue_dir, "--n-batches",
-                   str(args.n_batches), "--warmup", str(args.warmup), "--reps", str(args.reps)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-            result = json.loads(line[7:]) if line else {"config": config, "status": "unavailable",
-                                                        "error": f"worker exited {proc.returncode}: {proc.stderr[-2000:]}"}
-            shown = {k: v for k, v in result.items() if k != "error"} | ({"error": result["error"][:300]} if "error" in result else {})
-            print(json.dumps({"round": round_no, **shown}), flush=True)
-            runs[config].append(result)
-    rows = []
-    for config, results in runs.items():
-        ok = [r for r in results if r["status"] == "ok"]
-        if not ok:
-            rows.append(results[0])
-            continue
-        ok.sort(key=lambda r: r["examples_per_second"])
-        median = ok[len(ok) // 2]
-        rows.append({**median, "rounds": [r["examples_per_second"] for r in results if r["status"] == "ok"],
-                     "examples_per_second": statistics.median(r["examples_per_second"] for r in ok)})
-    return rows
+    alone = {}
+    for config in configs:
+        result = _worker(args, config, "--reps", str(args.reps))
+        alone[config] = result
+        print(json.dumps({"alone": {k: v for k, v in result.items() if k != "error"}}), flush=True)
+    paired = _worker(args, "paired:" + ",".join(configs), "--reps", str(args.paired_reps))
+    print(json.dumps({"paired": paired})[:3000], flush=True)
+    settings = {"n_batches": args.n_batches, "warmup": args.warmup, "reps": args.reps, "paired_reps": args.paired_reps}
+    return {"settings": settings, "alone": alone, "paired": paired}
 
 
 #: the measurements, by the name of their section in results.json
