@@ -199,6 +199,7 @@ def render(
     tuning: Sequence[Mapping[str, Any]] = (),
     recipe: Mapping[str, Any] | None = None,
     expected_seeds: int | Mapping[str, int] = 3,
+    ablation_seeds: int | Mapping[str, int] | None = None,
     analysis_link: str | None = None,
     analysis: Mapping[str, Any] | None = None,
     earlier: Sequence[Mapping[str, Any]] = (),
@@ -211,8 +212,10 @@ def render(
     ``analysis`` is the ``results.json`` of the analysis report at ``analysis_link`` (its key numbers are inlined);
     ``earlier``: finished runs of an earlier recipe, not shown in the tables (counted under Provenance);
     ``curve_links``: task → the plot of its dev curves (:func:`plot_curves`); ``search``: the studies of the
-    equal-budget search (:func:`search_summary`), shown instead of the weight search of ``tune.py``.
+    equal-budget search (:func:`search_summary`), shown instead of the weight search of ``tune.py``;
+    ``ablation_seeds``: the expected seeds of the ablation cells where they differ from ``expected_seeds``.
     """
+    ablation_seeds = expected_seeds if ablation_seeds is None else ablation_seeds
     stats = summary_table(records)
     tasks = ordered_tasks(r["task"] for r in records)
     core, further = [t for t in tasks if t in TABLE_TASKS], [t for t in tasks if t not in TABLE_TASKS]
@@ -294,7 +297,8 @@ def render(
     if any(m in ABLATION_METHODS for m in ablation):
         lines += ["## FSD ablations (paper Table 4 layout, main metric)", ""]
         header = ["Method"] + [t.upper() for t in core]
-        rows = [[DISPLAY.get(m, m)] + [fmt(stats.get((t, m), {}).get(task_metrics(t)[1]), seeds_for(expected_seeds, t))
+        rows = [[DISPLAY.get(m, m)] + [fmt(stats.get((t, m), {}).get(task_metrics(t)[1]),
+                                           seeds_for(ablation_seeds if m in ABLATION_METHODS else expected_seeds, t))
                                        for t in core] for m in ablation]
         lines += _table(header, rows) + [""]
     else:
@@ -384,7 +388,7 @@ def render(
     hosts = sorted({f"{r['host'].get('cpu_count')} CPUs, torch {r['host'].get('torch_version')}" for r in records if r.get("host")})
     lines += ["## Coverage (the suite's plan, in its order)", ""]
     lines += _table(["Part", "Tasks × methods × seeds", "Runs finished", "With test predictions", "Teachers"],
-                    coverage_rows(students, teachers, expected_seeds)) + [""]
+                    coverage_rows(students, teachers, expected_seeds, ablation_seeds)) + [""]
     lines += ["## Provenance", "", f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
               f"- fsdkit commits: {', '.join(commits) or '–'}", f"- machines: {'; '.join(hosts) or '–'}"]
     if earlier:
@@ -403,14 +407,16 @@ PLAN = (("core table", TABLE_TASKS, TABLE_METHODS), ("FSD ablations", TABLE_TASK
 
 
 def coverage_rows(students: Sequence[Mapping[str, Any]], teachers: Mapping[str, Any],
-                  expected_seeds: int | Mapping[str, int]) -> list[list[str]]:
-    """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected) have finished, and how
-    many of those wrote their test-set predictions."""
+                  expected_seeds: int | Mapping[str, int],
+                  ablation_seeds: int | Mapping[str, int] | None = None) -> list[list[str]]:
+    """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected; the ablations'
+    ``ablation_seeds`` where given) have finished, and how many of those wrote their test-set predictions."""
     done = {(r["task"], r["method"], r["seed"]): bool(r.get("test_predictions")) for r in students}
     rows = []
     for part, tasks, methods in PLAN:
-        planned = [(t, m, s) for t in tasks for m in methods for s in range(1, seeds_for(expected_seeds, t) + 1)]
-        seeds = sorted({seeds_for(expected_seeds, t) for t in tasks})
+        expected = ablation_seeds if methods == ABLATION_METHODS and ablation_seeds is not None else expected_seeds
+        planned = [(t, m, s) for t in tasks for m in methods for s in range(1, seeds_for(expected, t) + 1)]
+        seeds = sorted({seeds_for(expected, t) for t in tasks})
         rows.append([part, f"{len(tasks)} × {len(methods)} × {'/'.join(map(str, seeds))}",
                      f"{sum(key in done for key in planned)} of {len(planned)}",
                      str(sum(done.get(key, False) for key in planned)),
@@ -576,13 +582,15 @@ def main(argv: list[str] | None = None) -> int:
     summary = Path(report).with_name("results.json") if report is not None else None
     analysis = json.loads(summary.read_text(encoding="utf-8")) if summary is not None and summary.is_file() else None
     command = "python benchmarks/report.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    seeds = args.seeds if args.seeds is not None else ((recipe.get("table") or {}).get("seeds") or 3)
+    table = recipe.get("table") or {}
+    seeds = args.seeds if args.seeds is not None else (table.get("seeds") or 3)
     curve_links = None
     if args.curves_dir:
         plots = plot_curves(records, Path(args.curves_dir), recipe)
         curve_links = {t: os.path.relpath(Path(path).resolve(), output.resolve().parent) for t, path in plots.items()}
     text = render(records, command=command.strip(), failures=open_failures(raw), tuning=tuning, recipe=recipe,
-                  expected_seeds=seeds, analysis_link=analysis_link, analysis=analysis,
+                  expected_seeds=seeds, ablation_seeds=table.get("ablation_seeds"), analysis_link=analysis_link,
+                  analysis=analysis,
                   earlier=latest_ok(earlier), curve_links=curve_links,
                   search=search_summary(args.search_db, recipe) if args.search_db else None,
                   recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent))
