@@ -28,10 +28,14 @@ Degenerate input never yields NaN values or gradients:
   epsilon) makes CKA undefined; it is returned as 0, so that a loss ``−log(CKA + ε)`` stays finite and its
   gradient is zero. The distances take such a side as the zero matrix (against a non-degenerate ``Ỹ``:
   ``D_P = 1`` and ``D_FG = ‖ỸỸᵀ‖_F``; 0 if both sides are degenerate).
+
+The checks that depend on values (the mask's 0/1 values and row counts, finiteness, and in the Gram form whether
+a side's mean dominates) are read together: one host synchronisation per call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -59,18 +63,57 @@ class _Centred(NamedTuple):
         return self.x * self.rx[..., None, None], self.y * self.ry[..., None, None]
 
 
+class _Deferred:
+    """Checks on tensor values, read together: a call's value-dependent validation (mask, row counts, finiteness,
+    the precision route) costs one host synchronisation instead of one per check."""
+
+    def __init__(self):
+        self.conditions: list[torch.Tensor] = []
+        self.errors: list[Callable[[], Exception]] = []
+
+    def require(self, ok: torch.Tensor, error: Callable[[], Exception]) -> None:
+        """Raise ``error()`` at the next :meth:`read` unless ``ok`` (a 0-d bool tensor) holds."""
+        self.conditions.append(ok)
+        self.errors.append(error)
+
+    def read(self, value: torch.Tensor | None = None) -> float | None:
+        """Read every pending check and ``value`` (0-d) in one synchronisation; raise the first failed check's error."""
+        if not self.conditions and value is None:
+            return None
+        dtype = torch.float32 if value is None else value.dtype
+        got = torch.stack([c.to(dtype) for c in self.conditions] + ([] if value is None else [value.reshape(())])).tolist()
+        conditions, errors = self.conditions, self.errors
+        self.conditions, self.errors = [], []
+        for ok, error in zip(got, errors):
+            if not ok:
+                raise error()
+        return None if value is None else got[len(conditions)]
+
+
+def _non_finite(name: str, label: str, z: torch.Tensor) -> ValueError:
+    problem = "non-finite values" if not torch.isfinite(z).all() else "values too large for its dtype"
+    return ValueError(f"{name}: {problem} in {label}")
+
+
+def _too_few_rows(name: str, min_rows: int, got: int) -> ValueError:
+    hint = " (a batch of one sample?)" if got == 1 else ""
+    return ValueError(f"{name} needs at least {min_rows} rows per set, got {got}{hint}")
+
+
 class _Checked(NamedTuple):
-    """Validated inputs in the computing dtype, the float mask (``None`` when every row is real) and the number
-    of real rows per batch element."""
+    """Validated inputs in the computing dtype, the float mask (``None`` when every row is real), the number
+    of real rows per batch element, and the checks on the mask's values still to be read (:class:`_Deferred`)."""
 
     x: torch.Tensor
     y: torch.Tensor
     mask: torch.Tensor | None
     counts: torch.Tensor
+    deferred: _Deferred
 
 
 def _check(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int) -> _Checked:
-    """Validate the shapes, the mask and the row counts; cast to the computing dtype (at least float32)."""
+    """Validate the shapes, the mask's shape and the row counts without a mask; cast to the computing dtype (at least
+    float32). The checks of a mask's values (0/1, enough real rows) are deferred to the caller's one read."""
     if x.dim() < 2 or y.dim() < 2 or x.shape[:-1] != y.shape[:-1]:
         raise ValueError(
             f"{name}: x and y must be (..., n, p) and (..., n, q) with the same n and leading dims, "
@@ -83,26 +126,21 @@ def _check(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int) -> 
     # as precise as a float32 run's (a bf16 CKA is off by ~5e-4, fp16 flattened rows overflow their squares)
     dtype = torch.promote_types(dtype, torch.float32)
     x, y = x.to(dtype), y.to(dtype)
+    deferred = _Deferred()
     if mask is None:
-        m = None
-        counts = x.new_full(x.shape[:-2], float(x.shape[-2]))
-    else:
-        m = torch.as_tensor(mask, device=x.device).to(dtype)
-        if m.shape != x.shape[:-1]:
-            raise ValueError(
-                f"{name}: mask must have shape {tuple(x.shape[:-1])} (x without its last dim), got {tuple(m.shape)}"
-            )
-        if not ((m == 0) | (m == 1)).all():
-            raise ValueError(f"{name}: mask must hold only 0/1 (or bool) values")
-        counts = m.sum(-1)
-    if m is None:
-        got = x.shape[-2]
-    else:
-        got = int(counts.min()) if counts.numel() else min_rows
-    if got < min_rows:
-        hint = " (a batch of one sample?)" if got == 1 else ""
-        raise ValueError(f"{name} needs at least {min_rows} rows per set, got {got}{hint}")
-    return _Checked(x, y, m, counts)
+        if x.shape[-2] < min_rows:
+            raise _too_few_rows(name, min_rows, x.shape[-2])
+        return _Checked(x, y, None, x.new_full(x.shape[:-2], float(x.shape[-2])), deferred)
+    m = torch.as_tensor(mask, device=x.device).to(dtype)
+    if m.shape != x.shape[:-1]:
+        raise ValueError(
+            f"{name}: mask must have shape {tuple(x.shape[:-1])} (x without its last dim), got {tuple(m.shape)}"
+        )
+    deferred.require(((m == 0) | (m == 1)).all(), lambda: ValueError(f"{name}: mask must hold only 0/1 (or bool) values"))
+    counts = m.sum(-1)
+    if counts.numel():
+        deferred.require(counts.min() >= min_rows, lambda: _too_few_rows(name, min_rows, int(counts.min())))
+    return _Checked(x, y, m, counts, deferred)
 
 
 def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, ratio: bool = False) -> _Centred:
@@ -112,17 +150,20 @@ def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, r
     side (the CKAs): the inverse norms then carry no gradient, because their exact contribution is zero
     (Euler: ``⟨∇f(w), w⟩ = 0`` for f of degree 0), and the backward pass skips one pass over each input.
     """
-    x, y, m, counts = _check(name, x, y, mask, min_rows)
-    (xc, rx), (yc, ry) = (_centre(name, label, z, m, counts, ratio) for label, z in (("x", x), ("y", y)))
+    x, y, m, counts, deferred = _check(name, x, y, mask, min_rows)
+    (xc, rx), (yc, ry) = (_centre(name, label, z, m, counts, ratio, deferred) for label, z in (("x", x), ("y", y)))
+    deferred.read()
     return _Centred(xc, yc, rx, ry, m, counts)
 
 
-def _centre(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor, detach: bool):
+def _centre(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor, detach: bool,
+            deferred: _Deferred):
     """``(z̃, r)``: ``z`` minus the mean of its real rows, padding rows zeroed, and ``r = 1/‖z̃‖_F``.
 
     ``r = 0`` (zero variance) when the centred energy ``‖z̃‖²`` is at most ``eps`` (machine epsilon) times
     the uncentred energy ``‖z̃‖² + count·‖mean‖²``. Non-finite values in ``z`` make that energy non-finite,
-    so one check on ``(...)``-shaped sums replaces a pass over ``z``. ``detach``: ``r`` carries no gradient.
+    so one check on ``(...)``-shaped sums replaces a pass over ``z`` (added to ``deferred``, for the caller to
+    read). ``detach``: ``r`` carries no gradient.
     """
     if m is None:
         mean = z.mean(-2, keepdim=True)
@@ -133,9 +174,7 @@ def _centre(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, coun
     norm = torch.linalg.vector_norm(zc.detach() if detach else zc, dim=(-2, -1))  # one fused, cascade-summed pass; gradient 0 at 0
     energy = norm.square()
     total = energy + counts * mean.square().sum((-2, -1))
-    if not torch.isfinite(total).all():
-        problem = "non-finite values" if not torch.isfinite(z).all() else "values too large for its dtype"
-        raise ValueError(f"{name}: {problem} in {label}")
+    deferred.require(torch.isfinite(total).all(), lambda: _non_finite(name, label, z))
     varies = energy > torch.finfo(z.dtype).eps * total
     safe = torch.where(varies, norm, torch.ones_like(norm))  # no infinite gradient in the branch not taken
     return zc, torch.where(varies, 1 / safe, torch.zeros_like(norm))
@@ -199,34 +238,36 @@ def _double_centre(g: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor
 
 
 def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor,
-                  gram: torch.Tensor | None = None) -> torch.Tensor:
+                  deferred: _Deferred, gram: torch.Tensor | None = None) -> torch.Tensor:
     """The Gram of the centred real rows at unit trace, ``K̃ = H_m z zᵀ H_m / ‖H_m z‖_F²`` (padding rows and
     columns zero), by double-centring the n × n Gram: one pass over ``z`` forward (``z zᵀ``) and one backward
     (``(Ġ + Ġᵀ) z``), no centred copy of the features. Where the mean so dominates (:data:`GRAM_CENTRING_LIMIT`;
     zero variance included) that the Gram's cancellation would be imprecise, the features are centred instead
     (exact to the dtype's rounding whatever the mean; a zero-variance side gives the zero matrix). ``gram``: the
-    product ``z zᵀ`` when the caller has it already."""
+    product ``z zᵀ`` when the caller has it already; ``deferred``: the call's checks still to be read (read here)."""
     _, k, total, energy = _double_centre(_self_gram(z) if gram is None else gram, m, counts)
-    if _gram_checks(name, ((label, z),), total[..., None], energy[..., None]):
-        zc, r = _centre(name, label, z, m, counts, detach=False)
+    if _gram_checks(name, ((label, z),), total[..., None], energy[..., None], deferred):
+        zc, r = _centre(name, label, z, m, counts, False, deferred)
+        deferred.read()
         return _self_gram(zc) * r.square()[..., None, None]
     return k / energy[..., None, None]
 
 
-def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor) -> bool:
-    """Raise on non-finite Grams (``total``, ``energy``: ``(..., S)`` for the S ``(label, z)`` sides); whether some
-    side's mean dominates (:data:`GRAM_CENTRING_LIMIT`). One host synchronisation for every check."""
+def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor, deferred: _Deferred) -> bool:
+    """Raise on non-finite Grams (``total``, ``energy``: ``(..., S)`` for the S ``(label, z)`` sides) and on the
+    ``deferred`` checks; whether some side's mean dominates (:data:`GRAM_CENTRING_LIMIT`). One host
+    synchronisation for every check of the call."""
     if total.numel() == 0:
+        deferred.read()
         return False
-    worst = (energy * GRAM_CENTRING_LIMIT - total).min().item()  # finite and > 0: every check passes (NaN propagates)
+    worst = deferred.read((energy * GRAM_CENTRING_LIMIT - total).min())  # finite and > 0: every check passes (NaN propagates)
     if worst > 0 and worst != float("inf"):
         return False
     bad, imprecise = torch.stack([~torch.isfinite(total).all(), (energy * GRAM_CENTRING_LIMIT <= total).any()]).tolist()
     if bad:  # the first side at fault, named
         at_fault = (~torch.isfinite(total)).reshape(-1, len(sides)).any(0).tolist()
         label, z = next(side for side, fault in zip(sides, at_fault) if fault)
-        problem = "non-finite values" if not torch.isfinite(z).all() else "values too large for its dtype"
-        raise ValueError(f"{name}: {problem} in {label}")
+        raise _non_finite(name, label, z)
     return imprecise
 
 
@@ -234,12 +275,12 @@ def _unit_grams(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int
     """``(K̃, Λ̃, counts)``: validated inputs (:func:`_check`) as their centred Grams at unit trace
     (:func:`_centred_gram`). Each side is centred on its own (a side without gradient, the teacher's, then costs no
     backward), and both are checked together: one host synchronisation for the two."""
-    x, y, m, counts = _check(name, x, y, mask, min_rows)
+    x, y, m, counts, deferred = _check(name, x, y, mask, min_rows)
     sides = [_double_centre(_self_gram(z), m, counts) for z in (x, y)]
     total = torch.stack([side[2] for side in sides], -1)
     energy = torch.stack([side[3] for side in sides], -1)
-    if _gram_checks(name, (("x", x), ("y", y)), total, energy):  # rare: centre the features of the side(s) at fault
-        return _centred_gram(name, "x", x, m, counts), _centred_gram(name, "y", y, m, counts), counts
+    if _gram_checks(name, (("x", x), ("y", y)), total, energy, deferred):  # rare: centre the features of the side(s) at fault
+        return _centred_gram(name, "x", x, m, counts, deferred), _centred_gram(name, "y", y, m, counts, deferred), counts
     (_, kx, _, ex), (_, ky, _, ey) = sides
     return kx / ex[..., None, None], ky / ey[..., None, None], counts
 
@@ -449,8 +490,8 @@ def target_gram(fn, y: torch.Tensor) -> torch.Tensor | None:
     form = _GRAM_FORMS.get(fn)
     if form is None:
         return None
-    y, _, _, counts = _check(fn.__name__, y, y, None, form[2])
-    return _centred_gram(fn.__name__, "y", y, None, counts)
+    y, _, _, counts, deferred = _check(fn.__name__, y, y, None, form[2])
+    return _centred_gram(fn.__name__, "y", y, None, counts, deferred)
 
 
 def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
@@ -462,6 +503,7 @@ def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor
     if target is None or form is None or not _gram_route(x, y, form[1]):
         return fn(x, y.detach())
     from_grams, _, min_rows = form
-    checked, _, _, counts = _check(fn.__name__, x, y, None, min_rows)
+    checked, _, _, counts, deferred = _check(fn.__name__, x, y, None, min_rows)
     gram = None if x_gram is None or checked is not x else x_gram  # a cast input needs its own product
-    return from_grams(_centred_gram(fn.__name__, "x", checked, None, counts, gram), target.to(checked.dtype), counts)
+    return from_grams(_centred_gram(fn.__name__, "x", checked, None, counts, deferred, gram), target.to(checked.dtype),
+                      counts)
