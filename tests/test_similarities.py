@@ -230,6 +230,32 @@ def test_gram_centring_falls_back_to_centred_features_where_the_mean_dominates(m
     assert calls == []
 
 
+
+
+@pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka],
+                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize("shape", [(4, 8, 96), (4, 96, 8)], ids=["gram-form", "feature-form"])
+def test_one_host_synchronisation_per_call(fn, shape, monkeypatch):
+    """The value checks of a call (mask values, row counts, finiteness, the Gram route's precision) are read
+    together: one read of tensor values into Python per call, whichever form computes it — and they still raise."""
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k:
+                            reads.append(_name) or _real(self, *a, **k))
+    x, y = torch.randn(*shape), torch.randn(*shape)
+    mask = torch.ones(shape[:-1])
+    mask[:, -3:] = 0
+    fn(x, y, mask)
+    monkeypatch.undo()
+    assert len(reads) == 1, reads
+    with pytest.raises(ValueError, match="0/1"):
+        fn(x, y, mask * 2)
+    with pytest.raises(ValueError, match="at least"):
+        fn(x, y, torch.zeros_like(mask))
+    x[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values in x"):
+        fn(x, y, mask)
 @pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka],
                          ids=lambda f: f.__name__)
 def test_a_precomputed_target_gives_the_same_value_and_gradient(fn):
