@@ -78,8 +78,8 @@ class _Deferred:
 
     def read(self, value: torch.Tensor | None = None) -> float | None:
         """Read every pending check and ``value`` (0-d) in one synchronisation; raise the first failed check's error."""
-        if not self.conditions and value is None:
-            return None
+        if not self.conditions:
+            return None if value is None else value.item()
         dtype = torch.float32 if value is None else value.dtype
         got = torch.stack([c.to(dtype) for c in self.conditions] + ([] if value is None else [value.reshape(())])).tolist()
         conditions, errors = self.conditions, self.errors
