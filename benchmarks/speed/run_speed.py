@@ -385,15 +385,21 @@ def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, r
 
 
 # ------------------------------------------------------------------------------------------------ CKA
-def _median_time(fn, reps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _interleaved_median_times(fns: dict[str, Any], reps: int, warmup: int = 2) -> dict[str, float]:
+    """The median time of each of ``fns`` over ``reps`` rounds, each round calling every function once (the order
+    rotated each round): a drift of the machine's speed reaches every function alike."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def cka_inputs(view: str, seed: int = 0):
@@ -416,9 +422,10 @@ def cka_bench(reps: int) -> dict[str, Any]:
         x0, y = cka_inputs(view)
         batched = view == "intra"  # intra: one CKA per sample; local: one CKA over the batch rows
         rows: dict[str, Any] = {}
+        steps: dict[str, Any] = {}
 
         def timed(name, fn, backward=True, reference=None, exact=None, note=""):
-            """Median forward (+ backward) time of ``fn(x)``; max |Δ| to fsdkit (``reference``) and to float64."""
+            """Register ``fn(x)``'s forward (+ backward) for timing; max |Δ| to fsdkit (``reference``) and to float64."""
             def step(with_grad):
                 x = x0.clone().requires_grad_(with_grad)
                 value = fn(x)
@@ -434,11 +441,11 @@ def cka_bench(reps: int) -> dict[str, Any]:
                         raise
                     backward, note = False, "its result carries no gradient"
                     value = step(False).detach()
-                seconds = _median_time(lambda: step(backward), reps)
             except Exception as exc:  # noqa: BLE001 — an unavailable or failing library is recorded
                 rows[name] = {"status": "unavailable", "error": f"{type(exc).__name__}: {exc}"}
                 return
-            row = {"status": "ok", "seconds": seconds, "backward": backward, "note": note}
+            steps[name] = lambda: step(backward)  # timed below, interleaved with the others
+            row = {"status": "ok", "backward": backward, "note": note}
             if reference is not None:
                 row["max_abs_diff"] = float((value.double() - reference.double()).abs().max())
                 row["agrees_1e-5"] = row["max_abs_diff"] <= 1e-5
@@ -500,7 +507,10 @@ def cka_bench(reps: int) -> dict[str, Any]:
                   reference=ref_unbiased, exact=exact_unbiased)
         except ImportError as exc:
             rows["torch-cka _HSIC (unbiased)"] = {"status": "unavailable", "error": str(exc)}
-        out[view] = {"shape_x": list(x0.shape), "shape_y": list(y.shape), "results": rows}
+        for name, seconds in _interleaved_median_times(steps, reps).items():
+            rows[name]["seconds"] = seconds
+        out[view] = {"shape_x": list(x0.shape), "shape_y": list(y.shape), "reps": reps, "order": "interleaved",
+                     "results": rows}
     return out
 
 
@@ -724,6 +734,10 @@ def render(results: dict[str, Any]) -> str:
              "## Training throughput (vanilla KD, MiniLM → 3-layer student, MRPC, batch 32, max length 128)", ""]
     lines += training_section(results.get("training"))
     lines += ["", "## CKA of FSDI and FSDL (forward + backward; forward only where marked)", ""]
+    reps = next((b.get("reps") for b in results.get("cka", {}).values() if b.get("order") == "interleaved"), None)
+    if reps:
+        lines += [f"Each time is the median of {reps} rounds; every round calls every implementation once, the order "
+                  "rotated each round, so a drift of the machine's speed reaches them alike.", ""]
     for view, block in results.get("cka", {}).items():
         desc = ("FSDI: one CKA per sample over its tokens" if view == "intra" else "FSDL: one CKA over the batch's flattened rows")
         lines += [f"### {view} — {desc}; x {block['shape_x']}, y {block['shape_y']}", "",
@@ -768,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-batches", type=int, default=6, help="batches per timed pass")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up steps before the timed passes")
     parser.add_argument("--reps", type=int, default=3, help="timed passes of a configuration alone in its process")
+    parser.add_argument("--cka-reps", type=int, default=50,
+                        help="rounds of the CKA timings (each round calls every implementation once, rotated)")
     parser.add_argument("--paired-reps", type=int, default=8,
                         help="rounds of the configurations taking turns in one process (one pass each per round)")
     parser.add_argument("--kmeans-rows", type=int, default=1024)
@@ -858,7 +874,7 @@ def train_bench(args) -> dict[str, Any]:
 #: the measurements, by the name of their section in results.json
 MEASURE = {
     "training": train_bench,
-    "cka": lambda args: cka_bench(reps=max(5, args.reps)),
+    "cka": lambda args: cka_bench(reps=args.cka_reps),
     "kmeans": lambda args: kmeans_bench(args.glue_dir, args.kmeans_rows, args.kmeans_k, reps=1),
 }
 PARTS = tuple(MEASURE)
