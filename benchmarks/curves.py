@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE))
 
 from suite import (  # noqa: E402
     DEFAULT_RECIPE,
+    _claim,
     _clean_output_dir,
     _csv,
     _prepare_output_dir,
@@ -130,8 +131,6 @@ def run_job(kind: str, task: str, method: str, seed: int, init: str | None, sett
 
 
 def study(args) -> int:
-    from filelock import FileLock, Timeout
-
     recipe, work_dir, results = load_recipe(args.recipe), Path(args.work_dir), Path(args.results)
     stop = work_dir / "STOP"
     failed = 0
@@ -150,24 +149,18 @@ def study(args) -> int:
                 logger.info("%s found: stopping", stop)
                 return 1 if failed else 0
             key = (task, method, seed, settings_hash({**settings, "resume": False}))
-            lock_path = Path(settings["output_dir"] + ".lock")
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(lock_path))
-            try:  # the teacher is waited for (students need it); a student another worker holds is skipped
-                lock.acquire(timeout=-1 if kind == "teacher" else 0)
-            except Timeout:
-                continue
-            try:
+            # the teacher is waited for (students need it); a student another worker holds is left to it
+            with _claim(Path(settings["output_dir"]), wait=kind == "teacher") as held:
+                if not held:
+                    continue
                 done = {(r["task"], r["method"], int(r["seed"]), r.get("settings_hash")) for r in read_records(results)
                         if r.get("status") == "ok"}
                 if key in done:
                     continue
                 record = run_job(kind, task, method, seed, init, settings, results)
-                failed += record["status"] != "ok"
-                if kind == "teacher" and record["status"] != "ok":
-                    break  # nothing to distil from
-            finally:
-                lock.release()
+            failed += record["status"] != "ok"
+            if kind == "teacher" and record["status"] != "ok":
+                break  # nothing to distil from
     return 1 if failed else 0
 
 
