@@ -361,8 +361,7 @@ def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, r
 
     with tempfile.TemporaryDirectory() as tmp:
         threads = {c: threading.Thread(target=body, args=(c, Path(tmp) / c), daemon=True) for c in configs}
-        turns = [[c] * 2 for c in configs]  # set-up, then warm-up, one configuration after the other
-        turns = [c for pair in turns for c in pair]
+        turns = [c for c in configs for _ in ("set-up", "warm-up")]  # one configuration after the other
         for r in range(reps + 1):  # the passes, rotated; then the turn that lets each loop finish
             turns += configs[r % len(configs):] + configs[: r % len(configs)]
         for config in configs:
