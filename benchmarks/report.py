@@ -426,12 +426,16 @@ def coverage_rows(students: Sequence[Mapping[str, Any]], teachers: Mapping[str, 
 
 def search_summary(storage: str, recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The equal-budget search's studies (``benchmarks/search.py``: one ``<task>-<method>`` Optuna study each) in the
-    recipe's task and method order: trials by state, the best trial's holdout value and parameters."""
+    recipe's task and method order: trials by state, the best of the study's budget (its first ``search.trials``
+    finished trials, :func:`fsdkit.sweep.best_trial`) with its holdout value and parameters."""
     import optuna
+
+    from fsdkit.sweep import best_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     search = recipe.get("search") or {}
+    budget = int(search.get("trials", 0))
     out = []
     for task in search.get("tasks", []):
         for method in search.get("methods", {}):
@@ -441,8 +445,7 @@ def search_summary(storage: str, recipe: Mapping[str, Any]) -> list[dict[str, An
             study = optuna.load_study(study_name=f"{task}-{method}", storage=storage)
             trials = study.get_trials(deepcopy=False)
             states = collections.Counter(t.state.name.lower() for t in trials)
-            complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-            best = max(complete, key=lambda t: t.value) if complete else None
+            best = best_trial(study, budget)
             out.append({"task": task, "method": method, "trials": dict(states), "metric": study.user_attrs.get("metric"),
                         "best": None if best is None else {"value": best.value, "params": best.params}})
     return out
@@ -456,12 +459,16 @@ def search_section(studies: Sequence[Mapping[str, Any]], recipe: Mapping[str, An
              f"Every method gets {budget} Optuna trials (TPE + median pruner on the per-epoch curve) over the learning "
              "rate, α, T and its own weights, scored on a fixed "
              f"{100 * float(search.get('holdout_fraction', 0)):g} % of the training set (seed 0) — never on dev. A "
-             "study's best parameters go into the recipe's `methods` before the table is run.", ""]
+             f"study is judged on its first {budget} finished trials (trials that finish beyond them, when two workers "
+             "each finish a last one, are not considered); its best parameters go into the recipe's `methods` before "
+             "the table is run.", ""]
     rows = []
     for s in studies:
         trials = s["trials"]
         finished = trials.get("complete", 0) + trials.get("pruned", 0)
-        state = f"{finished} of {budget}" + (f" ({trials['pruned']} pruned)" if trials.get("pruned") else "")
+        state = f"{min(finished, budget)} of {budget}" + (f" ({trials['pruned']} pruned)" if trials.get("pruned") else "")
+        if finished > budget:  # both workers finished a last trial: beyond the budget, not considered
+            state += f", {finished - budget} more not considered"
         if trials.get("running") or trials.get("waiting"):
             state += f", {trials.get('running', 0) + trials.get('waiting', 0)} running"
         best = s.get("best")

@@ -124,6 +124,30 @@ def test_the_pruner_never_decides_on_the_first_epoch():
     assert isinstance(_pruner("none", 3), optuna.pruners.NopPruner)
 
 
+def test_a_study_is_judged_on_its_first_trials_to_finish():
+    """The budget is the first ``trials`` finished trials in the order they finished: a trial finished beyond it
+    (two workers each finishing a last one) does not count, even when it is better; ties go to the first."""
+    from fsdkit.sweep import best_trial, budget_trials
+
+    study = optuna.create_study(direction="maximize")
+    first, second = study.ask(), study.ask()
+    study.tell(second, 0.7)  # finishes first
+    pruned = study.ask()
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    study.tell(first, 0.8)
+    tie = study.ask()
+    study.tell(tie, 0.8)
+    extra = study.ask()
+    study.tell(extra, 0.99)  # the fifth to finish: beyond a budget of 4
+    assert [t.number for t in budget_trials(study, 4)] == [1, 2, 0, 3]
+    assert best_trial(study, 4).number == 0 and best_trial(study, 5).number == 4
+    assert best_trial(study, 1).number == 1 and best_trial(optuna.create_study(), 3) is None
+    low = optuna.create_study(direction="minimize")
+    for value in (0.3, 0.1, 0.2):
+        low.tell(low.ask(), value)
+    assert best_trial(low, 2).value == 0.1
+
+
 def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
     spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)
     with pytest.raises(ConfigError, match="unknown option 'learning-rat'"):

@@ -8,8 +8,13 @@ lives in an Optuna storage (SQLite file or any RDB URL), so:
 - a killed sweep is resumed by running the same command: the study is loaded, finished trials are kept, and a
   trial whose worker died (no heartbeat for 3 intervals) is marked failed and retried with its parameters;
 - several workers — processes on one machine sharing a SQLite file, or machines sharing a PostgreSQL/MySQL
-  database — run the same command and share the study; each stops when the study has ``trials`` finished
-  (complete or pruned) trials.
+  database — run the same command and share the study; a worker starts no trial once the study has ``trials``
+  trials finished (complete or pruned) or under way, and stops when it has ``trials`` finished.
+
+The study's budget is its first ``trials`` finished trials, in the order they finished (:func:`budget_trials`):
+its best trial is the best of those. Should workers finish more between them (a worker that died mid-trial and
+was replaced), the extra trials are not considered, so studies compared at one budget are judged on as many
+trials each.
 
 Every worker writes ``summary.json`` (best trial, its parameters and command line, counts) and, with matplotlib,
 ``optimization_history.png`` and ``param_importances.png`` into ``OUTPUT_DIR`` when it stops.
@@ -216,12 +221,33 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         record = run(run_config, on_evaluate=report)
         return record["metrics"][split][metric]
 
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    states = optuna.trial.TrialState
+    finished = (states.COMPLETE, states.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     if done < config.trials:
-        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished)],
-                       catch=(FloatingPointError,))
+        # a trial under way counts: two workers do not both start the study's last trial
+        started = optuna.study.MaxTrialsCallback(config.trials, states=(*finished, states.RUNNING, states.WAITING))
+        study.optimize(objective, callbacks=[started], catch=(FloatingPointError,))
     return write_summary(study, config, out)
+
+
+def budget_trials(study, trials: int) -> list:
+    """The study's first ``trials`` finished (complete or pruned) trials, in the order they finished."""
+    import optuna
+
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    return sorted(finished, key=lambda t: (t.datetime_complete, t.number))[:trials]
+
+
+def best_trial(study, trials: int):
+    """The best complete trial among :func:`budget_trials` (the first to finish among equal values), or None."""
+    import optuna
+
+    complete = [t for t in budget_trials(study, trials) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return None
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(complete, key=lambda t: t.value)
 
 
 def write_summary(study, config: SweepConfig, out: Path) -> dict[str, Any]:
@@ -232,10 +258,10 @@ def write_summary(study, config: SweepConfig, out: Path) -> dict[str, Any]:
     count = {state.name.lower(): sum(t.state == state for t in trials) for state in states}
     summary: dict[str, Any] = {"study_name": config.study_name, "storage": config.storage,
                                "direction": config.direction, "metric": study.user_attrs.get("metric"),
-                               "trials": count, "best": None}
+                               "trials": count, "budget": config.trials, "best": None}
     complete = [t for t in trials if t.state == states.COMPLETE]
-    if complete:
-        best = study.best_trial
+    best = best_trial(study, config.trials)
+    if best is not None:
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
                            "command": best.user_attrs.get("command"), "output_dir": best.user_attrs.get("output_dir")}
     summary["plots"] = _plots(study, out) if len(complete) >= 2 else []
