@@ -469,7 +469,7 @@ def search_section(studies: Sequence[Mapping[str, Any]], recipe: Mapping[str, An
         state = f"{min(finished, budget)} of {budget}" + (f" ({trials['pruned']} pruned)" if trials.get("pruned") else "")
         if finished > budget:  # both workers finished a last trial: beyond the budget, not considered
             state += f", {finished - budget} more not considered"
-        if trials.get("running") or trials.get("waiting"):
+        if (trials.get("running") or trials.get("waiting")) and finished < budget:  # (a done study's are stale)
             state += f", {trials.get('running', 0) + trials.get('waiting', 0)} running"
         best = s.get("best")
         metric = str(s.get("metric") or "").split(".")[-1]
