@@ -408,13 +408,13 @@ PLAN = (("core table", TABLE_TASKS, TABLE_METHODS), ("FSD ablations", TABLE_TASK
 
 def coverage_rows(students: Sequence[Mapping[str, Any]], teachers: Mapping[str, Any],
                   expected_seeds: int | Mapping[str, int],
-                  ablation_seeds: int | Mapping[str, int] | None = None) -> list[list[str]]:
+                  ablation_seeds: int | Mapping[str, int]) -> list[list[str]]:
     """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected; the ablations'
-    ``ablation_seeds`` where given) have finished, and how many of those wrote their test-set predictions."""
+    ``ablation_seeds``) have finished, and how many of those wrote their test-set predictions."""
     done = {(r["task"], r["method"], r["seed"]): bool(r.get("test_predictions")) for r in students}
     rows = []
     for part, tasks, methods in PLAN:
-        expected = ablation_seeds if methods == ABLATION_METHODS and ablation_seeds is not None else expected_seeds
+        expected = ablation_seeds if methods == ABLATION_METHODS else expected_seeds
         planned = [(t, m, s) for t in tasks for m in methods for s in range(1, seeds_for(expected, t) + 1)]
         seeds = sorted({seeds_for(expected, t) for t in tasks})
         rows.append([part, f"{len(tasks)} × {len(methods)} × {'/'.join(map(str, seeds))}",

@@ -391,7 +391,8 @@ class Suite:
                 if key in done_keys(read_records(self.results)) and (
                         method != TEACHER or (self.teacher_dir(task) / "config.json").is_file()):
                     counts["skipped"] += 1
-                    teacher_ok[task] = teacher_ok.get(task, False) or method == TEACHER
+                    if method == TEACHER:
+                        teacher_ok[task] = True
                     continue
                 if method == TEACHER and self.adopt_teacher(task, seed, settings):
                     counts["adopted"] += 1
