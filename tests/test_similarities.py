@@ -15,6 +15,7 @@ from scipy.linalg import orthogonal_procrustes
 from scipy.optimize import brentq
 
 from fsdkit.losses import similarities as sim
+from read_counting import count_reads
 from fsdkit.losses.similarities import debiased_cka, gram_distance, linear_cka, procrustes_distance, rbf_cka
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -230,19 +231,13 @@ def test_gram_centring_falls_back_to_centred_features_where_the_mean_dominates(m
     assert calls == []
 
 
-
-
 @pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka],
                          ids=lambda f: f.__name__)
 @pytest.mark.parametrize("shape", [(4, 8, 96), (4, 96, 8)], ids=["gram-form", "feature-form"])
 def test_one_host_synchronisation_per_call(fn, shape, monkeypatch):
     """The value checks of a call (mask values, row counts, finiteness, the Gram route's precision) are read
     together: one read of tensor values into Python per call, whichever form computes it — and they still raise."""
-    reads = []
-    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
-        real = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k:
-                            reads.append(_name) or _real(self, *a, **k))
+    reads = count_reads(monkeypatch)
     x, y = torch.randn(*shape), torch.randn(*shape)
     mask = torch.ones(shape[:-1])
     mask[:, -3:] = 0
@@ -256,6 +251,43 @@ def test_one_host_synchronisation_per_call(fn, shape, monkeypatch):
     x[1, 2, 3] = float("nan")
     with pytest.raises(ValueError, match="non-finite values in x"):
         fn(x, y, mask)
+@pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("shape", [(4, 8, 96), (4, 96, 8)], ids=["gram-form", "feature-form"])
+def test_no_read_on_an_accelerator_inside_deferred_checks(fn, shape, monkeypatch):
+    """On an accelerator (the CPU taken for one here), inside deferred_checks the CKAs and the Gram distance read no
+    tensor value — the Gram form centres the features instead of reading whether it may centre the Gram —, give the
+    CPU route's value and gradient, and their checks raise at the collector's read."""
+    g = torch.Generator().manual_seed(5)
+    x0, y = torch.randn(*shape, generator=g, dtype=torch.float64), torch.randn(*shape, generator=g, dtype=torch.float64)
+    x0 = x0 + 3.0  # a mean the Gram form has to take away
+    mask = torch.ones(shape[:-1])
+    mask[:, -3:] = 0
+
+    def value_and_grad():
+        x = x0.clone().requires_grad_(True)
+        value = fn(x, y, mask)
+        value.sum().backward()
+        return value.detach(), x.grad
+
+    expected, expected_grad = value_and_grad()
+    monkeypatch.setattr(sim, "_on_accelerator", lambda z: True)
+    with pytest.MonkeyPatch.context() as mp:
+        reads = count_reads(mp)
+        with sim.deferred_checks() as checks:
+            got, got_grad = value_and_grad()
+    assert reads == []
+    assert checks.read(torch.isfinite(got).all()) is True
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=0, atol=1e-10)
+    for bad_mask, message in ((mask * 2, "0/1"), (torch.zeros_like(mask), "at least")):
+        with sim.deferred_checks() as checks:
+            fn(x0, y, bad_mask)  # nothing raised yet
+        with pytest.raises(ValueError, match=message):
+            checks.read()
+    with pytest.raises(ValueError, match="0/1"):  # outside deferred_checks: raised by the call
+        fn(x0, y, mask * 2)
+
+
 @pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka],
                          ids=lambda f: f.__name__)
 def test_a_precomputed_target_gives_the_same_value_and_gradient(fn):

@@ -20,6 +20,7 @@ from fsdkit.losses import TermContext, build_term
 from fsdkit.training.presets import run_terms
 from fsdkit.training.run import training_arguments
 from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
+from read_counting import count_reads
 
 SENTENCES = [
     "a gripping, beautifully acted film", "the plot never comes together", "one of the year's best",
@@ -137,3 +138,29 @@ def test_a_terms_own_parameter_group_gets_its_learning_rate(parts, tmp_path):
     assert sum(len(g["params"]) for g in groups) == len(list(trainer.model.parameters()))
     moved = (trainer.model.terms["memory"].student_memory.detach() - before).abs()
     torch.testing.assert_close(moved.median(), torch.tensor(1e-2), rtol=1e-2, atol=0)
+
+
+def test_on_an_accelerator_the_structure_terms_add_no_read_to_a_step(parts, tmp_path, monkeypatch):
+    """With the similarities on an accelerator (the CPU taken for one), an FSD step (intra, local and memory terms)
+    reads tensor values as often as a VKD step: the terms' checks are read with the trainer's one finiteness check.
+    On the CPU, where a read costs nothing, each structure term reads once (its Gram route)."""
+    from fsdkit.losses import similarities
+    from fsdkit.memory import TeacherMemory
+
+    memory = TeacherMemory(torch.randn(4, 32), {"layer": "penultimate", "pooling": "mean", "max_length": None,
+                                                "hidden_size": 32})
+    batch = parts["collator"]([parts["data"][i] for i in range(8)])
+
+    def reads_of_a_step(method: str, **run) -> int:
+        trainer = make_trainer(parts, tmp_path / method, method=method, batch_size=8, accumulation=1, max_steps=1, **run)
+        trainer.model.train()
+        with pytest.MonkeyPatch.context() as mp:
+            reads = count_reads(mp)
+            trainer.compute_loss(trainer.model, dict(batch))
+        return len(reads)
+
+    fsd = {"method": "fsdil", "losses": [{"name": "memory", "weight": 1.0, "memory": memory}]}
+    on_cpu = reads_of_a_step(**fsd), reads_of_a_step("vkd")
+    assert on_cpu[0] == on_cpu[1] + 3
+    monkeypatch.setattr(similarities, "_on_accelerator", lambda z: True)
+    assert reads_of_a_step(**fsd) == reads_of_a_step("vkd") == on_cpu[1]

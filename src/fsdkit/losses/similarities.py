@@ -30,19 +30,24 @@ Degenerate input never yields NaN values or gradients:
   ``D_P = 1`` and ``D_FG = ‖ỸỸᵀ‖_F``; 0 if both sides are degenerate).
 
 The checks that depend on values (the mask's 0/1 values and row counts, finiteness, and in the Gram form whether
-a side's mean dominates) are read together: one host synchronisation per call.
+a side's mean dominates) are read together: one read of tensor values per call. On an accelerator, where a read is a
+host–device synchronisation, the CKAs and the Gram distance take none: the Gram form centres the features (one more
+pass over them) instead of reading whether the Gram may be centred, and inside :func:`deferred_checks` (the trainer
+opens it around a step's forward) their checks are collected and read with the step's own finiteness check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import NamedTuple
 
 import torch
 
 __all__ = [
-    "compare_to_target", "debiased_cka", "gram_distance", "linear_cka", "procrustes_distance", "rbf_cka",
-    "target_gram",
+    "DeferredChecks", "compare_to_target", "debiased_cka", "deferred_checks", "gram_distance", "linear_cka",
+    "procrustes_distance", "rbf_cka", "target_gram",
 ]
 
 
@@ -63,9 +68,10 @@ class _Centred(NamedTuple):
         return self.x * self.rx[..., None, None], self.y * self.ry[..., None, None]
 
 
-class _Deferred:
+class DeferredChecks:
     """Checks on tensor values, read together: a call's value-dependent validation (mask, row counts, finiteness,
-    the precision route) costs one host synchronisation instead of one per check."""
+    the precision route) costs one read instead of one per check; inside :func:`deferred_checks`, the checks of calls
+    on an accelerator are handed to the collector that it opened, to be read once for the whole step."""
 
     def __init__(self):
         self.conditions: list[torch.Tensor] = []
@@ -76,8 +82,17 @@ class _Deferred:
         self.conditions.append(ok)
         self.errors.append(error)
 
-    def read(self, value: torch.Tensor | None = None) -> float | None:
-        """Read every pending check and ``value`` (0-d) in one synchronisation; raise the first failed check's error."""
+    def read(self, value: torch.Tensor | None = None, defer: bool = False):
+        """Read every pending check and ``value`` (0-d) in one synchronisation; raise the first failed check's error;
+        return ``value`` as a Python number. ``defer``: checks on an accelerator go to the open :func:`deferred_checks`
+        collector, if any, instead (nothing is read; a failed check then raises at the collector's read)."""
+        collector = _COLLECTOR.get()
+        if (defer and value is None and collector is not None and collector is not self and self.conditions
+                and _on_accelerator(self.conditions[0])):
+            collector.conditions += self.conditions
+            collector.errors += self.errors
+            self.conditions, self.errors = [], []
+            return None
         if not self.conditions:
             return None if value is None else value.item()
         dtype = torch.float32 if value is None else value.dtype
@@ -88,6 +103,32 @@ class _Deferred:
             if not ok:
                 raise error()
         return None if value is None else got[len(conditions)]
+
+
+_COLLECTOR: ContextVar[DeferredChecks | None] = ContextVar("fsdkit_deferred_checks", default=None)
+
+
+@contextmanager
+def deferred_checks() -> Iterator[DeferredChecks]:
+    """Collect the value checks of the similarities computed inside on an accelerator, instead of one read (a
+    host–device synchronisation) per call; the caller reads them once, e.g. with its own value::
+
+        with deferred_checks() as checks:
+            loss = linear_cka(x, y, mask)
+        finite = checks.read(torch.isfinite(loss))  # raises the first failed check's ValueError
+
+    On the CPU, where a read is free, each call reads its own checks as outside this context."""
+    checks = DeferredChecks()
+    token = _COLLECTOR.set(checks)
+    try:
+        yield checks
+    finally:
+        _COLLECTOR.reset(token)
+
+
+def _on_accelerator(z: torch.Tensor) -> bool:
+    """Whether reading ``z``'s values would synchronise the host with a device (anything but the CPU)."""
+    return z.device.type != "cpu"
 
 
 def _non_finite(name: str, label: str, z: torch.Tensor) -> ValueError:
@@ -102,13 +143,13 @@ def _too_few_rows(name: str, min_rows: int, got: int) -> ValueError:
 
 class _Checked(NamedTuple):
     """Validated inputs in the computing dtype, the float mask (``None`` when every row is real), the number
-    of real rows per batch element, and the checks on the mask's values still to be read (:class:`_Deferred`)."""
+    of real rows per batch element, and the checks on the mask's values still to be read (:class:`DeferredChecks`)."""
 
     x: torch.Tensor
     y: torch.Tensor
     mask: torch.Tensor | None
     counts: torch.Tensor
-    deferred: _Deferred
+    deferred: DeferredChecks
 
 
 def _check(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int) -> _Checked:
@@ -126,7 +167,7 @@ def _check(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int) -> 
     # as precise as a float32 run's (a bf16 CKA is off by ~5e-4, fp16 flattened rows overflow their squares)
     dtype = torch.promote_types(dtype, torch.float32)
     x, y = x.to(dtype), y.to(dtype)
-    deferred = _Deferred()
+    deferred = DeferredChecks()
     if mask is None:
         if x.shape[-2] < min_rows:
             raise _too_few_rows(name, min_rows, x.shape[-2])
@@ -143,21 +184,24 @@ def _check(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int) -> 
     return _Checked(x, y, m, counts, deferred)
 
 
-def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, ratio: bool = False) -> _Centred:
+def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, ratio: bool = False,
+             defer: bool = False) -> _Centred:
     """Validate the inputs (:func:`_check`) and centre the features; see :class:`_Centred`.
 
     ``ratio=True`` is for measures computed as a ratio that is itself invariant to scaling each centred
     side (the CKAs): the inverse norms then carry no gradient, because their exact contribution is zero
     (Euler: ``⟨∇f(w), w⟩ = 0`` for f of degree 0), and the backward pass skips one pass over each input.
+    ``defer``: the checks may wait for an open :func:`deferred_checks` (measures whose computation cannot fail on
+    input that fails them).
     """
     x, y, m, counts, deferred = _check(name, x, y, mask, min_rows)
     (xc, rx), (yc, ry) = (_centre(name, label, z, m, counts, ratio, deferred) for label, z in (("x", x), ("y", y)))
-    deferred.read()
+    deferred.read(defer=defer)
     return _Centred(xc, yc, rx, ry, m, counts)
 
 
 def _centre(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor, detach: bool,
-            deferred: _Deferred):
+            deferred: DeferredChecks):
     """``(z̃, r)``: ``z`` minus the mean of its real rows, padding rows zeroed, and ``r = 1/‖z̃‖_F``.
 
     ``r = 0`` (zero variance) when the centred energy ``‖z̃‖²`` is at most ``eps`` (machine epsilon) times
@@ -237,23 +281,36 @@ def _double_centre(g: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor
     return g, k, g.diagonal(dim1=-2, dim2=-1).sum(-1), k.diagonal(dim1=-2, dim2=-1).sum(-1)
 
 
+def _feature_centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor,
+                          deferred: DeferredChecks) -> torch.Tensor:
+    """``K̃`` of :func:`_centred_gram` from the centred features (exact whatever the mean: a zero-variance side gives
+    the zero matrix); the finiteness check is added to ``deferred``, not read."""
+    zc, r = _centre(name, label, z, m, counts, False, deferred)
+    return _self_gram(zc) * r.square()[..., None, None]
+
+
 def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor,
-                  deferred: _Deferred, gram: torch.Tensor | None = None) -> torch.Tensor:
+                  deferred: DeferredChecks, gram: torch.Tensor | None = None) -> torch.Tensor:
     """The Gram of the centred real rows at unit trace, ``K̃ = H_m z zᵀ H_m / ‖H_m z‖_F²`` (padding rows and
     columns zero), by double-centring the n × n Gram: one pass over ``z`` forward (``z zᵀ``) and one backward
     (``(Ġ + Ġᵀ) z``), no centred copy of the features. Where the mean so dominates (:data:`GRAM_CENTRING_LIMIT`;
     zero variance included) that the Gram's cancellation would be imprecise, the features are centred instead
-    (exact to the dtype's rounding whatever the mean; a zero-variance side gives the zero matrix). ``gram``: the
-    product ``z zᵀ`` when the caller has it already; ``deferred``: the call's checks still to be read (read here)."""
+    (:func:`_feature_centred_gram`). On an accelerator the features are always centred: that costs one more pass,
+    where reading whether the Gram may be centred would cost a synchronisation. ``gram``: the product ``z zᵀ`` when
+    the caller has it already; ``deferred``: the call's checks still to be read (read here)."""
+    if _on_accelerator(z):
+        k = _feature_centred_gram(name, label, z, m, counts, deferred)
+        deferred.read(defer=True)
+        return k
     _, k, total, energy = _double_centre(_self_gram(z) if gram is None else gram, m, counts)
     if _gram_checks(name, ((label, z),), total[..., None], energy[..., None], deferred):
-        zc, r = _centre(name, label, z, m, counts, False, deferred)
+        k = _feature_centred_gram(name, label, z, m, counts, deferred)
         deferred.read()
-        return _self_gram(zc) * r.square()[..., None, None]
+        return k
     return k / energy[..., None, None]
 
 
-def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor, deferred: _Deferred) -> bool:
+def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor, deferred: DeferredChecks) -> bool:
     """Raise on non-finite Grams (``total``, ``energy``: ``(..., S)`` for the S ``(label, z)`` sides) and on the
     ``deferred`` checks; whether some side's mean dominates (:data:`GRAM_CENTRING_LIMIT`). One host
     synchronisation for every check of the call."""
@@ -276,6 +333,10 @@ def _unit_grams(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int
     (:func:`_centred_gram`). Each side is centred on its own (a side without gradient, the teacher's, then costs no
     backward), and both are checked together: one host synchronisation for the two."""
     x, y, m, counts, deferred = _check(name, x, y, mask, min_rows)
+    if _on_accelerator(x):  # centre the features: no read (see _centred_gram)
+        kx, ky = (_feature_centred_gram(name, label, z, m, counts, deferred) for label, z in (("x", x), ("y", y)))
+        deferred.read(defer=True)
+        return kx, ky, counts
     sides = [_double_centre(_self_gram(z), m, counts) for z in (x, y)]
     total = torch.stack([side[2] for side in sides], -1)
     energy = torch.stack([side[3] for side in sides], -1)
@@ -322,7 +383,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     """
     if _gram_route(x, y):
         return _linear_from_grams(*_unit_grams("linear_cka", x, y, mask, 2))
-    return _ratio(*_feature_terms(_prepare("linear_cka", x, y, mask, 2, ratio=True)))
+    return _ratio(*_feature_terms(_prepare("linear_cka", x, y, mask, 2, ratio=True, defer=True)))
 
 
 @torch.no_grad()
@@ -412,7 +473,7 @@ def debiased_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     """
     if _gram_route(x, y):
         return _debiased_from_grams(*_unit_grams("debiased_cka", x, y, mask, 4))
-    c = _prepare("debiased_cka", x, y, mask, 4, ratio=True)
+    c = _prepare("debiased_cka", x, y, mask, 4, ratio=True, defer=True)
     n = c.counts
     xy, xx, yy = _feature_terms(c)
     rx, ry = c.x.square().sum(-1) * c.rx.square()[..., None], c.y.square().sum(-1) * c.ry.square()[..., None]
@@ -468,7 +529,7 @@ def gram_distance(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     """
     if _gram_route(x, y, margin=4.0):  # the exact form unless 4× dearer
         return _gram_distance_from_grams(*_unit_grams("gram_distance", x, y, mask, 2))
-    xy, xx, yy = _feature_terms(_prepare("gram_distance", x, y, mask, 2))
+    xy, xx, yy = _feature_terms(_prepare("gram_distance", x, y, mask, 2, defer=True))
     return _safe_sqrt(xx + yy - 2 * xy)
 
 

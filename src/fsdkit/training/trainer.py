@@ -25,6 +25,7 @@ from transformers import Trainer
 
 from fsdkit.features import FeatureRequest, Features, forward_features, teacher_view
 from fsdkit.losses.base import LossTerm
+from fsdkit.losses.similarities import deferred_checks
 from fsdkit.training.methods import STAGE_LR_SCHEDULES, TermSpec
 
 
@@ -222,11 +223,12 @@ class DistillationTrainer(Trainer):
         if self.teacher is not None and (track or any(term.needs_teacher for _, term in active)):
             with self.accelerator.autocast():
                 teacher = self.teacher.features(inputs, request)
-        values, student = model(inputs, request, teacher, [spec.label for spec, _ in active])
+        with deferred_checks() as checks:  # the structure terms' input checks, read below with the loss's finiteness
+            values, student = model(inputs, request, teacher, [spec.label for spec, _ in active])
         total = student.logits.new_zeros((), dtype=torch.float32)
         for spec, _ in active:
             total = total + spec.weight * values[spec.label]
-        if not torch.isfinite(total):  # one host sync per step; the terms are read only when logged
+        if not checks.read(torch.isfinite(total)):  # one host sync per step; the terms are read only when logged
             bad = next((s for s, _ in active if not torch.isfinite(values[s.label])), active[0][0])
             raise FloatingPointError(
                 f"loss term '{bad.label}' ({bad.name}) is {values[bad.label].item()} at step {self.state.global_step}; "
