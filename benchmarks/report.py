@@ -401,7 +401,8 @@ def render(
 
 
 #: the parts of the suite in the order they are run (the committed core table first)
-PLAN = (("core table", TABLE_TASKS, TABLE_METHODS), ("FSD ablations", TABLE_TASKS, ABLATION_METHODS),
+PLAN = (("core table", TABLE_TASKS, TABLE_METHODS), ("FSDI + MiniLM (the row to take)", TABLE_TASKS, ("fsdi-minilm",)),
+        ("FSD ablations", TABLE_TASKS, ABLATION_METHODS),
         ("Internal-SID", TABLE_TASKS, ("internal-sid",)), ("RTE", ("rte",), TABLE_METHODS),
         ("SST-2", ("sst2",), TABLE_METHODS), ("WNLI", ("wnli",), TABLE_METHODS))
 

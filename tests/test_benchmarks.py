@@ -307,6 +307,7 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
     assert "| MRPC | VKD | 2 of 6 | Acc 75.00 | learning_rate=0.0001 |" in text
     assert "| MRPC | FSD | 0 of 6 | – | – |" in text and "## Weight search" not in text
     assert "| core table | 4 × 7 × 3/5 | 6 of 112 | 6 | 1 of 4 |" in text
+    assert "| FSDI + MiniLM (the row to take) | 4 × 1 × 3/5 | 0 of 16 | 0 | 1 of 4 |" in text  # run like the core methods
     # the ablations expect their own number of seeds (recipe-v2: 2, the budget's first cut)
     assert "| FSD ablations | 4 × 4 × 2 | 2 of 32 | 2 | 1 of 4 |" in text
     assert "| FSDI | 84.00 (0.00) |" in text  # MRPC F1, the main metric; 2 seeds: the expected number, unmarked
