@@ -15,8 +15,8 @@ from scipy.linalg import orthogonal_procrustes
 from scipy.optimize import brentq
 
 from fsdkit.losses import similarities as sim
-from read_counting import count_reads
 from fsdkit.losses.similarities import debiased_cka, gram_distance, linear_cka, procrustes_distance, rbf_cka
+from read_counting import count_reads
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -251,6 +251,8 @@ def test_one_host_synchronisation_per_call(fn, shape, monkeypatch):
     x[1, 2, 3] = float("nan")
     with pytest.raises(ValueError, match="non-finite values in x"):
         fn(x, y, mask)
+
+
 @pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("shape", [(4, 8, 96), (4, 96, 8)], ids=["gram-form", "feature-form"])
 def test_no_read_on_an_accelerator_inside_deferred_checks(fn, shape, monkeypatch):

@@ -312,8 +312,8 @@ def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None
 
 def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor, deferred: DeferredChecks) -> bool:
     """Raise on non-finite Grams (``total``, ``energy``: ``(..., S)`` for the S ``(label, z)`` sides) and on the
-    ``deferred`` checks; whether some side's mean dominates (:data:`GRAM_CENTRING_LIMIT`). One host
-    synchronisation for every check of the call."""
+    ``deferred`` checks; whether some side's mean dominates (:data:`GRAM_CENTRING_LIMIT`). One read for every check
+    of the call."""
     if total.numel() == 0:
         deferred.read()
         return False
@@ -331,7 +331,7 @@ def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor, de
 def _unit_grams(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int):
     """``(K̃, Λ̃, counts)``: validated inputs (:func:`_check`) as their centred Grams at unit trace
     (:func:`_centred_gram`). Each side is centred on its own (a side without gradient, the teacher's, then costs no
-    backward), and both are checked together: one host synchronisation for the two."""
+    backward), and both are checked together: one read for the two."""
     x, y, m, counts, deferred = _check(name, x, y, mask, min_rows)
     if _on_accelerator(x):  # centre the features: no read (see _centred_gram)
         kx, ky = (_feature_centred_gram(name, label, z, m, counts, deferred) for label, z in (("x", x), ("y", y)))
