@@ -52,3 +52,17 @@ def test_configurations_take_turns_pass_by_pass_and_a_failing_one_drops_out(monk
     assert out["configs"]["fast"]["examples_per_second"] > out["configs"]["slow"]["examples_per_second"]
     ratio = rs.paired_ratio(out, "fast", "slow")
     assert 1.5 < ratio < 4.5  # about 4 (0.008 / 0.002 s per step), less the loop's own overhead
+
+
+def test_counted_batches_count_the_reads_of_each_step():
+    """The syncs part counts the reads of tensor values between a loop's requests for batches: one step's reads."""
+    rs = _load()
+    original = torch.Tensor.item
+    batches = [{"input_ids": torch.tensor([i])} for i in range(2)]
+    counted = rs.CountedBatches(batches, warmup=1, reps=2)
+    for step, batch in enumerate(counted):
+        for _ in range(step % 3):  # steps 0-5: 0, 1, 2, 0, 1, 2 item() reads, and one bool() read each
+            batch["input_ids"].sum().item()
+        bool(batch["input_ids"].sum() >= 0)
+    assert counted.step_reads == [0, 1, 2, 3, 1, 2]  # at each request: the reads of the step before it
+    assert torch.Tensor.item is original  # the tensor methods are restored
