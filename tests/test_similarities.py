@@ -292,15 +292,19 @@ def test_no_read_on_an_accelerator_inside_deferred_checks(fn, shape, monkeypatch
 
 @pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka],
                          ids=lambda f: f.__name__)
-def test_a_precomputed_target_gives_the_same_value_and_gradient(fn):
-    """compare_to_target(fn, x, y, target_gram(fn, y)) is fn(x, y): value and gradient (the FSDG centroid part)."""
+@pytest.mark.parametrize("path", ["cpu", "accelerator"])
+def test_a_precomputed_target_gives_the_same_value_and_gradient(fn, path, monkeypatch):
+    """compare_to_target(fn, x, y, target_gram(fn, y), x_gram) is fn(x, y): value and gradient (the FSDG centroid
+    part, which passes the product x xᵀ it has already), on the CPU and on the accelerator path (which centres x)."""
     g = torch.Generator().manual_seed(3)
     y = torch.randn(12, 300, generator=g, dtype=torch.float64)
     x0 = (y @ torch.randn(300, 200, generator=g, dtype=torch.float64)) + torch.randn(12, 200, generator=g, dtype=torch.float64)
+    if path == "accelerator":
+        monkeypatch.setattr(sim, "_on_accelerator", lambda z: True)
     target = sim.target_gram(fn, y)
     assert (target is None) == (fn in (procrustes_distance, rbf_cka))
     values, grads = [], []
-    for compute in (lambda x: fn(x, y), lambda x: sim.compare_to_target(fn, x, y, target)):
+    for compute in (lambda x: fn(x, y), lambda x: sim.compare_to_target(fn, x, y, target, x_gram=x @ x.T)):
         x = x0.clone().requires_grad_(True)
         value = compute(x)
         value.backward()
