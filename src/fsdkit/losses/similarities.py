@@ -87,8 +87,7 @@ class DeferredChecks:
         return ``value`` as a Python number. ``defer``: checks on an accelerator go to the open :func:`deferred_checks`
         collector, if any, instead (nothing is read; a failed check then raises at the collector's read)."""
         collector = _COLLECTOR.get()
-        if (defer and value is None and collector is not None and collector is not self and self.conditions
-                and _on_accelerator(self.conditions[0])):
+        if defer and value is None and collector is not None and self.conditions and _on_accelerator(self.conditions[0]):
             collector.conditions += self.conditions
             collector.errors += self.errors
             self.conditions, self.errors = [], []
