@@ -173,6 +173,7 @@ def run_record(
         "train_runtime": result.get("train_runtime"),
         "train_samples_per_second": result.get("train_samples_per_second"),
         "train_examples": result.get("train_examples"),
+        "teacher_source": result.get("teacher_source"),  # live, or the teacher-output cache's key
         "output_dir": output_dir,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "fsdkit_version": __version__,

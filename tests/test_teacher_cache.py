@@ -143,11 +143,54 @@ def test_manifest_reopen_and_stale_key(setup):
 
 def test_refusals(setup):
     batch = setup["collator"]([setup["encoded"][i] for i in (0, 1)])
-    with pytest.raises(ConfigError, match="attention maps"):
-        setup["cache"].features(batch, FeatureRequest(attentions=True))
+    with pytest.raises(ConfigError, match=r"attention layers \[5\] are not in the teacher-output cache"):
+        setup["cache"].features(batch, FeatureRequest(attentions=True, attention_layers=frozenset({-1})))
     no_idx = {k: v for k, v in batch.items() if k != "idx"}
     with pytest.raises(ConfigError, match="'idx'"):
         setup["cache"].features(no_idx, FeatureRequest(hidden_states=True))
     wrong = dict(batch, idx=torch.tensor([5, 6]))  # other examples than the rows of the batch
     with pytest.raises(StaleCacheError):
         setup["cache"].features(wrong, FeatureRequest(hidden_states=True))
+
+
+def test_cached_attention_maps_equal_the_live_teachers_and_give_the_same_minilm_loss(setup, tmp_path):
+    """Attention maps recomputed from the cached queries and keys equal the live (eager, eval-mode) teacher's on every
+    real query row, for the layers asked for; MiniLM's loss is the same with either teacher source. A narrower request
+    reads the cache, unbuilt; a layer it lacks is refused by name."""
+    import copy
+
+    from fsdkit.losses import TermContext, build_term
+    from fsdkit.training.trainer import LiveTeacher
+
+    teacher = copy.deepcopy(setup["teacher"])
+    teacher.set_attn_implementation("eager")  # attention maps are returned by the eager implementation only
+    request = FeatureRequest(attentions=True, value_layers=frozenset({-1}), attention_layers=frozenset({1, -1}))
+    cache = TeacherCache.open_or_build(teacher, setup["encoded"], setup["collator"], request, tmp_path, batch_size=5,
+                                       task="mrpc", max_length=64)
+    assert cache.attention_layers == [1, 5] and cache.heads == 12
+    assert (cache.cache_dir / "queries_5.npy").is_file() and (cache.cache_dir / "keys_1.npy").is_file()
+    batch = setup["collator"]([setup["encoded"][i] for i in (11, 4, 20, 7)])
+    live = forward_features(teacher, batch, request)
+    cached = cache.features(batch, request)
+    mask = batch["attention_mask"].bool()
+    for layer in (1, -1):
+        assert cached.attentions[layer].shape == live.attentions[layer].shape
+        rows = mask[:, None, :].expand(-1, 12, -1)  # the real query rows of every head
+        torch.testing.assert_close(cached.attentions[layer][rows], live.attentions[layer][rows], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ConfigError, match="attention layer 0 is not in the teacher-output cache"):
+        cached.attentions[0]
+
+    student = copy.deepcopy(setup["student"]).eval()
+    student.set_attn_implementation("eager")
+    term = build_term("minilm", TermContext(student.config, teacher.config, setup["task"], max_length=64), {})
+    with torch.no_grad():
+        student_features = forward_features(student, batch, term.request())
+        losses = [term(student_features, source.features(batch, term.request()), batch).item()
+                  for source in (cache, LiveTeacher(teacher))]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+    narrower = TeacherCache.open_or_build(teacher, setup["encoded"], setup["collator"], term.request(), tmp_path,
+                                          task="mrpc", max_length=64)
+    assert narrower.cache_dir == cache.cache_dir
+    with pytest.raises(ConfigError, match=r"attention layers \[0\] are not in the teacher-output cache"):
+        cache.features(batch, FeatureRequest(attentions=True, attention_layers=frozenset({0})))

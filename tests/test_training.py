@@ -126,12 +126,14 @@ def test_bad_run_options(glue_dir, mrpc_teacher, tmp_path):
         distill(**{**base, "task": "stsb"})
 
 
-def test_teacher_cache_gives_the_same_run_as_the_live_teacher(glue_dir, mrpc_teacher, tmp_path):
-    options = small(glue_dir, teacher=str(mrpc_teacher), method="fsdil", max_steps=4)
-    distill(**options, output_dir=str(tmp_path / "live"))
-    distill(**options, output_dir=str(tmp_path / "cached"), teacher_cache=str(tmp_path / "cache"))
-    distill(**options, output_dir=str(tmp_path / "cached-again"), teacher_cache=str(tmp_path / "cache"))
-    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1  # built once, reused by the second run
+@pytest.mark.parametrize("method", ["fsdil", "minilm"])  # hidden states; attention maps (from cached queries and keys)
+def test_teacher_cache_gives_the_same_run_as_the_live_teacher(glue_dir, mrpc_teacher, tmp_path, method):
+    options = small(glue_dir, teacher=str(mrpc_teacher), method=method, max_steps=4)
+    records = [distill(**options, output_dir=str(tmp_path / "live"))]
+    records += [distill(**options, output_dir=str(tmp_path / name), teacher_cache=str(tmp_path / "cache"))
+                for name in ("cached", "cached-again")]
+    cache, = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # built once, reused by the second run
+    assert [r["teacher_source"] for r in records] == ["live", f"cache {cache.name}", f"cache {cache.name}"]
 
     def losses(name):
         history = json.loads((tmp_path / name / "log_history.json").read_text())

@@ -7,7 +7,7 @@ on the self-attention value projections.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,17 +27,24 @@ class FeatureRequest:
     ``value_layers`` are 0-based transformer layer indices whose value vectors (B × L × D) are captured;
     negative indices count from the last layer. ``teacher_layers`` names the teacher's hidden-state layers the loss
     reads (index, ``"penultimate"``, ``"last"``; what the teacher-output cache stores); None, the default, means
-    every layer. Both only matter with ``hidden_states``.
+    every layer; it only matters with ``hidden_states``. ``attention_layers`` names the 0-based transformer layers
+    (negative from the last) whose teacher attention maps the loss reads (the cache stores their queries and keys);
+    None, the default, means every layer; it only matters with ``attentions``.
     """
 
     hidden_states: bool = False
     attentions: bool = False
     value_layers: frozenset[int] = frozenset()
     teacher_layers: frozenset[int | str] | None = None
+    attention_layers: frozenset[int] | None = None
 
     def hidden_layers_read(self) -> frozenset[int | str] | None:
         """The teacher hidden layers this request reads: none without hidden states, None for every layer."""
         return self.teacher_layers if self.hidden_states else frozenset()
+
+    def attention_layers_read(self) -> frozenset[int] | None:
+        """The teacher attention layers this request reads: none without attentions, None for every layer."""
+        return self.attention_layers if self.attentions else frozenset()
 
     @classmethod
     def union(cls, *requests: FeatureRequest) -> FeatureRequest:
@@ -48,12 +55,15 @@ class FeatureRequest:
         return out
 
     def __or__(self, other: FeatureRequest) -> FeatureRequest:
-        mine, theirs = self.hidden_layers_read(), other.hidden_layers_read()
+        def either(mine, theirs):
+            return None if mine is None or theirs is None else mine | theirs
+
         return FeatureRequest(
             self.hidden_states or other.hidden_states,
             self.attentions or other.attentions,
             self.value_layers | other.value_layers,
-            None if mine is None or theirs is None else mine | theirs,
+            either(self.hidden_layers_read(), other.hidden_layers_read()),
+            either(self.attention_layers_read(), other.attention_layers_read()),
         )
 
 
@@ -108,14 +118,14 @@ class Features:
         def up(t: Tensor) -> Tensor:
             return t.float() if t.is_floating_point() and t.element_size() < 4 else t
 
-        hidden = self.hidden_states
-        if hidden is not None:  # keeps the container type (the teacher cache's PartialHiddenStates)
-            hidden = type(hidden)(None if h is None else up(h) for h in tuple.__iter__(hidden))
+        def each(layers):  # keeps the container type (the teacher cache's PartialHiddenStates, PartialAttentions)
+            return None if layers is None else type(layers)(None if t is None else up(t) for t in tuple.__iter__(layers))
+
         return Features(
             logits=up(self.logits),
             attention_mask=self.attention_mask,
-            hidden_states=hidden,
-            attentions=None if self.attentions is None else tuple(up(a) for a in self.attentions),
+            hidden_states=each(self.hidden_states),
+            attentions=each(self.attentions),
             values={k: up(v) for k, v in self.values.items()},
         )
 
@@ -129,30 +139,37 @@ class Features:
         )
 
 
-def _value_modules(model: nn.Module) -> list[nn.Module]:
+#: the self-attention projections by role: their module names in BERT-style and in DistilBERT-style blocks
+PROJECTIONS = {"query": ("query", "q_lin"), "key": ("key", "k_lin"), "value": ("value", "v_lin")}
+
+
+def _projection_modules(model: nn.Module, role: str) -> list[nn.Module]:
     from fsdkit.models.student import encoder_layers
 
     modules = []
     for block in encoder_layers(model):
         attn = getattr(block, "attention", None)
         inner = getattr(attn, "self", attn)
-        value = getattr(inner, "value", None) or getattr(inner, "v_lin", None)
-        if value is None:
-            raise ValueError(f"cannot find the value projection of {type(block).__name__}")
-        modules.append(value)
+        found = next((m for m in (getattr(inner, name, None) for name in PROJECTIONS[role]) if m is not None), None)
+        if found is None:
+            raise ValueError(f"cannot find the {role} projection of {type(block).__name__}")
+        modules.append(found)
     return modules
 
 
 @contextmanager
-def _capture_values(model: nn.Module, layers: frozenset[int], store: dict[int, Tensor]):
+def capture_projections(model: nn.Module, role: str, layers: Iterable[int], store: dict[int, Tensor]):
+    """While open, each forward pass of ``model`` puts the output (B × L × D) of the ``role`` projection
+    (``"query"``, ``"key"`` or ``"value"``) of each layer in ``layers`` (0-based, negative from the last) into
+    ``store[layer]``."""
     handles = []
     if layers:
-        modules = _value_modules(model)
+        modules = _projection_modules(model, role)
         n = len(modules)
         for layer in layers:
             idx = layer + n if layer < 0 else layer
             if not 0 <= idx < n:
-                raise ValueError(f"value layer {layer} out of range for a model with {n} layers")
+                raise ValueError(f"{role} layer {layer} out of range for a model with {n} layers")
 
             def hook(_module, _inputs, output, _key=layer):
                 store[_key] = output
@@ -191,7 +208,7 @@ def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: Fea
     """Run ``model`` on ``batch`` and collect what ``request`` asks for."""
     values: dict[int, Tensor] = {}
     inputs = model_inputs(batch)
-    with _capture_values(model, request.value_layers, values):
+    with capture_projections(model, "value", request.value_layers, values):
         out = model(
             **inputs,
             output_hidden_states=request.hidden_states,

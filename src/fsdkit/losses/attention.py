@@ -1,8 +1,9 @@
 """Attention-distribution losses shared by MiniLM and internal-representation KD.
 
 :func:`attention_kl`: the masked row-KL ``mean_{h, real query rows i} KL(A^T_h[i] ‖ A^S_h[i])`` of two sets of
-attention distributions; :func:`value_relation`: MiniLM's ``softmax(V_h V_hᵀ/√d_k)``; :func:`check_same_heads`:
-both need teacher and student to have the same number of heads.
+attention distributions; :func:`head_softmax`: ``softmax(Q_h K_hᵀ/√d_k)`` per head (a layer's attention distributions
+from its queries and keys; with the values twice, MiniLM's value relation :func:`value_relation`);
+:func:`check_same_heads`: both need teacher and student to have the same number of heads.
 """
 
 from __future__ import annotations
@@ -43,14 +44,22 @@ def attention_kl(p_teacher: Tensor, p_student: Tensor, mask: Tensor) -> Tensor:
     return (rows * queries).sum() / (queries.sum() * rows.shape[1]).clamp_min(1)
 
 
-def value_relation(values: Tensor, mask: Tensor, heads: int) -> Tensor:
-    """``softmax(V_h V_hᵀ / √d_k)`` per head, padded key columns excluded: (B, L, D) → (B, H, L, L)."""
-    b, length, width = values.shape
+def head_softmax(queries: Tensor, keys: Tensor, mask: Tensor, heads: int) -> Tensor:
+    """``softmax(Q_h K_hᵀ / √d_k)`` per head, padded key columns excluded: (B, L, D) twice → (B, H, L, L).
+
+    With a layer's queries and keys these are its self-attention distributions (what an eager forward pass returns
+    in eval mode, up to float rounding); with its values twice, MiniLM's value relation."""
+    b, length, width = queries.shape
     d_k = width // heads
-    v = values.view(b, length, heads, d_k).transpose(1, 2)
-    scores = v @ v.mT / math.sqrt(d_k)
+    q, k = (z.reshape(b, length, heads, d_k).transpose(1, 2) for z in (queries, keys))
+    scores = q @ k.mT / math.sqrt(d_k)
     scores = scores.masked_fill(~mask[:, None, None, :].bool(), torch.finfo(scores.dtype).min)
     return scores.softmax(-1)
+
+
+def value_relation(values: Tensor, mask: Tensor, heads: int) -> Tensor:
+    """``softmax(V_h V_hᵀ / √d_k)`` per head, padded key columns excluded: (B, L, D) → (B, H, L, L)."""
+    return head_softmax(values, values, mask, heads)
 
 
 def check_same_heads(ctx: TermContext, loss: str) -> int:

@@ -360,6 +360,7 @@ def _train_and_export(
         "parameters": count_parameters(model),
         "num_layers": getattr(model.config, "num_hidden_layers", None),
         "wall_time": time.time() - started,
+        "teacher_source": _teacher_source(teacher),
         "fsdkit_version": __version__,
         "command_line": command_line(command, changed_options(config)),
         "git_commit": git_commit(),
@@ -373,20 +374,24 @@ def _train_and_export(
     return record
 
 
-def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bool):
-    """The teacher-output cache for this teacher, training data and the layers ``terms`` read (built on first use).
+def _teacher_source(teacher) -> str | None:
+    """Where the run's teacher outputs came from: ``live``, ``cache <key>`` (the teacher-output cache), or None."""
+    from fsdkit.training.teacher_cache import TeacherCache
 
-    Attention maps are not cached (gigabytes per task): a run whose terms read them keeps the live teacher.
-    """
+    if teacher is None:
+        return None
+    return f"cache {teacher.key}" if isinstance(teacher, TeacherCache) else "live"
+
+
+def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bool):
+    """The teacher-output cache for this teacher, training data and the layers ``terms`` read (built on first use;
+    attention maps as the queries and keys of the layers they read)."""
     from fsdkit.data import make_collator
     from fsdkit.features import FeatureRequest
     from fsdkit.training.teacher_cache import TeacherCache
 
     tracker = FeatureRequest(hidden_states=track, teacher_layers=frozenset({"penultimate"}))
     request = FeatureRequest.union(tracker, *(term.request() for term in terms.values() if term.needs_teacher))
-    if request.attentions:
-        logger.warning("the teacher-output cache does not store attention maps; this run uses the live teacher")
-        return teacher
     return TeacherCache.open_or_build(
         teacher, train, make_collator(tokenizer), request, config.teacher_cache, config.eval_batch_size,
         task=task.name, max_length=config.max_length, teacher_path=str(config.teacher),

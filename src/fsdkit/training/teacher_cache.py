@@ -12,6 +12,8 @@ Layout of a cache folder (all arrays float32, memory-mapped ``.npy``; no padding
     logits.npy           n_examples × C
     hidden_<l>.npy       n_tokens × D, the hidden states of layer l (0 = embeddings) of every real token
     values_<l>.npy       n_tokens × D, the value vectors of transformer layer l (0-based), when requested
+    queries_<l>.npy      n_tokens × D, the queries and keys of transformer layer l, when its attention maps are
+    keys_<l>.npy         requested
 
 At training time each batch carries the example index column ``idx`` (add it before encoding:
 ``dataset.add_column("idx", range(len(dataset)))``; the padding collator passes it through as a tensor). The
@@ -20,9 +22,13 @@ positions (its ``attention_mask``), i.e. the same dynamic padding as the live ba
 live teacher's up to float rounding; padding positions are zero where the live teacher has (masked-out, unused)
 values — every fsdkit loss masks padding, so the losses agree.
 
-Attention maps are not cached: H × L² floats per example and layer (for MRPC, 12 heads × ~53² tokens × 6 layers
-× 3,668 examples ≈ 3 GB, growing with L²); requesting them raises :class:`ConfigError` — use the live teacher
-for methods that need attention maps. For comparison, MRPC's logits + penultimate layer take ≈ 0.3 GB.
+Attention maps are not stored as maps (H × L² floats per example and layer: for MRPC, 12 heads × ~53² tokens × 6
+layers × 3,668 examples ≈ 3 GB, growing with L²) but as the queries and keys of the requested layers (2 · D floats
+per token and layer, ≈ 0.6 GB for one MRPC layer); a batch's maps are recomputed from them,
+``softmax(Q_h K_hᵀ/√d_k)`` over its real keys (:func:`fsdkit.losses.attention.head_softmax`) — the teacher's eval-mode
+maps up to float rounding, at the cost of one L × L product per head instead of the teacher's whole forward pass.
+Padded query rows get a uniform row over the real keys where the live teacher has its own (unused) rows: the
+attention losses leave padded query rows out. For comparison, MRPC's logits + penultimate layer take ≈ 0.3 GB.
 
 The cache ``key`` hashes the teacher's weights, the task, ``max_length``, the stored layers and the token ids of
 the training examples in order (so a different subset, tokenizer or truncation is a different key); a stale
@@ -47,7 +53,8 @@ from torch import Tensor, nn
 from fsdkit.data.encode import length_sorted_batches, token_counts
 from fsdkit.artifacts import build_lock, model_weights_sha256, read_json_object, reserved_npy, staged_dir
 from fsdkit.errors import ConfigError
-from fsdkit.features import FeatureRequest, Features, forward_features
+from fsdkit.features import FeatureRequest, Features, capture_projections, forward_features
+from fsdkit.losses.attention import head_softmax
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -65,18 +72,26 @@ class PartialHiddenStates(tuple):
     handing a loss a ``None``).
     """
 
+    kind = "hidden"
+
     def __getitem__(self, index):
         item = super().__getitem__(index)
         if item is None:
-            cached = [i for i, t in enumerate(tuple.__iter__(self)) if t is not None]
+            present = [i for i, t in enumerate(tuple.__iter__(self)) if t is not None]
             raise ConfigError(
-                f"teacher hidden layer {index} is not in the teacher-output cache (cached layers: {cached}); "
-                "rebuild the cache with that layer"
+                f"teacher {self.kind} layer {index} is not in the teacher-output cache or this batch's request "
+                f"(layers present: {present}); request it, or rebuild the cache with that layer"
             )
         return item
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+class PartialAttentions(PartialHiddenStates):
+    """The teacher's N attention-map slots, of which only the requested (and cached) layers hold a tensor."""
+
+    kind = "attention"
 
 
 def data_sha256(dataset) -> str:
@@ -109,34 +124,32 @@ def _resolve_layers(layers: Iterable[int | str] | None, num_layers: int) -> list
     return sorted(out)
 
 
-def _resolve_value_layers(layers: Iterable[int], num_layers: int) -> list[int]:
+def _resolve_block_layers(layers: Iterable[int] | None, num_layers: int, kind: str) -> list[int]:
+    """Transformer-layer indices (negative from the last; None = every layer) → sorted indices in 0..N − 1."""
+    if layers is None:
+        return list(range(num_layers))
     out = set()
     for layer in layers:
         idx = layer + num_layers if layer < 0 else layer
         if not 0 <= idx < num_layers:
-            raise ConfigError(f"value layer {layer} out of range for a teacher with {num_layers} layers")
+            raise ConfigError(f"{kind} layer {layer} out of range for a teacher with {num_layers} layers")
         out.add(idx)
     return sorted(out)
 
 
 def cache_key(
     *, teacher_sha256: str, task: str | None, max_length: int | None, hidden_layers: Sequence[int],
-    value_layers: Sequence[int], data_sha256: str,
+    value_layers: Sequence[int], data_sha256: str, attention_layers: Sequence[int] = (),
 ) -> str:
-    """The identity of a cache: what its contents depend on."""
+    """The identity of a cache: what its contents depend on (``attention_layers`` only when there are some, so a
+    cache without them keeps the key it had before they could be stored)."""
     parts = {
         "format": FORMAT_VERSION, "teacher_sha256": teacher_sha256, "task": task, "max_length": max_length,
         "hidden_layers": list(hidden_layers), "value_layers": list(value_layers), "data_sha256": data_sha256,
     }
+    if attention_layers:
+        parts["attention_layers"] = list(attention_layers)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _check_request(request: FeatureRequest) -> None:
-    if request.attentions:
-        raise ConfigError(
-            "the teacher-output cache does not store attention maps (H × L² floats per example and layer — gigabytes "
-            "for a GLUE task); use the live teacher for methods that distil attention maps"
-        )
 
 
 def _covering_cache(root: Path, identity: dict[str, Any]) -> Path | None:
@@ -151,7 +164,8 @@ def _covering_cache(root: Path, identity: dict[str, Any]) -> Path | None:
         if (manifest.get("format") == FORMAT_VERSION and manifest.get("key") == manifest_path.parent.name
                 and all(manifest.get(k) == identity[k] for k in same)
                 and set(identity["hidden_layers"]) <= set(manifest.get("hidden_layers", []))
-                and set(identity["value_layers"]) <= set(manifest.get("value_layers", []))):
+                and set(identity["value_layers"]) <= set(manifest.get("value_layers", []))
+                and set(identity["attention_layers"]) <= set(manifest.get("attention_layers", []))):
             return manifest_path.parent
     return None
 
@@ -159,18 +173,19 @@ def _covering_cache(root: Path, identity: dict[str, Any]) -> Path | None:
 def _identity(teacher_model, encoded_train_dataset, request: FeatureRequest, task, max_length) -> dict[str, Any]:
     """What a cache's contents depend on, hashed once: the stored layers (those ``request`` reads), the teacher's
     weights, the data → key."""
-    _check_request(request)
     num_layers = int(teacher_model.config.num_hidden_layers)
     layers = request.hidden_layers_read()
     hidden_layers = _resolve_layers(layers, num_layers) if request.hidden_states else []
-    value_layers = _resolve_value_layers(request.value_layers, num_layers)
+    value_layers = _resolve_block_layers(request.value_layers, num_layers, "value")
+    attention_layers = _resolve_block_layers(request.attention_layers_read(), num_layers, "attention")
     teacher_sha, data_sha = model_weights_sha256(teacher_model), data_sha256(encoded_train_dataset)
     key = cache_key(
         teacher_sha256=teacher_sha, task=task, max_length=max_length, hidden_layers=hidden_layers,
-        value_layers=value_layers, data_sha256=data_sha,
+        value_layers=value_layers, data_sha256=data_sha, attention_layers=attention_layers,
     )
     return {"key": key, "teacher_sha256": teacher_sha, "data_sha256": data_sha, "task": task, "max_length": max_length,
-            "num_layers": num_layers, "hidden_layers": hidden_layers, "value_layers": value_layers}
+            "num_layers": num_layers, "hidden_layers": hidden_layers, "value_layers": value_layers,
+            "attention_layers": attention_layers}
 
 
 class TeacherCache:
@@ -188,6 +203,10 @@ class TeacherCache:
         self.logits = self._array("logits.npy", (n, manifest["num_labels"]))
         self.hidden = {l: self._array(f"hidden_{l}.npy", (n_tokens, width)) for l in self.hidden_layers}
         self.values = {l: self._array(f"values_{l}.npy", (n_tokens, width)) for l in self.value_layers}
+        self.attention_layers: list[int] = list(manifest.get("attention_layers", []))
+        self.heads: int | None = manifest.get("num_attention_heads")
+        self.queries = {l: self._array(f"queries_{l}.npy", (n_tokens, width)) for l in self.attention_layers}
+        self.keys = {l: self._array(f"keys_{l}.npy", (n_tokens, width)) for l in self.attention_layers}
         if int(self.offsets[-1]) != n_tokens:
             raise StaleCacheError(f"{self.cache_dir}: offsets.npy ends at {int(self.offsets[-1])}, manifest says {n_tokens} tokens")
         self.device = torch.device("cpu")
@@ -230,7 +249,8 @@ class TeacherCache:
             collator: the training collator (dynamic padding).
             request: what the losses ask of the teacher; hidden states → the layers it reads are stored
                 (``request.hidden_layers_read()``: its ``teacher_layers``, or all N + 1 when it names none), value
-                layers → their value vectors; attention maps are refused (:class:`ConfigError`).
+                layers → their value vectors, attention maps → the queries and keys of their layers
+                (``request.attention_layers_read()``: its ``attention_layers``, or all N when it names none).
             task, max_length, teacher_path: recorded in the manifest (task and max_length enter the key).
             identity: the cache identity when the caller has already computed it (:func:`_identity`).
         """
@@ -245,6 +265,7 @@ class TeacherCache:
                max_length, teacher_path) -> dict[str, Any]:
         num_layers, key, teacher_sha = identity["num_layers"], identity["key"], identity["teacher_sha256"]
         hidden_layers, value_layers = identity["hidden_layers"], identity["value_layers"]
+        attention_layers = identity["attention_layers"]
         lengths = token_counts(encoded_train_dataset)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         n, n_tokens = len(lengths), int(offsets[-1])
@@ -253,6 +274,8 @@ class TeacherCache:
         logits = reserved_npy(tmp / "logits.npy", (n, int(teacher_model.config.num_labels)))
         hidden = {l: reserved_npy(tmp / f"hidden_{l}.npy", (n_tokens, width)) for l in hidden_layers}
         values = {l: reserved_npy(tmp / f"values_{l}.npy", (n_tokens, width)) for l in value_layers}
+        projections = {role: {l: reserved_npy(tmp / f"{role}_{l}.npy", (n_tokens, width)) for l in attention_layers}
+                       for role in ("queries", "keys")}
 
         teacher_model.eval()
         device = next(teacher_model.parameters()).device
@@ -265,7 +288,10 @@ class TeacherCache:
                 rows = inputs[index.tolist()]
                 batch = collator([{c: rows[c][i] for c in columns} for i in range(len(index))])
                 batch = {k: v.to(device) for k, v in batch.items()}
-                feats = forward_features(teacher_model, batch, live_request)
+                captured: dict[str, dict[int, Tensor]] = {"queries": {}, "keys": {}}
+                with capture_projections(teacher_model, "query", attention_layers, captured["queries"]), \
+                        capture_projections(teacher_model, "key", attention_layers, captured["keys"]):
+                    feats = forward_features(teacher_model, batch, live_request)
                 mask = batch["attention_mask"].bool()
                 if not torch.equal(mask.sum(1).cpu(), torch.from_numpy(lengths[index])):
                     raise ConfigError("the collated batch's real tokens do not match the dataset rows (is it pre-padded?)")
@@ -276,9 +302,13 @@ class TeacherCache:
                     hidden[l][tokens] = feats.hidden_states[l][mask].float().cpu().numpy()
                 for l in value_layers:
                     values[l][tokens] = feats.values[l][mask].float().cpu().numpy()
-        for arr in (logits, *hidden.values(), *values.values()):
+                for role, arrays in projections.items():
+                    for l in attention_layers:
+                        arrays[l][tokens] = captured[role][l][mask].float().cpu().numpy()
+        stored = [logits, *hidden.values(), *values.values(), *(a for arrays in projections.values() for a in arrays.values())]
+        for arr in stored:
             arr.flush()
-        del logits, hidden, values
+        del logits, hidden, values, projections, stored
         from fsdkit._version import __version__
 
         manifest = {
@@ -294,6 +324,8 @@ class TeacherCache:
             "num_labels": int(teacher_model.config.num_labels),
             "hidden_layers": hidden_layers,
             "value_layers": value_layers,
+            "attention_layers": attention_layers,
+            "num_attention_heads": int(teacher_model.config.num_attention_heads),
             "n_examples": n,
             "n_tokens": n_tokens,
             "bytes": sum(f.stat().st_size for f in tmp.iterdir()),
@@ -370,8 +402,8 @@ class TeacherCache:
         return self
 
     def features(self, batch: Mapping[str, Tensor], request: FeatureRequest) -> Features:
-        """The teacher's :class:`Features` for ``batch`` (which must carry the ``idx`` column), from disk."""
-        _check_request(request)
+        """The teacher's :class:`Features` for ``batch`` (which must carry the ``idx`` column), from disk; attention
+        maps (of the requested layers only) recomputed from the stored queries and keys."""
         if INDEX_COLUMN not in batch:
             raise ConfigError(
                 f"a batch read from the teacher-output cache needs the example index column '{INDEX_COLUMN}': add it "
@@ -403,13 +435,26 @@ class TeacherCache:
             )
         values = {}
         for layer in request.value_layers:
-            (index,) = _resolve_value_layers([layer], self.num_layers)
+            (index,) = _resolve_block_layers([layer], self.num_layers, "value")
             if index not in self.values:
                 raise ConfigError(f"value layer {layer} is not in the teacher-output cache (cached: {self.value_layers})")
             values[layer] = gather(self.values[index])
+        attentions = None
+        if request.attentions:
+            wanted = _resolve_block_layers(request.attention_layers_read(), self.num_layers, "attention")
+            if missing := [l for l in wanted if l not in self.queries]:
+                raise ConfigError(
+                    f"teacher attention layers {missing} are not in the teacher-output cache (cached: "
+                    f"{self.attention_layers}); rebuild the cache with the request of the losses that read them"
+                )
+            attentions = PartialAttentions(
+                [head_softmax(gather(self.queries[l]), gather(self.keys[l]), where, self.heads) if l in wanted else None
+                 for l in range(self.num_layers)]
+            )
         return Features(
             logits=torch.from_numpy(np.ascontiguousarray(self.logits[idx])).to(self.device),
             attention_mask=mask.to(self.device),
             hidden_states=hidden_states,
+            attentions=attentions,
             values=values,
         )

@@ -55,7 +55,8 @@ class InternalRepresentationKD(LossTerm):
         self.projections = cls_projections(ctx, len(self.pairs))
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(hidden_states=True, attentions=True, teacher_layers=frozenset(t for _, t in self.pairs))
+        return FeatureRequest(hidden_states=True, attentions=True, teacher_layers=frozenset(t for _, t in self.pairs),
+                              attention_layers=frozenset(t - 1 for _, t in self.pairs))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         mask = student.attention_mask
