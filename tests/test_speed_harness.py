@@ -66,3 +66,23 @@ def test_counted_batches_count_the_reads_of_each_step():
         bool(batch["input_ids"].sum() >= 0)
     assert counted.step_reads == [0, 1, 2, 3, 1, 2]  # at each request: the reads of the step before it
     assert torch.Tensor.item is original  # the tensor methods are restored
+
+
+def test_the_floor_part_times_fsds_terms_against_their_products_and_bounds_fsd_over_vkd(glue_dir):
+    """The floor part runs on a real MRPC batch; its section bounds FSD / VKD by VKD's step over VKD's step plus the
+    products (less the teacher's per-example ones with a cache) plus the memory's update."""
+    import argparse
+
+    rs = _load()
+    floor = rs.floor_bench(argparse.Namespace(glue_dir=str(glue_dir), n_batches=1, floor_reps=1))
+    ms = floor["ms_per_step"]
+    assert set(ms) == {"terms", "products", "teacher_products", "optimizer"} and min(ms.values()) > 0
+    assert floor["n_batches"] == 1 and 0 < floor["padded_lengths"][0] <= rs.MAX_LENGTH
+    floor["ms_per_step"] = {"terms": 50.0, "products": 30.0, "teacher_products": 5.0, "optimizer": 4.0}
+    ok = lambda eps, passes: {"status": "ok", "examples_per_second": eps, "pass_seconds": passes}  # noqa: E731
+    train = {"paired": {"configs": {"fsdkit-vkd": ok(32.0, [1.0, 1.0]), "fsdkit-fsd": ok(30.0, [1.1, 1.1]),
+                                    "fsdkit-vkd-cache": ok(40.0, [0.8, 0.8]), "fsdkit-fsd-cache": ok(38.0, [0.9, 0.9])}}}
+    text = "\n".join(rs.floor_section(floor, train))
+    # live: step 1000 ms, at most 1000 / (1000 + 30 + 4); cache: step 800 ms, at most 800 / (800 + 30 - 5 + 4)
+    assert f"| live teacher | 1000 | {1000 / 1034:.3f} | {1000 / 1054:.3f} | 0.91 |" in text
+    assert f"| teacher-output cache | 800 | {800 / 829:.3f} | {800 / 854:.3f} | 0.89 |" in text

@@ -732,6 +732,8 @@ def render(results: dict[str, Any]) -> str:
              "Installation (setup.sh):", "", *(f"- {line}" for line in results.get("install_status", [])), "",
              "## Training throughput (vanilla KD, MiniLM → 3-layer student, MRPC, batch 32, max length 128)", ""]
     lines += training_section(results.get("training"))
+    lines += ["", "## What FSD must compute beyond VKD (the bound on FSD / VKD)", ""]
+    lines += floor_section(results.get("floor"), results.get("training"))
     lines += ["", "## Host synchronisations per training step (fsdkit VKD and FSD)", ""] + syncs_section(results.get("syncs"))
     lines += ["", "## CKA of FSDI and FSDL (forward + backward; forward only where marked)", ""]
     reps = next((b.get("reps") for b in results.get("cka", {}).values() if b.get("order") == "interleaved"), None)
@@ -786,6 +788,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds of the CKA timings (each round calls every implementation once, rotated)")
     parser.add_argument("--paired-reps", type=int, default=8,
                         help="rounds of the configurations taking turns in one process (one pass each per round)")
+    parser.add_argument("--floor-reps", type=int, default=20, help="rounds of the FSD floor timings")
     parser.add_argument("--kmeans-rows", type=int, default=1024)
     parser.add_argument("--kmeans-k", type=int, default=100)
     parser.add_argument("--configs", default=",".join(TRAIN_CONFIGS))
@@ -943,10 +946,125 @@ def syncs_section(syncs: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------------------ FSD's floor
+def floor_bench(args) -> dict[str, Any]:
+    """What FSD's terms cost per step beside VKD's, against the least any implementation must compute.
+
+    On the shapes of the training part's batches (B = 32, each batch's padded length and mask; a 3-layer student and
+    the 6-layer teacher, width 384; K = 100 centroids of flattened rows of 128 tokens), interleaved rounds time:
+
+    - ``terms``: fsdkit's intra + local + memory terms (as the training part's FSD configuration builds them), forward
+      and backward;
+    - ``products``: only the matrix products those terms need, forward and backward — intra: the student's and the
+      teacher's token Grams per sample and the student's Gram backward; local: the same for the batch's flattened
+      rows; memory: the student rows and the teacher rows against their memories, ``M_S M_Sᵀ``, and the backward
+      ``Ḋ M_S``, ``Ḋᵀ s``, ``(Ġ + Ġᵀ) M_S``;
+    - ``teacher_products``: the part of ``products`` that depends on one example alone and so could be read from a
+      teacher cache (the teacher's token Grams, its rows against ``M_T``);
+    - ``optimizer``: the extra fused AdamW update of the student memory (K × 49,152), the only parameter FSD adds.
+
+    A step of FSD cannot take less than VKD's step plus ``products`` (less ``teacher_products`` with a cache) plus
+    ``optimizer``: with VKD's step time from the training part, that bounds the ratio FSD / VKD."""
+    from fsdkit.data import get_task
+    from fsdkit.features import Features
+    from fsdkit.losses import TermContext, build_term
+    from fsdkit.memory import TeacherMemory
+    from transformers import BertConfig
+
+    torch.set_num_threads(THREADS)
+    encoded, collator = mrpc_rows(args.glue_dir, args.n_batches * BATCH_SIZE)
+    masks = [b["attention_mask"] for b in fixed_batches(encoded, collator, args.n_batches)]
+    width, k, d = 384, 100, MAX_LENGTH * 384
+    g = torch.Generator().manual_seed(0)
+    config = lambda layers: BertConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=12)  # noqa: E731
+    ctx = TermContext(config(3), config(6), get_task("mrpc"), max_length=MAX_LENGTH)
+    memory = TeacherMemory(torch.randn(k, d, generator=g) * 0.5, {"layer": "penultimate", "pooling": "flatten",
+                                                                   "max_length": MAX_LENGTH, "hidden_size": width})
+    terms = [(30.0, build_term("structure", ctx, {"view": "intra"})), (30.0, build_term("structure", ctx, {"view": "local"})),
+             (1e-3, build_term("memory", ctx, {"memory": memory}))]
+    student_memory = terms[2][1].student_memory
+    inputs = []
+    for mask in masks:
+        b, length = mask.shape
+        s, t = (torch.randn(b, length, width, generator=g) * mask[..., None] for _ in range(2))
+        inputs.append((mask, s, t))
+
+    def fsd_terms():
+        for mask, s, t in inputs:
+            h = s.clone().requires_grad_(True)
+            student = Features(torch.zeros(len(mask), 2), mask, hidden_states=(h,) * 4)
+            teacher = Features(torch.zeros(len(mask), 2), mask, hidden_states=(t,) * 7)
+            sum(w * term(student, teacher, {}) for w, term in terms).backward()
+            student_memory.grad = None  # as after an optimizer step: the next backward writes it, adds nothing
+
+    m_s, m_t = student_memory.detach(), memory.centroids
+
+    def products(teacher_side: bool, student_side: bool):
+        def run():
+            for mask, s, t in inputs:
+                b, length, _ = s.shape
+                w = length * width
+                rows_s, rows_t = s.reshape(b, w), t.reshape(b, w)
+                if teacher_side:
+                    torch.bmm(t, t.mT), rows_t @ rows_t.T, rows_t @ m_t[:, :w].T
+                if student_side:
+                    gram = torch.bmm(s, s.mT)
+                    torch.bmm(gram + gram.mT, s)  # intra: the Gram and its backward
+                    batch_gram = rows_s @ rows_s.T
+                    (batch_gram + batch_gram.T) @ rows_s  # local
+                    dots, centroid_gram = rows_s @ m_s[:, :w].T, m_s @ m_s.T  # memory, forward
+                    dots @ m_s[:, :w], dots.T @ rows_s, (centroid_gram + centroid_gram.T) @ m_s  # and backward
+        return run
+
+    parameter = torch.nn.Parameter(m_s.clone())
+    parameter.grad = torch.randn_like(parameter)
+    adamw = torch.optim.AdamW([parameter], lr=0.1, weight_decay=0.0, fused=True)
+
+    def optimizer():
+        for _ in inputs:
+            adamw.step()
+
+    times = _interleaved_median_times({"terms": fsd_terms, "products": products(True, True),
+                                       "teacher_products": products(True, False), "optimizer": optimizer}, args.floor_reps)
+    return {"n_batches": len(inputs), "reps": args.floor_reps, "padded_lengths": [m.shape[1] for m in masks],
+            "ms_per_step": {name: 1000 * seconds / len(inputs) for name, seconds in times.items()}}
+
+
+def floor_section(floor: dict[str, Any] | None, train: dict[str, Any] | None) -> list[str]:
+    if not floor:
+        return ["Not measured (see `--parts`)."]
+    ms = floor["ms_per_step"]
+    lines = [f"Per step (ms, median of {floor['reps']} interleaved rounds over the training part's {floor['n_batches']} "
+             f"batches, padded lengths {', '.join(map(str, floor['padded_lengths']))}):", "",
+             "| What | ms per step |", "|---|---|",
+             f"| fsdkit's FSD terms (intra + local + memory), forward + backward | {ms['terms']:.1f} |",
+             f"| only the matrix products they need, forward + backward | {ms['products']:.1f} |",
+             f"| of which the teacher's per-example products (cacheable) | {ms['teacher_products']:.1f} |",
+             f"| the student memory's extra AdamW update | {ms['optimizer']:.1f} |"]
+    paired = (train or {}).get("paired", {}).get("configs", {})
+    rows = []
+    for config, teacher in (("fsdkit-vkd", "live teacher"), ("fsdkit-vkd-cache", "teacher-output cache")):
+        run = paired.get(config, {})
+        if run.get("status") != "ok":
+            continue
+        step = 1000 * BATCH_SIZE / run["examples_per_second"]
+        least = ms["products"] - (ms["teacher_products"] if "cache" in config else 0) + ms["optimizer"]
+        measured = fmt_ratio(paired_ratio(train["paired"], config.replace("vkd", "fsd"), config), 1)
+        rows.append(f"| {teacher} | {step:.0f} | {step / (step + least):.3f} | {step / (step + ms['terms'] + ms['optimizer']):.3f} "
+                    f"| {measured} |")
+    if rows:
+        lines += ["", "With VKD's step from the training table (the bound: VKD's step over VKD's step plus the products and "
+                  "the update; a cache spares the teacher's per-example products):", "",
+                  "| teacher | VKD step (ms) | FSD / VKD at most | FSD / VKD with fsdkit's terms as they run | measured |",
+                  "|---|---|---|---|---|", *rows]
+    return lines
+
+
 #: the measurements, by the name of their section in results.json
 MEASURE = {
     "training": train_bench,
     "syncs": sync_bench,
+    "floor": floor_bench,
     "cka": lambda args: cka_bench(reps=args.cka_reps),
     "kmeans": lambda args: kmeans_bench(args.glue_dir, args.kmeans_rows, args.kmeans_k, reps=1),
 }
