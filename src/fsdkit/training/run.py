@@ -270,7 +270,9 @@ def _train_and_export(
 
     terms = nn.ModuleDict({spec.label: build_term(spec.name, ctx, spec.options) for spec in specs})
     if any(term.request().attentions for term in terms.values()):
-        for m in (model, teacher):  # attention maps are only returned by the eager implementation
+        # attention maps are only returned by the eager implementation; a cached teacher's are recomputed from its
+        # queries and keys, which any implementation gives
+        for m in (model, None if getattr(config, "teacher_cache", None) else teacher):
             if m is not None:
                 m.set_attn_implementation("eager")
     for spec in specs:
