@@ -129,15 +129,6 @@ class Features:
             values={k: up(v) for k, v in self.values.items()},
         )
 
-    def detached(self) -> Features:
-        return Features(
-            logits=self.logits.detach(),
-            attention_mask=self.attention_mask,
-            hidden_states=None if self.hidden_states is None else tuple(h.detach() for h in self.hidden_states),
-            attentions=None if self.attentions is None else tuple(a.detach() for a in self.attentions),
-            values={k: v.detach() for k, v in self.values.items()},
-        )
-
 
 #: the self-attention projections by role: their module names in BERT-style and in DistilBERT-style blocks
 PROJECTIONS = {"query": ("query", "q_lin"), "key": ("key", "k_lin"), "value": ("value", "v_lin")}

@@ -48,11 +48,6 @@ class TaskSpec:
         """Size of the model's output layer: the number of classes, or 1 for regression."""
         return 1 if self.labels is None else len(self.labels)
 
-    @property
-    def is_pair(self) -> bool:
-        """True when each example is a sentence pair."""
-        return len(self.text_columns) == 2
-
 
 _ACC = ("accuracy",)
 _ACC_F1 = ("accuracy", "f1")
