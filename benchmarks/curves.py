@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     if bad := set(_csv(args.inits)) - set(INITS):
         parser.error(f"--inits: unknown {sorted(bad)}; choose from {', '.join(INITS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    from fsdkit.cli import unwind_on_termination
+
+    unwind_on_termination()  # `kill`: the run stops like Ctrl-C, resumable from its checkpoint
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return study(args)

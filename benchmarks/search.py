@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-results", default=None,
                         help="adopt a teacher fine-tuned with the same settings from this results file (suite.py)")
     args = parser.parse_args(argv)
+    from fsdkit.cli import unwind_on_termination
+
+    unwind_on_termination()  # `kill`: the run stops like Ctrl-C, resumable from its checkpoint
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from fsdkit.sweep import sweep
 

@@ -577,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-file", default=None, help="stop before the next run when this file exists "
                         "(default WORK_DIR/STOP)")
     args = parser.parse_args(argv)
+    from fsdkit.cli import unwind_on_termination
+
+    unwind_on_termination()  # `kill`: the run stops like Ctrl-C, resumable from its checkpoint
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

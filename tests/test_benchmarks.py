@@ -492,3 +492,21 @@ def test_a_recipe_section_takes_its_per_task_budget():
     for task in ("mrpc", "stsb", "sick", "cola"):
         settings = suite_mod.recipe_section(v2, "student", task)
         assert settings["student"] == "teacher" and settings["epochs"] >= 1 and "per_task" not in settings
+
+
+def test_the_benchmark_workers_unwind_on_a_kill(monkeypatch, tmp_path):
+    """suite.py, curves.py and search.py make SIGTERM unwind like Ctrl-C (fsdkit.cli.unwind_on_termination) before
+    they run anything: a killed worker removes its staged artifacts and resumes from its checkpoint."""
+    import fsdkit.cli
+
+    installed = []
+    monkeypatch.setattr(fsdkit.cli, "unwind_on_termination", lambda: installed.append(True))
+    common = ["--glue-dir", str(tmp_path), "--tasks", "no-such-task"]
+    places = ["--results", str(tmp_path / "r.jsonl"), "--work-dir", str(tmp_path)]
+    for name, argv in (("suite", common), ("curves", common + places), ("search", common + places + ["--methods", "vkd"])):
+        installed.clear()
+        try:  # the unknown task fails the run (raised, or recorded as failed) after the handler is installed
+            _load(name).main(argv)
+        except Exception as exc:  # noqa: BLE001
+            assert "no-such-task" in str(exc), name
+        assert installed == [True], name

@@ -146,3 +146,21 @@ def test_every_command_prints_its_help(capsys):
             build_parser().parse_args([*command.split(), "--help"])
         assert exit_info.value.code == 0, command
         assert "usage: fsdkit" in capsys.readouterr().out
+
+
+
+def test_a_kill_unwinds_like_ctrl_c():
+    """Once installed, SIGTERM raises KeyboardInterrupt: staged artifacts are removed and checkpoints kept."""
+    import os
+    import signal
+
+    from fsdkit.cli import unwind_on_termination
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        unwind_on_termination()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 1)  # the handler runs before this returns
+    finally:
+        signal.signal(signal.SIGTERM, previous)

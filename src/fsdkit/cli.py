@@ -224,13 +224,20 @@ def _terminated(signum, frame):
     raise KeyboardInterrupt
 
 
+def unwind_on_termination() -> None:
+    """Make ``kill`` (SIGTERM) unwind like Ctrl-C: a ``KeyboardInterrupt`` is raised in the main thread, so staged
+    artifacts are removed, locks released and checkpoints kept for a resume (for long-running scripts, such as the
+    benchmark workers, as for the CLI)."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose:  # read by transformers when it is first imported (not here: `fsdkit methods` needs no torch)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    signal.signal(signal.SIGTERM, _terminated)  # `kill`: unwind like Ctrl-C, so temporary files are removed
+    unwind_on_termination()
     try:
         args.func(args)
     except (FsdkitError, FloatingPointError) as exc:
