@@ -520,10 +520,11 @@ class Suite:
 def _claim(folder: Path, *, wait: bool):
     """Hold the file lock ``<folder>.lock`` for the body; yields False (without the lock) when another process
     holds it and ``wait`` is off."""
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder) + ".lock")
+    from fsdkit.artifacts import artifact_lock
+
+    lock = artifact_lock(folder)  # fsdkit's own lock of that folder: fsdkit may take it again inside (build_memory)
     try:
         lock.acquire(timeout=-1 if wait else 0)
     except Timeout:

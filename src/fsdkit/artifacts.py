@@ -67,13 +67,24 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def build_lock(artifact: str | os.PathLike, timeout: float = -1) -> Iterator[None]:
-    """Hold the inter-process lock of ``artifact`` (the file ``<artifact>.lock``); waits for another holder."""
+def artifact_lock(artifact: str | os.PathLike) -> FileLock:
+    """The inter-process lock of ``artifact`` (the file ``<artifact>.lock``): one instance per path in a process, so
+    a holder may take it again (a caller that holds it around a function that takes it too, as the benchmark suite
+    around :func:`fsdkit.build_memory`); another process waits."""
     artifact = Path(artifact)
     artifact.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(artifact.with_name(artifact.name + ".lock")), timeout=timeout):
+    return FileLock(str(artifact.with_name(artifact.name + ".lock")), is_singleton=True)
+
+
+@contextlib.contextmanager
+def build_lock(artifact: str | os.PathLike, timeout: float = -1) -> Iterator[None]:
+    """Hold the inter-process lock of ``artifact`` (:func:`artifact_lock`); waits for another holder."""
+    lock = artifact_lock(artifact)
+    lock.acquire(timeout=timeout)
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def reserved_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32) -> np.memmap:
