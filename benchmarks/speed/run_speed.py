@@ -195,6 +195,15 @@ def rss_mb() -> float:
 
 
 # ------------------------------------------------------------------------------------------------ workers
+def fsd_term_specs(memory) -> list:
+    """The FSD configuration's structure terms (intra, local, and the memory term over ``memory``), as TermSpecs."""
+    from fsdkit.training.methods import TermSpec
+
+    return [TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
+            TermSpec("structure", 30.0, {"view": "local"}, "local"),
+            TermSpec("memory", 1e-3, {"memory": memory}, "global")]
+
+
 def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, collator, tmp: Path) -> dict[str, Any]:
     """fsdkit's training step (DistillationTrainer.compute_loss, backward) + AdamW step, live teacher or cache."""
     from torch import nn
@@ -217,9 +226,7 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
         memory = TeacherMemory(torch.randn(100, MAX_LENGTH * teacher.config.hidden_size),
                                {"layer": "penultimate", "pooling": "flatten", "max_length": MAX_LENGTH,
                                 "hidden_size": teacher.config.hidden_size})
-        specs += [TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
-                  TermSpec("structure", 30.0, {"view": "local"}, "local"),
-                  TermSpec("memory", 1e-3, {"memory": memory}, "global")]
+        specs += fsd_term_specs(memory)
     terms = nn.ModuleDict({s.label: build_term(s.name, ctx, s.options) for s in specs})
     extra: dict[str, Any] = {}
     source: Any = teacher
@@ -982,8 +989,7 @@ def floor_bench(args) -> dict[str, Any]:
     ctx = TermContext(config(3), config(6), get_task("mrpc"), max_length=MAX_LENGTH)
     memory = TeacherMemory(torch.randn(k, d, generator=g) * 0.5, {"layer": "penultimate", "pooling": "flatten",
                                                                    "max_length": MAX_LENGTH, "hidden_size": width})
-    terms = [(30.0, build_term("structure", ctx, {"view": "intra"})), (30.0, build_term("structure", ctx, {"view": "local"})),
-             (1e-3, build_term("memory", ctx, {"memory": memory}))]
+    terms = [(spec.weight, build_term(spec.name, ctx, spec.options)) for spec in fsd_term_specs(memory)]
     student_memory = terms[2][1].student_memory
     inputs = []
     for mask in masks:
