@@ -4,11 +4,15 @@
 
     python benchmarks/curves.py --glue-dir ../shared/glue --tasks mrpc --methods nds,vkd --epochs 6
     python benchmarks/curves.py --glue-dir ../shared/glue --tasks mrpc --inits teacher --layers "1,3,5" --epochs 6
+    python benchmarks/curves.py --glue-dir ../shared/glue --tasks cola --inits teacher --teacher-epochs 6 --epochs 6
     python benchmarks/curves.py --summary          # the curves and the plateau check, from the results
     python benchmarks/curves.py --plot results/curves   # one PNG per task and initialisation (dev metric per epoch)
 
 Per task, a teacher is fine-tuned by the recipe's ``teacher`` settings with the dev metric after every epoch
-(its own folder ``work/curves/<task>/teacher``, so the v1 suite's teacher and settings hashes are untouched).
+(its own folder ``work/curves/<task>/teacher``, so the v1 suite's teacher and settings hashes are untouched;
+``--teacher-epochs`` trains a teacher of another budget, ``…/teacher-<E>ep``, for a task whose teacher has not reached
+its plateau in the recipe's epochs, and that command's students distil from it). A recorded teacher whose folder is
+gone (``work/`` is not committed: a new machine) is trained again.
 Then each method × initialisation × seed distils a student for ``--epochs`` epochs with the dev metric after
 every epoch: ``teacher`` = the chosen layers and the head of the fine-tuned teacher (``--student teacher``),
 ``pretrained`` = the layers of the recipe's pretrained model (v1's protocol). ``--layers`` compares the choice of
@@ -61,18 +65,34 @@ PLATEAU_POINTS = 1.0
 logger = logging.getLogger("fsdkit.benchmarks.curves")
 
 
-def teacher_settings(recipe: dict[str, Any], task: str, glue_dir: str, work_dir: Path) -> dict[str, Any]:
-    return {**recipe["shared"], **recipe_section(recipe, "teacher", task), "eval_strategy": "epoch", "task": task,
-            "data_dir": glue_dir, "output_dir": str(work_dir / task / "teacher"), "progress": False}
+def teacher_dir(work_dir: Path, task: str, epochs: float | None = None) -> Path:
+    """The task's teacher folder: ``teacher``, or ``teacher-<E>ep`` for a teacher budget other than the recipe's."""
+    return work_dir / task / ("teacher" if epochs is None else f"teacher-{epochs:g}ep")
+
+
+def teacher_settings(recipe: dict[str, Any], task: str, glue_dir: str, work_dir: Path,
+                     epochs: float | None = None) -> dict[str, Any]:
+    """The teacher's run settings; ``epochs``: a budget other than the recipe's (``--teacher-epochs``, the teacher's
+    plateau study: recorded in the settings, so its hash is the one a recipe with that budget gives)."""
+    # a whole number as a recipe writes it (6, not 6.0): the hash must equal the recipe's
+    budget = {} if epochs is None else {"epochs": int(epochs) if float(epochs).is_integer() else epochs}
+    return {**recipe["shared"], **recipe_section(recipe, "teacher", task), **budget, "eval_strategy": "epoch",
+            "task": task, "data_dir": glue_dir, "output_dir": str(teacher_dir(work_dir, task, epochs)),
+            "progress": False}
 
 
 def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, seed: int, epochs: float,
-                     glue_dir: str, work_dir: Path, layers: list[int] | None = None) -> dict[str, Any]:
+                     glue_dir: str, work_dir: Path, layers: list[int] | None = None,
+                     teacher_epochs: float | None = None) -> dict[str, Any]:
     """A student's run settings; ``layers``: an explicit set of 0-based layers instead of the recipe's
-    ``student_layers`` (recorded in the settings; the run folder gets a ``layers-…`` level)."""
+    ``student_layers`` (recorded in the settings; the run folder gets a ``layers-…`` level); ``teacher_epochs``: the
+    teacher of that budget (``--teacher-epochs``; its folder is in the settings, and the run folder gets a
+    ``teacher-<E>ep`` level)."""
     own = recipe["methods"].get(method) or {}
     student = "teacher" if init == "teacher" else recipe["student"]["student"]
     folder = work_dir / task / f"{init}-init" / method
+    if teacher_epochs is not None:
+        folder = folder / f"teacher-{teacher_epochs:g}ep"
     chosen = {}
     if layers is not None:
         chosen = {"student_layers": layers}
@@ -80,7 +100,9 @@ def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, 
     return {**recipe["shared"], **recipe_section(recipe, "student", task), **own, **chosen, "student": student,
             "epochs": epochs,
             "eval_strategy": "epoch", "method": method, "seed": seed, "task": task, "data_dir": glue_dir,
-            "teacher": str(work_dir / task / "teacher"), "teacher_cache": str(work_dir / task / "teacher-cache"),
+            "teacher": str(teacher_dir(work_dir, task, teacher_epochs)),
+            "teacher_cache": str(work_dir / task / ("teacher-cache" if teacher_epochs is None
+                                                    else f"teacher-{teacher_epochs:g}ep-cache")),
             "output_dir": str(folder / f"seed{seed}"), "progress": False}
 
 
@@ -104,7 +126,7 @@ def plateaued(curve: list[dict[str, Any]], metric: str) -> bool | None:
 
 
 def run_job(kind: str, task: str, method: str, seed: int, init: str | None, settings: dict[str, Any],
-            results: Path) -> dict[str, Any]:
+            results: Path, teacher_epochs: float | None = None) -> dict[str, Any]:
     """Train one job (resuming its checkpoint), append its record with the curve, delete its checkpoints (and,
     for a student, its model folder)."""
     from fsdkit import distill, finetune
@@ -125,6 +147,8 @@ def run_job(kind: str, task: str, method: str, seed: int, init: str | None, sett
                             started=started, result=result, output_dir=str(out) if kind == "teacher" else None)
         _clean_output_dir(out, keep_model=kind == "teacher")
     record["init"] = init
+    if teacher_epochs is not None:  # a student of another teacher budget (its folder, not its hash, says which)
+        record["teacher_epochs"] = teacher_epochs
     append_record(results, record)
     print({k: record.get(k) for k in ("task", "method", "init", "seed", "status", "metrics", "wall_time")}, flush=True)
     return record
@@ -137,27 +161,31 @@ def study(args) -> int:
     for task in _csv(args.tasks):
         jobs: list[tuple[str, str, int, str | None, dict[str, Any]]] = [
             ("teacher", "teacher", int(recipe["teacher"].get("seed", 42)), None,
-             teacher_settings(recipe, task, args.glue_dir, work_dir))]
+             teacher_settings(recipe, task, args.glue_dir, work_dir, args.teacher_epochs))]
         for seed in (int(s) for s in _csv(args.seeds)):
             for init in _csv(args.inits):
                 for layers in layer_sets(args.layers):
                     for method in _csv(args.methods):
                         jobs.append(("student", method, seed, init, student_settings(
-                            recipe, task, method, init, seed, args.epochs, args.glue_dir, work_dir, layers)))
+                            recipe, task, method, init, seed, args.epochs, args.glue_dir, work_dir, layers,
+                            args.teacher_epochs)))
         for kind, method, seed, init, settings in jobs:
             if stop.exists():
                 logger.info("%s found: stopping", stop)
                 return 1 if failed else 0
-            key = (task, method, seed, settings_hash({**settings, "resume": False}))
+            of_teacher = None if kind == "teacher" else args.teacher_epochs
+            key = (task, method, seed, settings_hash({**settings, "resume": False}), of_teacher)
             # the teacher is waited for (students need it); a student another worker holds is left to it
             with _claim(Path(settings["output_dir"]), wait=kind == "teacher") as held:
                 if not held:
                     continue
-                done = {(r["task"], r["method"], int(r["seed"]), r.get("settings_hash")) for r in read_records(results)
+                done = {(r["task"], r["method"], int(r["seed"]), r.get("settings_hash"), r.get("teacher_epochs"))
+                        for r in read_records(results)
                         if r.get("status") == "ok"}
-                if key in done:
+                # a recorded teacher whose folder is gone (a new machine: work/ is not committed) is trained again
+                if key in done and (kind != "teacher" or (Path(settings["output_dir"]) / "config.json").is_file()):
                     continue
-                record = run_job(kind, task, method, seed, init, settings, results)
+                record = run_job(kind, task, method, seed, init, settings, results, of_teacher)
             failed += record["status"] != "ok"
             if kind == "teacher" and record["status"] != "ok":
                 break  # nothing to distil from
@@ -174,6 +202,8 @@ def summary(results: Path) -> None:
         flag = plateaued(r.get("curve", []), metric)
         layers = r.get("settings", {}).get("student_layers")
         init = r.get("init") and r["init"] + (f", layers {layers}" if isinstance(layers, list) else "")
+        if r.get("teacher_epochs") is not None:
+            init += f", teacher {r['teacher_epochs']:g} ep"
         label = f"{r['task']} {r['method']}" + (f" ({init})" if init else "") + f" seed {r['seed']}"
         print(f"{label}: {metric} {' '.join(values)} — plateau: {flag}; {r['wall_time'] / 60:.1f} min")
 
@@ -192,7 +222,8 @@ def plot(results: Path, out_dir: Path) -> list[Path]:
         metric = r.get("main_metric") or "accuracy"
         layers = r.get("settings", {}).get("student_layers")
         name = r["method"] + f", {r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
-            f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "")  # schedules apart
+            f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "") + (
+            f", teacher {r['teacher_epochs']:g} ep" if r.get("teacher_epochs") is not None else "")  # schedules apart
         run = curve_points(r, metric)
         groups.setdefault((r["task"], r.get("init") or "?"), {}).setdefault(name, []).append(run)
     written = []
@@ -214,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inits", default=",".join(INITS), help=f"student initialisations: {', '.join(INITS)}")
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--epochs", type=float, default=6.0, help="epochs of every student (dev after each)")
+    parser.add_argument("--teacher-epochs", type=float, default=None,
+                        help="the teacher's epochs instead of the recipe's (a teacher budget's curve; its own folder "
+                             "teacher-<E>ep, and the students of this command distil from it)")
     parser.add_argument("--layers", default=None,
                         help="student layer sets to compare, 0-based, ';'-separated (e.g. '0,1,2;1,3,5'); default: the "
                              "recipe's student_layers")

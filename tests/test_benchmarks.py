@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -481,6 +482,23 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     folder = curves_mod.student_settings(suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE), "mrpc", "nds", "teacher", 1,
                                          3.0, "glue", tmp_path / "work", [1, 3, 5])["output_dir"]
     assert folder.endswith("teacher-init/nds/layers-1-3-5/seed1")
+    # a teacher budget's curve (--teacher-epochs): its own teacher, folder and hash; its students distil from it
+    calls.clear()
+    budget = [*argv, "--inits", "teacher", "--methods", "nds", "--teacher-epochs", "6"]
+    assert curves_mod.main(budget) == 0
+    assert calls == [("teacher", None, None, "epoch"), ("student", "nds", "teacher", "epoch")]
+    teacher, student = suite_mod.read_records(tmp_path / "curves.jsonl")[-2:]
+    assert teacher["settings"]["epochs"] == 6 and teacher["output_dir"].endswith("mrpc/teacher-6ep")
+    assert student["teacher_epochs"] == 6  # (folders are not in a record's settings: this field says which teacher)
+    recipe_budget = suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE)
+    recipe_budget["teacher"]["per_task"] = {"mrpc": {"epochs": 6}}  # the budget written into a recipe: the same hash
+    assert teacher["settings_hash"] == suite_mod.settings_hash({**curves_mod.teacher_settings(
+        recipe_budget, "mrpc", "glue", tmp_path / "work"), "resume": False})
+    calls.clear()
+    assert curves_mod.main(budget) == 0 and calls == []
+    # a new machine: the recorded teacher's folder is gone, so it is trained again (its students are recorded)
+    shutil.rmtree(tmp_path / "work" / "mrpc" / "teacher-6ep")
+    assert curves_mod.main(budget) == 0 and calls == [("teacher", None, None, "epoch")]
 
 
 def test_a_recipe_section_takes_its_per_task_budget():
