@@ -30,6 +30,10 @@ inputs across libraries, excludes warm-up iterations, reports the median of seve
    scikit-learn's ``KMeans`` (k-means++, n_init = 1, same tolerance) and the reference code's procedure (docs/math.md:
    a running average whose counters are reset every mini-batch step, 3 epochs ≈ one Lloyd step): time and final
    inertia on the same teacher rows.
+4. **FSD's floor** (``--parts floor``): fsdkit's VKD and FSD steps (live and cached) take turns in one process
+   with what FSD's terms compute on the same batches' shapes (:class:`FloorWork`: the terms as they run, only the
+   matrix products they need, the student memory's update), so the bound on FSD / VKD comes from one run.
+5. **Host synchronisations** (``--parts syncs``): reads of tensor values per training step.
 
 A library that cannot be imported is recorded as unavailable (with the error) instead of failing the suite.
 """
@@ -317,6 +321,8 @@ def train_config(config: str, timed: TimedBatches, encoded, collator, tmp: Path)
     library, _, method = config.partition("-")
     if library == "fsdkit":
         return fsdkit_worker(method.removesuffix("-cache"), method.endswith("-cache"), timed, encoded, collator, tmp)
+    if library == "floor":
+        return floor_worker(method.replace("-", "_"), timed)
     if library == "textbrewer":
         return textbrewer_worker(timed, tmp)
     return torchdistill_worker(timed, tmp)
@@ -740,7 +746,7 @@ def render(results: dict[str, Any]) -> str:
              "## Training throughput (vanilla KD, MiniLM → 3-layer student, MRPC, batch 32, max length 128)", ""]
     lines += training_section(results.get("training"))
     lines += ["", "## What FSD must compute beyond VKD (the bound on FSD / VKD)", ""]
-    lines += floor_section(results.get("floor"), results.get("training"))
+    lines += floor_section(results.get("floor"))
     lines += ["", "## Host synchronisations per training step (fsdkit VKD and FSD)", ""] + syncs_section(results.get("syncs"))
     lines += ["", "## CKA of FSDI and FSDL (forward + backward; forward only where marked)", ""]
     reps = next((b.get("reps") for b in results.get("cka", {}).values() if b.get("order") == "interleaved"), None)
@@ -795,7 +801,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds of the CKA timings (each round calls every implementation once, rotated)")
     parser.add_argument("--paired-reps", type=int, default=8,
                         help="rounds of the configurations taking turns in one process (one pass each per round)")
-    parser.add_argument("--floor-reps", type=int, default=20, help="rounds of the FSD floor timings")
+    parser.add_argument("--floor-reps", type=int, default=8,
+                        help="rounds of the floor part (VKD's and FSD's steps and FSD's floor taking turns)")
     parser.add_argument("--kmeans-rows", type=int, default=1024)
     parser.add_argument("--kmeans-k", type=int, default=100)
     parser.add_argument("--configs", default=",".join(TRAIN_CONFIGS))
@@ -956,11 +963,21 @@ def syncs_section(syncs: dict[str, Any] | None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ FSD's floor
-def floor_bench(args) -> dict[str, Any]:
+#: what the floor part times beside VKD's and FSD's training steps, per batch (see :class:`FloorWork`)
+FLOOR_WORK = ("terms", "products", "teacher_products", "optimizer")
+#: the training steps the floor part times in the same rounds, so that its bound and the measured ratio share them
+FLOOR_STEPS = ("fsdkit-vkd", "fsdkit-fsd", "fsdkit-vkd-cache", "fsdkit-fsd-cache")
+
+
+def floor_config(work: str) -> str:
+    return "floor-" + work.replace("_", "-")
+
+
+class FloorWork:
     """What FSD's terms cost per step beside VKD's, against the least any implementation must compute.
 
-    On the shapes of the training part's batches (B = 32, each batch's padded length and mask; a 3-layer student and
-    the 6-layer teacher, width 384; K = 100 centroids of flattened rows of 128 tokens), interleaved rounds time:
+    On a batch's shapes (B × L from its attention mask, random features of the student's and the teacher's width 384
+    made once per batch; K = 100 centroids of flattened rows of 128 tokens), one call of:
 
     - ``terms``: fsdkit's intra + local + memory terms (as the training part's FSD configuration builds them), forward
       and backward;
@@ -973,104 +990,154 @@ def floor_bench(args) -> dict[str, Any]:
     - ``optimizer``: the extra fused AdamW update of the student memory (K × 49,152), the only parameter FSD adds.
 
     A step of FSD cannot take less than VKD's step plus ``products`` (less ``teacher_products`` with a cache) plus
-    ``optimizer``: with VKD's step time from the training part, that bounds the ratio FSD / VKD."""
-    from fsdkit.data import get_task
-    from fsdkit.features import Features
-    from fsdkit.losses import TermContext, build_term
-    from fsdkit.memory import TeacherMemory
-    from transformers import BertConfig
+    ``optimizer``."""
 
-    torch.set_num_threads(THREADS)
+    def __init__(self, seed: int = 0):
+        from fsdkit.data import get_task
+        from fsdkit.losses import TermContext, build_term
+        from fsdkit.memory import TeacherMemory
+        from transformers import BertConfig
+
+        self.width, k, d = 384, 100, MAX_LENGTH * 384
+        self.generator = torch.Generator().manual_seed(seed)
+        config = lambda layers: BertConfig(hidden_size=self.width, num_hidden_layers=layers, num_attention_heads=12)  # noqa: E731
+        ctx = TermContext(config(3), config(6), get_task("mrpc"), max_length=MAX_LENGTH)
+        memory = TeacherMemory(torch.randn(k, d, generator=self.generator) * 0.5,
+                               {"layer": "penultimate", "pooling": "flatten", "max_length": MAX_LENGTH,
+                                "hidden_size": self.width})
+        self.terms = [(spec.weight, build_term(spec.name, ctx, spec.options)) for spec in fsd_term_specs(memory)]
+        self.student_memory = self.terms[2][1].student_memory
+        self.m_s, self.m_t = self.student_memory.detach(), memory.centroids
+        self.parameter = torch.nn.Parameter(self.m_s.clone())
+        self.parameter.grad = torch.randn_like(self.parameter)
+        self.adamw = torch.optim.AdamW([self.parameter], lr=0.1, weight_decay=0.0, fused=True)
+        self._inputs: dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def inputs(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's mask and its student and teacher features (zero at padding), made on first sight."""
+        key = mask.numpy().tobytes() + bytes(mask.shape)
+        if key not in self._inputs:
+            b, length = mask.shape
+            s, t = (torch.randn(b, length, self.width, generator=self.generator) * mask[..., None] for _ in range(2))
+            self._inputs[key] = (mask, s, t)
+        return self._inputs[key]
+
+    def step(self, work: str, mask: torch.Tensor) -> None:
+        if work == "terms":
+            self._terms(mask)
+        elif work == "optimizer":
+            self.adamw.step()
+        else:
+            self._products(mask, teacher_side=True, student_side=work == "products")
+
+    def _terms(self, mask: torch.Tensor) -> None:
+        from fsdkit.features import Features
+
+        mask, s, t = self.inputs(mask)
+        h = s.clone().requires_grad_(True)
+        student = Features(torch.zeros(len(mask), 2), mask, hidden_states=(h,) * 4)
+        teacher = Features(torch.zeros(len(mask), 2), mask, hidden_states=(t,) * 7)
+        sum(w * term(student, teacher, {}) for w, term in self.terms).backward()
+        self.student_memory.grad = None  # as after an optimizer step: the next backward writes it, adds nothing
+
+    def _products(self, mask: torch.Tensor, teacher_side: bool, student_side: bool) -> None:
+        mask, s, t = self.inputs(mask)
+        m_s, m_t = self.m_s, self.m_t
+        b, length, _ = s.shape
+        w = length * self.width
+        rows_s, rows_t = s.reshape(b, w), t.reshape(b, w)
+        if teacher_side:
+            torch.bmm(t, t.mT), rows_t @ rows_t.T, rows_t @ m_t[:, :w].T
+        if student_side:
+            gram = torch.bmm(s, s.mT)
+            torch.bmm(gram + gram.mT, s)  # intra: the Gram and its backward
+            batch_gram = rows_s @ rows_s.T
+            (batch_gram + batch_gram.T) @ rows_s  # local
+            dots, centroid_gram = rows_s @ m_s[:, :w].T, m_s @ m_s.T  # memory, forward
+            dots @ m_s[:, :w], dots.T @ rows_s, (centroid_gram + centroid_gram.T) @ m_s  # and backward
+
+
+def floor_worker(work: str, timed: TimedBatches) -> dict[str, Any]:
+    """A "training loop" whose step is one of :class:`FloorWork`'s measures for the batch it is given."""
+    floor = FloorWork()
+    for batch in timed:
+        floor.step(work, batch["attention_mask"])
+    return {"rss_before_mb": rss_mb()}
+
+
+def floor_bench(args) -> dict[str, Any]:
+    """FSD's floor timed in the same rounds as VKD's and FSD's training steps (:func:`run_paired`: one process,
+    each configuration one pass over the same batches per round, the order rotated), so that the bound on
+    FSD / VKD and the measured ratio are taken within each round, from one run."""
     encoded, collator = mrpc_rows(args.glue_dir, args.n_batches * BATCH_SIZE)
-    masks = [b["attention_mask"] for b in fixed_batches(encoded, collator, args.n_batches)]
-    width, k, d = 384, 100, MAX_LENGTH * 384
-    g = torch.Generator().manual_seed(0)
-    config = lambda layers: BertConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=12)  # noqa: E731
-    ctx = TermContext(config(3), config(6), get_task("mrpc"), max_length=MAX_LENGTH)
-    memory = TeacherMemory(torch.randn(k, d, generator=g) * 0.5, {"layer": "penultimate", "pooling": "flatten",
-                                                                   "max_length": MAX_LENGTH, "hidden_size": width})
-    terms = [(spec.weight, build_term(spec.name, ctx, spec.options)) for spec in fsd_term_specs(memory)]
-    student_memory = terms[2][1].student_memory
-    inputs = []
-    for mask in masks:
-        b, length = mask.shape
-        s, t = (torch.randn(b, length, width, generator=g) * mask[..., None] for _ in range(2))
-        inputs.append((mask, s, t))
-
-    def fsd_terms():
-        for mask, s, t in inputs:
-            h = s.clone().requires_grad_(True)
-            student = Features(torch.zeros(len(mask), 2), mask, hidden_states=(h,) * 4)
-            teacher = Features(torch.zeros(len(mask), 2), mask, hidden_states=(t,) * 7)
-            sum(w * term(student, teacher, {}) for w, term in terms).backward()
-            student_memory.grad = None  # as after an optimizer step: the next backward writes it, adds nothing
-
-    m_s, m_t = student_memory.detach(), memory.centroids
-
-    def products(teacher_side: bool, student_side: bool):
-        def run():
-            for mask, s, t in inputs:
-                b, length, _ = s.shape
-                w = length * width
-                rows_s, rows_t = s.reshape(b, w), t.reshape(b, w)
-                if teacher_side:
-                    torch.bmm(t, t.mT), rows_t @ rows_t.T, rows_t @ m_t[:, :w].T
-                if student_side:
-                    gram = torch.bmm(s, s.mT)
-                    torch.bmm(gram + gram.mT, s)  # intra: the Gram and its backward
-                    batch_gram = rows_s @ rows_s.T
-                    (batch_gram + batch_gram.T) @ rows_s  # local
-                    dots, centroid_gram = rows_s @ m_s[:, :w].T, m_s @ m_s.T  # memory, forward
-                    dots @ m_s[:, :w], dots.T @ rows_s, (centroid_gram + centroid_gram.T) @ m_s  # and backward
-        return run
-
-    parameter = torch.nn.Parameter(m_s.clone())
-    parameter.grad = torch.randn_like(parameter)
-    adamw = torch.optim.AdamW([parameter], lr=0.1, weight_decay=0.0, fused=True)
-
-    def optimizer():
-        for _ in inputs:
-            adamw.step()
-
-    times = _interleaved_median_times({"terms": fsd_terms, "products": products(True, True),
-                                       "teacher_products": products(True, False), "optimizer": optimizer}, args.floor_reps)
-    return {"n_batches": len(inputs), "reps": args.floor_reps, "padded_lengths": [m.shape[1] for m in masks],
-            "ms_per_step": {name: 1000 * seconds / len(inputs) for name, seconds in times.items()}}
+    lengths = [b["attention_mask"].shape[1] for b in fixed_batches(encoded, collator, args.n_batches)]
+    configs = [*FLOOR_STEPS, *map(floor_config, FLOOR_WORK)]
+    paired = _worker(args, "paired:" + ",".join(configs), "--reps", str(args.floor_reps))
+    return {"n_batches": args.n_batches, "reps": args.floor_reps, "padded_lengths": lengths, "paired": paired}
 
 
-def floor_section(floor: dict[str, Any] | None, train: dict[str, Any] | None) -> list[str]:
+def floor_rounds(floor: dict[str, Any]) -> dict[str, Any] | None:
+    """Per step (ms, the median pass over the batches) of each floor measure and training step, and per teacher the
+    medians over the rounds of: the bound ``t_VKD / (t_VKD + products [− teacher products with a cache] + optimizer)``,
+    the ratio fsdkit's terms would allow ``t_VKD / (t_VKD + terms + optimizer)``, and the measured ``t_VKD / t_FSD``."""
+    configs = floor.get("paired", {}).get("configs", {})
+    names = [*FLOOR_STEPS, *map(floor_config, FLOOR_WORK)]
+    if any(configs.get(name, {}).get("status") != "ok" for name in names):
+        return None
+    passes = {name: configs[name]["pass_seconds"] for name in names}
+    work = {w: passes[floor_config(w)] for w in FLOOR_WORK}
+    per_step = lambda seconds: 1000 * statistics.median(seconds) / floor["n_batches"]  # noqa: E731
+    out: dict[str, Any] = {"ms_per_step": {**{w: per_step(work[w]) for w in FLOOR_WORK},
+                                           **{c: per_step(passes[c]) for c in FLOOR_STEPS}}, "teachers": {}}
+    for teacher, suffix in (("live", ""), ("cache", "-cache")):
+        vkd, fsd = passes["fsdkit-vkd" + suffix], passes["fsdkit-fsd" + suffix]
+        rounds = range(len(vkd))
+        least = [work["products"][r] - (work["teacher_products"][r] if suffix else 0) + work["optimizer"][r]
+                 for r in rounds]
+        out["teachers"][teacher] = {
+            "bound": statistics.median(vkd[r] / (vkd[r] + least[r]) for r in rounds),
+            "as_run": statistics.median(vkd[r] / (vkd[r] + work["terms"][r] + work["optimizer"][r]) for r in rounds),
+            "measured": statistics.median(vkd[r] / fsd[r] for r in rounds),
+            "measured_range": [min(vkd[r] / fsd[r] for r in rounds), max(vkd[r] / fsd[r] for r in rounds)],
+        }
+    return out
+
+
+def floor_section(floor: dict[str, Any] | None) -> list[str]:
     if not floor:
         return ["Not measured (see `--parts`)."]
-    ms = floor["ms_per_step"]
-    lines = [f"Per step (ms, median of {floor['reps']} interleaved rounds over the training part's {floor['n_batches']} "
-             f"batches, padded lengths {', '.join(map(str, floor['padded_lengths']))}):", "",
+    rounds = floor_rounds(floor) if "paired" in floor else None
+    if rounds is None:
+        failed = {c: r.get("error", "") for c, r in floor.get("paired", {}).get("configs", {}).items()
+                  if r.get("status") != "ok"} or {"(all)": floor.get("paired", {}).get("error", "not in this form")}
+        return ["Not measured in this form (re-run `--parts floor`): " +
+                "; ".join(f"{c}: {e.splitlines()[0][:120] if e else '?'}" for c, e in failed.items())]
+    ms = rounds["ms_per_step"]
+    lines = [f"One process, {floor['reps']} rounds; in each round every configuration below makes one pass over the "
+             f"training part's {floor['n_batches']} batches (padded lengths {', '.join(map(str, floor['padded_lengths']))}), "
+             "the order rotated by one place each round — fsdkit's VKD and FSD training steps (live teacher and "
+             "teacher-output cache) and, on each batch's shapes, what FSD's terms compute. Per step, the median pass "
+             "over the batches:", "",
              "| What | ms per step |", "|---|---|",
+             f"| fsdkit VKD step, live teacher | {ms['fsdkit-vkd']:.0f} |",
+             f"| fsdkit FSD step, live teacher | {ms['fsdkit-fsd']:.0f} |",
+             f"| fsdkit VKD step, teacher-output cache | {ms['fsdkit-vkd-cache']:.0f} |",
+             f"| fsdkit FSD step, teacher-output cache | {ms['fsdkit-fsd-cache']:.0f} |",
              f"| fsdkit's FSD terms (intra + local + memory), forward + backward | {ms['terms']:.1f} |",
              f"| only the matrix products they need, forward + backward | {ms['products']:.1f} |",
              f"| of which the teacher's per-example products (cacheable) | {ms['teacher_products']:.1f} |",
-             f"| the student memory's extra AdamW update | {ms['optimizer']:.1f} |"]
-    paired = (train or {}).get("paired", {}).get("configs", {})
-    rows, findings = [], []
-    for config, teacher, target in (("fsdkit-vkd", "live teacher", 0.95), ("fsdkit-vkd-cache", "teacher-output cache", 0.97)):
-        run = paired.get(config, {})
-        if run.get("status") != "ok":
-            continue
-        step = 1000 * BATCH_SIZE / run["examples_per_second"]
-        least = ms["products"] - (ms["teacher_products"] if "cache" in config else 0) + ms["optimizer"]
-        bound, as_run = step / (step + least), step / (step + ms["terms"] + ms["optimizer"])
-        measured = fmt_ratio(paired_ratio(train["paired"], config.replace("vkd", "fsd"), config), 1)
-        rows.append(f"| {teacher} | {step:.0f} | {bound:.3f} | {as_run:.3f} | {measured} |")
-        findings.append(f"- {teacher}: target ≥ {target}; bound {bound:.3f}; fsdkit's terms, timed alone, would allow "
-                        f"{as_run:.3f}")
-    if rows:
-        lines += ["", "With VKD's step from the training table (the bound: VKD's step over VKD's step plus the products and "
-                  "the update; a cache spares the teacher's per-example products; general matrix products — a symmetric rank-k "
-                  "product, which torch does not expose, would halve the forward of each self-Gram such as M_S M_Sᵀ):", "",
-                  "| teacher | VKD step (ms) | FSD / VKD at most | FSD / VKD with fsdkit's terms as they run | measured |",
-                  "|---|---|---|---|---|", *rows, "", *findings, "",
-                  "Indicative only: this part and the training part are separate runs, and this machine's speed moves "
-                  "between runs (up to 1.7× within a minute, seen with nothing else running); a firm bound needs VKD's "
-                  "step timed in this part's own rounds."]
+             f"| the student memory's extra AdamW update | {ms['optimizer']:.1f} |", "",
+             "FSD / VKD, each the median over the rounds of the ratio within a round (the bound: VKD's step over VKD's "
+             "step plus the products and the update; a cache spares the teacher's per-example products; general matrix "
+             "products — a symmetric rank-k product, which torch does not expose, would halve the forward of each "
+             "self-Gram such as M_S M_Sᵀ):", "",
+             "| teacher | FSD / VKD at most | with fsdkit's terms as they run | measured (range over rounds) | target |",
+             "|---|---|---|---|---|"]
+    for teacher, label, target in (("live", "live teacher", 0.95), ("cache", "teacher-output cache", 0.97)):
+        r = rounds["teachers"][teacher]
+        low, high = r["measured_range"]
+        lines.append(f"| {label} | {r['bound']:.3f} | {r['as_run']:.3f} | {r['measured']:.3f} ({low:.2f}–{high:.2f}) | "
+                     f"≥ {target} |")
     return lines
 
 
