@@ -54,6 +54,7 @@ from suite import (  # noqa: E402
     recipe_section,
     run_record,
     settings_hash,
+    teacher_fingerprint,
 )
 
 DEFAULT_RESULTS = HERE / "results" / "curves.jsonl"
@@ -147,6 +148,8 @@ def run_job(kind: str, task: str, method: str, seed: int, init: str | None, sett
                             started=started, result=result, output_dir=str(out) if kind == "teacher" else None)
         _clean_output_dir(out, keep_model=kind == "teacher")
     record["init"] = init
+    # which fine-tuning of the teacher (for the teacher: its own weights; see suite.teacher_fingerprint)
+    record["teacher_fingerprint"] = teacher_fingerprint(out if kind == "teacher" else settings["teacher"])
     if teacher_epochs is not None:  # a student of another teacher budget (its folder, not its hash, says which)
         record["teacher_epochs"] = teacher_epochs
     append_record(results, record)

@@ -74,6 +74,30 @@ def open_failures(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in state.values() if r.get("status") == "failed"]
 
 
+def teacher_finetunings(history: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per task, each fine-tuning of its teacher (``ok`` teacher records in file order; records with the same
+    ``teacher_fingerprint`` are one fine-tuning, adopted again), each with ``students``: the number of ``ok`` student
+    runs distilled from it — by their ``teacher_fingerprint``, or, for records written before fingerprints, the
+    teacher recorded last before them (a worker records its teacher before any student of the task starts)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in history:
+        if r.get("status") != "ok" or r["method"] == MAJORITY:
+            continue
+        runs = out.setdefault(r["task"], [])
+        fingerprint = r.get("teacher_fingerprint")
+        if r["method"] == TEACHER:
+            same = next((t for t in runs if fingerprint and t["record"].get("teacher_fingerprint") == fingerprint), None)
+            if same is None:
+                runs.append({"record": dict(r), "students": 0})
+            continue
+        owner = next((t for t in runs if fingerprint and t["record"].get("teacher_fingerprint") == fingerprint), None)
+        if owner is None and not fingerprint and runs:
+            owner = runs[-1]
+        if owner is not None:
+            owner["students"] += 1
+    return {task: runs for task, runs in out.items() if runs}
+
+
 def ordered_tasks(tasks: Iterable[str]) -> list[str]:
     tasks = set(tasks)
     return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
@@ -206,6 +230,7 @@ def render(
     curve_links: Mapping[str, str] | None = None,
     search: Sequence[Mapping[str, Any]] | None = None,
     recipe_path: str = "benchmarks/recipe.yaml",
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`).
 
@@ -213,7 +238,8 @@ def render(
     ``earlier``: finished runs of an earlier recipe, not shown in the tables (counted under Provenance);
     ``curve_links``: task → the plot of its dev curves (:func:`plot_curves`); ``search``: the studies of the
     equal-budget search (:func:`search_summary`), shown instead of the weight search of ``tune.py``;
-    ``ablation_seeds``: the expected seeds of the ablation cells where they differ from ``expected_seeds``.
+    ``ablation_seeds``: the expected seeds of the ablation cells where they differ from ``expected_seeds``;
+    ``history``: every record of the current recipe in file order (the teachers' fine-tunings; default ``records``).
     """
     ablation_seeds = expected_seeds if ablation_seeds is None else ablation_seeds
     stats = summary_table(records)
@@ -329,12 +355,23 @@ def render(
     # -- teacher + recipe + tuning
     lines += ["## Teachers", ""]
     rows = []
+    finetunings = teacher_finetunings(history if history is not None else records)
     for task in tasks:
-        t = teachers.get(task)
-        if t:
-            scores = ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in t["metrics"].items())
-            rows.append([task, scores, f"{t.get('wall_time', 0) / 60:.1f} min", str(t.get("git_commit") or "–")[:10]])
-    lines += _table(["Task", "Dev score", "Wall time", "fsdkit commit"], rows) + [""]
+        for run in finetunings.get(task, []):
+            t = run["record"]
+            scores = ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}"
+                               for k, v in flatten_metrics(t.get("metrics") or {}).items())
+            rows.append([task, str(t.get("finished_at") or "–")[:16], scores,
+                         (t.get("host") or {}).get("cpu_model") or "not recorded", t.get("teacher_fingerprint") or "–",
+                         str(run["students"]), f"{t.get('wall_time', 0) / 60:.1f} min", str(t.get("git_commit") or "–")[:10]])
+    lines += _table(["Task", "Fine-tuned", "Dev score", "CPU", "Weights (SHA-256)", "Student runs from it", "Wall time",
+                     "fsdkit commit"], rows) + [""]
+    if any(len(runs) > 1 for runs in finetunings.values()):
+        lines += ["A task with several rows was fine-tuned again by the same recipe and seed on another machine "
+                  "(`benchmarks/work`, where the teachers live, is not committed): a CPU whose kernels round "
+                  "differently gives other weights. Each student run records the weights it distilled from "
+                  "(`teacher_fingerprint`; before fingerprints, the teacher recorded last before it); the reference "
+                  "row and the retention use the latest.", ""]
     if recipe:
         lines += [f"## Recipe ({recipe_path})", "", "Shared by every student method: "
                   + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("student", {})}.items()),
@@ -602,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                   analysis=analysis,
                   earlier=latest_ok(earlier), curve_links=curve_links,
                   search=search_summary(args.search_db, recipe) if args.search_db else None,
-                  recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent))
+                  recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent), history=raw)
     output.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {output} ({len(records)} finished runs)")
     return 0

@@ -81,18 +81,48 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what :func:`platform.processor` says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def host_info() -> dict[str, Any]:
     """The machine a run was measured on."""
     import torch
 
     return {
         "hostname": platform.node(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def teacher_fingerprint(folder: str | os.PathLike) -> str | None:
+    """The first 12 hex digits of the SHA-256 of a model folder's weights (its ``*.safetensors``, else ``*.bin``
+    files, in name order); None without weights. It says which fine-tuning a student distilled from: the same recipe
+    and seed give other weights on another CPU (its kernels round differently), and ``work/`` is not committed, so a
+    new machine fine-tunes the teacher again."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -447,6 +477,8 @@ class Suite:
             if method != MAJORITY:
                 record["test_predictions"] = self.predict_test(task, method, seed, settings)
             _clean_output_dir(out, keep_model=keep)
+        if method != MAJORITY:  # which fine-tuning of the teacher (for the teacher: its own weights)
+            record["teacher_fingerprint"] = teacher_fingerprint(self.teacher_dir(task))
         record.update(extra or {})
         append_record(self.results, record)
         if self.on_record is not None:
@@ -480,7 +512,8 @@ class Suite:
         shutil.rmtree(self.memory_dir(task), ignore_errors=True)  # built from the previous teacher
         partial.rename(target)
         logger.info("%s / teacher: adopted %s (same settings, %s)", task, source["output_dir"], self.teacher_results)
-        record = {**source, "output_dir": str(target), "adopted_from": str(self.teacher_results)}
+        record = {**source, "output_dir": str(target), "adopted_from": str(self.teacher_results),
+                  "teacher_fingerprint": teacher_fingerprint(target)}
         record["test_predictions"] = self.predict_test(task, TEACHER, seed, {**settings, "output_dir": str(target)})
         append_record(self.results, record)
         if self.on_record is not None:

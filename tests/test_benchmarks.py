@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import hashlib
 import json
 import shutil
 import sys
@@ -220,6 +221,36 @@ def test_suite_adopts_a_teacher_fine_tuned_with_the_same_settings_elsewhere(tmp_
     assert (suite.teacher_dir("mrpc") / "model.safetensors").read_text() == "weights"
     assert not suite.teacher_dir("mrpc").with_name("teacher.partial").exists()
     assert suite.run()["skipped"] == 3  # recorded: not adopted twice
+
+
+def test_every_run_records_the_weights_of_the_teacher_it_distilled_from(tmp_path):
+    """A teacher fine-tuned again (a new machine: other weights) gets another fingerprint; each student run records
+    the fingerprint of the teacher it distilled from, the teacher run its own, and the report counts the student runs
+    of each fine-tuning (records before fingerprints: the teacher recorded last before them)."""
+    runner = FakeRunner()
+    real_run = runner._run
+
+    def with_weights(settings, method):  # a model folder with weights, as fsdkit writes it
+        result = real_run(settings, method)
+        (Path(settings["output_dir"]) / "model.safetensors").write_text(f"weights of {method}")
+        return result
+
+    runner._run = with_weights
+    suite = make_suite(tmp_path, runner, methods=("vkd",), seeds=(1,))
+    suite.run()
+    teacher, majority, student = suite_mod.read_records(suite.results)
+    fingerprint = suite_mod.teacher_fingerprint(suite.teacher_dir("mrpc"))
+    assert fingerprint == hashlib.sha256(b"weights of teacher").hexdigest()[:12]
+    assert teacher["teacher_fingerprint"] == student["teacher_fingerprint"] == fingerprint
+    assert "teacher_fingerprint" not in majority and teacher["host"]["cpu_model"]
+    assert suite_mod.teacher_fingerprint(tmp_path / "nowhere") is None
+    # history: an old teacher and two students without fingerprints, then this suite's teacher and a student, the
+    # same teacher adopted again (one fine-tuning) and another student
+    old_teacher = {**teacher, "teacher_fingerprint": None}
+    old_student = {**student, "teacher_fingerprint": None}
+    history = [old_teacher, old_student, old_student, teacher, student, {**teacher}, student]
+    runs = report_mod.teacher_finetunings(history)["mrpc"]
+    assert [(r["record"].get("teacher_fingerprint"), r["students"]) for r in runs] == [(None, 2), (fingerprint, 2)]
 
 
 def test_a_recipe_row_may_combine_a_preset_with_extra_terms(tmp_path):
