@@ -730,16 +730,20 @@ def render(results: dict[str, Any]) -> str:
     for part in PARTS:
         if part in runs:
             r = runs[part]
-            measured.append(f"- {part}: `{results['commands'][part]}` — {r['finished_at']}, fsdkit commit "
+            where = r.get("machine")
+            where = (f"{where['cpu_model']}, {where['cpu_count']} CPUs, torch {where['torch_version']}" if where
+                     else "machine not recorded (measured before parts recorded theirs)")
+            measured.append(f"- {part}: `{results['commands'][part]}` — {r['finished_at']}, {where}, fsdkit commit "
                             f"{str(r['git_commit'])[:10]}, load average (1/5/15 min) {fmt_load(r['load_start'])} at "
                             f"start, {fmt_load(r['load_end'])} at end" + (f"; {r['conditions']}" if r.get("conditions") else ""))
         elif part in results:  # a results file written before per-part runs were recorded
             measured.append(f"- {part}: `{results['command']}` — load average {fmt_load(results['load_start'])} at "
                             f"start of the whole run, {fmt_load(results['load_end'])} at its end")
     lines = ["# fsdkit speed suite", "",
-             f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, torch {m['torch_version']}, "
-             f"{m['torch_threads']} threads, Python {m['python']}. A load average above the 2 cores means other jobs "
-             "competed for them: absolute numbers are then pessimistic; the ratios inside one table come from one run.",
+             f"Machine of the latest part run: {m['cpu_model']}, {m['cpu_count']} CPUs, torch {m['torch_version']}, "
+             f"{m['torch_threads']} threads, Python {m['python']} (each part below names its own). A load average above "
+             "the 2 cores means other jobs competed for them: absolute numbers are then pessimistic; the ratios inside "
+             "one table come from one run.",
              "", "Measured (each part by its own command; `--parts` re-runs some and keeps the others):", "", *measured,
              "", "Library versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", "",
              "Installation (setup.sh):", "", *(f"- {line}" for line in results.get("install_status", [])), "",
@@ -853,8 +857,10 @@ def main(argv: list[str] | None = None) -> int:
         started = os.getloadavg()
         results[part] = MEASURE[part](args)
         results["commands"][part] = command.strip()
+        here = results["machine"]  # each part keeps the machine it ran on: parts of one file may come from several
         results["part_runs"][part] = {"load_start": started, "load_end": os.getloadavg(), "git_commit": git_commit(),
-                                      "finished_at": time.strftime("%Y-%m-%d %H:%M"), "conditions": args.conditions}
+                                      "finished_at": time.strftime("%Y-%m-%d %H:%M"), "conditions": args.conditions,
+                                      "machine": {k: here[k] for k in ("cpu_model", "cpu_count", "torch_version")}}
         print(json.dumps({part: results[part]})[:2000], flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
