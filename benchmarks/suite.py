@@ -109,20 +109,14 @@ def host_info() -> dict[str, Any]:
 
 
 def teacher_fingerprint(folder: str | os.PathLike) -> str | None:
-    """The first 12 hex digits of the SHA-256 of a model folder's weights (its ``*.safetensors``, else ``*.bin``
-    files, in name order); None without weights. It says which fine-tuning a student distilled from: the same recipe
-    and seed give other weights on another CPU (its kernels round differently), and ``work/`` is not committed, so a
-    new machine fine-tunes the teacher again."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()[:12]
+    """The first 12 hex digits of the SHA-256 of a model folder's ``model.safetensors`` (the hash a teacher memory
+    records of its teacher, :func:`fsdkit.artifacts.model_weights_sha256`); None without one. It says which
+    fine-tuning a student distilled from: the same recipe and seed give other weights on another CPU (its kernels
+    round differently), and ``work/`` is not committed, so a new machine fine-tunes the teacher again."""
+    from fsdkit.artifacts import sha256_file
+
+    weights = Path(folder) / "model.safetensors"
+    return sha256_file(weights)[:12] if weights.is_file() else None
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:

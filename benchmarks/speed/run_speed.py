@@ -733,6 +733,8 @@ def render(results: dict[str, Any]) -> str:
             where = r.get("machine")
             where = (f"{where['cpu_model']}, {where['cpu_count']} CPUs, torch {where['torch_version']}" if where
                      else "machine not recorded (measured before parts recorded theirs)")
+            if r.get("host_memory"):
+                where += f", host memory {r['host_memory']}"
             measured.append(f"- {part}: `{results['commands'][part]}` — {r['finished_at']}, {where}, fsdkit commit "
                             f"{str(r['git_commit'])[:10]}, load average (1/5/15 min) {fmt_load(r['load_start'])} at "
                             f"start, {fmt_load(r['load_end'])} at end" + (f"; {r['conditions']}" if r.get("conditions") else ""))
@@ -815,18 +817,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-only", action="store_true", help="rewrite SPEED.md from OUTPUT_DIR/results.json")
     parser.add_argument("--conditions", default=None,
                         help="what the load average cannot tell (e.g. other jobs paused), recorded with each part run")
+    parser.add_argument("--host-memory", choices=("reuse", "system"), default="reuse",
+                        help="reuse: the training processes keep freed host memory for the next step, as fsdkit's "
+                             "runs do (fsdkit.training.host_memory; process-wide, so the other libraries get it too); "
+                             "system: glibc's defaults")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(THREADS)
     if args.worker:
+        from fsdkit.training.host_memory import reused_host_memory
+
         try:
-            if args.worker.startswith("paired:"):
-                result = run_paired(args.worker.removeprefix("paired:").split(","), args.glue_dir, args.n_batches,
-                                    args.warmup, args.reps)
-            else:
-                result = run_worker(args.worker, args.glue_dir, args.n_batches, args.warmup, args.reps)
+            # fsdkit trains inside reused_host_memory; the setting is process-wide, so in a paired process the other
+            # libraries' loops get it too (which can only favour them)
+            with reused_host_memory(args.host_memory == "reuse"):
+                result = run_worker_command(args)
         except Exception as exc:  # noqa: BLE001 — recorded by the parent
             import traceback
 
@@ -860,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
         here = results["machine"]  # each part keeps the machine it ran on: parts of one file may come from several
         results["part_runs"][part] = {"load_start": started, "load_end": os.getloadavg(), "git_commit": git_commit(),
                                       "finished_at": time.strftime("%Y-%m-%d %H:%M"), "conditions": args.conditions,
+                                      "host_memory": args.host_memory,
                                       "machine": {k: here[k] for k in ("cpu_model", "cpu_count", "torch_version")}}
         print(json.dumps({part: results[part]})[:2000], flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -869,10 +877,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_worker_command(args) -> dict[str, Any]:
+    """``--worker paired:A,B,...`` (the configurations taking turns in this process) or ``--worker CONFIG`` (alone)."""
+    if args.worker.startswith("paired:"):
+        return run_paired(args.worker.removeprefix("paired:").split(","), args.glue_dir, args.n_batches, args.warmup,
+                          args.reps)
+    return run_worker(args.worker, args.glue_dir, args.n_batches, args.warmup, args.reps)
+
+
 def _worker(args, config: str, *extra: str) -> dict[str, Any]:
     """Run ``--worker config`` in a fresh process; its RESULT line, or the failure."""
     cmd = [sys.executable, __file__, "--worker", config, "--glue-dir", args.glue_dir, "--n-batches", str(args.n_batches),
-           "--warmup", str(args.warmup), *extra]
+           "--warmup", str(args.warmup), "--host-memory", args.host_memory, *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     return json.loads(line[7:]) if line else {"config": config, "status": "unavailable",

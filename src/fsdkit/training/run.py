@@ -37,6 +37,7 @@ from fsdkit.config import (
 )
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
+from fsdkit.training.host_memory import reused_host_memory
 from fsdkit.training.methods import TermSpec
 from fsdkit.training.presets import get_method, run_terms
 from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
@@ -417,11 +418,12 @@ def finetune(config: FinetuneConfig | dict | None = None, *, on_evaluate=None, *
     set_seed(config.seed)
     model, tokenizer = load_classifier(config.model, task)
     ctx = TermContext(model.config, None, task, max_length=config.max_length)
-    return _train_and_export(
-        command="finetune", config=config, out=out, task=task, data=data, model=model, tokenizer=tokenizer,
-        specs=[TermSpec("task", 1.0)], ctx=ctx, teacher=None, record_extra={"model": str(config.model)},
-        on_evaluate=on_evaluate,
-    )
+    with reused_host_memory(config.reuse_host_memory):
+        return _train_and_export(
+            command="finetune", config=config, out=out, task=task, data=data, model=model, tokenizer=tokenizer,
+            specs=[TermSpec("task", 1.0)], ctx=ctx, teacher=None, record_extra={"model": str(config.model)},
+            on_evaluate=on_evaluate,
+        )
 
 
 def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **overrides) -> dict[str, Any]:
@@ -494,16 +496,17 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     set_seed(config.seed)  # the terms' own parameters start from the same state however the models were loaded
     ctx = TermContext(student.config, teacher.config if teacher is not None else None, task,
                       same_tokenizer=same_tokenizer, max_length=config.max_length)
-    return _train_and_export(
-        command="distill", config=config, out=out, task=task, data=data, model=student, tokenizer=tokenizer,
-        specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
-        relation_every=config.relation_every, on_evaluate=on_evaluate,
-        teacher_tokenizer=None if same_tokenizer else teacher_tokenizer,
-        record_extra={"teacher": config.teacher and str(config.teacher), "student_base": str(student_source),
-                      "student_init": "config" if shape is not None else
-                      "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",
-                      "student_layers": student.config.fsdkit_student_layers, "student_shape": shape},
-    )
+    with reused_host_memory(config.reuse_host_memory):
+        return _train_and_export(
+            command="distill", config=config, out=out, task=task, data=data, model=student, tokenizer=tokenizer,
+            specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
+            relation_every=config.relation_every, on_evaluate=on_evaluate,
+            teacher_tokenizer=None if same_tokenizer else teacher_tokenizer,
+            record_extra={"teacher": config.teacher and str(config.teacher), "student_base": str(student_source),
+                          "student_init": "config" if shape is not None else
+                          "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",
+                          "student_layers": student.config.fsdkit_student_layers, "student_shape": shape},
+        )
 
 
 def _memory_identity(teacher, task, max_length: int | None, max_train_samples: int | None) -> dict[str, Any]:
