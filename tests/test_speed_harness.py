@@ -101,3 +101,42 @@ def test_the_floor_part_times_fsds_terms_against_their_products_and_bounds_fsd_o
     assert f"| teacher-output cache | {0.8 / 0.829:.3f} |" in text
     configs["floor-optimizer"] = {"status": "unavailable", "error": "RuntimeError: out of memory"}
     assert "floor-optimizer: RuntimeError: out of memory" in rs.floor_section(result)[0]
+
+
+def test_the_host_memory_part_sets_the_allocator_before_every_turn(monkeypatch):
+    """A ``…@system`` configuration takes its turns with glibc's defaults, the others with freed memory kept; the
+    suffix does not reach the library's loop; the section compares each step with its ``@system`` twin."""
+    rs = _load()
+    batches = [{"input_ids": torch.tensor([i])} for i in range(2)]
+    monkeypatch.setattr(rs, "mrpc_rows", lambda glue_dir, n: (None, None))
+    monkeypatch.setattr(rs, "fixed_batches", lambda encoded, collator, n: batches)
+    turns, ran = [], []
+    monkeypatch.setattr(rs, "host_memory_turn", lambda config, mode: turns.append((config, mode)))
+
+    def fake_loop(config, timed, encoded, collator, tmp):
+        for _ in timed:
+            ran.append(config)
+
+    monkeypatch.setattr(rs, "train_config", fake_loop)
+    out = rs.run_paired(["fsdkit-vkd", "fsdkit-vkd@system"], "glue", n_batches=2, warmup=1, reps=2)
+    assert all(c["status"] == "ok" for c in out["configs"].values())
+    # set-up and warm-up of each, then 2 rotated rounds and the closing turns; the process's mode restored at the end
+    assert [c for c, _ in turns] == ["fsdkit-vkd", "fsdkit-vkd", "fsdkit-vkd@system", "fsdkit-vkd@system",
+                                     "fsdkit-vkd", "fsdkit-vkd@system", "fsdkit-vkd@system", "fsdkit-vkd",
+                                     "fsdkit-vkd", "fsdkit-vkd@system", ""]
+    assert {mode for _, mode in turns} == {"reuse"}
+    ok = lambda passes: {"status": "ok", "examples_per_second": 64 / passes[0], "pass_seconds": passes}  # noqa: E731
+    configs = {}
+    for step, seconds in (("fsdkit-vkd", 1.0), ("fsdkit-fsd", 1.05), ("fsdkit-vkd-cache", 0.7), ("fsdkit-fsd-cache", 0.75)):
+        configs[step], configs[step + "@system"] = ok([seconds, seconds]), ok([1.1 * seconds, 1.1 * seconds])
+    text = "\n".join(rs.host_memory_section({"n_batches": 2, "reps": 2, "paired": {"configs": configs}}))
+    assert "| fsdkit-vkd | 64.0 | 58.2 | 1.10 |" in text
+    assert "live teacher **0.95**, teacher-output cache **0.93**" in text
+
+
+def test_train_config_strips_the_system_memory_suffix(monkeypatch):
+    rs = _load()
+    seen = []
+    monkeypatch.setattr(rs, "fsdkit_worker", lambda method, cached, *rest: seen.append((method, cached)) or {})
+    rs.train_config("fsdkit-fsd-cache@system", None, None, None, Path("unused"))
+    assert seen == [("fsd", True)]

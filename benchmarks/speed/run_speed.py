@@ -34,6 +34,8 @@ inputs across libraries, excludes warm-up iterations, reports the median of seve
    with what FSD's terms compute on the same batches' shapes (:class:`FloorWork`: the terms as they run, only the
    matrix products they need, the student memory's update), so the bound on FSD / VKD comes from one run.
 5. **Host synchronisations** (``--parts syncs``): reads of tensor values per training step.
+6. **Host memory** (``--parts host_memory``): fsdkit's steps with freed host memory kept for the next step (as its
+   runs train) against glibc's defaults, taking turns in one process.
 
 A library that cannot be imported is recorded as unavailable (with the error) instead of failing the suite.
 """
@@ -315,10 +317,28 @@ def strip_for(config: str) -> tuple[str, ...]:
     return () if config.startswith("fsdkit-") else ("idx",)
 
 
+#: a configuration named ``<config>@system`` runs its turns with glibc's allocator defaults (the host-memory part)
+SYSTEM_MEMORY = "@system"
+
+
+def host_memory_turn(config: str, mode: str) -> None:
+    """Before a configuration's turn: glibc's defaults (freed memory returned) for a ``…@system`` configuration or in
+    the ``system`` mode, else freed memory kept for the next step (:mod:`fsdkit.training.host_memory`)."""
+    from fsdkit.training.host_memory import glibc_malloc, keep_freed_memory, return_freed_memory
+
+    libc = glibc_malloc()
+    if libc is None:
+        return
+    if config.endswith(SYSTEM_MEMORY) or mode == "system":
+        return_freed_memory(libc)
+    else:
+        keep_freed_memory(libc)
+
+
 def train_config(config: str, timed: TimedBatches, encoded, collator, tmp: Path) -> dict[str, Any]:
     """Run one training configuration's loop over ``timed``; returns its extra fields (RSS after loading, ...)."""
     torch.manual_seed(0)
-    library, _, method = config.partition("-")
+    library, _, method = config.removesuffix(SYSTEM_MEMORY).partition("-")
     if library == "fsdkit":
         return fsdkit_worker(method.removesuffix("-cache"), method.endswith("-cache"), timed, encoded, collator, tmp)
     if library == "floor":
@@ -347,11 +367,13 @@ def run_worker(config: str, glue_dir: str, n_batches: int, warmup: int, reps: in
     }
 
 
-def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, reps: int) -> dict[str, Any]:
+def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, reps: int,
+               host_memory: str = "reuse") -> dict[str, Any]:
     """Every configuration in this one process, taking turns pass by pass: round r runs pass r of each (the order
     rotated by one place each round), so a change of the machine's speed between rounds reaches every configuration
     of a round alike and the ratio of two configurations is taken within each round. Each configuration's own loop
-    runs in its own thread; only the one whose turn it is runs (:class:`Baton`)."""
+    runs in its own thread; only the one whose turn it is runs (:class:`Baton`). With a ``…@system`` configuration
+    among them, the allocator is set before every turn (:func:`host_memory_turn`; ``host_memory``: the others')."""
     torch.set_num_threads(THREADS)
     encoded, collator = mrpc_rows(glue_dir, n_batches * BATCH_SIZE)
     batches = fixed_batches(encoded, collator, n_batches)
@@ -379,9 +401,14 @@ def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, r
             turns += configs[r % len(configs):] + configs[: r % len(configs)]
         for config in configs:
             threads[config].start()
+        switching = any(c.endswith(SYSTEM_MEMORY) for c in configs)
         for config in turns:
             if config not in finished:
+                if switching:
+                    host_memory_turn(config, host_memory)
                 baton.give(config)
+        if switching:
+            host_memory_turn("", host_memory)
         for thread in threads.values():
             thread.join()
     examples = n_batches * BATCH_SIZE
@@ -753,6 +780,8 @@ def render(results: dict[str, Any]) -> str:
     lines += training_section(results.get("training"))
     lines += ["", "## What FSD must compute beyond VKD (the bound on FSD / VKD)", ""]
     lines += floor_section(results.get("floor"))
+    lines += ["", "## Freed host memory kept for the next step, against glibc's defaults", ""]
+    lines += host_memory_section(results.get("host_memory"))
     lines += ["", "## Host synchronisations per training step (fsdkit VKD and FSD)", ""] + syncs_section(results.get("syncs"))
     lines += ["", "## CKA of FSDI and FSDL (forward + backward; forward only where marked)", ""]
     reps = next((b.get("reps") for b in results.get("cka", {}).values() if b.get("order") == "interleaved"), None)
@@ -881,7 +910,7 @@ def run_worker_command(args) -> dict[str, Any]:
     """``--worker paired:A,B,...`` (the configurations taking turns in this process) or ``--worker CONFIG`` (alone)."""
     if args.worker.startswith("paired:"):
         return run_paired(args.worker.removeprefix("paired:").split(","), args.glue_dir, args.n_batches, args.warmup,
-                          args.reps)
+                          args.reps, args.host_memory)
     return run_worker(args.worker, args.glue_dir, args.n_batches, args.warmup, args.reps)
 
 
@@ -1163,11 +1192,49 @@ def floor_section(floor: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------------------ host memory
+def host_memory_bench(args) -> dict[str, Any]:
+    """fsdkit's VKD and FSD steps (live and cached) with freed host memory kept for the next step, as fsdkit trains
+    (:mod:`fsdkit.training.host_memory`), against the same steps with glibc's defaults (``…@system``), taking turns
+    in one process: the allocator is set before every turn."""
+    configs = [c for step in FLOOR_STEPS for c in (step, step + SYSTEM_MEMORY)]
+    paired = _worker(args, "paired:" + ",".join(configs), "--reps", str(args.paired_reps))
+    return {"n_batches": args.n_batches, "reps": args.paired_reps, "paired": paired}
+
+
+def host_memory_section(result: dict[str, Any] | None) -> list[str]:
+    if not result:
+        return ["Not measured (see `--parts`)."]
+    paired = result["paired"]
+    configs = paired.get("configs", {})
+    lines = [f"One process, {result['reps']} rounds, each one pass of every configuration over the same "
+             f"{result['n_batches']} batches (the order rotated each round). 'kept': freed host memory kept for the next "
+             "step, as fsdkit's runs do (`fsdkit.training.host_memory`, on by default; `--no-reuse-host-memory` turns it "
+             "off); 'glibc defaults': the allocator as it comes (large tensors mapped afresh and unmapped at every "
+             "step, the heap trimmed). The allocator is set before each turn.", "",
+             "| Configuration | kept: examples/s | glibc defaults: examples/s | kept / defaults |", "|---|---|---|---|"]
+    for step in FLOOR_STEPS:
+        kept, system = configs.get(step, {}), configs.get(step + SYSTEM_MEMORY, {})
+        if kept.get("status") != "ok" or system.get("status") != "ok":
+            error = (kept if kept.get("status") != "ok" else system).get("error", paired.get("error", "?"))
+            lines.append(f"| {step} | unavailable: {error.splitlines()[0][:120]} | – | – |")
+            continue
+        lines.append(f"| {step} | {kept['examples_per_second']:.1f} | {system['examples_per_second']:.1f} | "
+                     f"{fmt_ratio(paired_ratio(paired, step, step + SYSTEM_MEMORY), 1)} |")
+    ratio = lambda a, b: fmt_ratio(paired_ratio(paired, a, b), 1)  # noqa: E731
+    lines += ["", f"- FSD / VKD, memory kept: live teacher **{ratio('fsdkit-fsd', 'fsdkit-vkd')}**, teacher-output "
+              f"cache **{ratio('fsdkit-fsd-cache', 'fsdkit-vkd-cache')}**; with glibc's defaults: "
+              f"{ratio('fsdkit-fsd@system', 'fsdkit-vkd@system')} and "
+              f"{ratio('fsdkit-fsd-cache@system', 'fsdkit-vkd-cache@system')}"]
+    return lines
+
+
 #: the measurements, by the name of their section in results.json
 MEASURE = {
     "training": train_bench,
     "syncs": sync_bench,
     "floor": floor_bench,
+    "host_memory": host_memory_bench,
     "cka": lambda args: cka_bench(reps=args.cka_reps),
     "kmeans": lambda args: kmeans_bench(args.glue_dir, args.kmeans_rows, args.kmeans_k, reps=1),
 }

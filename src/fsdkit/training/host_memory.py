@@ -53,6 +53,18 @@ def glibc_malloc() -> ctypes.CDLL | None:
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
+def keep_freed_memory(libc: ctypes.CDLL) -> bool:
+    """No mmap'd chunks and no trimming of the heap from now on; whether glibc took both settings."""
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
+
+
+def return_freed_memory(libc: ctypes.CDLL) -> None:
+    """glibc's defaults again, and the freed memory returned to the system (``malloc_trim``)."""
+    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+
+
 @contextlib.contextmanager
 def reused_host_memory(enabled: bool = True) -> Iterator[bool]:
     """Keep freed host memory in the heap for reuse while the block runs (see the module docstring); yields whether
@@ -63,7 +75,7 @@ def reused_host_memory(enabled: bool = True) -> Iterator[bool]:
         yield False
         return
     with _lock:
-        if _depth == 0 and not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)):
+        if _depth == 0 and not keep_freed_memory(libc):
             logger.debug("mallopt refused: freed host memory is returned to the system as usual")
         _depth += 1
     try:
@@ -72,7 +84,5 @@ def reused_host_memory(enabled: bool = True) -> Iterator[bool]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-                libc.malloc_trim(0)
+                return_freed_memory(libc)
 
