@@ -87,7 +87,8 @@ def test_the_floor_part_times_fsds_terms_against_their_products_and_bounds_fsd_o
     # two rounds, one batch per pass (seconds): VKD 1.0 then 2.0 (the machine slowed down), FSD 1.1 then 2.2, ...
     configs = {"fsdkit-vkd": ok([1.0, 2.0]), "fsdkit-fsd": ok([1.1, 2.2]), "fsdkit-vkd-cache": ok([0.8, 1.6]),
                "fsdkit-fsd-cache": ok([0.9, 1.8]), "floor-terms": ok([0.05, 0.10]), "floor-products": ok([0.03, 0.06]),
-               "floor-teacher-products": ok([0.005, 0.01]), "floor-optimizer": ok([0.004, 0.008])}
+               "floor-teacher-products": ok([0.005, 0.01]), "floor-centroid-products": ok([0.02, 0.04]),
+               "floor-optimizer": ok([0.004, 0.008])}
     result = {"n_batches": 1, "reps": 2, "padded_lengths": [77], "paired": {"configs": configs}}
     rounds = rs.floor_rounds(result)
     # the same ratios in both rounds: the drift cancels; live at most 1 / (1 + 0.03 + 0.004), cache 0.8 / (0.8 + 0.029)
@@ -99,6 +100,9 @@ def test_the_floor_part_times_fsds_terms_against_their_products_and_bounds_fsd_o
     text = "\n".join(rs.floor_section(result))
     assert f"| live teacher | {1 / 1.034:.3f} | {1 / 1.054:.3f} | {1 / 1.1:.3f} (0.91–0.91) | ≥ 0.95 |" in text
     assert f"| teacher-output cache | {0.8 / 0.829:.3f} |" in text
+    # cached: 0.97 leaves 1200 × (1/0.97 − 1) = 37.1 ms; products 45 − 7.5 + optimizer 6 = 43.5: beyond it
+    assert "- teacher-output cache: FSD / VKD ≥ 0.97 leaves FSD 37.1 ms per step beyond VKD's 1200; the products " \
+           "and the update alone take 43.5, the centroid structure's two products 30.0: beyond it" in text
     configs["floor-optimizer"] = {"status": "unavailable", "error": "RuntimeError: out of memory"}
     assert "floor-optimizer: RuntimeError: out of memory" in rs.floor_section(result)[0]
 

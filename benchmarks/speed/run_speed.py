@@ -1015,7 +1015,7 @@ def syncs_section(syncs: dict[str, Any] | None) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ FSD's floor
 #: what the floor part times beside VKD's and FSD's training steps, per batch (see :class:`FloorWork`)
-FLOOR_WORK = ("terms", "products", "teacher_products", "optimizer")
+FLOOR_WORK = ("terms", "products", "teacher_products", "centroid_products", "optimizer")
 #: the training steps the floor part times in the same rounds, so that its bound and the measured ratio share them
 FLOOR_STEPS = ("fsdkit-vkd", "fsdkit-fsd", "fsdkit-vkd-cache", "fsdkit-fsd-cache")
 
@@ -1038,6 +1038,8 @@ class FloorWork:
       ``Ḋ M_S``, ``Ḋᵀ s``, ``(Ġ + Ġᵀ) M_S``;
     - ``teacher_products``: the part of ``products`` that depends on one example alone and so could be read from a
       teacher cache (the teacher's token Grams, its rows against ``M_T``);
+    - ``centroid_products``: the part of ``products`` that the memory's centroid structure needs whatever the batch,
+      ``M_S M_Sᵀ`` and ``(Ġ + Ġᵀ) M_S`` (each 2·K²·d flops);
     - ``optimizer``: the extra fused AdamW update of the student memory (K × 49,152), the only parameter FSD adds.
 
     A step of FSD cannot take less than VKD's step plus ``products`` (less ``teacher_products`` with a cache) plus
@@ -1078,6 +1080,9 @@ class FloorWork:
             self._terms(mask)
         elif work == "optimizer":
             self.adamw.step()
+        elif work == "centroid_products":
+            gram = self.m_s @ self.m_s.T
+            (gram + gram.T) @ self.m_s
         else:
             self._products(mask, teacher_side=True, student_side=work == "products")
 
@@ -1177,6 +1182,8 @@ def floor_section(floor: dict[str, Any] | None) -> list[str]:
              f"| fsdkit's FSD terms (intra + local + memory), forward + backward | {ms['terms']:.1f} |",
              f"| only the matrix products they need, forward + backward | {ms['products']:.1f} |",
              f"| of which the teacher's per-example products (cacheable) | {ms['teacher_products']:.1f} |",
+             f"| of which the centroid structure's M_S M_Sᵀ and (Ġ + Ġᵀ) M_S (any batch) | "
+             f"{ms.get('centroid_products', float('nan')):.1f} |",
              f"| the student memory's extra AdamW update | {ms['optimizer']:.1f} |", "",
              "FSD / VKD, each the median over the rounds of the ratio within a round (the bound: VKD's step over VKD's "
              "step plus the products and the update; a cache spares the teacher's per-example products; general matrix "
@@ -1189,6 +1196,15 @@ def floor_section(floor: dict[str, Any] | None) -> list[str]:
         low, high = r["measured_range"]
         lines.append(f"| {label} | {r['bound']:.3f} | {r['as_run']:.3f} | {r['measured']:.3f} ({low:.2f}–{high:.2f}) | "
                      f"≥ {target} |")
+    lines.append("")
+    for teacher, label, target in (("live", "live teacher", 0.95), ("cache", "teacher-output cache", 0.97)):
+        step = ms["fsdkit-vkd" + ("-cache" if teacher == "cache" else "")]
+        budget = step * (1 / target - 1)
+        least = ms["products"] - (ms["teacher_products"] if teacher == "cache" else 0) + ms["optimizer"]
+        lines.append(f"- {label}: FSD / VKD ≥ {target} leaves FSD {budget:.1f} ms per step beyond VKD's {step:.0f}; the "
+                     f"products and the update alone take {least:.1f}"
+                     + (f", the centroid structure's two products {ms['centroid_products']:.1f}"
+                        if "centroid_products" in ms else "") + f": {'within' if least <= budget else 'beyond'} it")
     return lines
 
 
