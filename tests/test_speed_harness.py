@@ -4,6 +4,7 @@ sharing one process take turns pass by pass, in rotated order, each pass timed o
 from __future__ import annotations
 
 import importlib.util
+import mmap
 import sys
 import time
 from pathlib import Path
@@ -107,40 +108,34 @@ def test_the_floor_part_times_fsds_terms_against_their_products_and_bounds_fsd_o
     assert "floor-optimizer: RuntimeError: out of memory" in rs.floor_section(result)[0]
 
 
-def test_the_host_memory_part_sets_the_allocator_before_every_turn(monkeypatch):
-    """A ``…@system`` configuration takes its turns with glibc's defaults, the others with freed memory kept; the
-    suffix does not reach the library's loop; the section compares each step with its ``@system`` twin."""
+def test_the_host_memory_part_compares_processes_with_and_without_freed_memory_kept(monkeypatch):
+    """Four processes per configuration (kept, glibc, glibc, kept), each told its mode; the section compares the
+    means and reports the page faults per step."""
+    import argparse
+
     rs = _load()
-    batches = [{"input_ids": torch.tensor([i])} for i in range(2)]
-    monkeypatch.setattr(rs, "mrpc_rows", lambda glue_dir, n: (None, None))
-    monkeypatch.setattr(rs, "fixed_batches", lambda encoded, collator, n: batches)
-    turns, ran = [], []
-    monkeypatch.setattr(rs, "host_memory_turn", lambda config, mode: turns.append((config, mode)))
+    calls = []
 
-    def fake_loop(config, timed, encoded, collator, tmp):
-        for _ in timed:
-            ran.append(config)
+    def fake_worker(args, config, *extra):
+        calls.append((config, args.host_memory))
+        fast = args.host_memory == "reuse"
+        speed = (30.0 if "vkd" in config else 27.0) * (1.2 if fast else 1.0)
+        return {"status": "ok", "examples_per_second": speed, "minor_faults_per_step": 3000 if fast else 12000}
 
-    monkeypatch.setattr(rs, "train_config", fake_loop)
-    out = rs.run_paired(["fsdkit-vkd", "fsdkit-vkd@system"], "glue", n_batches=2, warmup=1, reps=2)
-    assert all(c["status"] == "ok" for c in out["configs"].values())
-    # set-up and warm-up of each, then 2 rotated rounds and the closing turns; the process's mode restored at the end
-    assert [c for c, _ in turns] == ["fsdkit-vkd", "fsdkit-vkd", "fsdkit-vkd@system", "fsdkit-vkd@system",
-                                     "fsdkit-vkd", "fsdkit-vkd@system", "fsdkit-vkd@system", "fsdkit-vkd",
-                                     "fsdkit-vkd", "fsdkit-vkd@system", ""]
-    assert {mode for _, mode in turns} == {"reuse"}
-    ok = lambda passes: {"status": "ok", "examples_per_second": 64 / passes[0], "pass_seconds": passes}  # noqa: E731
-    configs = {}
-    for step, seconds in (("fsdkit-vkd", 1.0), ("fsdkit-fsd", 1.05), ("fsdkit-vkd-cache", 0.7), ("fsdkit-fsd-cache", 0.75)):
-        configs[step], configs[step + "@system"] = ok([seconds, seconds]), ok([1.1 * seconds, 1.1 * seconds])
-    text = "\n".join(rs.host_memory_section({"n_batches": 2, "reps": 2, "paired": {"configs": configs}}))
-    assert "| fsdkit-vkd | 64.0 | 58.2 | 1.10 |" in text
-    assert "live teacher **0.95**, teacher-output cache **0.93**" in text
+    monkeypatch.setattr(rs, "_worker", fake_worker)
+    result = rs.host_memory_bench(argparse.Namespace(n_batches=6, reps=3, host_memory="reuse", glue_dir="g", warmup=3))
+    assert calls == [(c, m) for c in rs.HOST_MEMORY_CONFIGS for m in ("reuse", "system", "system", "reuse")]
+    text = "\n".join(rs.host_memory_section(result))
+    assert "| fsdkit-vkd-cache | 36.0 | 30.0 | 1.20 | 3000 | 12000 |" in text
+    assert "memory kept 0.90, glibc 0.90" in text
 
 
-def test_train_config_strips_the_system_memory_suffix(monkeypatch):
+def test_timed_batches_count_the_page_faults_of_the_timed_passes():
     rs = _load()
-    seen = []
-    monkeypatch.setattr(rs, "fsdkit_worker", lambda method, cached, *rest: seen.append((method, cached)) or {})
-    rs.train_config("fsdkit-fsd-cache@system", None, None, None, Path("unused"))
-    assert seen == [("fsd", True)]
+    timed = rs.TimedBatches([{"x": torch.zeros(1)}], warmup=1, reps=2)
+    pages = 40 * 2**20 // 4096
+    for step, _ in enumerate(timed):
+        if step in (1, 2):  # the timed steps: each writes a fresh anonymous 40 MiB mapping, every page faulted in
+            with mmap.mmap(-1, 40 * 2**20) as fresh:
+                fresh.write(b"\1" * (40 * 2**20))
+    assert 0.9 * pages < timed.faults_per_step() < 2 * pages

@@ -34,8 +34,8 @@ inputs across libraries, excludes warm-up iterations, reports the median of seve
    with what FSD's terms compute on the same batches' shapes (:class:`FloorWork`: the terms as they run, only the
    matrix products they need, the student memory's update), so the bound on FSD / VKD comes from one run.
 5. **Host synchronisations** (``--parts syncs``): reads of tensor values per training step.
-6. **Host memory** (``--parts host_memory``): fsdkit's steps with freed host memory kept for the next step (as its
-   runs train) against glibc's defaults, taking turns in one process.
+6. **Host memory** (``--parts host_memory``): fsdkit's cached steps with freed host memory kept for the next step
+   (as its runs train) against glibc's allocator as it comes, each alone in its own process.
 
 A library that cannot be imported is recorded as unavailable (with the error) instead of failing the suite.
 """
@@ -125,14 +125,21 @@ class TimedBatches:
         return len(self.sequence())
 
     def __iter__(self):
+        self.faults: list[int] = []
         for batch in self.sequence():
             self.stamps.append(time.perf_counter())
+            self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
             yield {k: v.clone() for k, v in batch.items()}
 
     def pass_seconds(self) -> list[float]:
         n = len(self.batches)
         starts = [self.warmup + r * n for r in range(self.reps + 1)]
         return [self.stamps[starts[r + 1]] - self.stamps[starts[r]] for r in range(self.reps)]
+
+    def faults_per_step(self) -> float:
+        """The process's minor page faults per step over the timed passes (pages it had to map in afresh)."""
+        first, last = self.warmup, self.warmup + len(self.batches) * self.reps
+        return (self.faults[last] - self.faults[first]) / (last - first)
 
 
 class Baton:
@@ -317,28 +324,10 @@ def strip_for(config: str) -> tuple[str, ...]:
     return () if config.startswith("fsdkit-") else ("idx",)
 
 
-#: a configuration named ``<config>@system`` runs its turns with glibc's allocator defaults (the host-memory part)
-SYSTEM_MEMORY = "@system"
-
-
-def host_memory_turn(config: str, mode: str) -> None:
-    """Before a configuration's turn: glibc's defaults (freed memory returned) for a ``…@system`` configuration or in
-    the ``system`` mode, else freed memory kept for the next step (:mod:`fsdkit.training.host_memory`)."""
-    from fsdkit.training.host_memory import glibc_malloc, keep_freed_memory, return_freed_memory
-
-    libc = glibc_malloc()
-    if libc is None:
-        return
-    if config.endswith(SYSTEM_MEMORY) or mode == "system":
-        return_freed_memory(libc)
-    else:
-        keep_freed_memory(libc)
-
-
 def train_config(config: str, timed: TimedBatches, encoded, collator, tmp: Path) -> dict[str, Any]:
     """Run one training configuration's loop over ``timed``; returns its extra fields (RSS after loading, ...)."""
     torch.manual_seed(0)
-    library, _, method = config.removesuffix(SYSTEM_MEMORY).partition("-")
+    library, _, method = config.partition("-")
     if library == "fsdkit":
         return fsdkit_worker(method.removesuffix("-cache"), method.endswith("-cache"), timed, encoded, collator, tmp)
     if library == "floor":
@@ -363,17 +352,16 @@ def run_worker(config: str, glue_dir: str, n_batches: int, warmup: int, reps: in
     return {
         "config": config, "status": "ok", "examples_per_second": examples / statistics.median(passes),
         "pass_seconds": passes, "examples_per_pass": examples, "tokens_per_pass": int(sum(b["attention_mask"].sum() for b in batches)),
-        "peak_rss_mb": peak, "training_rss_mb": peak - extra.pop("rss_before_mb"), **extra,
+        "peak_rss_mb": peak, "training_rss_mb": peak - extra.pop("rss_before_mb"),
+        "minor_faults_per_step": timed.faults_per_step(), **extra,
     }
 
 
-def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, reps: int,
-               host_memory: str = "reuse") -> dict[str, Any]:
+def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, reps: int) -> dict[str, Any]:
     """Every configuration in this one process, taking turns pass by pass: round r runs pass r of each (the order
     rotated by one place each round), so a change of the machine's speed between rounds reaches every configuration
     of a round alike and the ratio of two configurations is taken within each round. Each configuration's own loop
-    runs in its own thread; only the one whose turn it is runs (:class:`Baton`). With a ``…@system`` configuration
-    among them, the allocator is set before every turn (:func:`host_memory_turn`; ``host_memory``: the others')."""
+    runs in its own thread; only the one whose turn it is runs (:class:`Baton`)."""
     torch.set_num_threads(THREADS)
     encoded, collator = mrpc_rows(glue_dir, n_batches * BATCH_SIZE)
     batches = fixed_batches(encoded, collator, n_batches)
@@ -401,14 +389,9 @@ def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, r
             turns += configs[r % len(configs):] + configs[: r % len(configs)]
         for config in configs:
             threads[config].start()
-        switching = any(c.endswith(SYSTEM_MEMORY) for c in configs)
         for config in turns:
             if config not in finished:
-                if switching:
-                    host_memory_turn(config, host_memory)
                 baton.give(config)
-        if switching:
-            host_memory_turn("", host_memory)
         for thread in threads.values():
             thread.join()
     examples = n_batches * BATCH_SIZE
@@ -780,7 +763,7 @@ def render(results: dict[str, Any]) -> str:
     lines += training_section(results.get("training"))
     lines += ["", "## What FSD must compute beyond VKD (the bound on FSD / VKD)", ""]
     lines += floor_section(results.get("floor"))
-    lines += ["", "## Freed host memory kept for the next step, against glibc's defaults", ""]
+    lines += ["", "## Freed host memory kept for the next step, against glibc's allocator as it comes", ""]
     lines += host_memory_section(results.get("host_memory"))
     lines += ["", "## Host synchronisations per training step (fsdkit VKD and FSD)", ""] + syncs_section(results.get("syncs"))
     lines += ["", "## CKA of FSDI and FSDL (forward + backward; forward only where marked)", ""]
@@ -910,7 +893,7 @@ def run_worker_command(args) -> dict[str, Any]:
     """``--worker paired:A,B,...`` (the configurations taking turns in this process) or ``--worker CONFIG`` (alone)."""
     if args.worker.startswith("paired:"):
         return run_paired(args.worker.removeprefix("paired:").split(","), args.glue_dir, args.n_batches, args.warmup,
-                          args.reps, args.host_memory)
+                          args.reps)
     return run_worker(args.worker, args.glue_dir, args.n_batches, args.warmup, args.reps)
 
 
@@ -1209,39 +1192,53 @@ def floor_section(floor: dict[str, Any] | None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ host memory
+#: the steps the host-memory part compares (cached: the teacher's forward, which allocates alike in both, left out)
+HOST_MEMORY_CONFIGS = ("fsdkit-vkd-cache", "fsdkit-fsd-cache")
+#: each configuration's processes in this order (a drift of the machine's speed over the minutes reaches both alike)
+HOST_MEMORY_ORDER = ("reuse", "system", "system", "reuse")
+
+
 def host_memory_bench(args) -> dict[str, Any]:
-    """fsdkit's VKD and FSD steps (live and cached) with freed host memory kept for the next step, as fsdkit trains
-    (:mod:`fsdkit.training.host_memory`), against the same steps with glibc's defaults (``…@system``), taking turns
-    in one process: the allocator is set before every turn."""
-    configs = [c for step in FLOOR_STEPS for c in (step, step + SYSTEM_MEMORY)]
-    paired = _worker(args, "paired:" + ",".join(configs), "--reps", str(args.paired_reps))
-    return {"n_batches": args.n_batches, "reps": args.paired_reps, "paired": paired}
+    """fsdkit's cached VKD and FSD steps, each alone in its own process (:func:`run_worker`), with freed host memory
+    kept for the next step as fsdkit's runs train (``reuse``) and with glibc's allocator as it comes (``system``: a
+    process that never calls mallopt, its thresholds dynamic), in the order of :data:`HOST_MEMORY_ORDER`."""
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for config in HOST_MEMORY_CONFIGS:
+        for mode in HOST_MEMORY_ORDER:
+            result = _worker(argparse.Namespace(**{**vars(args), "host_memory": mode}), config, "--reps", str(args.reps))
+            runs.setdefault(config, {}).setdefault(mode, []).append(result)
+            print(json.dumps({"host_memory": config, "mode": mode, "result": {k: v for k, v in result.items()
+                                                                              if k != "error"}}), flush=True)
+    return {"n_batches": args.n_batches, "reps": args.reps, "order": list(HOST_MEMORY_ORDER), "runs": runs}
 
 
 def host_memory_section(result: dict[str, Any] | None) -> list[str]:
-    if not result:
-        return ["Not measured (see `--parts`)."]
-    paired = result["paired"]
-    configs = paired.get("configs", {})
-    lines = [f"One process, {result['reps']} rounds, each one pass of every configuration over the same "
-             f"{result['n_batches']} batches (the order rotated each round). 'kept': freed host memory kept for the next "
-             "step, as fsdkit's runs do (`fsdkit.training.host_memory`, on by default; `--no-reuse-host-memory` turns it "
-             "off); 'glibc defaults': the allocator as it comes (large tensors mapped afresh and unmapped at every "
-             "step, the heap trimmed). The allocator is set before each turn.", "",
-             "| Configuration | kept: examples/s | glibc defaults: examples/s | kept / defaults |", "|---|---|---|---|"]
-    for step in FLOOR_STEPS:
-        kept, system = configs.get(step, {}), configs.get(step + SYSTEM_MEMORY, {})
-        if kept.get("status") != "ok" or system.get("status") != "ok":
-            error = (kept if kept.get("status") != "ok" else system).get("error", paired.get("error", "?"))
-            lines.append(f"| {step} | unavailable: {error.splitlines()[0][:120]} | – | – |")
+    if not result or "runs" not in result:
+        return ["Not measured in this form (re-run `--parts host_memory`)."]
+    lines = [f"Each configuration alone in its own process, {result['reps']} timed passes over {result['n_batches']} "
+             f"batches after the warm-up, four processes per configuration in the order {', '.join(result['order'])}. "
+             "'kept': freed host memory kept for the next step, as fsdkit's runs do (`fsdkit.training.host_memory`, on "
+             "by default; `--no-reuse-host-memory` turns it off); 'glibc': the allocator as it comes (large tensors "
+             "mapped afresh and unmapped at every step, the heap trimmed). examples/s: the mean of the processes' medians; "
+             "page faults: the process's minor faults per step over the timed passes.", "",
+             "| Configuration | kept: examples/s | glibc: examples/s | kept / glibc | kept: page faults per step | "
+             "glibc: page faults per step |", "|---|---|---|---|---|---|"]
+    speed = {}
+    for config, modes in result["runs"].items():
+        ok = {mode: [r for r in runs if r.get("status") == "ok"] for mode, runs in modes.items()}
+        if not all(ok.get(mode) for mode in ("reuse", "system")):
+            error = next((r.get("error", "?") for runs in modes.values() for r in runs if r.get("status") != "ok"), "?")
+            lines.append(f"| {config} | unavailable: {error.splitlines()[0][:120]} | – | – | – | – |")
             continue
-        lines.append(f"| {step} | {kept['examples_per_second']:.1f} | {system['examples_per_second']:.1f} | "
-                     f"{fmt_ratio(paired_ratio(paired, step, step + SYSTEM_MEMORY), 1)} |")
-    ratio = lambda a, b: fmt_ratio(paired_ratio(paired, a, b), 1)  # noqa: E731
-    lines += ["", f"- FSD / VKD, memory kept: live teacher **{ratio('fsdkit-fsd', 'fsdkit-vkd')}**, teacher-output "
-              f"cache **{ratio('fsdkit-fsd-cache', 'fsdkit-vkd-cache')}**; with glibc's defaults: "
-              f"{ratio('fsdkit-fsd@system', 'fsdkit-vkd@system')} and "
-              f"{ratio('fsdkit-fsd-cache@system', 'fsdkit-vkd-cache@system')}"]
+        mean = lambda key, mode: statistics.mean(r[key] for r in ok[mode])  # noqa: E731
+        speed[config] = {mode: mean("examples_per_second", mode) for mode in ("reuse", "system")}
+        lines.append(f"| {config} | {speed[config]['reuse']:.1f} | {speed[config]['system']:.1f} | "
+                     f"{speed[config]['reuse'] / speed[config]['system']:.2f} | "
+                     f"{mean('minor_faults_per_step', 'reuse'):.0f} | {mean('minor_faults_per_step', 'system'):.0f} |")
+    if len(speed) == 2:
+        vkd, fsd = speed["fsdkit-vkd-cache"], speed["fsdkit-fsd-cache"]
+        lines += ["", f"- FSD / VKD with the teacher-output cache (separate processes, so less exact than the floor "
+                  f"part's): memory kept {fsd['reuse'] / vkd['reuse']:.2f}, glibc {fsd['system'] / vkd['system']:.2f}"]
     return lines
 
 

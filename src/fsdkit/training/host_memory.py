@@ -10,9 +10,10 @@ threshold, so it is mapped and unmapped at every step.
 :func:`reused_host_memory` turns both off while it is active (``mallopt``: ``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD``
 above any run's memory): every chunk comes from the heap and stays there for the next step. Measured on MRPC batches
 of 32 (1 thread; benchmarks/speed/SPEED.md has the figures): minor page faults per step fall about 3-fold and a
-training step takes 10-15 % less time. Peak memory is the steps' own; nothing changes numerically. On exit glibc's
-defaults come back (``M_MMAP_MAX = 65536``, ``M_TRIM_THRESHOLD = 128 KiB``, fixed from then on rather than dynamic)
-and ``malloc_trim(0)`` returns the freed memory to the system.
+training step takes 10-15 % less time. Peak memory is the steps' own; nothing changes numerically. On exit mapped
+chunks and trimming come back (``M_MMAP_MAX = 65536``; the mmap and trim thresholds at 32 and 64 MiB, where glibc's
+dynamic ones settle once large tensors have been freed — fixed from then on, as glibc keeps any threshold a process
+has set) and ``malloc_trim(0)`` returns the freed memory to the system.
 
 Elsewhere than glibc (macOS, Windows, musl) it does nothing; with jemalloc or tcmalloc preloaded it changes glibc's
 unused allocator only. ``--no-reuse-host-memory`` (``RunConfig.reuse_host_memory``) leaves the allocator as it is.
@@ -31,10 +32,15 @@ logger = logging.getLogger(__name__)
 
 #: mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
-#: glibc's defaults, restored on exit
+#: on exit: glibc's default number of mapped chunks, and the thresholds where glibc's dynamic ones settle in a
+#: process that has freed large tensors (the mmap threshold grows to the largest freed mapped chunk, at most 32 MiB;
+#: the trim threshold follows at twice that) — set explicitly, because a process that has called mallopt keeps fixed
+#: thresholds: glibc offers no way back to the dynamic ones
 DEFAULT_MMAP_MAX = 65536
-DEFAULT_TRIM_THRESHOLD = 128 * 1024
+SETTLED_MMAP_THRESHOLD = 32 * 1024 * 1024
+SETTLED_TRIM_THRESHOLD = 2 * SETTLED_MMAP_THRESHOLD
 #: the largest trim threshold (mallopt's value is a C int, 2 GiB - 1): a step never frees that much at the heap's top
 NEVER_TRIM = (1 << 31) - 1
 
@@ -59,9 +65,11 @@ def keep_freed_memory(libc: ctypes.CDLL) -> bool:
 
 
 def return_freed_memory(libc: ctypes.CDLL) -> None:
-    """glibc's defaults again, and the freed memory returned to the system (``malloc_trim``)."""
+    """Mapped chunks and trimming again (at the settled thresholds, see :data:`SETTLED_MMAP_THRESHOLD`), and the
+    freed memory returned to the system (``malloc_trim``)."""
     libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    libc.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP_THRESHOLD)
+    libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
     libc.malloc_trim(0)
 
 
