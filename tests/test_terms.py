@@ -241,6 +241,28 @@ def test_memory_of_a_batch_padded_to_fewer_tokens_than_max_length(batch, memory_
     assert torch.allclose(g5, g7, rtol=1e-10, atol=1e-12) and torch.allclose(m5, m7, rtol=1e-10, atol=1e-12)
 
 
+def test_the_local_view_and_the_memory_term_share_one_pass_rows(batch, memory_term):
+    """FSDL and FSDG read the same flattened rows of a pass: computed once (one mask product per side), and the value
+    and gradients are those of each term on its own features."""
+    hs, ht, mask = batch
+    local = build_term("structure", ctx(), {"view": "local"}).double()
+    h = hs.clone().requires_grad_(True)
+    student, teacher = features(h, mask), features(ht, mask)
+    together = local(student, teacher, {}) + memory_term(student, teacher, {})
+    assert len(student._rows) == 1 and len(teacher._rows) == 1  # one row tensor per side, read by both terms
+    (grad,) = torch.autograd.grad(together, h)
+    apart = []
+    for term in (local, memory_term):
+        h_alone = hs.clone().requires_grad_(True)
+        value = term(features(h_alone, mask), features(ht, mask), {})
+        apart.append((value, torch.autograd.grad(value, h_alone)[0]))
+    assert together.item() == pytest.approx(sum(v.item() for v, _ in apart), rel=1e-12)
+    assert torch.allclose(grad, apart[0][1] + apart[1][1], rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # rows made without a graph are kept apart from the ones a gradient flows through
+        student.rows("penultimate")
+    assert len(student._rows) == 2
+
+
 def test_optimising_the_memory_alone_halves_the_feature_to_centroid_term():
     """Student features fixed (a random linear map of the teacher's, other width, plus noise): 300 Adam steps on
     the student memory alone at the term's defaults (N(0, 1) start, memory_lr) cut the distance + cosine parts

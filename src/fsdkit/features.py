@@ -81,6 +81,8 @@ class Features:
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None
     values: dict[int, Tensor] = field(default_factory=dict)
+    #: :meth:`rows` computed in this pass, by (layer, pooling, length, grad mode)
+    _rows: dict[tuple, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:
@@ -108,6 +110,19 @@ class Features:
         if self.hidden_states is None:
             raise ValueError("hidden states were not requested for this forward pass")
         return self.hidden_states[self.layer_index(layer)]
+
+    def rows(self, layer: int | str, pooling: str = "flatten", max_length: int | None = None) -> Tensor:
+        """One row per sample (:func:`fsdkit.memory.feature_rows` of ``layer`` with this pass's mask; flattened rows
+        of ``max_length`` tokens, default the batch's padded length), computed once per pass: the local view and the
+        memory term read the same rows, and one product with the mask serves both (and their gradients meet before
+        it)."""
+        from fsdkit.memory.rows import feature_rows
+
+        length = self.attention_mask.shape[1] if max_length is None else max_length
+        key = (self.layer_index(layer), pooling, length, torch.is_grad_enabled())
+        if key not in self._rows:
+            self._rows[key] = feature_rows(self.hidden(layer), self.attention_mask, pooling, length)
+        return self._rows[key]
 
     def float(self) -> Features:
         """These features with every half-precision tensor (a mixed-precision forward pass) upcast to float32.

@@ -15,7 +15,6 @@ from torch import Tensor
 
 from fsdkit.errors import ConfigError
 from fsdkit.features import Features
-from fsdkit.memory.rows import feature_rows
 
 VIEWS = ("intra", "local")
 POOLINGS = ("flatten", "cls", "mean")
@@ -40,8 +39,4 @@ def local_rows(
 
     Each side uses its own mask, so this view also works for teacher and student with different tokenizers.
     """
-    def rows(features: Features, layer) -> Tensor:
-        mask = features.attention_mask
-        return feature_rows(features.hidden(layer), mask, pooling, mask.shape[1])
-
-    return rows(student, layer_student), rows(teacher, layer_teacher), None
+    return student.rows(layer_student, pooling), teacher.rows(layer_teacher, pooling), None

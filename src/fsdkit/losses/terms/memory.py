@@ -38,7 +38,7 @@ from fsdkit.losses.base import LossTerm, TermContext
 from fsdkit.losses.measures import check_loss_form, get_measure, measure_loss
 from fsdkit.losses.registry import register_term
 from fsdkit.losses.similarities import compare_to_target, target_gram
-from fsdkit.memory import TeacherMemory, feature_rows
+from fsdkit.memory import TeacherMemory
 
 
 def _geometry(dots: Tensor, row_sq: Tensor, centroid_sq: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,9 +176,8 @@ class GlobalMemoryStructure(LossTerm):
     def _rows(self, features: Features, layer) -> Tensor:
         """The batch's rows (:func:`fsdkit.memory.feature_rows`); flattened rows stop at the batch's padded length
         (at most ``max_length`` tokens): the zero columns after it would change no product with a centroid."""
-        hidden, mask = features.hidden(layer), features.attention_mask
-        length = min(hidden.shape[1], self.max_length) if self.pooling == "flatten" else self.max_length
-        return feature_rows(hidden, mask, self.pooling, length)
+        length = min(features.attention_mask.shape[1], self.max_length) if self.pooling == "flatten" else self.max_length
+        return features.rows(layer, self.pooling, length)
 
     def parts(self, s_rows: Tensor, t_rows: Tensor) -> dict[str, Tensor]:
         """The three unweighted parts of ``L_G`` for student rows ``s_rows`` and teacher rows ``t_rows``."""
