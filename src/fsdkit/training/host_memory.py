@@ -76,7 +76,8 @@ def return_freed_memory(libc: ctypes.CDLL) -> None:
 @contextlib.contextmanager
 def reused_host_memory(enabled: bool = True) -> Iterator[bool]:
     """Keep freed host memory in the heap for reuse while the block runs (see the module docstring); yields whether
-    it is in effect. Nested blocks share the outermost one's setting; the outermost exit restores glibc's defaults."""
+    it is in effect. Nested blocks share the outermost one's setting; the outermost exit gives mapped chunks and
+    trimming back (:func:`return_freed_memory`)."""
     global _depth
     libc = glibc_malloc() if enabled else None
     if libc is None:
@@ -93,4 +94,3 @@ def reused_host_memory(enabled: bool = True) -> Iterator[bool]:
             _depth -= 1
             if _depth == 0:
                 return_freed_memory(libc)
-
