@@ -77,7 +77,8 @@ class RunConfig(DataOptions):
     report_to: str = option("none", "tracking integrations for transformers (none, tensorboard, wandb, ...)")
     reuse_host_memory: bool = option(
         True, "keep host memory freed during the run for the next step (glibc malloc: no mmap'd chunks, no trimming) "
-              "instead of faulting fresh pages in at every step: CPU steps 10-15 % faster; numerics unchanged"
+              "instead of faulting fresh pages in at every step (CPU steps 2-17 % faster, most on a busy machine); numerics "
+              "unchanged"
     )
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data (default ~/.cache/fsdkit)")

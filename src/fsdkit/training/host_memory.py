@@ -9,8 +9,10 @@ threshold, so it is mapped and unmapped at every step.
 
 :func:`reused_host_memory` turns both off while it is active (``mallopt``: ``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD``
 above any run's memory): every chunk comes from the heap and stays there for the next step. Measured on MRPC batches
-of 32 (1 thread; benchmarks/speed/SPEED.md has the figures): minor page faults per step fall about 3-fold and a
-training step takes 10-15 % less time. Peak memory is the steps' own; nothing changes numerically. On exit mapped
+of 32 with the teacher-output cache (benchmarks/speed/SPEED.md): minor page faults per step fall from 10,000-17,000 to
+700-1,300, and throughput rises 2-3 % on a quiet machine with 2 threads, 11-17 % with 1 thread beside two other
+training processes (where faulting pages in competes with them). Peak memory is the steps' own; nothing changes
+numerically. On exit mapped
 chunks and trimming come back (``M_MMAP_MAX = 65536``; the mmap and trim thresholds at 32 and 64 MiB, where glibc's
 dynamic ones settle once large tensors have been freed — fixed from then on, as glibc keeps any threshold a process
 has set) and ``malloc_trim(0)`` returns the freed memory to the system.
