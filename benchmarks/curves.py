@@ -91,9 +91,10 @@ def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, 
     ``teacher-<E>ep`` level)."""
     own = recipe["methods"].get(method) or {}
     student = "teacher" if init == "teacher" else recipe["student"]["student"]
+    teacher = teacher_dir(work_dir, task, teacher_epochs)
     folder = work_dir / task / f"{init}-init" / method
     if teacher_epochs is not None:
-        folder = folder / f"teacher-{teacher_epochs:g}ep"
+        folder = folder / teacher.name
     chosen = {}
     if layers is not None:
         chosen = {"student_layers": layers}
@@ -101,9 +102,7 @@ def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, 
     return {**recipe["shared"], **recipe_section(recipe, "student", task), **own, **chosen, "student": student,
             "epochs": epochs,
             "eval_strategy": "epoch", "method": method, "seed": seed, "task": task, "data_dir": glue_dir,
-            "teacher": str(teacher_dir(work_dir, task, teacher_epochs)),
-            "teacher_cache": str(work_dir / task / ("teacher-cache" if teacher_epochs is None
-                                                    else f"teacher-{teacher_epochs:g}ep-cache")),
+            "teacher": str(teacher), "teacher_cache": str(teacher.with_name(teacher.name + "-cache")),
             "output_dir": str(folder / f"seed{seed}"), "progress": False}
 
 

@@ -85,12 +85,11 @@ def teacher_finetunings(history: Iterable[Mapping[str, Any]]) -> dict[str, list[
             continue
         runs = out.setdefault(r["task"], [])
         fingerprint = r.get("teacher_fingerprint")
+        owner = next((t for t in runs if fingerprint and t["record"].get("teacher_fingerprint") == fingerprint), None)
         if r["method"] == TEACHER:
-            same = next((t for t in runs if fingerprint and t["record"].get("teacher_fingerprint") == fingerprint), None)
-            if same is None:
+            if owner is None:
                 runs.append({"record": dict(r), "students": 0})
             continue
-        owner = next((t for t in runs if fingerprint and t["record"].get("teacher_fingerprint") == fingerprint), None)
         if owner is None and not fingerprint and runs:
             owner = runs[-1]
         if owner is not None:

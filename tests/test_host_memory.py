@@ -9,7 +9,10 @@ import torch
 
 from fsdkit.training import host_memory
 
-glibc = pytest.mark.skipif(host_memory.glibc_malloc() is None, reason="glibc's malloc only")
+glibc = pytest.mark.skipif(
+    host_memory.glibc_malloc() is None,
+    reason="mallopt and malloc_trim are glibc's: elsewhere reused_host_memory does nothing (tested below without glibc)",
+)
 
 #: 40 MB: above glibc's largest dynamic mmap threshold (32 MiB)
 N_FLOATS = 10_000_000

@@ -60,6 +60,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))  # benchmarks/: the quality suite's helpers (suite.cpu_model)
 THREADS = 2
 BATCH_SIZE = 32
 MAX_LENGTH = 128
@@ -618,11 +619,9 @@ def kmeans_bench(glue_dir: str, n_rows: int, k: int, reps: int) -> dict[str, Any
 
 # ------------------------------------------------------------------------------------------------ report
 def machine() -> dict[str, Any]:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), None)
-    except (OSError, subprocess.SubprocessError):
-        model = None
+    from suite import cpu_model  # the quality suite's: one reading of the CPU model for both suites
+
+    model = cpu_model()
     versions = {}
     for name in ("fsdkit", "textbrewer", "torchdistill", "torch-cka", "cka-pytorch", "ckatorch", "scikit-learn", "transformers"):
         try:
@@ -1047,11 +1046,11 @@ class FloorWork:
         self.parameter = torch.nn.Parameter(self.m_s.clone())
         self.parameter.grad = torch.randn_like(self.parameter)
         self.adamw = torch.optim.AdamW([self.parameter], lr=0.1, weight_decay=0.0, fused=True)
-        self._inputs: dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._inputs: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def inputs(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch's mask and its student and teacher features (zero at padding), made on first sight."""
-        key = mask.numpy().tobytes() + bytes(mask.shape)
+        key = (tuple(mask.shape), mask.numpy().tobytes())
         if key not in self._inputs:
             b, length = mask.shape
             s, t = (torch.randn(b, length, self.width, generator=self.generator) * mask[..., None] for _ in range(2))
