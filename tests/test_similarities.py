@@ -198,8 +198,8 @@ def test_gram_and_feature_forms_agree():
     x, y = _data(11, 9, 5, 13)
     c = sim._prepare("test", x, y, None, 2)
     x_gram, y_gram = ((z @ z.mT) * r.square() for z, r in ((c.x, c.rx), (c.y, c.ry)))  # the features centred
-    stacked, _ = sim._unit_grams("test", x, y, None, 2)  # H G H: the Grams centred
-    for gram in ((x_gram, y_gram), stacked.unbind(-3)):
+    k, lam, _ = sim._unit_grams("test", x, y, None, 2)  # H G H: the Grams centred
+    for gram in ((x_gram, y_gram), (k, lam)):
         gram_terms = (sim._inner(gram[0], gram[1]), sim._inner(gram[0], gram[0]), sim._inner(gram[1], gram[1]))
         for a, b in zip(gram_terms, sim._feature_terms(c)):
             assert a.item() == pytest.approx(b.item(), abs=1e-12)

@@ -328,22 +328,23 @@ def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor, de
 
 
 def _unit_grams(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int):
-    """``(S, n)``: validated inputs (:func:`_check`) as their centred Grams at unit trace (:func:`_centred_gram`),
-    stacked, ``S = [K̃, Λ̃]: (..., 2, n, n)``, and the number of real rows (a float without a mask, else per batch
-    element). Each side's product is its own (a side without gradient, the teacher's, then costs no backward); the
-    two are centred, checked (one read for the two) and scaled together."""
+    """``(K̃, Λ̃, n)``: validated inputs (:func:`_check`) as their centred Grams at unit trace
+    (:func:`_centred_gram`), and the number of real rows (a float without a mask: the formulas in ``n`` then take no
+    tensor operations; else per batch element). Each side is centred on its own (a side without gradient, the
+    teacher's, then costs no backward), and both are checked together: one read for the two."""
     x, y, m, counts, deferred = _check(name, x, y, mask, min_rows)
-    n = float(x.shape[-2]) if m is None else counts  # a number: the formulas in n take no tensor operations
+    n = float(x.shape[-2]) if m is None else counts
     if _on_accelerator(x):  # centre the features: no read (see _centred_gram)
-        s = torch.stack([_feature_centred_gram(name, label, z, m, counts, deferred) for label, z in (("x", x), ("y", y))], -3)
+        kx, ky = (_feature_centred_gram(name, label, z, m, counts, deferred) for label, z in (("x", x), ("y", y)))
         deferred.read(defer=True)
-        return s, n
-    _, k, total, energy = _double_centre(torch.stack([_self_gram(x), _self_gram(y)], -3),
-                                         None if m is None else m[..., None, :], counts[..., None])
+        return kx, ky, n
+    sides = [_double_centre(_self_gram(z), m, counts) for z in (x, y)]
+    total = torch.stack([side[2] for side in sides], -1)
+    energy = torch.stack([side[3] for side in sides], -1)
     if _gram_checks(name, (("x", x), ("y", y)), total, energy, deferred):  # rare: centre the features of the side(s) at fault
-        sides = [_centred_gram(name, label, z, m, counts, deferred) for label, z in (("x", x), ("y", y))]
-        return torch.stack(sides, -3), n
-    return k / energy[..., None, None], n
+        return _centred_gram(name, "x", x, m, counts, deferred), _centred_gram(name, "y", y, m, counts, deferred), n
+    (_, kx, _, ex), (_, ky, _, ey) = sides
+    return kx / ex[..., None, None], ky / ey[..., None, None], n
 
 
 def _feature_terms(c: _Centred):
@@ -366,16 +367,9 @@ def _safe_sqrt(d2: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(torch.finfo(d2.dtype).tiny).sqrt()
 
 
-def _pair_products(s: torch.Tensor) -> torch.Tensor:
-    """``P_ab = ⟨S_a, S_b⟩`` of two stacked matrices ``s: (..., 2, n, n)``: the three inner products in one product."""
-    flat = s.flatten(-2)
-    return flat @ flat.mT
-
-
-def _linear_from_grams(s: torch.Tensor, n: torch.Tensor | float) -> torch.Tensor:
-    """Linear CKA ``⟨K̃, Λ̃⟩ / (‖K̃‖_F ‖Λ̃‖_F)`` from the centred unit-trace Grams stacked, ``s = [K̃, Λ̃]``."""
-    p = _pair_products(s)
-    return _ratio(p[..., 0, 1], p[..., 0, 0], p[..., 1, 1])
+def _linear_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor | float) -> torch.Tensor:
+    """Linear CKA ``⟨K̃, Λ̃⟩ / (‖K̃‖_F ‖Λ̃‖_F)`` from the centred unit-trace Grams."""
+    return _ratio(_inner(k, lam), _inner(k, k), _inner(lam, lam))
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
@@ -451,17 +445,19 @@ def _unbiased_from_features(dot, rows_a, rows_b, norm_a, norm_b, n):
     return dot - n / (n - 2) * (rows_a * rows_b).sum(-1) + norm_a * norm_b / ((n - 1) * (n - 2))
 
 
-def _debiased_from_grams(s: torch.Tensor, n: torch.Tensor | float) -> torch.Tensor:
-    """Debiased CKA from the centred unit-trace Grams stacked, ``s = [K̃, Λ̃]`` (``HSIC₁`` depends on neither centring
-    nor scale). With ``Å`` a Gram with its diagonal zeroed (padding rows and columns are zero),
-    ``n(n−3)·HSIC₁(A, B) = ⟨Å, B̊⟩ + 1ᵀÅ1·1ᵀB̊1/((n−1)(n−2)) − 2/(n−2)·1ᵀÅB̊1``, for the three pairs at once: their
-    products ``⟨s_a, s_b⟩`` and ``s_a1·s_b1`` in one product each (the zero-diagonal products are formed explicitly,
-    so the large diagonal never enters a difference: accurate in float32)."""
-    s0 = s.masked_fill(torch.eye(s.shape[-1], dtype=torch.bool, device=s.device), 0.0)
+def _debiased_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor | float) -> torch.Tensor:
+    """Debiased CKA from the centred unit-trace Grams (``HSIC₁`` depends on neither centring nor scale). With ``Å``
+    a Gram with its diagonal zeroed (padding rows and columns are zero),
+    ``n(n−3)·HSIC₁(A, B) = ⟨Å, B̊⟩ + 1ᵀÅ1·1ᵀB̊1/((n−1)(n−2)) − 2/(n−2)·1ᵀÅB̊1``, for the three pairs at once: the two
+    Grams stacked (``s``), their products ``⟨s_a, s_b⟩`` and ``s_a1·s_b1`` in one product each (the zero-diagonal
+    products are formed explicitly, so the large diagonal never enters a difference: accurate in float32)."""
+    s0 = torch.stack([k, lam], -3)
+    s0.diagonal(dim1=-2, dim2=-1).zero_()
     rows = s0.sum(-1)  # (..., 2, n): Å1
     totals = rows.sum(-1)  # (..., 2): 1ᵀÅ1
+    flat = s0.flatten(-2)
     n = n[..., None, None] if isinstance(n, torch.Tensor) else n
-    u = _pair_products(s0) + totals[..., :, None] * totals[..., None, :] / ((n - 1) * (n - 2)) - 2 / (n - 2) * (rows @ rows.mT)
+    u = flat @ flat.mT + totals[..., :, None] * totals[..., None, :] / ((n - 1) * (n - 2)) - 2 / (n - 2) * (rows @ rows.mT)
     return _ratio(u[..., 0, 1], u[..., 0, 0], u[..., 1, 1])
 
 
@@ -516,9 +512,9 @@ def procrustes_distance(x: torch.Tensor, y: torch.Tensor, mask=None, squared: bo
     return d2 if squared else _safe_sqrt(d2)
 
 
-def _gram_distance_from_grams(s: torch.Tensor, n: torch.Tensor | float) -> torch.Tensor:
-    """``‖K̃ − Λ̃‖_F`` from the centred unit-trace Grams stacked, ``s = [K̃, Λ̃]`` (``max(·, tiny)`` under the root)."""
-    return _safe_sqrt((s[..., 0, :, :] - s[..., 1, :, :]).square().sum((-2, -1)))
+def _gram_distance_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor | float) -> torch.Tensor:
+    """``‖K̃ − Λ̃‖_F`` from the centred unit-trace Grams (``max(·, tiny)`` under the root)."""
+    return _safe_sqrt((k - lam).square().sum((-2, -1)))
 
 
 def gram_distance(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
@@ -538,7 +534,7 @@ def gram_distance(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     return _safe_sqrt(xx + yy - 2 * xy)
 
 
-#: the measures with an n × n Gram form: (value from the two centred unit-trace Grams stacked, the margin of
+#: the measures with an n × n Gram form: (value from the two centred unit-trace Grams, the margin of
 #: :func:`_use_gram` under which that form is used, the fewest rows)
 _GRAM_FORMS = {
     linear_cka: (_linear_from_grams, 1.0, 2),
@@ -571,5 +567,5 @@ def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor
     from_grams, _, min_rows = form
     checked, _, _, counts, deferred = _check(fn.__name__, x, y, None, min_rows)
     gram = None if x_gram is None or checked is not x else x_gram  # a cast input needs its own product
-    x_side = _centred_gram(fn.__name__, "x", checked, None, counts, deferred, gram)
-    return from_grams(torch.stack([x_side, target.to(checked.dtype).expand_as(x_side)], -3), float(checked.shape[-2]))
+    return from_grams(_centred_gram(fn.__name__, "x", checked, None, counts, deferred, gram), target.to(checked.dtype),
+                      float(checked.shape[-2]))
