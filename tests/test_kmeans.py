@@ -197,6 +197,16 @@ def test_gram_seeding_picks_the_seeds_of_the_passes(overlapping, monkeypatch):
     assert torch.equal(with_gram.centroids, with_passes.centroids)
 
 
+@pytest.mark.parametrize("n", [1, 7, 64, 203])
+def test_symmetric_gram_equals_the_general_product(n):
+    """The block-triangular Gram of k-means++ seeding: every entry of ``x xᵀ``, the lower blocks mirrored."""
+    from fsdkit.memory.kmeans import _symmetric_gram
+
+    x = torch.randn(n, 33, generator=torch.Generator().manual_seed(n))
+    gram = _symmetric_gram(x)
+    torch.testing.assert_close(gram, x @ x.T, rtol=1e-5, atol=1e-4)
+
+
 def test_argument_errors():
     rows = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=r"n_clusters = 11 .* N = 10"):

@@ -196,13 +196,27 @@ def _scan(
 GRAM_SEEDING_FACTOR = 40
 
 
+def _symmetric_gram(x: Tensor, blocks: int = 8) -> Tensor:
+    """``x xᵀ`` (n × n) from the products on and above its block diagonal, the blocks below copied from their
+    mirror: ``(blocks + 1) / (2 · blocks)`` of a general product's multiply-adds (0.56 at 8 blocks; measured for
+    1024 × 49,152 rows, 1 thread: 1.06 s against 1.73), each block row one product wide enough to run at full speed."""
+    n = x.shape[0]
+    step = -(-n // blocks)
+    gram = torch.empty(n, n, dtype=x.dtype)
+    for lo in range(0, n, step):
+        hi = lo + step
+        gram[lo:hi, lo:] = x[lo:hi] @ x[lo:].T
+        gram[hi:, lo:hi] = gram[lo:hi, hi:].T
+    return gram
+
+
 def _kmeans_plusplus(x: Tensor, n_clusters: int, rng: np.random.Generator) -> Tensor:
     """Greedy k-means++ seeds (K × d) from the in-memory rows ``x`` (scikit-learn's procedure)."""
     n = x.shape[0]
     n_trials = 2 + int(math.log(n_clusters))
     x_sq = _sq_norms(x)
     if n <= GRAM_SEEDING_FACTOR * n_clusters and 4 * n * n <= SAMPLE_BYTES:
-        gram = x @ x.T
+        gram = _symmetric_gram(x)
 
         def distances(index: Tensor) -> Tensor:  # squared distances of rows ``index`` to every row
             return (x_sq[index].unsqueeze(1) - 2 * gram[index]).add_(x_sq.unsqueeze(0)).clamp_min_(0.0)
