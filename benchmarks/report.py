@@ -166,6 +166,11 @@ def throughput_ratios(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, s
 
 
 # ------------------------------------------------------------------------------------------------ markdown
+def _p_value(p: float) -> str:
+    """Four decimals, or two significant digits below 1e-4 (so that a small p does not print as 0.0000)."""
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
 def _significance_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
     rows = [[
         s["task"], DISPLAY.get(s["method"], s["method"]), METRIC_DISPLAY.get(s["metric"], s["metric"]),
@@ -173,7 +178,7 @@ def _significance_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
         DISPLAY.get(s["best_other"], s["best_other"] or "–"),
         "–" if s["best_other_mean"] is None else f"{100 * s['best_other_mean']:.2f} (n={s['best_other_n']})",
         s["alternative"] or "–",
-        f"{s['p_value']:.4f}" if s["p_value"] is not None else f"– ({s['reason']})",
+        _p_value(s["p_value"]) if s["p_value"] is not None else f"– ({s['reason']})",
     ] for s in results]
     return _table(["Task", "Method", "Metric", "Mean", "Best baseline", "Its mean", "H1", "p"], rows)
 
