@@ -15,7 +15,8 @@ its plateau in the recipe's epochs, and that command's students distil from it).
 gone (``work/`` is not committed: a new machine) is trained again.
 Then each method × initialisation × seed distils a student for ``--epochs`` epochs with the dev metric after
 every epoch: ``teacher`` = the chosen layers and the head of the fine-tuned teacher (``--student teacher``),
-``pretrained`` = the layers of the recipe's pretrained model (v1's protocol). ``--layers`` compares the choice of
+``pretrained`` = the layers of the recipe's pretrained student model (v1's protocol; under a recipe of
+teacher-initialised students, v2's, the pretrained model its teacher is fine-tuned from). ``--layers`` compares the choice of
 layers: the recipe's ``student_layers`` (the first k) by default, or explicit 0-based sets such as ``1,3,5`` (every other
 layer, ending with the top one; a set's runs go to ``…/<method>/layers-1-3-5/seed<k>``). All of them read one
 teacher-output cache per task. Every finished run is appended at once to ``results/curves.jsonl`` with its
@@ -35,6 +36,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,11 @@ def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, 
     teacher of that budget (``--teacher-epochs``; its folder is in the settings, and the run folder gets a
     ``teacher-<E>ep`` level)."""
     own = recipe["methods"].get(method) or {}
-    student = "teacher" if init == "teacher" else recipe["student"]["student"]
+    student = recipe["student"]["student"]
+    if init == "teacher":
+        student = "teacher"
+    elif student == "teacher":  # a recipe of teacher-initialised students (v2): the model its teacher starts from
+        student = recipe["teacher"]["model"]
     teacher = teacher_dir(work_dir, task, teacher_epochs)
     folder = work_dir / task / f"{init}-init" / method
     if teacher_epochs is not None:
@@ -126,9 +132,9 @@ def plateaued(curve: list[dict[str, Any]], metric: str) -> bool | None:
 
 
 def run_job(kind: str, task: str, method: str, seed: int, init: str | None, settings: dict[str, Any],
-            results: Path, teacher_epochs: float | None = None) -> dict[str, Any]:
-    """Train one job (resuming its checkpoint), append its record with the curve, delete its checkpoints (and,
-    for a student, its model folder)."""
+            results: Path, teacher_epochs: float | None = None, recipe: str = DEFAULT_RECIPE.name) -> dict[str, Any]:
+    """Train one job (resuming its checkpoint), append its record with the curve and the name of its ``recipe``
+    file, delete its checkpoints (and, for a student, its model folder)."""
     from fsdkit import distill, finetune
 
     out = Path(settings["output_dir"])
@@ -146,7 +152,7 @@ def run_job(kind: str, task: str, method: str, seed: int, init: str | None, sett
         record = run_record(task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="ok",
                             started=started, result=result, output_dir=str(out) if kind == "teacher" else None)
         _clean_output_dir(out, keep_model=kind == "teacher")
-    record["init"] = init
+    record["init"], record["recipe"] = init, recipe
     # which fine-tuning of the teacher (for the teacher: its own weights; see suite.teacher_fingerprint)
     record["teacher_fingerprint"] = teacher_fingerprint(out if kind == "teacher" else settings["teacher"])
     if teacher_epochs is not None:  # a student of another teacher budget (its folder, not its hash, says which)
@@ -187,27 +193,45 @@ def study(args) -> int:
                 # a recorded teacher whose folder is gone (a new machine: work/ is not committed) is trained again
                 if key in done and (kind != "teacher" or (Path(settings["output_dir"]) / "config.json").is_file()):
                     continue
-                record = run_job(kind, task, method, seed, init, settings, results, of_teacher)
+                record = run_job(kind, task, method, seed, init, settings, results, of_teacher, Path(args.recipe).name)
             failed += record["status"] != "ok"
             if kind == "teacher" and record["status"] != "ok":
                 break  # nothing to distil from
     return 1 if failed else 0
 
 
-def summary(results: Path) -> None:
-    """Each curve (main metric × 100 after every epoch) and whether it has plateaued."""
-    for r in read_records(results):
-        if r.get("status") != "ok":
+def curve_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per finished curve, in file order: ``task``, ``method``, ``init`` (None for a teacher), ``layers`` (an
+    explicit 0-based set, or None for the recipe's first k), ``teacher_epochs`` (a teacher of another budget, or
+    None), ``seed``, ``metric`` (the main one), ``values`` (×100 after every epoch), ``peak`` and ``peak_epoch`` (1-based),
+    ``plateau`` (:func:`plateaued`), ``minutes`` (wall time) and ``recipe`` (the recipe file's name; records without
+    one ran with ``recipe.yaml``, this script's default until benchmark v2 became the default)."""
+    rows = []
+    for r in records:
+        if r.get("status") != "ok" or not r.get("curve"):
             continue
         metric = r.get("main_metric") or "accuracy"
-        values = [f"{100 * p[f'eval_{metric}']:.1f}" for p in r.get("curve", []) if f"eval_{metric}" in p]
-        flag = plateaued(r.get("curve", []), metric)
+        values = [100 * p[f"eval_{metric}"] for p in r["curve"] if f"eval_{metric}" in p]
         layers = r.get("settings", {}).get("student_layers")
-        init = r.get("init") and r["init"] + (f", layers {layers}" if isinstance(layers, list) else "")
-        if r.get("teacher_epochs") is not None:
-            init += f", teacher {r['teacher_epochs']:g} ep"
-        label = f"{r['task']} {r['method']}" + (f" ({init})" if init else "") + f" seed {r['seed']}"
-        print(f"{label}: {metric} {' '.join(values)} — plateau: {flag}; {r['wall_time'] / 60:.1f} min")
+        peak = max(range(len(values)), key=values.__getitem__) if values else None
+        rows.append({"task": r["task"], "method": r["method"], "init": r.get("init"),
+                     "layers": layers if isinstance(layers, list) else None, "teacher_epochs": r.get("teacher_epochs"),
+                     "seed": r["seed"], "metric": metric, "values": values,
+                     "peak": None if peak is None else values[peak], "peak_epoch": None if peak is None else peak + 1,
+                     "plateau": plateaued(r["curve"], metric), "minutes": r.get("wall_time", 0) / 60,
+                     "recipe": r.get("recipe", "recipe.yaml")})
+    return rows
+
+
+def summary(results: Path) -> None:
+    """Each curve (main metric × 100 after every epoch) and whether it has plateaued."""
+    for row in curve_rows(read_records(results)):
+        init = row["init"] and row["init"] + (f", layers {row['layers']}" if row["layers"] is not None else "")
+        if row["teacher_epochs"] is not None:
+            init += f", teacher {row['teacher_epochs']:g} ep"
+        label = f"{row['task']} {row['method']}" + (f" ({init})" if init else "") + f" seed {row['seed']}"
+        print(f"{label}: {row['metric']} {' '.join(f'{v:.1f}' for v in row['values'])} — plateau: {row['plateau']}; "
+              f"{row['minutes']:.1f} min")
 
 
 def plot(results: Path, out_dir: Path) -> list[Path]:

@@ -2,13 +2,18 @@
 
 ::
 
-    python benchmarks/report.py                        # results/results.jsonl (+ results/tuning.jsonl) → RESULTS.md
+    python benchmarks/report.py          # benchmark v2: results/v2.jsonl, recipe-v2.yaml, search.db, curves.jsonl → RESULTS.md
     python benchmarks/report.py --analyze mrpc --glue-dir ../shared/glue   # also (re)build the analysis report
+    python benchmarks/report.py --results benchmarks/results/results.jsonl --recipe benchmarks/recipe.yaml \
+        --tuning benchmarks/results/tuning.jsonl --search-db '' --curves-dir '' --regime-results '' \
+        --analysis-dir benchmarks/analysis --output benchmarks/RESULTS-v1.md          # benchmark v1
 
 Per task × method: mean (std) over seeds of every task metric (×100, sample std), the teacher's dev score, each
 student's retention of the teacher's score (student mean / teacher × 100, main metric), the one-sided Welch
 p-value of FSD (and of FSD-Procrustes) against the best baseline (``fsdkit.analysis.significance``), the FSD
-ablation table, the training throughput relative to VKD, the failed runs, and a link to the analysis report
+ablation table, the dev curves per task, the regime study's curves (``curves.py``: teacher-initialised against
+pretrained-layer students, choices of layers), the training throughput relative to VKD, the teachers, the recipe,
+the equal-budget search (v1: the weight search of ``tune.py``), the failed runs, and a link to the analysis report
 of one task (``fsdkit.analyze`` on the seed-1 models the suite keeps). The first lines of the file give the
 exact command that regenerated it.
 """
@@ -28,6 +33,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from curves import curve_rows  # noqa: E402
+from curves import plot as plot_regimes  # noqa: E402
 from suite import (  # noqa: E402
     ABLATION_METHODS,
     DEFAULT_RECIPE,
@@ -235,6 +242,8 @@ def render(
     search: Sequence[Mapping[str, Any]] | None = None,
     recipe_path: str = "benchmarks/recipe.yaml",
     history: Sequence[Mapping[str, Any]] | None = None,
+    regimes: Sequence[Mapping[str, Any]] = (),
+    regime_links: Mapping[str, str] | None = None,
 ) -> str:
     """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`).
 
@@ -243,7 +252,8 @@ def render(
     ``curve_links``: task → the plot of its dev curves (:func:`plot_curves`); ``search``: the studies of the
     equal-budget search (:func:`search_summary`), shown instead of the weight search of ``tune.py``;
     ``ablation_seeds``: the expected seeds of the ablation cells where they differ from ``expected_seeds``;
-    ``history``: every record of the current recipe in file order (the teachers' fine-tunings; default ``records``).
+    ``history``: every record of the current recipe in file order (the teachers' fine-tunings; default ``records``);
+    ``regimes``: the regime study's curves (:func:`curves.curve_rows`), ``regime_links`` their plots (name → path).
     """
     ablation_seeds = expected_seeds if ablation_seeds is None else ablation_seeds
     stats = summary_table(records)
@@ -301,6 +311,9 @@ def render(
         lines += ["## Quality against training budget (dev after every epoch)", "",
                   "One line per method (mean over its seeds), the seeds' range as a band, the teacher's final score "
                   "dashed: " + ", ".join(f"[{t.upper()}]({link})" for t, link in curve_links.items()) + ".", ""]
+
+    if regimes:
+        lines += regime_section(regimes, regime_links or {}, layers)
 
     # -- retention of the teacher's score
     lines += ["## Retention of the teacher's score (main metric, student mean / teacher × 100)", ""]
@@ -430,7 +443,8 @@ def render(
     hosts = sorted({f"{r['host'].get('cpu_count')} CPUs, torch {r['host'].get('torch_version')}" for r in records if r.get("host")})
     lines += ["## Coverage (the suite's plan, in its order)", ""]
     lines += _table(["Part", "Tasks × methods × seeds", "Runs finished", "With test predictions", "Teachers"],
-                    coverage_rows(students, teachers, expected_seeds, ablation_seeds)) + [""]
+                    coverage_rows(students, teachers, expected_seeds, ablation_seeds,
+                                  (recipe or {}).get("methods") or {})) + [""]
     lines += ["## Provenance", "", f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
               f"- fsdkit commits: {', '.join(commits) or '–'}", f"- machines: {'; '.join(hosts) or '–'}"]
     if earlier:
@@ -442,6 +456,47 @@ def render(
     return "\n".join(lines)
 
 
+INIT_DISPLAY = {"teacher": "teacher-initialised", "pretrained": "pretrained layers"}
+
+
+def regime_section(rows: Sequence[Mapping[str, Any]], links: Mapping[str, str], first_k: int) -> list[str]:
+    """RESULTS.md lines for the regime study (``benchmarks/curves.py``): one table row per recorded curve — per task
+    its teacher, then the students by initialisation, layer set and method — with its peak and the plateau rule."""
+    def order(row: Mapping[str, Any]) -> tuple:
+        init = row["init"]
+        return (TASK_ORDER.index(row["task"]) if row["task"] in TASK_ORDER else len(TASK_ORDER), row["task"],
+                init is not None, tuple(INIT_DISPLAY).index(init) if init in INIT_DISPLAY else 0,
+                row["layers"] is not None, row["teacher_epochs"] or 0,
+                list(DISPLAY).index(row["method"]) if row["method"] in DISPLAY else len(DISPLAY), row["method"],
+                row["seed"], len(row["values"]))
+
+    table = []
+    for row in sorted(rows, key=order):
+        teacher = row["init"] is None
+        epochs = len(row["values"])
+        layers = "all" if teacher else ("first " + str(first_k) if row["layers"] is None
+                                        else ",".join(map(str, row["layers"])))
+        if row["teacher_epochs"] is not None:
+            layers += f" (teacher of {row['teacher_epochs']:g} epochs)"
+        table.append([row["task"].upper(), DISPLAY.get(row["method"], row["method"]),
+                      "–" if teacher else INIT_DISPLAY.get(row["init"], row["init"]), layers, str(row["seed"]),
+                      f"{METRIC_DISPLAY.get(row['metric'], row['metric'])} " + " ".join(f"{v:.1f}" for v in row["values"]),
+                      "–" if row["peak"] is None else f"{row['peak']:.1f} ({row['peak_epoch']} of {epochs})",
+                      {True: "yes", False: "no", None: "–"}[row["plateau"]], f"{row['minutes']:.1f}", row["recipe"]])
+    lines = ["## Two regimes and the choice of layers (benchmarks/curves.py)", "",
+             "One run per row, the dev main metric ×100 after every epoch of its schedule (`results/curves.jsonl`). "
+             "Teacher-initialised students take the chosen layers and the classification head of the fine-tuned teacher "
+             "(the regime of the tables above, near their teacher); pretrained-layer students take the layers of the "
+             "packaged all-MiniLM-L6-v2 and a new head (the paper's protocol: a student that starts far from its "
+             "teacher). Layers are 0-based. Plateau: the last two evaluations within 1 point, the rule by which the "
+             "recipe chose each task's epochs (a curve that peaks and falls takes its peak's epoch). Recipe: the settings' file "
+             "(`recipe.yaml`: v1's shared settings and weights; `recipe-v2.yaml`: the searched ones, length-grouped "
+             "batches)."
+             + (" Plots: " + ", ".join(f"[{name}]({link})" for name, link in links.items()) + "." if links else ""), ""]
+    return lines + _table(["Task", "Run", "Student", "Layers", "Seed", "Dev after each epoch", "Peak (epoch)",
+                           "Plateau", "Min", "Recipe"], table) + [""]
+
+
 #: the parts of the suite in the order they are run (the committed core table first)
 PLAN = (("core table", TABLE_TASKS, TABLE_METHODS), ("FSDI + MiniLM (the row to take)", TABLE_TASKS, ("fsdi-minilm",)),
         ("FSD ablations", TABLE_TASKS, ABLATION_METHODS),
@@ -451,12 +506,18 @@ PLAN = (("core table", TABLE_TASKS, TABLE_METHODS), ("FSDI + MiniLM (the row to 
 
 def coverage_rows(students: Sequence[Mapping[str, Any]], teachers: Mapping[str, Any],
                   expected_seeds: int | Mapping[str, int],
-                  ablation_seeds: int | Mapping[str, int]) -> list[list[str]]:
+                  ablation_seeds: int | Mapping[str, int], recipe_rows: Iterable[str] = ()) -> list[list[str]]:
     """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected; the ablations'
-    ``ablation_seeds``) have finished, and how many of those wrote their test-set predictions."""
+    ``ablation_seeds``) have finished, and how many of those wrote their test-set predictions. A part with a method
+    that is neither one of fsdkit's nor a row of the recipe (``recipe_rows``: v1's has no FSDI + MiniLM) is left out."""
+    from fsdkit.training.presets import METHODS
+
     done = {(r["task"], r["method"], r["seed"]): bool(r.get("test_predictions")) for r in students}
+    known = {*METHODS, *recipe_rows}
     rows = []
     for part, tasks, methods in PLAN:
+        if not known.issuperset(methods):
+            continue
         expected = ablation_seeds if methods == ABLATION_METHODS else expected_seeds
         planned = [(t, m, s) for t in tasks for m in methods for s in range(1, seeds_for(expected, t) + 1)]
         seeds = sorted({seeds_for(expected, t) for t in tasks})
@@ -599,19 +660,30 @@ def run_analysis(task: str, glue_dir: str, work_dir: Path, out_dir: Path, record
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate benchmarks/RESULTS.md from the suite's results files.")
+    parser = argparse.ArgumentParser(
+        description="Generate benchmarks/RESULTS.md from the suite's results files. The defaults are benchmark v2's "
+                    "(recipe-v2.yaml, results/v2.jsonl, the search's Optuna storage, the regime study's curves); "
+                    "an empty value ('') turns an optional part off. Benchmark v1: see benchmarks/README.md.")
     parser.add_argument("--results", action="append", default=None, help="JSON-lines results file(s) "
                         f"(default {DEFAULT_RESULTS.relative_to(HERE.parent)})")
-    parser.add_argument("--tuning", default=str(HERE / "results" / "tuning.jsonl"), help="weight-search results")
+    parser.add_argument("--tuning", default="", help="v1's weight-search results (tune.py, results/tuning.jsonl)")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--seeds", type=int, default=None,
                         help="expected seeds per cell (default: the recipe's table.seeds, else 3)")
-    parser.add_argument("--search-db", default=None, help="the equal-budget search's Optuna storage (search.py), "
-                        "e.g. sqlite:///benchmarks/results/search.db: its studies replace the tune.py section")
-    parser.add_argument("--curves-dir", default=None, help="write each task's dev curves as DIR/<task>.png and link them")
+    parser.add_argument("--search-db", default=f"sqlite:///{HERE / 'results' / 'search.db'}",
+                        help="the equal-budget search's Optuna storage (search.py): its studies replace the tune.py "
+                             "section (default results/search.db)")
+    parser.add_argument("--curves-dir", default=str(HERE / "results" / "v2-curves"),
+                        help="write each task's dev curves as DIR/<task>.png and link them (default results/v2-curves)")
+    parser.add_argument("--regime-results", default=str(HERE / "results" / "curves.jsonl"),
+                        help="the regime study's curves (benchmarks/curves.py), shown as a table (default "
+                             "results/curves.jsonl)")
+    parser.add_argument("--regime-plots", default=str(HERE / "results" / "curves"), metavar="DIR",
+                        help="with --regime-results: write its plots (one PNG per task and initialisation) into DIR "
+                             "and link them (default results/curves)")
     parser.add_argument("--analyze", default=None, metavar="TASK", help="also run fsdkit.analyze on TASK's kept models")
-    parser.add_argument("--analysis-dir", default=str(HERE / "analysis"), help="analysis reports: ANALYSIS_DIR/TASK/")
+    parser.add_argument("--analysis-dir", default=str(HERE / "analysis-v2"), help="analysis reports: ANALYSIS_DIR/TASK/")
     parser.add_argument("--glue-dir", default=None, help="GLUE folder (needed with --analyze)")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="the suite's model folders")
     args = parser.parse_args(argv)
@@ -620,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     # only the runs of the current recipe count; runs of an earlier one stay in the file as history
     suite = Suite(glue_dir="", tasks=[], methods=[], seeds=[], recipe=recipe)
     raw, earlier = suite.split_current(r for p in paths for r in read_records(p))
-    tuning, _ = suite.split_current(read_records(args.tuning))
+    tuning, _ = suite.split_current(read_records(args.tuning)) if args.tuning else ([], [])
     records = latest_ok(raw)
     output = Path(args.output)
     if args.analyze:
@@ -638,12 +710,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.curves_dir:
         plots = plot_curves(records, Path(args.curves_dir), recipe)
         curve_links = {t: os.path.relpath(Path(path).resolve(), output.resolve().parent) for t, path in plots.items()}
+    regimes, regime_links = [], {}
+    if args.regime_results:
+        regimes = curve_rows(read_records(args.regime_results))
+        if args.regime_plots:
+            regime_links = {Path(path).stem: os.path.relpath(Path(path).resolve(), output.resolve().parent)
+                            for path in plot_regimes(Path(args.regime_results), Path(args.regime_plots))}
     text = render(records, command=command.strip(), failures=open_failures(raw), tuning=tuning, recipe=recipe,
                   expected_seeds=seeds, ablation_seeds=table.get("ablation_seeds"), analysis_link=analysis_link,
                   analysis=analysis,
                   earlier=latest_ok(earlier), curve_links=curve_links,
                   search=search_summary(args.search_db, recipe) if args.search_db else None,
-                  recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent), history=raw)
+                  recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent), history=raw,
+                  regimes=regimes, regime_links=regime_links)
     output.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {output} ({len(records)} finished runs)")
     return 0

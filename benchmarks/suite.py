@@ -21,8 +21,8 @@ model folders are kept only for the teacher and for seed 1 of each method (the a
 A run of the weight search (``tune.py``, ``results/tuning.jsonl``) with exactly the same settings — the
 tuning task's seed-1 run of the chosen weight — is adopted (copied, marked ``adopted_from``), not repeated.
 
-Settings come from ``benchmarks/recipe.yaml`` (shared + student + per-method weights; see its header for the
-tuning protocol); ``--set key=value`` overrides any of them for every run (for smoke tests: the override is
+Settings come from the recipe, ``benchmarks/recipe-v2.yaml`` by default (shared + student + per-method weights +
+each task's budget; see its header; v1's is ``benchmarks/recipe.yaml``); ``--set key=value`` overrides any of them for every run (for smoke tests: the override is
 part of the settings hash, so such runs never count as the real ones).
 """
 
@@ -47,9 +47,14 @@ from typing import Any
 import yaml
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_RECIPE = HERE / "recipe.yaml"
-DEFAULT_RESULTS = HERE / "results" / "results.jsonl"
-DEFAULT_WORK_DIR = HERE / "work"
+#: benchmark v2 (``RESULTS.md``): the recipe, results and work folder every benchmark script uses by default
+DEFAULT_RECIPE = HERE / "recipe-v2.yaml"
+DEFAULT_RESULTS = HERE / "results" / "v2.jsonl"
+DEFAULT_WORK_DIR = HERE / "work" / "v2"
+#: benchmark v1 (``RESULTS-v1.md``: 3-epoch students from the pretrained layers, the weight search of ``tune.py``)
+V1_RECIPE = HERE / "recipe.yaml"
+V1_RESULTS = HERE / "results" / "results.jsonl"
+V1_WORK_DIR = HERE / "work"
 #: test-set predictions of finished runs, committed: PREDICTIONS_DIR/<task>/<method>/seed<k>.tsv (GLUE submission)
 DEFAULT_PREDICTIONS_DIR = HERE / "predictions"
 TABLE_TASKS = ("mrpc", "stsb", "cola", "sick")
@@ -246,7 +251,7 @@ class FsdkitRunner:
 
 # ------------------------------------------------------------------------------------------------ recipe
 def load_recipe(path: str | os.PathLike = DEFAULT_RECIPE) -> dict[str, Any]:
-    """The suite's recipe (see benchmarks/recipe.yaml)."""
+    """The suite's recipe (see benchmarks/recipe-v2.yaml)."""
     recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     for key in ("shared", "teacher", "student", "memory", "methods"):
         recipe.setdefault(key, {})
@@ -595,11 +600,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="the suite's settings (YAML)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting for every run (e.g. --set max_train_samples=64 for a smoke test)")
-    parser.add_argument("--tuning-results", default=str(HERE / "results" / "tuning.jsonl"),
-                        help="weight-search runs (tune.py) to adopt when a job has the same settings")
-    parser.add_argument("--teacher-results", default=None,
-                        help="another results file (e.g. results/curves.jsonl) whose teachers, fine-tuned with the same "
-                        "settings, are adopted (model folder copied) instead of fine-tuned again")
+    parser.add_argument("--tuning-results", default="",
+                        help="v1's weight-search runs (tune.py, results/tuning.jsonl) to adopt when a job has the same "
+                             "settings")
+    parser.add_argument("--teacher-results", default=str(HERE / "results" / "curves.jsonl"),
+                        help="another results file whose teachers, fine-tuned with the same settings, are adopted "
+                             "(model folder copied) instead of fine-tuned again (default results/curves.jsonl, the "
+                             "regime study's; '' = none)")
     parser.add_argument("--predictions-dir", default=str(DEFAULT_PREDICTIONS_DIR),
                         help="test-set predictions of every finished run: DIR/<task>/<method>/seed<k>.tsv ('' = none)")
     parser.add_argument("--stop-file", default=None, help="stop before the next run when this file exists "
@@ -624,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe=load_recipe(args.recipe),
         overrides=parse_overrides(args.overrides),
         stop_file=Path(args.stop_file) if args.stop_file else work_dir / "STOP",
-        tuning_results=Path(args.tuning_results),
+        tuning_results=Path(args.tuning_results) if args.tuning_results else None,
         teacher_results=Path(args.teacher_results) if args.teacher_results else None,
         predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
         on_record=lambda r: print(json.dumps({k: r[k] for k in ("task", "method", "seed", "status", "metrics", "wall_time")}),

@@ -1,4 +1,5 @@
-"""The weight search of the fair-tuning protocol (benchmarks/recipe.yaml, ``tuning``).
+"""Benchmark v1's weight search, its fair-tuning protocol (benchmarks/recipe.yaml, ``tuning``; v2 tunes with
+``search.py``).
 
 ::
 
@@ -25,9 +26,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from suite import (  # noqa: E402
-    DEFAULT_RECIPE,
-    DEFAULT_RESULTS,
-    DEFAULT_WORK_DIR,
+    V1_RECIPE,
+    V1_RESULTS,
+    V1_WORK_DIR,
     Suite,
     done_keys,
     load_recipe,
@@ -62,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-dir", required=True)
     parser.add_argument("--methods", default=None, help="comma-separated (default: every method in tuning.grid)")
-    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
+    parser.add_argument("--recipe", default=str(V1_RECIPE))
     parser.add_argument("--tuning-results", default=str(DEFAULT_TUNING))
-    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="the suite's results (the teacher's record)")
-    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
+    parser.add_argument("--results", default=str(V1_RESULTS), help="the suite's results (the teacher's record)")
+    parser.add_argument("--work-dir", default=str(V1_WORK_DIR))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)

@@ -26,6 +26,8 @@ def _load(name: str):
 
 suite_mod = _load("suite")
 report_mod = _load("report")
+#: report.py's v2 parts (search storage, dev-curve plots, regime study) off: a test names the ones it checks
+REPORT_OFF = ["--search-db", "", "--curves-dir", "", "--regime-results", ""]
 
 
 class FakeRunner:
@@ -77,7 +79,7 @@ class FakeRunner:
 def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2), glue_dir="glue"):
     return suite_mod.Suite(
         glue_dir=str(glue_dir), tasks=["mrpc"], methods=list(methods), seeds=list(seeds),
-        results=tmp_path / "results.jsonl", work_dir=tmp_path / "work", recipe=suite_mod.load_recipe(),
+        results=tmp_path / "results.jsonl", work_dir=tmp_path / "work", recipe=suite_mod.load_recipe(suite_mod.V1_RECIPE),
         runner=runner, stop_file=tmp_path / "STOP", predictions_dir=tmp_path / "predictions",
     )
 
@@ -274,9 +276,11 @@ def test_a_recipe_row_may_combine_a_preset_with_extra_terms(tmp_path):
 
 
 def _rec(task, method, seed, metrics, status="ok", **extra):
-    """A results line; by default run with the current recipe's settings (its settings hash)."""
+    """A results line; by default run with v1's recipe's settings (its settings hash: the tests that read these
+    report with ``--recipe recipe.yaml``, whose weight search they exercise)."""
     record = {"task": task, "method": method, "seed": seed, "status": status, "metrics": metrics, **extra}
-    record.setdefault("settings_hash", suite_mod.Suite(glue_dir="", tasks=[], methods=[], seeds=[]).recipe_hash(record))
+    v1 = suite_mod.Suite(glue_dir="", tasks=[], methods=[], seeds=[], recipe=suite_mod.load_recipe(suite_mod.V1_RECIPE))
+    record.setdefault("settings_hash", v1.recipe_hash(record))
     return record
 
 
@@ -289,13 +293,13 @@ def test_report_shows_only_the_runs_of_the_current_recipe(tmp_path):
              _rec("mrpc", "pkd", 1, {"accuracy": 0.71, "f1": 0.81})]
     path, tuning = tmp_path / "results.jsonl", tmp_path / "tuning.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    grid = suite_mod.load_recipe()["tuning"]["grid"]["pkd"]
+    grid = suite_mod.load_recipe(suite_mod.V1_RECIPE)["tuning"]["grid"]["pkd"]
     tuned = [_rec("mrpc", "pkd", 1, {"accuracy": 0.7, "f1": 0.8 + 0.01 * i}, candidate=c) for i, c in enumerate(grid)]
     tuned.append(_rec("mrpc", "pkd", 1, {"accuracy": 0.9, "f1": 0.95}, candidate=grid[0], settings_hash="0123456789ab"))
     tuning.write_text("".join(json.dumps(r) + "\n" for r in tuned))
     out = tmp_path / "RESULTS.md"
     report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tuning),
-                     "--analysis-dir", str(tmp_path / "analysis")])
+                     "--analysis-dir", str(tmp_path / "analysis"), "--recipe", str(suite_mod.V1_RECIPE), *REPORT_OFF])
     text = out.read_text()
     assert "| VKD | 70.00 [n=1] | 80.00 [n=1] |" in text  # the seed-2 run of an earlier recipe is not averaged in
     assert "- not shown: 1 finished runs of an earlier recipe" in text and "VKD on mrpc × 1" in text
@@ -333,8 +337,8 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
         study.add_trial(optuna.trial.create_trial(params={"learning_rate": lr}, distributions=space, value=value))
     out = tmp_path / "RESULTS.md"
     report_mod.main(["--results", str(path), "--recipe", str(recipe_path), "--output", str(out), "--tuning",
-                     str(tmp_path / "none.jsonl"), "--analysis-dir", str(tmp_path / "analysis"), "--search-db", storage,
-                     "--curves-dir", str(tmp_path / "curves")])
+                     str(tmp_path / "none.jsonl"), "--analysis-dir", str(tmp_path / "analysis"), *REPORT_OFF,
+                     "--search-db", storage, "--curves-dir", str(tmp_path / "curves")])
     text = out.read_text()
     assert text.startswith("# fsdkit quality benchmark v2")
     assert "| VKD | 73.00 (1.58) | 83.00 (1.58) |" in text  # five seeds: the expected number, unmarked
@@ -367,7 +371,7 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "RESULTS.md"
     report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
-                     "--analysis-dir", str(tmp_path / "analysis")])
+                     "--analysis-dir", str(tmp_path / "analysis"), "--recipe", str(suite_mod.V1_RECIPE), *REPORT_OFF])
     text = out.read_text()
     assert text.splitlines()[5].startswith("python benchmarks/report.py --results")
     # mean (sample std) × 100: vkd F1 82.00 (2.00), fsd 86.00 (1.00), nds 71.00 (1.00)
@@ -408,7 +412,7 @@ def test_report_inlines_the_analysis_summary(tmp_path):
     path.write_text(json.dumps(_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90})) + "\n")
     out = tmp_path / "RESULTS.md"
     report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
-                     "--analysis-dir", str(tmp_path / "analysis")])
+                     "--analysis-dir", str(tmp_path / "analysis"), "--recipe", str(suite_mod.V1_RECIPE), *REPORT_OFF])
     text = out.read_text()
     assert "| Student | Restoration F1 | Agreement | CKA diagonal | Inter Euclidean |" in text
     assert "| VKD | 0.8500 | 0.8000 | 0.8300 | 17.60 | 0.1300 | 1.9000 | 0.1200 |" in text
@@ -424,7 +428,7 @@ def test_report_states_the_selection_effect_of_adopted_tuning_runs(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "RESULTS.md"
     args = ["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
-            "--analysis-dir", str(tmp_path / "analysis")]
+            "--analysis-dir", str(tmp_path / "analysis"), "--recipe", str(suite_mod.V1_RECIPE), *REPORT_OFF]
     report_mod.main(args)
     assert "Selection effect: the MRPC seed 1 run of each weighted method is its chosen weight-search run, picked as the best of its 3 candidates" in out.read_text()  # the grid size of the recipe
     path.write_text("".join(json.dumps(r) + "\n" for r in lines[::2]))  # no adopted run → no caveat
@@ -499,6 +503,7 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     records = suite_mod.read_records(tmp_path / "curves.jsonl")
     assert [(r["method"], r["init"]) for r in records] == [("teacher", None), ("nds", "teacher"), ("vkd", "teacher"),
                                                            ("nds", "pretrained"), ("vkd", "pretrained")]
+    assert {r["recipe"] for r in records} == {"recipe-v2.yaml"}  # the default recipe, benchmark v2's
     assert curves_mod.plateaued(records[1]["curve"], "accuracy") is True  # 75.0 → 75.5: within 1 point
     assert curves_mod.plateaued(records[1]["curve"][:2], "accuracy") is False
     assert not (tmp_path / "work" / "mrpc" / "teacher-init" / "nds" / "seed1").exists()  # a student's folder is deleted
@@ -532,13 +537,49 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     assert curves_mod.main(budget) == 0 and calls == [("teacher", None, None, "epoch")]
 
 
+def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path):
+    """--regime-results: each recorded curve of benchmarks/curves.py becomes a row (teacher first, then the students
+    by initialisation and layer set) with its peak and the plateau rule; --regime-plots writes and links the PNGs."""
+    curves_mod = _load("curves")
+
+    def rec(method, init, values, metric="f1", **settings):
+        curve = [{"epoch": e + 1, f"eval_{metric}": v} for e, v in enumerate(values)]
+        return {"task": "mrpc", "method": method, "seed": 42 if init is None else 1, "status": "ok", "init": init,
+                "main_metric": metric, "curve": curve, "metrics": {metric: values[-1]}, "wall_time": 600,
+                "settings": settings}
+
+    records = [rec("vkd", "pretrained", [0.80, 0.83, 0.76]), rec("nds", "teacher", [0.79, 0.818, 0.812]),
+               {**rec("nds", "teacher", [0.70, 0.74, 0.745], student_layers=[1, 3, 5]), "recipe": "recipe-v2.yaml"},
+               rec("teacher", None, [0.813, 0.852, 0.857]), {"task": "mrpc", "method": "vkd", "status": "failed"}]
+    path = tmp_path / "curves.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = curves_mod.curve_rows(suite_mod.read_records(path))
+    assert len(rows) == 4 and rows[0]["peak"] == pytest.approx(83.0) and rows[0]["peak_epoch"] == 2
+    assert rows[0]["plateau"] is False and rows[1]["plateau"] is True and rows[2]["layers"] == [1, 3, 5]
+    results = tmp_path / "v2.jsonl"
+    results.write_text(json.dumps({**records[3], "metrics": {"f1": 0.857}}) + "\n")
+    out = tmp_path / "RESULTS.md"
+    report_mod.main(["--results", str(results), "--recipe", str(suite_mod.HERE / "recipe-v2.yaml"), "--output", str(out),
+                     "--tuning", str(tmp_path / "none.jsonl"), "--analysis-dir", str(tmp_path / "analysis"),
+                     *REPORT_OFF, "--regime-results", str(path), "--regime-plots", str(tmp_path / "plots")])
+    text = out.read_text()
+    section = text.split("## Two regimes and the choice of layers")[1].split("\n## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("| MRPC")]
+    assert table == ["| MRPC | Teacher | – | all | 42 | F1 81.3 85.2 85.7 | 85.7 (3 of 3) | yes | 10.0 | recipe.yaml |",
+                     "| MRPC | nDS | teacher-initialised | first 3 | 1 | F1 79.0 81.8 81.2 | 81.8 (2 of 3) | yes | 10.0 | recipe.yaml |",
+                     "| MRPC | nDS | teacher-initialised | 1,3,5 | 1 | F1 70.0 74.0 74.5 | 74.5 (3 of 3) | yes | 10.0 | recipe-v2.yaml |",
+                     "| MRPC | VKD | pretrained layers | first 3 | 1 | F1 80.0 83.0 76.0 | 83.0 (2 of 3) | no | 10.0 | recipe.yaml |"]
+    assert (tmp_path / "plots" / "mrpc-pretrained.png").is_file()
+    assert "[mrpc-pretrained](plots/mrpc-pretrained.png)" in section
+
+
 def test_a_recipe_section_takes_its_per_task_budget():
     """recipe-v2's regime rule writes each task's epoch budget under ``per_task``; other tasks keep the default, and a
     recipe without ``per_task`` gives the settings (and hashes) it gave before."""
     recipe = {"student": {"epochs": 3, "learning_rate": 1e-4, "per_task": {"stsb": {"epochs": 5}}}}
     assert suite_mod.recipe_section(recipe, "student", "stsb") == {"epochs": 5, "learning_rate": 1e-4}
     assert suite_mod.recipe_section(recipe, "student", "mrpc") == {"epochs": 3, "learning_rate": 1e-4}
-    v1 = suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE)
+    v1 = suite_mod.load_recipe(suite_mod.V1_RECIPE)
     assert suite_mod.recipe_section(v1, "student", "mrpc") == v1["student"]
     v2 = suite_mod.load_recipe(BENCH / "recipe-v2.yaml")
     for task in ("mrpc", "stsb", "sick", "cola"):
