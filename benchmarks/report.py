@@ -49,6 +49,7 @@ from suite import (  # noqa: E402
     flatten_metrics,
     load_recipe,
     read_records,
+    seeds_for,
 )
 
 TASK_ORDER = ("mrpc", "stsb", "cola", "sick", "rte", "sst2", "wnli", "qnli", "qqp", "mnli")
@@ -123,11 +124,6 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str],
     from fsdkit.analysis.significance import summarize_runs
 
     return {(row["task"], row["method"]): row["metrics"] for row in summarize_runs(list(records))}
-
-
-def seeds_for(expected: int | Mapping[str, int], task: str) -> int:
-    """The expected seeds of ``task``'s cells: ``expected`` itself, or its entry for the task (else its ``default``)."""
-    return expected if isinstance(expected, int) else int(expected.get(task, expected.get("default", 3)))
 
 
 def fmt(stat: Mapping[str, Any] | None, expected_n: int | None = None) -> str:

@@ -277,6 +277,22 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def seeds_for(expected: int | dict[str, int], task: str) -> int:
+    """The number of seeds of ``task``'s cells: ``expected`` itself, or its entry for the task (else its ``default``,
+    else 3) — the form of the recipe's ``table.seeds`` and ``table.ablation_seeds``."""
+    return expected if isinstance(expected, int) else int(expected.get(task, expected.get("default", 3)))
+
+
+def table_seeds(recipe: dict[str, Any], task: str, method: str) -> list[int]:
+    """Seeds 1..n of a (task, method) cell by the recipe's ``table`` (``seeds``; the FSD ablations ``ablation_seeds``
+    where given); 1, 2, 3 for a recipe without one."""
+    table = recipe.get("table") or {}
+    expected = table.get("seeds", 3)
+    if method in ABLATION_METHODS and table.get("ablation_seeds") is not None:
+        expected = table["ablation_seeds"]
+    return list(range(1, seeds_for(expected, task) + 1))
+
+
 @dataclass
 class Suite:
     """The suite's loop over tasks × (teacher, methods × seeds); see the module docstring."""
@@ -284,7 +300,8 @@ class Suite:
     glue_dir: str
     tasks: list[str]
     methods: list[str]
-    seeds: list[int]
+    #: the seeds of every cell; None: each cell's by the recipe's ``table`` (:func:`table_seeds`)
+    seeds: list[int] | None
     results: Path = DEFAULT_RESULTS
     work_dir: Path = DEFAULT_WORK_DIR
     recipe: dict[str, Any] = field(default_factory=load_recipe)
@@ -387,7 +404,9 @@ class Suite:
         for task in self.tasks:
             jobs.append((task, TEACHER, int(self.recipe["teacher"].get("seed", 42))))
             jobs.append((task, MAJORITY, 0))
-            jobs.extend((task, method, seed) for seed in self.seeds for method in self.methods)
+            seeds = {m: self.seeds if self.seeds is not None else table_seeds(self.recipe, task, m) for m in self.methods}
+            jobs.extend((task, method, seed) for seed in sorted({s for each in seeds.values() for s in each})
+                        for method in self.methods if seed in seeds[method])
         return jobs
 
     def run(self) -> dict[str, int]:
@@ -592,9 +611,12 @@ def _csv(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--glue-dir", required=True, help="GLUE folder in the standard layout (e.g. ../shared/glue)")
-    parser.add_argument("--tasks", default=",".join(TABLE_TASKS), help="comma-separated task names (lower case)")
-    parser.add_argument("--methods", default=",".join(TABLE_METHODS), help="comma-separated fsdkit methods")
-    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    parser.add_argument("--tasks", default=None, help="comma-separated task names, lower case (default: the recipe's "
+                        "table.tasks, else " + ",".join(TABLE_TASKS) + ")")
+    parser.add_argument("--methods", default=None, help="comma-separated fsdkit methods or recipe rows (default: the "
+                        "recipe's table.methods, else " + ",".join(TABLE_METHODS) + ")")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds of every cell (default: each cell's by "
+                        "the recipe's table.seeds and table.ablation_seeds, else 1,2,3)")
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="JSON-lines results file (appended)")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="model folders, memories, checkpoints")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="the suite's settings (YAML)")
@@ -621,14 +643,16 @@ def main(argv: list[str] | None = None) -> int:
     from fsdkit.data import get_task
 
     work_dir = Path(args.work_dir)
+    recipe = load_recipe(args.recipe)
+    table = recipe.get("table") or {}
     suite = Suite(
         glue_dir=args.glue_dir,
-        tasks=[get_task(t).name for t in _csv(args.tasks)],
-        methods=_csv(args.methods),
-        seeds=[int(s) for s in _csv(args.seeds)],
+        tasks=[get_task(t).name for t in (_csv(args.tasks) if args.tasks else table.get("tasks", TABLE_TASKS))],
+        methods=_csv(args.methods) if args.methods else list(table.get("methods", TABLE_METHODS)),
+        seeds=[int(s) for s in _csv(args.seeds)] if args.seeds else None,
         results=Path(args.results),
         work_dir=work_dir,
-        recipe=load_recipe(args.recipe),
+        recipe=recipe,
         overrides=parse_overrides(args.overrides),
         stop_file=Path(args.stop_file) if args.stop_file else work_dir / "STOP",
         tuning_results=Path(args.tuning_results) if args.tuning_results else None,

@@ -573,6 +573,34 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path)
     assert "[mrpc-pretrained](plots/mrpc-pretrained.png)" in section
 
 
+def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, monkeypatch):
+    """Without --tasks, --methods and --seeds, suite.py runs recipe-v2's `table`: 5 seeds on MRPC, 2 for an ablation,
+    seed-major; a recipe without `table` (v1's) gives its former defaults, 3 seeds of the 7 core methods."""
+    v2 = suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE)
+    suite = suite_mod.Suite(glue_dir="glue", tasks=["mrpc"], methods=["vkd", "fsdi"], seeds=None, recipe=v2,
+                            results=tmp_path / "r.jsonl", work_dir=tmp_path)
+    plan = suite.plan()
+    assert plan[:2] == [("mrpc", "teacher", 42), ("mrpc", "majority", 0)]
+    assert plan[2:] == [("mrpc", "vkd", 1), ("mrpc", "fsdi", 1), ("mrpc", "vkd", 2), ("mrpc", "fsdi", 2),
+                        ("mrpc", "vkd", 3), ("mrpc", "vkd", 4), ("mrpc", "vkd", 5)]
+    assert suite_mod.table_seeds(v2, "sick", "vkd") == [1, 2, 3]
+    assert suite_mod.table_seeds(suite_mod.load_recipe(suite_mod.V1_RECIPE), "mrpc", "fsdi") == [1, 2, 3]
+    assert set(v2["table"]["methods"]) >= {*suite_mod.TABLE_METHODS, *suite_mod.ABLATION_METHODS, "fsdi-minilm"}
+    ran = []
+
+    class Recording(suite_mod.Suite):
+        def run(self):
+            ran.append((self.tasks, self.methods, self.seeds))
+            return {"failed": 0}
+
+    import fsdkit.cli
+
+    monkeypatch.setattr(fsdkit.cli, "unwind_on_termination", lambda: None)
+    monkeypatch.setattr(suite_mod, "Suite", Recording)
+    assert suite_mod.main(["--glue-dir", "glue", "--results", str(tmp_path / "r.jsonl"), "--work-dir", str(tmp_path)]) == 0
+    assert ran == [(["mrpc", "stsb", "cola", "sick"], v2["table"]["methods"], None)]
+
+
 def test_a_recipe_section_takes_its_per_task_budget():
     """recipe-v2's regime rule writes each task's epoch budget under ``per_task``; other tasks keep the default, and a
     recipe without ``per_task`` gives the settings (and hashes) it gave before."""
