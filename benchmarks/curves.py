@@ -16,8 +16,8 @@ gone (``work/`` is not committed: a new machine) is trained again.
 Then each method × initialisation × seed distils a student for ``--epochs`` epochs with the dev metric after
 every epoch: ``teacher`` = the chosen layers and the head of the fine-tuned teacher (``--student teacher``),
 ``pretrained`` = the layers of the recipe's pretrained student model (v1's protocol; under a recipe of
-teacher-initialised students, v2's, the pretrained model its teacher is fine-tuned from). ``--layers`` compares the choice of
-layers: the recipe's ``student_layers`` (the first k) by default, or explicit 0-based sets such as ``1,3,5`` (every other
+teacher-initialised students, v2's, the pretrained model its teacher is fine-tuned from). ``--layers`` compares the
+choice of layers: the recipe's ``student_layers`` (the first k) by default, or explicit 0-based sets such as ``1,3,5`` (every other
 layer, ending with the top one; a set's runs go to ``…/<method>/layers-1-3-5/seed<k>``). All of them read one
 teacher-output cache per task. Every finished run is appended at once to ``results/curves.jsonl`` with its
 curve; a run already recorded with the same settings is skipped, so the study resumes where it stopped, and

@@ -21,9 +21,10 @@ model folders are kept only for the teacher and for seed 1 of each method (the a
 A run of the weight search (``tune.py``, ``results/tuning.jsonl``) with exactly the same settings — the
 tuning task's seed-1 run of the chosen weight — is adopted (copied, marked ``adopted_from``), not repeated.
 
-Settings come from the recipe, ``benchmarks/recipe-v2.yaml`` by default (shared + student + per-method weights +
-each task's budget; see its header; v1's is ``benchmarks/recipe.yaml``); ``--set key=value`` overrides any of them for every run (for smoke tests: the override is
-part of the settings hash, so such runs never count as the real ones).
+Settings come from the recipe, ``benchmarks/recipe-v2.yaml`` by default (shared + student + per-method settings +
+each task's budget, and the ``table`` run when no ``--tasks``, ``--methods`` or ``--seeds`` is given; see its header;
+v1's is ``benchmarks/recipe.yaml``); ``--set key=value`` overrides any of them for every run (for smoke tests: the
+override is part of the settings hash, so such runs never count as the real ones).
 """
 
 from __future__ import annotations
