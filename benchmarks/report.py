@@ -236,7 +236,7 @@ def render(
     earlier: Sequence[Mapping[str, Any]] = (),
     curve_links: Mapping[str, str] | None = None,
     search: Sequence[Mapping[str, Any]] | None = None,
-    recipe_path: str = "benchmarks/recipe.yaml",
+    recipe_path: str = "benchmarks/recipe-v2.yaml",
     history: Sequence[Mapping[str, Any]] | None = None,
     regimes: Sequence[Mapping[str, Any]] = (),
     regime_links: Mapping[str, str] | None = None,
@@ -446,7 +446,7 @@ def render(
     if earlier:
         counts = collections.Counter((r["task"], DISPLAY.get(r["method"], r["method"])) for r in earlier)
         lines.append(f"- not shown: {len(earlier)} finished runs of an earlier recipe (settings no longer in "
-                     "recipe.yaml; kept in the results file as history): "
+                     f"{Path(recipe_path).name}; kept in the results file as history): "
                      + ", ".join(f"{method} on {task} × {n}" for (task, method), n in sorted(counts.items())))
     lines.append("")
     return "\n".join(lines)
