@@ -200,17 +200,18 @@ def study(args) -> int:
     return 1 if failed else 0
 
 
-def curve_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def curve_rows(records: Iterable[dict[str, Any]], metrics: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per finished curve, in file order: ``task``, ``method``, ``init`` (None for a teacher), ``layers`` (an
     explicit 0-based set, or None for the recipe's first k), ``teacher_epochs`` (a teacher of another budget, or
-    None), ``seed``, ``metric`` (the main one), ``values`` (×100 after every epoch), ``peak`` and ``peak_epoch`` (1-based),
+    None), ``seed``, ``metric`` (``metrics``' entry for the task, e.g. the recipe's ``search.metric``, else the main
+    one), ``values`` (×100 after every epoch), ``peak`` and ``peak_epoch`` (1-based),
     ``plateau`` (:func:`plateaued`), ``minutes`` (wall time) and ``recipe`` (the recipe file's name; records without
     one ran with ``recipe.yaml``, this script's default until benchmark v2 became the default)."""
     rows = []
     for r in records:
         if r.get("status") != "ok" or not r.get("curve"):
             continue
-        metric = r.get("main_metric") or "accuracy"
+        metric = (metrics or {}).get(r["task"]) or r.get("main_metric") or "accuracy"
         values = [100 * p[f"eval_{metric}"] for p in r["curve"] if f"eval_{metric}" in p]
         layers = r.get("settings", {}).get("student_layers")
         peak = max(range(len(values)), key=values.__getitem__) if values else None

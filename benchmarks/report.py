@@ -480,7 +480,9 @@ def regime_section(rows: Sequence[Mapping[str, Any]], links: Mapping[str, str], 
                       "–" if row["peak"] is None else f"{row['peak']:.1f} ({row['peak_epoch']} of {epochs})",
                       {True: "yes", False: "no", None: "–"}[row["plateau"]], f"{row['minutes']:.1f}", row["recipe"]])
     lines = ["## Two regimes and the choice of layers (benchmarks/curves.py)", "",
-             "One run per row, the dev main metric ×100 after every epoch of its schedule (`results/curves.jsonl`). "
+             "One run per row, the dev metric ×100 after every epoch of its schedule (`results/curves.jsonl`): the "
+             "one the recipe's epoch rule reads (its `search.metric`: MRPC accuracy, its F1 being lenient), else the "
+             "main one. "
              "Teacher-initialised students take the chosen layers and the classification head of the fine-tuned teacher "
              "(the regime of the tables above, near their teacher); pretrained-layer students take the layers of the "
              "packaged all-MiniLM-L6-v2 and a new head (the paper's protocol: a student that starts far from its "
@@ -708,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
         curve_links = {t: os.path.relpath(Path(path).resolve(), output.resolve().parent) for t, path in plots.items()}
     regimes, regime_links = [], {}
     if args.regime_results:
-        regimes = curve_rows(read_records(args.regime_results))
+        # the metric the recipe's epoch rule reads (MRPC: accuracy, its F1 being lenient), else the main one
+        regimes = curve_rows(read_records(args.regime_results), (recipe.get("search") or {}).get("metric"))
         if args.regime_plots:
             regime_links = {Path(path).stem: os.path.relpath(Path(path).resolve(), output.resolve().parent)
                             for path in plot_regimes(Path(args.regime_results), Path(args.regime_plots))}

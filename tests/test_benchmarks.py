@@ -543,7 +543,7 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path)
     curves_mod = _load("curves")
 
     def rec(method, init, values, metric="f1", **settings):
-        curve = [{"epoch": e + 1, f"eval_{metric}": v} for e, v in enumerate(values)]
+        curve = [{"epoch": e + 1, f"eval_{metric}": v, "eval_accuracy": v - 0.1} for e, v in enumerate(values)]
         return {"task": "mrpc", "method": method, "seed": 42 if init is None else 1, "status": "ok", "init": init,
                 "main_metric": metric, "curve": curve, "metrics": {metric: values[-1]}, "wall_time": 600,
                 "settings": settings}
@@ -556,6 +556,8 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path)
     rows = curves_mod.curve_rows(suite_mod.read_records(path))
     assert len(rows) == 4 and rows[0]["peak"] == pytest.approx(83.0) and rows[0]["peak_epoch"] == 2
     assert rows[0]["plateau"] is False and rows[1]["plateau"] is True and rows[2]["layers"] == [1, 3, 5]
+    # the metric the recipe's epoch rule reads instead of the main one (recipe-v2: MRPC accuracy)
+    assert curves_mod.curve_rows(suite_mod.read_records(path), {"mrpc": "accuracy"})[0]["peak"] == pytest.approx(73.0)
     results = tmp_path / "v2.jsonl"
     results.write_text(json.dumps({**records[3], "metrics": {"f1": 0.857}}) + "\n")
     out = tmp_path / "RESULTS.md"
@@ -565,10 +567,10 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path)
     text = out.read_text()
     section = text.split("## Two regimes and the choice of layers")[1].split("\n## ")[0]
     table = [line for line in section.splitlines() if line.startswith("| MRPC")]
-    assert table == ["| MRPC | Teacher | – | all | 42 | F1 81.3 85.2 85.7 | 85.7 (3 of 3) | yes | 10.0 | recipe.yaml |",
-                     "| MRPC | nDS | teacher-initialised | first 3 | 1 | F1 79.0 81.8 81.2 | 81.8 (2 of 3) | yes | 10.0 | recipe.yaml |",
-                     "| MRPC | nDS | teacher-initialised | 1,3,5 | 1 | F1 70.0 74.0 74.5 | 74.5 (3 of 3) | yes | 10.0 | recipe-v2.yaml |",
-                     "| MRPC | VKD | pretrained layers | first 3 | 1 | F1 80.0 83.0 76.0 | 83.0 (2 of 3) | no | 10.0 | recipe.yaml |"]
+    assert table == ["| MRPC | Teacher | – | all | 42 | Acc 71.3 75.2 75.7 | 75.7 (3 of 3) | yes | 10.0 | recipe.yaml |",
+                     "| MRPC | nDS | teacher-initialised | first 3 | 1 | Acc 69.0 71.8 71.2 | 71.8 (2 of 3) | yes | 10.0 | recipe.yaml |",
+                     "| MRPC | nDS | teacher-initialised | 1,3,5 | 1 | Acc 60.0 64.0 64.5 | 64.5 (3 of 3) | yes | 10.0 | recipe-v2.yaml |",
+                     "| MRPC | VKD | pretrained layers | first 3 | 1 | Acc 70.0 73.0 66.0 | 73.0 (2 of 3) | no | 10.0 | recipe.yaml |"]
     assert (tmp_path / "plots" / "mrpc-pretrained.png").is_file()
     assert "[mrpc-pretrained](plots/mrpc-pretrained.png)" in section
 
