@@ -200,18 +200,23 @@ def study(args) -> int:
     return 1 if failed else 0
 
 
+def curve_metric(record: dict[str, Any], metrics: dict[str, str] | None = None) -> str:
+    """The metric a curve is read by: ``metrics``' entry for its task (e.g. the recipe's ``search.metric``, the one its
+    epoch rule reads: MRPC accuracy), else the record's main metric."""
+    return (metrics or {}).get(record["task"]) or record.get("main_metric") or "accuracy"
+
+
 def curve_rows(records: Iterable[dict[str, Any]], metrics: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per finished curve, in file order: ``task``, ``method``, ``init`` (None for a teacher), ``layers`` (an
     explicit 0-based set, or None for the recipe's first k), ``teacher_epochs`` (a teacher of another budget, or
-    None), ``seed``, ``metric`` (``metrics``' entry for the task, e.g. the recipe's ``search.metric``, else the main
-    one), ``values`` (×100 after every epoch), ``peak`` and ``peak_epoch`` (1-based),
+    None), ``seed``, ``metric`` (:func:`curve_metric`), ``values`` (×100 after every epoch), ``peak`` and ``peak_epoch`` (1-based),
     ``plateau`` (:func:`plateaued`), ``minutes`` (wall time) and ``recipe`` (the recipe file's name; records without
     one ran with ``recipe.yaml``, this script's default until benchmark v2 became the default)."""
     rows = []
     for r in records:
         if r.get("status") != "ok" or not r.get("curve"):
             continue
-        metric = (metrics or {}).get(r["task"]) or r.get("main_metric") or "accuracy"
+        metric = curve_metric(r, metrics)
         values = [100 * p[f"eval_{metric}"] for p in r["curve"] if f"eval_{metric}" in p]
         layers = r.get("settings", {}).get("student_layers")
         peak = max(range(len(values)), key=values.__getitem__) if values else None
@@ -235,9 +240,9 @@ def summary(results: Path) -> None:
               f"{row['minutes']:.1f} min")
 
 
-def plot(results: Path, out_dir: Path) -> list[Path]:
-    """``<task>-<init>.png`` per task and initialisation: the dev main metric after every epoch, one line per method
-    and schedule length (layer sets apart), seeds as a band, the task's teacher dashed."""
+def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) -> list[Path]:
+    """``<task>-<init>.png`` per task and initialisation: the dev metric (:func:`curve_metric`) after every epoch, one
+    line per method and schedule length (layer sets apart), seeds as a band, the task's teacher dashed."""
     from fsdkit.analysis.plots import learning_curves, save_figure
 
     records = [r for r in read_records(results) if r.get("status") == "ok" and r.get("curve")]
@@ -246,7 +251,7 @@ def plot(results: Path, out_dir: Path) -> list[Path]:
     for r in records:
         if r["method"] == "teacher":
             continue
-        metric = r.get("main_metric") or "accuracy"
+        metric = curve_metric(r, metrics)
         layers = r.get("settings", {}).get("student_layers")
         name = r["method"] + f", {r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
             f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "") + (
@@ -256,8 +261,7 @@ def plot(results: Path, out_dir: Path) -> list[Path]:
     written = []
     for (task, init), curves in sorted(groups.items()):
         teacher = teachers.get(task)
-        metric = (teacher or {}).get("main_metric") or next(
-            r.get("main_metric") for r in records if r["task"] == task) or "accuracy"
+        metric = curve_metric(teacher or next(r for r in records if r["task"] == task), metrics)
         reference = 100 * teacher["metrics"][metric] if teacher and metric in teacher.get("metrics", {}) else None
         fig = learning_curves(curves, f"{task}, {init}-initialised students", metric, reference, "teacher (final)")
         written.append(save_figure(fig, out_dir / f"{task}-{init}.png"))

@@ -710,11 +710,12 @@ def main(argv: list[str] | None = None) -> int:
         curve_links = {t: os.path.relpath(Path(path).resolve(), output.resolve().parent) for t, path in plots.items()}
     regimes, regime_links = [], {}
     if args.regime_results:
-        # the metric the recipe's epoch rule reads (MRPC: accuracy, its F1 being lenient), else the main one
-        regimes = curve_rows(read_records(args.regime_results), (recipe.get("search") or {}).get("metric"))
+        # table and plots read the metric of the recipe's epoch rule (MRPC: accuracy, its F1 being lenient)
+        rule = (recipe.get("search") or {}).get("metric")
+        regimes = curve_rows(read_records(args.regime_results), rule)
         if args.regime_plots:
             regime_links = {Path(path).stem: os.path.relpath(Path(path).resolve(), output.resolve().parent)
-                            for path in plot_regimes(Path(args.regime_results), Path(args.regime_plots))}
+                            for path in plot_regimes(Path(args.regime_results), Path(args.regime_plots), rule)}
     text = render(records, command=command.strip(), failures=open_failures(raw), tuning=tuning, recipe=recipe,
                   expected_seeds=seeds, ablation_seeds=table.get("ablation_seeds"), analysis_link=analysis_link,
                   analysis=analysis,
