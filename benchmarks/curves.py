@@ -242,22 +242,25 @@ def summary(results: Path) -> None:
 
 def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) -> list[Path]:
     """``<task>-<init>.png`` per task and initialisation: the dev metric (:func:`curve_metric`) after every epoch, one
-    line per method and schedule length (layer sets apart), seeds as a band, the task's teacher dashed."""
+    line per method and schedule length (layer sets apart; recipes apart where a plot has runs of several), seeds as a
+    band, the task's teacher dashed."""
     from fsdkit.analysis.plots import learning_curves, save_figure
 
     records = [r for r in read_records(results) if r.get("status") == "ok" and r.get("curve")]
     teachers = {r["task"]: r for r in records if r["method"] == "teacher"}
+    students = [r for r in records if r["method"] != "teacher"]
+    recipes: dict[tuple[str, str], set[str]] = {}
+    for r in students:
+        recipes.setdefault((r["task"], r.get("init") or "?"), set()).add(r.get("recipe", "recipe.yaml"))
     groups: dict[tuple[str, str], dict[str, list]] = {}
-    for r in records:
-        if r["method"] == "teacher":
-            continue
-        metric = curve_metric(r, metrics)
+    for r in students:
+        group = (r["task"], r.get("init") or "?")
         layers = r.get("settings", {}).get("student_layers")
         name = r["method"] + f", {r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
             f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "") + (
-            f", teacher {r['teacher_epochs']:g} ep" if r.get("teacher_epochs") is not None else "")  # schedules apart
-        run = curve_points(r, metric)
-        groups.setdefault((r["task"], r.get("init") or "?"), {}).setdefault(name, []).append(run)
+            f", teacher {r['teacher_epochs']:g} ep" if r.get("teacher_epochs") is not None else "") + (
+            f", {r.get('recipe', 'recipe.yaml')}" if len(recipes[group]) > 1 else "")  # schedules apart
+        groups.setdefault(group, {}).setdefault(name, []).append(curve_points(r, curve_metric(r, metrics)))
     written = []
     for (task, init), curves in sorted(groups.items()):
         teacher = teachers.get(task)

@@ -479,6 +479,9 @@ def test_learning_curves_draw_the_mean_over_seeds_with_their_range(tmp_path):
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert list(lines["vkd (n=2)"].get_ydata()) == [71.0, 75.0] and list(lines["nds (n=1)"].get_ydata()) == [69.0, 71.0]
     assert list(lines["teacher"].get_ydata()) == [79.4, 79.4]
+    # a reference above every curve is drawn inside the frame, not on its edge
+    top = learning_curves({"nds": [[(1, 10.0), (2, 83.0)]]}, "stsb", "pearson", reference=86.59).axes[0].get_ylim()[1]
+    assert top > 86.59 + 1
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bands) == 1  # only the method with several seeds has a band
     from fsdkit.analysis import save_figure

@@ -537,7 +537,7 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     assert curves_mod.main(budget) == 0 and calls == [("teacher", None, None, "epoch")]
 
 
-def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path):
+def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path, monkeypatch):
     """--regime-results: each recorded curve of benchmarks/curves.py becomes a row (teacher first, then the students
     by initialisation and layer set) with its peak and the plateau rule; --regime-plots writes and links the PNGs."""
     curves_mod = _load("curves")
@@ -573,6 +573,20 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path)
                      "| MRPC | VKD | pretrained layers | first 3 | 1 | Acc 70.0 73.0 66.0 | 73.0 (2 of 3) | no | 10.0 | recipe.yaml |"]
     assert (tmp_path / "plots" / "mrpc-pretrained.png").is_file()
     assert "[mrpc-pretrained](plots/mrpc-pretrained.png)" in section
+    # a plot's lines: one per method and schedule, seeds as one line, recipes apart where the plot has several
+    from matplotlib.figure import Figure
+
+    import fsdkit.analysis.plots as plots_mod
+
+    drawn = {}
+    monkeypatch.setattr(plots_mod, "learning_curves",
+                        lambda curves, title, *rest: drawn.setdefault(title, curves) and Figure())
+    more = [{**records[1], "seed": 2}, {**records[1], "recipe": "recipe-v2.yaml"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records + more))
+    curves_mod.plot(path, tmp_path / "plots2")
+    assert {name: len(runs) for name, runs in drawn["mrpc, teacher-initialised students"].items()} == {
+        "nds, 3 ep, recipe.yaml": 2, "nds, 3 ep, layers 1,3,5, recipe-v2.yaml": 1, "nds, 3 ep, recipe-v2.yaml": 1}
+    assert list(drawn["mrpc, pretrained-initialised students"]) == ["vkd, 3 ep"]
 
 
 def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, monkeypatch):

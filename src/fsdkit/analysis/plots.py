@@ -168,6 +168,9 @@ def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]
                 ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         if reference is not None:
             ax.axhline(reference, linestyle="--", color="0.3", linewidth=1.2, label=reference_label)
+            low, high = ax.get_ylim()  # the reference inside the frame, not on its edge
+            margin = 0.05 * (max(high, reference) - min(low, reference))
+            ax.set_ylim(min(low, reference - margin), max(high, reference + margin))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"dev {metric}")
         ax.grid(alpha=0.3)
