@@ -206,12 +206,17 @@ def curve_metric(record: dict[str, Any], metrics: dict[str, str] | None = None) 
     return (metrics or {}).get(record["task"]) or record.get("main_metric") or "accuracy"
 
 
+def curve_recipe(record: dict[str, Any]) -> str:
+    """The name of the recipe file a curve ran with; records without one ran with ``recipe.yaml``, this script's
+    default until benchmark v2 became the default."""
+    return record.get("recipe", "recipe.yaml")
+
+
 def curve_rows(records: Iterable[dict[str, Any]], metrics: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per finished curve, in file order: ``task``, ``method``, ``init`` (None for a teacher), ``layers`` (an
     explicit 0-based set, or None for the recipe's first k), ``teacher_epochs`` (a teacher of another budget, or
     None), ``seed``, ``metric`` (:func:`curve_metric`), ``values`` (×100 after every epoch), ``peak`` and ``peak_epoch`` (1-based),
-    ``plateau`` (:func:`plateaued`), ``minutes`` (wall time) and ``recipe`` (the recipe file's name; records without
-    one ran with ``recipe.yaml``, this script's default until benchmark v2 became the default)."""
+    ``plateau`` (:func:`plateaued`), ``minutes`` (wall time) and ``recipe`` (:func:`curve_recipe`)."""
     rows = []
     for r in records:
         if r.get("status") != "ok" or not r.get("curve"):
@@ -225,7 +230,7 @@ def curve_rows(records: Iterable[dict[str, Any]], metrics: dict[str, str] | None
                      "seed": r["seed"], "metric": metric, "values": values,
                      "peak": None if peak is None else values[peak], "peak_epoch": None if peak is None else peak + 1,
                      "plateau": plateaued(r["curve"], metric), "minutes": r.get("wall_time", 0) / 60,
-                     "recipe": r.get("recipe", "recipe.yaml")})
+                     "recipe": curve_recipe(r)})
     return rows
 
 
@@ -248,19 +253,20 @@ def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) ->
 
     records = [r for r in read_records(results) if r.get("status") == "ok" and r.get("curve")]
     teachers = {r["task"]: r for r in records if r["method"] == "teacher"}
-    students = [r for r in records if r["method"] != "teacher"]
-    recipes: dict[tuple[str, str], set[str]] = {}
-    for r in students:
-        recipes.setdefault((r["task"], r.get("init") or "?"), set()).add(r.get("recipe", "recipe.yaml"))
+    by_plot: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r["method"] != "teacher":
+            by_plot.setdefault((r["task"], r.get("init") or "?"), []).append(r)
     groups: dict[tuple[str, str], dict[str, list]] = {}
-    for r in students:
-        group = (r["task"], r.get("init") or "?")
-        layers = r.get("settings", {}).get("student_layers")
-        name = r["method"] + f", {r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
-            f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "") + (
-            f", teacher {r['teacher_epochs']:g} ep" if r.get("teacher_epochs") is not None else "") + (
-            f", {r.get('recipe', 'recipe.yaml')}" if len(recipes[group]) > 1 else "")  # schedules apart
-        groups.setdefault(group, {}).setdefault(name, []).append(curve_points(r, curve_metric(r, metrics)))
+    for key, runs in by_plot.items():
+        several_recipes = len({curve_recipe(r) for r in runs}) > 1
+        for r in runs:
+            layers = r.get("settings", {}).get("student_layers")
+            name = r["method"] + f", {r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
+                f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "") + (
+                f", teacher {r['teacher_epochs']:g} ep" if r.get("teacher_epochs") is not None else "") + (
+                f", {curve_recipe(r)}" if several_recipes else "")  # schedules apart
+            groups.setdefault(key, {}).setdefault(name, []).append(curve_points(r, curve_metric(r, metrics)))
     written = []
     for (task, init), curves in sorted(groups.items()):
         teacher = teachers.get(task)
