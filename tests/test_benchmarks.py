@@ -350,9 +350,9 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
     assert "| FSDI + MiniLM (the row to take) | 4 × 1 × 3/5 | 2 of 16 | 0 | 1 of 4 |" in text  # run like the core methods
     # and tested against the best baseline like FSD (VKD, 5 seeds at F1 83.00 on average, against 87.50)
     assert "| mrpc | FSDI + MiniLM | F1 | 87.50 (n=2) | VKD | 83.00 (n=5) | greater |" in text
-    # the ablations expect their own number of seeds (recipe-v2: 2, the budget's first cut)
-    assert "| FSD ablations | 4 × 4 × 2 | 2 of 32 | 2 | 1 of 4 |" in text
-    assert "| FSDI | 84.00 (0.00) |" in text  # MRPC F1, the main metric; 2 seeds: the expected number, unmarked
+    # the ablations expect their own number of seeds (recipe-v2: 3, where MRPC's core cells expect 5)
+    assert "| FSD ablations | 4 × 4 × 3 | 2 of 48 | 2 | 1 of 4 |" in text
+    assert "| FSDI | 84.00 (0.00) [n=2] |" in text  # MRPC F1, the main metric; 2 of the 3 expected seeds: marked
 
 
 def test_report_numbers_from_hand_made_results(tmp_path):
@@ -590,7 +590,7 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
 
 
 def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, monkeypatch):
-    """Without --tasks, --methods and --seeds, suite.py runs recipe-v2's `table`: 5 seeds on MRPC, 2 for an ablation,
+    """Without --tasks, --methods and --seeds, suite.py runs recipe-v2's `table`: 5 seeds on MRPC, 3 for an ablation,
     seed-major; a recipe without `table` (v1's) gives its former defaults, 3 seeds of the 7 core methods."""
     v2 = suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE)
     suite = suite_mod.Suite(glue_dir="glue", tasks=["mrpc"], methods=["vkd", "fsdi"], seeds=None, recipe=v2,
@@ -598,7 +598,7 @@ def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, mon
     plan = suite.plan()
     assert plan[:2] == [("mrpc", "teacher", 42), ("mrpc", "majority", 0)]
     assert plan[2:] == [("mrpc", "vkd", 1), ("mrpc", "fsdi", 1), ("mrpc", "vkd", 2), ("mrpc", "fsdi", 2),
-                        ("mrpc", "vkd", 3), ("mrpc", "vkd", 4), ("mrpc", "vkd", 5)]
+                        ("mrpc", "vkd", 3), ("mrpc", "fsdi", 3), ("mrpc", "vkd", 4), ("mrpc", "vkd", 5)]
     assert suite_mod.table_seeds(v2, "sick", "vkd") == [1, 2, 3]
     assert suite_mod.table_seeds(suite_mod.load_recipe(suite_mod.V1_RECIPE), "mrpc", "fsdi") == [1, 2, 3]
     assert set(v2["table"]["methods"]) >= {*suite_mod.TABLE_METHODS, *suite_mod.ABLATION_METHODS, "fsdi-minilm"}
