@@ -247,8 +247,8 @@ def summary(results: Path) -> None:
 
 def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) -> list[Path]:
     """``<task>-<init>.png`` per task and initialisation: the dev metric (:func:`curve_metric`) after every epoch, one
-    line per method and schedule length (layer sets apart; recipes apart where a plot has runs of several), seeds as a
-    band, the task's teacher dashed."""
+    line per method and schedule length (layer sets apart; recipes apart where a plot has runs of several) — a method
+    in one colour, a schedule in one line style —, seeds as a band, the task's teacher dashed."""
     from fsdkit.analysis.plots import learning_curves, save_figure
 
     records = [r for r in read_records(results) if r.get("status") == "ok" and r.get("curve")]
@@ -258,21 +258,25 @@ def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) ->
         if r["method"] != "teacher":
             by_plot.setdefault((r["task"], r.get("init") or "?"), []).append(r)
     groups: dict[tuple[str, str], dict[str, list]] = {}
+    styles: dict[str, tuple[str, str]] = {}
     for key, runs in by_plot.items():
         several_recipes = len({curve_recipe(r) for r in runs}) > 1
         for r in runs:
             layers = r.get("settings", {}).get("student_layers")
-            name = r["method"] + f", {r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
+            schedule = f"{r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
                 f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "") + (
                 f", teacher {r['teacher_epochs']:g} ep" if r.get("teacher_epochs") is not None else "") + (
                 f", {curve_recipe(r)}" if several_recipes else "")  # schedules apart
+            name = f"{r['method']}, {schedule}"
+            styles[name] = (r["method"], schedule)
             groups.setdefault(key, {}).setdefault(name, []).append(curve_points(r, curve_metric(r, metrics)))
     written = []
     for (task, init), curves in sorted(groups.items()):
         teacher = teachers.get(task)
         metric = curve_metric(teacher or next(r for r in records if r["task"] == task), metrics)
         reference = 100 * teacher["metrics"][metric] if teacher and metric in teacher.get("metrics", {}) else None
-        fig = learning_curves(curves, f"{task}, {init}-initialised students", metric, reference, "teacher (final)")
+        fig = learning_curves(curves, f"{task}, {init}-initialised students", metric, reference, "teacher (final)",
+                              styles=styles)
         written.append(save_figure(fig, out_dir / f"{task}-{init}.png"))
     return written
 

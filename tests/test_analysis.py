@@ -487,3 +487,21 @@ def test_learning_curves_draw_the_mean_over_seeds_with_their_range(tmp_path):
     from fsdkit.analysis import save_figure
 
     assert save_figure(fig, tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_learning_curves_colour_a_family_alike_and_style_a_variant_alike():
+    """Two methods at two schedules: a method keeps its colour, a schedule its line style; distinct otherwise."""
+    from matplotlib.colors import to_hex
+
+    run = [[(1, 60.0), (2, 70.0)]]
+    names = {"nds, 8 ep": ("nds", "8 ep"), "vkd, 8 ep": ("vkd", "8 ep"), "nds, 16 ep": ("nds", "16 ep"),
+             "vkd, 16 ep": ("vkd", "16 ep")}
+    ax = learning_curves({name: run for name in names}, "stsb", "pearson", styles=names).axes[0]
+    lines = {line.get_label().split(" (n=")[0]: line for line in ax.get_lines()}
+    colour = {name: to_hex(line.get_color()) for name, line in lines.items()}
+    style = {name: line.get_linestyle() for name, line in lines.items()}
+    assert colour["nds, 8 ep"] == colour["nds, 16 ep"] != colour["vkd, 8 ep"] == colour["vkd, 16 ep"]
+    assert style["nds, 8 ep"] == style["vkd, 8 ep"] == "-" != style["nds, 16 ep"] == style["vkd, 16 ep"]
+    plain = learning_curves({"nds": run, "vkd": run}, "stsb", "pearson").axes[0].get_lines()
+    assert to_hex(plain[0].get_color()) != to_hex(plain[1].get_color())
+    assert {line.get_linestyle() for line in plain} == {"-"}

@@ -578,15 +578,19 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
 
     import fsdkit.analysis.plots as plots_mod
 
-    drawn = {}
+    drawn, styled = {}, {}
     monkeypatch.setattr(plots_mod, "learning_curves",
-                        lambda curves, title, *rest: drawn.setdefault(title, curves) and Figure())
+                        lambda curves, title, *rest, styles: drawn.setdefault(title, curves) and styled.update(styles)
+                        or Figure())
     more = [{**records[1], "seed": 2}, {**records[1], "recipe": "recipe-v2.yaml"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in records + more))
     curves_mod.plot(path, tmp_path / "plots2")
     assert {name: len(runs) for name, runs in drawn["mrpc, teacher-initialised students"].items()} == {
         "nds, 3 ep, recipe.yaml": 2, "nds, 3 ep, layers 1,3,5, recipe-v2.yaml": 1, "nds, 3 ep, recipe-v2.yaml": 1}
     assert list(drawn["mrpc, pretrained-initialised students"]) == ["vkd, 3 ep"]
+    # colour by method, line style by schedule
+    assert styled["nds, 3 ep, layers 1,3,5, recipe-v2.yaml"] == ("nds", "3 ep, layers 1,3,5, recipe-v2.yaml")
+    assert styled["vkd, 3 ep"] == ("vkd", "3 ep")
 
 
 def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, monkeypatch):

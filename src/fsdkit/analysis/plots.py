@@ -146,14 +146,24 @@ def relation_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], task_n
     return fig
 
 
+LINESTYLES = ("-", "-.", ":", (0, (6, 2, 1, 2, 1, 2)))  # "--" is the reference's
+
+
 def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], task_name: str, metric: str,
-                    reference: float | None = None, reference_label: str = "teacher") -> Figure:
+                    reference: float | None = None, reference_label: str = "teacher",
+                    styles: Mapping[str, tuple[str, str]] | None = None) -> Figure:
     """Quality against training budget: the metric after every epoch, one line per method (the mean over its seeds)
     with the seeds' range as a band; ``curves``: method → one ``[(epoch, value), …]`` list per seed. ``reference``
-    (the teacher's score) is drawn as a dashed line."""
+    (the teacher's score) is drawn as a dashed line. ``styles``: a line's name → ``(family, variant)`` (e.g. its method
+    and its schedule): lines of one family share a colour and lines of one variant a line style, in order of first
+    appearance; without it every line has its own colour, drawn solid."""
+    styles = styles or {}
+    families: dict[str, str] = {}
+    variants: dict[str, Any] = {}
     with matplotlib.rc_context(STYLE):
         fig = _figure(7.5, 4.8)
         ax = fig.subplots()
+        palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
         for name, runs in curves.items():
             runs = [sorted(run) for run in runs if run]
             if not runs:
@@ -161,7 +171,11 @@ def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]
             epochs = sorted({e for run in runs for e, _ in run})
             table = [[dict(run).get(e) for run in runs] for e in epochs]
             mean = [float(np.mean([v for v in row if v is not None])) for row in table]
-            line = ax.plot(epochs, mean, marker="o", markersize=4, label=f"{name} (n={len(runs)})")[0]
+            family, variant = styles.get(name, (name, ""))
+            colour = families.setdefault(family, palette[len(families) % len(palette)])
+            linestyle = variants.setdefault(variant, LINESTYLES[len(variants) % len(LINESTYLES)])
+            line = ax.plot(epochs, mean, marker="o", markersize=4, color=colour, linestyle=linestyle,
+                           label=f"{name} (n={len(runs)})")[0]
             if len(runs) > 1:
                 low = [min(v for v in row if v is not None) for row in table]
                 high = [max(v for v in row if v is not None) for row in table]
