@@ -234,12 +234,17 @@ def curve_rows(records: Iterable[dict[str, Any]], metrics: dict[str, str] | None
     return rows
 
 
+def variant_label(layers: list[int] | None, teacher_epochs: float | None) -> str:
+    """What sets a curve apart beside its method and initialisation, as in ``", layers 1,3,5, teacher 6 ep"``: an
+    explicit layer set, a teacher of another budget; empty for the recipe's first k layers and teacher."""
+    return (f", layers {','.join(map(str, layers))}" if layers is not None else "") + (
+        f", teacher {teacher_epochs:g} ep" if teacher_epochs is not None else "")
+
+
 def summary(results: Path) -> None:
     """Each curve (main metric × 100 after every epoch) and whether it has plateaued."""
     for row in curve_rows(read_records(results)):
-        init = row["init"] and row["init"] + (f", layers {row['layers']}" if row["layers"] is not None else "")
-        if row["teacher_epochs"] is not None:
-            init += f", teacher {row['teacher_epochs']:g} ep"
+        init = row["init"] and row["init"] + variant_label(row["layers"], row["teacher_epochs"])
         label = f"{row['task']} {row['method']}" + (f" ({init})" if init else "") + f" seed {row['seed']}"
         print(f"{label}: {row['metric']} {' '.join(f'{v:.1f}' for v in row['values'])} — plateau: {row['plateau']}; "
               f"{row['minutes']:.1f} min")
@@ -263,9 +268,8 @@ def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) ->
         several_recipes = len({curve_recipe(r) for r in runs}) > 1
         for r in runs:
             layers = r.get("settings", {}).get("student_layers")
-            schedule = f"{r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + (
-                f", layers {','.join(map(str, layers))}" if isinstance(layers, list) else "") + (
-                f", teacher {r['teacher_epochs']:g} ep" if r.get("teacher_epochs") is not None else "") + (
+            schedule = f"{r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + variant_label(
+                layers if isinstance(layers, list) else None, r.get("teacher_epochs")) + (
                 f", {curve_recipe(r)}" if several_recipes else "")  # schedules apart
             name = f"{r['method']}, {schedule}"
             styles[name] = (r["method"], schedule)

@@ -537,7 +537,7 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     assert curves_mod.main(budget) == 0 and calls == [("teacher", None, None, "epoch")]
 
 
-def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path, monkeypatch):
+def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path, monkeypatch, capsys):
     """--regime-results: each recorded curve of benchmarks/curves.py becomes a row (teacher first, then the students
     by initialisation and layer set) with its peak and the plateau rule; --regime-plots writes and links the PNGs."""
     curves_mod = _load("curves")
@@ -591,6 +591,9 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
     # colour by method, line style by schedule
     assert styled["nds, 3 ep, layers 1,3,5, recipe-v2.yaml"] == ("nds", "3 ep, layers 1,3,5, recipe-v2.yaml")
     assert styled["vkd, 3 ep"] == ("vkd", "3 ep")
+    capsys.readouterr()
+    curves_mod.summary(path)  # the console's labels set a curve apart as the plot's legend does
+    assert "mrpc nds (teacher, layers 1,3,5) seed 1: f1 70.0 74.0 74.5 — plateau: True" in capsys.readouterr().out
 
 
 def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, monkeypatch):
