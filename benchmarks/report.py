@@ -309,7 +309,7 @@ def render(
                   "dashed: " + ", ".join(f"[{t.upper()}]({link})" for t, link in curve_links.items()) + ".", ""]
 
     if regimes:
-        lines += regime_section(regimes, regime_links or {}, layers)
+        lines += regime_section(regimes, regime_links or {}, layers, Path(recipe_path).name)
 
     # -- retention of the teacher's score
     lines += ["## Retention of the teacher's score (main metric, student mean / teacher × 100)", ""]
@@ -455,7 +455,41 @@ def render(
 INIT_DISPLAY = {"teacher": "teacher-initialised", "pretrained": "pretrained layers"}
 
 
-def regime_section(rows: Sequence[Mapping[str, Any]], links: Mapping[str, str], first_k: int) -> list[str]:
+def pretrained_table(rows: Sequence[Mapping[str, Any]], recipe: str) -> list[str]:
+    """RESULTS.md lines for the pretrained-layer regime at a glance: per task (a row) and method (a column) the peak of
+    seed 1's longest curve under ``recipe`` (a recipe file's name) — its first k layers, its teacher — with its epoch,
+    beside the teacher's final score (its longest curve). Empty without such curves."""
+    longest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for row in rows:
+        if row["layers"] is None and row["teacher_epochs"] is None and (
+                row["init"] is None or (row["init"] == "pretrained" and row["seed"] == 1 and row["recipe"] == recipe)):
+            key = (row["task"], row["method"])
+            if key not in longest or len(row["values"]) > len(longest[key]["values"]):
+                longest[key] = row
+    tasks = sorted({t for (t, m), r in longest.items() if r["init"] == "pretrained"},
+                   key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER), t))
+    if not tasks:
+        return []
+    methods = _methods_present([{"method": m} for (t, m), r in longest.items() if r["init"] == "pretrained"],
+                               TABLE_METHODS + ("fsdi",))
+    table = []
+    for task in tasks:
+        teacher = longest.get((task, TEACHER))
+        cells = [f"{teacher['values'][-1]:.1f}" if teacher and teacher["values"] else "–"]
+        for method in methods:
+            row = longest.get((task, method))
+            cells.append("–" if row is None or row["peak"] is None
+                         else f"{row['peak']:.1f} ({row['peak_epoch']}/{len(row['values'])})")
+        metric = next(r["metric"] for (t, m), r in longest.items() if t == task)
+        table.append([f"{task.upper()} ({METRIC_DISPLAY.get(metric, metric)})", *cells])
+    return ["**The pretrained-layer regime at a glance**: the peak dev score (its epoch / the schedule's epochs) of "
+            "seed 1's longest curve per method, students taking the first layers of the packaged all-MiniLM-L6-v2 "
+            "and a new head, each method at the recipe's settings; the teacher's final dev score beside them. One "
+            "seed: differences of a point or two are within the seed-to-seed spread of the tables above.", "",
+            *_table(["Task (metric)", "Teacher", *(DISPLAY.get(m, m) for m in methods)], table), ""]
+
+
+def regime_section(rows: Sequence[Mapping[str, Any]], links: Mapping[str, str], first_k: int, recipe: str) -> list[str]:
     """RESULTS.md lines for the regime study (``benchmarks/curves.py``): one table row per recorded curve — per task
     its teacher, then the students by initialisation, layer set and method — with its peak and the plateau rule."""
     def order(row: Mapping[str, Any]) -> tuple:
@@ -479,8 +513,9 @@ def regime_section(rows: Sequence[Mapping[str, Any]], links: Mapping[str, str], 
                       f"{METRIC_DISPLAY.get(row['metric'], row['metric'])} " + " ".join(f"{v:.1f}" for v in row["values"]),
                       "–" if row["peak"] is None else f"{row['peak']:.1f} ({row['peak_epoch']} of {epochs})",
                       {True: "yes", False: "no", None: "–"}[row["plateau"]], f"{row['minutes']:.1f}", row["recipe"]])
-    lines = ["## Two regimes and the choice of layers (benchmarks/curves.py)", "",
-             "One run per row, the dev metric ×100 after every epoch of its schedule (`results/curves.jsonl`): the "
+    lines = ["## Two regimes and the choice of layers (benchmarks/curves.py)", ""]
+    lines += pretrained_table(rows, recipe)
+    lines += ["All curves, one run per row, the dev metric ×100 after every epoch of its schedule (`results/curves.jsonl`): the "
              "one the recipe's epoch rule reads (its `search.metric`: MRPC accuracy, its F1 being lenient), else the "
              "main one. "
              "Teacher-initialised students take the chosen layers and the classification head of the fine-tuned teacher "

@@ -596,6 +596,23 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
     assert "mrpc nds (teacher, layers 1,3,5) seed 1: f1 70.0 74.0 74.5 — plateau: True" in capsys.readouterr().out
 
 
+def test_the_pretrained_table_takes_seed_1s_longest_curve_of_the_recipe_per_method():
+    def row(method, values, init="pretrained", seed=1, recipe="recipe-v2.yaml", layers=None):
+        peak = max(range(len(values)), key=values.__getitem__)
+        return {"task": "stsb", "method": method, "init": init, "layers": layers, "teacher_epochs": None,
+                "seed": seed, "metric": "pearson", "values": values, "peak": values[peak], "peak_epoch": peak + 1,
+                "recipe": recipe}
+
+    rows = [row("teacher", [80.0, 86.6], init=None, seed=42, recipe="recipe.yaml"),
+            row("vkd", [30.0, 38.0]), row("vkd", [30.0, 74.1, 72.5]),  # the longer schedule wins
+            row("vkd", [90.0], seed=2), row("vkd", [91.0, 92.0, 93.0, 94.0], recipe="recipe.yaml"),
+            row("vkd", [95.0], layers=[1, 3, 5]), row("nds", [60.0, 65.9]), row("nds", [99.0], init="teacher")]
+    lines = report_mod.pretrained_table(rows, "recipe-v2.yaml")
+    assert lines[2:5] == ["| Task (metric) | Teacher | nDS | VKD |", "|---|---|---|---|",
+                          "| STSB (Pearson) | 86.6 | 65.9 (2/2) | 74.1 (2/3) |"]
+    assert report_mod.pretrained_table(rows, "recipe-v3.yaml") == []
+
+
 def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, monkeypatch):
     """Without --tasks, --methods and --seeds, suite.py runs recipe-v2's `table`: 5 seeds on MRPC, 3 for an ablation,
     seed-major; a recipe without `table` (v1's) gives its former defaults, 3 seeds of the 7 core methods."""
