@@ -505,3 +505,12 @@ def test_learning_curves_colour_a_family_alike_and_style_a_variant_alike():
     plain = learning_curves({"nds": run, "vkd": run}, "stsb", "pearson").axes[0].get_lines()
     assert to_hex(plain[0].get_color()) != to_hex(plain[1].get_color())
     assert {line.get_linestyle() for line in plain} == {"-"}
+    # a legend of more than six lines stands beside the axes, not over the lines
+    many = learning_curves({f"m{i}": run for i in range(7)}, "stsb", "pearson")
+    many.canvas.draw()
+    axes = many.axes[0]
+    assert axes.get_legend().get_window_extent().x0 >= axes.get_window_extent().x1
+    # more families than the default cycle's ten colours: still one colour each; epochs are whole numbers
+    twelve = learning_curves({f"m{i}": run for i in range(12)}, "stsb", "pearson").axes[0]
+    assert len({to_hex(line.get_color()) for line in twelve.get_lines()[:12]}) == 12
+    assert all(float(tick).is_integer() for tick in twelve.get_xticks())

@@ -16,6 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fsdkit.analysis.cka_map import diagonal_mean
 from fsdkit.analysis.relations import RECORD_KEYS
@@ -164,6 +165,8 @@ def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]
         fig = _figure(7.5, 4.8)
         ax = fig.subplots()
         palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+        if len({styles.get(name, (name, ""))[0] for name in curves}) > len(palette):  # no two families alike
+            palette = list(matplotlib.colormaps["tab20"].colors)
         for name, runs in curves.items():
             runs = [sorted(run) for run in runs if run]
             if not runs:
@@ -186,8 +189,12 @@ def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]
             margin = 0.05 * (max(high, reference) - min(low, reference))
             ax.set_ylim(min(low, reference - margin), max(high, reference + margin))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"dev {metric}")
         ax.grid(alpha=0.3)
-        ax.legend(title="method (seeds)", loc="best")
+        if len(curves) > 6:  # a long legend beside the axes, where it hides no line
+            ax.legend(title="method (seeds)", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(title="method (seeds)", loc="best")
         ax.set_title(f"Dev {metric} after every epoch — {task_name} (band: range over seeds)")
     return fig
