@@ -159,7 +159,7 @@ def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]
     and its schedule): lines of one family share a colour and lines of one variant a line style, in order of first
     appearance; without it every line has its own colour, drawn solid."""
     styles = styles or {}
-    families: dict[str, str] = {}
+    families: dict[str, Any] = {}  # a family → its colour
     variants: dict[str, Any] = {}
     with matplotlib.rc_context(STYLE):
         fig = _figure(7.5, 4.8)
