@@ -158,14 +158,14 @@ def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]
     (the teacher's score) is drawn as a dashed line. ``styles``: a line's name → ``(family, variant)`` (e.g. its method
     and its schedule): lines of one family share a colour and lines of one variant a line style, in order of first
     appearance; without it every line has its own colour, drawn solid."""
-    styles = styles or {}
+    looks = {name: (styles or {}).get(name, (name, "")) for name in curves}  # a line → (family, variant)
     families: dict[str, Any] = {}  # a family → its colour
     variants: dict[str, Any] = {}
     with matplotlib.rc_context(STYLE):
         fig = _figure(7.5, 4.8)
         ax = fig.subplots()
         palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-        if len({styles.get(name, (name, ""))[0] for name in curves}) > len(palette):  # no two families alike
+        if len({family for family, _ in looks.values()}) > len(palette):  # no two families alike
             palette = list(matplotlib.colormaps["tab20"].colors)
         for name, runs in curves.items():
             runs = [sorted(run) for run in runs if run]
@@ -174,7 +174,7 @@ def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]
             epochs = sorted({e for run in runs for e, _ in run})
             table = [[dict(run).get(e) for run in runs] for e in epochs]
             mean = [float(np.mean([v for v in row if v is not None])) for row in table]
-            family, variant = styles.get(name, (name, ""))
+            family, variant = looks[name]
             colour = families.setdefault(family, palette[len(families) % len(palette)])
             linestyle = variants.setdefault(variant, LINESTYLES[len(variants) % len(LINESTYLES)])
             line = ax.plot(epochs, mean, marker="o", markersize=4, color=colour, linestyle=linestyle,
