@@ -252,8 +252,14 @@ class FsdkitRunner:
 
 # ------------------------------------------------------------------------------------------------ recipe
 def load_recipe(path: str | os.PathLike = DEFAULT_RECIPE) -> dict[str, Any]:
-    """The suite's recipe (see benchmarks/recipe-v2.yaml)."""
-    recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    """The suite's recipe (see benchmarks/recipe-v2.yaml). A recipe with ``extends: OTHER.yaml`` (a path beside it)
+    takes OTHER's top-level sections and replaces those it names itself (recipe-v3 keeps v2's teachers, students and
+    epoch budgets and brings its own search and settings)."""
+    path = Path(path)
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    parent = recipe.pop("extends", None)
+    if parent is not None:
+        recipe = {**{k: v for k, v in load_recipe(path.parent / parent).items() if k != "title"}, **recipe}
     for key in ("shared", "teacher", "student", "memory", "methods"):
         recipe.setdefault(key, {})
     return recipe

@@ -671,3 +671,41 @@ def test_the_benchmark_workers_unwind_on_a_kill(monkeypatch, tmp_path):
         except Exception as exc:  # noqa: BLE001
             assert "no-such-task" in str(exc), name
         assert installed == [True], name
+
+
+def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
+    """benchmarks/staged_search.py (recipe-v3): stage 1 searches the shared knobs on VKD and nDS's learning rate on
+    every task; stage 2 fixes them from the task's VKD study and searches the method's own weights; every spec is a
+    valid sweep config; a stage-2 study waits for its stage-1 study; jobs run every task's stage 1 first."""
+    import optuna
+
+    from fsdkit.sweep import check_space
+
+    staged = _load("staged_search")
+    recipe = suite_mod.load_recipe(staged.DEFAULT_RECIPE)
+    assert recipe["student"]["per_task"]["sick"] == {"epochs": 6}  # v2's budgets, through `extends`
+    recipe["search"]["storage_file"] = str(tmp_path / "search.db")
+    recipe["search"]["stage2"]["methods"] = {"fsdi": {"lambda_intra": {"type": "float", "low": 1e-3, "high": 10,
+                                                                       "log": True, "off": True}}}
+    suite = suite_mod.Suite(glue_dir="glue", tasks=["stsb"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
+                            work_dir=tmp_path, recipe=recipe)
+    vkd, nds = staged.sweep_spec(suite, 1, "stsb", "vkd"), staged.sweep_spec(suite, 1, "stsb", "nds")
+    assert set(vkd["space"]) == {"learning_rate", "alpha", "temperature"} and set(nds["space"]) == {"learning_rate"}
+    assert vkd["trials"] == nds["trials"] == 8 and vkd["study_name"] == "v3-stsb-vkd" and "metric" not in vkd
+    assert vkd["base"]["epochs"] == 4 and vkd["base"]["holdout_fraction"] == 0.1
+    fsdi = staged.sweep_spec(suite, 2, "stsb", "fsdi")
+    assert fsdi["fixed_from"] == {"study": "v3-stsb-vkd", "options": ["alpha", "learning_rate", "temperature"]}
+    assert not {"learning_rate", "alpha", "temperature"} & set(fsdi["base"])
+    for spec in (vkd, nds, fsdi):
+        check_space("distill", spec["base"], spec["space"])
+    assert staged.sweep_spec(suite, 1, "mrpc", "vkd")["metric"] == "accuracy"
+    assert staged.jobs(recipe, ["mrpc", "stsb"], [1, 2]) == [
+        (1, "mrpc", "vkd"), (1, "mrpc", "nds"), (1, "stsb", "vkd"), (1, "stsb", "nds"), (2, "mrpc", "fsdi"),
+        (2, "stsb", "fsdi")]
+    assert staged.study_state(recipe, 1, "stsb", "vkd") == "open"
+    assert staged.study_state(recipe, 2, "stsb", "fsdi") == "blocked"
+    study = optuna.create_study(study_name="v3-stsb-vkd", storage=staged.storage_url(recipe), direction="maximize")
+    for value in range(8):
+        study.tell(study.ask(), float(value))
+    assert staged.study_state(recipe, 1, "stsb", "vkd") == "done"
+    assert staged.study_state(recipe, 2, "stsb", "fsdi") == "open"

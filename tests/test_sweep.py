@@ -162,3 +162,75 @@ def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
         sweep({**spec, "startup_trials": 0}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="expected an RDB URL"):
         sweep(spec, output_dir=str(tmp_path), storage="study.db")
+
+
+def finished_study(storage: str, name: str, budget: int, results: list[tuple[dict, float]]):
+    """A study as ``fsdkit sweep`` leaves it: its budget recorded, each trial's options and value."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr("budget", budget)
+    for options, value in results:
+        trial = study.ask()
+        for key, val in options.items():
+            trial.suggest_float(key, 0.0, 1.0) if isinstance(val, float) else trial.suggest_categorical(key, [val])
+        trial.set_user_attr("options", options)
+        study.tell(trial, value)
+    return study
+
+
+def test_fixed_from_takes_the_best_trial_of_a_finished_study(tmp_path):
+    from fsdkit.sweep import fixed_from
+
+    storage = f"sqlite:///{tmp_path / 'stage1.db'}"
+    finished_study(storage, "stage1", 3, [({"learning_rate": 0.1, "alpha": 0.2}, 0.5),
+                                          ({"learning_rate": 0.3, "alpha": 0.9}, 0.8),
+                                          ({"learning_rate": 0.5, "alpha": 0.4}, 0.6)])
+    values, source = fixed_from({"study": "stage1", "storage": storage}, "sqlite:///elsewhere.db")
+    assert values == {"learning_rate": 0.3, "alpha": 0.9} and source["trial"] == 1 and source["value"] == 0.8
+    only, _ = fixed_from({"study": "stage1", "options": ["learning-rate"]}, storage)  # default storage: the sweep's
+    assert only == {"learning_rate": 0.3}
+    with pytest.raises(ConfigError, match=r"did not search \['temperature'\]"):
+        fixed_from({"study": "stage1", "storage": storage, "options": ["temperature"]}, storage)
+    with pytest.raises(ConfigError, match="no study 'stage0'"):
+        fixed_from({"study": "stage0", "storage": storage}, storage)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['stduy'\]"):
+        fixed_from({"study": "stage1", "stduy": "x"}, storage)
+    finished_study(storage, "running", 4, [({"learning_rate": 0.1}, 0.5)])
+    with pytest.raises(ConfigError, match="has 1 of its 4 trials finished; its best is not final"):
+        fixed_from({"study": "running", "storage": storage}, storage)
+
+
+def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits_stage_one(
+        glue_dir, mrpc_teacher, tmp_path):
+    """Stage 1 (the shared knobs on VKD) → stage 2 (FSDI's weight with ``off``, stage 1's best fixed): the trial that
+    drew "off" trains without the intra term (weight 0 in its record), the other with its drawn weight, and both run
+    at stage 1's learning rate, alpha and temperature."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    stage1 = space_file(tmp_path, glue_dir, mrpc_teacher, 2)
+    one = sweep(stage1, storage=storage, output_dir=str(tmp_path / "stage1"), study_name="stage1", startup_trials=1)
+    spec = space_file(tmp_path, glue_dir, mrpc_teacher, 2)
+    spec["base"].update(method="fsdi", logging_steps=2)
+    spec["space"] = {"lambda-intra": {"type": "float", "low": 1e-3, "high": 10, "log": True, "off": True}}
+    spec["fixed_from"] = {"study": "stage1"}
+    study = optuna.create_study(study_name="stage2", storage=storage, direction="maximize")
+    study.enqueue_trial({"lambda_intra:off": True})
+    study.enqueue_trial({"lambda_intra:off": False, "lambda_intra": 2.5})
+    two = sweep(spec, storage=storage, output_dir=str(tmp_path / "stage2"), study_name="stage2", startup_trials=1)
+    assert two["fixed_from"]["study"] == "stage1" and two["fixed_from"]["options"] == one["best"]["options"]
+    weights = []
+    for trial in (0, 1):
+        record = json.loads((tmp_path / "stage2" / f"trial-{trial}" / "fsdkit_run.json").read_text())
+        weights.append({t["label"]: t["weight"] for t in record["terms"]}["intra"])
+        for key in ("learning_rate", "alpha", "temperature"):
+            assert record["config"][key] == pytest.approx(one["best"]["options"][key])
+        logged = {key for entry in record["losses_by_epoch"] for key in entry}
+        assert "loss_kd" in logged and ("loss_intra" in logged) == (trial == 1)
+    assert weights == [0.0, 2.5]
+    stored = optuna.load_study(study_name="stage2", storage=storage)
+    assert [t.user_attrs["options"]["lambda_intra"] for t in stored.trials] == [0.0, 2.5]
+    # a space that also sets a fixed option, or a typo in a space entry, is refused before any trial
+    with pytest.raises(ConfigError, match=r"come from study 'stage1'; do not also set them"):
+        sweep({**spec, "base": {**spec["base"], "alpha": 0.5}}, storage=storage, output_dir=str(tmp_path / "x"),
+              study_name="stage2b")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lgo'\]"):
+        sweep({**spec, "space": {"lambda-intra": {"type": "float", "low": 1, "high": 2, "lgo": True}}},
+              storage=storage, output_dir=str(tmp_path / "x"), study_name="stage2c")

@@ -227,6 +227,8 @@ class SweepConfig:
     space: dict | None = option(
         None, "search space: option name -> {type: float|int|categorical, low, high, log, step, choices}"
     )
+    fixed_from: dict | None = option(None, "fix options at another study's best trial: {study: NAME, storage: URL, "
+                                           "options: [names]} (staged tuning; that study must have finished)")
     metric: str | None = option(None, "metric to optimise (default: the task's main metric)")
     direction: str = option("maximize", "maximize or minimize the metric")
     trials: int = option(10, "finished trials (complete or pruned) the study should have; several workers share them")

@@ -27,7 +27,11 @@ Search space (YAML)::
       learning-rate: {type: float, low: 1.0e-5, high: 3.0e-4, log: true}
       alpha: {type: float, low: 0.1, high: 0.9}
       temperature: {type: categorical, choices: [1, 2, 5, 10]}
-      lambda-intra: {type: float, low: 1, high: 300, log: true}
+      lambda-intra: {type: float, low: 1, high: 300, log: true, off: true}   # 0 is one more choice
+
+Staged tuning: ``fixed_from: {study: NAME, storage: URL, options: [learning-rate, alpha, temperature]}`` fixes
+those options (default: every option the other study searched) at that study's best trial, read when the sweep
+starts; the other study must have finished its budget (its best is then final), so stage 2 inherits stage 1.
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ from fsdkit.errors import ConfigError
 
 COMMANDS = {"distill": DistillConfig, "finetune": FinetuneConfig}
 SPACE_TYPES = ("float", "int", "categorical")
+#: the keys a space entry of each type may hold (any other is a typo: refused, not ignored)
+SPACE_KEYS = {"float": {"type", "low", "high", "log", "step", "off"}, "int": {"type", "low", "high", "log", "step", "off"},
+              "categorical": {"type", "choices"}}
+#: the Optuna parameter that switches a weight searched with ``off: true`` off (value 0): ``<key>:off``
+OFF_SUFFIX = ":off"
+#: the keys of ``fixed_from``
+FIXED_FROM_KEYS = {"study", "storage", "options"}
 
 
 def _key(name: str) -> str:
@@ -74,27 +85,68 @@ def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tu
     for key, value in out_base.items():
         out_base[key] = coerce_field(cls, key, value, "sweep base")
     for key, spec in out_space.items():
-        if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
-            raise ConfigError(f"sweep space '{key}': expected a mapping with type one of {', '.join(SPACE_TYPES)}, got {spec!r}")
-        if spec["type"] == "categorical":
-            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
-                raise ConfigError(f"sweep space '{key}': a categorical needs a non-empty list 'choices'")
-            for choice in spec["choices"]:
-                coerce_field(cls, key, choice, f"sweep space '{key}' choice")
-        else:
-            if "low" not in spec or "high" not in spec or not float(spec["low"]) < float(spec["high"]):
-                raise ConfigError(f"sweep space '{key}': needs low < high, got {spec!r}")
-            if spec.get("log") and float(spec["low"]) <= 0:
-                raise ConfigError(f"sweep space '{key}': a log scale needs low > 0")
-            for bound in ("low", "high"):  # a declared option's range holds for the whole interval
-                coerce_field(cls, key, spec[bound], f"sweep space '{key}' {bound}")
+        out_space[key] = _check_distribution(cls, key, spec)
     overlap = sorted(set(out_base) & set(out_space))
     if overlap:
         raise ConfigError(f"sweep: options {overlap} are both fixed in 'base' and searched in 'space'")
     return out_base, out_space
 
 
+def _number(key: str, spec: dict[str, Any], name: str) -> float:
+    value = spec[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"sweep space '{key}': '{name}' must be a number, got {_short(value)}")
+    return float(value)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error never prints a (possibly huge) value in full."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
+    """One space entry checked: its type and keys, ``low < high``, a log scale above 0 and without ``step``, every
+    bound (or choice) inside the option's own range; ``off: true`` needs the option to accept 0."""
+    if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
+        raise ConfigError(f"sweep space '{key}': expected a mapping with type one of {', '.join(SPACE_TYPES)}, "
+                          f"got {_short(spec)}")
+    unknown = sorted(set(spec) - SPACE_KEYS[spec["type"]])
+    if unknown:
+        raise ConfigError(f"sweep space '{key}': unknown key(s) {unknown} for type {spec['type']}; "
+                          f"known: {', '.join(sorted(SPACE_KEYS[spec['type']]))}")
+    if spec["type"] == "categorical":
+        if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+            raise ConfigError(f"sweep space '{key}': a categorical needs a non-empty list 'choices'")
+        for choice in spec["choices"]:
+            coerce_field(cls, key, choice, f"sweep space '{key}' choice")
+        return spec
+    if "low" not in spec or "high" not in spec:
+        raise ConfigError(f"sweep space '{key}': needs low and high, got {_short(spec)}")
+    low, high = _number(key, spec, "low"), _number(key, spec, "high")
+    if not low < high:
+        raise ConfigError(f"sweep space '{key}': needs low < high, got low {low:g}, high {high:g}")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"sweep space '{key}': a log scale needs low > 0")
+    if spec.get("log") and spec.get("step") is not None:
+        raise ConfigError(f"sweep space '{key}': 'step' and 'log' do not go together (Optuna samples one or the other)")
+    if spec.get("step") is not None and not _number(key, spec, "step") > 0:
+        raise ConfigError(f"sweep space '{key}': 'step' must be > 0")
+    for flag in ("log", "off"):
+        if not isinstance(spec.get(flag, False), bool):
+            raise ConfigError(f"sweep space '{key}': '{flag}' must be true or false, got {_short(spec[flag])}")
+    for bound in ("low", "high"):  # a declared option's range holds for the whole interval
+        coerce_field(cls, key, spec[bound], f"sweep space '{key}' {bound}")
+    if spec.get("off"):
+        coerce_field(cls, key, 0, f"sweep space '{key}' off (0)")
+    return spec
+
+
 def _suggest(trial, key: str, spec: dict[str, Any]):
+    """The trial's value of ``key``: with ``off: true`` first ``<key>:off`` (true → 0, the term switched off), else
+    a value of the distribution — a conditional parameter, so TPE models "off" as one more choice."""
+    if spec.get("off") and trial.suggest_categorical(key + OFF_SUFFIX, [False, True]):
+        return 0 if spec["type"] == "int" else 0.0
     if spec["type"] == "categorical":
         return trial.suggest_categorical(key, spec["choices"])
     if spec["type"] == "int":
@@ -102,6 +154,53 @@ def _suggest(trial, key: str, spec: dict[str, Any]):
                                  log=bool(spec.get("log", False)))
     return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
                                step=spec.get("step"))
+
+
+def trial_options(trial) -> dict[str, Any]:
+    """The options a trial ran with: its searched values (a weight switched off is 0), by option name. Studies from
+    before ``off`` existed kept only Optuna's parameters, which are then the options."""
+    options = trial.user_attrs.get("options")
+    return dict(options) if options is not None else {k: v for k, v in trial.params.items() if OFF_SUFFIX not in k}
+
+
+def fixed_from(spec: Any, default_storage: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options to fix from another study's best trial, and where they came from (for the summary).
+
+    ``spec``: ``{study: NAME, storage: URL (default: this sweep's), options: [names] (default: every option that
+    study searched)}``. The study must have finished its budget (the ``budget`` it recorded; its best is then
+    final), else the stage it feeds would start from a best that may still change.
+    """
+    import optuna
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("study"), str):
+        raise ConfigError(f"fixed_from: expected a mapping {{study: NAME, storage: URL, options: [...]}}, got {_short(spec)}")
+    unknown = sorted(set(spec) - FIXED_FROM_KEYS)
+    if unknown:
+        raise ConfigError(f"fixed_from: unknown key(s) {unknown}; known: {', '.join(sorted(FIXED_FROM_KEYS))}")
+    url = str(spec.get("storage") or default_storage)
+    wanted = spec.get("options")
+    if wanted is not None and (not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted)):
+        raise ConfigError(f"fixed_from options: expected a list of option names, got {_short(wanted)}")
+    try:
+        source = optuna.load_study(study_name=spec["study"], storage=_storage(url, 60))
+    except KeyError:
+        raise ConfigError(f"fixed_from: no study {spec['study']!r} in {url}") from None
+    budget = source.user_attrs.get("budget")
+    if budget is None:
+        raise ConfigError(f"fixed_from: study {spec['study']!r} records no budget (it was not made by fsdkit sweep)")
+    finished = len(budget_trials(source, int(budget)))
+    best = best_trial(source, int(budget))
+    if finished < int(budget) or best is None:
+        raise ConfigError(f"fixed_from: study {spec['study']!r} has {finished} of its {budget} trials finished; its best "
+                          f"is not final yet — finish it first (rerun its sweep)")
+    options = trial_options(best)
+    names = [_key(w) for w in wanted] if wanted is not None else list(options)
+    missing = [n for n in names if n not in options]
+    if missing:
+        raise ConfigError(f"fixed_from: study {spec['study']!r} did not search {missing}; it searched {sorted(options)}")
+    values = {n: options[n] for n in names}
+    return values, {"study": spec["study"], "storage": url, "trial": best.number, "value": best.value,
+                    "options": values}
 
 
 def _storage(url: str, heartbeat: int):
@@ -180,7 +279,17 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         raise ConfigError("--output-dir is required (the trial folders and the summary)")
     if not config.space:
         raise ConfigError("the sweep needs a search 'space' (option name -> distribution), e.g. in --config SPACE.yaml")
-    base, space = check_space(config.command, config.base or {}, config.space)
+    base_given = dict(config.base or {})
+    source = None
+    if config.fixed_from is not None:
+        fixed, source = fixed_from(config.fixed_from, config.storage)
+        given = {_key(k) for k in base_given} | {_key(k) for k in config.space}
+        clash = sorted(set(fixed) & given)
+        if clash:
+            raise ConfigError(f"fixed_from: {clash} come from study {source['study']!r}; do not also set them in "
+                              f"'base' or 'space'")
+        base_given.update(fixed)
+    base, space = check_space(config.command, base_given, config.space)
     task, _ = resolve_task_data(make_config(COMMANDS[config.command], base))  # a registry task or your own data
     metric = config.metric or task.main_metric
     if metric not in task.metric_names:
@@ -202,10 +311,14 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
                                                seed=config.seed + (os.getpid() if joining else 0))
     study.set_user_attr("command", config.command)
     study.set_user_attr("metric", f"{split}.{metric}")
+    study.set_user_attr("budget", config.trials)
+    if source is not None:
+        study.set_user_attr("fixed_from", source)
 
     def objective(trial) -> float:
         params = {key: _suggest(trial, key, spec) for key, spec in space.items()}
         options = {**base, **params, "output_dir": str(out / f"trial-{trial.number}"), "progress": False}
+        trial.set_user_attr("options", params)
         trial.set_user_attr("command", command_line(config.command, options))
         trial.set_user_attr("output_dir", options["output_dir"])
 
@@ -225,8 +338,9 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     finished = (states.COMPLETE, states.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     if done < config.trials:
-        # a trial under way counts: two workers do not both start the study's last trial
-        started = optuna.study.MaxTrialsCallback(config.trials, states=(*finished, states.RUNNING, states.WAITING))
+        # a trial under way counts: two workers do not both start the study's last trial. A waiting trial (enqueued
+        # by the user, or a dead worker's trial queued for retry) does not: the next trial a worker asks for is it
+        started = optuna.study.MaxTrialsCallback(config.trials, states=(*finished, states.RUNNING))
         study.optimize(objective, callbacks=[started], catch=(FloatingPointError,))
     return write_summary(study, config, out)
 
@@ -263,7 +377,10 @@ def write_summary(study, config: SweepConfig, out: Path) -> dict[str, Any]:
     best = best_trial(study, config.trials)
     if best is not None:
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
-                           "command": best.user_attrs.get("command"), "output_dir": best.user_attrs.get("output_dir")}
+                           "options": trial_options(best), "command": best.user_attrs.get("command"),
+                           "output_dir": best.user_attrs.get("output_dir")}
+    if "fixed_from" in study.user_attrs:
+        summary["fixed_from"] = study.user_attrs["fixed_from"]
     summary["plots"] = _plots(study, out) if len(complete) >= 2 else []
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -1,0 +1,150 @@
+"""Benchmark v3's staged, per-task search (recipe-v3.yaml ``search``), run through ``fsdkit sweep``.
+
+::
+
+    OMP_NUM_THREADS=1 python benchmarks/staged_search.py --glue-dir ../shared/glue [--tasks mrpc,stsb] [--stages 1]
+
+Stage 1, per task: the shared knobs (learning rate, α, T) on VKD (study ``v3-<task>-vkd``) and nDS's learning rate
+(``v3-<task>-nds``), the same number of trials. Stage 2, per task: every other method's own weights
+(``v3-<task>-<method>``), each weight with "off" among its choices, at the learning rate, α and T of stage 1's VKD
+best (``fixed_from``). Studies live in ``results/search-v3.db`` (the recipe's ``search.storage_file``); trial folders
+and each study's summary under ``work/v3/<task>/search/<method>/``.
+
+Several workers may run the same command (give each ``OMP_NUM_THREADS=1``; a second one may take the tasks in
+another order). A worker takes the first job, in ``--tasks`` order with every task's stage 1 before any stage 2, whose
+study still needs trials and whose inputs are final (a stage-2 study needs its task's stage-1 VKD study finished);
+when every open job waits for another worker's trials it waits too, and it stops when every study has its budget.
+Each task's teacher (and FSDG memory, for the methods that read one) is built first, as the suite builds them.
+Killing a worker loses at most its running trial, which the next worker retries (``fsdkit sweep``'s heartbeat);
+rerunning the command resumes. ``touch work/v3/STOP`` stops every worker before its next study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from suite import Suite, load_recipe, reads_memory  # noqa: E402
+
+DEFAULT_RECIPE = HERE / "recipe-v3.yaml"
+DEFAULT_RESULTS = HERE / "results" / "v3.jsonl"
+DEFAULT_WORK_DIR = HERE / "work" / "v3"
+#: how long a worker whose open jobs all wait on another worker sleeps before it looks again (seconds)
+POLL = 60
+
+
+def storage_url(recipe: dict) -> str:
+    return f"sqlite:///{HERE / recipe['search']['storage_file']}"
+
+
+def study_name(recipe: dict, task: str, method: str) -> str:
+    return f"{recipe['search']['study_prefix']}-{task}-{method}"
+
+
+def jobs(recipe: dict, tasks: list[str], stages: list[int]) -> list[tuple[int, str, str]]:
+    """(stage, task, method) in the order a worker takes them: every task's stage 1, then every task's stage 2."""
+    search = recipe["search"]
+    return [(stage, task, method) for stage in stages for task in tasks for method in search[f"stage{stage}"]["methods"]]
+
+
+def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
+    """The ``fsdkit sweep`` configuration of one study: the suite's student settings for the method, less what the
+    study searches or fixes from stage 1, scored on the holdout split after every epoch."""
+    recipe = suite.recipe
+    search = recipe["search"]
+    section = search[f"stage{stage}"]
+    space = dict(section["methods"][method] or {})
+    settings = suite.student_settings(task, method, int(search["seed"]))
+    fixed = set(section.get("fixed_options") or ()) if stage == 2 else set()
+    base = {k: v for k, v in settings.items() if k not in space and k not in fixed and k != "output_dir"}
+    base.update(holdout_fraction=search["holdout_fraction"], eval_strategy="epoch")
+    if reads_memory(settings["method"]):
+        base["memory"] = suite.ensure_memory(task)
+    spec = {"command": "distill", "base": base, "space": space, "trials": int(section["trials"]),
+            "study_name": study_name(recipe, task, method), "storage": storage_url(recipe),
+            "startup_trials": int(search["startup_trials"]), "seed": int(search["seed"]),
+            "output_dir": str(suite.work_dir / task / "search" / method)}
+    if stage == 2:
+        spec["fixed_from"] = {"study": study_name(recipe, task, section["fixed_from"]),
+                              "options": sorted(fixed)}
+    metric = (search.get("metric") or {}).get(task)
+    return spec if metric is None else {**spec, "metric": metric}
+
+
+def study_state(recipe: dict, stage: int, task: str, method: str) -> str:
+    """``done`` (its budget finished), ``full`` (every trial of the budget finished or under way elsewhere),
+    ``blocked`` (stage 2 before its stage-1 study is done) or ``open``."""
+    import optuna
+
+    from fsdkit.sweep import _storage
+
+    section = recipe["search"][f"stage{stage}"]
+    if stage == 2 and study_state(recipe, 1, task, section["fixed_from"]) != "done":
+        return "blocked"
+    storage = _storage(storage_url(recipe), 60)
+    try:
+        study = optuna.load_study(study_name=study_name(recipe, task, method), storage=storage)
+    except KeyError:
+        return "open"
+    with warnings.catch_warnings():  # "experimental" in optuna: not news
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and queued again, not "under way"
+    states = optuna.trial.TrialState
+    finished = len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
+    running = len(study.get_trials(deepcopy=False, states=(states.RUNNING,)))
+    if finished >= int(section["trials"]):
+        return "done"
+    return "full" if finished + running >= int(section["trials"]) else "open"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--glue-dir", required=True)
+    parser.add_argument("--tasks", default=None, help="comma-separated, in this worker's order (default: search.tasks)")
+    parser.add_argument("--stages", default="1,2", help="comma-separated stages to run (default: 1,2)")
+    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="the teachers' records (the suite's format)")
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
+    args = parser.parse_args(argv)
+    from fsdkit.cli import unwind_on_termination
+
+    unwind_on_termination()  # `kill`: the trial stops like Ctrl-C; its study retries it
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from fsdkit.sweep import sweep
+
+    recipe = load_recipe(args.recipe)
+    tasks = args.tasks.split(",") if args.tasks else list(recipe["search"]["tasks"])
+    stages = [int(s) for s in args.stages.split(",")]
+    work_dir = Path(args.work_dir)
+    suites = {task: Suite(glue_dir=args.glue_dir, tasks=[task], methods=[], seeds=[], results=Path(args.results),
+                          work_dir=work_dir, recipe=recipe, predictions_dir=None) for task in tasks}
+    ready: set[str] = set()
+    while not (work_dir / "STOP").exists():
+        states = {job: study_state(recipe, *job) for job in jobs(recipe, tasks, stages)}
+        job = next((j for j, state in states.items() if state == "open"), None)
+        if job is None:
+            if all(state == "done" for state in states.values()):
+                return 0
+            time.sleep(POLL)  # the open studies' last trials are under way in another worker, or stage 1 is
+            continue
+        stage, task, method = job
+        if task not in ready:
+            suites[task].run()  # the task's teacher, fine-tuned once and recorded like the suite's
+            ready.add(task)
+        summary = sweep(sweep_spec(suites[task], stage, task, method))
+        best = summary["best"] or {}
+        print(json.dumps({"stage": stage, "task": task, "method": method, "best": best.get("options"),
+                          "value": best.get("value"), "trials": summary["trials"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
