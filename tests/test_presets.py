@@ -30,6 +30,7 @@ def test_baseline_presets():
     assert terms_of("pkd", alpha=0.3)["pkd"] == ("pkd", 100.0, {"layers": "skip"}, None)
     assert terms_of("pkd")["task"][1] == 0.5 and terms_of("pkd")["kd"][1] == 0.5
     assert terms_of("rkd", lambda_rkd_angle=0)["rkd"] == ("rkd", 1.0, {"distance_weight": 25.0, "angle_weight": 0.0}, None)
+    assert set(terms_of("rkd", lambda_rkd_angle=0, lambda_rkd_distance=0)) == {"task", "kd"}  # both parts off: VKD
     assert terms_of("minilm", lambda_minilm=2)["minilm"] == ("minilm", 2.0, {}, None)
     assert terms_of("relation-cka")["relation_cka"] == ("relation_cka", 15.0, {}, None)
     for similarity in ("procrustes", "gram"):

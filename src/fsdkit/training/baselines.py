@@ -98,14 +98,20 @@ def _staged(c) -> int:
     return internal_pair_count(c) + 1
 
 
+def rkd_terms(c) -> list[TermSpec]:
+    """VKD + RKD; with both of its weights at 0 (a sweep that switched both parts off) the RKD term is left out."""
+    if c.lambda_rkd_distance == 0 and c.lambda_rkd_angle == 0:
+        return vkd_terms(c)
+    return vkd_terms(c) + [TermSpec("rkd", 1.0, {"distance_weight": c.lambda_rkd_distance,
+                                                 "angle_weight": c.lambda_rkd_angle})]
+
+
 BASELINE_METHODS = (
     Method("pkd", "VKD + beta * patient KD on normalised [CLS] vectors of matched layers (Sun et al. 2019)",
            lambda c: vkd_terms(c) + [TermSpec("pkd", c.beta_pkd, {"layers": c.pkd_layers})],
            options=(BETA_PKD, PKD_LAYERS)),
     Method("rkd", "VKD + relational KD: distance and angle structure of the batch's [CLS] rows (Park et al. 2019)",
-           lambda c: vkd_terms(c) + [TermSpec("rkd", 1.0, {"distance_weight": c.lambda_rkd_distance,
-                                                            "angle_weight": c.lambda_rkd_angle})],
-           options=(LAMBDA_RKD_DISTANCE, LAMBDA_RKD_ANGLE)),
+           rkd_terms, options=(LAMBDA_RKD_DISTANCE, LAMBDA_RKD_ANGLE)),
     Method("minilm", "VKD + MiniLM attention and value-relation KL on the last layer (Wang et al. 2020)",
            lambda c: vkd_terms(c) + [TermSpec("minilm", c.lambda_minilm)], options=(LAMBDA_MINILM,)),
     Method("internal-all", "VKD + internal-representation KD of all matched layers at once (Aguilar et al. 2020)",
