@@ -38,6 +38,24 @@ def mrpc_teacher(glue_dir, tmp_path_factory) -> Path:
     return out
 
 
+#: the tickets data shipped with the tests (24 training, 6 validation, 3 unlabelled test texts; 3 classes)
+TICKETS = Path(__file__).with_name("data") / "tickets.csv"
+TICKETS_DEV = TICKETS.with_name("tickets_dev.csv")
+TICKETS_TEST = TICKETS.with_name("tickets_test.csv")
+
+
+@pytest.fixture(scope="session")
+def tickets_teacher(tmp_path_factory) -> Path:
+    """The packaged MiniLM fine-tuned for two steps on the shipped tickets data: a real teacher folder without
+    ../shared (a contributor's clone runs every test that uses it)."""
+    from fsdkit import finetune
+
+    out = tmp_path_factory.mktemp("tickets-teacher")
+    finetune(train_file=str(TICKETS), validation_file=str(TICKETS_DEV), output_dir=str(out), max_steps=2,
+             batch_size=8, max_length=32, logging_steps=1, progress=False)
+    return out
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """One intra-op thread for modules of small tensor problems: a second thread only adds synchronisation

@@ -61,7 +61,7 @@ def test_method_runs_and_logs_its_terms(glue_dir, mrpc_teacher, tmp_path, method
 
 def test_extra_losses_compose_with_a_method_and_log_separately(glue_dir, mrpc_teacher, tmp_path):
     """method=fsd plus --loss structure:5:view=local,similarity=procrustes: six terms, each logged on its own."""
-    from fsdkit.training.methods import parse_loss_flag
+    from fsdkit.config import parse_loss_flag
 
     out = tmp_path / "composed"
     extras = [parse_loss_flag(flag) for flag in ("structure:5:view=local,similarity=procrustes", "pkd:10:layers=last")]

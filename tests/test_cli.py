@@ -13,8 +13,8 @@ from fsdkit.errors import ConfigError
 
 def test_config_file_keys_match_flags_and_flags_override(tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("method: fsd\nstudent-layers: [0, 2, 4]\nlambda_intra: 10\nepochs: 2\nloss:\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'loss' for 'fsdkit distill'; known keys: .*losses"):
+    cfg.write_text("method: fsd\nstudent-layers: [0, 2, 4]\nlambda_intra: 10\nepochs: 2\nlosss:\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'losss' for 'fsdkit distill'; known keys: .*losses"):
         read_config_file(cfg, DistillConfig, "distill")
     cfg.write_text("method: fsd\nstudent-layers: [0, 2, 4]\nlambda_intra: 10\nepochs: 2\n"
                    "losses:\n  - {name: structure, weight: 5, view: local, similarity: procrustes}\n")

@@ -139,3 +139,79 @@ def test_fine_tune_distil_and_predict_your_own_csv(tmp_path):
     assert [r["index"] for r in rows] == [0, 1, 2]
     assert all(r["prediction"] in ("billing", "bug", "feature") for r in rows)
     assert all(abs(r["p_billing"] + r["p_bug"] + r["p_feature"] - 1) < 1e-5 for r in rows)
+
+
+def _load(path: Path, **options):
+    return load_custom(DataSource(train_file=str(path), **options))
+
+
+def test_files_are_read_as_written(tmp_path):
+    """TSV quotes are characters (8 rows stay 8), labels keep their spelling ("1", "01", "001" are three classes),
+    booleans and whole floats are labels like any other, a JSON object of column lists is columns, GLUE's own
+    MRPC layout (quotes inside sentences, a '#1 String' header) loads as a file."""
+    tsv = tmp_path / "quotes.tsv"
+    tsv.write_text("text\tlabel\n" + "".join(f'he said "hi{i}\t{"ab"[i % 2]}\n' for i in range(8)))
+    task, data = _load(tsv)
+    assert len(data["train"]) == 8 and data["train"]["sentence"][0] == 'he said "hi0'
+    spelled = tmp_path / "spelled.csv"
+    spelled.write_text("text,label\na,1\nb,01\nc,001\nd,1\n")
+    assert _load(spelled)[0].labels == ("001", "01", "1")
+    flags = tmp_path / "flags.jsonl"
+    flags.write_text('{"text": "a", "label": true}\n{"text": "b", "label": false}\n{"text": "c", "label": true}\n')
+    task, data = _load(flags)
+    assert task.labels == ("false", "true") and data["train"]["label"] == [1, 0, 1]
+    whole = tmp_path / "whole.jsonl"
+    whole.write_text('{"text": "a", "label": 1.0}\n{"text": "b", "label": 2.0}\n{"text": "c", "label": 2.5}\n')
+    task, data = _load(whole, task_type="classification")
+    assert task.labels == ("1", "2", "2.5") and data["train"]["label"] == [0, 1, 2]
+    columns = tmp_path / "columns.json"
+    columns.write_text(json.dumps({"text": ["a", "b", "c"], "label": ["x", "y", "x"]}))
+    assert len(_load(columns)[1]["train"]) == 3
+    mrpc = tmp_path / "train.tsv"
+    mrpc.write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+                    '1\t1\t2\tHe said "no" twice .\tHe said no .\n0\t3\t4\t"Quoted start\tplain end\n')
+    task, data = _load(mrpc, text_columns=("#1 String", "#2 String"), label_column="Quality")
+    assert data["train"]["sentence1"] == ['He said "no" twice .', '"Quoted start'] and task.labels == ("0", "1")
+
+
+@pytest.mark.parametrize("name, content, options, message", [
+    ("latin1.csv", "text,label\ncaf\xe9,a\nb,b\n".encode("latin-1"), {},
+     r"latin1.csv: line 2: byte 0xe9 is not UTF-8; save the file as UTF-8"),
+    ("bad.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": }\n', {},
+     r"bad.jsonl: line 2: not valid JSON \(Expecting value at column 24\)"),
+    ("header.csv", b"text,label\n", {}, r"header.csv has no rows"),
+    ("fields.csv", b"text,label\na,x\nb,y,z\n", {}, r"fields.csv: Expected 2 fields in line 3, saw 3"),
+    ("blank.csv", b"text,label\na,x\nb,\nc,y\n", {}, r"column 'label' is blank in row\(s\) 2; give every training row"),
+    ("one.csv", b"text,label\na,x\nb,x\n", {}, r"holds one class \('x' in all 2 rows\)"),
+    ("nan.csv", b"text,score\na,0.5\nb,nan\nc,1.5\n", {"label_column": "score", "task_type": "regression"},
+     r"row 2: label 'nan' is not a finite number"),
+    ("gap.csv", b"text,score\na,0.5\nb,\nc,1.5\n", {"label_column": "score", "task_type": "regression"},
+     r"column 'score' is blank in row\(s\) 2"),
+    ("nested.jsonl", b'{"text": ["a", "b"], "label": "x"}\n{"text": "c", "label": "y"}\n', {},
+     r"row 1: column 'text' holds a list \(\['a', 'b'\]\); a text cell must be one value"),
+    ("ragged.json", b'{"text": ["a", "b"], "label": ["x"]}', {}, r"each column to a list of values, all of one length"),
+])
+def test_bad_files_are_refused_naming_file_line_and_column(tmp_path, name, content, options, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        _load(path, **options)
+
+
+def test_validation_labels_are_never_guessed(tmp_path):
+    """A blank validation label is refused (it was scored as class 0); a test file may be wholly unlabelled."""
+    dev = tmp_path / "dev.csv"
+    dev.write_text("text,label\nmy invoice,billing\nit crashes,\n")
+    with pytest.raises(DataError, match=r"dev.csv: column 'label' is blank in row\(s\) 2; every validation row"):
+        load_custom(DataSource(train_file=str(TRAIN), validation_file=str(dev)))
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\nmy invoice,\nit crashes,\n")
+    _, data = load_custom(DataSource(train_file=str(TRAIN), test_file=str(test)))
+    assert len(data["test"]) == 2
+
+
+def test_nested_parquet_values_are_refused(tmp_path):
+    frame = pd.DataFrame({"text": [["a", "b"], ["c"]], "label": ["x", "y"]})
+    path = write(frame, tmp_path / "nested.parquet")
+    with pytest.raises(DataError, match="row 1: column 'text' holds a list"):
+        _load(path)

@@ -45,12 +45,92 @@ def current_umask() -> int:
 
 
 def follow_umask(*paths: str | os.PathLike) -> None:
-    """Give each file (or every file under each folder) mode ``0o666 & ~umask``."""
+    """Give each file (or every file under each folder: only folders fsdkit made itself, such as a staged one) mode
+    ``0o666 & ~umask``. A symbolic link is never followed: its target is not fsdkit's."""
     mode = 0o666 & ~current_umask()
     for path in map(Path, paths):
-        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        if path.is_symlink():
+            continue
+        files = [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()] if path.is_dir() else [path]
         for file in files:
             os.chmod(file, mode)
+
+
+def folder_state(folder: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """``name → (inode, modification time)`` of the regular files directly in ``folder`` (links not followed)."""
+    state = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                state[entry.name] = (info.st_ino, info.st_mtime_ns)
+    return state
+
+
+def files_written_since(folder: str | os.PathLike, before: dict[str, tuple[int, int]]) -> list[Path]:
+    """The regular files directly in ``folder`` created or rewritten since ``before`` (:func:`folder_state`)."""
+    return [Path(folder) / name for name, stamp in folder_state(folder).items() if before.get(name) != stamp]
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "output-dir",
+                     keep: dict[str, str | os.PathLike | None] | None = None) -> Path:
+    """Create ``path`` if needed and make sure files can be written in it; :class:`ConfigError` otherwise.
+
+    ``keep``: what the run reads and must not overwrite (``{"--teacher": folder, "--train-file": file, …}``): the
+    output folder may be none of those folders, nor a folder that holds one of them (a data file's folder: the run's
+    files would land among the user's own)."""
+    import tempfile
+
+    out = Path(path).expanduser()
+    refuse_overlap(out, option, keep or {})
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--{option} {out} is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--{option} {out} cannot be written ({exc.strerror or exc}); choose a writable folder") from None
+    return out
+
+
+def check_output_file(path: str | os.PathLike, option: str = "output",
+                      keep: dict[str, str | os.PathLike | None] | None = None) -> Path:
+    """Check before any work that the file ``path`` can be written: not a folder, not under a file, in a writable
+    folder (created if missing), and none of the files the command reads (``keep``, by flag)."""
+    import tempfile
+
+    out = Path(path).expanduser()
+    for flag, source in (keep or {}).items():
+        if source is not None and Path(str(source)).expanduser().exists() and \
+                Path(str(source)).expanduser().resolve() == out.resolve():
+            raise ConfigError(f"--{option} {out} is {flag} {source}: writing there would replace your input; "
+                              f"choose another file")
+    if out.is_dir():
+        raise ConfigError(f"--{option} {out} is a folder; give a file name")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--{option} {out}: {blocking} is a file, so no folder can be made there")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--{option} {out} cannot be written ({exc.strerror or exc}); choose a writable folder") from None
+    return out
+
+
+def refuse_overlap(out: Path, option: str, keep: dict[str, str | os.PathLike | None]) -> None:
+    """:class:`ConfigError` when ``out`` is one of ``keep``'s local paths or a folder above one of them."""
+    target = out.expanduser().resolve()
+    for flag, source in keep.items():
+        if source is None or not Path(str(source)).expanduser().exists():
+            continue  # a hub name, or nothing given
+        held = Path(str(source)).expanduser().resolve()
+        if target == held or target in held.parents:
+            what = "is" if target == held else "holds"
+            raise ConfigError(f"--{option} {out} {what} {flag} {source}: the run's files would overwrite or mix with "
+                              f"it; write to a folder of its own")
 
 
 def _fsync_path(path: Path) -> None:
@@ -120,6 +200,29 @@ def temporary_sibling(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the temporary siblings of ``final`` (:func:`temporary_sibling`) whose process is gone: a build killed
+    with SIGKILL (no cleanup ran) would otherwise leave a full-size folder forever. Returns what was removed."""
+    removed = []
+    for candidate in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = candidate.name[len(f".{final.name}.tmp-"):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(candidate, ignore_errors=True) if candidate.is_dir() else candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder; on success publish it as ``final`` (replacing it), on failure remove it.
@@ -129,6 +232,7 @@ def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = temporary_sibling(final)
     tmp.mkdir()
     try:

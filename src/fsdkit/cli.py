@@ -28,6 +28,7 @@ from fsdkit.config import (
     field_types,
     make_config,
     option_names,
+    parse_loss_flag,
     read_config_file,
 )
 from fsdkit.errors import ConfigError, FsdkitError
@@ -72,8 +73,6 @@ def _config_from_args(args: argparse.Namespace, cls, command: str):
     names = set(option_names(cls))
     flags = {k: v for k, v in vars(args).items() if k in names}
     if "losses" in flags:
-        from fsdkit.training.methods import parse_loss_flag
-
         flags["losses"] = [parse_loss_flag(text) for text in flags["losses"]]
     config = make_config(cls, {**values, **flags})
     if not getattr(config, "progress", True):
@@ -231,6 +230,15 @@ def unwind_on_termination() -> None:
     signal.signal(signal.SIGTERM, _terminated)
 
 
+#: what an interrupted command keeps and how to go on (the others write their output only when they finish)
+RESUME_HINTS = {
+    "finetune": "checkpoints are kept — rerun with --resume to continue",
+    "distill": "checkpoints are kept — rerun with --resume to continue",
+    "sweep": "finished trials are kept — run the same command again to resume the study",
+    "memory": "no memory was published — run the same command again",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -244,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fsdkit {args.subcommand}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"fsdkit {args.subcommand}: interrupted; checkpoints are kept — rerun with --resume to continue", file=sys.stderr)
+        print(f"fsdkit {args.subcommand}: interrupted; {RESUME_HINTS.get(args.subcommand, 'nothing was written')}",
+              file=sys.stderr)
         return 130
     return 0
 

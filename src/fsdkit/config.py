@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 import types
 import typing
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from fsdkit.errors import ConfigError
+from fsdkit.errors import ConfigError, short_repr
 
 
 def option(default, help: str, **kwargs):
@@ -291,38 +292,38 @@ def coerce_value(tp, value: Any) -> Any:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):
             if item is dict:
-                raise ValueError(f"expected a list of mappings, got {value!r}")
+                raise ValueError(f"expected a list of mappings, got {short_repr(value)}")
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"expected a list, got {value!r}")
+            raise ValueError(f"expected a list, got {short_repr(value)}")
         return [coerce_value(item, v) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {short_repr(value)}")
     if tp is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"expected an integer, got {value!r}")
+            raise ValueError(f"expected an integer, got {short_repr(value)}")
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected an integer, got {value!r}") from None
+            raise ValueError(f"expected an integer, got {short_repr(value)}") from None
     if tp is float:
         if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
+            raise ValueError(f"expected a number, got {short_repr(value)}")
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}") from None
+            raise ValueError(f"expected a number, got {short_repr(value)}") from None
     if tp is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"expected a mapping, got {value!r}")
+            raise ValueError(f"expected a mapping, got {short_repr(value)}")
         return value
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ValueError(f"expected a string, got {value!r}")
+            raise ValueError(f"expected a string, got {short_repr(value)}")
         return str(value)
     raise TypeError(f"unsupported config type {_type_name(tp)}")
 
@@ -356,16 +357,71 @@ def coerce_field(cls, name: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: key '{name.replace('_', '-')}': {exc}") from None
 
 
-def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
-    """Read a YAML/JSON mapping and validate its keys and value types against ``cls``."""
+#: a config or sweep-space file larger than this is refused unread (a config is a few hundred bytes)
+MAX_CONFIG_BYTES = 1 << 20
+#: the values a config file may hold once its YAML aliases are expanded (a "billion laughs" file holds billions)
+MAX_CONFIG_VALUES = 100_000
+#: config keys spelt as their flag where the flag's name differs from the option's (``--loss`` fills ``losses``)
+KEY_ALIASES = {"loss": "losses"}
+
+
+_LOSS_FLAG = re.compile(r"^(?P<name>[A-Za-z_][\w-]*):(?P<weight>[^:]+)(?::(?P<options>.*))?$")
+
+
+def parse_loss_flag(text: str) -> dict[str, Any]:
+    """``NAME:WEIGHT[:key=value,...]`` → ``{"name", "weight", **options}`` (values parsed as YAML scalars)."""
+    match = _LOSS_FLAG.match(text.strip())
+    if not match:
+        raise ConfigError(f"--loss {text!r}: expected NAME:WEIGHT[:key=value,...], e.g. structure:10:view=local,similarity=procrustes")
+    entry: dict[str, Any] = {"name": match["name"], "weight": match["weight"]}
+    for item in filter(None, (match["options"] or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--loss {text!r}: option {item!r} is not key=value")
+        entry[key.strip()] = yaml.safe_load(value)
+    return entry
+
+
+def load_config_data(path: str | Path) -> Any:
+    """The YAML / JSON content of a config file, bounded: at most :data:`MAX_CONFIG_BYTES` bytes, UTF-8, and at
+    most :data:`MAX_CONFIG_VALUES` values with its aliases expanded (PyYAML shares an aliased node, but every reader
+    of the result walks it expanded). :class:`ConfigError` naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {size:,} bytes; a config file may hold at most {MAX_CONFIG_BYTES:,}")
+    raw = path.read_bytes()
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save it as "
+                          f"UTF-8") from None
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+    try:
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from None
+    count, stack = 0, [data]
+    while stack:  # expanded size, counted up to the bound: linear in the bound, whatever the aliases
+        value = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(f"config file {path} holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases "
+                              f"are expanded; a config file holds options, not data")
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return data
+
+
+def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
+    """Read a YAML/JSON mapping (:func:`load_config_data`) and validate its keys and value types against ``cls``."""
+    data = load_config_data(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -374,6 +430,9 @@ def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
     values = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
+        key = KEY_ALIASES.get(key, key) if KEY_ALIASES.get(key) in names else key
+        if key == "losses" and isinstance(value, list):  # the --loss flag's NAME:WEIGHT[:k=v,...] form is a key too
+            value = [parse_loss_flag(v) if isinstance(v, str) else v for v in value]
         if key not in names:
             known = ", ".join(sorted(n.replace("_", "-") for n in names))
             raise ConfigError(f"config file {path}: unknown key '{raw_key}' for 'fsdkit {command}'; known keys: {known}")

@@ -17,6 +17,17 @@ class ModelError(FsdkitError, ValueError):
     """A model path is missing or two models are incompatible for the requested losses."""
 
 
+class NonFiniteError(ValueError):
+    """A similarity's input holds non-finite values (a diverged run's features); the trainer turns it into its stop
+    naming the loss term (a :class:`FloatingPointError`)."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its class name when the message is empty), for one-line errors."""
     return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never prints a (possibly huge) value in full."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"

@@ -173,6 +173,7 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
 
     Returns ``{"task", "model", "metrics": {split: {metric: value}}, "n_examples": {split: n}}``.
     """
+    from fsdkit.artifacts import atomic_write_text, check_output_dir, check_output_file
     from fsdkit.config import EvaluateConfig, make_config
     from fsdkit.data import resolve_task_data
     from fsdkit.errors import ConfigError
@@ -182,6 +183,15 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     if not config.model:
         raise ConfigError("evaluate needs a model folder (fsdkit evaluate MODEL_DIR --task T)")
     check_model_folder(config.model, max_length=config.max_length, option="model")
+    if config.speed_batches < 0:
+        raise ConfigError(f"--speed-batches must be ≥ 0, got {config.speed_batches}")
+    inputs = {f"--{name.replace('_', '-')}": getattr(config, name, None)
+              for name in ("train_file", "validation_file", "test_file")}
+    targets = [Path(config.output)] if config.output else []
+    if config.output_dir:
+        targets.append(check_output_dir(config.output_dir, keep=inputs) / "eval_results.json")
+    for target in targets:  # before the model runs, and never over an input
+        check_output_file(target, "output", keep=inputs)
     task, data = resolve_task_data(config)  # a bad data file fails before the model is loaded
     model, tokenizer = load_classifier(config.model, None)
     check_model_matches_task(model, task, config.model)
@@ -192,17 +202,11 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     )
     sizes = {s: min(len(data[s]), config.max_eval_samples or len(data[s])) for s in metrics}
     result = {"task": task.name, "model": str(config.model), "metrics": metrics, "n_examples": sizes}
-    if config.speed_batches < 0:
-        raise ConfigError(f"--speed-batches must be ≥ 0, got {config.speed_batches}")
     if config.speed_batches:
         result["speed"] = inference_speed(model, tokenizer, task, data[next(iter(metrics))],
                                           batches=config.speed_batches, max_length=config.max_length)
-    targets = [Path(config.output)] if config.output else []
-    if config.output_dir:
-        targets.append(Path(config.output_dir) / "eval_results.json")
     for target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(target, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -219,3 +223,23 @@ def check_model_matches_task(model, task, where: str | os.PathLike) -> None:
     trained = getattr(model.config, "fsdkit_task", None)
     if trained is not None and trained != task.name:
         raise ModelError(f"model {where} was fine-tuned on task {trained!r}, not {task.name!r}")
+    names = model_label_names(model.config)
+    if not task.is_regression and names is not None and list(names) != list(task.labels):
+        changed = [f"{a!r} vs {b!r}" for a, b in zip(names, task.labels, strict=True) if a != b]
+        raise ModelError(
+            f"model {where} predicts the labels {list(names)} (its id2label) but the data's labels are "
+            f"{list(task.labels)} ({'; '.join(changed[:3])}): each prediction would get another class's name. Use "
+            f"data with the model's label names, or fine-tune a model on this data"
+        )
+
+
+def model_label_names(config) -> tuple[str, ...] | None:
+    """The class names a model's ``id2label`` gives, in class order; None for transformers' placeholders
+    (``LABEL_0``, …: a model whose labels were never named) or a regression head."""
+    import re
+
+    mapping = getattr(config, "id2label", None) or {}
+    names = tuple(str(mapping[i]) for i in sorted(mapping, key=int)) if mapping else ()
+    if not names or all(re.fullmatch(r"LABEL_\d+", n) for n in names) or names == ("score",):
+        return None
+    return names

@@ -11,6 +11,7 @@ Optimum's own exporter (``optimum-onnx`` 0.1 / optimum 2.1) requires transformer
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsdkit.errors import ConfigError
+from fsdkit.errors import ConfigError, first_line
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 PROBE = ["a short example", "a slightly longer example sentence, with punctuation, to check the export",
@@ -26,37 +27,64 @@ PROBE = ["a short example", "a slightly longer example sentence, with punctuatio
 
 
 def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float = 1e-4) -> dict[str, Any]:
-    """Export ``model_dir`` to ``output_dir/model.onnx`` (plus config and tokenizer) and check its logits."""
+    """Export ``model_dir`` to ``output_dir/model.onnx`` (plus config and tokenizer) and check its logits.
+
+    Inputs are passed by name, only those the model's ``forward`` takes, and the ONNX Runtime check feeds only the
+    inputs the exported graph kept (a model without token types, DeBERTa-v3's, drops ``token_type_ids``). Files are
+    written into a temporary folder inside ``output_dir`` and moved in only when the check passes: a failed export
+    leaves nothing behind."""
+    import inspect
+    import shutil
+
     try:
         import onnxruntime
     except ImportError:
         raise ConfigError("fsdkit export needs onnxruntime: pip install onnxruntime onnx") from None
+    from torch.onnx import _constants
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from fsdkit.artifacts import check_output_dir, temporary_sibling
     from fsdkit.models import check_model_folder
 
+    low, high = _constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    if not low <= opset <= high:
+        raise ConfigError(f"--opset {opset}: the exporter writes opsets {low} to {high}; the default is 17")
     folder = check_model_folder(model_dir, option="model")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    out = check_output_dir(output_dir, keep={"MODEL": folder if Path(folder).is_dir() else None})
+    model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager",
+                                                               trust_remote_code=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     sample = tokenizer(PROBE[:2], padding=True, return_tensors="pt")
-    names = [name for name in INPUT_NAMES if name in sample]
+    accepted = inspect.signature(model.forward).parameters
+    names = [name for name in INPUT_NAMES if name in sample and name in accepted]
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
-    path = out / "model.onnx"
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on Python-level conditions of the attention code
-        torch.onnx.export(model, tuple(sample[name] for name in names), str(path), input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
-    model.config.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    staging = temporary_sibling(out / "model.onnx")
+    staging.mkdir()
+    try:
+        path = staging / "model.onnx"
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python-level conditions of the attention code
+                torch.onnx.export(model, (), str(path), kwargs={name: sample[name] for name in names},
+                                  input_names=names, output_names=["logits"], dynamic_axes=axes, opset_version=opset,
+                                  dynamo=False)
+        except Exception as exc:  # noqa: BLE001 - the exporter's errors share no base class: one line, the cause
+            raise ConfigError(f"the ONNX export of {model_dir} at opset {opset} failed: {first_line(exc)}") from None
+        model.config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
-    probe = tokenizer(PROBE, padding=True, return_tensors="pt")  # other shapes than the traced ones, with padding
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    onnx_logits = session.run(["logits"], {name: probe[name].numpy() for name in names})[0]
-    with torch.no_grad():
-        torch_logits = model(**{name: probe[name] for name in names}).logits.numpy()
-    difference = float(np.abs(onnx_logits - torch_logits).max())
-    if not difference <= atol:
-        raise ConfigError(f"the ONNX export of {model_dir} differs from PyTorch by {difference:.3g} (> {atol})")
-    return {"model": str(model_dir), "output": str(path), "opset": opset, "max_abs_logit_difference": difference}
+        probe = tokenizer(PROBE, padding=True, return_tensors="pt")  # other shapes than the traced ones, with padding
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        fed = [i.name for i in session.get_inputs()]  # the inputs the graph kept
+        onnx_logits = session.run(["logits"], {name: probe[name].numpy() for name in fed})[0]
+        with torch.no_grad():
+            torch_logits = model(**{name: probe[name] for name in names}).logits.numpy()
+        difference = float(np.abs(onnx_logits - torch_logits).max())
+        if not difference <= atol:
+            raise ConfigError(f"the ONNX export of {model_dir} differs from PyTorch by {difference:.3g} (> {atol})")
+        for file in staging.iterdir():
+            os.replace(file, out / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"model": str(model_dir), "output": str(out / "model.onnx"), "opset": opset, "inputs": fed,
+            "max_abs_logit_difference": difference}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fsdkit.artifacts import atomic_write_text
+from fsdkit.artifacts import atomic_write_text, check_output_file
 from fsdkit.config import PredictConfig, make_config
 from fsdkit.data.files import DataSource
 from fsdkit.errors import ConfigError, DataError
@@ -104,6 +104,9 @@ def predict(config: PredictConfig | dict | None = None, **overrides) -> dict[str
     output = Path(config.output)
     if output.suffix.lower() not in FORMATS:
         raise ConfigError(f"--output {output}: unknown format {output.suffix!r}; use {', '.join(FORMATS)}")
+    inputs = {f"--{name.replace('_', '-')}": getattr(config, name, None)
+              for name in ("train_file", "validation_file", "test_file")}
+    check_output_file(output, "output", keep=inputs)  # before the model runs, and never over an input
     from fsdkit.data import resolve_task_data
 
     task, _ = resolve_task_data(config) if DataSource.from_config(config) else (get_task(config.task), None)

@@ -52,7 +52,7 @@ from fsdkit.config import (
     make_config,
     option_names,
 )
-from fsdkit.errors import ConfigError
+from fsdkit.errors import ConfigError, short_repr
 
 COMMANDS = {"distill": DistillConfig, "finetune": FinetuneConfig}
 SPACE_TYPES = ("float", "int", "categorical")
@@ -95,14 +95,8 @@ def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tu
 def _number(key: str, spec: dict[str, Any], name: str) -> float:
     value = spec[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"sweep space '{key}': '{name}' must be a number, got {_short(value)}")
+        raise ConfigError(f"sweep space '{key}': '{name}' must be a number, got {short_repr(value)}")
     return float(value)
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters: an error never prints a (possibly huge) value in full."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
 
 
 def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
@@ -110,7 +104,7 @@ def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
     bound (or choice) inside the option's own range; ``off: true`` needs the option to accept 0."""
     if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
         raise ConfigError(f"sweep space '{key}': expected a mapping with type one of {', '.join(SPACE_TYPES)}, "
-                          f"got {_short(spec)}")
+                          f"got {short_repr(spec)}")
     unknown = sorted(set(spec) - SPACE_KEYS[spec["type"]])
     if unknown:
         raise ConfigError(f"sweep space '{key}': unknown key(s) {unknown} for type {spec['type']}; "
@@ -122,7 +116,7 @@ def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
             coerce_field(cls, key, choice, f"sweep space '{key}' choice")
         return spec
     if "low" not in spec or "high" not in spec:
-        raise ConfigError(f"sweep space '{key}': needs low and high, got {_short(spec)}")
+        raise ConfigError(f"sweep space '{key}': needs low and high, got {short_repr(spec)}")
     low, high = _number(key, spec, "low"), _number(key, spec, "high")
     if not low < high:
         raise ConfigError(f"sweep space '{key}': needs low < high, got low {low:g}, high {high:g}")
@@ -134,7 +128,7 @@ def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
         raise ConfigError(f"sweep space '{key}': 'step' must be > 0")
     for flag in ("log", "off"):
         if not isinstance(spec.get(flag, False), bool):
-            raise ConfigError(f"sweep space '{key}': '{flag}' must be true or false, got {_short(spec[flag])}")
+            raise ConfigError(f"sweep space '{key}': '{flag}' must be true or false, got {short_repr(spec[flag])}")
     for bound in ("low", "high"):  # a declared option's range holds for the whole interval
         coerce_field(cls, key, spec[bound], f"sweep space '{key}' {bound}")
     if spec.get("off"):
@@ -173,14 +167,14 @@ def fixed_from(spec: Any, default_storage: str) -> tuple[dict[str, Any], dict[st
     import optuna
 
     if not isinstance(spec, dict) or not isinstance(spec.get("study"), str):
-        raise ConfigError(f"fixed_from: expected a mapping {{study: NAME, storage: URL, options: [...]}}, got {_short(spec)}")
+        raise ConfigError(f"fixed_from: expected a mapping {{study: NAME, storage: URL, options: [...]}}, got {short_repr(spec)}")
     unknown = sorted(set(spec) - FIXED_FROM_KEYS)
     if unknown:
         raise ConfigError(f"fixed_from: unknown key(s) {unknown}; known: {', '.join(sorted(FIXED_FROM_KEYS))}")
     url = str(spec.get("storage") or default_storage)
     wanted = spec.get("options")
     if wanted is not None and (not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted)):
-        raise ConfigError(f"fixed_from options: expected a list of option names, got {_short(wanted)}")
+        raise ConfigError(f"fixed_from options: expected a list of option names, got {short_repr(wanted)}")
     try:
         source = optuna.load_study(study_name=spec["study"], storage=_storage(url, 60))
     except KeyError:
@@ -210,8 +204,11 @@ def _storage(url: str, heartbeat: int):
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
         raise ConfigError(f"--storage {url!r}: expected an RDB URL such as sqlite:///study.db or postgresql://user@host/db")
     path = _sqlite_file(url)
+    if url.startswith("sqlite:") and (path is None or not str(path).strip("/")):
+        raise ConfigError(f"--storage {url!r}: expected sqlite:///FILE (three slashes, then the file; an in-memory "
+                          f"database would not outlive the worker, so the study could not be resumed or shared)")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_sqlite_file(url, path)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in optuna: a warning per worker, not news
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -251,6 +248,22 @@ def _creation_lock(url: str):
 
     path = _sqlite_file(url)
     return build_lock(path) if path is not None else contextlib.nullcontext()
+
+
+def _check_sqlite_file(url: str, path: Path) -> None:
+    """The study's SQLite file must be a file this process can write, in a folder it can write (SQLite's journal)."""
+    if path.is_dir():
+        raise ConfigError(f"--storage {url!r}: {path} is a folder; name the database file, e.g. sqlite:///{path}/study.db")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--storage {url!r}: {blocking} is a file, so no folder can be made there")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--storage {url!r}: cannot make {path.parent} ({exc.strerror or exc})") from None
+    if (path.exists() and not os.access(path, os.R_OK | os.W_OK)) or not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"--storage {url!r}: {path if path.exists() else path.parent} is not writable; a study "
+                          f"writes every trial to its database (copy it somewhere writable)")
 
 
 def _sqlite_file(url: str) -> Path | None:

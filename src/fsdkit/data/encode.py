@@ -116,3 +116,17 @@ class TwoTokenizerCollator:
         batch = self.student(student)
         batch.update({TEACHER_PREFIX + k: v for k, v in self.teacher(teacher).items()})
         return batch
+
+
+def text_rows_sha256(dataset, columns: tuple[str, ...]) -> str:
+    """sha256 of the text ``columns`` of every row, in order: identifies the rows an artifact (a teacher memory)
+    was built from, whatever tokenizer reads them later."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for column in columns:
+        for text in dataset[column]:
+            digest.update(str(text).encode("utf-8"))
+            digest.update(b"\x00")
+        digest.update(b"\x01")
+    return digest.hexdigest()

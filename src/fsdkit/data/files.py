@@ -5,18 +5,24 @@
 ``--validation-split`` / ``--test-split``; ``--text-columns a[,b]`` (default ``sentence1,sentence2``,
 ``sentence`` or ``text``, whichever the data has) and ``--label-column`` (default ``label``).
 
-The task is built from the training data: string or integer labels make a classification task whose label
-set is the sorted set of training labels (stored as ``id2label`` in every exported model); a float column
-with non-integer values makes a regression task (``--task-type`` forces either). Metrics: accuracy and
-macro-F1 (plus MCC for two classes), or Pearson and Spearman. The loaded data has fsdkit's schema: the text
-columns renamed to ``sentence`` or ``sentence1``/``sentence2``, ``label`` as class ids or float scores.
+Files are read as written: every CSV / TSV cell is a string (a TSV with ``QUOTE_NONE``: a stray ``"`` is a
+character, not the start of a quoted field that swallows the next rows), JSON keeps its strings, numbers and
+booleans, so labels ``1``, ``01`` and ``001`` stay three labels. The task is built from the training data: a
+label column whose values are all numbers, some not whole, makes a regression task; any other makes a
+classification task whose label set is the sorted set of training labels as written (stored as ``id2label`` in
+every exported model); ``--task-type`` forces either. Metrics: accuracy and macro-F1 (plus MCC for two
+classes), or Pearson and Spearman. The loaded data has fsdkit's schema: the text columns renamed to ``sentence``
+or ``sentence1``/``sentence2``, ``label`` as class ids or float scores.
 
-Errors name the file, the row (1-based data row) and the column: a missing column lists those present; a
-validation label unseen in training, an empty file, a label column of mixed types, a missing text value.
+Errors name the file, the row (1-based data row; for a parse error the file's line) and the column: a file that
+is not UTF-8 or does not parse (the parser's own message), a header without rows, a missing column (those present
+are listed), a blank or non-finite label (training and validation files), a validation label unseen in
+training, a single class, a label column of mixed types, a missing text value, a nested (list / object) value.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from fsdkit.data.tasks import PAIR, SINGLE, TaskSpec
-from fsdkit.errors import DataError, first_line
+from fsdkit.errors import DataError, first_line, short_repr
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 TASK_TYPES = ("classification", "regression")
@@ -58,28 +64,104 @@ class DataSource:
         return source if source.train_file or source.validation_file or source.test_file or source.dataset else None
 
 
-def _read_file(path: str, split: str) -> Dataset:
-    from datasets import load_dataset
+#: a file's columns: name → values in row order
+Table = dict[str, list]
 
+
+def _read_file(path: str, split: str) -> Table:
+    """The file's columns (name → values in row order), read as written (see the module docstring)."""
     file = Path(path).expanduser()
     fmt = FORMATS.get(file.suffix.lower())
+    where = f"--{split}-file {file}"
     if fmt is None:
-        raise DataError(f"--{split}-file {file}: unknown format {file.suffix!r}; use one of {', '.join(FORMATS)}")
+        raise DataError(f"{where}: unknown format {file.suffix!r}; use one of {', '.join(FORMATS)}")
     if not file.is_file():
-        raise DataError(f"--{split}-file {file} not found")
+        raise DataError(f"{where} not found")
     if file.stat().st_size == 0:
-        raise DataError(f"--{split}-file {file} is empty")
-    options = {"delimiter": "\t"} if file.suffix.lower() == ".tsv" else {}
+        raise DataError(f"{where} is empty")
+    if fmt == "parquet":
+        table = _read_parquet(file, where)
+    else:
+        raw = file.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise DataError(f"{where}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8 "
+                            f"(e.g. iconv -f latin1 -t utf-8)") from None
+        table = _read_csv(text, file, where) if fmt == "csv" else _read_json(text, file, where)
+    if not table or not len(next(iter(table.values()))):
+        raise DataError(f"{where} has no rows (a header or an empty list only)")
+    return table
+
+
+def _read_csv(text: str, file: Path, where: str) -> Table:
+    import csv
+    import io
+
+    import pandas as pd
+
+    tsv = file.suffix.lower() == ".tsv"
     try:
-        data = load_dataset(fmt, data_files={split: str(file)}, split=split, **options)
-    except Exception as exc:  # pyarrow / pandas parse errors: one line naming the file
-        raise DataError(f"--{split}-file {file}: cannot be read as {fmt} ({first_line(exc)}); mixed types in one column?") from None
-    if len(data) == 0:
-        raise DataError(f"--{split}-file {file} has no rows")
-    return data
+        frame = pd.read_csv(io.StringIO(text), sep="\t" if tsv else ",", dtype=str, keep_default_na=False,
+                            na_filter=False, quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{where} is empty") from None
+    except pd.errors.ParserError as exc:  # "Expected 5 fields in line 93, saw 6": the parser's own words
+        raise DataError(f"{where}: {first_line(exc).replace('Error tokenizing data. C error: ', '')}") from None
+    return {str(column): frame[column].tolist() for column in frame.columns}
 
 
-def _read_dataset(source: DataSource) -> dict[str, Dataset]:
+def _read_json(text: str, file: Path, where: str) -> Table:
+    """A JSON list of row objects, a JSON object of equal-length column lists, or JSON Lines (one object a line)."""
+    import json
+
+    rows: list = []
+    if file.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # JSON Lines in a .json file, as datasets reads them
+        if isinstance(data, dict):
+            lengths = {k: len(v) if isinstance(v, list) else None for k, v in data.items()}
+            if not data or None in lengths.values() or len(set(lengths.values())) != 1:
+                raise DataError(f"{where}: a JSON object must map each column to a list of values, all of one length "
+                                f"(got {short_repr(lengths)}); or give a list of row objects")
+            return {str(k): list(v) for k, v in data.items()}
+        if data is not None and not isinstance(data, list):
+            raise DataError(f"{where}: expected a list of row objects, got a JSON {type(data).__name__}")
+        if data is not None:
+            rows = data
+    if not rows:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    columns: Table = {}
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: row {number}: expected an object of column values, got {type(row).__name__}")
+        for key in row:
+            columns.setdefault(str(key), [None] * (number - 1))
+        for key, values in columns.items():
+            values.append(row.get(key))
+    return columns
+
+
+def _read_parquet(file: Path, where: str) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(file)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors have no common base: one line naming the file
+        raise DataError(f"{where}: cannot be read as Parquet ({first_line(exc)})") from None
+    return {name: table.column(name).to_pylist() for name in table.column_names}
+
+
+def _read_dataset(source: DataSource) -> dict[str, Table]:
     from datasets import load_dataset
 
     try:
@@ -90,7 +172,7 @@ def _read_dataset(source: DataSource) -> dict[str, Dataset]:
     for role, split in (("train", source.train_split), ("validation", source.validation_split),
                         ("test", source.test_split)):
         if split in loaded:
-            out[role] = loaded[split]
+            out[role] = {column: loaded[split][column] for column in loaded[split].column_names}
     if "train" not in out:
         raise DataError(f"--dataset {source.dataset} has no split {source.train_split!r} (splits: {', '.join(loaded)})")
     return out
@@ -116,19 +198,67 @@ def _text_columns(source: DataSource, columns: list[str], where: str) -> tuple[s
     return wanted
 
 
-def _is_float(values: list) -> bool:
-    return any(isinstance(v, float) and not float(v).is_integer() for v in values)
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _number(value: Any) -> float | None:
+    """The value as a finite-or-not float when it is one (a JSON number, or a string that spells one), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _is_regression(values: list) -> bool:
+    """Every value a number and some of them not whole: a score column."""
+    numbers = [_number(v) for v in values if not _blank(v)]
+    return bool(numbers) and None not in numbers and any(not math.isfinite(n) or not n.is_integer() for n in numbers)
+
+
+def label_key(value: Any) -> str:
+    """A class label as written: strings as they are, ``true`` / ``false`` for booleans, numbers without a
+    trailing ``.0`` (a JSON ``1`` and ``1.0`` are one label; the strings ``"1"`` and ``"01"`` are two)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _check_values(values: list, where: str, column: str, *, label: bool) -> None:
+    """Nested values (lists, objects) are refused: a text or label cell holds one value."""
+    for row, value in enumerate(values, start=1):
+        if isinstance(value, (list, dict)):
+            raise DataError(f"{where}: row {row}: column '{column}' holds a {type(value).__name__} "
+                            f"({short_repr(value)}); a {'label' if label else 'text'} cell must be one value")
+
+
+def _blank_rows(values: list) -> list[int]:
+    return [row for row, v in enumerate(values, start=1) if _blank(v)]
+
+
+def _rows_text(rows: list[int]) -> str:
+    return ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
 
 
 def _label_names(values: list, where: str, column: str) -> list[str]:
-    kinds = {type(v) for v in values if v is not None}
-    if None in values:
-        raise DataError(f"{where}: row {values.index(None) + 1}: column '{column}' is empty")
-    if len(kinds - {int, bool}) > 1 or (str in kinds and kinds != {str}):
+    blank = _blank_rows(values)
+    if blank:
+        raise DataError(f"{where}: column '{column}' is blank in row(s) {_rows_text(blank)}; give every training row "
+                        f"a label (or drop the row)")
+    kinds = {type(v) for v in values}
+    if str in kinds and kinds != {str}:
         raise DataError(f"{where}: column '{column}' mixes {sorted(k.__name__ for k in kinds)} values; use one type")
-    if kinds <= {int, float, bool}:
-        return [str(v) for v in sorted({int(v) for v in values})]
-    return sorted({str(v) for v in values})
+    names = sorted({label_key(v) for v in values})
+    if len(names) < 2:
+        raise DataError(f"{where}: column '{column}' holds one class ({names[0]!r} in all {len(values)} rows); a "
+                        f"classifier needs at least two (or use --task-type regression for scores)")
+    return names
 
 
 def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
@@ -143,9 +273,10 @@ def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
         raw = {role: _read_file(getattr(source, f"{role}_file"), role)
                for role in ("train", "validation", "test") if getattr(source, f"{role}_file")}
     train_where = _where(source, "train")
-    text = _text_columns(source, raw["train"].column_names, train_where)
+    text = _text_columns(source, list(raw["train"]), train_where)
     labels = raw["train"][source.label_column]
-    regression = source.task_type == "regression" or (source.task_type is None and _is_float(labels))
+    _check_values(labels, train_where, source.label_column, label=True)
+    regression = source.task_type == "regression" or (source.task_type is None and _is_regression(labels))
     names = None if regression else _label_names(labels, train_where, source.label_column)
     canonical = PAIR if len(text) == 2 else SINGLE
     task = TaskSpec(
@@ -160,47 +291,53 @@ def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
     return task, DatasetDict(splits)
 
 
-def _to_schema(data: Dataset, role: str, source: DataSource, text: tuple[str, ...], canonical: tuple[str, ...],
+def _to_schema(data: Table, role: str, source: DataSource, text: tuple[str, ...], canonical: tuple[str, ...],
                ids: dict[str, int] | None, regression: bool) -> Dataset:
     where = _where(source, role)
-    columns = data.column_names
+    columns = list(data)
     has_label = source.label_column in columns
     missing = [c for c in text if c not in columns]
     if missing or (role != "test" and not has_label):
         absent = missing + ([] if has_label or role == "test" else [source.label_column])
         raise DataError(f"{where}: columns {absent} missing; the data has {columns}")
     out: dict[str, Any] = {}
-    for column, name in zip(text, canonical):
+    for column, name in zip(text, canonical, strict=True):
         values = data[column]
-        if any(v is None for v in values):
-            raise DataError(f"{where}: row {[v is None for v in values].index(True) + 1}: column '{column}' is empty")
+        _check_values(values, where, column, label=False)
+        if any(v is None or v == "" for v in values):
+            raise DataError(f"{where}: row {[v is None or v == '' for v in values].index(True) + 1}: column "
+                            f"'{column}' is empty")
         out[name] = [str(v) for v in values]
-    raw_labels = data[source.label_column] if has_label else [None] * len(data)
+    n_rows = len(data[text[0]])
+    raw_labels = data[source.label_column] if has_label else [None] * n_rows
+    _check_values(raw_labels, where, source.label_column, label=True)
+    blank = _blank_rows(raw_labels)
+    if has_label and role != "test" and blank:  # a test file's labels may be blank: it is predicted, not scored
+        raise DataError(f"{where}: column '{source.label_column}' is blank in row(s) {_rows_text(blank)}; every "
+                        f"{role} row needs a label")
+    if has_label and role == "test" and len(blank) not in (0, n_rows):
+        raise DataError(f"{where}: column '{source.label_column}' is blank in row(s) {_rows_text(blank)} only; give "
+                        f"every row a label (then it is scored) or none")
+    unlabelled = not has_label or len(blank) == n_rows
     if regression:
-        try:
-            out["label"] = [0.0 if v is None else float(v) for v in raw_labels]
-        except (TypeError, ValueError):
-            bad = next(i for i, v in enumerate(raw_labels) if not _floatable(v))
-            raise DataError(f"{where}: row {bad + 1}: label {raw_labels[bad]!r} is not a number") from None
+        scores = []
+        for row, value in enumerate(raw_labels, start=1):
+            number = None if unlabelled else _number(value)
+            if not unlabelled and (number is None or not math.isfinite(number)):
+                raise DataError(f"{where}: row {row}: label {short_repr(value)} is not a finite number (a regression "
+                                f"task's labels are scores)")
+            scores.append(0.0 if number is None else number)  # an unlabelled test row: no score to compare
+        out["label"] = scores
         feature = Value("float32")
     else:
         label_ids = []
         for row, value in enumerate(raw_labels, start=1):
-            key = None if value is None else str(int(value) if isinstance(value, float) and value.is_integer() else value)
+            key = None if unlabelled else label_key(value)
             if key is not None and key not in ids:
-                raise DataError(f"{where}: row {row}: label {value!r} does not occur in the training data "
+                raise DataError(f"{where}: row {row}: label {short_repr(value)} does not occur in the training data "
                                 f"(labels: {', '.join(ids)})")
-            label_ids.append(0 if key is None else ids[key])
+            label_ids.append(0 if key is None else ids[key])  # an unlabelled test row: a placeholder, never scored
         out["label"] = label_ids
         feature = ClassLabel(names=list(ids))
     features = Features({**{name: Value("string") for name in canonical}, "label": feature})
     return Dataset.from_dict(out, features=features)
-
-
-def _floatable(value) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-

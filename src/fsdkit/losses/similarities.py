@@ -45,6 +45,8 @@ from typing import NamedTuple
 
 import torch
 
+from fsdkit.errors import NonFiniteError
+
 __all__ = [
     "DeferredChecks", "compare_to_target", "debiased_cka", "deferred_checks", "gram_distance", "linear_cka",
     "procrustes_distance", "rbf_cka", "target_gram",
@@ -130,9 +132,9 @@ def _on_accelerator(z: torch.Tensor) -> bool:
     return z.device.type != "cpu"
 
 
-def _non_finite(name: str, label: str, z: torch.Tensor) -> ValueError:
+def _non_finite(name: str, label: str, z: torch.Tensor) -> NonFiniteError:
     problem = "non-finite values" if not torch.isfinite(z).all() else "values too large for its dtype"
-    return ValueError(f"{name}: {problem} in {label}")
+    return NonFiniteError(f"{name}: {problem} in {label}")
 
 
 def _too_few_rows(name: str, min_rows: int, got: int) -> ValueError:

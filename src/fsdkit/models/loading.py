@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from fsdkit.data.tasks import TaskSpec
 
 DEFAULT_BASE_MODEL = "minilm"
+#: files one of which a model folder's tokenizer needs (besides a SentencePiece ``*.model``)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
 HUB_NAME_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 _MINILM_ALIASES = {"minilm", "all-minilm-l6-v2", HUB_NAME_MINILM.lower(), "nreimers/minilm-l6-h384-uncased"}
 
@@ -82,6 +84,18 @@ def check_model_folder(name_or_path: str | os.PathLike, *, max_length: int | Non
             raise ModelError(
                 f"--{option} {folder}: {weights.name} is damaged or incomplete ({exc}); copy or save the model again"
             ) from None
+    if isinstance(config, dict) and (config.get("auto_map") or any(folder.glob("*.py"))):
+        raise ModelError(
+            f"--{option} {folder} ships its own Python code ({'auto_map in config.json' if config.get('auto_map') else 'a .py file'}); "
+            f"fsdkit never runs a model folder's code (trust_remote_code=False): use a model of a family transformers "
+            f"implements"
+        )
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES) and not any(folder.glob("*.model")):
+        raise ModelError(
+            f"--{option} {folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)} or a SentencePiece .model): "
+            f"transformers would build an empty tokenizer that reads every word as unknown. Save the tokenizer with "
+            f"the model (tokenizer.save_pretrained(folder))"
+        )
     tokenizer_file = folder / "tokenizer.json"
     if tokenizer_file.is_file():
         try:
@@ -100,8 +114,18 @@ def check_model_folder(name_or_path: str | os.PathLike, *, max_length: int | Non
 
 
 def _from_pretrained(loader, name: str, **kwargs):
-    try:
-        return loader.from_pretrained(name, **kwargs)
+    import pickle
+
+    try:  # a model folder's own Python code is never run, and never asked about on a terminal
+        return loader.from_pretrained(name, trust_remote_code=False, **kwargs)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+        weights = sorted(p.name for p in Path(name).glob("*.bin")) if Path(name).is_dir() else []
+        if not weights:
+            raise
+        raise ModelError(  # torch.load refuses anything but tensors (weights_only), or the file is damaged
+            f"could not load {', '.join(weights)} of {name}: {first_line(exc)}. fsdkit reads pickled weights only as "
+            f"plain tensors; re-save the model with safetensors (model.save_pretrained(folder))"
+        ) from None
     except OSError as exc:  # hub name unreachable offline, or not a model
         raise ModelError(
             f"could not load model {name!r}: it is not a local folder and could not be fetched from the hub "
@@ -201,9 +225,12 @@ def save_model(model, tokenizer, output_dir: str | os.PathLike) -> Path:
     """Write a standard model folder (safetensors weights, config, tokenizer files)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from fsdkit.artifacts import files_written_since, follow_umask, folder_state
+
+    before = folder_state(out)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    from fsdkit.artifacts import follow_umask
-
-    follow_umask(out)  # safetensors writes 0600; the folder's files follow the user's umask like any other file
+    # safetensors writes 0600: the files written here follow the user's umask like any other file; nothing else in
+    # the folder (the user's own files, links out of it) is touched
+    follow_umask(*files_written_since(out, before))
     return out

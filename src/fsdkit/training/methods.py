@@ -11,11 +11,11 @@ their names (dependencies in one direction: methods → baselines → presets).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fsdkit.config import parse_loss_flag
 from fsdkit.errors import ConfigError
 from fsdkit.options import Option
 
@@ -122,25 +122,6 @@ FSD_METHODS = (
     Method("fsd", "VKD + intra + local + global structure (FSD eq. 11)", fsd_terms, needs_memory=True,
            options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS, GLOBAL_OPTIONS)),
 )
-
-
-_LOSS_FLAG = re.compile(r"^(?P<name>[A-Za-z_][\w-]*):(?P<weight>[^:]+)(?::(?P<options>.*))?$")
-
-
-def parse_loss_flag(text: str) -> dict[str, Any]:
-    """``NAME:WEIGHT[:key=value,...]`` → ``{"name", "weight", **options}`` (values parsed as YAML scalars)."""
-    import yaml
-
-    match = _LOSS_FLAG.match(text.strip())
-    if not match:
-        raise ConfigError(f"--loss {text!r}: expected NAME:WEIGHT[:key=value,...], e.g. structure:10:view=local,similarity=procrustes")
-    entry: dict[str, Any] = {"name": match["name"], "weight": match["weight"]}
-    for item in filter(None, (match["options"] or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--loss {text!r}: option {item!r} is not key=value")
-        entry[key.strip()] = yaml.safe_load(value)
-    return entry
 
 
 def extra_term_specs(entries: list[dict] | None, taken: set[str]) -> list[TermSpec]:

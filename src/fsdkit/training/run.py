@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers import TrainingArguments, set_seed
 
-from fsdkit.artifacts import build_lock, read_json_object
+from fsdkit.artifacts import build_lock, check_output_dir, read_json_object
 from fsdkit.config import (
     DataOptions,
     DistillConfig,
@@ -63,20 +63,13 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def check_output_dir(path: str | Path, option: str = "output-dir") -> Path:
-    """Create ``path`` if needed and make sure files can be written in it; :class:`ConfigError` otherwise."""
-    import tempfile
-
-    out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--{option} {out} is a file; give a folder (it is created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"--{option} {out} cannot be written ({exc.strerror or exc}); choose a writable folder") from None
-    return out
+def run_inputs(config) -> dict[str, Any]:
+    """The folders and files a run reads, by flag: its output folder may be none of them nor hold one."""
+    names = ("train_file", "validation_file", "test_file", "dataset", "data_dir", "model", "teacher", "student")
+    inputs = {f"--{name.replace('_', '-')}": getattr(config, name, None) for name in names}
+    if inputs["--student"] == STUDENT_FROM_TEACHER:
+        inputs.pop("--student")
+    return inputs
 
 
 def _check_run_config(config: RunConfig) -> Path:
@@ -100,7 +93,7 @@ def _check_run_config(config: RunConfig) -> Path:
         raise ConfigError("--fp16 needs a CUDA GPU (float16 autocast with loss scaling); on the CPU use --bf16")
     if config.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
-    out = check_output_dir(config.output_dir)
+    out = check_output_dir(config.output_dir, keep=run_inputs(config))
     checkpoints = out / "checkpoints"
     if not config.resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
         raise ConfigError(
@@ -187,12 +180,13 @@ def _resume_checkpoint(config: RunConfig, out: Path) -> str | None:
     if not config.resume:
         return None
     last, skipped = last_complete_checkpoint(out / "checkpoints")
-    if last is None:
-        why = "".join(f"; {p.name}: {reason}" for p, reason in skipped)
-        raise ConfigError(f"--resume: no complete checkpoint in {out / 'checkpoints'}{why}")
     for checkpoint, reason in skipped:  # a save cut short by a kill: unusable, and in the way of the next save
         logger.warning("--resume skips and removes %s: %s (a save interrupted by a kill?)", checkpoint.name, reason)
         shutil.rmtree(checkpoint, ignore_errors=True)  # every process of a multi-process run does this
+    if last is None:  # killed before its first checkpoint: nothing to resume, so the run starts from the beginning
+        logger.warning("--resume: no complete checkpoint in %s (the run stopped before its first one): starting from "
+                       "the beginning", out / "checkpoints")
+        return None
     logger.info("resuming from %s", last)
     return str(last)
 
@@ -486,7 +480,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
                     config.teacher, config.student, exc)
 
     if method.needs_memory:
-        config = _checked_memory(config, out, teacher, task)
+        config = _checked_memory(config, out, teacher)
 
     if shape is None:
         student = build_student(base, config.student_layers)
@@ -509,30 +503,56 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         )
 
 
-def _memory_identity(teacher, task, max_length: int | None, max_train_samples: int | None) -> dict[str, Any]:
-    """What a teacher memory must have been built from to serve a run (compared with its metadata)."""
+def _memory_rows(config):
+    """The task and the training rows a teacher memory of ``config`` is built from (its whole training split, or its
+    first ``max_train_samples`` rows)."""
+    from fsdkit.data import resolve_task_data
+
+    task, data = resolve_task_data(config)
+    train = data["train"]
+    if config.max_train_samples is not None:
+        train = train.select(range(min(config.max_train_samples, len(train))))
+    return task, train
+
+
+def _memory_identity(teacher, task, train, max_length: int | None, max_train_samples: int | None) -> dict[str, Any]:
+    """What a teacher memory must have been built from to serve a run (compared with its metadata): the teacher's
+    weights, the task, the length, and the training rows themselves (``data_sha256``)."""
     from fsdkit.artifacts import model_weights_sha256
+    from fsdkit.data.encode import text_rows_sha256
 
     return {"teacher_sha256": model_weights_sha256(teacher), "task": task.name, "max_length": max_length,
-            "max_train_samples": max_train_samples}
+            "max_train_samples": max_train_samples, "data_sha256": text_rows_sha256(train, task.text_columns)}
 
 
-def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillConfig:
+def _memory_command(config: DistillConfig, task) -> str:
+    """The ``fsdkit memory build`` line that builds a memory for ``config``'s teacher and data."""
+    data = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)
+            if getattr(config, f.name) is not None and getattr(config, f.name) != f.default}
+    if not any(key.endswith("_file") or key == "dataset" for key in data):
+        data = {"task": task.name, **({"data_dir": config.data_dir} if config.data_dir else {})}
+    return command_line("memory build", {"teacher": config.teacher, **data, "max_length": config.max_length,
+                                         "output_dir": "MEMORY_DIR"})
+
+
+def _checked_memory(config: DistillConfig, out: Path, teacher) -> DistillConfig:
     """The run's teacher memory: ``--memory`` if it matches this teacher, task and length (else refused), or the
-    automatic one in ``OUTPUT_DIR/memory``, (re)built under its lock unless it matches, K included."""
+    automatic one in ``OUTPUT_DIR/memory``, (re)built under its lock unless it matches, K and the data included."""
     from fsdkit.memory import TeacherMemory
 
-    expected = _memory_identity(teacher, task, config.max_length, config.max_train_samples)
+    task, train = _memory_rows(config)
+    expected = _memory_identity(teacher, task, train, config.max_length, config.max_train_samples)
     if config.memory is not None:
         memory = TeacherMemory.load(config.memory)
         if memory.pooling != "flatten":
             expected["max_length"] = None  # pooled rows do not depend on the length
-        expected.pop("max_train_samples")  # a memory of more (or other) training rows is a legitimate choice
+        for key in ("max_train_samples", "data_sha256"):  # a memory of more (or other) rows is a legitimate choice
+            expected.pop(key)
         differences = memory.differences(expected)
         if differences:
             raise ConfigError(
                 f"--memory {config.memory} was not built for this run: {'; '.join(differences)}. Build one with "
-                f"`fsdkit memory build --teacher {config.teacher} --task {task.name} --max-length {config.max_length}`"
+                f"`{_memory_command(config, task)}`"
             )
         return config
     memory_dir = out / "memory"
@@ -556,7 +576,7 @@ def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillC
 
 def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = False, **overrides):
     """FSDG stage 1: encode the task's training set with the teacher and run k-means; save the memory artifact."""
-    from fsdkit.data import encode_dataset, make_collator, resolve_task_data
+    from fsdkit.data import encode_dataset, make_collator
     from fsdkit.memory import build_teacher_memory, shard_bounds
     from fsdkit.models import check_model_folder, load_teacher
 
@@ -569,13 +589,10 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
         raise ConfigError(f"--n-clusters must be ≥ 1, got {config.n_clusters}")
     if config.max_train_samples is not None and config.max_train_samples < 1:
         raise ConfigError(f"--max-train-samples must be ≥ 1 (or left out), got {config.max_train_samples}")
-    out = check_output_dir(config.output_dir)
+    out = check_output_dir(config.output_dir, keep=run_inputs(config))
     check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
-    task, data = resolve_task_data(config)
+    task, train = _memory_rows(config)
     teacher, tokenizer = load_teacher(config.teacher, None)
-    train = data["train"]
-    if config.max_train_samples is not None:
-        train = train.select(range(min(config.max_train_samples, len(train))))
     encoded = encode_dataset(train, tokenizer, task, max_length=config.max_length).remove_columns(["labels"])
     collective = None
     if not _locked and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # `accelerate launch`: one shard per process
@@ -594,7 +611,7 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
             teacher_path=str(config.teacher),
         )
     loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))
-    identity = _memory_identity(teacher, task, config.max_length, config.max_train_samples)
+    identity = _memory_identity(teacher, task, train, config.max_length, config.max_train_samples)
     main = collective is None or collective.rank == 0
     with build_lock(out) if main and not _locked else contextlib.nullcontext():
         memory = build_teacher_memory(

@@ -23,6 +23,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer
 
+from fsdkit.errors import NonFiniteError
 from fsdkit.features import FeatureRequest, Features, forward_features, teacher_view
 from fsdkit.losses.base import LossTerm
 from fsdkit.losses.similarities import deferred_checks
@@ -61,7 +62,12 @@ class StudentWithTerms(nn.Module):
         with torch.autocast(student.logits.device.type, enabled=False):
             student32 = student.float()
             teacher32 = None if teacher is None else teacher.float()
-            values = {label: self.terms[label](student32, teacher32, batch) for label in labels}
+            values = {}
+            for label in labels:
+                try:
+                    values[label] = self.terms[label](student32, teacher32, batch)
+                except NonFiniteError as exc:  # diverged features: the trainer's stop, naming the term
+                    raise NonFiniteError(f"loss term '{label}': {exc}") from None
         return values, student
 
 
@@ -205,6 +211,22 @@ class DistillationTrainer(Trainer):
             and self.relation_tracker.should_update(self.state.global_step)
         )
 
+    def _diverged(self, active, values) -> str:
+        """The message of a step whose loss is not finite: the term at fault — one whose value is not finite, else
+        the one whose weighted value overflowed (a weight of 1e39 times a finite term) — and what to do."""
+        bad = next((s for s, _ in active if not torch.isfinite(values[s.label])), None)
+        if bad is not None:
+            what = f"loss term '{bad.label}' ({bad.name}) is {values[bad.label].item()}"
+        else:
+            bad = max(active, key=lambda a: abs(a[0].weight * float(values[a[0].label].detach())))[0]
+            what = (f"loss term '{bad.label}' ({bad.name}) × its weight {bad.weight:g} = "
+                    f"{bad.weight * float(values[bad.label].detach())} overflows")
+        return self._stop(what)
+
+    def _stop(self, what: str) -> str:
+        return (f"{what} at step {self.state.global_step}; the step was not applied. Checkpoints in "
+                f"{self.args.output_dir} are intact: lower the learning rate or the term's weight and resume.")
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """``Σ_k w_k · term_k`` of this micro-batch, scaled for gradient accumulation and data parallelism.
 
@@ -224,17 +246,19 @@ class DistillationTrainer(Trainer):
             with self.accelerator.autocast():
                 teacher = self.teacher.features(inputs, request)
         with deferred_checks() as checks:  # the structure terms' input checks, read below with the loss's finiteness
-            values, student = model(inputs, request, teacher, [spec.label for spec, _ in active])
+            try:
+                values, student = model(inputs, request, teacher, [spec.label for spec, _ in active])
+            except NonFiniteError as exc:
+                raise FloatingPointError(self._stop(str(exc))) from None
         total = student.logits.new_zeros((), dtype=torch.float32)
         for spec, _ in active:
             total = total + spec.weight * values[spec.label]
-        if not checks.read(torch.isfinite(total)):  # one host sync per step; the terms are read only when logged
-            bad = next((s for s, _ in active if not torch.isfinite(values[s.label])), active[0][0])
-            raise FloatingPointError(
-                f"loss term '{bad.label}' ({bad.name}) is {values[bad.label].item()} at step {self.state.global_step}; "
-                f"the step was not applied. Checkpoints in {self.args.output_dir} are intact: lower the learning "
-                f"rate or the term's weight and resume."
-            )
+        try:
+            finite = checks.read(torch.isfinite(total))  # one host sync per step; the terms are read only when logged
+        except NonFiniteError as exc:  # a deferred (accelerator) check of a term's input
+            raise FloatingPointError(self._stop(str(exc))) from None
+        if not finite:
+            raise FloatingPointError(self._diverged(active, values))
         n = student.logits.shape[0]
         for spec, term in active:
             logged = {spec.label: values[spec.label].detach()}

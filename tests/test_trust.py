@@ -1,0 +1,232 @@
+"""Nothing lost, no label guessed, no traceback: the second reliability round (issue "Touch nothing it does not own",
+items 4-12), each case in a few lines on the shipped tickets data (no ../shared needed).
+
+Data-file cases (item 9 and the reading errors of item 11) are in tests/test_data_files.py; security (items 1-3) in
+tests/test_security.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fsdkit import distill, finetune, predict
+from fsdkit.cli import main as cli_main
+from fsdkit.errors import ConfigError, ModelError
+
+from conftest import TICKETS, TICKETS_DEV, TICKETS_TEST
+
+FILES = {"train_file": str(TICKETS), "validation_file": str(TICKETS_DEV)}
+TINY_FINETUNE = dict(max_steps=1, batch_size=8, max_length=32, progress=False)
+TINY = dict(**TINY_FINETUNE, relation_every=0)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------------ [4] [5] data loss
+def test_distilling_into_the_teacher_folder_is_refused_and_the_teacher_kept(tickets_teacher):
+    before = snapshot(tickets_teacher)
+    with pytest.raises(ConfigError, match=r"--output-dir .* is --teacher .*: the run's files would overwrite"):
+        distill(**FILES, teacher=str(tickets_teacher), student="teacher", output_dir=str(tickets_teacher), **TINY)
+    assert snapshot(tickets_teacher) == before
+
+
+def test_an_output_folder_holding_the_data_or_the_student_source_is_refused(tmp_path, tickets_teacher):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(TICKETS, data / "train.csv")
+    with pytest.raises(ConfigError, match=r"--output-dir .*data is --train-file .*train.csv|holds --train-file"):
+        finetune(train_file=str(data / "train.csv"), output_dir=str(data), **TINY_FINETUNE)
+    with pytest.raises(ConfigError, match=r"holds --(teacher|student)"):
+        distill(**FILES, teacher=str(tickets_teacher), student=str(tickets_teacher), output_dir=str(tickets_teacher.parent),
+                **TINY)
+
+
+def test_predicting_over_the_input_file_is_refused_and_the_input_kept(tmp_path, tickets_teacher):
+    texts = tmp_path / "x.csv"
+    shutil.copy(TICKETS_TEST, texts)
+    before = texts.read_bytes()
+    with pytest.raises(ConfigError, match=r"--output .*x.csv is --test-file .*: writing there would replace"):
+        predict(model=str(tickets_teacher), **FILES, test_file=str(texts), split="test", output=str(texts))
+    assert texts.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------ [6] [7] what a model carries
+def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, tickets_teacher):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tickets_teacher / name, bare / name)
+    from fsdkit.models import check_model_folder
+
+    with pytest.raises(ModelError, match="has no tokenizer files"):
+        check_model_folder(bare, option="teacher")
+    for command in (["predict", str(bare), "--train-file", str(TICKETS), "--test-file", str(TICKETS_TEST),
+                     "--split", "test", "--output", str(tmp_path / "p.jsonl")],
+                    ["export", str(bare), "--output-dir", str(tmp_path / "onnx")]):
+        assert cli_main(command) == 2
+    assert not (tmp_path / "p.jsonl").exists() and not (tmp_path / "onnx" / "model.onnx").exists()
+
+
+def test_label_names_come_from_the_model_and_a_renamed_label_set_is_refused(tmp_path, tickets_teacher):
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(TICKETS).replace({"label": {"bug": "defect"}}).to_csv(renamed, index=False)
+    dev = tmp_path / "dev.csv"
+    pd.read_csv(TICKETS_DEV).replace({"label": {"bug": "defect"}}).to_csv(dev, index=False)
+    with pytest.raises(ModelError, match=r"predicts the labels \['billing', 'bug', 'feature'\].*'bug' vs 'defect'"):
+        predict(model=str(tickets_teacher), train_file=str(renamed), test_file=str(TICKETS_TEST), split="test",
+                output=str(tmp_path / "p.jsonl"))
+    with pytest.raises(ModelError, match="'bug' vs 'defect'"):
+        distill(train_file=str(renamed), validation_file=str(dev), teacher=str(tickets_teacher), student="teacher",
+                output_dir=str(tmp_path / "student"), **TINY)
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+# ---------------------------------------------------------------------------------- [8] artifacts know their data
+def test_an_automatic_memory_of_other_training_rows_is_rebuilt(tmp_path, tickets_teacher, caplog):
+    out = tmp_path / "fsdg"
+    distill(**FILES, teacher=str(tickets_teacher), method="fsdg", memory_clusters=3, output_dir=str(out), **TINY)
+    changed = tmp_path / "changed.csv"
+    frame = pd.read_csv(TICKETS)
+    frame.loc[0, "text"] = "A completely different first ticket about invoices"
+    frame.to_csv(changed, index=False)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    with caplog.at_level(logging.WARNING, logger="fsdkit"):
+        distill(train_file=str(changed), validation_file=str(TICKETS_DEV), teacher=str(tickets_teacher), method="fsdg",
+                memory_clusters=3, output_dir=str(out), **TINY)
+    assert "data_sha256: memory" in caplog.text
+
+
+# ----------------------------------------------------------------------------- [10] [11] [12] errors, not tracebacks
+def test_output_paths_are_checked_before_the_model_runs(tmp_path, tickets_teacher, monkeypatch):
+    import fsdkit.models.loading as loading
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(loading, "load_classifier", never)
+    import fsdkit.prediction as prediction
+
+    monkeypatch.setattr(prediction, "load_classifier", never, raising=False)
+    (tmp_path / "a-folder.jsonl").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    for output, message in ((tmp_path / "a-folder.jsonl", "is a folder"),
+                            (tmp_path / "a-file" / "p.jsonl", "a-file is a file, so no folder can be made there")):
+        with pytest.raises(ConfigError, match=message):
+            predict(model=str(tickets_teacher), **FILES, test_file=str(TICKETS_TEST), split="test", output=str(output))
+    from fsdkit.evaluation import evaluate
+
+    with pytest.raises(ConfigError, match="is a folder"):
+        evaluate(model=str(tickets_teacher), **FILES, output=str(tmp_path / "a-folder.jsonl"))
+
+
+def test_export_refuses_a_bad_opset_and_leaves_nothing_when_it_fails(tmp_path, tickets_teacher):
+    from fsdkit.export import export_onnx
+
+    with pytest.raises(ConfigError, match=r"--opset 5: the exporter writes opsets 7 to \d+"):
+        export_onnx(str(tickets_teacher), str(tmp_path / "onnx"), opset=5)
+    with pytest.raises(ConfigError, match="differs from PyTorch"):  # a check that cannot pass
+        export_onnx(str(tickets_teacher), str(tmp_path / "onnx"), atol=-1.0)
+    assert list((tmp_path / "onnx").iterdir()) == []
+    with pytest.raises(ConfigError, match="is MODEL"):
+        export_onnx(str(tickets_teacher), str(tickets_teacher))
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("sqlite://", "expected sqlite:///FILE"), ("sqlite://x.db", "expected sqlite:///FILE"),
+    ("sqlite:///{tmp}", "is a folder; name the database file"),
+    ("sqlite:///{tmp}/readonly.db", "is not writable"),
+])
+def test_a_bad_sweep_storage_is_one_line(tmp_path, storage, message):
+    import os
+
+    from fsdkit.sweep import sweep
+
+    readonly = tmp_path / "readonly.db"
+    readonly.write_bytes(b"")
+    readonly.chmod(0o444)
+    if os.geteuid() == 0 and "readonly" in storage:
+        pytest.skip("root writes a read-only file")
+    spec = {"command": "distill", "base": {**FILES, "teacher": "t", "holdout-fraction": 0.2},
+            "space": {"alpha": {"type": "float", "low": 0.1, "high": 0.9}}}
+    with pytest.raises(ConfigError, match=message):
+        sweep(spec, storage=storage.format(tmp=tmp_path), output_dir=str(tmp_path / "sweep"))
+
+
+def test_a_diverged_run_stops_naming_its_term(tmp_path, tickets_teacher):
+    """A learning rate of 1e30 (the CKA input turns non-finite) and a weight of 1e39 (a finite term overflows): the
+    documented stop naming the term, never the CKA's ValueError nor the task term."""
+    with pytest.raises(FloatingPointError, match=r"loss term '(intra|local)'.*the step was not applied"):
+        distill(**FILES, teacher=str(tickets_teacher), method="fsdil", output_dir=str(tmp_path / "lr"),
+                **{**TINY, "max_steps": 3}, learning_rate=1e30)
+    with pytest.raises(FloatingPointError, match=r"loss term 'intra' \(structure\) × its weight 1e\+39"):
+        distill(**FILES, teacher=str(tickets_teacher), method="fsdi", output_dir=str(tmp_path / "w"), **TINY,
+                lambda_intra=1e39)
+
+
+def test_interrupted_commands_say_how_to_go_on(monkeypatch, capsys):
+    import fsdkit.sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsdkit.sweep, "sweep", interrupted)
+    assert cli_main(["sweep", "--trials", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "run the same command again to resume" in err and "--resume" not in err
+
+
+def test_the_memory_refusal_suggests_a_command_that_works_for_your_files(tmp_path, tickets_teacher):
+    from fsdkit import build_memory
+
+    build_memory(teacher=str(tickets_teacher), **FILES, output_dir=str(tmp_path / "mem"), n_clusters=2, max_length=32,
+                 progress=False)
+    with pytest.raises(ConfigError, match=r"fsdkit memory build --teacher .* --train-file .*tickets.csv") as info:
+        distill(**FILES, teacher=str(tickets_teacher), method="fsdg", memory=str(tmp_path / "mem"),
+                output_dir=str(tmp_path / "x"), **{**TINY, "max_length": 24})
+    assert "--task custom" not in str(info.value)
+
+
+def test_resume_before_the_first_checkpoint_starts_afresh(tmp_path, caplog):
+    (tmp_path / "run" / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # a save cut short by a kill
+    with caplog.at_level(logging.WARNING, logger="fsdkit"):
+        record = finetune(**FILES, output_dir=str(tmp_path / "run"), resume=True, **{**TINY_FINETUNE, "max_steps": 2})
+    assert "starting from the beginning" in caplog.text and record["metrics"]["validation"]
+
+
+def test_a_killed_build_leaves_no_temporary_folder_for_ever(tmp_path):
+    from fsdkit.artifacts import staged_dir
+
+    final = tmp_path / "cache-key"
+    dead = tmp_path / f".{final.name}.tmp-999999999-deadbeef"  # a build killed with SIGKILL: no cleanup ran
+    dead.mkdir()
+    (dead / "rows.npy").write_bytes(b"\0" * 1024)
+    with staged_dir(final) as folder:
+        (folder / "done").write_text("1")
+    assert not dead.exists() and (final / "done").is_file()
+
+
+def test_a_pickle_that_is_not_plain_tensors_is_refused_in_one_line(tmp_path, tickets_teacher):
+    """A ``pytorch_model.bin`` whose pickle would call a function: torch reads weights only as tensors, and the
+    refusal is one line naming the file (it was a traceback)."""
+    import os
+
+    import torch
+
+    from fsdkit.models import load_classifier
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tickets_teacher, folder, ignore=shutil.ignore_patterns("model.safetensors", "checkpoints"))
+    torch.save({"weights": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelError, match=r"could not load pytorch_model.bin of .*pickled: .*plain tensors"):
+        load_classifier(folder)
