@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fsdkit-setup
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint docs bench clean
 
 setup: $(STAMP)
 
@@ -27,5 +27,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# what CI runs before the tests (pre-commit runs the same on every commit: `pre-commit install`)
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+# the documentation site (docs/ + the API reference from the docstrings); strict: a broken link or reference fails
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .hypothesis

@@ -11,7 +11,8 @@ steps at every weight 1 and stage 1's defaults (learning rate 1e-4, α 0.5, T 5)
 term's *balance weight* is ``λ* = (α·task + (1−α)·KD) / term``, its logged values' means over the steps: the
 weight at which the term is as large as the VKD objective it joins. Its search range is the decades from
 ``λ*·1e-4`` — the term then is a ten-thousandth of the objective and no longer moves training (and "off", 0, is a
-choice too) — to ``λ*·10``, where it outweighs the objective tenfold. The measurement and the ranges go to
+choice too) — to ``λ*·100``, where it outweighs the objective a hundredfold (benchmark v2's best FSDI + MiniLM
+weight, λ_I = 213, is 27 times MRPC's intra balance weight: one decade above λ* would have cut it off). The measurement and the ranges go to
 ``results/v3-term-scale.json``.
 """
 
@@ -27,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 #: the methods whose terms cover every weight of stage 2 (the FSD ablations and fsdi-minilm reuse these terms)
 #: (method, its weights in the run, weight option → the label its term logs); RKD's two weights scale the parts of one
 #: term, so each is measured with the other at 0
@@ -39,11 +41,11 @@ RUNS = [("pkd", {"beta_pkd": 1.0}, {"beta_pkd": "pkd"}),
           for method in ("fsd", "fsd-procrustes"))]
 ALPHA = 0.5
 #: decades below and above the balance weight that a search range spans
-BELOW, ABOVE = 4, 1
+BELOW, ABOVE = 4, 2
 
 
 def search_range(balance: float) -> tuple[float, float]:
-    """``[λ*·1e-4, λ*·10]`` widened to whole decades."""
+    """``[λ*·1e-4, λ*·100]`` widened to whole decades."""
     return (10.0 ** math.floor(math.log10(balance) - BELOW), 10.0 ** math.ceil(math.log10(balance) + ABOVE))
 
 
@@ -73,19 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--glue-dir", required=True)
     parser.add_argument("--tasks", default="mrpc,stsb")
     parser.add_argument("--work-dir", default=str(HERE / "work" / "v3"))
+    parser.add_argument("--results", default=str(HERE / "results" / "v3.jsonl"), help="the search's teacher records")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--output", default=str(HERE / "results" / "v3-term-scale.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.output)
     report = json.loads(out.read_text()) if out.is_file() else {"rule": __doc__.split("\n\n")[2], "tasks": {}}
+    from suite import Suite, load_recipe
+
+    recipe = load_recipe(HERE / "recipe-v3.yaml")
     for task in args.tasks.split(","):
-        teacher = Path(args.work_dir) / task / "teacher"
-        memory = Path(args.work_dir) / task / "memory"
+        # the search's own teacher and memory (built here as the search builds them, if it has not yet)
+        suite = Suite(glue_dir=args.glue_dir, tasks=[task], methods=[], seeds=[], work_dir=Path(args.work_dir),
+                      recipe=recipe, results=Path(args.results), predictions_dir=None)
+        if not (suite.teacher_dir(task) / "config.json").is_file():
+            suite.run()
+        teacher, memory = suite.teacher_dir(task), suite.ensure_memory(task)
         rows = {}
         for method, options, labels in RUNS:
-            values = measure(task, method, options, labels, args.glue_dir, str(teacher), args.steps,
-                             str(memory) if (memory / "memory.json").is_file() else None)
+            values = measure(task, method, options, labels, args.glue_dir, str(teacher), args.steps, memory)
             for weight, label in labels.items():
                 balance = values["vkd"] / values[label]
                 rows[f"{method}.{weight}"] = {"term": values[label], "vkd": values["vkd"], "balance": balance,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import hashlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -684,6 +684,13 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
     staged = _load("staged_search")
     recipe = suite_mod.load_recipe(staged.DEFAULT_RECIPE)
     assert recipe["student"]["per_task"]["sick"] == {"epochs": 6}  # v2's budgets, through `extends`
+    real = suite_mod.Suite(glue_dir="glue", tasks=["cola"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
+                           work_dir=tmp_path, recipe=recipe)
+    real.ensure_memory = lambda task: str(tmp_path / "memory")  # no memory is built here
+    for method, space in recipe["search"]["stage2"]["methods"].items():  # every stage-2 study of the recipe is valid
+        spec = staged.sweep_spec(real, 2, "cola", method)
+        _, space = check_space("distill", spec["base"], spec["space"])
+        assert all(dist.get("off") for dist in space.values()), method  # every weight can switch its term off
     recipe["search"]["storage_file"] = str(tmp_path / "search.db")
     recipe["search"]["stage2"]["methods"] = {"fsdi": {"lambda_intra": {"type": "float", "low": 1e-3, "high": 10,
                                                                        "log": True, "off": True}}}

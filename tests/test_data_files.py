@@ -155,7 +155,10 @@ def test_files_are_read_as_written(tmp_path):
     assert len(data["train"]) == 8 and data["train"]["sentence"][0] == 'he said "hi0'
     spelled = tmp_path / "spelled.csv"
     spelled.write_text("text,label\na,1\nb,01\nc,001\nd,1\n")
-    assert _load(spelled)[0].labels == ("001", "01", "1")
+    assert _load(spelled)[0].labels == ("1", "001", "01")  # whole numbers as written by value, then the others
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("text,label\na,10\nb,2\nc,3\n")
+    assert _load(numbers)[0].labels == ("2", "3", "10")  # the class ids integer labels always had
     flags = tmp_path / "flags.jsonl"
     flags.write_text('{"text": "a", "label": true}\n{"text": "b", "label": false}\n{"text": "c", "label": true}\n')
     task, data = _load(flags)
@@ -176,7 +179,7 @@ def test_files_are_read_as_written(tmp_path):
 
 @pytest.mark.parametrize("name, content, options, message", [
     ("latin1.csv", "text,label\ncaf\xe9,a\nb,b\n".encode("latin-1"), {},
-     r"latin1.csv: line 2: byte 0xe9 is not UTF-8; save the file as UTF-8"),
+     r"latin1.csv: line 2: byte 0xe9 is not UTF-8; save it as UTF-8"),
     ("bad.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": }\n', {},
      r"bad.jsonl: line 2: not valid JSON \(Expecting value at column 24\)"),
     ("header.csv", b"text,label\n", {}, r"header.csv has no rows"),

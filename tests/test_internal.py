@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from baseline_helpers import ctx, feats, masked_softmax, np_kl_rows, pad
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import build_term
-
-from baseline_helpers import ctx, feats, masked_softmax, np_kl_rows, pad
 
 
 def internal_features(batch, mask=None, scores_s=None, scores_t=None, hidden_s=None, hidden_t=None):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from baseline_helpers import ctx
 from fsdkit.errors import ConfigError
 from fsdkit.losses import build_term
 from fsdkit.losses.layer_maps import count_layer_pairs, resolve_layer_map
-
-from baseline_helpers import ctx
 
 
 def test_named_layer_maps():

@@ -10,10 +10,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from baseline_helpers import ctx, feats, masked_softmax, np_kl_rows, np_value_relation, pad
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import build_term
-
-from baseline_helpers import ctx, feats, masked_softmax, np_kl_rows, np_value_relation, pad
 
 
 def minilm_features(batch, mask=None, scores_s=None, scores_t=None, values_s=None, values_t=None):

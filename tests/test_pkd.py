@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from fsdkit.losses import build_term
-
 from baseline_helpers import ctx, feats
+from fsdkit.losses import build_term
 
 
 def test_layer_matching_terms_name_the_teacher_layers_they_read():

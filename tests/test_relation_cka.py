@@ -10,11 +10,10 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from baseline_helpers import ctx, feats, pad
 from fsdkit.errors import ConfigError
 from fsdkit.losses import build_term
 from fsdkit.losses.similarities import linear_cka
-
-from baseline_helpers import ctx, feats, pad
 
 
 def np_alignment(x: np.ndarray, y: np.ndarray) -> float:

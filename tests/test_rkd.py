@@ -10,10 +10,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from baseline_helpers import ctx, feats
 from fsdkit.errors import ConfigError
 from fsdkit.losses import build_term
-
-from baseline_helpers import ctx, feats
 
 
 def rkd_term(**options):

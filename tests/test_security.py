@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TICKETS, TICKETS_DEV
 from fsdkit.cli import main as cli_main
 from fsdkit.errors import ConfigError, ModelError
-
-from conftest import TICKETS, TICKETS_DEV
 
 
 def tiny_classifier():

@@ -211,6 +211,9 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
     spec["base"].update(method="fsdi", logging_steps=2)
     spec["space"] = {"lambda-intra": {"type": "float", "low": 1e-3, "high": 10, "log": True, "off": True}}
     spec["fixed_from"] = {"study": "stage1"}
+    assert yaml.safe_load("{type: float, off: true}") == {"type": "float", False: True}  # YAML 1.1's `off`
+    spec["space"]["lambda-intra"] = {**{k: v for k, v in spec["space"]["lambda-intra"].items() if k != "off"},
+                                     **yaml.safe_load("{off: true}")}  # as a space file gives it
     study = optuna.create_study(study_name="stage2", storage=storage, direction="maximize")
     study.enqueue_trial({"lambda_intra:off": True})
     study.enqueue_trial({"lambda_intra:off": False, "lambda_intra": 2.5})

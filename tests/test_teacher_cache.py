@@ -64,11 +64,11 @@ def test_cached_features_equal_live_features(setup):
 
 def test_training_step_losses_with_cache_equal_live_teacher(setup, tmp_path):
     """One DistillationTrainer step of FSD (intra + local + memory structure) + VKD: same terms, same total."""
+    from fsdkit.config import DistillConfig
     from fsdkit.losses import TermContext, build_term
     from fsdkit.memory import TeacherMemory
     from fsdkit.training.methods import TermSpec
     from fsdkit.training.run import training_arguments
-    from fsdkit.config import DistillConfig
     from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 
     student, teacher = setup["student"], setup["teacher"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck
-from types import SimpleNamespace
 
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.features import Features

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import TICKETS, TICKETS_DEV, TICKETS_TEST
 from fsdkit import distill, finetune, predict
 from fsdkit.cli import main as cli_main
 from fsdkit.errors import ConfigError, ModelError
-
-from conftest import TICKETS, TICKETS_DEV, TICKETS_TEST
 
 FILES = {"train_file": str(TICKETS), "validation_file": str(TICKETS_DEV)}
 TINY_FINETUNE = dict(max_steps=1, batch_size=8, max_length=32, progress=False)
@@ -134,14 +133,14 @@ def test_export_refuses_a_bad_opset_and_leaves_nothing_when_it_fails(tmp_path, t
     with pytest.raises(ConfigError, match="differs from PyTorch"):  # a check that cannot pass
         export_onnx(str(tickets_teacher), str(tmp_path / "onnx"), atol=-1.0)
     assert list((tmp_path / "onnx").iterdir()) == []
-    with pytest.raises(ConfigError, match="is MODEL"):
+    with pytest.raises(ConfigError, match="is the model folder"):
         export_onnx(str(tickets_teacher), str(tickets_teacher))
 
 
 @pytest.mark.parametrize("storage, message", [
     ("sqlite://", "expected sqlite:///FILE"), ("sqlite://x.db", "expected sqlite:///FILE"),
-    ("sqlite:///{tmp}", "is a folder; name the database file"),
-    ("sqlite:///{tmp}/readonly.db", "is not writable"),
+    ("sqlite:///{tmp}", "is a folder; give a file name"),
+    ("sqlite:///{tmp}/readonly.db", "cannot be written"),
 ])
 def test_a_bad_sweep_storage_is_one_line(tmp_path, storage, message):
     import os
@@ -230,3 +229,85 @@ def test_a_pickle_that_is_not_plain_tensors_is_refused_in_one_line(tmp_path, tic
     torch.save({"weights": Payload()}, folder / "pytorch_model.bin")
     with pytest.raises(ModelError, match=r"could not load pytorch_model.bin of .*pickled: .*plain tensors"):
         load_classifier(folder)
+
+
+# ------------------------------------------------------------------------------- unlabelled transfer data (issue 41)
+def test_a_transfer_row_never_reaches_the_task_loss():
+    """The task term on a batch of labelled and transfer rows equals the cross-entropy of the labelled rows alone,
+    whatever label a transfer row carries; a batch of transfer rows only gives 0 (and a gradient of 0)."""
+    import torch
+    import torch.nn.functional as F
+
+    from fsdkit.data.files import LABELLED
+    from fsdkit.data.tasks import TaskSpec
+    from fsdkit.features import Features
+    from fsdkit.losses.base import TermContext
+    from fsdkit.losses.terms.logits import TaskLoss
+
+    task = TaskSpec("custom", "", ("sentence",), ("a", "b", "c"), ("accuracy",), "accuracy")
+    term = TaskLoss(TermContext(None, None, task))
+    logits = torch.randn(4, 3, requires_grad=True)
+    student = Features(logits=logits, attention_mask=torch.ones(4, 2, dtype=torch.long))
+    labels = torch.tensor([0, 2, 1, 1])
+    for garbage in (0, 1, 2):
+        batch = {"labels": labels.clone().index_fill_(0, torch.tensor([1, 3]), garbage),
+                 LABELLED: torch.tensor([1, 0, 1, 0])}
+        value = term(student, None, batch)
+        assert torch.allclose(value, F.cross_entropy(logits[[0, 2]], labels[[0, 2]]))
+    only_transfer = term(student, None, {"labels": labels, LABELLED: torch.zeros(4, dtype=torch.long)})
+    only_transfer.backward()
+    assert only_transfer.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_transfer_rows_train_the_distillation_terms_and_feed_cache_and_memory(tmp_path, tickets_teacher, monkeypatch):
+    """--transfer-file: every batch the distillation terms see holds transfer rows too (the KD term's batches sum
+    to the labelled plus the transfer rows), the teacher-output cache and the automatic FSDG memory are built over
+    both, and the task loss reads the labelled rows only."""
+    import torch
+
+    from fsdkit.data.files import LABELLED
+    from fsdkit.training.trainer import DistillationTrainer
+
+    transfer = tmp_path / "transfer.txt"
+    transfer.write_text("\n".join(f"unlabelled ticket number {i} about an invoice or a crash" for i in range(16)))
+    seen = []
+    original = DistillationTrainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        seen.append(inputs[LABELLED].clone())
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", spy)
+    record = distill(**FILES, transfer_file=str(transfer), teacher=str(tickets_teacher), student="teacher",
+                     method="fsdg", memory_clusters=3, teacher_cache=str(tmp_path / "cache"),
+                     output_dir=str(tmp_path / "student"), **{**TINY, "max_steps": 0, "epochs": 1})
+    rows = torch.cat(seen)
+    assert int((rows == 1).sum()) == 24 and int((rows == 0).sum()) == 16  # one epoch: every row once
+    from fsdkit.memory import TeacherMemory
+
+    assert TeacherMemory.load(tmp_path / "student" / "memory").metadata["n_rows"] == 40
+    manifest = next((tmp_path / "cache").rglob("manifest.json"))
+    import json as _json
+
+    assert _json.loads(manifest.read_text())["n_examples"] == 40
+    assert record["metrics"]["validation"]
+
+
+def test_tensorboard_gets_every_loss_term_as_its_own_scalar(tmp_path, tickets_teacher):
+    """--report-to tensorboard (issue "Your model, as it is", item 4): each weighted term of FSD and each part of
+    its memory term is a scalar of its own in the event file."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    distill(**FILES, teacher=str(tickets_teacher), student="teacher", method="fsd", memory_clusters=3,
+            report_to="tensorboard", output_dir=str(tmp_path / "student"), logging_steps=1, **{**TINY, "max_steps": 2})
+    events = list((tmp_path / "student").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    tags = set()
+    for event in events:
+        accumulator = EventAccumulator(str(event))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    for term in ("task", "kd", "intra", "local", "global"):
+        assert f"train/loss_{term}" in tags, sorted(tags)
+    assert any(tag.startswith("train/loss_global_") for tag in tags), sorted(tags)  # the memory term's parts

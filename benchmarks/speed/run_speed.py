@@ -223,6 +223,7 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
     from torch import nn
 
     from fsdkit.config import DistillConfig
+    from fsdkit.data import get_task
     from fsdkit.features import FeatureRequest
     from fsdkit.losses import TermContext, build_term
     from fsdkit.memory import TeacherMemory
@@ -230,8 +231,6 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
     from fsdkit.training.run import training_arguments
     from fsdkit.training.teacher_cache import TeacherCache
     from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
-
-    from fsdkit.data import get_task
 
     teacher, student = models()
     ctx = TermContext(student.config, teacher.config, get_task("mrpc"), max_length=MAX_LENGTH)
@@ -1028,10 +1027,11 @@ class FloorWork:
     ``optimizer``."""
 
     def __init__(self, seed: int = 0):
+        from transformers import BertConfig
+
         from fsdkit.data import get_task
         from fsdkit.losses import TermContext, build_term
         from fsdkit.memory import TeacherMemory
-        from transformers import BertConfig
 
         self.width, k, d = 384, 100, MAX_LENGTH * 384
         self.generator = torch.Generator().manual_seed(seed)

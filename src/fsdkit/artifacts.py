@@ -56,22 +56,6 @@ def follow_umask(*paths: str | os.PathLike) -> None:
             os.chmod(file, mode)
 
 
-def folder_state(folder: str | os.PathLike) -> dict[str, tuple[int, int]]:
-    """``name → (inode, modification time)`` of the regular files directly in ``folder`` (links not followed)."""
-    state = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
-                state[entry.name] = (info.st_ino, info.st_mtime_ns)
-    return state
-
-
-def files_written_since(folder: str | os.PathLike, before: dict[str, tuple[int, int]]) -> list[Path]:
-    """The regular files directly in ``folder`` created or rewritten since ``before`` (:func:`folder_state`)."""
-    return [Path(folder) / name for name, stamp in folder_state(folder).items() if before.get(name) != stamp]
-
-
 def check_output_dir(path: str | os.PathLike, option: str = "output-dir",
                      keep: dict[str, str | os.PathLike | None] | None = None) -> Path:
     """Create ``path`` if needed and make sure files can be written in it; :class:`ConfigError` otherwise.
@@ -95,29 +79,43 @@ def check_output_dir(path: str | os.PathLike, option: str = "output-dir",
 
 
 def check_output_file(path: str | os.PathLike, option: str = "output",
-                      keep: dict[str, str | os.PathLike | None] | None = None) -> Path:
-    """Check before any work that the file ``path`` can be written: not a folder, not under a file, in a writable
-    folder (created if missing), and none of the files the command reads (``keep``, by flag)."""
+                      keep: dict[str, str | os.PathLike | None] | None = None, name: str | None = None) -> Path:
+    """Check before any work that the file ``path`` can be written: not a folder, not under a file, writable (if it
+    exists) in a writable folder (created if missing), and not one of the files the command reads (``keep``, by
+    flag: a file given, or an existing file inside a folder given, such as a GLUE folder's ``test.tsv``). Errors
+    name it as ``name`` (default ``--OPTION PATH``)."""
     import tempfile
 
     out = Path(path).expanduser()
+    target = out.resolve()
+    name = name or f"--{option} {out}"
     for flag, source in (keep or {}).items():
-        if source is not None and Path(str(source)).expanduser().exists() and \
-                Path(str(source)).expanduser().resolve() == out.resolve():
-            raise ConfigError(f"--{option} {out} is {flag} {source}: writing there would replace your input; "
-                              f"choose another file")
+        held = Path(str(source)).expanduser() if source is not None else None
+        if held is None or not held.exists():
+            continue
+        held = held.resolve()
+        if held == target or (held.is_dir() and target.is_file() and held in target.parents):
+            what = f"is {flag} {source}" if held == target else f"is a file of {flag} {source}"
+            raise ConfigError(f"{name} {what}: writing there would replace your input; choose another file")
     if out.is_dir():
-        raise ConfigError(f"--{option} {out} is a folder; give a file name")
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        raise ConfigError(f"{name} is a folder; give a file name")
+    blocking = blocking_file(out)
     if blocking is not None:
-        raise ConfigError(f"--{option} {out}: {blocking} is a file, so no folder can be made there")
+        raise ConfigError(f"{name}: {blocking} is a file, so no folder can be made there")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out.parent):
             pass
+        if out.exists() and not os.access(out, os.R_OK | os.W_OK):
+            raise PermissionError(13, "read-only")
     except OSError as exc:
-        raise ConfigError(f"--{option} {out} cannot be written ({exc.strerror or exc}); choose a writable folder") from None
+        raise ConfigError(f"{name} cannot be written ({exc.strerror or exc}); choose a writable file") from None
     return out
+
+
+def blocking_file(path: Path) -> Path | None:
+    """The first folder above ``path`` that exists as a file (no folder can then be made there), or None."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
 
 
 def refuse_overlap(out: Path, option: str, keep: dict[str, str | os.PathLike | None]) -> None:

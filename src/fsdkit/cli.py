@@ -17,6 +17,7 @@ from typing import Any
 
 from fsdkit.config import (
     AnalyzeConfig,
+    CompressConfig,
     DistillConfig,
     EvaluateConfig,
     ExportConfig,
@@ -31,7 +32,7 @@ from fsdkit.config import (
     parse_loss_flag,
     read_config_file,
 )
-from fsdkit.errors import ConfigError, FsdkitError
+from fsdkit.errors import FsdkitError
 
 
 def _flag_help(text: str, default=None, valid: str = "") -> str:
@@ -133,13 +134,16 @@ def _cmd_predict(args) -> None:
     _print_json(predict(_config_from_args(args, PredictConfig, "predict")))
 
 
-def _cmd_export(args) -> None:
-    from fsdkit.export import export_onnx
+def _cmd_compress(args) -> None:
+    from fsdkit.compress import compress
 
-    config = _config_from_args(args, ExportConfig, "export")
-    if not config.model or not config.output_dir:
-        raise ConfigError("fsdkit export MODEL_DIR --output-dir DIR")
-    _print_json(export_onnx(config.model, config.output_dir, opset=config.opset, atol=config.atol))
+    _print_json(compress(_config_from_args(args, CompressConfig, "compress")))
+
+
+def _cmd_export(args) -> None:
+    from fsdkit.export import export
+
+    _print_json(export(_config_from_args(args, ExportConfig, "export")))
 
 
 def _cmd_sweep(args) -> None:
@@ -199,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
          _cmd_export),
         ("sweep", "Optuna study over distill/finetune options (--config SPACE.yaml; resumable, parallel workers)",
          SweepConfig, _cmd_sweep),
+        ("compress", "the fastest student of a teacher that keeps its quality: depth, layers, start and recipe searched "
+                     "against measured latency; the Pareto front and the chosen student exported", CompressConfig,
+         _cmd_compress),
         ("analyze", "restoration, CKA heat maps, relation differences, complexity: one report", AnalyzeConfig, _cmd_analyze),
         ("demo", "offline end-to-end demo: teacher, VKD and FSD students, one table", DemoConfig, _cmd_demo),
     ]
@@ -236,6 +243,7 @@ RESUME_HINTS = {
     "distill": "checkpoints are kept — rerun with --resume to continue",
     "sweep": "finished trials are kept — run the same command again to resume the study",
     "memory": "no memory was published — run the same command again",
+    "demo": "finished runs and checkpoints are kept — run the same command again to continue",
 }
 
 

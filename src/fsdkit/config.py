@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from fsdkit.errors import ConfigError, short_repr
+from fsdkit.errors import ConfigError, decode_utf8, short_repr
 
 
 def option(default, help: str, **kwargs):
@@ -97,6 +97,9 @@ class DistillConfig(RunConfig):
     """``fsdkit distill``: train a student from a fine-tuned teacher with a distillation method."""
 
     teacher: str | None = option(None, "fine-tuned teacher model folder (fsdkit finetune output)")
+    transfer_file: str | None = option(None, "unlabelled texts (same format and text columns as the training data; a "
+                                             "label column is ignored): the distillation terms train on them too, the "
+                                             "task loss on the labelled rows only")
     student: str = option("minilm", "checkpoint the student's layers are taken from: a pretrained model, or 'teacher' "
                                     "(chosen layers and the classification head of the fine-tuned teacher)")
     student_config: str | None = option(
@@ -151,6 +154,7 @@ class MemoryConfig(DataOptions):
     """``fsdkit memory build``: k-means memory of a teacher's features over the training set (FSDG stage 1)."""
 
     teacher: str | None = option(None, "fine-tuned teacher model folder")
+    transfer_file: str | None = option(None, "unlabelled texts encoded with the training set (see distill)")
     task: str = option("rt-sentiment", "task whose training set is encoded")
     data_dir: str | None = option(None, "GLUE folder in the standard layout")
     output_dir: str | None = option(None, "folder for memory.safetensors + memory.json")
@@ -195,6 +199,9 @@ class PredictConfig(DataOptions):
     """``fsdkit predict``: a model's predictions on a task split, as a GLUE submission (.tsv) or JSON Lines / CSV."""
 
     model: str | None = option(None, "model folder", positional=True)
+    input: str | None = option(None, "texts to predict from the model folder alone: .csv, .tsv, .json, .jsonl, .parquet "
+                                     "or .txt (one text per line); label names from the model, scored when the file "
+                                     "has the label column")
     task: str = option("rt-sentiment", "task name")
     data_dir: str | None = option(None, "GLUE folder in the standard layout (the test split is its test.tsv)")
     split: str = option("test", "split to predict: test (unlabelled test.tsv) or an evaluation split such as validation")
@@ -207,13 +214,50 @@ class PredictConfig(DataOptions):
 
 
 @dataclass
-class ExportConfig:
-    """``fsdkit export``: a model folder to ONNX (model.onnx + config + tokenizer), checked with ONNX Runtime."""
+class ExportConfig(DataOptions):
+    """``fsdkit export``: a model folder to ONNX (model.onnx + config + tokenizer + weights), checked with ONNX
+    Runtime; with ``--quantize int8`` also an int8 model measured against it on the task's evaluation split."""
 
     model: str | None = option(None, "model folder", positional=True)
-    output_dir: str | None = option(None, "folder for model.onnx, config.json and the tokenizer")
+    output_dir: str | None = option(None, "folder for model.onnx, config.json, the tokenizer and the weights")
     opset: int = option(17, "ONNX opset")
     atol: float = option(1e-4, "largest accepted difference between ONNX Runtime's and PyTorch's logits")
+    quantize: str | None = option(None, "also write model.int8.onnx (int8: ONNX Runtime's dynamic or static "
+                                        "quantization, whichever scores better) with a report on the evaluation split")
+    quantize_tolerance: float = option(1.0, "points of the main metric the int8 model may lose before it is flagged")
+    calibration_samples: int = option(128, "training rows that calibrate static quantization")
+    task: str | None = option(None, "task whose evaluation split measures --quantize (default: the model's run "
+                                    "record's data)")
+    data_dir: str | None = option(None, "GLUE folder in the standard layout")
+    max_length: int = option(128, "truncate inputs to this many tokens (--quantize's measurement)")
+
+
+@dataclass
+class CompressConfig(DataOptions):
+    """``fsdkit compress``: the fastest student of a teacher that meets a quality, latency or size target, found by
+    a multi-objective Optuna study (see fsdkit.compress)."""
+
+    teacher: str | None = option(None, "fine-tuned teacher model folder")
+    task: str = option("rt-sentiment", "task name (or your own data with the data flags)")
+    data_dir: str | None = option(None, "GLUE folder in the standard layout")
+    output_dir: str | None = option(None, "trial folders, front.md / front.png / compress.json, the chosen student")
+    target_retention: float | None = option(0.97, "the student's holdout score as a fraction of the teacher's (none: "
+                                                  "no quality target)")
+    max_latency_ms: float | None = option(None, "largest batch-1 latency (ms, measured on this machine)")
+    max_size_mb: float | None = option(None, "largest weight file (MB)")
+    trials: int = option(12, "students to train (finished trials of the study; resumable, several workers share it)")
+    epochs: float = option(3.0, "epochs of each student")
+    max_steps: int = option(-1, "steps of each student instead of epochs (> 0)")
+    batch_size: int = option(32, "training batch size")
+    max_length: int = option(128, "truncate inputs to this many tokens")
+    pretrained: str | None = option(None, "the pretrained model the teacher was fine-tuned from, for students of its "
+                                          "layers (default: the teacher's run record's --model)")
+    quantize: str | None = option(None, "also export the chosen student as int8 (see fsdkit export --quantize)")
+    storage: str | None = option(None, "Optuna storage URL (default: sqlite:///OUTPUT_DIR/compress.db)")
+    study_name: str = option("fsdkit-compress", "study name in the storage")
+    heartbeat: int = option(60, "seconds between a running trial's heartbeats (a silent trial is retried)")
+    speed_batches: int = option(20, "batches timed for each latency")
+    seed: int = option(42, "seed of the students and the sampler")
 
 
 @dataclass
@@ -339,6 +383,21 @@ def declared_options(cls) -> dict[str, Any]:
     return lookup() if lookup is not None else {}
 
 
+#: ``--student teacher``: the student starts from chosen layers *and the head* of the fine-tuned teacher
+STUDENT_FROM_TEACHER = "teacher"
+#: the options that name what a command reads (its outputs may never overwrite or hold them)
+INPUT_OPTIONS = ("train_file", "validation_file", "test_file", "dataset", "data_dir", "model", "teacher", "student",
+                 "input", "transfer_file")
+
+
+def input_paths(config, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The files and folders ``config`` reads, by flag (``--train-file``: path, …), less the options ``without``."""
+    paths = {f"--{name.replace('_', '-')}": getattr(config, name, None) for name in INPUT_OPTIONS if name not in without}
+    if paths.get("--student") == STUDENT_FROM_TEACHER:
+        paths.pop("--student")
+    return {flag: path for flag, path in paths.items() if path is not None}
+
+
 def option_names(cls) -> list[str]:
     """Every key a config of ``cls`` takes: its visible fields, then its declared options."""
     fields = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")]
@@ -372,13 +431,18 @@ def parse_loss_flag(text: str) -> dict[str, Any]:
     """``NAME:WEIGHT[:key=value,...]`` → ``{"name", "weight", **options}`` (values parsed as YAML scalars)."""
     match = _LOSS_FLAG.match(text.strip())
     if not match:
-        raise ConfigError(f"--loss {text!r}: expected NAME:WEIGHT[:key=value,...], e.g. structure:10:view=local,similarity=procrustes")
+        raise ConfigError(f"loss {short_repr(text)}: expected NAME:WEIGHT[:key=value,...], e.g. "
+                          f"structure:10:view=local,similarity=procrustes")
     entry: dict[str, Any] = {"name": match["name"], "weight": match["weight"]}
     for item in filter(None, (match["options"] or "").split(",")):
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--loss {text!r}: option {item!r} is not key=value")
-        entry[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"loss {short_repr(text)}: option {short_repr(item)} is not key=value")
+        try:
+            entry[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"loss {short_repr(text)}: option {short_repr(item)}: the value is not a YAML "
+                              f"scalar") from None
     return entry
 
 
@@ -392,13 +456,7 @@ def load_config_data(path: str | Path) -> Any:
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path} is {size:,} bytes; a config file may hold at most {MAX_CONFIG_BYTES:,}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"config file {path}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save it as "
-                          f"UTF-8") from None
+    text = decode_utf8(path.read_bytes(), f"config file {path}", ConfigError)
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
         data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
@@ -435,7 +493,8 @@ def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
             value = [parse_loss_flag(v) if isinstance(v, str) else v for v in value]
         if key not in names:
             known = ", ".join(sorted(n.replace("_", "-") for n in names))
-            raise ConfigError(f"config file {path}: unknown key '{raw_key}' for 'fsdkit {command}'; known keys: {known}")
+            raise ConfigError(f"config file {path}: unknown key {short_repr(str(raw_key))} for 'fsdkit {command}'; "
+                              f"known keys: {known}")
         values[key] = coerce_field(cls, key, value, f"config file {path}")
     return values
 

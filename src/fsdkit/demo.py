@@ -39,7 +39,7 @@ class DemoConfig:
 
 
 def _run_or_reuse(out: Path, run) -> dict:
-    from fsdkit.training.run import RUN_RECORD
+    from fsdkit.run_record import RUN_RECORD
 
     record_file = out / RUN_RECORD
     if record_file.is_file():

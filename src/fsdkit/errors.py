@@ -31,3 +31,14 @@ def short_repr(value: object, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters: an error message never prints a (possibly huge) value in full."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def decode_utf8(raw: bytes, where: str, error: type[Exception]) -> str:
+    """``raw`` as UTF-8 text (a byte-order mark dropped); ``error`` naming ``where``, the line and the byte
+    otherwise."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise error(f"{where}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save it as UTF-8 (e.g. "
+                    f"iconv -f latin1 -t utf-8)") from None

@@ -174,7 +174,7 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     Returns ``{"task", "model", "metrics": {split: {metric: value}}, "n_examples": {split: n}}``.
     """
     from fsdkit.artifacts import atomic_write_text, check_output_dir, check_output_file
-    from fsdkit.config import EvaluateConfig, make_config
+    from fsdkit.config import EvaluateConfig, input_paths, make_config
     from fsdkit.data import resolve_task_data
     from fsdkit.errors import ConfigError
     from fsdkit.models import check_model_folder, load_classifier
@@ -185,8 +185,7 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     check_model_folder(config.model, max_length=config.max_length, option="model")
     if config.speed_batches < 0:
         raise ConfigError(f"--speed-batches must be ≥ 0, got {config.speed_batches}")
-    inputs = {f"--{name.replace('_', '-')}": getattr(config, name, None)
-              for name in ("train_file", "validation_file", "test_file")}
+    inputs = input_paths(config, without=("model",))  # eval_results.json beside the model is run_glue.py's habit
     targets = [Path(config.output)] if config.output else []
     if config.output_dir:
         targets.append(check_output_dir(config.output_dir, keep=inputs) / "eval_results.json")
@@ -224,13 +223,22 @@ def check_model_matches_task(model, task, where: str | os.PathLike) -> None:
     if trained is not None and trained != task.name:
         raise ModelError(f"model {where} was fine-tuned on task {trained!r}, not {task.name!r}")
     names = model_label_names(model.config)
-    if not task.is_regression and names is not None and list(names) != list(task.labels):
-        changed = [f"{a!r} vs {b!r}" for a, b in zip(names, task.labels, strict=True) if a != b]
+    if task.is_regression or names is None:
+        return
+    ours, theirs = [n.lower() for n in names], [n.lower() for n in task.labels]
+    if ours == theirs:  # the same classes in the same order (SST-2's NEGATIVE / negative alike)
+        return
+    if sorted(ours) == sorted(theirs):
         raise ModelError(
-            f"model {where} predicts the labels {list(names)} (its id2label) but the data's labels are "
-            f"{list(task.labels)} ({'; '.join(changed[:3])}): each prediction would get another class's name. Use "
-            f"data with the model's label names, or fine-tune a model on this data"
+            f"model {where} orders its labels {list(names)} (its id2label) and the data {list(task.labels)}: class "
+            f"ids would be swapped. Save the model with the data's order, or fine-tune one on this data"
         )
+    changed = [f"{a!r} vs {b!r}" for a, b in zip(names, task.labels, strict=True) if a.lower() != b.lower()]
+    raise ModelError(
+        f"model {where} predicts the labels {list(names)} (its id2label) but the data's labels are "
+        f"{list(task.labels)} ({'; '.join(changed[:3])}): each prediction would get another class's name. Use "
+        f"data with the model's label names, or fine-tune a model on this data"
+    )
 
 
 def model_label_names(config) -> tuple[str, ...] | None:

@@ -1,8 +1,9 @@
 """``fsdkit export``: a model folder to ONNX, checked against PyTorch with ONNX Runtime.
 
 The model is traced with ``torch.onnx.export`` (the TorchScript exporter, opset 17) with dynamic batch and
-sequence axes; the output folder holds ``model.onnx``, the config and the tokenizer, so ONNX Runtime (or
-Optimum's ``ORTModelForSequenceClassification``, where its version allows) can serve it. The export is then
+sequence axes; the output folder holds ``model.onnx``, the config, the tokenizer and the PyTorch weights, so
+ONNX Runtime serves ``model.onnx`` and ``transformers.pipeline("text-classification", model=FOLDER)`` the folder as
+it is. The export is then
 run with ONNX Runtime on a batch of other texts, padded, and its logits are compared with PyTorch's: the
 largest absolute difference is returned and must stay below ``atol`` (default 1e-4).
 
@@ -43,17 +44,20 @@ def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float
     from torch.onnx import _constants
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from fsdkit.artifacts import check_output_dir, temporary_sibling
+    from fsdkit.artifacts import check_output_dir, remove_stale_temporaries, temporary_sibling
     from fsdkit.models import check_model_folder
+    from fsdkit.models.loading import ensure_pad_token
 
     low, high = _constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
     if not low <= opset <= high:
         raise ConfigError(f"--opset {opset}: the exporter writes opsets {low} to {high}; the default is 17")
     folder = check_model_folder(model_dir, option="model")
-    out = check_output_dir(output_dir, keep={"MODEL": folder if Path(folder).is_dir() else None})
+    out = check_output_dir(output_dir, keep={"the model folder": folder if Path(folder).is_dir() else None})
+    remove_stale_temporaries(out / "model.onnx")  # an export killed before it could clean up
     model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager",
                                                                trust_remote_code=False).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    ensure_pad_token(tokenizer, model.config, str(folder))  # the check pads a batch
     sample = tokenizer(PROBE[:2], padding=True, return_tensors="pt")
     accepted = inspect.signature(model.forward).parameters
     names = [name for name in INPUT_NAMES if name in sample and name in accepted]
@@ -70,7 +74,7 @@ def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float
                                   dynamo=False)
         except Exception as exc:  # noqa: BLE001 - the exporter's errors share no base class: one line, the cause
             raise ConfigError(f"the ONNX export of {model_dir} at opset {opset} failed: {first_line(exc)}") from None
-        model.config.save_pretrained(staging)
+        model.save_pretrained(staging, safe_serialization=True)  # transformers.pipeline serves the folder as is
         tokenizer.save_pretrained(staging)
 
         probe = tokenizer(PROBE, padding=True, return_tensors="pt")  # other shapes than the traced ones, with padding
@@ -88,3 +92,53 @@ def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float
         shutil.rmtree(staging, ignore_errors=True)
     return {"model": str(model_dir), "output": str(out / "model.onnx"), "opset": opset, "inputs": fed,
             "max_abs_logit_difference": difference}
+
+
+def export(config=None, **overrides) -> dict[str, Any]:
+    """``fsdkit export``: :func:`export_onnx`, then with ``quantize`` :func:`fsdkit.quantize.quantize_export` on the
+    task's evaluation split — the data flags, or else the data the model was trained on (its run record)."""
+    from transformers import AutoTokenizer
+
+    from fsdkit.config import ExportConfig, make_config
+
+    config = config if isinstance(config, ExportConfig) else make_config(ExportConfig, config, **overrides)
+    if not config.model or not config.output_dir:
+        raise ConfigError("fsdkit export MODEL_DIR --output-dir DIR")
+    if config.quantize is not None:
+        from fsdkit.quantize import QUANTIZATIONS
+
+        if config.quantize not in QUANTIZATIONS:
+            raise ConfigError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {config.quantize!r}")
+        task, data = _measurement_data(config)  # bad data fails before the export
+    result = export_onnx(config.model, config.output_dir, opset=config.opset, atol=config.atol)
+    if config.quantize is not None:
+        from fsdkit.quantize import quantize_export
+
+        tokenizer = AutoTokenizer.from_pretrained(config.output_dir, trust_remote_code=False)  # saved with a pad token
+        result["quantization"] = quantize_export(config.output_dir, task, data, tokenizer,
+                                                 tolerance=config.quantize_tolerance,
+                                                 calibration_samples=config.calibration_samples,
+                                                 max_length=config.max_length)
+    return result
+
+
+def _measurement_data(config):
+    """The task and data that measure a quantized export: the data flags, else the model's run record's data."""
+    import dataclasses
+
+    from fsdkit.config import DataOptions, EvaluateConfig, make_config
+    from fsdkit.data import resolve_task_data
+    from fsdkit.data.files import DataSource
+    from fsdkit.run_record import read_run_record
+
+    if DataSource.from_config(config) is not None or config.task or config.data_dir:
+        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)}
+        return resolve_task_data(make_config(EvaluateConfig, {**values, "task": config.task or "rt-sentiment",
+                                                              "data_dir": config.data_dir}))
+    record = read_run_record(config.model) if Path(config.model).is_dir() else None
+    if record is None or not isinstance(record.get("config"), dict):
+        raise ConfigError(f"--quantize measures the int8 model on a task's evaluation split: {config.model} has no "
+                          f"run record to take its data from, so give --task (and --data-dir) or --train-file / "
+                          f"--validation-file")
+    names = {f.name for f in dataclasses.fields(DataOptions)} | {"task", "data_dir"}
+    return resolve_task_data(make_config(EvaluateConfig, {k: v for k, v in record["config"].items() if k in names}))

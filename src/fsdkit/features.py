@@ -15,6 +15,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from fsdkit.models.architecture import is_causal, projection_modules
+
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 #: prefix of the teacher's own tokenisation in a batch when teacher and student tokenize differently
 TEACHER_PREFIX = "teacher_"
@@ -81,6 +83,8 @@ class Features:
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None
     values: dict[int, Tensor] = field(default_factory=dict)
+    #: a decoder's pass: its head pools each sample's last real token, not the first (:meth:`pooled`)
+    causal: bool = False
     #: :meth:`rows` computed in this pass, by (layer, pooling, length, grad mode)
     _rows: dict[tuple, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -111,6 +115,24 @@ class Features:
             raise ValueError("hidden states were not requested for this forward pass")
         return self.hidden_states[self.layer_index(layer)]
 
+    def pooled_positions(self) -> Tensor | None:
+        """The position each sample's classification head pools: None for an encoder (position 0, [CLS]); for a
+        decoder the last real token (left or right padding alike), as transformers' ``*ForSequenceClassification``
+        of decoders pools."""
+        if not self.causal:
+            return None
+        mask = self.attention_mask
+        return mask.shape[1] - 1 - mask.flip(1).argmax(1)
+
+    def pooled(self, layer: int | str) -> Tensor:
+        """The hidden state (B × D) of ``layer`` at the position the head pools — "the [CLS] vector" of the terms
+        that compare one vector per sample (PKD, RKD, internal KD), for encoders and decoders alike."""
+        hidden = self.hidden(layer)
+        positions = self.pooled_positions()
+        if positions is None:
+            return hidden[:, 0]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
+
     def rows(self, layer: int | str, pooling: str = "flatten", max_length: int | None = None) -> Tensor:
         """One row per sample (:func:`fsdkit.memory.feature_rows` of ``layer`` with this pass's mask; flattened rows
         of ``max_length`` tokens, default the batch's padded length), computed once per pass: the local view and the
@@ -121,7 +143,8 @@ class Features:
         length = self.attention_mask.shape[1] if max_length is None else max_length
         key = (self.layer_index(layer), pooling, length, torch.is_grad_enabled())
         if key not in self._rows:
-            self._rows[key] = feature_rows(self.hidden(layer), self.attention_mask, pooling, length)
+            self._rows[key] = feature_rows(self.hidden(layer), self.attention_mask, pooling, length,
+                                           self.pooled_positions())
         return self._rows[key]
 
     def float(self) -> Features:
@@ -142,25 +165,8 @@ class Features:
             hidden_states=each(self.hidden_states),
             attentions=each(self.attentions),
             values={k: up(v) for k, v in self.values.items()},
+            causal=self.causal,
         )
-
-
-#: the self-attention projections by role: their module names in BERT-style and in DistilBERT-style blocks
-PROJECTIONS = {"query": ("query", "q_lin"), "key": ("key", "k_lin"), "value": ("value", "v_lin")}
-
-
-def _projection_modules(model: nn.Module, role: str) -> list[nn.Module]:
-    from fsdkit.models.student import encoder_layers
-
-    modules = []
-    for block in encoder_layers(model):
-        attn = getattr(block, "attention", None)
-        inner = getattr(attn, "self", attn)
-        found = next((m for m in (getattr(inner, name, None) for name in PROJECTIONS[role]) if m is not None), None)
-        if found is None:
-            raise ValueError(f"cannot find the {role} projection of {type(block).__name__}")
-        modules.append(found)
-    return modules
 
 
 @contextmanager
@@ -170,17 +176,31 @@ def capture_projections(model: nn.Module, role: str, layers: Iterable[int], stor
     ``store[layer]``."""
     handles = []
     if layers:
-        modules = _projection_modules(model, role)
-        n = len(modules)
+        projections = projection_modules(model, role)
+        n = len(projections)
+        wanted: dict[int, int | str] = {}
         for layer in layers:
             idx = layer + n if layer < 0 else layer
             if not 0 <= idx < n:
                 raise ValueError(f"{role} layer {layer} out of range for a model with {n} layers")
+            wanted[idx] = layer
+        # a module may serve several depths (ALBERT's shared layers): its calls within a pass are counted, the k-th
+        # call being the k-th depth it serves
+        depths: dict[int, list[int]] = {}
+        for idx, projection in enumerate(projections):
+            depths.setdefault(id(projection.module), []).append(idx)
+        for positions in depths.values():
+            if not any(i in wanted for i in positions):
+                continue
+            calls = [0]
 
-            def hook(_module, _inputs, output, _key=layer):
-                store[_key] = output
+            def hook(_module, _inputs, output, _positions=positions, _calls=calls):
+                idx = _positions[_calls[0] % len(_positions)]
+                _calls[0] += 1
+                if idx in wanted:
+                    store[wanted[idx]] = projections[idx].select(output)
 
-            handles.append(modules[idx].register_forward_hook(hook))
+            handles.append(projections[positions[0]].module.register_forward_hook(hook))
     try:
         yield
     finally:
@@ -230,4 +250,5 @@ def forward_features(model: nn.Module, batch: Mapping[str, Tensor], request: Fea
         hidden_states=out.hidden_states if request.hidden_states else None,
         attentions=out.attentions if request.attentions else None,
         values=values,
+        causal=is_causal(model.config),
     )

@@ -22,7 +22,7 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
 
 
 def render_model_card(record: dict[str, Any], labels: dict[int, str] | None) -> str:
-    """The card's Markdown for a run record (:data:`fsdkit.training.run.RUN_RECORD`)."""
+    """The card's Markdown for a run record (:data:`fsdkit.run_record.RUN_RECORD`)."""
     distilled = record["command"] == "distill"
     config = record["config"]
     data = config.get("train_file") or config.get("dataset") or config.get("task")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fsdkit.artifacts import atomic_write_text, check_output_file
-from fsdkit.config import PredictConfig, make_config
+from fsdkit.config import PredictConfig, input_paths, make_config
 from fsdkit.data.files import DataSource
 from fsdkit.errors import ConfigError, DataError
 
@@ -98,15 +98,15 @@ def predict(config: PredictConfig | dict | None = None, **overrides) -> dict[str
 
     config = config if isinstance(config, PredictConfig) else make_config(PredictConfig, config, **overrides)
     if not config.model:
-        raise ConfigError("predict needs a model folder (fsdkit predict MODEL_DIR --task T --output FILE)")
+        raise ConfigError("predict needs a model folder (fsdkit predict MODEL_DIR --input FILE --output FILE)")
     if not config.output:
         raise ConfigError(f"--output is required: a {', '.join(FORMATS)} file")
     output = Path(config.output)
     if output.suffix.lower() not in FORMATS:
         raise ConfigError(f"--output {output}: unknown format {output.suffix!r}; use {', '.join(FORMATS)}")
-    inputs = {f"--{name.replace('_', '-')}": getattr(config, name, None)
-              for name in ("train_file", "validation_file", "test_file")}
-    check_output_file(output, "output", keep=inputs)  # before the model runs, and never over an input
+    if config.input:
+        return _predict_input(config, output)
+    check_output_file(output, "output", keep=input_paths(config))  # before the model runs, never over an input
     from fsdkit.data import resolve_task_data
 
     task, _ = resolve_task_data(config) if DataSource.from_config(config) else (get_task(config.task), None)
@@ -118,7 +118,49 @@ def predict(config: PredictConfig | dict | None = None, **overrides) -> dict[str
     logits = predict_logits(model, encoded, make_collator(tokenizer), batch_size=config.batch_size,
                             progress=config.progress, desc=f"predict {config.split}")
     fields, records = _records(task, index, logits)
-    output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, format_predictions(fields, records, output.suffix.lower()))
     return {"task": task.name, "model": str(config.model), "split": config.split, "output": str(output),
             "n_examples": len(records)}
+
+
+def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
+    """``--input FILE``: predictions from the model folder alone — its ``id2label`` names the classes, the text
+    columns come from ``--text-columns``, else the model's run record, else the usual defaults; a file with the
+    label column is scored too (``metrics``)."""
+    from transformers import AutoConfig
+
+    from fsdkit.data import compute_metrics, make_collator
+    from fsdkit.data.encode import encode_dataset
+    from fsdkit.data.files import read_input
+    from fsdkit.evaluation import model_label_names, predict_logits
+    from fsdkit.models import check_model_folder, load_classifier, resolve_model_path
+    from fsdkit.run_record import read_run_record
+
+    given = [flag for flag, value in (("--train-file", config.train_file), ("--validation-file", config.validation_file),
+                                      ("--test-file", config.test_file), ("--dataset", config.dataset),
+                                      ("--data-dir", config.data_dir)) if value]
+    if given:
+        raise ConfigError(f"--input predicts from the model folder alone: drop {', '.join(given)}")
+    check_output_file(output, "output", keep=input_paths(config))
+    folder = check_model_folder(config.model, max_length=config.max_length, option="model")
+    model_config = AutoConfig.from_pretrained(resolve_model_path(folder), trust_remote_code=False)
+    if getattr(model_config, "problem_type", None) == "regression" or model_config.num_labels == 1:
+        labels = None
+    else:
+        labels = model_label_names(model_config) or tuple(str(model_config.id2label[i])
+                                                          for i in range(model_config.num_labels))
+    record = read_run_record(folder) if Path(folder).is_dir() else None
+    columns = config.text_columns or ((record or {}).get("config") or {}).get("text_columns")
+    source = DataSource(text_columns=tuple(columns) if columns else None, label_column=config.label_column)
+    task, rows, labelled = read_input(config.input, source, labels)  # bad input fails before the model loads
+    model, tokenizer = load_classifier(folder, None)
+    encoded = encode_dataset(rows, tokenizer, task, max_length=config.max_length)
+    logits = predict_logits(model, encoded, make_collator(tokenizer), batch_size=config.batch_size,
+                            progress=config.progress, desc="predict")
+    fields, records = _records(task, list(range(len(rows))), logits)
+    atomic_write_text(output, format_predictions(fields, records, output.suffix.lower()))
+    result: dict[str, Any] = {"model": str(config.model), "input": str(config.input), "output": str(output),
+                              "n_examples": len(records), "labels": list(labels) if labels else None}
+    if labelled:
+        result["metrics"] = compute_metrics(task, logits, rows["label"])
+    return result

@@ -42,7 +42,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fsdkit.artifacts import atomic_write_text
+from fsdkit.artifacts import atomic_write_text, check_output_file
 from fsdkit.config import (
     DistillConfig,
     FinetuneConfig,
@@ -78,7 +78,7 @@ def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tu
         for raw, value in mapping.items():
             key = _key(raw)
             if key not in names:
-                raise ConfigError(f"sweep {where}: unknown option '{raw}' for fsdkit {command}")
+                raise ConfigError(f"sweep {where}: unknown option {short_repr(raw)} for fsdkit {command}")
             if key == "output_dir":
                 raise ConfigError(f"sweep {where}: 'output-dir' is set per trial (OUTPUT_DIR/trial-N)")
             target[key] = value
@@ -92,7 +92,7 @@ def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tu
     return out_base, out_space
 
 
-def _number(key: str, spec: dict[str, Any], name: str) -> float:
+def _bound(key: str, spec: dict[str, Any], name: str) -> float:
     value = spec[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"sweep space '{key}': '{name}' must be a number, got {short_repr(value)}")
@@ -102,6 +102,9 @@ def _number(key: str, spec: dict[str, Any], name: str) -> float:
 def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
     """One space entry checked: its type and keys, ``low < high``, a log scale above 0 and without ``step``, every
     bound (or choice) inside the option's own range; ``off: true`` needs the option to accept 0."""
+    if isinstance(spec, dict) and False in spec and "off" not in spec:
+        # YAML 1.1 (PyYAML) reads the key `off` as the boolean false: `off: true` arrives as {False: True}
+        spec = {("off" if key is False else key): value for key, value in spec.items()}
     if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
         raise ConfigError(f"sweep space '{key}': expected a mapping with type one of {', '.join(SPACE_TYPES)}, "
                           f"got {short_repr(spec)}")
@@ -117,14 +120,14 @@ def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
         return spec
     if "low" not in spec or "high" not in spec:
         raise ConfigError(f"sweep space '{key}': needs low and high, got {short_repr(spec)}")
-    low, high = _number(key, spec, "low"), _number(key, spec, "high")
+    low, high = _bound(key, spec, "low"), _bound(key, spec, "high")
     if not low < high:
         raise ConfigError(f"sweep space '{key}': needs low < high, got low {low:g}, high {high:g}")
     if spec.get("log") and low <= 0:
         raise ConfigError(f"sweep space '{key}': a log scale needs low > 0")
     if spec.get("log") and spec.get("step") is not None:
         raise ConfigError(f"sweep space '{key}': 'step' and 'log' do not go together (Optuna samples one or the other)")
-    if spec.get("step") is not None and not _number(key, spec, "step") > 0:
+    if spec.get("step") is not None and not _bound(key, spec, "step") > 0:
         raise ConfigError(f"sweep space '{key}': 'step' must be > 0")
     for flag in ("log", "off"):
         if not isinstance(spec.get(flag, False), bool):
@@ -201,14 +204,7 @@ def _storage(url: str, heartbeat: int):
     import optuna
     from optuna import storages
 
-    if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
-        raise ConfigError(f"--storage {url!r}: expected an RDB URL such as sqlite:///study.db or postgresql://user@host/db")
-    path = _sqlite_file(url)
-    if url.startswith("sqlite:") and (path is None or not str(path).strip("/")):
-        raise ConfigError(f"--storage {url!r}: expected sqlite:///FILE (three slashes, then the file; an in-memory "
-                          f"database would not outlive the worker, so the study could not be resumed or shared)")
-    if path is not None:
-        _check_sqlite_file(url, path)
+    _check_storage(url)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in optuna: a warning per worker, not news
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -250,20 +246,21 @@ def _creation_lock(url: str):
     return build_lock(path) if path is not None else contextlib.nullcontext()
 
 
+def _check_storage(url: str) -> None:
+    """An RDB URL; for SQLite a file (``sqlite:///FILE``, not in memory) that can be written."""
+    if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
+        raise ConfigError(f"--storage {url!r}: expected an RDB URL such as sqlite:///study.db or postgresql://user@host/db")
+    path = _sqlite_file(url)
+    if url.startswith("sqlite:") and (path is None or not str(path).strip("/") or str(path) == ":memory:"):
+        raise ConfigError(f"--storage {url!r}: expected sqlite:///FILE (three slashes, then the file; an in-memory "
+                          f"database would not outlive the worker, so the study could not be resumed or shared)")
+    if path is not None:
+        _check_sqlite_file(url, path)
+
+
 def _check_sqlite_file(url: str, path: Path) -> None:
     """The study's SQLite file must be a file this process can write, in a folder it can write (SQLite's journal)."""
-    if path.is_dir():
-        raise ConfigError(f"--storage {url!r}: {path} is a folder; name the database file, e.g. sqlite:///{path}/study.db")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise ConfigError(f"--storage {url!r}: {blocking} is a file, so no folder can be made there")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--storage {url!r}: cannot make {path.parent} ({exc.strerror or exc})") from None
-    if (path.exists() and not os.access(path, os.R_OK | os.W_OK)) or not os.access(path.parent, os.W_OK):
-        raise ConfigError(f"--storage {url!r}: {path if path.exists() else path.parent} is not writable; a study "
-                          f"writes every trial to its database (copy it somewhere writable)")
+    check_output_file(path, name=f"--storage {url!r} ({path})")
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -314,6 +311,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = _pruner(config.pruner, config.startup_trials)
+    _check_storage(config.storage)  # before its lock file is made beside it
     with _creation_lock(config.storage):  # workers starting together would race to create the schema and study
         study = optuna.create_study(storage=_storage(config.storage, config.heartbeat), study_name=config.study_name,
                                     direction=config.direction, pruner=pruner, load_if_exists=True)

@@ -2,7 +2,7 @@
 significance over seeds — as functions, figures and one report (:func:`analyze`)."""
 
 from fsdkit.analysis.cka_map import cka_heatmap, cka_heatmap_from_grams, diagonal_mean, normalised_centred_grams
-from fsdkit.analysis.complexity import complexity_table, count_parameters, inference_throughput, read_run_info
+from fsdkit.analysis.complexity import complexity_table, count_parameters, inference_throughput
 from fsdkit.analysis.plots import cka_heatmaps, learning_curves, relation_curves, restoration_bar_chart, save_figure
 from fsdkit.analysis.relations import (
     HISTORY_FILENAME,
@@ -21,6 +21,7 @@ from fsdkit.analysis.significance import (
     summarize_runs,
     welch_one_sided,
 )
+from fsdkit.run_record import read_run_record
 
 __all__ = [
     "write_report",
@@ -42,7 +43,7 @@ __all__ = [
     "normalised_centred_grams",
     "parse_model_specs",
     "rank_values",
-    "read_run_info",
+    "read_run_record",
     "relation_curves",
     "relation_difference",
     "relation_differences",

@@ -13,30 +13,18 @@ Relative values divide by the reference method's value: parameters ×, training 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from fsdkit.artifacts import read_json_object
 from fsdkit.evaluation import inference_throughput
+from fsdkit.run_record import read_run_record
 
-__all__ = ["complexity_table", "count_parameters", "inference_throughput", "read_run_info"]
-
-RUN_INFO_FILENAME = "fsdkit_run.json"
-
+__all__ = ["complexity_table", "count_parameters", "inference_throughput", "read_run_record"]
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters of ``model`` (shared tensors counted once)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def read_run_info(model_dir: str | Path) -> dict[str, Any] | None:
-    """The ``fsdkit_run.json`` of a training output folder, or None when the folder has none."""
-    path = Path(model_dir) / RUN_INFO_FILENAME
-    if not path.is_file():
-        return None
-    return read_json_object(path)
 
 
 def _ratio(value: float | None, ref: float | None) -> float | None:

@@ -19,9 +19,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from fsdkit.analysis.complexity import count_parameters, inference_throughput, read_run_info
+from fsdkit.analysis.complexity import count_parameters, inference_throughput
 from fsdkit.analysis.relations import METRICS, relation_difference
 from fsdkit.features import FeatureRequest, forward_features
+from fsdkit.run_record import read_run_record
 
 
 @dataclass
@@ -78,7 +79,7 @@ def model_pass(
         hidden_size=samples[0].shape[-1],
         parameters=count_parameters(model),
         inference_examples_per_second=throughput,
-        run_info=read_run_info(path) if Path(path).is_dir() else None,
+        run_info=read_run_record(path) if Path(path).is_dir() else None,
     )
     del model
     return result

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fsdkit.analysis.cka_map import cka_heatmap_from_grams, diagonal_mean, normalised_centred_grams
-from fsdkit.analysis.complexity import complexity_table, read_run_info
+from fsdkit.analysis.complexity import complexity_table
 from fsdkit.analysis.passes import ModelPass, dev_relations, model_pass, pool
 from fsdkit.analysis.relations import HISTORY_FILENAME, RelationTracker, finite_records, relation_rank_table
 from fsdkit.analysis.report import write_report
@@ -43,6 +43,7 @@ from fsdkit.analysis.sections import TEACHER_SHORT, report_sections
 from fsdkit.analysis.significance import load_run_record, significance_against_best, summarize_runs
 from fsdkit.config import AnalyzeConfig
 from fsdkit.errors import ConfigError
+from fsdkit.run_record import read_run_record
 
 TEACHER = "teacher"
 
@@ -73,7 +74,7 @@ def _load_runs(runs: Sequence[str], spec, split: str) -> tuple[list[dict[str, An
     """Run records of ``spec``'s task (metrics of ``split``), and the folders of runs of other tasks."""
     records, other_task = [], []
     for run in runs:
-        info = read_run_info(run)
+        info = read_run_record(run)
         if info is not None and "task" in info and not _same_task(info["task"], spec):
             other_task.append(str(run))
             continue

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from fsdkit.analysis.complexity import RUN_INFO_FILENAME, read_run_info
+from fsdkit.run_record import RUN_RECORD, read_run_record
+
 
 def _metric_values(records: Iterable[Mapping[str, Any]], task: str, method: str, metric: str) -> list[float]:
     return [
@@ -162,10 +163,10 @@ def load_run_record(run_dir: str | Path, split: str | None = None) -> dict[str, 
     reports several splits, as MNLI does).
     """
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    where = run_dir / RUN_INFO_FILENAME
+    info = read_run_record(run_dir)
+    where = run_dir / RUN_RECORD
     if info is None:
-        raise ValueError(f"{run_dir} has no {RUN_INFO_FILENAME}: not an fsdkit training output folder")
+        raise ValueError(f"{run_dir} has no {RUN_RECORD}: not an fsdkit training output folder")
     missing = [key for key in ("task", "method", "metrics") if not info.get(key)]
     if missing:
         raise ValueError(f"{where} lacks {missing}")

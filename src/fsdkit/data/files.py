@@ -23,6 +23,7 @@ training, a single class, a label column of mixed types, a missing text value, a
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from fsdkit.data.tasks import PAIR, SINGLE, TaskSpec
-from fsdkit.errors import DataError, first_line, short_repr
+from fsdkit.errors import DataError, decode_utf8, first_line, short_repr
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+#: what ``fsdkit predict --input`` reads besides :data:`FORMATS`: one text per line
+TEXT_LINES = ".txt"
 TASK_TYPES = ("classification", "regression")
 #: the task name of data given as files or a dataset (recorded in models as ``fsdkit_task``)
 CUSTOM_TASK = "custom"
@@ -68,13 +71,15 @@ class DataSource:
 Table = dict[str, list]
 
 
-def _read_file(path: str, split: str) -> Table:
-    """The file's columns (name → values in row order), read as written (see the module docstring)."""
+def _read_file(path: str, split: str, where: str | None = None) -> Table:
+    """The file's columns (name → values in row order), read as written (see the module docstring). ``where`` names
+    the file in errors (default ``--<split>-file PATH``); a ``.txt`` file is one text a line (column ``text``)."""
     file = Path(path).expanduser()
-    fmt = FORMATS.get(file.suffix.lower())
-    where = f"--{split}-file {file}"
+    fmt = "text" if file.suffix.lower() == TEXT_LINES else FORMATS.get(file.suffix.lower())
+    where = where or f"--{split}-file {file}"
     if fmt is None:
-        raise DataError(f"{where}: unknown format {file.suffix!r}; use one of {', '.join(FORMATS)}")
+        raise DataError(f"{where}: unknown format {file.suffix!r}; use one of {', '.join(FORMATS)}"
+                        f"{' or ' + TEXT_LINES if split == 'input' else ''}")
     if not file.is_file():
         raise DataError(f"{where} not found")
     if file.stat().st_size == 0:
@@ -82,17 +87,65 @@ def _read_file(path: str, split: str) -> Table:
     if fmt == "parquet":
         table = _read_parquet(file, where)
     else:
-        raw = file.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[:exc.start].count(b"\n") + 1
-            raise DataError(f"{where}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8 "
-                            f"(e.g. iconv -f latin1 -t utf-8)") from None
-        table = _read_csv(text, file, where) if fmt == "csv" else _read_json(text, file, where)
+        text = decode_utf8(file.read_bytes(), where, DataError)
+        if fmt == "text":
+            table = {"text": [line for line in text.splitlines() if line.strip()]}
+        else:
+            table = _read_csv(text, file, where) if fmt == "csv" else _read_json(text, file, where)
     if not table or not len(next(iter(table.values()))):
         raise DataError(f"{where} has no rows (a header or an empty list only)")
     return table
+
+
+#: the column that marks a training row labelled (1) or a transfer row (0): the task loss reads labelled rows only
+LABELLED = "labelled"
+
+
+def with_transfer(train: Dataset, path: str, source: DataSource, task: TaskSpec) -> Dataset:
+    """``train`` followed by the texts of the transfer file ``path`` (``--transfer-file``), with a
+    :data:`LABELLED` column (1 for ``train``'s rows, 0 for the transfer rows; their ``label`` is a placeholder
+    that no loss reads). The transfer file has the training data's text columns (``--text-columns``, else the
+    defaults); a label column in it is ignored."""
+    from datasets import concatenate_datasets
+
+    where = f"--transfer-file {path}"
+    table = _read_file(path, "transfer", where)
+    text = _text_columns(source, list(table), where, need_label=False)
+    if len(text) != len(task.text_columns):
+        raise DataError(f"{where}: {len(text)} text column(s) {list(text)}, but the task reads "
+                        f"{len(task.text_columns)}; give the same --text-columns as the training data")
+    rows: dict[str, Any] = {}
+    for column, name in zip(text, task.text_columns, strict=True):
+        values = table[column]
+        _check_values(values, where, column, label=False)
+        empty = [v is None or v == "" for v in values]
+        if any(empty):
+            raise DataError(f"{where}: row {empty.index(True) + 1}: column '{column}' is empty")
+        rows[name] = [str(v) for v in values]
+    n = len(rows[task.text_columns[0]])
+    rows["label"] = [0.0 if task.is_regression else 0] * n
+    transfer = Dataset.from_dict(rows, features=Features({k: train.features[k] for k in rows}))
+    labelled = train.select_columns(list(rows)).add_column(LABELLED, [1] * len(train))
+    return concatenate_datasets([labelled, transfer.add_column(LABELLED, [0] * n)])
+
+
+def read_input(path: str, source: DataSource, labels: tuple[str, ...] | None) -> tuple[TaskSpec, Dataset, bool]:
+    """``fsdkit predict --input``: a file of texts read for a model whose label names are ``labels`` (None: a
+    regression model) — its task, its rows in fsdkit's schema, and whether it is labelled (the file has the label
+    column: every row is then scored; a label the model does not know is refused with its row)."""
+    where = f"--input {path}"
+    table = _read_file(path, "input", where)
+    text = _text_columns(source, list(table), where, need_label=False)
+    labelled = source.label_column in table
+    canonical = PAIR if len(text) == 2 else SINGLE
+    regression = labels is None
+    task = TaskSpec(name=CUSTOM_TASK, glue_folder="", text_columns=canonical, labels=labels,
+                    metric_names=("pearson", "spearman") if regression else
+                    ("accuracy", "macro_f1", *(("mcc",) if len(labels) == 2 else ())),
+                    main_metric="pearson" if regression else "accuracy", eval_splits=())
+    ids = None if regression else {name: i for i, name in enumerate(labels)}
+    role = "validation" if labelled else "test"
+    return task, _to_schema(table, role, source, text, canonical, ids, regression, where), labelled
 
 
 def _read_csv(text: str, file: Path, where: str) -> Table:
@@ -104,7 +157,8 @@ def _read_csv(text: str, file: Path, where: str) -> Table:
     tsv = file.suffix.lower() == ".tsv"
     try:
         frame = pd.read_csv(io.StringIO(text), sep="\t" if tsv else ",", dtype=str, keep_default_na=False,
-                            na_filter=False, quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+                            na_filter=False, index_col=False,  # never a data column taken for an index
+                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     except pd.errors.EmptyDataError:
         raise DataError(f"{where} is empty") from None
     except pd.errors.ParserError as exc:  # "Expected 5 fields in line 93, saw 6": the parser's own words
@@ -117,7 +171,7 @@ def _read_json(text: str, file: Path, where: str) -> Table:
     import json
 
     rows: list = []
-    if file.suffix.lower() == ".json":
+    if file.suffix.lower() == ".json" or text.lstrip().startswith("["):  # a JSON array in a .jsonl file too
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
@@ -161,6 +215,23 @@ def _read_parquet(file: Path, where: str) -> Table:
     return {name: table.column(name).to_pylist() for name in table.column_names}
 
 
+class DatasetColumns(Mapping):
+    """A ``datasets.Dataset`` read as a :data:`Table`: a column is turned into a list only when it is read (the
+    columns a task does not use are never copied)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, column: str) -> list:
+        return list(self.dataset[column])
+
+    def __iter__(self):
+        return iter(self.dataset.column_names)
+
+    def __len__(self) -> int:
+        return len(self.dataset.column_names)
+
+
 def _read_dataset(source: DataSource) -> dict[str, Table]:
     from datasets import load_dataset
 
@@ -172,7 +243,7 @@ def _read_dataset(source: DataSource) -> dict[str, Table]:
     for role, split in (("train", source.train_split), ("validation", source.validation_split),
                         ("test", source.test_split)):
         if split in loaded:
-            out[role] = {column: loaded[split][column] for column in loaded[split].column_names}
+            out[role] = DatasetColumns(loaded[split])
     if "train" not in out:
         raise DataError(f"--dataset {source.dataset} has no split {source.train_split!r} (splits: {', '.join(loaded)})")
     return out
@@ -183,7 +254,7 @@ def _where(source: DataSource, role: str) -> str:
         else f"--dataset {source.dataset} split {getattr(source, f'{role}_split')!r}"
 
 
-def _text_columns(source: DataSource, columns: list[str], where: str) -> tuple[str, ...]:
+def _text_columns(source: DataSource, columns: list[str], where: str, need_label: bool = True) -> tuple[str, ...]:
     if source.text_columns:
         wanted = tuple(source.text_columns)
         if not 1 <= len(wanted) <= 2:
@@ -192,7 +263,7 @@ def _text_columns(source: DataSource, columns: list[str], where: str) -> tuple[s
         wanted = next((c for c in (PAIR, ("sentence",), ("text",)) if all(x in columns for x in c)), None)
         if wanted is None:
             raise DataError(f"{where}: no text column found (columns: {columns}); name them with --text-columns a[,b]")
-    missing = [c for c in (*wanted, source.label_column) if c not in columns]
+    missing = [c for c in (*wanted, *([source.label_column] if need_label else [])) if c not in columns]
     if missing:
         raise DataError(f"{where}: columns {missing} missing; the data has {columns} (see --text-columns, --label-column)")
     return wanted
@@ -230,6 +301,13 @@ def label_key(value: Any) -> str:
     return str(value)
 
 
+def _label_order(name: str) -> tuple[int, int, str]:
+    """Class order: whole numbers as written (``2``, ``10``) by value, as integer label ids always were; then every
+    other label by its text."""
+    canonical = name.lstrip("-").isdigit() and str(int(name)) == name
+    return (0, int(name), "") if canonical else (1, 0, name)
+
+
 def _check_values(values: list, where: str, column: str, *, label: bool) -> None:
     """Nested values (lists, objects) are refused: a text or label cell holds one value."""
     for row, value in enumerate(values, start=1):
@@ -254,7 +332,7 @@ def _label_names(values: list, where: str, column: str) -> list[str]:
     kinds = {type(v) for v in values}
     if str in kinds and kinds != {str}:
         raise DataError(f"{where}: column '{column}' mixes {sorted(k.__name__ for k in kinds)} values; use one type")
-    names = sorted({label_key(v) for v in values})
+    names = sorted({label_key(v) for v in values}, key=_label_order)
     if len(names) < 2:
         raise DataError(f"{where}: column '{column}' holds one class ({names[0]!r} in all {len(values)} rows); a "
                         f"classifier needs at least two (or use --task-type regression for scores)")
@@ -292,8 +370,8 @@ def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
 
 
 def _to_schema(data: Table, role: str, source: DataSource, text: tuple[str, ...], canonical: tuple[str, ...],
-               ids: dict[str, int] | None, regression: bool) -> Dataset:
-    where = _where(source, role)
+               ids: dict[str, int] | None, regression: bool, where: str | None = None) -> Dataset:
+    where = where or _where(source, role)
     columns = list(data)
     has_label = source.label_column in columns
     missing = [c for c in text if c not in columns]
@@ -304,11 +382,12 @@ def _to_schema(data: Table, role: str, source: DataSource, text: tuple[str, ...]
     for column, name in zip(text, canonical, strict=True):
         values = data[column]
         _check_values(values, where, column, label=False)
-        if any(v is None or v == "" for v in values):
-            raise DataError(f"{where}: row {[v is None or v == '' for v in values].index(True) + 1}: column "
-                            f"'{column}' is empty")
+        # a missing value; in your files an empty cell too (a --dataset's empty strings, e.g. QQP's, are texts)
+        empty = [v is None or (v == "" and source.dataset is None) for v in values]
+        if any(empty):
+            raise DataError(f"{where}: row {empty.index(True) + 1}: column '{column}' is empty")
         out[name] = [str(v) for v in values]
-    n_rows = len(data[text[0]])
+    n_rows = len(out[canonical[0]])
     raw_labels = data[source.label_column] if has_label else [None] * n_rows
     _check_values(raw_labels, where, source.label_column, label=True)
     blank = _blank_rows(raw_labels)

@@ -16,6 +16,7 @@ from torch import Tensor
 from fsdkit.errors import ModelError
 from fsdkit.losses.base import TermContext
 
+
 def attention_kl(p_teacher: Tensor, p_student: Tensor, mask: Tensor) -> Tensor:
     """``KL(p_T ‖ p_S)`` of row distributions over keys, averaged over heads and real query rows.
 

@@ -24,7 +24,7 @@ def cls_projections(ctx: TermContext, count: int) -> nn.ModuleList | None:
 
 def projected_cls(student: Features, layer: int, projections: nn.ModuleList | None, index: int) -> Tensor:
     """The student's [CLS] vector of ``layer`` (B × D_S), projected to the teacher width when needed."""
-    cls = student.hidden(layer)[:, 0]
+    cls = student.pooled(layer)
     if projections is None:
         return cls
     return projections[index](cls.to(projections[index].weight.dtype))

@@ -7,19 +7,22 @@ with the same ``pooling`` and ``max_length`` (both are stored in the memory's me
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 POOLINGS = ("flatten", "cls", "mean")
 
 
-def feature_rows(hidden: Tensor, mask: Tensor, pooling: str = "flatten", max_length: int | None = None) -> Tensor:
+def feature_rows(hidden: Tensor, mask: Tensor, pooling: str = "flatten", max_length: int | None = None,
+                 positions: Tensor | None = None) -> Tensor:
     """Rows ``(B, d)`` from hidden states ``(B, L, D)`` and an attention mask ``(B, L)`` (1 = real token).
 
     - ``"flatten"``: padding positions are zeroed, the sequence axis is zero-padded or truncated to exactly
       ``max_length`` positions, and each sample is flattened: ``d = max_length · D``. Because padding is
       zeroed, a sample gives the same row however much padding its batch carries. ``max_length`` is required.
-    - ``"cls"``: the first position, ``hidden[:, 0]``; ``d = D``.
+    - ``"cls"``: the position the classification head pools, ``hidden[:, 0]`` ([CLS]), or ``positions`` (B,)
+      where given (a decoder's last real token); ``d = D``.
     - ``"mean"``: the mean over real tokens (masked mean); ``d = D``. A sample without real tokens gives zeros.
 
     ``max_length`` is used by ``"flatten"`` only. The result keeps the dtype and device of ``hidden`` and is
@@ -32,7 +35,9 @@ def feature_rows(hidden: Tensor, mask: Tensor, pooling: str = "flatten", max_len
     if tuple(mask.shape) != tuple(hidden.shape[:2]):
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match hidden states {tuple(hidden.shape)}")
     if pooling == "cls":
-        return hidden[:, 0]
+        if positions is None:
+            return hidden[:, 0]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
     weights = mask.to(dtype=hidden.dtype).unsqueeze(-1)
     if pooling == "mean":
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)

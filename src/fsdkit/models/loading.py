@@ -120,7 +120,9 @@ def _from_pretrained(loader, name: str, **kwargs):
         return loader.from_pretrained(name, trust_remote_code=False, **kwargs)
     except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
         weights = sorted(p.name for p in Path(name).glob("*.bin")) if Path(name).is_dir() else []
-        if not weights:
+        damaged = not isinstance(exc, RuntimeError) or any(
+            word in str(exc) for word in ("PytorchStreamReader", "zip archive", "Weights only load failed"))
+        if not weights or not damaged:  # e.g. a size mismatch: transformers' own message
             raise
         raise ModelError(  # torch.load refuses anything but tensors (weights_only), or the file is damaged
             f"could not load {', '.join(weights)} of {name}: {first_line(exc)}. fsdkit reads pickled weights only as "
@@ -168,9 +170,28 @@ def load_classifier(
             raise ModelError(f"model {name} was fine-tuned on task {trained_task!r}, not {task.name!r}")
         config.fsdkit_task = task.name
         kwargs["ignore_mismatched_sizes"] = True
-    model = _from_pretrained(AutoModelForSequenceClassification, name, config=config, **kwargs)
     tokenizer = _from_pretrained(AutoTokenizer, name)
+    ensure_pad_token(tokenizer, config, name)
+    model = _from_pretrained(AutoModelForSequenceClassification, name, config=config, **kwargs)
     return model, tokenizer
+
+
+def ensure_pad_token(tokenizer, config, name: str) -> None:
+    """Batches are padded, and a decoder's classification head finds each sample's last real token through the
+    config's ``pad_token_id``: a tokenizer without a pad token (GPT-2, Llama as they come from the hub) pads with
+    its end-of-sequence token, said in the log; with neither, :class:`ModelError`. The config's ``pad_token_id``
+    follows the tokenizer's."""
+    import logging
+
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"model {name}: its tokenizer has neither a pad token nor an end-of-sequence token to pad "
+                             f"with; add one (tokenizer.add_special_tokens({{'pad_token': ...}})) and save it")
+        tokenizer.pad_token = tokenizer.eos_token
+        logging.getLogger("fsdkit").warning("model %s has no pad token: padding with its end-of-sequence token %r",
+                                            name, tokenizer.eos_token)
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def load_tokenizer(name_or_path: str | os.PathLike):
@@ -222,15 +243,28 @@ def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
 
 
 def save_model(model, tokenizer, output_dir: str | os.PathLike) -> Path:
-    """Write a standard model folder (safetensors weights, config, tokenizer files)."""
+    """Write a standard model folder (safetensors weights, config, tokenizer files).
+
+    The files are written into a temporary folder inside ``output_dir`` and then renamed into place: a link
+    already in the folder under one of their names is replaced, never written through, and nothing else in the
+    folder (the user's own files) is touched. They follow the user's umask (safetensors writes 0600).
+    """
+    import shutil
+
+    from fsdkit.artifacts import follow_umask, remove_stale_temporaries, temporary_sibling
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from fsdkit.artifacts import files_written_since, follow_umask, folder_state
-
-    before = folder_state(out)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    # safetensors writes 0600: the files written here follow the user's umask like any other file; nothing else in
-    # the folder (the user's own files, links out of it) is touched
-    follow_umask(*files_written_since(out, before))
+    anchor = out / ".model"
+    remove_stale_temporaries(anchor)
+    staging = temporary_sibling(anchor)
+    staging.mkdir()
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        follow_umask(staging)
+        for file in staging.iterdir():
+            os.replace(file, out / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from torch import nn
 
 from fsdkit.errors import ConfigError, ModelError
+from fsdkit.models.architecture import family, layer_stack, shares_layers
+
+logger = logging.getLogger("fsdkit")
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The ModuleList of transformer blocks of a BERT-family classifier (BERT, RoBERTa, ELECTRA, DistilBERT...)."""
-    base = getattr(model, model.base_model_prefix, model)
-    for path in ("encoder.layer", "transformer.layer", "encoder.layers"):
-        obj = base
-        for attr in path.split("."):
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.ModuleList):
-            return obj
-    raise ModelError(f"cannot find the transformer layers of {type(model).__name__}")
-
-
-def _set_encoder_layers(model: nn.Module, layers: nn.ModuleList) -> None:
-    base = getattr(model, model.base_model_prefix, model)
-    owner = base.encoder if hasattr(base, "encoder") else base.transformer
-    owner.layer = layers
+    """The ``nn.ModuleList`` of transformer blocks of a classifier of any family (:func:`layer_stack`)."""
+    return layer_stack(model).layers
 
 
 def resolve_layer_indices(layers: int | Sequence[int], num_base_layers: int) -> list[int]:
@@ -49,23 +38,59 @@ def resolve_layer_indices(layers: int | Sequence[int], num_base_layers: int) -> 
 def build_student(base_model: nn.Module, layers: int | Sequence[int]) -> nn.Module:
     """Keep only ``layers`` (0-based indices of the base's transformer blocks) of ``base_model``, in place.
 
-    The embeddings, pooler and classification head are kept; ``config.num_hidden_layers`` is updated, so
-    ``save_pretrained`` writes a folder that ``AutoModelForSequenceClassification`` loads as the student.
+    The embeddings, pooler and classification head are kept, and the config follows the blocks kept, so that
+    ``save_pretrained`` writes a folder that ``AutoModelForSequenceClassification`` loads as this very student:
+    ``num_hidden_layers``, a per-layer ``layer_types`` (ModernBERT's global / local attention, Qwen2's sliding
+    windows) cut to the chosen layers, each block's ``layer_idx`` renumbered. A block the family builds differently
+    at its new position (ModernBERT's first layer has no attention norm) is made so, and the student is checked
+    against a model freshly built from its config: the same parameters, or :class:`ModelError`. ALBERT-style models
+    share one group of layers: the student repeats it ``k`` times (``layers`` = k, or the list ``0 … k−1``).
     """
-    blocks = encoder_layers(base_model)
-    idx = resolve_layer_indices(layers, len(blocks))
-    _set_encoder_layers(base_model, nn.ModuleList(blocks[i] for i in idx))
+    import copy
+
+    import torch
+
     config = base_model.config
-    for key in ("num_hidden_layers", "n_layers"):
-        if hasattr(config, key):
-            setattr(config, key, len(idx))
-    for new_i, block in enumerate(encoder_layers(base_model)):
-        attn = getattr(block, "attention", None)
-        inner = getattr(attn, "self", None) if attn is not None else None
-        if inner is not None and hasattr(inner, "layer_idx"):
-            inner.layer_idx = new_i
+    if shares_layers(config):
+        idx = resolve_layer_indices(layers, config.num_hidden_layers)
+        if idx != list(range(len(idx))):
+            raise ConfigError(f"student layers {idx}: {family(config)} shares one group of layers across its depth, so "
+                              f"a student is that group repeated k times: give --student-layers {len(idx)}")
+    else:
+        stack = layer_stack(base_model)
+        idx = resolve_layer_indices(layers, len(stack.layers))
+        setattr(stack.owner, stack.name, nn.ModuleList(stack.layers[i] for i in idx))
+        for new_i, block in enumerate(getattr(stack.owner, stack.name)):
+            for module in block.modules():
+                if isinstance(getattr(module, "layer_idx", None), int):
+                    module.layer_idx = new_i
+    layer_types = getattr(config, "layer_types", None)
+    config.num_hidden_layers = len(idx)  # n_layer, n_layers … through each config's attribute map
+    if isinstance(layer_types, list) and len(layer_types) > max(idx):
+        config.layer_types = [layer_types[i] for i in idx]
     config.fsdkit_student_layers = idx
+    with torch.device("meta"):
+        fresh = type(base_model)(copy.deepcopy(config))
+    if not shares_layers(config):
+        _match_fresh_blocks(encoder_layers(base_model), encoder_layers(fresh))
+    ours, theirs = {k: tuple(v.shape) for k, v in base_model.state_dict().items()}, \
+        {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    if ours != theirs:
+        differ = sorted(set(ours) ^ set(theirs)) or [k for k in ours if ours[k] != theirs[k]]
+        raise ModelError(f"a {family(config)} student of layers {idx} would not reload as trained: its parameters "
+                         f"differ from a model built from its config ({', '.join(differ[:4])}); choose other layers")
     return base_model
+
+
+def _match_fresh_blocks(kept: nn.ModuleList, fresh: nn.ModuleList) -> None:
+    """Where a freshly built block has an identity (ModernBERT's first layer: no attention norm) the kept block
+    gets one too, so the trained student is the one its saved config rebuilds."""
+    for block, reference in zip(kept, fresh, strict=True):
+        for name, module in reference.named_children():
+            if isinstance(module, nn.Identity) and not isinstance(getattr(block, name, None), nn.Identity):
+                logger.info("student block %s: %s replaced by an identity, as a block at this position is built",
+                            type(block).__name__, name)
+                setattr(block, name, nn.Identity())
 
 
 #: shape options of a student built from a config (``--student-config``), the keys of a BERT-style config
@@ -114,8 +139,11 @@ def student_from_config(teacher: nn.Module, shape: dict, tokenizer=None) -> nn.M
     from transformers import AutoModelForSequenceClassification
 
     config = copy.deepcopy(teacher.config)
+    layer_types = getattr(config, "layer_types", None)
     for key, value in shape.items():
         setattr(config, key, value)
+    if isinstance(layer_types, list) and layer_types:  # the teacher's per-layer pattern, to the student's depth
+        config.layer_types = [layer_types[i % len(layer_types)] for i in range(config.num_hidden_layers)]
     if tokenizer is not None:
         config.vocab_size = len(tokenizer)
         config.pad_token_id = tokenizer.pad_token_id

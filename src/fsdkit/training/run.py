@@ -25,6 +25,7 @@ from transformers import TrainingArguments, set_seed
 
 from fsdkit.artifacts import build_lock, check_output_dir, read_json_object
 from fsdkit.config import (
+    STUDENT_FROM_TEACHER,
     DataOptions,
     DistillConfig,
     FinetuneConfig,
@@ -33,17 +34,19 @@ from fsdkit.config import (
     changed_options,
     command_line,
     config_to_dict,
+    input_paths,
     make_config,
 )
+from fsdkit.data.files import DataSource, with_transfer
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
+from fsdkit.run_record import RUN_RECORD
 from fsdkit.training.host_memory import reused_host_memory
 from fsdkit.training.methods import TermSpec
 from fsdkit.training.presets import get_method, run_terms
 from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 
 logger = logging.getLogger("fsdkit")
-RUN_RECORD = "fsdkit_run.json"
 
 
 def _as_config(cls, config, overrides):
@@ -61,15 +64,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def run_inputs(config) -> dict[str, Any]:
-    """The folders and files a run reads, by flag: its output folder may be none of them nor hold one."""
-    names = ("train_file", "validation_file", "test_file", "dataset", "data_dir", "model", "teacher", "student")
-    inputs = {f"--{name.replace('_', '-')}": getattr(config, name, None) for name in names}
-    if inputs["--student"] == STUDENT_FROM_TEACHER:
-        inputs.pop("--student")
-    return inputs
 
 
 def _check_run_config(config: RunConfig) -> Path:
@@ -93,7 +87,7 @@ def _check_run_config(config: RunConfig) -> Path:
         raise ConfigError("--fp16 needs a CUDA GPU (float16 autocast with loss scaling); on the CPU use --bf16")
     if config.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
-    out = check_output_dir(config.output_dir, keep=run_inputs(config))
+    out = check_output_dir(config.output_dir, keep=input_paths(config))
     checkpoints = out / "checkpoints"
     if not config.resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
         raise ConfigError(
@@ -192,8 +186,6 @@ def _resume_checkpoint(config: RunConfig, out: Path) -> str | None:
 
 
 HOLDOUT = "holdout"
-#: ``--student teacher``: the student starts from chosen layers *and the head* of the fine-tuned teacher
-STUDENT_FROM_TEACHER = "teacher"
 
 
 def _load_data(config: RunConfig):
@@ -208,10 +200,13 @@ def _load_data(config: RunConfig):
     from fsdkit.data import resolve_task_data
 
     task, data = resolve_task_data(config)
-    if config.holdout_fraction is None:
-        return task, data
-    parts = data["train"].train_test_split(test_size=config.holdout_fraction, seed=0, shuffle=True)
-    return task, DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
+    if config.holdout_fraction is not None:
+        parts = data["train"].train_test_split(test_size=config.holdout_fraction, seed=0, shuffle=True)
+        data = DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
+    if getattr(config, "transfer_file", None):  # unlabelled rows after the labelled ones (never in the holdout)
+        data = DatasetDict({**data, "train": with_transfer(data["train"], config.transfer_file,
+                                                           DataSource.from_config(config) or DataSource(), task)})
+    return task, data
 
 
 def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int, teacher_tokenizer=None):
@@ -428,11 +423,10 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     ``OUTPUT_DIR/memory``. Returns the run record (also written to ``OUTPUT_DIR/fsdkit_run.json``).
     ``on_evaluate``: as for :func:`finetune`.
     """
+    from fsdkit.losses.catalog import TERMS
     from fsdkit.models import build_student, check_model_folder, check_same_tokenizer, load_classifier, load_teacher
     from fsdkit.models.loading import load_tokenizer
     from fsdkit.models.student import parse_student_config, student_from_config
-
-    from fsdkit.losses.catalog import TERMS
 
     config = _as_config(DistillConfig, config, overrides)
     out = _check_run_config(config)
@@ -480,7 +474,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
                     config.teacher, config.student, exc)
 
     if method.needs_memory:
-        config = _checked_memory(config, out, teacher)
+        config = _checked_memory(config, out, teacher, task)
 
     if shape is None:
         student = build_student(base, config.student_layers)
@@ -510,6 +504,8 @@ def _memory_rows(config):
 
     task, data = resolve_task_data(config)
     train = data["train"]
+    if getattr(config, "transfer_file", None):  # the memory covers the transfer rows too
+        train = with_transfer(train, config.transfer_file, DataSource.from_config(config) or DataSource(), task)
     if config.max_train_samples is not None:
         train = train.select(range(min(config.max_train_samples, len(train))))
     return task, train
@@ -535,19 +531,17 @@ def _memory_command(config: DistillConfig, task) -> str:
                                          "output_dir": "MEMORY_DIR"})
 
 
-def _checked_memory(config: DistillConfig, out: Path, teacher) -> DistillConfig:
+def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillConfig:
     """The run's teacher memory: ``--memory`` if it matches this teacher, task and length (else refused), or the
     automatic one in ``OUTPUT_DIR/memory``, (re)built under its lock unless it matches, K and the data included."""
+    from fsdkit.artifacts import model_weights_sha256
     from fsdkit.memory import TeacherMemory
 
-    task, train = _memory_rows(config)
-    expected = _memory_identity(teacher, task, train, config.max_length, config.max_train_samples)
-    if config.memory is not None:
+    if config.memory is not None:  # a memory of more (or other) training rows is a legitimate choice
+        expected = {"teacher_sha256": model_weights_sha256(teacher), "task": task.name, "max_length": config.max_length}
         memory = TeacherMemory.load(config.memory)
         if memory.pooling != "flatten":
             expected["max_length"] = None  # pooled rows do not depend on the length
-        for key in ("max_train_samples", "data_sha256"):  # a memory of more (or other) rows is a legitimate choice
-            expected.pop(key)
         differences = memory.differences(expected)
         if differences:
             raise ConfigError(
@@ -556,6 +550,8 @@ def _checked_memory(config: DistillConfig, out: Path, teacher) -> DistillConfig:
             )
         return config
     memory_dir = out / "memory"
+    _, train = _memory_rows(config)
+    expected = _memory_identity(teacher, task, train, config.max_length, config.max_train_samples)
     expected["n_clusters"] = config.memory_clusters
     with build_lock(memory_dir):
         current = TeacherMemory.load(memory_dir) if TeacherMemory.exists(memory_dir) else None
@@ -569,7 +565,7 @@ def _checked_memory(config: DistillConfig, out: Path, teacher) -> DistillConfig:
                 teacher=config.teacher, task=config.task, data_dir=config.data_dir, output_dir=str(memory_dir),
                 n_clusters=config.memory_clusters, max_length=config.max_length, seed=config.seed,
                 max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
-                teacher_cache=config.teacher_cache, _locked=True,
+                teacher_cache=config.teacher_cache, transfer_file=config.transfer_file, _locked=True,
             )
     return config.replace(memory=str(memory_dir))
 
@@ -589,7 +585,7 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
         raise ConfigError(f"--n-clusters must be ≥ 1, got {config.n_clusters}")
     if config.max_train_samples is not None and config.max_train_samples < 1:
         raise ConfigError(f"--max-train-samples must be ≥ 1 (or left out), got {config.max_train_samples}")
-    out = check_output_dir(config.output_dir, keep=run_inputs(config))
+    out = check_output_dir(config.output_dir, keep=input_paths(config))
     check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
     task, train = _memory_rows(config)
     teacher, tokenizer = load_teacher(config.teacher, None)

@@ -50,11 +50,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fsdkit.data.encode import length_sorted_batches, token_counts
 from fsdkit.artifacts import build_lock, model_weights_sha256, read_json_object, reserved_npy, staged_dir
+from fsdkit.data.encode import length_sorted_batches, token_counts
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features, capture_projections, forward_features
 from fsdkit.losses.attention import head_softmax
+from fsdkit.models.architecture import exact_attention_from_projections, family, is_causal
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -255,6 +256,13 @@ class TeacherCache:
             identity: the cache identity when the caller has already computed it (:func:`_identity`).
         """
         identity = identity or _identity(teacher_model, encoded_train_dataset, request, task, max_length)
+        if identity["attention_layers"] and not exact_attention_from_projections(teacher_model.config):
+            raise ConfigError(
+                f"--teacher-cache stores a teacher's queries and keys and rebuilds its attention maps as BERT's "
+                f"softmax(q kᵀ / √d); a {family(teacher_model)} teacher's attention is not that (rotary or relative "
+                f"positions, or a causal mask): run the attention-map losses (MiniLM, internal KD) without "
+                f"--teacher-cache"
+            )
         with staged_dir(cache_dir) as tmp:  # published by one rename once complete; removed if the build fails
             manifest = cls._write(teacher_model, encoded_train_dataset, collator, tmp, batch_size, identity,
                                   task=task, max_length=max_length, teacher_path=teacher_path)
@@ -273,7 +281,10 @@ class TeacherCache:
         width = int(teacher_model.config.hidden_size)
         logits = reserved_npy(tmp / "logits.npy", (n, int(teacher_model.config.num_labels)))
         hidden = {l: reserved_npy(tmp / f"hidden_{l}.npy", (n_tokens, width)) for l in hidden_layers}
-        values = {l: reserved_npy(tmp / f"values_{l}.npy", (n_tokens, width)) for l in value_layers}
+        config = teacher_model.config  # value vectors: one per key-value head (fewer than the heads under GQA)
+        head_dim = getattr(config, "head_dim", None) or width // config.num_attention_heads
+        value_width = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * head_dim
+        values = {l: reserved_npy(tmp / f"values_{l}.npy", (n_tokens, value_width)) for l in value_layers}
         projections = {role: {l: reserved_npy(tmp / f"{role}_{l}.npy", (n_tokens, width)) for l in attention_layers}
                        for role in ("queries", "keys")}
 
@@ -326,6 +337,7 @@ class TeacherCache:
             "value_layers": value_layers,
             "attention_layers": attention_layers,
             "num_attention_heads": int(teacher_model.config.num_attention_heads),
+            "causal": is_causal(teacher_model.config),
             "n_examples": n,
             "n_tokens": n_tokens,
             "bytes": sum(f.stat().st_size for f in tmp.iterdir()),
@@ -457,4 +469,5 @@ class TeacherCache:
             hidden_states=hidden_states,
             attentions=attentions,
             values=values,
+            causal=bool(self.manifest.get("causal", False)),
         )

@@ -211,12 +211,16 @@ class DistillationTrainer(Trainer):
             and self.relation_tracker.should_update(self.state.global_step)
         )
 
-    def _diverged(self, active, values) -> str:
+    def _diverged(self, active, values, cause: str | None = None) -> str:
         """The message of a step whose loss is not finite: the term at fault — one whose value is not finite, else
-        the one whose weighted value overflowed (a weight of 1e39 times a finite term) — and what to do."""
+        the one whose weighted value overflowed (a weight of 1e39 times a finite term) — and what to do. ``cause``:
+        a similarity's input check that failed (read after the terms ran, on an accelerator)."""
         bad = next((s for s, _ in active if not torch.isfinite(values[s.label])), None)
         if bad is not None:
             what = f"loss term '{bad.label}' ({bad.name}) is {values[bad.label].item()}"
+            what += f" ({cause})" if cause else ""
+        elif cause:
+            what = f"{cause} (in one of the terms {', '.join(repr(s.label) for s, _ in active)})"
         else:
             bad = max(active, key=lambda a: abs(a[0].weight * float(values[a[0].label].detach())))[0]
             what = (f"loss term '{bad.label}' ({bad.name}) × its weight {bad.weight:g} = "
@@ -255,8 +259,8 @@ class DistillationTrainer(Trainer):
             total = total + spec.weight * values[spec.label]
         try:
             finite = checks.read(torch.isfinite(total))  # one host sync per step; the terms are read only when logged
-        except NonFiniteError as exc:  # a deferred (accelerator) check of a term's input
-            raise FloatingPointError(self._stop(str(exc))) from None
+        except NonFiniteError as exc:  # a deferred (accelerator) check of a term's input: the term, where it shows
+            raise FloatingPointError(self._diverged(active, values, cause=str(exc))) from None
         if not finite:
             raise FloatingPointError(self._diverged(active, values))
         n = student.logits.shape[0]

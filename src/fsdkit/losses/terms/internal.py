@@ -15,11 +15,11 @@ from torch import Tensor
 
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features
-from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
-from fsdkit.losses.registry import register_term
 from fsdkit.losses.attention import attention_kl, check_same_heads
+from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
 from fsdkit.losses.cls_projection import cls_projections, projected_cls
 from fsdkit.losses.layer_maps import LayerMapSpec, model_depths, resolve_layer_map
+from fsdkit.losses.registry import register_term
 
 
 @register_term("internal")
@@ -64,7 +64,7 @@ class InternalRepresentationKD(LossTerm):
         for i, (s_layer, t_layer) in enumerate(self.pairs):
             attention = attention_kl(teacher.attentions[t_layer - 1], student.attentions[s_layer - 1], mask)
             s_cls = projected_cls(student, s_layer, self.projections, i)
-            t_cls = teacher.hidden(t_layer)[:, 0].to(s_cls.dtype)
+            t_cls = teacher.pooled(t_layer).to(s_cls.dtype)
             losses.append(attention + (1 - F.cosine_similarity(s_cls, t_cls, dim=-1)).mean())
         return torch.stack(losses).sum()
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fsdkit.data.files import LABELLED
 from fsdkit.errors import ConfigError
 from fsdkit.features import Features
 from fsdkit.losses.base import LossTerm, TermContext
@@ -22,7 +23,8 @@ def _is_regression(ctx: TermContext) -> bool:
 
 @register_term("task")
 class TaskLoss(LossTerm):
-    """Supervised loss on gold labels: ``CE(y, softmax(z_S))`` (classification) or ``MSE(z_S, y)`` (regression).
+    """Supervised loss on gold labels: ``CE(y, softmax(z_S))`` (classification) or ``MSE(z_S, y)`` (regression),
+    the mean over the batch's labelled rows (a transfer row, ``labelled`` 0, is left out).
 
     Config example::
 
@@ -37,10 +39,16 @@ class TaskLoss(LossTerm):
         self.regression = _is_regression(ctx)
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
-        labels = batch["labels"]
+        labels, logits = batch["labels"], student.logits
+        labelled = batch.get(LABELLED)  # transfer rows (--transfer-file) have no label: never read here
+        if labelled is not None:
+            keep = labelled.to(torch.bool)
+            if not bool(keep.any()):
+                return logits.sum() * 0.0  # a batch of transfer rows only: no task signal, the graph kept
+            labels, logits = labels[keep], logits[keep]
         if self.regression:
-            return F.mse_loss(student.logits.squeeze(-1), labels.to(student.logits.dtype))
-        return F.cross_entropy(student.logits, labels)
+            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+        return F.cross_entropy(logits, labels)
 
 
 @register_term("kd")

@@ -45,7 +45,7 @@ class PatientKD(LossTerm):
         distances = []
         for i, (s_layer, t_layer) in enumerate(self.pairs):
             s = F.normalize(projected_cls(student, s_layer, self.projections, i), dim=-1)
-            t = F.normalize(teacher.hidden(t_layer)[:, 0].to(s.dtype), dim=-1)
+            t = F.normalize(teacher.pooled(t_layer).to(s.dtype), dim=-1)
             distances.append((s - t).square().sum(-1))
         return torch.stack(distances).sum(0).mean()
 

@@ -88,8 +88,8 @@ class RelationalKD(LossTerm):
         return FeatureRequest(hidden_states=True, teacher_layers=frozenset({self.teacher_layer}))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
-        s = student.hidden(self.student_layer)[:, 0]
-        t = teacher.hidden(self.teacher_layer)[:, 0].to(s.dtype)
+        s = student.pooled(self.student_layer)
+        t = teacher.pooled(self.teacher_layer).to(s.dtype)
         b = s.shape[0]
         if b < self.min_batch_size:
             raise ValueError(f"rkd needs at least {self.min_batch_size} samples per batch, got {b}; use a larger batch size")

@@ -1,0 +1,220 @@
+"""``fsdkit compress``: the smallest, fastest student that keeps its teacher's quality.
+
+One multi-objective Optuna study (holdout quality against measured batch-1 latency; size recorded) over students
+of the teacher: the depth (1 … L−1 of its layers), which layers (the first k, or k spread over the depth), the start
+(the teacher's own layers and head, or the pretrained layers it was fine-tuned from) and the recipe — one of
+:data:`RECIPES`, measured settings from benchmark v2 (``benchmarks/recipe-v2.yaml``). Each trial is a real
+``fsdkit distill`` run on the training set less a fixed holdout split (seed 0, as ``fsdkit sweep`` carves it),
+scored on that split; its latency is timed on this machine. The teacher is scored and timed the same way.
+
+When the study has its trials, ``OUTPUT_DIR`` gets ``front.md`` (the Pareto front: quality, retention of the
+teacher's score, latency, parameters, size, settings), ``front.png`` (holdout quality against batch-1 latency, point
+size = parameters, the teacher marked) and ``compress.json``, and the chosen student — the fastest on the front that
+meets the target (``target_retention`` of the teacher's holdout score, ``max_latency_ms``, ``max_size_mb``), or, when
+none does, none, with the one that came closest named — is exported to ``OUTPUT_DIR/student`` (ONNX with
+:func:`fsdkit.export.export_onnx`; with ``quantize`` also int8). Like ``fsdkit sweep`` the study lives in an Optuna
+storage: rerunning the command resumes it (a killed worker's trial is retried), several workers may share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fsdkit.artifacts import atomic_write_text
+from fsdkit.config import CompressConfig, DataOptions, DistillConfig, make_config
+from fsdkit.errors import ConfigError
+
+#: the recipes a trial chooses from, with their searched settings of benchmark v2 (MRPC; recipe-v2.yaml)
+RECIPES: dict[str, dict[str, Any]] = {
+    "vkd": {"method": "vkd", "learning_rate": 6.54e-5, "alpha": 0.813, "temperature": 1.0},
+    "fsdi": {"method": "fsdi", "learning_rate": 1.97e-4, "alpha": 0.183, "temperature": 2.0, "lambda_intra": 9.11},
+    "fsdi-minilm": {"method": "fsdi", "learning_rate": 2.24e-4, "alpha": 0.871, "temperature": 2.0,
+                    "lambda_intra": 213.0, "losses": [{"name": "minilm", "weight": 1.0}]},
+}
+LAYER_CHOICES = ("first", "spread")
+HOLDOUT_FRACTION = 0.1
+
+
+def student_layers(choice: str, depth: int, total: int) -> list[int]:
+    """The first ``depth`` layers, or ``depth`` layers spread evenly over ``total`` (the last always kept)."""
+    if choice == "first":
+        return list(range(depth))
+    step = total / depth
+    return sorted({min(total - 1, round((i + 1) * step) - 1) for i in range(depth)})
+
+
+def _data_options(config) -> dict[str, Any]:
+    import dataclasses
+
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)}
+    return {**values, "task": config.task, "data_dir": config.data_dir}
+
+
+def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str, float]:
+    """Holdout metrics, batch-1 latency (ms), parameters and weight-file size (MB) of a model folder."""
+    from fsdkit.evaluation import evaluate_model, inference_speed
+    from fsdkit.models import load_classifier
+
+    model, tokenizer = load_classifier(folder, None)
+    metrics = evaluate_model(model, tokenizer, task, data, splits=["holdout"], max_length=max_length,
+                             progress=False)["holdout"]
+    speed = inference_speed(model, tokenizer, task, data["holdout"], batches=batches, max_length=max_length)
+    weights = Path(folder) / "model.safetensors"
+    return {"metrics": metrics, "latency_ms": speed["latency_ms_batch1"],
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "size_mb": weights.stat().st_size / 2**20 if weights.is_file() else float("nan")}
+
+
+def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[str, Any]:
+    """Run (or resume) the study of ``config`` and export its chosen student; returns ``compress.json``'s content."""
+    import optuna
+    from transformers import AutoConfig
+
+    from fsdkit.models import check_model_folder
+    from fsdkit.run_record import read_run_record
+    from fsdkit.sweep import _check_storage, _creation_lock, _storage
+    from fsdkit.training.run import _load_data, distill
+
+    config = config if isinstance(config, CompressConfig) else make_config(CompressConfig, config, **overrides)
+    if not config.teacher or not config.output_dir:
+        raise ConfigError("fsdkit compress --teacher TEACHER_DIR --output-dir DIR (and the data flags)")
+    if config.trials < 1 or config.epochs <= 0:
+        raise ConfigError("--trials must be ≥ 1 and --epochs > 0")
+    if config.target_retention is not None and not 0 < config.target_retention <= 1:
+        raise ConfigError(f"--target-retention is a fraction of the teacher's score in (0, 1], got {config.target_retention}")
+    folder = check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
+    depth_total = AutoConfig.from_pretrained(folder, trust_remote_code=False).num_hidden_layers
+    if depth_total < 2:
+        raise ConfigError(f"--teacher {folder} has {depth_total} layer: there is no smaller student of its layers")
+    record = read_run_record(folder) or {}
+    pretrained = config.pretrained or ((record.get("config") or {}).get("model"))
+    starts = ["teacher", *(["pretrained"] if pretrained else [])]
+    options = _data_options(config)
+    task, data = _load_data(make_config(DistillConfig, {**options, "holdout_fraction": HOLDOUT_FRACTION,
+                                                        "output_dir": config.output_dir}))
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metric = task.main_metric
+    teacher = _measure(folder, task, data, config.max_length, config.speed_batches)
+
+    def objective(trial) -> tuple[float, float]:
+        depth = trial.suggest_int("depth", 1, depth_total - 1)
+        layers = student_layers(trial.suggest_categorical("layers", list(LAYER_CHOICES)), depth, depth_total)
+        start = trial.suggest_categorical("start", starts)
+        recipe = trial.suggest_categorical("recipe", list(RECIPES))
+        run_dir = out / f"trial-{trial.number}"
+        settings = {**options, **RECIPES[recipe], "teacher": folder, "student_layers": layers,
+                    "student": "teacher" if start == "teacher" else pretrained, "epochs": config.epochs,
+                    "max_steps": config.max_steps, "batch_size": config.batch_size, "max_length": config.max_length,
+                    "holdout_fraction": HOLDOUT_FRACTION, "seed": config.seed, "output_dir": str(run_dir),
+                    "relation_every": 0, "progress": False}
+        distill(settings)
+        measured = _measure(str(run_dir), task, data, config.max_length, config.speed_batches)
+        trial.set_user_attr("settings", {"layers": layers, "start": start, "recipe": recipe})
+        trial.set_user_attr("measured", measured)
+        trial.set_user_attr("output_dir", str(run_dir))
+        return measured["metrics"][metric], measured["latency_ms"]
+
+    storage = config.storage or f"sqlite:///{(out / 'compress.db').resolve()}"
+    _check_storage(storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with _creation_lock(storage):
+        study = optuna.create_study(storage=_storage(storage, config.heartbeat), study_name=config.study_name,
+                                    directions=["maximize", "minimize"], load_if_exists=True)
+    joining = bool(study.get_trials(deepcopy=False))  # a resumed or shared study: other random start-up draws
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + (os.getpid() if joining else 0),
+                                               n_startup_trials=max(1, min(10, config.trials // 2)))
+    states = optuna.trial.TrialState
+    done = len(study.get_trials(deepcopy=False, states=(states.COMPLETE,)))
+    if done < config.trials:
+        started = optuna.study.MaxTrialsCallback(config.trials, states=(states.COMPLETE, states.RUNNING))
+        study.optimize(objective, callbacks=[started], catch=(FloatingPointError,))
+    return _report(study, config, out, task, teacher, metric, folder)
+
+
+def _meets(row: dict[str, Any], config) -> bool:
+    return ((config.target_retention is None or row["retention"] >= config.target_retention)
+            and (config.max_latency_ms is None or row["latency_ms"] <= config.max_latency_ms)
+            and (config.max_size_mb is None or row["size_mb"] <= config.max_size_mb))
+
+
+def _report(study, config, out: Path, task, teacher: dict[str, Any], metric: str, teacher_dir: str) -> dict[str, Any]:
+    """The front (table, plot, JSON) and the chosen student's export."""
+    from fsdkit.export import export
+
+    front = []
+    for trial in sorted(study.best_trials, key=lambda t: t.values[1]):
+        measured = trial.user_attrs["measured"]
+        front.append({"trial": trial.number, **trial.user_attrs["settings"], metric: trial.values[0],
+                      "retention": trial.values[0] / teacher["metrics"][metric] if teacher["metrics"][metric] else 0.0,
+                      "latency_ms": trial.values[1], "parameters": measured["parameters"],
+                      "size_mb": measured["size_mb"], "output_dir": trial.user_attrs["output_dir"]})
+    meeting = [row for row in front if _meets(row, config)]
+    chosen = min(meeting, key=lambda r: r["latency_ms"]) if meeting else None
+    closest = None if chosen or not front else max(front, key=lambda r: r["retention"])
+    result: dict[str, Any] = {
+        "task": task.name, "metric": f"holdout.{metric}", "trials": len(study.trials),
+        "teacher": {metric: teacher["metrics"][metric], "latency_ms": teacher["latency_ms"],
+                    "parameters": teacher["parameters"], "size_mb": teacher["size_mb"]},
+        "target": {"retention": config.target_retention, "max_latency_ms": config.max_latency_ms,
+                   "max_size_mb": config.max_size_mb},
+        "front": front, "chosen": chosen, "closest": closest,
+    }
+    if chosen is not None:
+        # int8 is measured on the evaluation split of the data the student was trained on (its run record)
+        exported = export(model=chosen["output_dir"], output_dir=str(out / "student"), quantize=config.quantize)
+        result["export"] = {k: v for k, v in exported.items() if k != "quantization"}
+        if "quantization" in exported:
+            result["quantization"] = exported["quantization"]
+    atomic_write_text(out / "compress.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "front.md", _front_table(result, metric))
+    _front_plot(result, metric, out / "front.png")
+    return result
+
+
+def _front_table(result: dict[str, Any], metric: str) -> str:
+    t = result["teacher"]
+    lines = [f"# Students of the teacher ({result['task']}): the Pareto front", "",
+             f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} trials.", "",
+             f"| student | layers | start | recipe | {metric} | retention | latency (ms) | parameters | size (MB) |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| teacher | all | – | – | {100 * t[metric]:.2f} | 100.0 % | {t['latency_ms']:.2f} | "
+             f"{t['parameters'] / 1e6:.1f}M | {t['size_mb']:.1f} |"]
+    for row in result["front"]:
+        mark = " (chosen)" if result["chosen"] and row["trial"] == result["chosen"]["trial"] else ""
+        lines.append(f"| trial {row['trial']}{mark} | {row['layers']} | {row['start']} | {row['recipe']} | "
+                     f"{100 * row[metric]:.2f} | {100 * row['retention']:.1f} % | {row['latency_ms']:.2f} | "
+                     f"{row['parameters'] / 1e6:.1f}M | {row['size_mb']:.1f} |")
+    if result["chosen"] is None:
+        closest = result["closest"]
+        lines += ["", "No student meets the target" + (f"; the closest is trial {closest['trial']} "
+                                                       f"({100 * closest['retention']:.1f} % of the teacher)"
+                                                       if closest else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _front_plot(result: dict[str, Any], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    front = result["front"]
+    if front:
+        axes.scatter([r["latency_ms"] for r in front], [100 * r[metric] for r in front],
+                     s=[20 + 200 * r["parameters"] / result["teacher"]["parameters"] for r in front],
+                     alpha=0.7, label="students (size: parameters)")
+        for r in front:
+            axes.annotate(f"{len(r['layers'])}L {r['recipe']}", (r["latency_ms"], 100 * r[metric]), fontsize=7)
+    t = result["teacher"]
+    axes.scatter([t["latency_ms"]], [100 * t[metric]], marker="*", s=200, color="black", label="teacher")
+    axes.set_xlabel("latency at batch 1 (ms, this machine)")
+    axes.set_ylabel(f"holdout {metric}")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,181 @@
+"""int8 deployment: an exported ``model.onnx`` quantized with ONNX Runtime, measured against the float model.
+
+``fsdkit export MODEL --output-dir DIR --quantize int8`` writes ``DIR/model.int8.onnx`` beside ``DIR/model.onnx``
+and ``DIR/quantization.json``: on the task's evaluation split, the metric of both models, their file sizes, and
+their latency at batch 1 and batch 32 (ONNX Runtime on this machine, one run, the same rows). Two quantizations are
+tried — dynamic (weights int8, activations quantized per batch at run time: ``quantize_dynamic``) and static
+(activations' ranges calibrated once on ``calibration_samples`` training rows, QDQ format: ``quantize_static``) —
+and the better one on the evaluation split is kept (its metric, then its batch-1 latency). A quantized model whose
+main metric falls by more than ``tolerance`` points is kept but flagged (``flagged: true``) in the report and in
+the folder's model card.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsdkit.errors import ConfigError
+
+QUANTIZATIONS = ("int8",)
+#: the rows a latency figure is timed over, after one warm-up batch
+TIMED_BATCHES = 10
+
+
+def _batches(encoded, names: list[str], pad_id: int, batch_size: int):
+    """``encoded``'s rows (in order) as padded ``{input: int64 array}`` batches with ``names`` only."""
+    for start in range(0, len(encoded), batch_size):
+        rows = encoded[start:start + batch_size]
+        length = max(len(ids) for ids in rows["input_ids"])
+        batch = {}
+        for name in names:
+            fill = pad_id if name == "input_ids" else 0
+            batch[name] = np.array([list(r) + [fill] * (length - len(r)) for r in rows[name]], dtype=np.int64)
+        yield batch
+
+
+def _session(path: Path):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _logits(session, encoded, pad_id: int) -> np.ndarray:
+    names = [i.name for i in session.get_inputs()]
+    return np.concatenate([session.run(["logits"], batch)[0] for batch in _batches(encoded, names, pad_id, 64)])
+
+
+def _latency_ms(session, encoded, pad_id: int, batch_size: int) -> float:
+    """Milliseconds per batch of ``batch_size`` rows, the mean over :data:`TIMED_BATCHES` batches after a warm-up."""
+    names = [i.name for i in session.get_inputs()]
+    batches = list(_batches(encoded.select(range(min(len(encoded), batch_size * (TIMED_BATCHES + 1)))), names,
+                            pad_id, batch_size))
+    session.run(["logits"], batches[0])
+    timed = batches[1:] or batches
+    start = time.perf_counter()
+    for batch in timed:
+        session.run(["logits"], batch)
+    return 1000.0 * (time.perf_counter() - start) / len(timed)
+
+
+class _Calibration:
+    """ONNX Runtime's calibration reader over training rows, one row at a time (no padding in the ranges)."""
+
+    def __init__(self, encoded, names: list[str], pad_id: int):
+        self.batches = iter(list(_batches(encoded, names, pad_id, 1)))
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def quantize_export(folder: str | Path, task, data, tokenizer, *, tolerance: float = 1.0, calibration_samples: int = 128,
+                    max_length: int = 128) -> dict[str, Any]:
+    """Quantize ``folder/model.onnx`` (see the module docstring); ``data`` is the task's ``DatasetDict`` (its first
+    evaluation split is scored, its training split calibrates). Returns the report, also ``quantization.json``."""
+    import json
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    from fsdkit.artifacts import atomic_write_text
+    from fsdkit.data import compute_metrics, encode_dataset
+
+    folder = Path(folder)
+    float_path = folder / "model.onnx"
+    split = task.eval_splits[0] if task.eval_splits else None
+    if split is None or split not in data:
+        raise ConfigError("--quantize measures the quantized model on an evaluation split: give one (e.g. "
+                          "--validation-file, or a task with a dev split)")
+    if not tolerance >= 0:
+        raise ConfigError(f"--quantize-tolerance must be ≥ 0 points, got {tolerance}")
+    pad_id = tokenizer.pad_token_id or 0
+    dev = encode_dataset(data[split], tokenizer, task, max_length=max_length)
+    references = np.asarray(dev["labels"])
+    calibration = encode_dataset(data["train"].select(range(min(calibration_samples, len(data["train"])))), tokenizer,
+                                 task, max_length=max_length)
+    float_session = _session(float_path)
+    names = [i.name for i in float_session.get_inputs()]
+
+    class Reader(_Calibration, CalibrationDataReader):
+        pass
+
+    candidates = {}
+    for mode in ("dynamic", "static"):
+        path = folder / f"model.int8-{mode}.onnx"
+        try:
+            if mode == "dynamic":
+                quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)
+            else:
+                quantize_static(str(float_path), str(path), Reader(calibration, names, pad_id),
+                                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer errors share no base: recorded, not fatal
+            candidates[mode] = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+            path.unlink(missing_ok=True)
+            continue
+        session = _session(path)
+        candidates[mode] = {"path": path, "session": session,
+                            "metrics": compute_metrics(task, _logits(session, dev, pad_id), references)}
+    measured = {mode: c for mode, c in candidates.items() if "session" in c}
+    if not measured:
+        raise ConfigError(f"ONNX Runtime could not quantize {float_path}: "
+                          + "; ".join(f"{m}: {c['error']}" for m, c in candidates.items()))
+    main = task.main_metric
+    for c in measured.values():
+        c["latency_ms_batch1"] = _latency_ms(c["session"], dev, pad_id, 1)
+    chosen = max(measured, key=lambda m: (round(measured[m]["metrics"][main], 6), -measured[m]["latency_ms_batch1"]))
+    final = folder / "model.int8.onnx"
+    measured[chosen]["path"].replace(final)
+    for mode, c in measured.items():
+        if mode != chosen:
+            c["path"].unlink(missing_ok=True)
+    int8_session = _session(final)
+    float_metrics = compute_metrics(task, _logits(float_session, dev, pad_id), references)
+    report: dict[str, Any] = {
+        "split": split, "n_examples": len(dev), "main_metric": main, "quantization": chosen,
+        "float": {"file": float_path.name, "size_mb": float_path.stat().st_size / 2**20, "metrics": float_metrics,
+                  "latency_ms_batch1": _latency_ms(float_session, dev, pad_id, 1),
+                  "latency_ms_batch32": _latency_ms(float_session, dev, pad_id, 32)},
+        "int8": {"file": final.name, "size_mb": final.stat().st_size / 2**20, "metrics": measured[chosen]["metrics"],
+                 "latency_ms_batch1": _latency_ms(int8_session, dev, pad_id, 1),
+                 "latency_ms_batch32": _latency_ms(int8_session, dev, pad_id, 32)},
+        "candidates": {mode: ({"metrics": c["metrics"], "latency_ms_batch1": c["latency_ms_batch1"]}
+                              if "metrics" in c else {"error": c["error"]}) for mode, c in candidates.items()},
+        "tolerance_points": tolerance,
+    }
+    drop = 100.0 * (float_metrics[main] - report["int8"]["metrics"][main])
+    report["drop_points"] = drop
+    report["flagged"] = drop > tolerance
+    atomic_write_text(folder / "quantization.json", json.dumps(report, indent=2) + "\n")
+    _card_section(folder, report)
+    return report
+
+
+def _card_section(folder: Path, report: dict[str, Any]) -> None:
+    """Append the int8 figures (and the flag, when the metric fell more than the tolerance) to the model card."""
+    from fsdkit.artifacts import atomic_write_text
+
+    card = folder / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else "# Exported model\n"
+    text = text.split("\n## int8 (ONNX Runtime)")[0].rstrip() + "\n"
+    main, f, q = report["main_metric"], report["float"], report["int8"]
+    lines = ["", "## int8 (ONNX Runtime)", "",
+             f"`{q['file']}` ({report['quantization']} quantization) beside `{f['file']}`, measured on the "
+             f"{report['split']} split ({report['n_examples']} rows) on the exporting machine:", "",
+             "| model | size (MB) | " + main + " | latency batch 1 (ms) | latency batch 32 (ms) |", "|---|---|---|---|---|",
+             f"| float32 | {f['size_mb']:.1f} | {100 * f['metrics'][main]:.2f} | {f['latency_ms_batch1']:.2f} | "
+             f"{f['latency_ms_batch32']:.1f} |",
+             f"| int8 | {q['size_mb']:.1f} | {100 * q['metrics'][main]:.2f} | {q['latency_ms_batch1']:.2f} | "
+             f"{q['latency_ms_batch32']:.1f} |", ""]
+    if report["flagged"]:
+        lines += [f"**Flagged**: the int8 model's {main} is {report['drop_points']:.2f} points below the float "
+                  f"model's (tolerance {report['tolerance_points']:g}); check it on your data before you deploy it.", ""]
+    atomic_write_text(card, text + "\n".join(lines))

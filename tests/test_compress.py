@@ -1,0 +1,71 @@
+"""``fsdkit compress``: a real 3-trial study of students of the tickets teacher — the front's table, plot and JSON,
+the chosen student exported — and a study killed mid-trial that resumes when the command is run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+
+from conftest import TICKETS, TICKETS_DEV
+
+FILES = ["--train-file", str(TICKETS), "--validation-file", str(TICKETS_DEV)]
+SMALL = ["--max-steps", "2", "--batch-size", "8", "--max-length", "32", "--speed-batches", "2"]
+
+
+def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_target(tickets_teacher, tmp_path):
+    from fsdkit.compress import compress, student_layers
+
+    assert student_layers("spread", 3, 6) == [1, 3, 5] and student_layers("first", 2, 6) == [0, 1]
+    out = tmp_path / "compress"
+    result = compress(teacher=str(tickets_teacher), train_file=str(TICKETS), validation_file=str(TICKETS_DEV),
+                      output_dir=str(out), trials=3, max_steps=2, batch_size=8, max_length=32, speed_batches=2,
+                      target_retention=0.01)
+    assert result["trials"] == 3 and result["front"] and result["metric"] == "holdout.accuracy"
+    latencies = [row["latency_ms"] for row in result["front"]]
+    assert latencies == sorted(latencies) and all(1 <= len(row["layers"]) <= 5 for row in result["front"])
+    chosen = result["chosen"]
+    assert chosen == min((r for r in result["front"] if r["retention"] >= 0.01), key=lambda r: r["latency_ms"])
+    assert (out / "student" / "model.onnx").is_file() and (out / "front.png").stat().st_size > 0
+    table = (out / "front.md").read_text()
+    assert "| teacher | all |" in table and f"trial {chosen['trial']} (chosen)" in table
+    assert json.loads((out / "compress.json").read_text()) == json.loads(json.dumps(result))
+    # an unreachable target: nothing exported, the closest named
+    strict = compress(teacher=str(tickets_teacher), train_file=str(TICKETS), validation_file=str(TICKETS_DEV),
+                      output_dir=str(out), trials=3, max_steps=2, batch_size=8, max_length=32, speed_batches=2,
+                      target_retention=1.0, max_latency_ms=1e-6)
+    assert strict["chosen"] is None and strict["closest"] is not None
+    assert "No student meets the target; the closest is trial" in (out / "front.md").read_text()
+
+
+def test_a_killed_compress_resumes(tickets_teacher, tmp_path):
+    out = tmp_path / "compress"
+    command = [sys.executable, "-m", "fsdkit.cli", "compress", "--teacher", str(tickets_teacher), *FILES, *SMALL,
+               "--output-dir", str(out), "--trials", "3", "--heartbeat", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    storage = f"sqlite:///{(out / 'compress.db').resolve()}"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill it in its second trial
+        time.sleep(0.5)
+        assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
+        try:
+            study = optuna.load_study(study_name="fsdkit-compress", storage=storage)
+        except Exception:  # noqa: BLE001 - not created yet
+            continue
+        if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 1:
+            break
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    time.sleep(3.5)  # the killed trial has no heartbeat for 3 intervals
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="fsdkit-compress", storage=storage)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 3
+    assert optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
+    assert json.loads((out / "compress.json").read_text())["front"]

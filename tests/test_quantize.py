@@ -1,0 +1,44 @@
+"""``fsdkit export --quantize int8``: ONNX Runtime's int8 model beside the float one, measured on the evaluation
+split (metric, size, latency at batch 1 and 32), flagged past the tolerance — on a model trained on the shipped
+tickets data, its data taken from its run record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fsdkit.cli import main as cli_main
+from fsdkit.errors import ConfigError
+
+
+def test_int8_export_reports_both_models_and_flags_a_drop(tickets_teacher, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    assert cli_main(["export", str(tickets_teacher), "--output-dir", str(out), "--quantize", "int8",
+                     "--quantize-tolerance", "0", "--calibration-samples", "8"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "quantization.json").read_text())
+    assert printed["quantization"] == report
+    assert (out / "model.onnx").is_file() and (out / "model.int8.onnx").is_file()
+    assert not list(out.glob("model.int8-*.onnx"))  # the candidate not chosen is removed
+    assert report["split"] == "validation" and report["n_examples"] == 6 and report["main_metric"] == "accuracy"
+    for model in ("float", "int8"):
+        assert set(report[model]) == {"file", "size_mb", "metrics", "latency_ms_batch1", "latency_ms_batch32"}
+        assert report[model]["latency_ms_batch1"] > 0 and report[model]["latency_ms_batch32"] > 0
+    assert report["int8"]["size_mb"] < report["float"]["size_mb"] / 2  # int8 weights: under half the float file
+    assert report["quantization"] in report["candidates"]
+    assert report["flagged"] == (report["drop_points"] > 0)
+    card = (out / "README.md").read_text()
+    assert "## int8 (ONNX Runtime)" in card and ("**Flagged**" in card) == report["flagged"]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out / "model.int8.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+
+
+def test_quantize_is_checked_before_the_export(tickets_teacher, tmp_path):
+    from fsdkit.export import export
+
+    with pytest.raises(ConfigError, match="--quantize must be one of int8"):
+        export(model=str(tickets_teacher), output_dir=str(tmp_path / "x"), quantize="int4")
+    assert not (tmp_path / "x").exists()
