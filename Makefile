@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fsdkit-setup
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint docs bench clean
+.PHONY: setup demo test test-fast lint docs bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# the edit loop: the losses against their definitions, the contract over every term, k-means, configs, the CLI's
+# parsing, data files, the benchmarks' bookkeeping (no model is trained); `make test` runs everything, as CI does
+FAST_TESTS ?= tests/test_similarities.py tests/test_terms.py tests/test_term_contract.py tests/test_kmeans.py \
+	tests/test_layer_maps.py tests/test_presets.py tests/test_import_graph.py tests/test_cli.py tests/test_data_files.py \
+	tests/test_benchmarks.py tests/test_pkd.py tests/test_rkd.py tests/test_minilm.py tests/test_internal.py \
+	tests/test_relation_cka.py
+test-fast: setup
+	$(PY) -m pytest -q $(FAST_TESTS)
 
 # what CI runs before the tests (pre-commit runs the same on every commit: `pre-commit install`)
 lint: setup
