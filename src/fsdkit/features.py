@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from fsdkit.feature_rows import feature_rows
 from fsdkit.models.architecture import is_causal, projection_modules
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -138,8 +139,6 @@ class Features:
         of ``max_length`` tokens, default the batch's padded length), computed once per pass: the local view and the
         memory term read the same rows, and one product with the mask serves both (and their gradients meet before
         it)."""
-        from fsdkit.memory.rows import feature_rows
-
         length = self.attention_mask.shape[1] if max_length is None else max_length
         key = (self.layer_index(layer), pooling, length, torch.is_grad_enabled())
         if key not in self._rows:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fsdkit.config import coerce_value
+from fsdkit.coercion import coerce_value
 from fsdkit.errors import ConfigError
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from fsdkit.errors import ConfigError
+from fsdkit.feature_rows import POOLINGS
 from fsdkit.features import Features
 
 VIEWS = ("intra", "local")
-POOLINGS = ("flatten", "cls", "mean")
 
 
 def check_view(view: str, pooling: str) -> None:

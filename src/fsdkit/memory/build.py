@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from fsdkit._version import __version__
 from fsdkit.artifacts import reserved_npy
 from fsdkit.errors import ConfigError, DataError
+from fsdkit.feature_rows import POOLINGS, feature_rows
 from fsdkit.features import FeatureRequest, TeacherSource, forward_features
 from fsdkit.memory.artifact import TeacherMemory
 from fsdkit.memory.kmeans import Collective, kmeans
-from fsdkit.memory.rows import POOLINGS, feature_rows
 
 _CHUNK_BYTES = 256 * 2**20  # default k-means chunk: at most this many bytes of float32 rows
 COMPUTED_METADATA = frozenset(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsdkit.config import parse_loss_flag
+from fsdkit.coercion import parse_loss_flag
 from fsdkit.errors import ConfigError
 from fsdkit.options import Option
 

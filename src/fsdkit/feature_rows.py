@@ -1,4 +1,4 @@
-"""Turn a batch of hidden states into memory rows: one row per sample.
+"""Turn a batch of hidden states into rows, one per sample: what the memory (FSDG) and the local view compare.
 
 :func:`feature_rows` is the single definition of a "row" in FSDG. The teacher memory is built from these
 rows and the training loss compares batch rows with the memory centroids, so both must call this function
