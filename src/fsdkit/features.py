@@ -23,6 +23,19 @@ MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_i
 TEACHER_PREFIX = "teacher_"
 
 
+def hidden_layer_index(layer: int | str, num_layers: int, error: type[Exception] = ValueError) -> int:
+    """A hidden-state layer name → its index in 0..N (N transformer layers; 0 = the embeddings): ``"penultimate"``
+    → N − 1, ``"last"`` → N, a negative index counts from the end; ``error`` when out of range."""
+    if layer == "penultimate":
+        return num_layers - 1
+    if layer == "last":
+        return num_layers
+    idx = int(layer) + num_layers + 1 if int(layer) < 0 else int(layer)
+    if not 0 <= idx <= num_layers:
+        raise error(f"hidden-state layer {layer} out of range for a model with {num_layers} layers (0..{num_layers})")
+    return idx
+
+
 @dataclass(frozen=True)
 class FeatureRequest:
     """What a loss needs from a model's forward pass.
@@ -98,17 +111,8 @@ class Features:
         raise ValueError("these features carry neither hidden states nor attentions")
 
     def layer_index(self, layer: int | str) -> int:
-        """Normalise a hidden-state index: ``"penultimate"`` → N − 1, ``"last"`` → N, negatives from the end."""
-        n = self.num_layers
-        if layer == "penultimate":
-            return n - 1
-        if layer == "last":
-            return n
-        layer = int(layer)
-        idx = layer + n + 1 if layer < 0 else layer
-        if not 0 <= idx <= n:
-            raise ValueError(f"hidden-state layer {layer} out of range for a model with {n} layers (0..{n})")
-        return idx
+        """Normalise a hidden-state index (:func:`hidden_layer_index`)."""
+        return hidden_layer_index(layer, self.num_layers)
 
     def hidden(self, layer: int | str) -> Tensor:
         """Hidden states of ``layer`` (see :meth:`layer_index`), B × L × D."""

@@ -15,17 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import nn
-
 from fsdkit.evaluation import inference_throughput
+from fsdkit.models.architecture import count_parameters
 from fsdkit.run_record import read_run_record
 
 __all__ = ["complexity_table", "count_parameters", "inference_throughput", "read_run_record"]
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of ``model`` (shared tensors counted once)."""
-    return sum(p.numel() for p in model.parameters())
-
 
 def _ratio(value: float | None, ref: float | None) -> float | None:
     if value is None or ref is None or ref == 0:

@@ -17,11 +17,11 @@ as ``None``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+from fsdkit.data.metrics import correlation
 
 BINARY_METRICS = ("precision", "recall", "f1", "agreement")
 MULTICLASS_METRICS = ("agreement",)
@@ -59,15 +59,6 @@ def _binary_scores(teacher: np.ndarray, model: np.ndarray) -> dict[str, float]:
     }
 
 
-def _correlation(fn, x: np.ndarray, y: np.ndarray) -> float | None:
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = float(fn(x, y)[0])
-    return None if np.isnan(value) else value
-
-
 def restoration_rate(teacher_predictions: Any, model_predictions: Any, task: Any) -> dict[str, float | None]:
     """Score ``model_predictions`` against ``teacher_predictions`` taken as the ground truth.
 
@@ -89,7 +80,7 @@ def restoration_rate(teacher_predictions: Any, model_predictions: Any, task: Any
         raise ValueError("no predictions to compare")
     if task.is_regression:
         t, m = teacher.astype(np.float64), model.astype(np.float64)
-        return {"pearson": _correlation(stats.pearsonr, t, m), "spearman": _correlation(stats.spearmanr, t, m)}
+        return {"pearson": correlation("pearson", t, m), "spearman": correlation("spearman", t, m)}
     for name, arr in (("teacher_predictions", teacher), ("model_predictions", model)):
         if not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"{name}: expected integer class ids for a classification task, got dtype {arr.dtype}")

@@ -11,14 +11,18 @@ from fsdkit.data.tasks import TaskSpec, get_task
 from fsdkit.errors import DataError
 
 
-def _correlation(kind: str, predictions: np.ndarray, references: np.ndarray) -> float:
-    """Pearson or Spearman correlation; 0.0 when either side is constant (where it is undefined)."""
+def correlation(kind: str, x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson or Spearman correlation of ``x`` and ``y``; None where it is undefined (a constant side)."""
+    import warnings
+
     from scipy.stats import pearsonr, spearmanr
 
-    if np.ptp(predictions) == 0 or np.ptp(references) == 0:
-        return 0.0
-    function = pearsonr if kind == "pearson" else spearmanr
-    return float(function(predictions, references)[0])
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = float((pearsonr if kind == "pearson" else spearmanr)(x, y)[0])
+    return None if np.isnan(value) else value
 
 
 def _as_array(values) -> np.ndarray:
@@ -80,5 +84,6 @@ def compute_metrics(task: str | TaskSpec, predictions, references) -> dict[str, 
         elif name == "mcc":
             results[name] = float(matthews_corrcoef(refs, preds))
         else:
-            results[name] = _correlation(name, preds, refs)
+            value = correlation(name, preds, refs)
+            results[name] = 0.0 if value is None else value  # a constant predictor: no correlation
     return results

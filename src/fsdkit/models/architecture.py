@@ -132,3 +132,8 @@ def projection_modules(model: nn.Module, role: str) -> list[Projection]:
             raise ModelError(f"cannot find the {role} projection of {type(block).__name__} ({family(model)})")
         out.append(found)
     return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (a tensor shared by several modules counted once)."""
+    return sum(p.numel() for p in model.parameters())

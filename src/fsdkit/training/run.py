@@ -40,6 +40,7 @@ from fsdkit.config import (
 from fsdkit.data.files import DataSource, with_transfer
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
+from fsdkit.models.architecture import count_parameters
 from fsdkit.run_record import RUN_RECORD
 from fsdkit.training.host_memory import reused_host_memory
 from fsdkit.training.methods import TermSpec
@@ -228,10 +229,6 @@ def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int
     if teacher_tokenizer is not None:
         encoded = add_teacher_encoding(encoded, train, teacher_tokenizer, task, max_length=config.max_length)
     return encoded
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _train_and_export(

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from fsdkit.artifacts import build_lock, model_weights_sha256, read_json_object, reserved_npy, staged_dir
 from fsdkit.data.encode import length_sorted_batches, token_counts
 from fsdkit.errors import ConfigError
-from fsdkit.features import FeatureRequest, Features, capture_projections, forward_features
+from fsdkit.features import FeatureRequest, Features, capture_projections, forward_features, hidden_layer_index
 from fsdkit.losses.attention import head_softmax
 from fsdkit.models.architecture import exact_attention_from_projections, family, is_causal
 
@@ -110,19 +110,7 @@ def _resolve_layers(layers: Iterable[int | str] | None, num_layers: int) -> list
     """Hidden-state layer names → sorted indices in 0..N (``"penultimate"`` = N − 1, ``"last"`` = N)."""
     if layers is None:
         return list(range(num_layers + 1))
-    out = set()
-    for layer in layers:
-        if layer == "penultimate":
-            out.add(num_layers - 1)
-        elif layer == "last":
-            out.add(num_layers)
-        else:
-            idx = int(layer)
-            idx = idx + num_layers + 1 if idx < 0 else idx
-            if not 0 <= idx <= num_layers:
-                raise ConfigError(f"hidden layer {layer} out of range for a teacher with {num_layers} layers (0..{num_layers})")
-            out.add(idx)
-    return sorted(out)
+    return sorted({hidden_layer_index(layer, num_layers, ConfigError) for layer in layers})
 
 
 def _resolve_block_layers(layers: Iterable[int] | None, num_layers: int, kind: str) -> list[int]:
