@@ -164,3 +164,45 @@ def test_a_kill_unwinds_like_ctrl_c():
             signal.sigtimedwait([], 1)  # the handler runs before this returns
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("module, function, cls", [
+    ("fsdkit.training.run", "finetune", "FinetuneConfig"), ("fsdkit.training.run", "distill", "DistillConfig"),
+    ("fsdkit.training.run", "build_memory", "MemoryConfig"), ("fsdkit.evaluation", "evaluate", "EvaluateConfig"),
+    ("fsdkit.prediction", "predict", "PredictConfig"), ("fsdkit.export", "export", "ExportConfig"),
+    ("fsdkit.sweep", "sweep", "SweepConfig"), ("fsdkit.compress", "compress", "CompressConfig"),
+    ("fsdkit.analysis.run", "analyze", "AnalyzeConfig"),
+])
+def test_every_entry_point_applies_and_checks_its_overrides(module, function, cls, monkeypatch):
+    """``entry(config_object, **overrides)``: the overrides apply on top of a config object as on top of a mapping,
+    and are checked (an unknown name or a bad value is refused) — they were dropped silently by some."""
+    import importlib
+
+    import fsdkit.config as config_module
+
+    entry = getattr(importlib.import_module(module), function)
+    config_cls = getattr(config_module, cls)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    original = config_module.as_config
+
+    def spy(cls_, config=None, overrides=None):
+        result = original(cls_, config, overrides)
+        seen.append(result)
+        raise Stop
+
+    for name in ("fsdkit.config", module):
+        monkeypatch.setattr(importlib.import_module(name), "as_config", spy, raising=False)
+    import dataclasses
+
+    name = next(n for n in ("seed", "batch_size", "opset") if n in {f.name for f in dataclasses.fields(config_cls)})
+    with pytest.raises(Stop):
+        entry(config_cls(), **{name: 7})
+    assert getattr(seen[-1], name) == 7
+    with pytest.raises(ConfigError, match="unknown option"):
+        original(config_cls, config_cls(), {"no_such_option": 1})
+    with pytest.raises(ConfigError):
+        original(config_cls, config_cls(), {name: "seven"})

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fsdkit.artifacts import atomic_write_text
-from fsdkit.config import CompressConfig, DataOptions, DistillConfig, make_config
+from fsdkit.config import CompressConfig, DataOptions, DistillConfig, as_config, make_config
 from fsdkit.errors import ConfigError
 
 #: the recipes a trial chooses from, with their searched settings of benchmark v2 (MRPC; recipe-v2.yaml)
@@ -78,7 +78,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     from fsdkit.sweep import _check_storage, _creation_lock, _storage
     from fsdkit.training.run import _load_data, distill
 
-    config = config if isinstance(config, CompressConfig) else make_config(CompressConfig, config, **overrides)
+    config = as_config(CompressConfig, config, overrides)
     if not config.teacher or not config.output_dir:
         raise ConfigError("fsdkit compress --teacher TEACHER_DIR --output-dir DIR (and the data flags)")
     if config.trials < 1 or config.epochs <= 0:

@@ -432,6 +432,17 @@ def make_config(cls, values: dict[str, Any] | None = None, **overrides):
     return cls(**checked)
 
 
+def as_config(cls, config=None, overrides: dict[str, Any] | None = None):
+    """Every entry point's settings: ``config`` (a ``cls``, a mapping of option names, or None) as a ``cls`` with
+    ``overrides`` applied and checked like any other value (:func:`make_config`)."""
+    overrides = overrides or {}
+    if isinstance(config, cls):
+        return make_config(cls, config_to_dict(config), **overrides) if overrides else config
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"expected a {cls.__name__} or a mapping of its option names, got {type(config).__name__}")
+    return make_config(cls, config, **overrides)
+
+
 def config_to_dict(config) -> dict[str, Any]:
     """The config as one flat mapping of option names (declared options at their values or defaults)."""
     data = dataclasses.asdict(config)

@@ -174,12 +174,12 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     Returns ``{"task", "model", "metrics": {split: {metric: value}}, "n_examples": {split: n}}``.
     """
     from fsdkit.artifacts import atomic_write_text, check_output_dir, check_output_file
-    from fsdkit.config import EvaluateConfig, input_paths, make_config
+    from fsdkit.config import EvaluateConfig, as_config, input_paths
     from fsdkit.data import resolve_task_data
     from fsdkit.errors import ConfigError
     from fsdkit.models import check_model_folder, load_classifier
 
-    config = config if isinstance(config, EvaluateConfig) else make_config(EvaluateConfig, config, **overrides)
+    config = as_config(EvaluateConfig, config, overrides)
     if not config.model:
         raise ConfigError("evaluate needs a model folder (fsdkit evaluate MODEL_DIR --task T)")
     check_model_folder(config.model, max_length=config.max_length, option="model")

@@ -99,9 +99,9 @@ def export(config=None, **overrides) -> dict[str, Any]:
     task's evaluation split — the data flags, or else the data the model was trained on (its run record)."""
     from transformers import AutoTokenizer
 
-    from fsdkit.config import ExportConfig, make_config
+    from fsdkit.config import ExportConfig, as_config
 
-    config = config if isinstance(config, ExportConfig) else make_config(ExportConfig, config, **overrides)
+    config = as_config(ExportConfig, config, overrides)
     if not config.model or not config.output_dir:
         raise ConfigError("fsdkit export MODEL_DIR --output-dir DIR")
     if config.quantize is not None:

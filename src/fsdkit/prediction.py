@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fsdkit.artifacts import atomic_write_text, check_output_file
-from fsdkit.config import PredictConfig, input_paths, make_config
+from fsdkit.config import PredictConfig, as_config, input_paths
 from fsdkit.data.files import DataSource
 from fsdkit.errors import ConfigError, DataError
 
@@ -96,7 +96,7 @@ def predict(config: PredictConfig | dict | None = None, **overrides) -> dict[str
     from fsdkit.evaluation import check_model_matches_task, predict_logits
     from fsdkit.models import check_model_folder, load_classifier
 
-    config = config if isinstance(config, PredictConfig) else make_config(PredictConfig, config, **overrides)
+    config = as_config(PredictConfig, config, overrides)
     if not config.model:
         raise ConfigError("predict needs a model folder (fsdkit predict MODEL_DIR --input FILE --output FILE)")
     if not config.output:

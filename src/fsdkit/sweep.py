@@ -47,6 +47,7 @@ from fsdkit.config import (
     DistillConfig,
     FinetuneConfig,
     SweepConfig,
+    as_config,
     coerce_field,
     command_line,
     make_config,
@@ -276,7 +277,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     from fsdkit.data import resolve_task_data
     from fsdkit.training.run import HOLDOUT, distill, finetune
 
-    config = config if isinstance(config, SweepConfig) else make_config(SweepConfig, config, **overrides)
+    config = as_config(SweepConfig, config, overrides)
     if config.command not in COMMANDS:
         raise ConfigError(f"sweep command must be one of {', '.join(COMMANDS)}, got {config.command!r}")
     if config.direction not in ("maximize", "minimize"):

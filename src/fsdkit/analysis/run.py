@@ -23,7 +23,6 @@ dict of the same names, plus keyword overrides, like ``finetune`` and ``distill`
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +40,7 @@ from fsdkit.analysis.report import write_report
 from fsdkit.analysis.restoration import restoration_rate
 from fsdkit.analysis.sections import TEACHER_SHORT, report_sections
 from fsdkit.analysis.significance import load_run_record, significance_against_best, summarize_runs
-from fsdkit.config import AnalyzeConfig
+from fsdkit.config import AnalyzeConfig, as_config
 from fsdkit.errors import ConfigError
 from fsdkit.run_record import read_run_record
 
@@ -279,18 +278,13 @@ def analyze(config: AnalyzeConfig | dict | None = None, **overrides) -> dict[str
     ``overrides``. ``models`` is a list of ``NAME=DIR`` (or a ``{NAME: DIR}`` mapping). Returns the results
     dictionary also written to ``OUTPUT_DIR/results.json``; see :func:`_run_analysis` for what it holds.
     """
-    from fsdkit.config import make_config
     from fsdkit.data.files import DataSource
 
     if isinstance(overrides.get("models"), Mapping):
         overrides["models"] = [f"{name}={path}" for name, path in overrides["models"].items()]
-    if isinstance(config, AnalyzeConfig):
-        config = dataclasses.replace(config, **overrides) if overrides else config
-    else:
-        values = dict(config or {})
-        if isinstance(values.get("models"), Mapping):
-            values["models"] = [f"{name}={path}" for name, path in values["models"].items()]
-        config = make_config(AnalyzeConfig, values, **overrides)
+    if isinstance(config, Mapping) and isinstance(config.get("models"), Mapping):
+        config = {**config, "models": [f"{name}={path}" for name, path in config["models"].items()]}
+    config = as_config(AnalyzeConfig, dict(config) if isinstance(config, Mapping) else config, overrides)
     required = (("--teacher", config.teacher), ("--models", config.models), ("--output-dir", config.output_dir))
     missing = [flag for flag, value in required if not value]
     if missing:

@@ -31,11 +31,11 @@ from fsdkit.config import (
     FinetuneConfig,
     MemoryConfig,
     RunConfig,
+    as_config,
     changed_options,
     command_line,
     config_to_dict,
     input_paths,
-    make_config,
 )
 from fsdkit.data.files import DataSource, with_transfer
 from fsdkit.errors import ConfigError, ModelError
@@ -48,12 +48,6 @@ from fsdkit.training.presets import get_method, run_terms
 from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 
 logger = logging.getLogger("fsdkit")
-
-
-def _as_config(cls, config, overrides):
-    if isinstance(config, cls):
-        return make_config(cls, config_to_dict(config), **overrides) if overrides else config
-    return make_config(cls, config, **overrides)
 
 
 def git_commit() -> str | None:
@@ -397,7 +391,7 @@ def finetune(config: FinetuneConfig | dict | None = None, *, on_evaluate=None, *
     """
     from fsdkit.models import check_model_folder, load_classifier
 
-    config = _as_config(FinetuneConfig, config, overrides)
+    config = as_config(FinetuneConfig, config, overrides)
     out = _check_run_config(config)
     check_model_folder(config.model, max_length=config.max_length, option="model")
     task, data = _load_data(config)
@@ -425,7 +419,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     from fsdkit.models.loading import load_tokenizer
     from fsdkit.models.student import parse_student_config, student_from_config
 
-    config = _as_config(DistillConfig, config, overrides)
+    config = as_config(DistillConfig, config, overrides)
     out = _check_run_config(config)
     specs = run_terms(config)
     needs_teacher = config.student == STUDENT_FROM_TEACHER or any(
@@ -573,7 +567,7 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
     from fsdkit.memory import build_teacher_memory, shard_bounds
     from fsdkit.models import check_model_folder, load_teacher
 
-    config = _as_config(MemoryConfig, config, overrides)
+    config = as_config(MemoryConfig, config, overrides)
     if not config.output_dir:
         raise ConfigError("--output-dir is required (the memory folder)")
     if not config.teacher:
