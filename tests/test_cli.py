@@ -168,7 +168,7 @@ def test_a_kill_unwinds_like_ctrl_c():
 
 @pytest.mark.parametrize("module, function, cls", [
     ("fsdkit.training.run", "finetune", "FinetuneConfig"), ("fsdkit.training.run", "distill", "DistillConfig"),
-    ("fsdkit.training.run", "build_memory", "MemoryConfig"), ("fsdkit.evaluation", "evaluate", "EvaluateConfig"),
+    ("fsdkit.training.teacher_memory", "build_memory", "MemoryConfig"), ("fsdkit.evaluation", "evaluate", "EvaluateConfig"),
     ("fsdkit.prediction", "predict", "PredictConfig"), ("fsdkit.export", "export", "ExportConfig"),
     ("fsdkit.sweep", "sweep", "SweepConfig"), ("fsdkit.compress", "compress", "CompressConfig"),
     ("fsdkit.analysis.run", "analyze", "AnalyzeConfig"),

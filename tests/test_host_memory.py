@@ -68,7 +68,7 @@ def test_a_run_keeps_freed_memory_unless_told_not_to(monkeypatch, tmp_path):
         return {}
 
     monkeypatch.setattr(run, "_train_and_export", fake_train_and_export)
-    monkeypatch.setattr(run, "_load_data", lambda config: (None, None))
+    monkeypatch.setattr(run, "load_run_data", lambda config: (None, None))
     model = torch.nn.Linear(1, 1)
     model.config = None
     monkeypatch.setattr("fsdkit.models.load_classifier", lambda model_name, task: (model, None))

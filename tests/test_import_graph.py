@@ -86,6 +86,6 @@ def test_the_import_graph_has_no_cycle():
     graph = {name: module_level_imports(path, set(paths)) - {name} - ancestors(name) for name, path in paths.items()}
     assert "fsdkit.losses.registry" in graph["fsdkit.losses.terms.pkd"]  # the graph was read
     assert "fsdkit.sweep" in graph["fsdkit.cli"]  # an import inside a function is an edge too
-    assert "fsdkit.memory" in graph["fsdkit.memory.build"] or "fsdkit.memory" in graph["fsdkit.training.run"]
+    assert "fsdkit.memory" in graph["fsdkit.training.teacher_memory"]  # a package init counts as an import
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

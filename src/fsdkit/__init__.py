@@ -16,7 +16,7 @@ from fsdkit._version import __version__
 
 _LAZY = {
     "analyze": "fsdkit.analysis.run",
-    "build_memory": "fsdkit.training.run",
+    "build_memory": "fsdkit.training.teacher_memory",
     "debiased_cka": "fsdkit.losses.similarities",
     "distill": "fsdkit.training.run",
     "evaluate": "fsdkit.evaluation",

@@ -110,7 +110,7 @@ def _cmd_distill(args) -> None:
 
 
 def _cmd_memory_build(args) -> None:
-    from fsdkit.training.run import build_memory
+    from fsdkit.training.teacher_memory import build_memory
 
     config = _config_from_args(args, MemoryConfig, "memory build")
     memory = build_memory(config)

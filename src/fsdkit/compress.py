@@ -76,7 +76,8 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     from fsdkit.models import check_model_folder
     from fsdkit.run_record import read_run_record
     from fsdkit.sweep import _check_storage, _creation_lock, _storage
-    from fsdkit.training.run import _load_data, distill
+    from fsdkit.training.run import distill
+    from fsdkit.training.run_data import load_run_data
 
     config = as_config(CompressConfig, config, overrides)
     if not config.teacher or not config.output_dir:
@@ -93,7 +94,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     pretrained = config.pretrained or ((record.get("config") or {}).get("model"))
     starts = ["teacher", *(["pretrained"] if pretrained else [])]
     options = _data_options(config)
-    task, data = _load_data(make_config(DistillConfig, {**options, "holdout_fraction": HOLDOUT_FRACTION,
+    task, data = load_run_data(make_config(DistillConfig, {**options, "holdout_fraction": HOLDOUT_FRACTION,
                                                         "output_dir": config.output_dir}))
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)

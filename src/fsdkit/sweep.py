@@ -275,7 +275,8 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     import optuna
 
     from fsdkit.data import resolve_task_data
-    from fsdkit.training.run import HOLDOUT, distill, finetune
+    from fsdkit.training.run import distill, finetune
+    from fsdkit.training.run_data import HOLDOUT
 
     config = as_config(SweepConfig, config, overrides)
     if config.command not in COMMANDS:

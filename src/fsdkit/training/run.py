@@ -8,12 +8,9 @@ standard Hugging Face folder, ``fsdkit_run.json`` (config, timings, metrics, ver
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import logging
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,13 +20,11 @@ import torch
 from torch import nn
 from transformers import TrainingArguments, set_seed
 
-from fsdkit.artifacts import build_lock, check_output_dir, read_json_object
+from fsdkit.artifacts import check_output_dir
 from fsdkit.config import (
     STUDENT_FROM_TEACHER,
-    DataOptions,
     DistillConfig,
     FinetuneConfig,
-    MemoryConfig,
     RunConfig,
     as_config,
     changed_options,
@@ -37,14 +32,16 @@ from fsdkit.config import (
     config_to_dict,
     input_paths,
 )
-from fsdkit.data.files import DataSource, with_transfer
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
 from fsdkit.models.architecture import count_parameters
 from fsdkit.run_record import RUN_RECORD
+from fsdkit.training.checkpoints import resume_checkpoint
 from fsdkit.training.host_memory import reused_host_memory
 from fsdkit.training.methods import TermSpec
 from fsdkit.training.presets import get_method, run_terms
+from fsdkit.training.run_data import HOLDOUT, encoded_train, load_run_data
+from fsdkit.training.teacher_memory import checked_memory
 from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 
 logger = logging.getLogger("fsdkit")
@@ -125,106 +122,6 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
     )
 
 
-CHECKPOINT_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
-
-
-def incomplete_reason(checkpoint: Path) -> str | None:
-    """Why ``checkpoint`` cannot be resumed from (a file missing, empty or unreadable), or None if complete."""
-    from safetensors import SafetensorError, safe_open
-
-    for name in CHECKPOINT_FILES:
-        path = checkpoint / name
-        if not path.is_file() or path.stat().st_size == 0:
-            return f"{name} is missing or empty"
-    try:
-        state = read_json_object(checkpoint / "trainer_state.json")
-    except ValueError:
-        return "trainer_state.json is not valid JSON"
-    if "global_step" not in state:
-        return "trainer_state.json has no global_step"
-    try:
-        with safe_open(str(checkpoint / "model.safetensors"), "pt"):
-            pass
-    except (SafetensorError, OSError) as exc:
-        return f"model.safetensors is incomplete ({exc})"
-    return None
-
-
-def last_complete_checkpoint(folder: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """The newest complete ``checkpoint-N`` in ``folder``, and each newer one skipped with the reason."""
-    found = sorted(
-        (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]), reverse=True,
-    ) if folder.is_dir() else []
-    skipped = []
-    for checkpoint in found:
-        reason = incomplete_reason(checkpoint)
-        if reason is None:
-            return checkpoint, skipped
-        skipped.append((checkpoint, reason))
-    return None, skipped
-
-
-def _resume_checkpoint(config: RunConfig, out: Path) -> str | None:
-    if not config.resume:
-        return None
-    last, skipped = last_complete_checkpoint(out / "checkpoints")
-    for checkpoint, reason in skipped:  # a save cut short by a kill: unusable, and in the way of the next save
-        logger.warning("--resume skips and removes %s: %s (a save interrupted by a kill?)", checkpoint.name, reason)
-        shutil.rmtree(checkpoint, ignore_errors=True)  # every process of a multi-process run does this
-    if last is None:  # killed before its first checkpoint: nothing to resume, so the run starts from the beginning
-        logger.warning("--resume: no complete checkpoint in %s (the run stopped before its first one): starting from "
-                       "the beginning", out / "checkpoints")
-        return None
-    logger.info("resuming from %s", last)
-    return str(last)
-
-
-HOLDOUT = "holdout"
-
-
-def _load_data(config: RunConfig):
-    """``(task, splits)``, read (and so validated) before any model is loaded: a bad file fails in a second.
-
-    The registry task ``config.task`` or your own files / dataset (:func:`fsdkit.data.resolve_task_data`). With
-    ``holdout_fraction``, that fraction of ``train`` (seed 0: the same rows for every run and trial) becomes the
-    ``holdout`` split and is removed from ``train``.
-    """
-    from datasets import DatasetDict
-
-    from fsdkit.data import resolve_task_data
-
-    task, data = resolve_task_data(config)
-    if config.holdout_fraction is not None:
-        parts = data["train"].train_test_split(test_size=config.holdout_fraction, seed=0, shuffle=True)
-        data = DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
-    if getattr(config, "transfer_file", None):  # unlabelled rows after the labelled ones (never in the holdout)
-        data = DatasetDict({**data, "train": with_transfer(data["train"], config.transfer_file,
-                                                           DataSource.from_config(config) or DataSource(), task)})
-    return task, data
-
-
-def _encoded_train(data, task, tokenizer, config: RunConfig, min_batch_size: int, teacher_tokenizer=None):
-    """The training split tokenized for the student (and, when ``teacher_tokenizer`` is given, for the teacher
-    too: ``teacher_*`` columns, see :func:`fsdkit.data.encode.add_teacher_encoding`)."""
-    from fsdkit.data import encode_dataset
-    from fsdkit.data.encode import add_teacher_encoding
-
-    train = data["train"]
-    if config.max_train_samples is not None:
-        train = train.select(range(min(config.max_train_samples, len(train))))
-    if min_batch_size > 1 and len(train) < config.batch_size:
-        raise ConfigError(
-            f"the training set has {len(train)} examples, fewer than one batch (--batch-size {config.batch_size}); "
-            f"a loss that compares the samples of a batch drops the incomplete last batch, so no step would run: "
-            f"lower --batch-size to at most {len(train)} (and at least {min_batch_size})"
-        )
-    encoded = encode_dataset(train, tokenizer, task, max_length=config.max_length)
-    if teacher_tokenizer is not None:
-        encoded = add_teacher_encoding(encoded, train, teacher_tokenizer, task, max_length=config.max_length)
-    return encoded
-
-
 def _train_and_export(
     *,
     command: str,
@@ -262,7 +159,7 @@ def _train_and_export(
                 f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "
                 f"{terms[spec.label].min_batch_size}, got {config.batch_size}"
             )
-    train = _encoded_train(data, task, tokenizer, config, max(t.min_batch_size for t in terms.values()),
+    train = encoded_train(data, task, tokenizer, config, max(t.min_batch_size for t in terms.values()),
                            teacher_tokenizer)
     collator = make_collator(tokenizer)
     if teacher_tokenizer is not None:  # teacher and student tokenize differently: each reads its own tokens
@@ -304,7 +201,7 @@ def _train_and_export(
             max_eval_samples=config.max_eval_samples, report=on_evaluate,
         ))
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(config, out))
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(config, out))
     model.eval()
     if not trainer.is_world_process_zero():  # under `accelerate launch`: the main process exports and evaluates
         return {"command": command, "task": task.name, "process_index": trainer.args.process_index,
@@ -394,7 +291,7 @@ def finetune(config: FinetuneConfig | dict | None = None, *, on_evaluate=None, *
     config = as_config(FinetuneConfig, config, overrides)
     out = _check_run_config(config)
     check_model_folder(config.model, max_length=config.max_length, option="model")
-    task, data = _load_data(config)
+    task, data = load_run_data(config)
     set_seed(config.seed)
     model, tokenizer = load_classifier(config.model, task)
     ctx = TermContext(model.config, None, task, max_length=config.max_length)
@@ -440,7 +337,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
     if shape is None:  # a fresh --student-config student has no folder to check
         check_model_folder(student_source, max_length=config.max_length, option="student")
-    task, data = _load_data(config)
+    task, data = load_run_data(config)
     set_seed(config.seed)
 
     teacher = teacher_tokenizer = None
@@ -465,7 +362,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
                     config.teacher, config.student, exc)
 
     if method.needs_memory:
-        config = _checked_memory(config, out, teacher, task)
+        config = checked_memory(config, out, teacher, task)
 
     if shape is None:
         student = build_student(base, config.student_layers)
@@ -486,139 +383,3 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
                           "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",
                           "student_layers": student.config.fsdkit_student_layers, "student_shape": shape},
         )
-
-
-def _memory_rows(config):
-    """The task and the training rows a teacher memory of ``config`` is built from (its whole training split, or its
-    first ``max_train_samples`` rows)."""
-    from fsdkit.data import resolve_task_data
-
-    task, data = resolve_task_data(config)
-    train = data["train"]
-    if getattr(config, "transfer_file", None):  # the memory covers the transfer rows too
-        train = with_transfer(train, config.transfer_file, DataSource.from_config(config) or DataSource(), task)
-    if config.max_train_samples is not None:
-        train = train.select(range(min(config.max_train_samples, len(train))))
-    return task, train
-
-
-def _memory_identity(teacher, task, train, max_length: int | None, max_train_samples: int | None) -> dict[str, Any]:
-    """What a teacher memory must have been built from to serve a run (compared with its metadata): the teacher's
-    weights, the task, the length, and the training rows themselves (``data_sha256``)."""
-    from fsdkit.artifacts import model_weights_sha256
-    from fsdkit.data.encode import text_rows_sha256
-
-    return {"teacher_sha256": model_weights_sha256(teacher), "task": task.name, "max_length": max_length,
-            "max_train_samples": max_train_samples, "data_sha256": text_rows_sha256(train, task.text_columns)}
-
-
-def _memory_command(config: DistillConfig, task) -> str:
-    """The ``fsdkit memory build`` line that builds a memory for ``config``'s teacher and data."""
-    data = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)
-            if getattr(config, f.name) is not None and getattr(config, f.name) != f.default}
-    if not any(key.endswith("_file") or key == "dataset" for key in data):
-        data = {"task": task.name, **({"data_dir": config.data_dir} if config.data_dir else {})}
-    return command_line("memory build", {"teacher": config.teacher, **data, "max_length": config.max_length,
-                                         "output_dir": "MEMORY_DIR"})
-
-
-def _checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillConfig:
-    """The run's teacher memory: ``--memory`` if it matches this teacher, task and length (else refused), or the
-    automatic one in ``OUTPUT_DIR/memory``, (re)built under its lock unless it matches, K and the data included."""
-    from fsdkit.artifacts import model_weights_sha256
-    from fsdkit.memory import TeacherMemory
-
-    if config.memory is not None:  # a memory of more (or other) training rows is a legitimate choice
-        expected = {"teacher_sha256": model_weights_sha256(teacher), "task": task.name, "max_length": config.max_length}
-        memory = TeacherMemory.load(config.memory)
-        if memory.pooling != "flatten":
-            expected["max_length"] = None  # pooled rows do not depend on the length
-        differences = memory.differences(expected)
-        if differences:
-            raise ConfigError(
-                f"--memory {config.memory} was not built for this run: {'; '.join(differences)}. Build one with "
-                f"`{_memory_command(config, task)}`"
-            )
-        return config
-    memory_dir = out / "memory"
-    _, train = _memory_rows(config)
-    expected = _memory_identity(teacher, task, train, config.max_length, config.max_train_samples)
-    expected["n_clusters"] = config.memory_clusters
-    with build_lock(memory_dir):
-        current = TeacherMemory.load(memory_dir) if TeacherMemory.exists(memory_dir) else None
-        stale = current.differences(expected) if current is not None else []
-        if stale:
-            logger.warning("rebuilding %s, built for another run: %s", memory_dir, "; ".join(stale))
-        if current is None or stale:
-            data_options = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)}
-            build_memory(
-                **data_options,
-                teacher=config.teacher, task=config.task, data_dir=config.data_dir, output_dir=str(memory_dir),
-                n_clusters=config.memory_clusters, max_length=config.max_length, seed=config.seed,
-                max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
-                teacher_cache=config.teacher_cache, transfer_file=config.transfer_file, _locked=True,
-            )
-    return config.replace(memory=str(memory_dir))
-
-
-def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = False, **overrides):
-    """FSDG stage 1: encode the task's training set with the teacher and run k-means; save the memory artifact."""
-    from fsdkit.data import encode_dataset, make_collator
-    from fsdkit.memory import build_teacher_memory, shard_bounds
-    from fsdkit.models import check_model_folder, load_teacher
-
-    config = as_config(MemoryConfig, config, overrides)
-    if not config.output_dir:
-        raise ConfigError("--output-dir is required (the memory folder)")
-    if not config.teacher:
-        raise ConfigError("--teacher is required: a fine-tuned teacher folder")
-    if config.n_clusters < 1:
-        raise ConfigError(f"--n-clusters must be ≥ 1, got {config.n_clusters}")
-    if config.max_train_samples is not None and config.max_train_samples < 1:
-        raise ConfigError(f"--max-train-samples must be ≥ 1 (or left out), got {config.max_train_samples}")
-    out = check_output_dir(config.output_dir, keep=input_paths(config))
-    check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
-    task, train = _memory_rows(config)
-    teacher, tokenizer = load_teacher(config.teacher, None)
-    encoded = encode_dataset(train, tokenizer, task, max_length=config.max_length).remove_columns(["labels"])
-    collective = None
-    if not _locked and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # `accelerate launch`: one shard per process
-        collective = _process_group(teacher)
-        encoded = encoded.select(range(*shard_bounds(len(encoded), collective.rank, collective.world_size)))
-    layer = config.layer if config.layer in ("penultimate", "last") else int(config.layer)
-    source = teacher
-    if config.teacher_cache and collective is None:  # one teacher pass, shared with the distillation runs
-        from fsdkit.features import FeatureRequest
-        from fsdkit.training.teacher_cache import INDEX_COLUMN, TeacherCache
-
-        encoded = encoded.add_column(INDEX_COLUMN, list(range(len(encoded))))
-        source = TeacherCache.open_or_build(
-            teacher, encoded, make_collator(tokenizer), FeatureRequest(hidden_states=True, teacher_layers=frozenset({layer})),
-            config.teacher_cache, config.batch_size, task=task.name, max_length=config.max_length,
-            teacher_path=str(config.teacher),
-        )
-    loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))
-    identity = _memory_identity(teacher, task, train, config.max_length, config.max_train_samples)
-    main = collective is None or collective.rank == 0
-    with build_lock(out) if main and not _locked else contextlib.nullcontext():
-        memory = build_teacher_memory(
-            source, loader, n_clusters=config.n_clusters, layer=layer, pooling=config.pooling,
-            max_length=config.max_length, tol=config.tol, max_iter=config.max_iter, seed=config.seed,
-            metadata={"teacher": str(config.teacher), **{k: v for k, v in identity.items() if k != "max_length"}},
-            progress=config.progress and main, collective=collective, work_dir=out if collective else None,
-        )
-        if main:
-            memory.save(out)
-    return memory
-
-
-def _process_group(teacher):
-    """Join the ``accelerate launch`` / torchrun process group (gloo without a GPU) and move ``teacher`` to this
-    process's device; the :class:`~fsdkit.memory.TorchDistributed` collective over it."""
-    from accelerate import PartialState
-
-    from fsdkit.memory import TorchDistributed
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    teacher.to(state.device)
-    return TorchDistributed(state.device)

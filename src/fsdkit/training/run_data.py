@@ -1,0 +1,52 @@
+"""A run's data: its splits (the ``holdout`` carved from the training set, the unlabelled transfer rows after the
+labelled ones) and its training split tokenized for the student (and the teacher, when they tokenize differently).
+"""
+
+from __future__ import annotations
+
+from fsdkit.data.files import DataSource, with_transfer
+from fsdkit.errors import ConfigError
+
+HOLDOUT = "holdout"
+
+
+def load_run_data(config):
+    """``(task, splits)``, read (and so validated) before any model is loaded: a bad file fails in a second.
+
+    The registry task ``config.task`` or your own files / dataset (:func:`fsdkit.data.resolve_task_data`). With
+    ``holdout_fraction``, that fraction of ``train`` (seed 0: the same rows for every run and trial) becomes the
+    ``holdout`` split and is removed from ``train``.
+    """
+    from datasets import DatasetDict
+
+    from fsdkit.data import resolve_task_data
+
+    task, data = resolve_task_data(config)
+    if config.holdout_fraction is not None:
+        parts = data["train"].train_test_split(test_size=config.holdout_fraction, seed=0, shuffle=True)
+        data = DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
+    if getattr(config, "transfer_file", None):  # unlabelled rows after the labelled ones (never in the holdout)
+        data = DatasetDict({**data, "train": with_transfer(data["train"], config.transfer_file,
+                                                           DataSource.from_config(config) or DataSource(), task)})
+    return task, data
+
+
+def encoded_train(data, task, tokenizer, config, min_batch_size: int, teacher_tokenizer=None):
+    """The training split tokenized for the student (and, when ``teacher_tokenizer`` is given, for the teacher
+    too: ``teacher_*`` columns, see :func:`fsdkit.data.encode.add_teacher_encoding`)."""
+    from fsdkit.data import encode_dataset
+    from fsdkit.data.encode import add_teacher_encoding
+
+    train = data["train"]
+    if config.max_train_samples is not None:
+        train = train.select(range(min(config.max_train_samples, len(train))))
+    if min_batch_size > 1 and len(train) < config.batch_size:
+        raise ConfigError(
+            f"the training set has {len(train)} examples, fewer than one batch (--batch-size {config.batch_size}); "
+            f"a loss that compares the samples of a batch drops the incomplete last batch, so no step would run: "
+            f"lower --batch-size to at most {len(train)} (and at least {min_batch_size})"
+        )
+    encoded = encode_dataset(train, tokenizer, task, max_length=config.max_length)
+    if teacher_tokenizer is not None:
+        encoded = add_teacher_encoding(encoded, train, teacher_tokenizer, task, max_length=config.max_length)
+    return encoded
