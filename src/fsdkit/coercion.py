@@ -48,20 +48,14 @@ def coerce_value(tp, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
         raise ValueError(f"expected true or false, got {short_repr(value)}")
-    if tp is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"expected an integer, got {short_repr(value)}")
+    if tp in (int, float):
+        what = "an integer" if tp is int else "a number"
+        if isinstance(value, bool) or (tp is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected {what}, got {short_repr(value)}")
         try:
-            return int(value)
+            return tp(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected an integer, got {short_repr(value)}") from None
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {short_repr(value)}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {short_repr(value)}") from None
+            raise ValueError(f"expected {what}, got {short_repr(value)}") from None
     if tp is dict:
         if not isinstance(value, dict):
             raise ValueError(f"expected a mapping, got {short_repr(value)}")
