@@ -233,8 +233,9 @@ def test_a_pickle_that_is_not_plain_tensors_is_refused_in_one_line(tmp_path, tic
 
 # ------------------------------------------------------------------------------- unlabelled transfer data (issue 41)
 def test_a_transfer_row_never_reaches_the_task_loss():
-    """The task term on a batch of labelled and transfer rows equals the cross-entropy of the labelled rows alone,
-    whatever label a transfer row carries; a batch of transfer rows only gives 0 (and a gradient of 0)."""
+    """The task term on a batch of labelled and transfer rows is the labelled rows' cross-entropy over the batch's
+    rows, whatever label a transfer row carries; micro-batches accumulate to their union; a batch of transfer rows
+    only gives 0 (and a gradient of 0)."""
     import torch
     import torch.nn.functional as F
 
@@ -252,8 +253,15 @@ def test_a_transfer_row_never_reaches_the_task_loss():
     for garbage in (0, 1, 2):
         batch = {"labels": labels.clone().index_fill_(0, torch.tensor([1, 3]), garbage),
                  LABELLED: torch.tensor([1, 0, 1, 0])}
-        value = term(student, None, batch)
-        assert torch.allclose(value, F.cross_entropy(logits[[0, 2]], labels[[0, 2]]))
+        value = term(student, None, batch)  # a batch mean in which a transfer row adds 0
+        assert torch.allclose(value, F.cross_entropy(logits[[0, 2]], labels[[0, 2]], reduction="sum") / 4)
+    # micro-batches of any labelled share, weighted n_i / N as the trainer weights them, give the union's value
+    big = torch.randn(16, 3)
+    big_labels, mask = torch.randint(0, 3, (16,)), torch.tensor([1] * 8 + [1] + [0] * 7)
+    whole = term(Features(logits=big, attention_mask=torch.ones(16, 2)), None, {"labels": big_labels, LABELLED: mask})
+    parts = sum(term(Features(logits=big[i:i + 8], attention_mask=torch.ones(8, 2)), None,
+                     {"labels": big_labels[i:i + 8], LABELLED: mask[i:i + 8]}) * 8 / 16 for i in (0, 8))
+    assert torch.allclose(parts, whole)
     only_transfer = term(student, None, {"labels": labels, LABELLED: torch.zeros(4, dtype=torch.long)})
     only_transfer.backward()
     assert only_transfer.item() == 0.0 and torch.count_nonzero(logits.grad) == 0

@@ -5,7 +5,10 @@ of the teacher: the depth (1 … L−1 of its layers), which layers (the first k
 (the teacher's own layers and head, or the pretrained layers it was fine-tuned from) and the recipe — one of
 :data:`RECIPES`, measured settings from benchmark v2 (``benchmarks/recipe-v2.yaml``). Each trial is a real
 ``fsdkit distill`` run on the training set less a fixed holdout split (seed 0, as ``fsdkit sweep`` carves it),
-scored on that split; its latency is timed on this machine. The teacher is scored and timed the same way.
+scored on that split; its latency is timed on this machine. The teacher is scored and timed on the same split —
+rows it was usually fine-tuned on, so its score there is high and the retention target a conservative one (a
+teacher fine-tuned with ``--holdout-fraction 0.1`` never saw them). A student that cannot be made (a config error)
+or diverges is a failed trial, replaced; the study stops if failures outnumber twice its budget.
 
 When the study has its trials, ``OUTPUT_DIR`` gets ``front.md`` (the Pareto front: quality, retention of the
 teacher's score, latency, parameters, size, settings), ``front.png`` (holdout quality against batch-1 latency, point
@@ -25,7 +28,8 @@ from typing import Any
 
 from fsdkit.artifacts import atomic_write_text
 from fsdkit.config import CompressConfig, DataOptions, DistillConfig, as_config, make_config
-from fsdkit.errors import ConfigError
+from fsdkit.errors import ConfigError, ModelError
+from fsdkit.models.architecture import shares_layers
 
 #: the recipes a trial chooses from, with their searched settings of benchmark v2 (MRPC; recipe-v2.yaml)
 RECIPES: dict[str, dict[str, Any]] = {
@@ -87,7 +91,9 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     if config.target_retention is not None and not 0 < config.target_retention <= 1:
         raise ConfigError(f"--target-retention is a fraction of the teacher's score in (0, 1], got {config.target_retention}")
     folder = check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
-    depth_total = AutoConfig.from_pretrained(folder, trust_remote_code=False).num_hidden_layers
+    teacher_config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    depth_total = teacher_config.num_hidden_layers
+    choices = ("first",) if shares_layers(teacher_config) else LAYER_CHOICES  # ALBERT: a student repeats its group
     if depth_total < 2:
         raise ConfigError(f"--teacher {folder} has {depth_total} layer: there is no smaller student of its layers")
     record = read_run_record(folder) or {}
@@ -103,7 +109,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
 
     def objective(trial) -> tuple[float, float]:
         depth = trial.suggest_int("depth", 1, depth_total - 1)
-        layers = student_layers(trial.suggest_categorical("layers", list(LAYER_CHOICES)), depth, depth_total)
+        layers = student_layers(trial.suggest_categorical("layers", list(choices)), depth, depth_total)
         start = trial.suggest_categorical("start", starts)
         recipe = trial.suggest_categorical("recipe", list(RECIPES))
         run_dir = out / f"trial-{trial.number}"
@@ -132,8 +138,21 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     done = len(study.get_trials(deepcopy=False, states=(states.COMPLETE,)))
     if done < config.trials:
         started = optuna.study.MaxTrialsCallback(config.trials, states=(states.COMPLETE, states.RUNNING))
-        study.optimize(objective, callbacks=[started], catch=(FloatingPointError,))
+        # a student that cannot be made or diverges is a failed trial (recorded with its message), not the study's end
+        study.optimize(objective, callbacks=[started, _too_many_failures(config.trials)],
+                       catch=(FloatingPointError, ConfigError, ModelError))
     return _report(study, config, out, task, teacher, metric, folder)
+
+
+def _too_many_failures(trials: int):
+    """Stop a study whose failed trials outnumber twice its budget (every student failing, e.g. a bad --pretrained)."""
+    import optuna
+
+    def callback(study, trial) -> None:
+        if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))) > 2 * trials:
+            study.stop()
+
+    return callback
 
 
 def _meets(row: dict[str, Any], config) -> bool:

@@ -131,6 +131,8 @@ def _measurement_data(config):
     from fsdkit.data.files import DataSource
     from fsdkit.run_record import read_run_record
 
+    if config.data_dir and not config.task:
+        raise ConfigError("--quantize with --data-dir: name the task whose evaluation split measures it (--task)")
     if DataSource.from_config(config) is not None or config.task or config.data_dir:
         values = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)}
         return resolve_task_data(make_config(EvaluateConfig, {**values, "task": config.task or "rt-sentiment",

@@ -30,7 +30,11 @@ def hidden_layer_index(layer: int | str, num_layers: int, error: type[Exception]
         return num_layers - 1
     if layer == "last":
         return num_layers
-    idx = int(layer) + num_layers + 1 if int(layer) < 0 else int(layer)
+    try:
+        idx = int(layer)
+    except (TypeError, ValueError):
+        raise error(f"hidden-state layer {layer!r}: expected an index, 'penultimate' or 'last'") from None
+    idx = idx + num_layers + 1 if idx < 0 else idx
     if not 0 <= idx <= num_layers:
         raise error(f"hidden-state layer {layer} out of range for a model with {num_layers} layers (0..{num_layers})")
     return idx

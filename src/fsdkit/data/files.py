@@ -413,8 +413,8 @@ def _to_schema(data: Table, role: str, source: DataSource, text: tuple[str, ...]
         for row, value in enumerate(raw_labels, start=1):
             key = None if unlabelled else label_key(value)
             if key is not None and key not in ids:
-                raise DataError(f"{where}: row {row}: label {short_repr(value)} does not occur in the training data "
-                                f"(labels: {', '.join(ids)})")
+                raise DataError(f"{where}: row {row}: label {short_repr(value)} is not one of the task's labels, those "
+                                f"of the training data or the model (labels: {', '.join(ids)})")
             label_ids.append(0 if key is None else ids[key])  # an unlabelled test row: a placeholder, never scored
         out["label"] = label_ids
         feature = ClassLabel(names=list(ids))

@@ -61,7 +61,8 @@ def _encode(
             inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
             features = forward_features(teacher, inputs, request) if live else teacher.features(inputs, request)
             hidden = features.hidden(layer)
-            rows = feature_rows(hidden, features.attention_mask, pooling, max_length).float().cpu().numpy()
+            rows = feature_rows(hidden, features.attention_mask, pooling, max_length,
+                                features.pooled_positions()).float().cpu().numpy()  # a decoder's cls: its last token
             layer_index, hidden_size = features.layer_index(layer), int(hidden.shape[-1])
             if store is None:
                 store = reserved_npy(rows_path, (n_rows, rows.shape[1]))

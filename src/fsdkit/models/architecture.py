@@ -86,11 +86,16 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def is_causal(config) -> bool:
-    """A decoder-only model (no masked-LM head in transformers' registry: GPT-2, Llama, Qwen2, Mistral, OPT, …)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    """A decoder-only model: a causal LM of transformers' registry without a masked-LM head (GPT-2, Llama, Qwen2,
+    Mistral, OPT, …); an encoder outside both registries (LayoutLM, CANINE) is not one."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
-    return getattr(config, "model_type", None) not in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(
-        config, "is_encoder_decoder", False)
+    model_type = getattr(config, "model_type", None)
+    return (model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            and not getattr(config, "is_encoder_decoder", False))
 
 
 def exact_attention_from_projections(config) -> bool:

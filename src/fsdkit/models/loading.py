@@ -190,7 +190,12 @@ def ensure_pad_token(tokenizer, config, name: str) -> None:
         tokenizer.pad_token = tokenizer.eos_token
         logging.getLogger("fsdkit").warning("model %s has no pad token: padding with its end-of-sequence token %r",
                                             name, tokenizer.eos_token)
-    if getattr(config, "pad_token_id", None) is None:
+    from fsdkit.models.architecture import is_causal
+
+    # fsdkit pads on the right (the flattened rows of the memory and the local view assume it; a decoder's head
+    # finds its last real token either way), and a decoder's head finds that token through the config's pad id
+    tokenizer.padding_side = "right"
+    if getattr(config, "pad_token_id", None) is None or (is_causal(config) and config.pad_token_id != tokenizer.pad_token_id):
         config.pad_token_id = tokenizer.pad_token_id
 
 

@@ -52,6 +52,10 @@ def build_student(base_model: nn.Module, layers: int | Sequence[int]) -> nn.Modu
 
     config = base_model.config
     if shares_layers(config):
+        if config.num_hidden_groups > 1:
+            raise ConfigError(f"a {family(config)} model of {config.num_hidden_groups} layer groups maps each depth to a "
+                              f"group by its position, so a shallower student would mix the groups; fsdkit makes "
+                              f"students of one-group models (the released ALBERTs)")
         idx = resolve_layer_indices(layers, config.num_hidden_layers)
         if idx != list(range(len(idx))):
             raise ConfigError(f"student layers {idx}: {family(config)} shares one group of layers across its depth, so "

@@ -4,7 +4,7 @@ labelled ones) and its training split tokenized for the student (and the teacher
 
 from __future__ import annotations
 
-from fsdkit.data.files import DataSource, with_transfer
+from fsdkit.data.files import LABELLED, DataSource, with_transfer
 from fsdkit.errors import ConfigError
 
 HOLDOUT = "holdout"
@@ -26,7 +26,10 @@ def load_run_data(config):
         parts = data["train"].train_test_split(test_size=config.holdout_fraction, seed=0, shuffle=True)
         data = DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
     if getattr(config, "transfer_file", None):  # unlabelled rows after the labelled ones (never in the holdout)
-        data = DatasetDict({**data, "train": with_transfer(data["train"], config.transfer_file,
+        train = data["train"]
+        if config.max_train_samples is not None:  # --max-train-samples counts labelled rows: transfer rows all stay
+            train = train.select(range(min(config.max_train_samples, len(train))))
+        data = DatasetDict({**data, "train": with_transfer(train, config.transfer_file,
                                                            DataSource.from_config(config) or DataSource(), task)})
     return task, data
 
@@ -38,7 +41,7 @@ def encoded_train(data, task, tokenizer, config, min_batch_size: int, teacher_to
     from fsdkit.data.encode import add_teacher_encoding
 
     train = data["train"]
-    if config.max_train_samples is not None:
+    if config.max_train_samples is not None and LABELLED not in train.column_names:  # with transfer rows: applied
         train = train.select(range(min(config.max_train_samples, len(train))))
     if min_batch_size > 1 and len(train) < config.batch_size:
         raise ConfigError(

@@ -30,10 +30,10 @@ def _memory_rows(config):
 
     task, data = resolve_task_data(config)
     train = data["train"]
+    if config.max_train_samples is not None:  # labelled rows; the transfer rows all stay
+        train = train.select(range(min(config.max_train_samples, len(train))))
     if getattr(config, "transfer_file", None):  # the memory covers the transfer rows too
         train = with_transfer(train, config.transfer_file, DataSource.from_config(config) or DataSource(), task)
-    if config.max_train_samples is not None:
-        train = train.select(range(min(config.max_train_samples, len(train))))
     return task, train
 
 

@@ -24,7 +24,7 @@ def _is_regression(ctx: TermContext) -> bool:
 @register_term("task")
 class TaskLoss(LossTerm):
     """Supervised loss on gold labels: ``CE(y, softmax(z_S))`` (classification) or ``MSE(z_S, y)`` (regression),
-    the mean over the batch's labelled rows (a transfer row, ``labelled`` 0, is left out).
+    the batch mean; a transfer row (``labelled`` 0, ``--transfer-file``) adds 0, its label is never read.
 
     Config example::
 
@@ -41,14 +41,18 @@ class TaskLoss(LossTerm):
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         labels, logits = batch["labels"], student.logits
         labelled = batch.get(LABELLED)  # transfer rows (--transfer-file) have no label: never read here
-        if labelled is not None:
-            keep = labelled.to(torch.bool)
-            if not bool(keep.any()):
-                return logits.sum() * 0.0  # a batch of transfer rows only: no task signal, the graph kept
-            labels, logits = labels[keep], logits[keep]
+        if labelled is None:
+            if self.regression:
+                return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            return F.cross_entropy(logits, labels)
+        # a mean over all n rows in which a transfer row adds 0: each labelled row weighs 1/n like every row of the
+        # other terms, so micro-batches of any labelled share accumulate to the gradient of their union
+        keep = labelled.to(torch.bool)
         if self.regression:
-            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-        return F.cross_entropy(logits, labels)
+            losses = F.mse_loss(logits.squeeze(-1)[keep], labels[keep].to(logits.dtype), reduction="sum")
+        else:
+            losses = F.cross_entropy(logits[keep], labels[keep], reduction="sum")
+        return losses / logits.shape[0]
 
 
 @register_term("kd")
