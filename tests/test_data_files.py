@@ -77,7 +77,7 @@ def test_bad_files_get_errors_naming_file_row_and_column(tmp_path):
                                                           tmp_path / "renamed.csv"))))
     dev = pd.read_csv(DEV)
     dev.loc[2, "label"] = "sales"
-    with pytest.raises(DataError, match=r"dev.csv: row 3: label 'sales' does not occur in the training data"):
+    with pytest.raises(DataError, match=r"dev.csv: row 3: label 'sales' is not one of the task's labels"):
         load_custom(DataSource(train_file=str(TRAIN), validation_file=str(write(dev, tmp_path / "dev.csv"))))
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="empty.csv is empty"):
