@@ -151,7 +151,7 @@ def test_a_bad_sweep_storage_is_one_line(tmp_path, storage, message):
     readonly.write_bytes(b"")
     readonly.chmod(0o444)
     if os.geteuid() == 0 and "readonly" in storage:
-        pytest.skip("root writes a read-only file")
+        pytest.skip("running as root: a read-only file stays writable, so the read-only storage case cannot be set up")
     spec = {"command": "distill", "base": {**FILES, "teacher": "t", "holdout-fraction": 0.2},
             "space": {"alpha": {"type": "float", "low": 0.1, "high": 0.9}}}
     with pytest.raises(ConfigError, match=message):

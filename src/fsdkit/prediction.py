@@ -91,10 +91,8 @@ def predict(config: PredictConfig | dict | None = None, **overrides) -> dict[str
 
     Returns ``{"task", "model", "split", "output", "n_examples"}``.
     """
-    from fsdkit.data import get_task, make_collator
-    from fsdkit.data.encode import encode_dataset
-    from fsdkit.evaluation import check_model_matches_task, predict_logits
-    from fsdkit.models import check_model_folder, load_classifier
+    from fsdkit.data import get_task
+    from fsdkit.models import check_model_folder
 
     config = as_config(PredictConfig, config, overrides)
     if not config.model:
@@ -112,15 +110,28 @@ def predict(config: PredictConfig | dict | None = None, **overrides) -> dict[str
     task, _ = resolve_task_data(config) if DataSource.from_config(config) else (get_task(config.task), None)
     check_model_folder(config.model, max_length=config.max_length, option="model")
     index, rows = _rows_to_predict(task, config)  # bad data fails before the model is loaded
+    _write_predictions(config, task, index, rows, output, check_task=True, desc=f"predict {config.split}")
+    return {"task": task.name, "model": str(config.model), "split": config.split, "output": str(output),
+            "n_examples": len(index)}
+
+
+def _write_predictions(config: PredictConfig, task, index: list[int], rows, output: Path, *, check_task: bool,
+                       desc: str) -> np.ndarray:
+    """Load the model, predict ``rows`` and write them to ``output``; the logits."""
+    from fsdkit.data import make_collator
+    from fsdkit.data.encode import encode_dataset
+    from fsdkit.evaluation import check_model_matches_task, predict_logits
+    from fsdkit.models import load_classifier
+
     model, tokenizer = load_classifier(config.model, None)
-    check_model_matches_task(model, task, config.model)
+    if check_task:
+        check_model_matches_task(model, task, config.model)
     encoded = encode_dataset(rows, tokenizer, task, max_length=config.max_length)
     logits = predict_logits(model, encoded, make_collator(tokenizer), batch_size=config.batch_size,
-                            progress=config.progress, desc=f"predict {config.split}")
+                            progress=config.progress, desc=desc)
     fields, records = _records(task, index, logits)
     atomic_write_text(output, format_predictions(fields, records, output.suffix.lower()))
-    return {"task": task.name, "model": str(config.model), "split": config.split, "output": str(output),
-            "n_examples": len(records)}
+    return logits
 
 
 def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
@@ -129,11 +140,10 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
     label column is scored too (``metrics``)."""
     from transformers import AutoConfig
 
-    from fsdkit.data import compute_metrics, make_collator
-    from fsdkit.data.encode import encode_dataset
+    from fsdkit.data import compute_metrics
     from fsdkit.data.files import read_input
-    from fsdkit.evaluation import model_label_names, predict_logits
-    from fsdkit.models import check_model_folder, load_classifier, resolve_model_path
+    from fsdkit.evaluation import model_label_names
+    from fsdkit.models import check_model_folder, resolve_model_path
     from fsdkit.run_record import read_run_record
 
     given = [flag for flag, value in (("--train-file", config.train_file), ("--validation-file", config.validation_file),
@@ -153,14 +163,10 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
     columns = config.text_columns or ((record or {}).get("config") or {}).get("text_columns")
     source = DataSource(text_columns=tuple(columns) if columns else None, label_column=config.label_column)
     task, rows, labelled = read_input(config.input, source, labels)  # bad input fails before the model loads
-    model, tokenizer = load_classifier(folder, None)
-    encoded = encode_dataset(rows, tokenizer, task, max_length=config.max_length)
-    logits = predict_logits(model, encoded, make_collator(tokenizer), batch_size=config.batch_size,
-                            progress=config.progress, desc="predict")
-    fields, records = _records(task, list(range(len(rows))), logits)
-    atomic_write_text(output, format_predictions(fields, records, output.suffix.lower()))
+    # the task is the model's own (its label names): nothing to check it against
+    logits = _write_predictions(config, task, list(range(len(rows))), rows, output, check_task=False, desc="predict")
     result: dict[str, Any] = {"model": str(config.model), "input": str(config.input), "output": str(output),
-                              "n_examples": len(records), "labels": list(labels) if labels else None}
+                              "n_examples": len(rows), "labels": list(labels) if labels else None}
     if labelled:
         result["metrics"] = compute_metrics(task, logits, rows["label"])
     return result
