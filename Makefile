@@ -39,6 +39,7 @@ test-fast: setup
 # what CI runs before the tests (pre-commit runs the same on every commit: `pre-commit install`)
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # the documentation site (docs/ + the API reference from the docstrings); strict: a broken link or reference fails
 docs: setup

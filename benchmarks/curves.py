@@ -73,20 +73,37 @@ def teacher_dir(work_dir: Path, task: str, epochs: float | None = None) -> Path:
     return work_dir / task / ("teacher" if epochs is None else f"teacher-{epochs:g}ep")
 
 
-def teacher_settings(recipe: dict[str, Any], task: str, glue_dir: str, work_dir: Path,
-                     epochs: float | None = None) -> dict[str, Any]:
+def teacher_settings(
+    recipe: dict[str, Any], task: str, glue_dir: str, work_dir: Path, epochs: float | None = None
+) -> dict[str, Any]:
     """The teacher's run settings; ``epochs``: a budget other than the recipe's (``--teacher-epochs``, the teacher's
     plateau study: recorded in the settings, so its hash is the one a recipe with that budget gives)."""
     # a whole number as a recipe writes it (6, not 6.0): the hash must equal the recipe's
     budget = {} if epochs is None else {"epochs": int(epochs) if float(epochs).is_integer() else epochs}
-    return {**recipe["shared"], **recipe_section(recipe, "teacher", task), **budget, "eval_strategy": "epoch",
-            "task": task, "data_dir": glue_dir, "output_dir": str(teacher_dir(work_dir, task, epochs)),
-            "progress": False}
+    return {
+        **recipe["shared"],
+        **recipe_section(recipe, "teacher", task),
+        **budget,
+        "eval_strategy": "epoch",
+        "task": task,
+        "data_dir": glue_dir,
+        "output_dir": str(teacher_dir(work_dir, task, epochs)),
+        "progress": False,
+    }
 
 
-def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, seed: int, epochs: float,
-                     glue_dir: str, work_dir: Path, layers: list[int] | None = None,
-                     teacher_epochs: float | None = None) -> dict[str, Any]:
+def student_settings(
+    recipe: dict[str, Any],
+    task: str,
+    method: str,
+    init: str,
+    seed: int,
+    epochs: float,
+    glue_dir: str,
+    work_dir: Path,
+    layers: list[int] | None = None,
+    teacher_epochs: float | None = None,
+) -> dict[str, Any]:
     """A student's run settings; ``layers``: an explicit set of 0-based layers instead of the recipe's
     ``student_layers`` (recorded in the settings; the run folder gets a ``layers-…`` level); ``teacher_epochs``: the
     teacher of that budget (``--teacher-epochs``; its folder is in the settings, and the run folder gets a
@@ -105,11 +122,23 @@ def student_settings(recipe: dict[str, Any], task: str, method: str, init: str, 
     if layers is not None:
         chosen = {"student_layers": layers}
         folder = folder / ("layers-" + "-".join(map(str, layers)))
-    return {**recipe["shared"], **recipe_section(recipe, "student", task), **own, **chosen, "student": student,
-            "epochs": epochs,
-            "eval_strategy": "epoch", "method": method, "seed": seed, "task": task, "data_dir": glue_dir,
-            "teacher": str(teacher), "teacher_cache": str(teacher.with_name(teacher.name + "-cache")),
-            "output_dir": str(folder / f"seed{seed}"), "progress": False}
+    return {
+        **recipe["shared"],
+        **recipe_section(recipe, "student", task),
+        **own,
+        **chosen,
+        "student": student,
+        "epochs": epochs,
+        "eval_strategy": "epoch",
+        "method": method,
+        "seed": seed,
+        "task": task,
+        "data_dir": glue_dir,
+        "teacher": str(teacher),
+        "teacher_cache": str(teacher.with_name(teacher.name + "-cache")),
+        "output_dir": str(folder / f"seed{seed}"),
+        "progress": False,
+    }
 
 
 def layer_sets(text: str | None) -> list[list[int] | None]:
@@ -121,7 +150,9 @@ def layer_sets(text: str | None) -> list[list[int] | None]:
         try:
             sets.append([int(v) for v in item.split(",") if v.strip()])
         except ValueError:
-            raise SystemExit(f"--layers {text!r}: expected sets of 0-based layer indices such as '1,3,5;0,1,2'") from None
+            raise SystemExit(
+                f"--layers {text!r}: expected sets of 0-based layer indices such as '1,3,5;0,1,2'"
+            ) from None
     return sets
 
 
@@ -131,8 +162,17 @@ def plateaued(curve: list[dict[str, Any]], metric: str) -> bool | None:
     return None if len(values) < 2 else abs(values[-1] - values[-2]) * 100 <= PLATEAU_POINTS
 
 
-def run_job(kind: str, task: str, method: str, seed: int, init: str | None, settings: dict[str, Any],
-            results: Path, teacher_epochs: float | None = None, recipe: str = DEFAULT_RECIPE.name) -> dict[str, Any]:
+def run_job(
+    kind: str,
+    task: str,
+    method: str,
+    seed: int,
+    init: str | None,
+    settings: dict[str, Any],
+    results: Path,
+    teacher_epochs: float | None = None,
+    recipe: str = DEFAULT_RECIPE.name,
+) -> dict[str, Any]:
     """Train one job (resuming its checkpoint), append its record with the curve and the name of its ``recipe``
     file, delete its checkpoints (and, for a student, its model folder)."""
     from fsdkit import distill, finetune
@@ -145,12 +185,28 @@ def run_job(kind: str, task: str, method: str, seed: int, init: str | None, sett
     try:
         result = finetune(**settings) if kind == "teacher" else distill(**settings)
     except Exception as exc:  # noqa: BLE001 — a failed run is recorded and the study goes on
-        record = run_record(task=task, method=method, seed=seed, settings=settings, job_hash=job_hash,
-                            status="failed", started=started,
-                            error=f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=8))
+        record = run_record(
+            task=task,
+            method=method,
+            seed=seed,
+            settings=settings,
+            job_hash=job_hash,
+            status="failed",
+            started=started,
+            error=f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=8),
+        )
     else:
-        record = run_record(task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="ok",
-                            started=started, result=result, output_dir=str(out) if kind == "teacher" else None)
+        record = run_record(
+            task=task,
+            method=method,
+            seed=seed,
+            settings=settings,
+            job_hash=job_hash,
+            status="ok",
+            started=started,
+            result=result,
+            output_dir=str(out) if kind == "teacher" else None,
+        )
         _clean_output_dir(out, keep_model=kind == "teacher")
     record["init"], record["recipe"] = init, recipe
     # which fine-tuning of the teacher (for the teacher: its own weights; see suite.teacher_fingerprint)
@@ -168,15 +224,38 @@ def study(args) -> int:
     failed = 0
     for task in _csv(args.tasks):
         jobs: list[tuple[str, str, int, str | None, dict[str, Any]]] = [
-            ("teacher", "teacher", int(recipe["teacher"].get("seed", 42)), None,
-             teacher_settings(recipe, task, args.glue_dir, work_dir, args.teacher_epochs))]
+            (
+                "teacher",
+                "teacher",
+                int(recipe["teacher"].get("seed", 42)),
+                None,
+                teacher_settings(recipe, task, args.glue_dir, work_dir, args.teacher_epochs),
+            )
+        ]
         for seed in (int(s) for s in _csv(args.seeds)):
             for init in _csv(args.inits):
                 for layers in layer_sets(args.layers):
                     for method in _csv(args.methods):
-                        jobs.append(("student", method, seed, init, student_settings(
-                            recipe, task, method, init, seed, args.epochs, args.glue_dir, work_dir, layers,
-                            args.teacher_epochs)))
+                        jobs.append(
+                            (
+                                "student",
+                                method,
+                                seed,
+                                init,
+                                student_settings(
+                                    recipe,
+                                    task,
+                                    method,
+                                    init,
+                                    seed,
+                                    args.epochs,
+                                    args.glue_dir,
+                                    work_dir,
+                                    layers,
+                                    args.teacher_epochs,
+                                ),
+                            )
+                        )
         for kind, method, seed, init, settings in jobs:
             if stop.exists():
                 logger.info("%s found: stopping", stop)
@@ -187,9 +266,11 @@ def study(args) -> int:
             with _claim(Path(settings["output_dir"]), wait=kind == "teacher") as held:
                 if not held:
                     continue
-                done = {(r["task"], r["method"], int(r["seed"]), r.get("settings_hash"), r.get("teacher_epochs"))
-                        for r in read_records(results)
-                        if r.get("status") == "ok"}
+                done = {
+                    (r["task"], r["method"], int(r["seed"]), r.get("settings_hash"), r.get("teacher_epochs"))
+                    for r in read_records(results)
+                    if r.get("status") == "ok"
+                }
                 # a recorded teacher whose folder is gone (a new machine: work/ is not committed) is trained again
                 if key in done and (kind != "teacher" or (Path(settings["output_dir"]) / "config.json").is_file()):
                     continue
@@ -225,12 +306,23 @@ def curve_rows(records: Iterable[dict[str, Any]], metrics: dict[str, str] | None
         values = [100 * p[f"eval_{metric}"] for p in r["curve"] if f"eval_{metric}" in p]
         layers = r.get("settings", {}).get("student_layers")
         peak = max(range(len(values)), key=values.__getitem__) if values else None
-        rows.append({"task": r["task"], "method": r["method"], "init": r.get("init"),
-                     "layers": layers if isinstance(layers, list) else None, "teacher_epochs": r.get("teacher_epochs"),
-                     "seed": r["seed"], "metric": metric, "values": values,
-                     "peak": None if peak is None else values[peak], "peak_epoch": None if peak is None else peak + 1,
-                     "plateau": plateaued(r["curve"], metric), "minutes": r.get("wall_time", 0) / 60,
-                     "recipe": curve_recipe(r)})
+        rows.append(
+            {
+                "task": r["task"],
+                "method": r["method"],
+                "init": r.get("init"),
+                "layers": layers if isinstance(layers, list) else None,
+                "teacher_epochs": r.get("teacher_epochs"),
+                "seed": r["seed"],
+                "metric": metric,
+                "values": values,
+                "peak": None if peak is None else values[peak],
+                "peak_epoch": None if peak is None else peak + 1,
+                "plateau": plateaued(r["curve"], metric),
+                "minutes": r.get("wall_time", 0) / 60,
+                "recipe": curve_recipe(r),
+            }
+        )
     return rows
 
 
@@ -238,7 +330,8 @@ def variant_label(layers: list[int] | None, teacher_epochs: float | None) -> str
     """What sets a curve apart beside its method and initialisation, as in ``", layers 1,3,5, teacher 6 ep"``: an
     explicit layer set, a teacher of another budget; empty for the recipe's first k layers and teacher."""
     return (f", layers {','.join(map(str, layers))}" if layers is not None else "") + (
-        f", teacher {teacher_epochs:g} ep" if teacher_epochs is not None else "")
+        f", teacher {teacher_epochs:g} ep" if teacher_epochs is not None else ""
+    )
 
 
 def summary(results: Path) -> None:
@@ -246,8 +339,10 @@ def summary(results: Path) -> None:
     for row in curve_rows(read_records(results)):
         init = row["init"] and row["init"] + variant_label(row["layers"], row["teacher_epochs"])
         label = f"{row['task']} {row['method']}" + (f" ({init})" if init else "") + f" seed {row['seed']}"
-        print(f"{label}: {row['metric']} {' '.join(f'{v:.1f}' for v in row['values'])} — plateau: {row['plateau']}; "
-              f"{row['minutes']:.1f} min")
+        print(
+            f"{label}: {row['metric']} {' '.join(f'{v:.1f}' for v in row['values'])} — plateau: {row['plateau']}; "
+            f"{row['minutes']:.1f} min"
+        )
 
 
 def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) -> list[Path]:
@@ -268,9 +363,11 @@ def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) ->
         several_recipes = len({curve_recipe(r) for r in runs}) > 1
         for r in runs:
             layers = r.get("settings", {}).get("student_layers")
-            schedule = f"{r.get('settings', {}).get('epochs', len(r['curve'])):g} ep" + variant_label(
-                layers if isinstance(layers, list) else None, r.get("teacher_epochs")) + (
-                f", {curve_recipe(r)}" if several_recipes else "")  # schedules apart
+            schedule = (
+                f"{r.get('settings', {}).get('epochs', len(r['curve'])):g} ep"
+                + variant_label(layers if isinstance(layers, list) else None, r.get("teacher_epochs"))
+                + (f", {curve_recipe(r)}" if several_recipes else "")
+            )  # schedules apart
             name = f"{r['method']}, {schedule}"
             styles[name] = (r["method"], schedule)
             groups.setdefault(key, {}).setdefault(name, []).append(curve_points(r, curve_metric(r, metrics)))
@@ -279,8 +376,9 @@ def plot(results: Path, out_dir: Path, metrics: dict[str, str] | None = None) ->
         teacher = teachers.get(task)
         metric = curve_metric(teacher or next(r for r in records if r["task"] == task), metrics)
         reference = 100 * teacher["metrics"][metric] if teacher and metric in teacher.get("metrics", {}) else None
-        fig = learning_curves(curves, f"{task}, {init}-initialised students", metric, reference, "teacher (final)",
-                              styles=styles)
+        fig = learning_curves(
+            curves, f"{task}, {init}-initialised students", metric, reference, "teacher (final)", styles=styles
+        )
         written.append(save_figure(fig, out_dir / f"{task}-{init}.png"))
     return written
 
@@ -293,12 +391,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inits", default=",".join(INITS), help=f"student initialisations: {', '.join(INITS)}")
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--epochs", type=float, default=6.0, help="epochs of every student (dev after each)")
-    parser.add_argument("--teacher-epochs", type=float, default=None,
-                        help="the teacher's epochs instead of the recipe's (a teacher budget's curve; its own folder "
-                             "teacher-<E>ep, and the students of this command distil from it)")
-    parser.add_argument("--layers", default=None,
-                        help="student layer sets to compare, 0-based, ';'-separated (e.g. '0,1,2;1,3,5'); default: the "
-                             "recipe's student_layers")
+    parser.add_argument(
+        "--teacher-epochs",
+        type=float,
+        default=None,
+        help="the teacher's epochs instead of the recipe's (a teacher budget's curve; its own folder "
+        "teacher-<E>ep, and the students of this command distil from it)",
+    )
+    parser.add_argument(
+        "--layers",
+        default=None,
+        help="student layer sets to compare, 0-based, ';'-separated (e.g. '0,1,2;1,3,5'); default: the "
+        "recipe's student_layers",
+    )
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     parser.add_argument("--results", default=str(DEFAULT_RESULTS))
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))

@@ -55,9 +55,23 @@ from suite import (  # noqa: E402
 TASK_ORDER = ("mrpc", "stsb", "cola", "sick", "rte", "sst2", "wnli", "qnli", "qqp", "mnli")
 BASELINES = ("nds", "vkd", "pkd", "rkd", "minilm", "internal-sid")
 PROPOSED = ("fsd", "fsd-procrustes", "fsdi-minilm")
-DISPLAY = {"nds": "nDS", "vkd": "VKD", "pkd": "PKD", "rkd": "RKD", "minilm": "MiniLM", "fsd": "FSD",
-           "fsd-procrustes": "FSD-Procrustes", "fsdi-minilm": "FSDI + MiniLM", "fsdi": "FSDI", "fsdl": "FSDL", "fsdg": "FSDG", "fsdil": "FSDIL",
-           "internal-sid": "Internal-SID", TEACHER: "Teacher", MAJORITY: "Majority class"}
+DISPLAY = {
+    "nds": "nDS",
+    "vkd": "VKD",
+    "pkd": "PKD",
+    "rkd": "RKD",
+    "minilm": "MiniLM",
+    "fsd": "FSD",
+    "fsd-procrustes": "FSD-Procrustes",
+    "fsdi-minilm": "FSDI + MiniLM",
+    "fsdi": "FSDI",
+    "fsdl": "FSDL",
+    "fsdg": "FSDG",
+    "fsdil": "FSDIL",
+    "internal-sid": "Internal-SID",
+    TEACHER: "Teacher",
+    MAJORITY: "Majority class",
+}
 METRIC_DISPLAY = {"f1": "F1", "accuracy": "Acc", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 
 
@@ -175,16 +189,20 @@ def _p_value(p: float) -> str:
 
 
 def _significance_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
-    rows = [[
-        s["task"], DISPLAY.get(s["method"], s["method"]), METRIC_DISPLAY.get(s["metric"], s["metric"]),
-        "–" if s["mean"] is None else f"{100 * s['mean']:.2f} (n={s['n']})",
-        DISPLAY.get(s["best_other"], s["best_other"] or "–"),
-        "–" if s["best_other_mean"] is None else f"{100 * s['best_other_mean']:.2f} (n={s['best_other_n']})",
-        s["alternative"] or "–",
-        _p_value(s["p_value"]) if s["p_value"] is not None else f"– ({s['reason']})",
-    ] for s in results]
+    rows = [
+        [
+            s["task"],
+            DISPLAY.get(s["method"], s["method"]),
+            METRIC_DISPLAY.get(s["metric"], s["metric"]),
+            "–" if s["mean"] is None else f"{100 * s['mean']:.2f} (n={s['n']})",
+            DISPLAY.get(s["best_other"], s["best_other"] or "–"),
+            "–" if s["best_other_mean"] is None else f"{100 * s['best_other_mean']:.2f} (n={s['best_other_n']})",
+            s["alternative"] or "–",
+            _p_value(s["p_value"]) if s["p_value"] is not None else f"– ({s['reason']})",
+        ]
+        for s in results
+    ]
     return _table(["Task", "Method", "Metric", "Mean", "Best baseline", "Its mean", "H1", "p"], rows)
-
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -199,8 +217,13 @@ def _methods_present(records, candidates: Sequence[str]) -> list[str]:
     return [m for m in candidates if m in present] + extra
 
 
-def _score_table(tasks: Sequence[str], methods: Sequence[str], stats, references: Mapping[str, Mapping[str, Any]],
-                 expected_seeds: int | Mapping[str, int]) -> list[str]:
+def _score_table(
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    stats,
+    references: Mapping[str, Mapping[str, Any]],
+    expected_seeds: int | Mapping[str, int],
+) -> list[str]:
     """Methods × (task, metric) table: the reference rows (teacher, majority class; one run each), then the
     methods' mean (std)."""
     header = ["Method"]
@@ -213,12 +236,18 @@ def _score_table(tasks: Sequence[str], methods: Sequence[str], stats, references
     rows = []
     for reference, runs in references.items():
         if any(t in runs for t in tasks):
-            rows.append([DISPLAY[reference]] + [
-                f"{100 * runs[t]['metrics'][m]:.2f}" if t in runs and m in runs[t]["metrics"] else "–" for t, m in columns
-            ])
+            rows.append(
+                [DISPLAY[reference]]
+                + [
+                    f"{100 * runs[t]['metrics'][m]:.2f}" if t in runs and m in runs[t]["metrics"] else "–"
+                    for t, m in columns
+                ]
+            )
     for method in methods:
-        rows.append([DISPLAY.get(method, method)]
-                    + [fmt(stats.get((t, method), {}).get(m), seeds_for(expected_seeds, t)) for t, m in columns])
+        rows.append(
+            [DISPLAY.get(method, method)]
+            + [fmt(stats.get((t, method), {}).get(m), seeds_for(expected_seeds, t)) for t, m in columns]
+        )
     return _table(header, rows)
 
 
@@ -261,9 +290,12 @@ def render(
     main_methods = _methods_present(students, TABLE_METHODS)
     student = (recipe or {}).get("student", {})
     layers = student.get("student_layers", 3)
-    students_are = (f"the first {layers} layers and the classification head of the fine-tuned teacher "
-                    "(teacher-initialised: the paper's regime of students near their teacher)"
-                    if student.get("student") == "teacher" else f"its first {layers} layers")
+    students_are = (
+        f"the first {layers} layers and the classification head of the fine-tuned teacher "
+        "(teacher-initialised: the paper's regime of students near their teacher)"
+        if student.get("student") == "teacher"
+        else f"its first {layers} layers"
+    )
     if isinstance(expected_seeds, int):
         seeds_text = f"k ≠ {expected_seeds}"
     else:
@@ -288,25 +320,39 @@ def render(
     lines += ["## Main table (paper Tables 2–3 layout)", ""]
     lines += _score_table(core, main_methods, stats, references, expected_seeds) + [""]
     if references[MAJORITY]:
-        lines += ["Majority class: the constant prediction of the training set's most frequent label (STS-B: its mean "
-                  "score, which has no correlation), scored on the same dev set (`fsdkit.evaluation.majority_baseline`)"
-                  " — the floor a student has to clear."
-                  + (" Always predicting \"paraphrase\" scores a high F1 on MRPC, so MRPC F1 separates the students "
-                     "less than the other columns do." if "mrpc" in references[MAJORITY] else ""), ""]
+        lines += [
+            "Majority class: the constant prediction of the training set's most frequent label (STS-B: its mean "
+            "score, which has no correlation), scored on the same dev set (`fsdkit.evaluation.majority_baseline`)"
+            " — the floor a student has to clear."
+            + (
+                ' Always predicting "paraphrase" scores a high F1 on MRPC, so MRPC F1 separates the students '
+                "less than the other columns do."
+                if "mrpc" in references[MAJORITY]
+                else ""
+            ),
+            "",
+        ]
     adopted = sorted({(r["task"], r["seed"]) for r in students if r.get("adopted_from")})
     if adopted:
         where = ", ".join(f"{task.upper()} seed {seed}" for task, seed in adopted)
         sizes = {len(g) for g in ((recipe or {}).get("tuning", {}).get("grid") or {}).values()}
         budget = f"its {sizes.pop()} candidates" if len(sizes) == 1 else "its candidates"
-        lines += [f"Selection effect: the {where} run of each weighted method is its chosen weight-search run, picked "
-                  f"as the best of {budget} on this same dev set, so that cell slightly favours the methods with "
-                  "a weight of their own over nDS and VKD; the other seeds are not selected.", ""]
+        lines += [
+            f"Selection effect: the {where} run of each weighted method is its chosen weight-search run, picked "
+            f"as the best of {budget} on this same dev set, so that cell slightly favours the methods with "
+            "a weight of their own over nDS and VKD; the other seeds are not selected.",
+            "",
+        ]
 
     # -- quality against training budget
     if curve_links:
-        lines += ["## Quality against training budget (dev after every epoch)", "",
-                  "One line per method (mean over its seeds), the seeds' range as a band, the teacher's final score "
-                  "dashed: " + ", ".join(f"[{t.upper()}]({link})" for t, link in curve_links.items()) + ".", ""]
+        lines += [
+            "## Quality against training budget (dev after every epoch)",
+            "",
+            "One line per method (mean over its seeds), the seeds' range as a band, the teacher's final score "
+            "dashed: " + ", ".join(f"[{t.upper()}]({link})" for t, link in curve_links.items()) + ".",
+            "",
+        ]
 
     if regimes:
         lines += regime_section(regimes, regime_links or {}, layers, Path(recipe_path).name)
@@ -326,10 +372,14 @@ def render(
     lines += _table(header, rows) + [""]
 
     # -- significance
-    lines += ["## Significance: FSD against the best baseline (one-sided Welch, main metric)", "",
-              f"Baselines: {', '.join(DISPLAY[b] for b in BASELINES)}. H1: FSD > best baseline when FSD's mean is at "
-              "least the baseline's, else FSD < best baseline (the paper's convention). FSD-Procrustes and FSDI + "
-              "MiniLM (the row to take) are tested the same way.", ""]
+    lines += [
+        "## Significance: FSD against the best baseline (one-sided Welch, main metric)",
+        "",
+        f"Baselines: {', '.join(DISPLAY[b] for b in BASELINES)}. H1: FSD > best baseline when FSD's mean is at "
+        "least the baseline's, else FSD < best baseline (the paper's convention). FSD-Procrustes and FSDI + "
+        "MiniLM (the row to take) are tested the same way.",
+        "",
+    ]
     lines += _significance_table(significance_rows(records, core)) + [""]
 
     # -- ablations
@@ -337,9 +387,17 @@ def render(
     if any(m in ABLATION_METHODS for m in ablation):
         lines += ["## FSD ablations (paper Table 4 layout, main metric)", ""]
         header = ["Method"] + [t.upper() for t in core]
-        rows = [[DISPLAY.get(m, m)] + [fmt(stats.get((t, m), {}).get(task_metrics(t)[1]),
-                                           seeds_for(ablation_seeds if m in ABLATION_METHODS else expected_seeds, t))
-                                       for t in core] for m in ablation]
+        rows = [
+            [DISPLAY.get(m, m)]
+            + [
+                fmt(
+                    stats.get((t, m), {}).get(task_metrics(t)[1]),
+                    seeds_for(ablation_seeds if m in ABLATION_METHODS else expected_seeds, t),
+                )
+                for t in core
+            ]
+            for m in ablation
+        ]
         lines += _table(header, rows) + [""]
     else:
         lines += ["## FSD ablations", "", "No ablation run (fsdi, fsdl, fsdg, fsdil) has finished yet.", ""]
@@ -349,18 +407,33 @@ def render(
     if ratios:
         lines += ["## Training throughput relative to VKD (suite runs; shared machine, indicative only)", ""]
         speed_methods = [m for m in main_methods + list(ABLATION_METHODS) if any(k[1] == m for k in ratios)]
-        rows = [[DISPLAY.get(m, m)] + [f"{ratios[(t, m)]:.2f}" if (t, m) in ratios else "–" for t in core] for m in speed_methods]
+        rows = [
+            [DISPLAY.get(m, m)] + [f"{ratios[(t, m)]:.2f}" if (t, m) in ratios else "–" for t in core]
+            for m in speed_methods
+        ]
         lines += _table(["Method"] + [t.upper() for t in core], rows) + [""]
-        lines += ["Controlled speed measurements (same inputs, quiet machine, other libraries): "
-                  "[speed/SPEED.md](speed/SPEED.md).", ""]
+        lines += [
+            "Controlled speed measurements (same inputs, quiet machine, other libraries): "
+            "[speed/SPEED.md](speed/SPEED.md).",
+            "",
+        ]
 
     # -- tasks outside the core table
     if further:
-        lines += ["## Further tasks (not in the core table)", "",
-                  "Same recipe and methods. A teacher close to the majority class (RTE, WNLI) leaves too little "
-                  "between the floor and the ceiling to rank students: read these as reported, not as a ranking.", ""]
-        lines += _score_table(further, _methods_present([r for r in students if r["task"] in further], TABLE_METHODS),
-                              stats, references, expected_seeds) + [""]
+        lines += [
+            "## Further tasks (not in the core table)",
+            "",
+            "Same recipe and methods. A teacher close to the majority class (RTE, WNLI) leaves too little "
+            "between the floor and the ceiling to rank students: read these as reported, not as a ranking.",
+            "",
+        ]
+        lines += _score_table(
+            further,
+            _methods_present([r for r in students if r["task"] in further], TABLE_METHODS),
+            stats,
+            references,
+            expected_seeds,
+        ) + [""]
         significance = significance_rows(records, further)
         if significance:
             lines += _significance_table(significance) + [""]
@@ -372,30 +445,72 @@ def render(
     for task in tasks:
         for run in finetunings.get(task, []):
             t = run["record"]
-            scores = ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}"
-                               for k, v in flatten_metrics(t.get("metrics") or {}).items())
-            rows.append([task, str(t.get("finished_at") or "–")[:16], scores,
-                         (t.get("host") or {}).get("cpu_model") or "not recorded", t.get("teacher_fingerprint") or "–",
-                         str(run["students"]), f"{t.get('wall_time', 0) / 60:.1f} min", str(t.get("git_commit") or "–")[:10]])
-    lines += _table(["Task", "Fine-tuned", "Dev score", "CPU", "Weights (SHA-256)", "Student runs from it", "Wall time",
-                     "fsdkit commit"], rows) + [""]
+            scores = ", ".join(
+                f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in flatten_metrics(t.get("metrics") or {}).items()
+            )
+            rows.append(
+                [
+                    task,
+                    str(t.get("finished_at") or "–")[:16],
+                    scores,
+                    (t.get("host") or {}).get("cpu_model") or "not recorded",
+                    t.get("teacher_fingerprint") or "–",
+                    str(run["students"]),
+                    f"{t.get('wall_time', 0) / 60:.1f} min",
+                    str(t.get("git_commit") or "–")[:10],
+                ]
+            )
+    lines += _table(
+        [
+            "Task",
+            "Fine-tuned",
+            "Dev score",
+            "CPU",
+            "Weights (SHA-256)",
+            "Student runs from it",
+            "Wall time",
+            "fsdkit commit",
+        ],
+        rows,
+    ) + [""]
     if any(len(runs) > 1 for runs in finetunings.values()):
-        lines += ["A task with several rows was fine-tuned again by the same recipe and seed on another machine "
-                  "(`benchmarks/work`, where the teachers live, is not committed): a CPU whose kernels round "
-                  "differently gives other weights. Each student run records the weights it distilled from "
-                  "(`teacher_fingerprint`; before fingerprints, the teacher recorded last before it); the reference "
-                  "row and the retention use the latest.", ""]
+        lines += [
+            "A task with several rows was fine-tuned again by the same recipe and seed on another machine "
+            "(`benchmarks/work`, where the teachers live, is not committed): a CPU whose kernels round "
+            "differently gives other weights. Each student run records the weights it distilled from "
+            "(`teacher_fingerprint`; before fingerprints, the teacher recorded last before it); the reference "
+            "row and the retention use the latest.",
+            "",
+        ]
     if recipe:
-        lines += [f"## Recipe ({recipe_path})", "", "Shared by every student method: "
-                  + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("student", {})}.items()),
-                  "", "Teacher: " + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("teacher", {})}.items()),
-                  "", "Each method's own settings as run (from the records; anything else is shared):", ""]
+        lines += [
+            f"## Recipe ({recipe_path})",
+            "",
+            "Shared by every student method: "
+            + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("student", {})}.items()),
+            "",
+            "Teacher: "
+            + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("teacher", {})}.items()),
+            "",
+            "Each method's own settings as run (from the records; anything else is shared):",
+            "",
+        ]
         rows = []
         common = {*recipe.get("shared", {}), *recipe.get("student", {}), "task", "method", "seed"}
         for method in sorted({r["method"] for r in students}):
-            weights = {k: v for r in students if r["method"] == method
-                       for k, v in (r.get("settings") or {}).items() if k not in common}
-            rows.append([DISPLAY.get(method, method), ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) or "method defaults"])
+            weights = {
+                k: v
+                for r in students
+                if r["method"] == method
+                for k, v in (r.get("settings") or {}).items()
+                if k not in common
+            }
+            rows.append(
+                [
+                    DISPLAY.get(method, method),
+                    ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) or "method defaults",
+                ]
+            )
         lines += _table(["Method", "Own settings"], rows) + [""]
     if search is not None:
         lines += search_section(search, recipe or {})
@@ -413,41 +528,75 @@ def render(
             rows = []
             for r in sorted(ok, key=lambda r: order[r["method"]]):
                 size = len(grid.get(r["method"], ())) or None
-                chosen = "" if best[r["method"]] is not r else (
-                    "**best**" if size is None or done[r["method"]] >= size
-                    else f"best so far ({done[r['method']]} of {size} candidates run)")
+                chosen = (
+                    ""
+                    if best[r["method"]] is not r
+                    else (
+                        "**best**"
+                        if size is None or done[r["method"]] >= size
+                        else f"best so far ({done[r['method']]} of {size} candidates run)"
+                    )
+                )
                 in_recipe = all(own.get(r["method"], {}).get(k) == v for k, v in (r.get("candidate") or {}).items())
-                rows.append([DISPLAY.get(r["method"], r["method"]), json.dumps(r.get("candidate")),
-                             ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),
-                             " · ".join(filter(None, [chosen, "in the recipe" if in_recipe else ""]))])
-            lines += [f"On {ok[0]['task'] if ok else '–'}, seed {ok[0]['seed'] if ok else '–'}; the best candidate of each "
-                      "method (main metric) is to be copied into the recipe's `methods`.", ""]
+                rows.append(
+                    [
+                        DISPLAY.get(r["method"], r["method"]),
+                        json.dumps(r.get("candidate")),
+                        ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),
+                        " · ".join(filter(None, [chosen, "in the recipe" if in_recipe else ""])),
+                    ]
+                )
+            lines += [
+                f"On {ok[0]['task'] if ok else '–'}, seed {ok[0]['seed'] if ok else '–'}; the best candidate of each "
+                "method (main metric) is to be copied into the recipe's `methods`.",
+                "",
+            ]
             lines += _table(["Method", "Candidate", "Dev score", "Choice"], rows) + [""]
         else:
-            lines += ["Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).", ""]
+            lines += [
+                "Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).",
+                "",
+            ]
 
     if analysis_link:
         lines += analysis_section(analysis_link, analysis or {})
 
     if failures:
         lines += ["## Failed runs (not yet re-run successfully)", ""]
-        rows = [[f["task"], DISPLAY.get(f["method"], f["method"]), str(f["seed"]),
-                 (f.get("error") or "").splitlines()[0][:160].replace("|", "\\|")] for f in failures]
+        rows = [
+            [
+                f["task"],
+                DISPLAY.get(f["method"], f["method"]),
+                str(f["seed"]),
+                (f.get("error") or "").splitlines()[0][:160].replace("|", "\\|"),
+            ]
+            for f in failures
+        ]
         lines += _table(["Task", "Method", "Seed", "Error"], rows) + [""]
 
     commits = sorted({str(r.get("git_commit"))[:10] for r in records if r.get("git_commit")})
-    hosts = sorted({f"{r['host'].get('cpu_count')} CPUs, torch {r['host'].get('torch_version')}" for r in records if r.get("host")})
+    hosts = sorted(
+        {f"{r['host'].get('cpu_count')} CPUs, torch {r['host'].get('torch_version')}" for r in records if r.get("host")}
+    )
     lines += ["## Coverage (the suite's plan, in its order)", ""]
-    lines += _table(["Part", "Tasks × methods × seeds", "Runs finished", "With test predictions", "Teachers"],
-                    coverage_rows(students, teachers, expected_seeds, ablation_seeds,
-                                  (recipe or {}).get("methods") or {})) + [""]
-    lines += ["## Provenance", "", f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
-              f"- fsdkit commits: {', '.join(commits) or '–'}", f"- machines: {'; '.join(hosts) or '–'}"]
+    lines += _table(
+        ["Part", "Tasks × methods × seeds", "Runs finished", "With test predictions", "Teachers"],
+        coverage_rows(students, teachers, expected_seeds, ablation_seeds, (recipe or {}).get("methods") or {}),
+    ) + [""]
+    lines += [
+        "## Provenance",
+        "",
+        f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
+        f"- fsdkit commits: {', '.join(commits) or '–'}",
+        f"- machines: {'; '.join(hosts) or '–'}",
+    ]
     if earlier:
         counts = collections.Counter((r["task"], DISPLAY.get(r["method"], r["method"])) for r in earlier)
-        lines.append(f"- not shown: {len(earlier)} finished runs of an earlier recipe (settings no longer in "
-                     f"{Path(recipe_path).name}; kept in the results file as history): "
-                     + ", ".join(f"{method} on {task} × {n}" for (task, method), n in sorted(counts.items())))
+        lines.append(
+            f"- not shown: {len(earlier)} finished runs of an earlier recipe (settings no longer in "
+            f"{Path(recipe_path).name}; kept in the results file as history): "
+            + ", ".join(f"{method} on {task} × {n}" for (task, method), n in sorted(counts.items()))
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -461,85 +610,147 @@ def pretrained_table(rows: Sequence[Mapping[str, Any]], recipe: str) -> list[str
     beside the teacher's final score (its longest curve). Empty without such curves."""
     longest: dict[tuple[str, str], Mapping[str, Any]] = {}
     for row in rows:
-        if row["layers"] is None and row["teacher_epochs"] is None and (
-                row["init"] is None or (row["init"] == "pretrained" and row["seed"] == 1 and row["recipe"] == recipe)):
+        if (
+            row["layers"] is None
+            and row["teacher_epochs"] is None
+            and (row["init"] is None or (row["init"] == "pretrained" and row["seed"] == 1 and row["recipe"] == recipe))
+        ):
             key = (row["task"], row["method"])
             if key not in longest or len(row["values"]) > len(longest[key]["values"]):
                 longest[key] = row
-    tasks = sorted({t for (t, m), r in longest.items() if r["init"] == "pretrained"},
-                   key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER), t))
+    tasks = sorted(
+        {t for (t, m), r in longest.items() if r["init"] == "pretrained"},
+        key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER), t),
+    )
     if not tasks:
         return []
-    methods = _methods_present([{"method": m} for (t, m), r in longest.items() if r["init"] == "pretrained"],
-                               TABLE_METHODS + ("fsdi",))
+    methods = _methods_present(
+        [{"method": m} for (t, m), r in longest.items() if r["init"] == "pretrained"], TABLE_METHODS + ("fsdi",)
+    )
     table = []
     for task in tasks:
         teacher = longest.get((task, TEACHER))
         cells = [f"{teacher['values'][-1]:.1f}" if teacher and teacher["values"] else "–"]
         for method in methods:
             row = longest.get((task, method))
-            cells.append("–" if row is None or row["peak"] is None
-                         else f"{row['peak']:.1f} ({row['peak_epoch']}/{len(row['values'])})")
+            cells.append(
+                "–"
+                if row is None or row["peak"] is None
+                else f"{row['peak']:.1f} ({row['peak_epoch']}/{len(row['values'])})"
+            )
         metric = next(r["metric"] for (t, m), r in longest.items() if t == task)
         table.append([f"{task.upper()} ({METRIC_DISPLAY.get(metric, metric)})", *cells])
-    return ["**The pretrained-layer regime at a glance**: the peak dev score (its epoch / the schedule's epochs) of "
-            "seed 1's longest curve per method, students taking the first layers of the packaged all-MiniLM-L6-v2 "
-            "and a new head, each method at the recipe's settings; the teacher's final dev score beside them. One "
-            "seed: differences of a point or two are within the seed-to-seed spread of the tables above.", "",
-            *_table(["Task (metric)", "Teacher", *(DISPLAY.get(m, m) for m in methods)], table), ""]
+    return [
+        "**The pretrained-layer regime at a glance**: the peak dev score (its epoch / the schedule's epochs) of "
+        "seed 1's longest curve per method, students taking the first layers of the packaged all-MiniLM-L6-v2 "
+        "and a new head, each method at the recipe's settings; the teacher's final dev score beside them. One "
+        "seed: differences of a point or two are within the seed-to-seed spread of the tables above.",
+        "",
+        *_table(["Task (metric)", "Teacher", *(DISPLAY.get(m, m) for m in methods)], table),
+        "",
+    ]
 
 
 def regime_section(rows: Sequence[Mapping[str, Any]], links: Mapping[str, str], first_k: int, recipe: str) -> list[str]:
     """RESULTS.md lines for the regime study (``benchmarks/curves.py``): one table row per recorded curve — per task
     its teacher, then the students by initialisation, layer set and method — with its peak and the plateau rule."""
+
     def order(row: Mapping[str, Any]) -> tuple:
         init = row["init"]
-        return (TASK_ORDER.index(row["task"]) if row["task"] in TASK_ORDER else len(TASK_ORDER), row["task"],
-                init is not None, tuple(INIT_DISPLAY).index(init) if init in INIT_DISPLAY else 0,
-                row["layers"] is not None, row["teacher_epochs"] or 0,
-                list(DISPLAY).index(row["method"]) if row["method"] in DISPLAY else len(DISPLAY), row["method"],
-                row["seed"], len(row["values"]))
+        return (
+            TASK_ORDER.index(row["task"]) if row["task"] in TASK_ORDER else len(TASK_ORDER),
+            row["task"],
+            init is not None,
+            tuple(INIT_DISPLAY).index(init) if init in INIT_DISPLAY else 0,
+            row["layers"] is not None,
+            row["teacher_epochs"] or 0,
+            list(DISPLAY).index(row["method"]) if row["method"] in DISPLAY else len(DISPLAY),
+            row["method"],
+            row["seed"],
+            len(row["values"]),
+        )
 
     table = []
     for row in sorted(rows, key=order):
         teacher = row["init"] is None
         epochs = len(row["values"])
-        layers = "all" if teacher else ("first " + str(first_k) if row["layers"] is None
-                                        else ",".join(map(str, row["layers"])))
+        layers = (
+            "all"
+            if teacher
+            else ("first " + str(first_k) if row["layers"] is None else ",".join(map(str, row["layers"])))
+        )
         if row["teacher_epochs"] is not None:
             layers += f" (teacher of {row['teacher_epochs']:g} epochs)"
-        table.append([row["task"].upper(), DISPLAY.get(row["method"], row["method"]),
-                      "–" if teacher else INIT_DISPLAY.get(row["init"], row["init"]), layers, str(row["seed"]),
-                      f"{METRIC_DISPLAY.get(row['metric'], row['metric'])} " + " ".join(f"{v:.1f}" for v in row["values"]),
-                      "–" if row["peak"] is None else f"{row['peak']:.1f} ({row['peak_epoch']} of {epochs})",
-                      {True: "yes", False: "no", None: "–"}[row["plateau"]], f"{row['minutes']:.1f}", row["recipe"]])
+        table.append(
+            [
+                row["task"].upper(),
+                DISPLAY.get(row["method"], row["method"]),
+                "–" if teacher else INIT_DISPLAY.get(row["init"], row["init"]),
+                layers,
+                str(row["seed"]),
+                f"{METRIC_DISPLAY.get(row['metric'], row['metric'])} " + " ".join(f"{v:.1f}" for v in row["values"]),
+                "–" if row["peak"] is None else f"{row['peak']:.1f} ({row['peak_epoch']} of {epochs})",
+                {True: "yes", False: "no", None: "–"}[row["plateau"]],
+                f"{row['minutes']:.1f}",
+                row["recipe"],
+            ]
+        )
     lines = ["## Two regimes and the choice of layers (benchmarks/curves.py)", ""]
     lines += pretrained_table(rows, recipe)
-    lines += ["All curves, one run per row, the dev metric ×100 after every epoch of its schedule (`results/curves.jsonl`): the "
-             "one the recipe's epoch rule reads (its `search.metric`: MRPC accuracy, its F1 being lenient), else the "
-             "main one. "
-             "Teacher-initialised students take the chosen layers and the classification head of the fine-tuned teacher "
-             "(the regime of the tables above, near their teacher); pretrained-layer students take the layers of the "
-             "packaged all-MiniLM-L6-v2 and a new head (the paper's protocol: a student that starts far from its "
-             "teacher). Layers are 0-based. Plateau: the last two evaluations within 1 point, the rule by which the "
-             "recipe chose each task's epochs (a curve that peaks and falls takes its peak's epoch). Recipe: the settings' file "
-             "(`recipe.yaml`: v1's shared settings and weights; `recipe-v2.yaml`: the searched ones, length-grouped "
-             "batches)."
-             + (" Plots: " + ", ".join(f"[{name}]({link})" for name, link in links.items()) + "." if links else ""), ""]
-    return lines + _table(["Task", "Run", "Student", "Layers", "Seed", "Dev after each epoch", "Peak (epoch)",
-                           "Plateau", "Min", "Recipe"], table) + [""]
+    lines += [
+        "All curves, one run per row, the dev metric ×100 after every epoch of its schedule (`results/curves.jsonl`): the "
+        "one the recipe's epoch rule reads (its `search.metric`: MRPC accuracy, its F1 being lenient), else the "
+        "main one. "
+        "Teacher-initialised students take the chosen layers and the classification head of the fine-tuned teacher "
+        "(the regime of the tables above, near their teacher); pretrained-layer students take the layers of the "
+        "packaged all-MiniLM-L6-v2 and a new head (the paper's protocol: a student that starts far from its "
+        "teacher). Layers are 0-based. Plateau: the last two evaluations within 1 point, the rule by which the "
+        "recipe chose each task's epochs (a curve that peaks and falls takes its peak's epoch). Recipe: the settings' file "
+        "(`recipe.yaml`: v1's shared settings and weights; `recipe-v2.yaml`: the searched ones, length-grouped "
+        "batches)."
+        + (" Plots: " + ", ".join(f"[{name}]({link})" for name, link in links.items()) + "." if links else ""),
+        "",
+    ]
+    return (
+        lines
+        + _table(
+            [
+                "Task",
+                "Run",
+                "Student",
+                "Layers",
+                "Seed",
+                "Dev after each epoch",
+                "Peak (epoch)",
+                "Plateau",
+                "Min",
+                "Recipe",
+            ],
+            table,
+        )
+        + [""]
+    )
 
 
 #: the parts of the suite in the order they are run (the committed core table first)
-PLAN = (("core table", TABLE_TASKS, TABLE_METHODS), ("FSDI + MiniLM (the row to take)", TABLE_TASKS, ("fsdi-minilm",)),
-        ("FSD ablations", TABLE_TASKS, ABLATION_METHODS),
-        ("Internal-SID", TABLE_TASKS, ("internal-sid",)), ("RTE", ("rte",), TABLE_METHODS),
-        ("SST-2", ("sst2",), TABLE_METHODS), ("WNLI", ("wnli",), TABLE_METHODS))
+PLAN = (
+    ("core table", TABLE_TASKS, TABLE_METHODS),
+    ("FSDI + MiniLM (the row to take)", TABLE_TASKS, ("fsdi-minilm",)),
+    ("FSD ablations", TABLE_TASKS, ABLATION_METHODS),
+    ("Internal-SID", TABLE_TASKS, ("internal-sid",)),
+    ("RTE", ("rte",), TABLE_METHODS),
+    ("SST-2", ("sst2",), TABLE_METHODS),
+    ("WNLI", ("wnli",), TABLE_METHODS),
+)
 
 
-def coverage_rows(students: Sequence[Mapping[str, Any]], teachers: Mapping[str, Any],
-                  expected_seeds: int | Mapping[str, int],
-                  ablation_seeds: int | Mapping[str, int], recipe_rows: Iterable[str] = ()) -> list[list[str]]:
+def coverage_rows(
+    students: Sequence[Mapping[str, Any]],
+    teachers: Mapping[str, Any],
+    expected_seeds: int | Mapping[str, int],
+    ablation_seeds: int | Mapping[str, int],
+    recipe_rows: Iterable[str] = (),
+) -> list[list[str]]:
     """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected; the ablations'
     ``ablation_seeds``) have finished, and how many of those wrote their test-set predictions. A part with a method
     that is neither one of fsdkit's nor a row of the recipe (``recipe_rows``: v1's has no FSDI + MiniLM) is left out."""
@@ -554,10 +765,15 @@ def coverage_rows(students: Sequence[Mapping[str, Any]], teachers: Mapping[str, 
         expected = ablation_seeds if methods == ABLATION_METHODS else expected_seeds
         planned = [(t, m, s) for t in tasks for m in methods for s in range(1, seeds_for(expected, t) + 1)]
         seeds = sorted({seeds_for(expected, t) for t in tasks})
-        rows.append([part, f"{len(tasks)} × {len(methods)} × {'/'.join(map(str, seeds))}",
-                     f"{sum(key in done for key in planned)} of {len(planned)}",
-                     str(sum(done.get(key, False) for key in planned)),
-                     f"{sum(t in teachers for t in tasks)} of {len(tasks)}"])
+        rows.append(
+            [
+                part,
+                f"{len(tasks)} × {len(methods)} × {'/'.join(map(str, seeds))}",
+                f"{sum(key in done for key in planned)} of {len(planned)}",
+                str(sum(done.get(key, False) for key in planned)),
+                f"{sum(t in teachers for t in tasks)} of {len(tasks)}",
+            ]
+        )
     return rows
 
 
@@ -583,8 +799,15 @@ def search_summary(storage: str, recipe: Mapping[str, Any]) -> list[dict[str, An
             trials = study.get_trials(deepcopy=False)
             states = collections.Counter(t.state.name.lower() for t in trials)
             best = best_trial(study, budget)
-            out.append({"task": task, "method": method, "trials": dict(states), "metric": study.user_attrs.get("metric"),
-                        "best": None if best is None else {"value": best.value, "params": best.params}})
+            out.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "trials": dict(states),
+                    "metric": study.user_attrs.get("metric"),
+                    "best": None if best is None else {"value": best.value, "params": best.params},
+                }
+            )
     return out
 
 
@@ -592,29 +815,48 @@ def search_section(studies: Sequence[Mapping[str, Any]], recipe: Mapping[str, An
     """RESULTS.md lines for the equal-budget search (see :func:`search_summary`)."""
     search = recipe.get("search") or {}
     budget = int(search.get("trials", 0))
-    lines = ["## Equal-budget search (benchmarks/search.py)", "",
-             f"Every method gets {budget} Optuna trials (TPE + median pruner on the per-epoch curve) over the learning "
-             "rate, α, T and its own weights, scored on a fixed "
-             f"{100 * float(search.get('holdout_fraction', 0)):g} % of the training set (seed 0) — never on dev. A "
-             f"study is judged on its first {budget} finished trials (trials that finish beyond them, when two workers "
-             "each finish a last one, are not considered); its best parameters go into the recipe's `methods` before "
-             "the table is run.", ""]
+    lines = [
+        "## Equal-budget search (benchmarks/search.py)",
+        "",
+        f"Every method gets {budget} Optuna trials (TPE + median pruner on the per-epoch curve) over the learning "
+        "rate, α, T and its own weights, scored on a fixed "
+        f"{100 * float(search.get('holdout_fraction', 0)):g} % of the training set (seed 0) — never on dev. A "
+        f"study is judged on its first {budget} finished trials (trials that finish beyond them, when two workers "
+        "each finish a last one, are not considered); its best parameters go into the recipe's `methods` before "
+        "the table is run.",
+        "",
+    ]
     rows = []
     for s in studies:
         trials = s["trials"]
         finished = trials.get("complete", 0) + trials.get("pruned", 0)
-        state = f"{min(finished, budget)} of {budget}" + (f" ({trials['pruned']} pruned)" if trials.get("pruned") else "")
+        state = f"{min(finished, budget)} of {budget}" + (
+            f" ({trials['pruned']} pruned)" if trials.get("pruned") else ""
+        )
         if finished > budget:  # both workers finished a last trial: beyond the budget, not considered
             state += f", {finished - budget} more not considered"
         if (trials.get("running") or trials.get("waiting")) and finished < budget:  # (a done study's are stale)
             state += f", {trials.get('running', 0) + trials.get('waiting', 0)} running"
         best = s.get("best")
         metric = str(s.get("metric") or "").split(".")[-1]
-        rows.append([s["task"].upper(), DISPLAY.get(s["method"], s["method"]), state,
-                     "–" if best is None else f"{METRIC_DISPLAY.get(metric, metric)} {100 * best['value']:.2f}",
-                     "–" if best is None else ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                                        for k, v in best["params"].items())])
-    return lines + _table(["Task", "Method", "Trials finished", "Best on the holdout split", "Its parameters"], rows) + [""]
+        rows.append(
+            [
+                s["task"].upper(),
+                DISPLAY.get(s["method"], s["method"]),
+                state,
+                "–" if best is None else f"{METRIC_DISPLAY.get(metric, metric)} {100 * best['value']:.2f}",
+                "–"
+                if best is None
+                else ", ".join(
+                    f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()
+                ),
+            ]
+        )
+    return (
+        lines
+        + _table(["Task", "Method", "Trials finished", "Best on the holdout split", "Its parameters"], rows)
+        + [""]
+    )
 
 
 def plot_curves(records: Sequence[Mapping[str, Any]], out_dir: Path, recipe: Mapping[str, Any]) -> dict[str, Path]:
@@ -652,12 +894,19 @@ def analysis_section(link: str, analysis: Mapping[str, Any]) -> list[str]:
     students = [m for m in (analysis.get("models") or {}) if m != "teacher"]
     if students:
         task = str(analysis.get("task", "")).upper()
-        lines += [f"{task} dev set ({analysis.get('n_examples')} examples), the seed-1 students against the teacher; "
-                  "restoration treats the teacher's predictions as the labels (paper Fig. 3); CKA diagonal = mean linear "
-                  "CKA of the teacher's and the student's penultimate-layer rows over the same dev mini-batches "
-                  "(paper Table 6); relation differences = mean |student − teacher| pairwise Euclidean distance / "
-                  "cosine similarity (paper eq. 12–13, lower is closer).", ""]
-        keys = [k for k in ("f1", "agreement", "pearson", "spearman") if any(k in (restoration.get(m) or {}) for m in students)]
+        lines += [
+            f"{task} dev set ({analysis.get('n_examples')} examples), the seed-1 students against the teacher; "
+            "restoration treats the teacher's predictions as the labels (paper Fig. 3); CKA diagonal = mean linear "
+            "CKA of the teacher's and the student's penultimate-layer rows over the same dev mini-batches "
+            "(paper Table 6); relation differences = mean |student − teacher| pairwise Euclidean distance / "
+            "cosine similarity (paper eq. 12–13, lower is closer).",
+            "",
+        ]
+        keys = [
+            k
+            for k in ("f1", "agreement", "pearson", "spearman")
+            if any(k in (restoration.get(m) or {}) for m in students)
+        ]
 
         def num(value: Any, digits: int = 4) -> str:
             return "–" if value is None else f"{value:.{digits}f}"
@@ -665,12 +914,29 @@ def analysis_section(link: str, analysis: Mapping[str, Any]) -> list[str]:
         rows = []
         for m in students:
             rest, rel = restoration.get(m) or {}, relations.get(m) or {}
-            rows.append([DISPLAY.get(m, m), *(num(rest.get(k)) for k in keys), num((cka.get(m) or {}).get("diagonal_mean")),
-                         num(rel.get("inter_euclidean"), 2), num(rel.get("inter_cosine")),
-                         num(rel.get("intra_euclidean")), num(rel.get("intra_cosine"))])
-        lines += _table(["Student", *(f"Restoration {METRIC_DISPLAY.get(k, k)}" if k != "agreement" else "Agreement"
-                                      for k in keys), "CKA diagonal", "Inter Euclidean", "Inter cosine",
-                         "Intra Euclidean", "Intra cosine"], rows) + [""]
+            rows.append(
+                [
+                    DISPLAY.get(m, m),
+                    *(num(rest.get(k)) for k in keys),
+                    num((cka.get(m) or {}).get("diagonal_mean")),
+                    num(rel.get("inter_euclidean"), 2),
+                    num(rel.get("inter_cosine")),
+                    num(rel.get("intra_euclidean")),
+                    num(rel.get("intra_cosine")),
+                ]
+            )
+        lines += _table(
+            [
+                "Student",
+                *(f"Restoration {METRIC_DISPLAY.get(k, k)}" if k != "agreement" else "Agreement" for k in keys),
+                "CKA diagonal",
+                "Inter Euclidean",
+                "Inter cosine",
+                "Intra Euclidean",
+                "Intra cosine",
+            ],
+            rows,
+        ) + [""]
     lines += [f"Full report (heat maps, relation histories, complexity): [{link}]({link}).", ""]
     return lines
 
@@ -687,36 +953,64 @@ def run_analysis(task: str, glue_dir: str, work_dir: Path, out_dir: Path, record
             models[DISPLAY.get(r["method"], r["method"])] = os.path.relpath(folder)  # the report shows the paths
     if not (teacher / "config.json").is_file() or not models:
         raise SystemExit(f"--analyze {task}: no teacher or no kept student folder under {work_dir / task}")
-    analyze(task=task, teacher=os.path.relpath(teacher), models=models, data_dir=glue_dir, output_dir=str(out_dir),
-            reference="VKD", proposed="FSD", progress=False)
+    analyze(
+        task=task,
+        teacher=os.path.relpath(teacher),
+        models=models,
+        data_dir=glue_dir,
+        output_dir=str(out_dir),
+        reference="VKD",
+        proposed="FSD",
+        progress=False,
+    )
     return out_dir / "report.md"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Generate benchmarks/RESULTS.md from the suite's results files. The defaults are benchmark v2's "
-                    "(recipe-v2.yaml, results/v2.jsonl, the search's Optuna storage, the regime study's curves); "
-                    "an empty value ('') turns an optional part off. Benchmark v1: see benchmarks/README.md.")
-    parser.add_argument("--results", action="append", default=None, help="JSON-lines results file(s) "
-                        f"(default {DEFAULT_RESULTS.relative_to(HERE.parent)})")
+        "(recipe-v2.yaml, results/v2.jsonl, the search's Optuna storage, the regime study's curves); "
+        "an empty value ('') turns an optional part off. Benchmark v1: see benchmarks/README.md."
+    )
+    parser.add_argument(
+        "--results",
+        action="append",
+        default=None,
+        help=f"JSON-lines results file(s) (default {DEFAULT_RESULTS.relative_to(HERE.parent)})",
+    )
     parser.add_argument("--tuning", default="", help="v1's weight-search results (tune.py, results/tuning.jsonl)")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="expected seeds per cell (default: the recipe's table.seeds, else 3)")
-    parser.add_argument("--search-db", default=f"sqlite:///{HERE / 'results' / 'search.db'}",
-                        help="the equal-budget search's Optuna storage (search.py): its studies replace the tune.py "
-                             "section (default results/search.db)")
-    parser.add_argument("--curves-dir", default=str(HERE / "results" / "v2-curves"),
-                        help="write each task's dev curves as DIR/<task>.png and link them (default results/v2-curves)")
-    parser.add_argument("--regime-results", default=str(HERE / "results" / "curves.jsonl"),
-                        help="the regime study's curves (benchmarks/curves.py), shown as a table (default "
-                             "results/curves.jsonl)")
-    parser.add_argument("--regime-plots", default=str(HERE / "results" / "curves"), metavar="DIR",
-                        help="with --regime-results: write its plots (one PNG per task and initialisation) into DIR "
-                             "and link them (default results/curves)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="expected seeds per cell (default: the recipe's table.seeds, else 3)"
+    )
+    parser.add_argument(
+        "--search-db",
+        default=f"sqlite:///{HERE / 'results' / 'search.db'}",
+        help="the equal-budget search's Optuna storage (search.py): its studies replace the tune.py "
+        "section (default results/search.db)",
+    )
+    parser.add_argument(
+        "--curves-dir",
+        default=str(HERE / "results" / "v2-curves"),
+        help="write each task's dev curves as DIR/<task>.png and link them (default results/v2-curves)",
+    )
+    parser.add_argument(
+        "--regime-results",
+        default=str(HERE / "results" / "curves.jsonl"),
+        help="the regime study's curves (benchmarks/curves.py), shown as a table (default results/curves.jsonl)",
+    )
+    parser.add_argument(
+        "--regime-plots",
+        default=str(HERE / "results" / "curves"),
+        metavar="DIR",
+        help="with --regime-results: write its plots (one PNG per task and initialisation) into DIR "
+        "and link them (default results/curves)",
+    )
     parser.add_argument("--analyze", default=None, metavar="TASK", help="also run fsdkit.analyze on TASK's kept models")
-    parser.add_argument("--analysis-dir", default=str(HERE / "analysis-v2"), help="analysis reports: ANALYSIS_DIR/TASK/")
+    parser.add_argument(
+        "--analysis-dir", default=str(HERE / "analysis-v2"), help="analysis reports: ANALYSIS_DIR/TASK/"
+    )
     parser.add_argument("--glue-dir", default=None, help="GLUE folder (needed with --analyze)")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="the suite's model folders")
     args = parser.parse_args(argv)
@@ -736,7 +1030,9 @@ def main(argv: list[str] | None = None) -> int:
     analysis_link = None if report is None else os.path.relpath(Path(report).resolve(), output.resolve().parent)
     summary = Path(report).with_name("results.json") if report is not None else None
     analysis = json.loads(summary.read_text(encoding="utf-8")) if summary is not None and summary.is_file() else None
-    command = "python benchmarks/report.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python benchmarks/report.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     table = recipe.get("table") or {}
     seeds = args.seeds if args.seeds is not None else (table.get("seeds") or 3)
     curve_links = None
@@ -749,15 +1045,28 @@ def main(argv: list[str] | None = None) -> int:
         rule = (recipe.get("search") or {}).get("metric")
         regimes = curve_rows(read_records(args.regime_results), rule)
         if args.regime_plots:
-            regime_links = {Path(path).stem: os.path.relpath(Path(path).resolve(), output.resolve().parent)
-                            for path in plot_regimes(Path(args.regime_results), Path(args.regime_plots), rule)}
-    text = render(records, command=command.strip(), failures=open_failures(raw), tuning=tuning, recipe=recipe,
-                  expected_seeds=seeds, ablation_seeds=table.get("ablation_seeds"), analysis_link=analysis_link,
-                  analysis=analysis,
-                  earlier=latest_ok(earlier), curve_links=curve_links,
-                  search=search_summary(args.search_db, recipe) if args.search_db else None,
-                  recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent), history=raw,
-                  regimes=regimes, regime_links=regime_links)
+            regime_links = {
+                Path(path).stem: os.path.relpath(Path(path).resolve(), output.resolve().parent)
+                for path in plot_regimes(Path(args.regime_results), Path(args.regime_plots), rule)
+            }
+    text = render(
+        records,
+        command=command.strip(),
+        failures=open_failures(raw),
+        tuning=tuning,
+        recipe=recipe,
+        expected_seeds=seeds,
+        ablation_seeds=table.get("ablation_seeds"),
+        analysis_link=analysis_link,
+        analysis=analysis,
+        earlier=latest_ok(earlier),
+        curve_links=curve_links,
+        search=search_summary(args.search_db, recipe) if args.search_db else None,
+        recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent),
+        history=raw,
+        regimes=regimes,
+        regime_links=regime_links,
+    )
     output.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {output} ({len(records)} finished runs)")
     return 0

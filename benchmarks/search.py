@@ -42,8 +42,14 @@ def sweep_spec(suite: Suite, task: str, method: str) -> dict:
     base.update(holdout_fraction=search["holdout_fraction"], eval_strategy="epoch")
     if reads_memory(settings["method"]):
         base["memory"] = suite.ensure_memory(task)
-    spec = {"command": "distill", "base": base, "space": space, "trials": int(search["trials"]),
-            "study_name": f"{task}-{method}", "output_dir": str(suite.work_dir / task / "search" / method)}
+    spec = {
+        "command": "distill",
+        "base": base,
+        "space": space,
+        "trials": int(search["trials"]),
+        "study_name": f"{task}-{method}",
+        "output_dir": str(suite.work_dir / task / "search" / method),
+    }
     if "startup_trials" in search:  # else fsdkit sweep's default
         spec["startup_trials"] = int(search["startup_trials"])
     metric = (search.get("metric") or {}).get(task)  # the selection metric where the task's main one is unfit
@@ -59,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="the suite's results (the teachers' records)")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
     parser.add_argument("--storage", default=DEFAULT_STORAGE)
-    parser.add_argument("--teacher-results", default=None,
-                        help="adopt a teacher fine-tuned with the same settings from this results file (suite.py)")
+    parser.add_argument(
+        "--teacher-results",
+        default=None,
+        help="adopt a teacher fine-tuned with the same settings from this results file (suite.py)",
+    )
     args = parser.parse_args(argv)
     from fsdkit.cli import unwind_on_termination
 
@@ -72,15 +81,32 @@ def main(argv: list[str] | None = None) -> int:
     tasks = args.tasks.split(",") if args.tasks else list(recipe["search"]["tasks"])
     methods = args.methods.split(",") if args.methods else list(recipe["search"]["methods"])
     for task in tasks:
-        suite = Suite(glue_dir=args.glue_dir, tasks=[task], methods=[], seeds=[], results=Path(args.results),
-                      work_dir=Path(args.work_dir), recipe=recipe,
-                      teacher_results=Path(args.teacher_results) if args.teacher_results else None)
+        suite = Suite(
+            glue_dir=args.glue_dir,
+            tasks=[task],
+            methods=[],
+            seeds=[],
+            results=Path(args.results),
+            work_dir=Path(args.work_dir),
+            recipe=recipe,
+            teacher_results=Path(args.teacher_results) if args.teacher_results else None,
+        )
         suite.run()  # the task's teacher, fine-tuned once and recorded like the suite's
         for method in methods:
             summary = sweep(sweep_spec(suite, task, method), storage=args.storage)
             best = summary["best"] or {}
-            print(json.dumps({"task": task, "method": method, "best": best.get("params"), "value": best.get("value"),
-                              "trials": summary["trials"]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "task": task,
+                        "method": method,
+                        "best": best.get("params"),
+                        "value": best.get("value"),
+                        "trials": summary["trials"],
+                    }
+                ),
+                flush=True,
+            )
     return 0
 
 

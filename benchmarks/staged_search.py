@@ -52,7 +52,9 @@ def study_name(recipe: dict, task: str, method: str) -> str:
 def jobs(recipe: dict, tasks: list[str], stages: list[int]) -> list[tuple[int, str, str]]:
     """(stage, task, method) in the order a worker takes them: every task's stage 1, then every task's stage 2."""
     search = recipe["search"]
-    return [(stage, task, method) for stage in stages for task in tasks for method in search[f"stage{stage}"]["methods"]]
+    return [
+        (stage, task, method) for stage in stages for task in tasks for method in search[f"stage{stage}"]["methods"]
+    ]
 
 
 def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
@@ -68,13 +70,19 @@ def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
     base.update(holdout_fraction=search["holdout_fraction"], eval_strategy="epoch")
     if reads_memory(settings["method"]):
         base["memory"] = suite.ensure_memory(task)
-    spec = {"command": "distill", "base": base, "space": space, "trials": int(section["trials"]),
-            "study_name": study_name(recipe, task, method), "storage": storage_url(recipe),
-            "startup_trials": int(search["startup_trials"]), "seed": int(search["seed"]),
-            "output_dir": str(suite.work_dir / task / "search" / method)}
+    spec = {
+        "command": "distill",
+        "base": base,
+        "space": space,
+        "trials": int(section["trials"]),
+        "study_name": study_name(recipe, task, method),
+        "storage": storage_url(recipe),
+        "startup_trials": int(search["startup_trials"]),
+        "seed": int(search["seed"]),
+        "output_dir": str(suite.work_dir / task / "search" / method),
+    }
     if stage == 2:
-        spec["fixed_from"] = {"study": study_name(recipe, task, section["fixed_from"]),
-                              "options": sorted(fixed)}
+        spec["fixed_from"] = {"study": study_name(recipe, task, section["fixed_from"]), "options": sorted(fixed)}
     metric = (search.get("metric") or {}).get(task)
     return spec if metric is None else {**spec, "metric": metric}
 
@@ -124,8 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     tasks = args.tasks.split(",") if args.tasks else list(recipe["search"]["tasks"])
     stages = [int(s) for s in args.stages.split(",")]
     work_dir = Path(args.work_dir)
-    suites = {task: Suite(glue_dir=args.glue_dir, tasks=[task], methods=[], seeds=[], results=Path(args.results),
-                          work_dir=work_dir, recipe=recipe, predictions_dir=None) for task in tasks}
+    suites = {
+        task: Suite(
+            glue_dir=args.glue_dir,
+            tasks=[task],
+            methods=[],
+            seeds=[],
+            results=Path(args.results),
+            work_dir=work_dir,
+            recipe=recipe,
+            predictions_dir=None,
+        )
+        for task in tasks
+    }
     ready: set[str] = set()
     while not (work_dir / "STOP").exists():
         states = {job: study_state(recipe, *job) for job in jobs(recipe, tasks, stages)}
@@ -141,8 +160,19 @@ def main(argv: list[str] | None = None) -> int:
             ready.add(task)
         summary = sweep(sweep_spec(suites[task], stage, task, method))
         best = summary["best"] or {}
-        print(json.dumps({"stage": stage, "task": task, "method": method, "best": best.get("options"),
-                          "value": best.get("value"), "trials": summary["trials"]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "stage": stage,
+                    "task": task,
+                    "method": method,
+                    "best": best.get("options"),
+                    "value": best.get("value"),
+                    "trials": summary["trials"],
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

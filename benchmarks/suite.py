@@ -154,9 +154,7 @@ def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
 def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str, int, str]]:
     """(task, method, seed, settings_hash) of every run recorded ``ok``."""
     return {
-        (r["task"], r["method"], int(r["seed"]), r.get("settings_hash", ""))
-        for r in records
-        if r.get("status") == "ok"
+        (r["task"], r["method"], int(r["seed"]), r.get("settings_hash", "")) for r in records if r.get("status") == "ok"
     }
 
 
@@ -176,8 +174,17 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run_record(
-    *, task: str, method: str, seed: int, settings: dict[str, Any], job_hash: str, status: str, started: float,
-    result: dict[str, Any] | None = None, error: str | None = None, output_dir: str | None = None,
+    *,
+    task: str,
+    method: str,
+    seed: int,
+    settings: dict[str, Any],
+    job_hash: str,
+    status: str,
+    started: float,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    output_dir: str | None = None,
 ) -> dict[str, Any]:
     """One results line: what ran, with which settings (``job_hash``: see :meth:`Suite.job_hash`), its dev
     metrics (and per-epoch curve), timings, versions and machine."""
@@ -337,8 +344,13 @@ class Suite:
         names = {f.name for f in dataclasses.fields(FinetuneConfig)}
         overrides = {k: v for k, v in self.overrides.items() if k in names}  # student-only keys do not apply
         settings = {**self.recipe["shared"], **recipe_section(self.recipe, "teacher", task), **overrides}
-        return {**settings, "task": task, "data_dir": self.glue_dir, "output_dir": str(self.teacher_dir(task)),
-                "progress": False}
+        return {
+            **settings,
+            "task": task,
+            "data_dir": self.glue_dir,
+            "output_dir": str(self.teacher_dir(task)),
+            "progress": False,
+        }
 
     def student_settings(self, task: str, method: str, seed: int) -> dict[str, Any]:
         """A student row's settings. A row of the recipe's ``methods`` is an fsdkit method of its name, or, with
@@ -349,9 +361,17 @@ class Suite:
         settings = {**self.recipe["shared"], **recipe_section(self.recipe, "student", task), **own, **self.overrides}
         if preset in MEMORY_METHODS:  # the memory's K decides the result: part of the settings (and their hash)
             settings.setdefault("memory_clusters", self.memory_settings(task)["n_clusters"])
-        return {**settings, "task": task, "method": preset, "seed": seed, "data_dir": self.glue_dir,
-                "teacher": str(self.teacher_dir(task)), "output_dir": str(self.run_dir(task, method, seed)),
-                "teacher_cache": str(self.work_dir / task / "teacher-cache"), "progress": False}
+        return {
+            **settings,
+            "task": task,
+            "method": preset,
+            "seed": seed,
+            "data_dir": self.glue_dir,
+            "teacher": str(self.teacher_dir(task)),
+            "output_dir": str(self.run_dir(task, method, seed)),
+            "teacher_cache": str(self.work_dir / task / "teacher-cache"),
+            "progress": False,
+        }
 
     def majority_settings(self, task: str) -> dict[str, Any]:
         return {"task": task, "data_dir": self.glue_dir, "output_dir": str(self.work_dir / task / MAJORITY)}
@@ -363,8 +383,14 @@ class Suite:
         settings.setdefault("n_clusters", 100)
         if "memory_clusters" in self.overrides:  # DistillConfig's name for K
             settings["n_clusters"] = self.overrides["memory_clusters"]
-        return {**settings, "task": task, "data_dir": self.glue_dir,
-                "teacher": str(self.teacher_dir(task)), "output_dir": str(self.memory_dir(task)), "progress": False}
+        return {
+            **settings,
+            "task": task,
+            "data_dir": self.glue_dir,
+            "teacher": str(self.teacher_dir(task)),
+            "output_dir": str(self.memory_dir(task)),
+            "progress": False,
+        }
 
     def teacher_dir(self, task: str) -> Path:
         return self.work_dir / task / TEACHER
@@ -411,9 +437,15 @@ class Suite:
         for task in self.tasks:
             jobs.append((task, TEACHER, int(self.recipe["teacher"].get("seed", 42))))
             jobs.append((task, MAJORITY, 0))
-            seeds = {m: self.seeds if self.seeds is not None else table_seeds(self.recipe, task, m) for m in self.methods}
-            jobs.extend((task, method, seed) for seed in sorted({s for each in seeds.values() for s in each})
-                        for method in self.methods if seed in seeds[method])
+            seeds = {
+                m: self.seeds if self.seeds is not None else table_seeds(self.recipe, task, m) for m in self.methods
+            }
+            jobs.extend(
+                (task, method, seed)
+                for seed in sorted({s for each in seeds.values() for s in each})
+                for method in self.methods
+                if seed in seeds[method]
+            )
         return jobs
 
     def run(self) -> dict[str, int]:
@@ -424,10 +456,15 @@ class Suite:
         and the results file is read again once it is held. A teacher another worker holds is waited for (the
         students need it); a student another worker holds is left to it (``busy``)."""
         counts = {"ok": 0, "failed": 0, "skipped": 0, "blocked": 0, "adopted": 0, "busy": 0}
-        tuned = {} if self.tuning_results is None else {
-            (r["task"], r["method"], int(r["seed"]), r.get("settings_hash", "")): r
-            for r in read_records(self.tuning_results) if r.get("status") == "ok"
-        }
+        tuned = (
+            {}
+            if self.tuning_results is None
+            else {
+                (r["task"], r["method"], int(r["seed"]), r.get("settings_hash", "")): r
+                for r in read_records(self.tuning_results)
+                if r.get("status") == "ok"
+            }
+        )
         teacher_ok: dict[str, bool] = {}
         for task, method, seed in self.plan():
             if method == TEACHER:
@@ -445,7 +482,8 @@ class Suite:
                     counts["busy"] += 1
                     continue
                 if key in done_keys(read_records(self.results)) and (
-                        method != TEACHER or (self.teacher_dir(task) / "config.json").is_file()):
+                    method != TEACHER or (self.teacher_dir(task) / "config.json").is_file()
+                ):
                     counts["skipped"] += 1
                     if method == TEACHER:
                         teacher_ok[task] = True
@@ -490,14 +528,27 @@ class Suite:
             error = f"{type(exc).__name__}: {exc}"
             logger.error("%s / %s / seed %d failed: %s", task, method, seed, error)
             record = run_record(
-                task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="failed", started=started,
+                task=task,
+                method=method,
+                seed=seed,
+                settings=settings,
+                job_hash=job_hash,
+                status="failed",
+                started=started,
                 error=error + "\n" + traceback.format_exc(limit=8),
             )
         else:
             keep = method == TEACHER or (method != MAJORITY and seed == self.keep_seed)
             record = run_record(
-                task=task, method=method, seed=seed, settings=settings, job_hash=job_hash, status="ok", started=started,
-                result=result, output_dir=str(out) if keep else None,
+                task=task,
+                method=method,
+                seed=seed,
+                settings=settings,
+                job_hash=job_hash,
+                status="ok",
+                started=started,
+                result=result,
+                output_dir=str(out) if keep else None,
             )
             if method != MAJORITY:
                 record["test_predictions"] = self.predict_test(task, method, seed, settings)
@@ -523,10 +574,17 @@ class Suite:
         """Adopt a teacher of ``teacher_results`` fine-tuned with the same settings: copy its model folder into this
         suite's (through a temporary folder, so a killed copy is never taken for a model) and record it."""
         job_hash = self.job_hash(task, TEACHER, settings)
-        source = next((r for r in (read_records(self.teacher_results) if self.teacher_results else [])
-                       if (r["task"], r["method"], int(r["seed"]), r.get("status"), r.get("settings_hash"))
-                       == (task, TEACHER, seed, "ok", job_hash)
-                       and r.get("output_dir") and (Path(r["output_dir"]) / "config.json").is_file()), None)
+        source = next(
+            (
+                r
+                for r in (read_records(self.teacher_results) if self.teacher_results else [])
+                if (r["task"], r["method"], int(r["seed"]), r.get("status"), r.get("settings_hash"))
+                == (task, TEACHER, seed, "ok", job_hash)
+                and r.get("output_dir")
+                and (Path(r["output_dir"]) / "config.json").is_file()
+            ),
+            None,
+        )
         if source is None:
             return False
         target = self.teacher_dir(task)
@@ -537,8 +595,12 @@ class Suite:
         shutil.rmtree(self.memory_dir(task), ignore_errors=True)  # built from the previous teacher
         partial.rename(target)
         logger.info("%s / teacher: adopted %s (same settings, %s)", task, source["output_dir"], self.teacher_results)
-        record = {**source, "output_dir": str(target), "adopted_from": str(self.teacher_results),
-                  "teacher_fingerprint": teacher_fingerprint(target)}
+        record = {
+            **source,
+            "output_dir": str(target),
+            "adopted_from": str(self.teacher_results),
+            "teacher_fingerprint": teacher_fingerprint(target),
+        }
         record["test_predictions"] = self.predict_test(task, TEACHER, seed, {**settings, "output_dir": str(target)})
         append_record(self.results, record)
         if self.on_record is not None:
@@ -561,8 +623,17 @@ class Suite:
             has_test = False
         if target is None or not has_test:
             return None
-        self.runner.predict({"model": settings["output_dir"], "task": task, "data_dir": self.glue_dir, "split": "test",
-                             "output": str(target), "max_length": settings.get("max_length", 128), "progress": False})
+        self.runner.predict(
+            {
+                "model": settings["output_dir"],
+                "task": task,
+                "data_dir": self.glue_dir,
+                "split": "test",
+                "output": str(target),
+                "max_length": settings.get("max_length", 128),
+                "progress": False,
+            }
+        )
         return str(target.relative_to(self.predictions_dir))
 
     def ensure_memory(self, task: str) -> str:
@@ -616,30 +687,59 @@ def _csv(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--glue-dir", required=True, help="GLUE folder in the standard layout (e.g. ../shared/glue)")
-    parser.add_argument("--tasks", default=None, help="comma-separated task names, lower case (default: the recipe's "
-                        "table.tasks, else " + ",".join(TABLE_TASKS) + ")")
-    parser.add_argument("--methods", default=None, help="comma-separated fsdkit methods or recipe rows (default: the "
-                        "recipe's table.methods, else " + ",".join(TABLE_METHODS) + ")")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds of every cell (default: each cell's by "
-                        "the recipe's table.seeds and table.ablation_seeds, else 1,2,3)")
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated task names, lower case (default: the recipe's "
+        "table.tasks, else " + ",".join(TABLE_TASKS) + ")",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated fsdkit methods or recipe rows (default: the "
+        "recipe's table.methods, else " + ",".join(TABLE_METHODS) + ")",
+    )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds of every cell (default: each cell's by "
+        "the recipe's table.seeds and table.ablation_seeds, else 1,2,3)",
+    )
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="JSON-lines results file (appended)")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="model folders, memories, checkpoints")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="the suite's settings (YAML)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting for every run (e.g. --set max_train_samples=64 for a smoke test)")
-    parser.add_argument("--tuning-results", default="",
-                        help="v1's weight-search runs (tune.py, results/tuning.jsonl) to adopt when a job has the same "
-                             "settings")
-    parser.add_argument("--teacher-results", default=str(HERE / "results" / "curves.jsonl"),
-                        help="another results file whose teachers, fine-tuned with the same settings, are adopted "
-                             "(model folder copied) instead of fine-tuned again (default results/curves.jsonl, the "
-                             "regime study's; '' = none)")
-    parser.add_argument("--predictions-dir", default=str(DEFAULT_PREDICTIONS_DIR),
-                        help="test-set predictions of every finished run: DIR/<task>/<method>/seed<k>.tsv ('' = none)")
-    parser.add_argument("--stop-file", default=None, help="stop before the next run when this file exists "
-                        "(default WORK_DIR/STOP)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting for every run (e.g. --set max_train_samples=64 for a smoke test)",
+    )
+    parser.add_argument(
+        "--tuning-results",
+        default="",
+        help="v1's weight-search runs (tune.py, results/tuning.jsonl) to adopt when a job has the same settings",
+    )
+    parser.add_argument(
+        "--teacher-results",
+        default=str(HERE / "results" / "curves.jsonl"),
+        help="another results file whose teachers, fine-tuned with the same settings, are adopted "
+        "(model folder copied) instead of fine-tuned again (default results/curves.jsonl, the "
+        "regime study's; '' = none)",
+    )
+    parser.add_argument(
+        "--predictions-dir",
+        default=str(DEFAULT_PREDICTIONS_DIR),
+        help="test-set predictions of every finished run: DIR/<task>/<method>/seed<k>.tsv ('' = none)",
+    )
+    parser.add_argument(
+        "--stop-file", default=None, help="stop before the next run when this file exists (default WORK_DIR/STOP)"
+    )
     args = parser.parse_args(argv)
     from fsdkit.cli import unwind_on_termination
 
@@ -665,8 +765,9 @@ def main(argv: list[str] | None = None) -> int:
         tuning_results=Path(args.tuning_results) if args.tuning_results else None,
         teacher_results=Path(args.teacher_results) if args.teacher_results else None,
         predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
-        on_record=lambda r: print(json.dumps({k: r[k] for k in ("task", "method", "seed", "status", "metrics", "wall_time")}),
-                                  flush=True),
+        on_record=lambda r: print(
+            json.dumps({k: r[k] for k in ("task", "method", "seed", "status", "metrics", "wall_time")}), flush=True
+        ),
     )
     counts = suite.run()
     print(json.dumps({"summary": counts, "results": str(suite.results)}), flush=True)

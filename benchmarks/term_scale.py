@@ -32,13 +32,20 @@ sys.path.insert(0, str(HERE))
 #: the methods whose terms cover every weight of stage 2 (the FSD ablations and fsdi-minilm reuse these terms)
 #: (method, its weights in the run, weight option → the label its term logs); RKD's two weights scale the parts of one
 #: term, so each is measured with the other at 0
-RUNS = [("pkd", {"beta_pkd": 1.0}, {"beta_pkd": "pkd"}),
-        ("rkd", {"lambda_rkd_distance": 1.0, "lambda_rkd_angle": 0.0}, {"lambda_rkd_distance": "rkd"}),
-        ("rkd", {"lambda_rkd_distance": 0.0, "lambda_rkd_angle": 1.0}, {"lambda_rkd_angle": "rkd"}),
-        ("minilm", {"lambda_minilm": 1.0}, {"lambda_minilm": "minilm"}),
-        *((method, dict.fromkeys(("lambda_intra", "lambda_local", "lambda_global"), 1.0),
-           {"lambda_intra": "intra", "lambda_local": "local", "lambda_global": "global"})
-          for method in ("fsd", "fsd-procrustes"))]
+RUNS = [
+    ("pkd", {"beta_pkd": 1.0}, {"beta_pkd": "pkd"}),
+    ("rkd", {"lambda_rkd_distance": 1.0, "lambda_rkd_angle": 0.0}, {"lambda_rkd_distance": "rkd"}),
+    ("rkd", {"lambda_rkd_distance": 0.0, "lambda_rkd_angle": 1.0}, {"lambda_rkd_angle": "rkd"}),
+    ("minilm", {"lambda_minilm": 1.0}, {"lambda_minilm": "minilm"}),
+    *(
+        (
+            method,
+            dict.fromkeys(("lambda_intra", "lambda_local", "lambda_global"), 1.0),
+            {"lambda_intra": "intra", "lambda_local": "local", "lambda_global": "global"},
+        )
+        for method in ("fsd", "fsd-procrustes")
+    ),
+]
 ALPHA = 0.5
 #: decades below and above the balance weight that a search range spans
 BELOW, ABOVE = 4, 2
@@ -49,17 +56,41 @@ def search_range(balance: float) -> tuple[float, float]:
     return (10.0 ** math.floor(math.log10(balance) - BELOW), 10.0 ** math.ceil(math.log10(balance) + ABOVE))
 
 
-def measure(task: str, method: str, options: dict[str, float], labels: dict[str, str], glue_dir: str, teacher: str,
-            steps: int, memory: str | None) -> dict[str, float]:
+def measure(
+    task: str,
+    method: str,
+    options: dict[str, float],
+    labels: dict[str, str],
+    glue_dir: str,
+    teacher: str,
+    steps: int,
+    memory: str | None,
+) -> dict[str, float]:
     """Mean logged value of the VKD objective and of each weighted term over ``steps`` training steps."""
     from fsdkit import distill
 
     out = Path(tempfile.mkdtemp(prefix=f"term-scale-{task}-{method}-"))
     try:
         extra = {"memory": memory} if memory else {}
-        distill(task=task, data_dir=glue_dir, teacher=teacher, student="teacher", student_layers=3, method=method,
-                max_steps=steps, batch_size=32, logging_steps=1, learning_rate=1e-4, alpha=ALPHA, temperature=5.0,
-                relation_every=0, output_dir=str(out / "run"), progress=False, **options, **extra)
+        distill(
+            task=task,
+            data_dir=glue_dir,
+            teacher=teacher,
+            student="teacher",
+            student_layers=3,
+            method=method,
+            max_steps=steps,
+            batch_size=32,
+            logging_steps=1,
+            learning_rate=1e-4,
+            alpha=ALPHA,
+            temperature=5.0,
+            relation_every=0,
+            output_dir=str(out / "run"),
+            progress=False,
+            **options,
+            **extra,
+        )
         history = json.loads((out / "run" / "log_history.json").read_text())
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -87,8 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(HERE / "recipe-v3.yaml")
     for task in args.tasks.split(","):
         # the search's own teacher and memory (built here as the search builds them, if it has not yet)
-        suite = Suite(glue_dir=args.glue_dir, tasks=[task], methods=[], seeds=[], work_dir=Path(args.work_dir),
-                      recipe=recipe, results=Path(args.results), predictions_dir=None)
+        suite = Suite(
+            glue_dir=args.glue_dir,
+            tasks=[task],
+            methods=[],
+            seeds=[],
+            work_dir=Path(args.work_dir),
+            recipe=recipe,
+            results=Path(args.results),
+            predictions_dir=None,
+        )
         if not (suite.teacher_dir(task) / "config.json").is_file():
             suite.run()
         teacher, memory = suite.teacher_dir(task), suite.ensure_memory(task)
@@ -97,10 +136,16 @@ def main(argv: list[str] | None = None) -> int:
             values = measure(task, method, options, labels, args.glue_dir, str(teacher), args.steps, memory)
             for weight, label in labels.items():
                 balance = values["vkd"] / values[label]
-                rows[f"{method}.{weight}"] = {"term": values[label], "vkd": values["vkd"], "balance": balance,
-                                              "range": search_range(balance)}
-                print(json.dumps({"task": task, "method": method, "weight": weight, **rows[f"{method}.{weight}"]}),
-                      flush=True)
+                rows[f"{method}.{weight}"] = {
+                    "term": values[label],
+                    "vkd": values["vkd"],
+                    "balance": balance,
+                    "range": search_range(balance),
+                }
+                print(
+                    json.dumps({"task": task, "method": method, "weight": weight, **rows[f"{method}.{weight}"]}),
+                    flush=True,
+                )
         report["tasks"][task] = rows
         out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -45,6 +45,7 @@ def best_candidates(records: list[dict], main_metric: str, grid: dict[str, list]
     A tie goes to the method's published default, the middle of its grid (default / 3, default, 3 × default):
     equal scores give no reason to move away from it (e.g. candidates that all collapse to the majority class).
     """
+
     def default(record: dict) -> bool:
         values = (grid or {}).get(record["method"]) or []
         return bool(values) and record.get("candidate") == values[len(values) // 2]
@@ -54,7 +55,10 @@ def best_candidates(records: list[dict], main_metric: str, grid: dict[str, list]
         if r.get("status") != "ok" or main_metric not in r.get("metrics", {}):
             continue
         current = best.get(r["method"])
-        if current is None or (r["metrics"][main_metric], default(r)) > (current["metrics"][main_metric], default(current)):
+        if current is None or (r["metrics"][main_metric], default(r)) > (
+            current["metrics"][main_metric],
+            default(current),
+        ):
             best[r["method"]] = r
     return best
 
@@ -80,18 +84,38 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.overrides)
     work_dir = Path(args.work_dir)
     # the teacher: the suite's own, recorded in the suite's results file
-    Suite(glue_dir=args.glue_dir, tasks=[task], methods=[], seeds=[], results=Path(args.results), work_dir=work_dir,
-          recipe=recipe, overrides=overrides).run()
-    suite = Suite(glue_dir=args.glue_dir, tasks=[task], methods=methods, seeds=[seed],
-                  results=Path(args.tuning_results), work_dir=work_dir, recipe=recipe, overrides=overrides,
-                  keep_seed=seed, stop_file=work_dir / "STOP")  # models kept: the chosen one becomes the suite's
+    Suite(
+        glue_dir=args.glue_dir,
+        tasks=[task],
+        methods=[],
+        seeds=[],
+        results=Path(args.results),
+        work_dir=work_dir,
+        recipe=recipe,
+        overrides=overrides,
+    ).run()
+    suite = Suite(
+        glue_dir=args.glue_dir,
+        tasks=[task],
+        methods=methods,
+        seeds=[seed],
+        results=Path(args.tuning_results),
+        work_dir=work_dir,
+        recipe=recipe,
+        overrides=overrides,
+        keep_seed=seed,
+        stop_file=work_dir / "STOP",
+    )  # models kept: the chosen one becomes the suite's
     if not (suite.teacher_dir(task) / "config.json").is_file():
         raise SystemExit(f"no teacher in {suite.teacher_dir(task)}: see {args.results}")
     done = done_keys(read_records(suite.results))
     for method in methods:
         for i, candidate in enumerate(grid.get(method, [])):
-            settings = {**suite.student_settings(task, method, seed), **candidate,
-                        "output_dir": str(work_dir / task / "tuning" / method / f"candidate{i}")}
+            settings = {
+                **suite.student_settings(task, method, seed),
+                **candidate,
+                "output_dir": str(work_dir / task / "tuning" / method / f"candidate{i}"),
+            }
             if (task, method, seed, suite.job_hash(task, method, settings)) in done:
                 continue
             if suite.stop_requested():

@@ -15,7 +15,9 @@ from fsdkit.losses import TermContext
 
 def ctx(hidden=4, teacher_hidden=4, layers=2, teacher_layers=2, heads=1, teacher_heads=1):
     student = SimpleNamespace(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads)
-    teacher = SimpleNamespace(hidden_size=teacher_hidden, num_hidden_layers=teacher_layers, num_attention_heads=teacher_heads)
+    teacher = SimpleNamespace(
+        hidden_size=teacher_hidden, num_hidden_layers=teacher_layers, num_attention_heads=teacher_heads
+    )
     return TermContext(student, teacher, SimpleNamespace(name="toy", is_regression=False, num_labels=2))
 
 
@@ -48,7 +50,7 @@ def np_value_relation(v: np.ndarray, mask: np.ndarray, heads: int) -> np.ndarray
     d_k = width // heads
     out = np.zeros((b, heads, length, length))
     for bi, h in itertools.product(range(b), range(heads)):
-        vh = v[bi, :, h * d_k:(h + 1) * d_k]
+        vh = v[bi, :, h * d_k : (h + 1) * d_k]
         scores = vh @ vh.T / np.sqrt(d_k)
         scores[:, ~mask[bi].astype(bool)] = -np.inf
         e = np.exp(scores - scores.max(-1, keepdims=True))

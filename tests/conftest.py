@@ -33,8 +33,17 @@ def mrpc_teacher(glue_dir, tmp_path_factory) -> Path:
     from fsdkit import finetune
 
     out = tmp_path_factory.mktemp("teacher")
-    finetune(task="mrpc", data_dir=str(glue_dir), output_dir=str(out), max_steps=6, batch_size=16,
-             max_train_samples=96, max_eval_samples=32, logging_steps=2, progress=False)
+    finetune(
+        task="mrpc",
+        data_dir=str(glue_dir),
+        output_dir=str(out),
+        max_steps=6,
+        batch_size=16,
+        max_train_samples=96,
+        max_eval_samples=32,
+        logging_steps=2,
+        progress=False,
+    )
     return out
 
 
@@ -51,8 +60,16 @@ def tickets_teacher(tmp_path_factory) -> Path:
     from fsdkit import finetune
 
     out = tmp_path_factory.mktemp("tickets-teacher")
-    finetune(train_file=str(TICKETS), validation_file=str(TICKETS_DEV), output_dir=str(out), max_steps=2,
-             batch_size=8, max_length=32, logging_steps=1, progress=False)
+    finetune(
+        train_file=str(TICKETS),
+        validation_file=str(TICKETS_DEV),
+        output_dir=str(out),
+        max_steps=2,
+        batch_size=8,
+        max_length=32,
+        logging_steps=1,
+        progress=False,
+    )
     return out
 
 
@@ -86,5 +103,12 @@ def attention_batch():
     values_t = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
     hidden_s = torch.randn(3, 5, 6, generator=g, dtype=torch.float64)
     hidden_t = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
-    return SimpleNamespace(mask=mask, scores_s=scores_s, scores_t=scores_t, values_s=values_s, values_t=values_t,
-                           hidden_s=hidden_s, hidden_t=hidden_t)
+    return SimpleNamespace(
+        mask=mask,
+        scores_s=scores_s,
+        scores_t=scores_t,
+        values_s=values_s,
+        values_t=values_t,
+        hidden_s=hidden_s,
+        hidden_t=hidden_t,
+    )

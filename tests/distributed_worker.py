@@ -24,8 +24,9 @@ def main(out: str, method: str, batch_size: int) -> None:
     out = Path(out)
     parts = tiny_parts(resolve_model_path("minilm"))
     parts["data"] = parts["data"].add_column("idx", list(range(len(parts["data"]))))
-    trainer = make_trainer(parts, out / "run", method=method, batch_size=batch_size, accumulation=1, max_steps=3,
-                           save_steps=1000)
+    trainer = make_trainer(
+        parts, out / "run", method=method, batch_size=batch_size, accumulation=1, max_steps=3, save_steps=1000
+    )
     seen = []
     original = type(trainer).compute_loss
 
@@ -36,8 +37,9 @@ def main(out: str, method: str, batch_size: int) -> None:
     type(trainer).compute_loss = spy
     trainer.train()
     rank = trainer.args.process_index
-    (out / f"rank{rank}.json").write_text(json.dumps({"steps": trainer.state.global_step, "seen": seen,
-                                                     "world_size": trainer.args.world_size}))
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"steps": trainer.state.global_step, "seen": seen, "world_size": trainer.args.world_size})
+    )
     if trainer.is_world_process_zero():
         state = {k: v.detach().contiguous() for k, v in trainer.model.student.state_dict().items()}
         save_file(state, out / "student.safetensors")

@@ -12,5 +12,9 @@ def count_reads(mp: pytest.MonkeyPatch) -> list[str]:
     reads: list[str] = []
     for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
         real = getattr(torch.Tensor, name)
-        mp.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k: reads.append(_name) or _real(self, *a, **k))
+        mp.setattr(
+            torch.Tensor,
+            name,
+            lambda self, *a, _real=real, _name=name, **k: reads.append(_name) or _real(self, *a, **k),
+        )
     return reads

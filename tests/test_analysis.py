@@ -53,8 +53,6 @@ PERFECT = {"precision": 1.0, "recall": 1.0, "f1": 1.0, "agreement": 1.0}
 RELATION_KEYS = ("inter_euclidean", "inter_cosine", "intra_euclidean", "intra_cosine")
 
 
-
-
 # ---------------------------------------------------------------- restoration
 def test_restoration_of_a_perfect_copy_is_one():
     rng = np.random.default_rng(0)
@@ -282,8 +280,14 @@ def test_load_run_record(tmp_path):
     nested = run("b", {"task": "rte", "method": "vkd", "seed": 1, "metrics": {"validation": {"accuracy": 0.6}}})
     record = load_run_record(nested)
     assert record["metrics"] == {"accuracy": 0.6} and record["seed"] == 1 and record["method"] == "vkd"
-    mnli = run("c", {"task": "mnli", "method": "fsd", "metrics": {"validation_matched": {"accuracy": 0.7},
-                                                                   "validation_mismatched": {"accuracy": 0.71}}})
+    mnli = run(
+        "c",
+        {
+            "task": "mnli",
+            "method": "fsd",
+            "metrics": {"validation_matched": {"accuracy": 0.7}, "validation_mismatched": {"accuracy": 0.71}},
+        },
+    )
     assert load_run_record(mnli, split="validation_mismatched")["metrics"] == {"accuracy": 0.71}
     with pytest.raises(ValueError, match="several splits"):
         load_run_record(mnli)
@@ -364,7 +368,7 @@ def test_write_report_files(tmp_path):
         assert (out / name).read_bytes().startswith(PNG_HEADER)
     page = (out / "report.html").read_text()
     assert "<h2" in page and "Restoration &lt;rate&gt;" in page and page.count("data:image/png;base64,") == 3
-    assert "<td class=\"num\">–</td>" in page and "12,345,678" in page
+    assert '<td class="num">–</td>' in page and "12,345,678" in page
     md = (out / "report.md").read_text()
     assert "## Maps" in md and "![heat maps](cka.png)" in md and "fs\\|d" in md
     results = json.loads((out / "results.json").read_text())
@@ -413,7 +417,12 @@ def test_analyze_end_to_end(tmp_path, model_dirs, glue_dir):
     results = analyze(
         {"task": "mrpc", "teacher": str(teacher), "data_dir": str(glue_dir), "output_dir": str(tmp_path / "report")},
         models={"vkd": str(teacher), "small": str(student)},
-        batch_size=8, max_length=64, max_eval_samples=40, runs=runs, throughput_batches=2, progress=False,
+        batch_size=8,
+        max_length=64,
+        max_eval_samples=40,
+        runs=runs,
+        throughput_batches=2,
+        progress=False,
     )
     out = tmp_path / "report"
     figures = ("restoration.png", "cka_heatmaps.png", "relation_history.png")
@@ -494,8 +503,12 @@ def test_learning_curves_colour_a_family_alike_and_style_a_variant_alike():
     from matplotlib.colors import to_hex
 
     run = [[(1, 60.0), (2, 70.0)]]
-    names = {"nds, 8 ep": ("nds", "8 ep"), "vkd, 8 ep": ("vkd", "8 ep"), "nds, 16 ep": ("nds", "16 ep"),
-             "vkd, 16 ep": ("vkd", "16 ep")}
+    names = {
+        "nds, 8 ep": ("nds", "8 ep"),
+        "vkd, 8 ep": ("vkd", "8 ep"),
+        "nds, 16 ep": ("nds", "16 ep"),
+        "vkd, 16 ep": ("vkd", "16 ep"),
+    }
     ax = learning_curves({name: run for name in names}, "stsb", "pearson", styles=names).axes[0]
     lines = {line.get_label().split(" (n=")[0]: line for line in ax.get_lines()}
     colour = {name: to_hex(line.get_color()) for name, line in lines.items()}

@@ -29,9 +29,20 @@ METHOD_LABELS = {
 
 
 def tiny(glue_dir, teacher, **overrides):
-    options = dict(task="mrpc", data_dir=str(glue_dir), teacher=str(teacher), batch_size=8,
-                   max_train_samples=32, max_eval_samples=16, max_length=64, max_steps=4, logging_steps=1,
-                   progress=False, relation_every=0, memory_clusters=4)
+    options = dict(
+        task="mrpc",
+        data_dir=str(glue_dir),
+        teacher=str(teacher),
+        batch_size=8,
+        max_train_samples=32,
+        max_eval_samples=16,
+        max_length=64,
+        max_steps=4,
+        logging_steps=1,
+        progress=False,
+        relation_every=0,
+        memory_clusters=4,
+    )
     return {**options, **overrides}
 
 
@@ -67,7 +78,9 @@ def test_extra_losses_compose_with_a_method_and_log_separately(glue_dir, mrpc_te
     extras = [parse_loss_flag(flag) for flag in ("structure:5:view=local,similarity=procrustes", "pkd:10:layers=last")]
     record = distill(**tiny(glue_dir, mrpc_teacher, output_dir=str(out), method="fsd", losses=extras))
     history = logged_terms(out)
-    assert {"loss_task", "loss_kd", "loss_intra", "loss_local", "loss_global", "loss_structure", "loss_pkd"} <= set(history[0])
+    assert {"loss_task", "loss_kd", "loss_intra", "loss_local", "loss_global", "loss_structure", "loss_pkd"} <= set(
+        history[0]
+    )
     terms = {t["label"]: (t["name"], t["weight"]) for t in record["terms"]}
     assert terms["structure"] == ("structure", 5.0) and terms["pkd"] == ("pkd", 10.0)
     assert history[0]["loss_structure"] != history[0]["loss_local"]  # Procrustes vs CKA on the same view
@@ -77,8 +90,17 @@ def test_staged_run_resumed_mid_stage_continues_in_that_stage(glue_dir, mrpc_tea
     """internal-pid with 2 layer pairs over 6 steps has 3 stages of 2 steps. A run that dies after its step-3
     checkpoint (the middle of stage 1) resumes at step 3 with stage 1's term, then moves on to VKD alone. Without
     warm-up, each stage's learning rate restarts at the peak and decays linearly (lr, lr/2), also after the resume."""
-    options = tiny(glue_dir, mrpc_teacher, method="internal-pid", internal_layers="1:2;3:6", max_steps=6, save_steps=3,
-                   output_dir=str(tmp_path / "run"), warmup_ratio=0.0, learning_rate=1e-4)
+    options = tiny(
+        glue_dir,
+        mrpc_teacher,
+        method="internal-pid",
+        internal_layers="1:2;3:6",
+        max_steps=6,
+        save_steps=3,
+        output_dir=str(tmp_path / "run"),
+        warmup_ratio=0.0,
+        learning_rate=1e-4,
+    )
     original = DistillationTrainer.compute_loss
     calls = []
 
@@ -106,8 +128,17 @@ def test_staged_run_resumed_mid_stage_continues_in_that_stage(glue_dir, mrpc_tea
 
 def test_staged_run_with_a_global_schedule_decays_once_over_the_run(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
     """stage_lr='global' keeps transformers' one linear decay: lr · (6 − t) / 6 at step t, whatever the stage."""
-    options = tiny(glue_dir, mrpc_teacher, method="internal-pid", internal_layers="1:2;3:6", max_steps=6,
-                   output_dir=str(tmp_path / "run"), warmup_ratio=0.0, learning_rate=1e-4, stage_lr="global")
+    options = tiny(
+        glue_dir,
+        mrpc_teacher,
+        method="internal-pid",
+        internal_layers="1:2;3:6",
+        max_steps=6,
+        output_dir=str(tmp_path / "run"),
+        warmup_ratio=0.0,
+        learning_rate=1e-4,
+        stage_lr="global",
+    )
     original = DistillationTrainer.compute_loss
     rates = []
 
@@ -131,8 +162,9 @@ def test_a_student_of_another_width_trains_or_is_refused_up_front(glue_dir, mrpc
     """--student-config: a fresh 3-layer student of width 192 and 6 heads from the 384-wide, 12-head teacher.
     CKA, Procrustes and Gram compare different widths; PKD and internal KD learn projections; the attention-map
     losses (MiniLM, internal KD) need equal head counts and are refused before training, saying so."""
-    options = tiny(glue_dir, mrpc_teacher, output_dir=str(tmp_path / method), method=method, student_config=NARROW,
-                   max_steps=2)
+    options = tiny(
+        glue_dir, mrpc_teacher, output_dir=str(tmp_path / method), method=method, student_config=NARROW, max_steps=2
+    )
     if method in ("minilm", "internal-all", "internal-pid", "internal-sid"):
         with pytest.raises(ModelError, match="same number of attention heads|heads"):
             distill(**options)

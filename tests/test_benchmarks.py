@@ -46,8 +46,12 @@ class FakeRunner:
         (out / "checkpoints" / "checkpoint-10").mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text("{}")
         score = 0.8 + 0.01 * settings["seed"]
-        return {"metrics": {"validation": {"accuracy": score, "f1": score + 0.05}}, "main_metric": "f1",
-                "config": {"seed": settings["seed"]}, "train_samples_per_second": 10.0}
+        return {
+            "metrics": {"validation": {"accuracy": score, "f1": score + 0.05}},
+            "main_metric": "f1",
+            "config": {"seed": settings["seed"]},
+            "train_samples_per_second": 10.0,
+        }
 
     def finetune(self, settings):
         return self._run(settings, "teacher")
@@ -78,9 +82,16 @@ class FakeRunner:
 
 def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2), glue_dir="glue"):
     return suite_mod.Suite(
-        glue_dir=str(glue_dir), tasks=["mrpc"], methods=list(methods), seeds=list(seeds),
-        results=tmp_path / "results.jsonl", work_dir=tmp_path / "work", recipe=suite_mod.load_recipe(suite_mod.V1_RECIPE),
-        runner=runner, stop_file=tmp_path / "STOP", predictions_dir=tmp_path / "predictions",
+        glue_dir=str(glue_dir),
+        tasks=["mrpc"],
+        methods=list(methods),
+        seeds=list(seeds),
+        results=tmp_path / "results.jsonl",
+        work_dir=tmp_path / "work",
+        recipe=suite_mod.load_recipe(suite_mod.V1_RECIPE),
+        runner=runner,
+        stop_file=tmp_path / "STOP",
+        predictions_dir=tmp_path / "predictions",
     )
 
 
@@ -90,12 +101,31 @@ def test_suite_records_every_run_and_goes_on_after_a_failure(tmp_path):
     assert counts == {"ok": 6, "failed": 2, "skipped": 0, "blocked": 0, "adopted": 0, "busy": 0}
     records = suite_mod.read_records(tmp_path / "results.jsonl")
     assert [(r["method"], r["seed"], r["status"]) for r in records] == [
-        ("teacher", 42, "ok"), ("majority", 0, "ok"), ("vkd", 1, "ok"), ("fsd", 1, "ok"), ("broken", 1, "failed"),
-        ("vkd", 2, "ok"), ("fsd", 2, "ok"), ("broken", 2, "failed"),
+        ("teacher", 42, "ok"),
+        ("majority", 0, "ok"),
+        ("vkd", 1, "ok"),
+        ("fsd", 1, "ok"),
+        ("broken", 1, "failed"),
+        ("vkd", 2, "ok"),
+        ("fsd", 2, "ok"),
+        ("broken", 2, "failed"),
     ]
     for r in records:
-        for key in ("task", "method", "seed", "status", "metrics", "error", "config", "wall_time",
-                    "train_samples_per_second", "fsdkit_version", "git_commit", "host", "settings_hash"):
+        for key in (
+            "task",
+            "method",
+            "seed",
+            "status",
+            "metrics",
+            "error",
+            "config",
+            "wall_time",
+            "train_samples_per_second",
+            "fsdkit_version",
+            "git_commit",
+            "host",
+            "settings_hash",
+        ):
             assert key in r
         assert r["task"] == "mrpc"
     assert records[1]["metrics"] == {"accuracy": 0.68, "f1": 0.81} and records[1]["output_dir"] is None
@@ -124,8 +154,13 @@ def test_every_finished_run_predicts_the_test_split_where_there_is_one(tmp_path)
     assert records[("teacher", 42)]["test_predictions"] == "mrpc/teacher/seed42.tsv"
     assert "test_predictions" not in records[("majority", 0)] and "test_predictions" not in records[("broken", 1)]
     written = sorted(str(p.relative_to(tmp_path / "predictions")) for p in (tmp_path / "predictions").rglob("*.tsv"))
-    assert written == ["mrpc/fsd/seed1.tsv", "mrpc/fsd/seed2.tsv", "mrpc/teacher/seed42.tsv", "mrpc/vkd/seed1.tsv",
-                       "mrpc/vkd/seed2.tsv"]
+    assert written == [
+        "mrpc/fsd/seed1.tsv",
+        "mrpc/fsd/seed2.tsv",
+        "mrpc/teacher/seed42.tsv",
+        "mrpc/vkd/seed1.tsv",
+        "mrpc/vkd/seed2.tsv",
+    ]
 
 
 def test_suite_skips_recorded_runs_and_retries_failures(tmp_path):
@@ -188,8 +223,11 @@ def test_suite_adopts_the_tuning_run_of_its_own_weights(tmp_path):
     tuning.run()  # the teacher, recorded in the tuning file here
     own = tuning.recipe["methods"]["pkd"]
     for i, candidate in enumerate([{"beta_pkd": 33.3}, own]):
-        settings = {**tuning.student_settings("mrpc", "pkd", 1), **candidate,
-                    "output_dir": str(tmp_path / "work" / "mrpc" / "tuning" / "pkd" / f"candidate{i}")}
+        settings = {
+            **tuning.student_settings("mrpc", "pkd", 1),
+            **candidate,
+            "output_dir": str(tmp_path / "work" / "mrpc" / "tuning" / "pkd" / f"candidate{i}"),
+        }
         tuning.run_one("mrpc", "pkd", 1, settings, extra={"candidate": candidate, "tuning": True})
     runner = FakeRunner()
     suite = make_suite(tmp_path, runner, methods=("pkd",), seeds=(1, 2))
@@ -268,8 +306,12 @@ def test_a_recipe_row_may_combine_a_preset_with_extra_terms(tmp_path):
     assert [c[1] for c in runner.calls] == ["teacher", "fsdi", "fsd-procrustes"] and runner.memories == 1
     assert [r["method"] for r in suite_mod.read_records(suite.results)][2:] == ["fsdi-minilm", "fsd-procrustes"]
     spec = search_mod.sweep_spec(suite, "mrpc", "fsdi-minilm")
-    assert spec["base"]["method"] == "fsdi" and set(spec["space"]) == {"learning_rate", "alpha", "temperature",
-                                                                       "lambda_intra"}
+    assert spec["base"]["method"] == "fsdi" and set(spec["space"]) == {
+        "learning_rate",
+        "alpha",
+        "temperature",
+        "lambda_intra",
+    }
     from fsdkit.sweep import check_space
 
     check_space("distill", spec["base"], spec["space"])
@@ -287,10 +329,12 @@ def _rec(task, method, seed, metrics, status="ok", **extra):
 def test_report_shows_only_the_runs_of_the_current_recipe(tmp_path):
     """A run whose settings hash is not the one the recipe gives its job now (an earlier recipe's) is history:
     not in the tables, counted under Provenance; a weight-search run of an earlier recipe does not compete."""
-    lines = [_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90}),
-             _rec("mrpc", "vkd", 1, {"accuracy": 0.70, "f1": 0.80}),
-             _rec("mrpc", "vkd", 2, {"accuracy": 0.99, "f1": 0.99}, settings_hash="0123456789ab"),
-             _rec("mrpc", "pkd", 1, {"accuracy": 0.71, "f1": 0.81})]
+    lines = [
+        _rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90}),
+        _rec("mrpc", "vkd", 1, {"accuracy": 0.70, "f1": 0.80}),
+        _rec("mrpc", "vkd", 2, {"accuracy": 0.99, "f1": 0.99}, settings_hash="0123456789ab"),
+        _rec("mrpc", "pkd", 1, {"accuracy": 0.71, "f1": 0.81}),
+    ]
     path, tuning = tmp_path / "results.jsonl", tmp_path / "tuning.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     grid = suite_mod.load_recipe(suite_mod.V1_RECIPE)["tuning"]["grid"]["pkd"]
@@ -298,14 +342,27 @@ def test_report_shows_only_the_runs_of_the_current_recipe(tmp_path):
     tuned.append(_rec("mrpc", "pkd", 1, {"accuracy": 0.9, "f1": 0.95}, candidate=grid[0], settings_hash="0123456789ab"))
     tuning.write_text("".join(json.dumps(r) + "\n" for r in tuned))
     out = tmp_path / "RESULTS.md"
-    report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tuning),
-                     "--analysis-dir", str(tmp_path / "analysis"), "--recipe", str(suite_mod.V1_RECIPE), *REPORT_OFF])
+    report_mod.main(
+        [
+            "--results",
+            str(path),
+            "--output",
+            str(out),
+            "--tuning",
+            str(tuning),
+            "--analysis-dir",
+            str(tmp_path / "analysis"),
+            "--recipe",
+            str(suite_mod.V1_RECIPE),
+            *REPORT_OFF,
+        ]
+    )
     text = out.read_text()
     assert "| VKD | 70.00 [n=1] | 80.00 [n=1] |" in text  # the seed-2 run of an earlier recipe is not averaged in
     assert "- not shown: 1 finished runs of an earlier recipe" in text and "VKD on mrpc × 1" in text
     search = text.split("## Weight search")[1].split("##")[0]
     assert "95.00" not in search and search.count("| PKD |") == 3
-    assert f'| PKD | {json.dumps(grid[2])} | Acc 70.00, F1 82.00 | **best** |' in search
+    assert f"| PKD | {json.dumps(grid[2])} | Acc 70.00, F1 82.00 | **best** |" in search
 
 
 def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
@@ -318,8 +375,15 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
 
     def rec(task, method, seed, accuracy, **extra):
         curve = [{"epoch": e, "eval_accuracy": accuracy - 0.05 * (3 - e), "eval_f1": accuracy + 0.1} for e in (1, 2, 3)]
-        record = {"task": task, "method": method, "seed": seed, "status": "ok", "curve": curve,
-                  "metrics": {"accuracy": accuracy, "f1": accuracy + 0.1}, **extra}
+        record = {
+            "task": task,
+            "method": method,
+            "seed": seed,
+            "status": "ok",
+            "curve": curve,
+            "metrics": {"accuracy": accuracy, "f1": accuracy + 0.1},
+            **extra,
+        }
         return {**record, "settings_hash": v2.recipe_hash(record)}
 
     lines = [rec("mrpc", "teacher", 42, 0.80)]
@@ -336,9 +400,25 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
     for lr, value in ((1e-4, 0.75), (3e-4, 0.72)):
         study.add_trial(optuna.trial.create_trial(params={"learning_rate": lr}, distributions=space, value=value))
     out = tmp_path / "RESULTS.md"
-    report_mod.main(["--results", str(path), "--recipe", str(recipe_path), "--output", str(out), "--tuning",
-                     str(tmp_path / "none.jsonl"), "--analysis-dir", str(tmp_path / "analysis"), *REPORT_OFF,
-                     "--search-db", storage, "--curves-dir", str(tmp_path / "curves")])
+    report_mod.main(
+        [
+            "--results",
+            str(path),
+            "--recipe",
+            str(recipe_path),
+            "--output",
+            str(out),
+            "--tuning",
+            str(tmp_path / "none.jsonl"),
+            "--analysis-dir",
+            str(tmp_path / "analysis"),
+            *REPORT_OFF,
+            "--search-db",
+            storage,
+            "--curves-dir",
+            str(tmp_path / "curves"),
+        ]
+    )
     text = out.read_text()
     assert text.startswith("# fsdkit quality benchmark v2")
     assert "| VKD | 73.00 (1.58) | 83.00 (1.58) |" in text  # five seeds: the expected number, unmarked
@@ -347,7 +427,9 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
     assert "| MRPC | VKD | 2 of 6 | Acc 75.00 | learning_rate=0.0001 |" in text
     assert "| MRPC | FSD | 0 of 6 | – | – |" in text and "## Weight search" not in text
     assert "| core table | 4 × 7 × 3/5 | 6 of 112 | 6 | 1 of 4 |" in text
-    assert "| FSDI + MiniLM (the row to take) | 4 × 1 × 3/5 | 2 of 16 | 0 | 1 of 4 |" in text  # run like the core methods
+    assert (
+        "| FSDI + MiniLM (the row to take) | 4 × 1 × 3/5 | 2 of 16 | 0 | 1 of 4 |" in text
+    )  # run like the core methods
     # and tested against the best baseline like FSD (VKD, 5 seeds at F1 83.00 on average, against 87.50)
     assert "| mrpc | FSDI + MiniLM | F1 | 87.50 (n=2) | VKD | 83.00 (n=5) | greater |" in text
     # the ablations expect their own number of seeds (recipe-v2: 3, where MRPC's core cells expect 5)
@@ -359,8 +441,16 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     f1 = {"vkd": [0.80, 0.82, 0.84], "fsd": [0.85, 0.86, 0.87], "nds": [0.70, 0.71, 0.72]}
     lines = [_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90})]
     for method, values in f1.items():
-        lines += [_rec("mrpc", method, s, {"accuracy": v - 0.05, "f1": v}, train_samples_per_second=10.0 if method == "vkd" else 9.0)
-                  for s, v in zip((1, 2, 3), values)]
+        lines += [
+            _rec(
+                "mrpc",
+                method,
+                s,
+                {"accuracy": v - 0.05, "f1": v},
+                train_samples_per_second=10.0 if method == "vkd" else 9.0,
+            )
+            for s, v in zip((1, 2, 3), values)
+        ]
     lines.append(_rec("mrpc", "vkd", 3, {}, status="failed", error="RuntimeError: old failure"))
     lines.append(_rec("mrpc", "vkd", 3, {"accuracy": 0.79, "f1": 0.84}))  # re-run supersedes the failure
     lines.append(_rec("mrpc", "fsdi", 1, {"accuracy": 0.8, "f1": 0.83}))
@@ -370,8 +460,21 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "RESULTS.md"
-    report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
-                     "--analysis-dir", str(tmp_path / "analysis"), "--recipe", str(suite_mod.V1_RECIPE), *REPORT_OFF])
+    report_mod.main(
+        [
+            "--results",
+            str(path),
+            "--output",
+            str(out),
+            "--tuning",
+            str(tmp_path / "none.jsonl"),
+            "--analysis-dir",
+            str(tmp_path / "analysis"),
+            "--recipe",
+            str(suite_mod.V1_RECIPE),
+            *REPORT_OFF,
+        ]
+    )
     text = out.read_text()
     assert text.splitlines()[5].startswith("python benchmarks/report.py --results")
     # mean (sample std) × 100: vkd F1 82.00 (2.00), fsd 86.00 (1.00), nds 71.00 (1.00)
@@ -392,27 +495,51 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     main_table = text.split("## Main table")[1].split("##")[0]
     assert "RTE" not in main_table and "| Method | RTE Acc |" in text.split("## Further tasks")[1]
     assert "| Teacher | 55.00 |" in text and "| VKD | 53.00 [n=1] |" in text
-    assert "| core table | 4 × 7 × 3 | 9 of 84 | 0 | 1 of 4 |" in text and "| RTE | 1 × 7 × 3 | 1 of 21 | 0 | 1 of 1 |" in text
+    assert (
+        "| core table | 4 × 7 × 3 | 9 of 84 | 0 | 1 of 4 |" in text
+        and "| RTE | 1 × 7 × 3 | 1 of 21 | 0 | 1 of 1 |" in text
+    )
 
 
 def test_report_inlines_the_analysis_summary(tmp_path):
     analysis = tmp_path / "analysis" / "mrpc"
     analysis.mkdir(parents=True)
     (analysis / "report.md").write_text("# fsdkit analysis — mrpc\n")
-    (analysis / "results.json").write_text(json.dumps({
-        "task": "mrpc", "n_examples": 408,
-        "models": {"teacher": {}, "VKD": {}, "FSD": {}},
-        "restoration": {"VKD": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "agreement": 0.8},
-                        "FSD": {"precision": 0.9, "recall": 0.9, "f1": 0.9, "agreement": 0.875}},
-        "cka": {"T": {"diagonal_mean": 1.0}, "VKD": {"diagonal_mean": 0.83}, "FSD": {"diagonal_mean": 0.85}},
-        "relation_differences": {"VKD": {"inter_euclidean": 17.6, "inter_cosine": 0.13, "intra_euclidean": 1.9,
-                                         "intra_cosine": 0.12}},
-    }))
+    (analysis / "results.json").write_text(
+        json.dumps(
+            {
+                "task": "mrpc",
+                "n_examples": 408,
+                "models": {"teacher": {}, "VKD": {}, "FSD": {}},
+                "restoration": {
+                    "VKD": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "agreement": 0.8},
+                    "FSD": {"precision": 0.9, "recall": 0.9, "f1": 0.9, "agreement": 0.875},
+                },
+                "cka": {"T": {"diagonal_mean": 1.0}, "VKD": {"diagonal_mean": 0.83}, "FSD": {"diagonal_mean": 0.85}},
+                "relation_differences": {
+                    "VKD": {"inter_euclidean": 17.6, "inter_cosine": 0.13, "intra_euclidean": 1.9, "intra_cosine": 0.12}
+                },
+            }
+        )
+    )
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps(_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90})) + "\n")
     out = tmp_path / "RESULTS.md"
-    report_mod.main(["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
-                     "--analysis-dir", str(tmp_path / "analysis"), "--recipe", str(suite_mod.V1_RECIPE), *REPORT_OFF])
+    report_mod.main(
+        [
+            "--results",
+            str(path),
+            "--output",
+            str(out),
+            "--tuning",
+            str(tmp_path / "none.jsonl"),
+            "--analysis-dir",
+            str(tmp_path / "analysis"),
+            "--recipe",
+            str(suite_mod.V1_RECIPE),
+            *REPORT_OFF,
+        ]
+    )
     text = out.read_text()
     assert "| Student | Restoration F1 | Agreement | CKA diagonal | Inter Euclidean |" in text
     assert "| VKD | 0.8500 | 0.8000 | 0.8300 | 17.60 | 0.1300 | 1.9000 | 0.1200 |" in text
@@ -421,16 +548,32 @@ def test_report_inlines_the_analysis_summary(tmp_path):
 
 
 def test_report_states_the_selection_effect_of_adopted_tuning_runs(tmp_path):
-    lines = [_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90}),
-             _rec("mrpc", "pkd", 1, {"accuracy": 0.7, "f1": 0.8}, adopted_from="tuning.jsonl"),
-             _rec("mrpc", "vkd", 1, {"accuracy": 0.7, "f1": 0.8})]
+    lines = [
+        _rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90}),
+        _rec("mrpc", "pkd", 1, {"accuracy": 0.7, "f1": 0.8}, adopted_from="tuning.jsonl"),
+        _rec("mrpc", "vkd", 1, {"accuracy": 0.7, "f1": 0.8}),
+    ]
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "RESULTS.md"
-    args = ["--results", str(path), "--output", str(out), "--tuning", str(tmp_path / "none.jsonl"),
-            "--analysis-dir", str(tmp_path / "analysis"), "--recipe", str(suite_mod.V1_RECIPE), *REPORT_OFF]
+    args = [
+        "--results",
+        str(path),
+        "--output",
+        str(out),
+        "--tuning",
+        str(tmp_path / "none.jsonl"),
+        "--analysis-dir",
+        str(tmp_path / "analysis"),
+        "--recipe",
+        str(suite_mod.V1_RECIPE),
+        *REPORT_OFF,
+    ]
     report_mod.main(args)
-    assert "Selection effect: the MRPC seed 1 run of each weighted method is its chosen weight-search run, picked as the best of its 3 candidates" in out.read_text()  # the grid size of the recipe
+    assert (
+        "Selection effect: the MRPC seed 1 run of each weighted method is its chosen weight-search run, picked as the best of its 3 candidates"
+        in out.read_text()
+    )  # the grid size of the recipe
     path.write_text("".join(json.dumps(r) + "\n" for r in lines[::2]))  # no adopted run → no caveat
     report_mod.main(args)
     assert "Selection effect" not in out.read_text()
@@ -438,8 +581,10 @@ def test_report_states_the_selection_effect_of_adopted_tuning_runs(tmp_path):
 
 def test_weight_search_ties_go_to_the_published_default():
     tune_mod = _load("tune")
-    grid = {"internal-sid": [{"lambda_internal": 0.333}, {"lambda_internal": 1.0}, {"lambda_internal": 3.0}],
-            "pkd": [{"beta_pkd": 33.3}, {"beta_pkd": 100.0}, {"beta_pkd": 300.0}]}
+    grid = {
+        "internal-sid": [{"lambda_internal": 0.333}, {"lambda_internal": 1.0}, {"lambda_internal": 3.0}],
+        "pkd": [{"beta_pkd": 33.3}, {"beta_pkd": 100.0}, {"beta_pkd": 300.0}],
+    }
     records = [_rec("mrpc", "internal-sid", 1, {"f1": 0.8122}, candidate=c) for c in grid["internal-sid"]]
     records += [_rec("mrpc", "pkd", 1, {"f1": f1}, candidate=c) for f1, c in zip((0.818, 0.812, 0.812), grid["pkd"])]
     best = tune_mod.best_candidates(records, "f1", grid)
@@ -456,21 +601,40 @@ def test_search_builds_equal_budget_sweeps_from_the_recipe(tmp_path):
     search_mod = _load("search")
     suite_mod = _load("suite")
     recipe = suite_mod.load_recipe()
-    suite = suite_mod.Suite(glue_dir="glue", tasks=["mrpc"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
-                            work_dir=tmp_path, recipe=recipe)
+    suite = suite_mod.Suite(
+        glue_dir="glue",
+        tasks=["mrpc"],
+        methods=[],
+        seeds=[],
+        results=tmp_path / "r.jsonl",
+        work_dir=tmp_path,
+        recipe=recipe,
+    )
     specs = {m: search_mod.sweep_spec(suite, "mrpc", m) for m in ("nds", "vkd", "pkd", "rkd")}
     assert {s["trials"] for s in specs.values()} == {recipe["search"]["trials"]}
     assert set(specs["nds"]["space"]) == {"learning_rate"}
     assert set(specs["vkd"]["space"]) == {"learning_rate", "alpha", "temperature"}
-    assert set(specs["rkd"]["space"]) == {"learning_rate", "alpha", "temperature", "lambda_rkd_distance",
-                                          "lambda_rkd_angle"}
+    assert set(specs["rkd"]["space"]) == {
+        "learning_rate",
+        "alpha",
+        "temperature",
+        "lambda_rkd_distance",
+        "lambda_rkd_angle",
+    }
     for spec in specs.values():
         base = spec["base"]
         assert base["holdout_fraction"] == 0.1 and base["eval_strategy"] == "epoch" and "output_dir" not in base
         assert not set(base) & set(spec["space"])
         check_space("distill", base, spec["space"])
-    v2 = suite_mod.Suite(glue_dir="glue", tasks=["mrpc"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
-                         work_dir=tmp_path, recipe=suite_mod.load_recipe(suite_mod.HERE / "recipe-v2.yaml"))
+    v2 = suite_mod.Suite(
+        glue_dir="glue",
+        tasks=["mrpc"],
+        methods=[],
+        seeds=[],
+        results=tmp_path / "r.jsonl",
+        work_dir=tmp_path,
+        recipe=suite_mod.load_recipe(suite_mod.HERE / "recipe-v2.yaml"),
+    )
     assert search_mod.sweep_spec(v2, "mrpc", "vkd")["metric"] == "accuracy"  # recipe-v2's search.metric
     assert search_mod.sweep_spec(v2, "mrpc", "vkd")["startup_trials"] == 3
     assert "metric" not in search_mod.sweep_spec(v2, "stsb", "vkd")  # the task's main metric
@@ -490,19 +654,39 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
             (out / "config.json").write_text("{}")
             curve = [{"epoch": e, "eval_accuracy": a} for e, a in ((1, 0.70), (2, 0.75), (3, 0.755))]
             return {"metrics": {"validation": {"accuracy": 0.755}}, "main_metric": "accuracy", "curve": curve}
+
         return run
 
     monkeypatch.setattr(fsdkit, "finetune", fake("teacher"))
     monkeypatch.setattr(fsdkit, "distill", fake("student"))
-    argv = ["--glue-dir", "glue", "--methods", "nds,vkd", "--epochs", "3", "--results", str(tmp_path / "curves.jsonl"),
-            "--work-dir", str(tmp_path / "work")]
+    argv = [
+        "--glue-dir",
+        "glue",
+        "--methods",
+        "nds,vkd",
+        "--epochs",
+        "3",
+        "--results",
+        str(tmp_path / "curves.jsonl"),
+        "--work-dir",
+        str(tmp_path / "work"),
+    ]
     assert curves_mod.main(argv) == 0
-    assert calls == [("teacher", None, None, "epoch"), ("student", "nds", "teacher", "epoch"),
-                     ("student", "vkd", "teacher", "epoch"), ("student", "nds", "minilm", "epoch"),
-                     ("student", "vkd", "minilm", "epoch")]
+    assert calls == [
+        ("teacher", None, None, "epoch"),
+        ("student", "nds", "teacher", "epoch"),
+        ("student", "vkd", "teacher", "epoch"),
+        ("student", "nds", "minilm", "epoch"),
+        ("student", "vkd", "minilm", "epoch"),
+    ]
     records = suite_mod.read_records(tmp_path / "curves.jsonl")
-    assert [(r["method"], r["init"]) for r in records] == [("teacher", None), ("nds", "teacher"), ("vkd", "teacher"),
-                                                           ("nds", "pretrained"), ("vkd", "pretrained")]
+    assert [(r["method"], r["init"]) for r in records] == [
+        ("teacher", None),
+        ("nds", "teacher"),
+        ("vkd", "teacher"),
+        ("nds", "pretrained"),
+        ("vkd", "pretrained"),
+    ]
     assert {r["recipe"] for r in records} == {"recipe-v2.yaml"}  # the default recipe, benchmark v2's
     assert curves_mod.plateaued(records[1]["curve"], "accuracy") is True  # 75.0 → 75.5: within 1 point
     assert curves_mod.plateaued(records[1]["curve"][:2], "accuracy") is False
@@ -515,8 +699,17 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     assert calls == [("student", "nds", "teacher", "epoch")]
     last = suite_mod.read_records(tmp_path / "curves.jsonl")[-1]
     assert last["settings"]["student_layers"] == [1, 3, 5] and last["init"] == "teacher"
-    folder = curves_mod.student_settings(suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE), "mrpc", "nds", "teacher", 1,
-                                         3.0, "glue", tmp_path / "work", [1, 3, 5])["output_dir"]
+    folder = curves_mod.student_settings(
+        suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE),
+        "mrpc",
+        "nds",
+        "teacher",
+        1,
+        3.0,
+        "glue",
+        tmp_path / "work",
+        [1, 3, 5],
+    )["output_dir"]
     assert folder.endswith("teacher-init/nds/layers-1-3-5/seed1")
     # a teacher budget's curve (--teacher-epochs): its own teacher, folder and hash; its students distil from it
     calls.clear()
@@ -528,8 +721,9 @@ def test_curves_study_records_each_curve_once_and_resumes(tmp_path, monkeypatch)
     assert student["teacher_epochs"] == 6  # (folders are not in a record's settings: this field says which teacher)
     recipe_budget = suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE)
     recipe_budget["teacher"]["per_task"] = {"mrpc": {"epochs": 6}}  # the budget written into a recipe: the same hash
-    assert teacher["settings_hash"] == suite_mod.settings_hash({**curves_mod.teacher_settings(
-        recipe_budget, "mrpc", "glue", tmp_path / "work"), "resume": False})
+    assert teacher["settings_hash"] == suite_mod.settings_hash(
+        {**curves_mod.teacher_settings(recipe_budget, "mrpc", "glue", tmp_path / "work"), "resume": False}
+    )
     calls.clear()
     assert curves_mod.main(budget) == 0 and calls == []
     # a new machine: the recorded teacher's folder is gone, so it is trained again (its students are recorded)
@@ -544,13 +738,26 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
 
     def rec(method, init, values, metric="f1", **settings):
         curve = [{"epoch": e + 1, f"eval_{metric}": v, "eval_accuracy": v - 0.1} for e, v in enumerate(values)]
-        return {"task": "mrpc", "method": method, "seed": 42 if init is None else 1, "status": "ok", "init": init,
-                "main_metric": metric, "curve": curve, "metrics": {metric: values[-1]}, "wall_time": 600,
-                "settings": settings}
+        return {
+            "task": "mrpc",
+            "method": method,
+            "seed": 42 if init is None else 1,
+            "status": "ok",
+            "init": init,
+            "main_metric": metric,
+            "curve": curve,
+            "metrics": {metric: values[-1]},
+            "wall_time": 600,
+            "settings": settings,
+        }
 
-    records = [rec("vkd", "pretrained", [0.80, 0.83, 0.76]), rec("nds", "teacher", [0.79, 0.818, 0.812]),
-               {**rec("nds", "teacher", [0.70, 0.74, 0.745], student_layers=[1, 3, 5]), "recipe": "recipe-v2.yaml"},
-               rec("teacher", None, [0.813, 0.852, 0.857]), {"task": "mrpc", "method": "vkd", "status": "failed"}]
+    records = [
+        rec("vkd", "pretrained", [0.80, 0.83, 0.76]),
+        rec("nds", "teacher", [0.79, 0.818, 0.812]),
+        {**rec("nds", "teacher", [0.70, 0.74, 0.745], student_layers=[1, 3, 5]), "recipe": "recipe-v2.yaml"},
+        rec("teacher", None, [0.813, 0.852, 0.857]),
+        {"task": "mrpc", "method": "vkd", "status": "failed"},
+    ]
     path = tmp_path / "curves.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     rows = curves_mod.curve_rows(suite_mod.read_records(path))
@@ -561,16 +768,34 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
     results = tmp_path / "v2.jsonl"
     results.write_text(json.dumps({**records[3], "metrics": {"f1": 0.857}}) + "\n")
     out = tmp_path / "RESULTS.md"
-    report_mod.main(["--results", str(results), "--recipe", str(suite_mod.HERE / "recipe-v2.yaml"), "--output", str(out),
-                     "--tuning", str(tmp_path / "none.jsonl"), "--analysis-dir", str(tmp_path / "analysis"),
-                     *REPORT_OFF, "--regime-results", str(path), "--regime-plots", str(tmp_path / "plots")])
+    report_mod.main(
+        [
+            "--results",
+            str(results),
+            "--recipe",
+            str(suite_mod.HERE / "recipe-v2.yaml"),
+            "--output",
+            str(out),
+            "--tuning",
+            str(tmp_path / "none.jsonl"),
+            "--analysis-dir",
+            str(tmp_path / "analysis"),
+            *REPORT_OFF,
+            "--regime-results",
+            str(path),
+            "--regime-plots",
+            str(tmp_path / "plots"),
+        ]
+    )
     text = out.read_text()
     section = text.split("## Two regimes and the choice of layers")[1].split("\n## ")[0]
     table = [line for line in section.splitlines() if line.startswith("| MRPC")]
-    assert table == ["| MRPC | Teacher | – | all | 42 | Acc 71.3 75.2 75.7 | 75.7 (3 of 3) | yes | 10.0 | recipe.yaml |",
-                     "| MRPC | nDS | teacher-initialised | first 3 | 1 | Acc 69.0 71.8 71.2 | 71.8 (2 of 3) | yes | 10.0 | recipe.yaml |",
-                     "| MRPC | nDS | teacher-initialised | 1,3,5 | 1 | Acc 60.0 64.0 64.5 | 64.5 (3 of 3) | yes | 10.0 | recipe-v2.yaml |",
-                     "| MRPC | VKD | pretrained layers | first 3 | 1 | Acc 70.0 73.0 66.0 | 73.0 (2 of 3) | no | 10.0 | recipe.yaml |"]
+    assert table == [
+        "| MRPC | Teacher | – | all | 42 | Acc 71.3 75.2 75.7 | 75.7 (3 of 3) | yes | 10.0 | recipe.yaml |",
+        "| MRPC | nDS | teacher-initialised | first 3 | 1 | Acc 69.0 71.8 71.2 | 71.8 (2 of 3) | yes | 10.0 | recipe.yaml |",
+        "| MRPC | nDS | teacher-initialised | 1,3,5 | 1 | Acc 60.0 64.0 64.5 | 64.5 (3 of 3) | yes | 10.0 | recipe-v2.yaml |",
+        "| MRPC | VKD | pretrained layers | first 3 | 1 | Acc 70.0 73.0 66.0 | 73.0 (2 of 3) | no | 10.0 | recipe.yaml |",
+    ]
     assert (tmp_path / "plots" / "mrpc-pretrained.png").is_file()
     assert "[mrpc-pretrained](plots/mrpc-pretrained.png)" in section
     # a plot's lines: one per method and schedule, seeds as one line, recipes apart where the plot has several
@@ -579,14 +804,19 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
     import fsdkit.analysis.plots as plots_mod
 
     drawn, styled = {}, {}
-    monkeypatch.setattr(plots_mod, "learning_curves",
-                        lambda curves, title, *rest, styles: drawn.setdefault(title, curves) and styled.update(styles)
-                        or Figure())
+    monkeypatch.setattr(
+        plots_mod,
+        "learning_curves",
+        lambda curves, title, *rest, styles: drawn.setdefault(title, curves) and styled.update(styles) or Figure(),
+    )
     more = [{**records[1], "seed": 2}, {**records[1], "recipe": "recipe-v2.yaml"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in records + more))
     curves_mod.plot(path, tmp_path / "plots2")
     assert {name: len(runs) for name, runs in drawn["mrpc, teacher-initialised students"].items()} == {
-        "nds, 3 ep, recipe.yaml": 2, "nds, 3 ep, layers 1,3,5, recipe-v2.yaml": 1, "nds, 3 ep, recipe-v2.yaml": 1}
+        "nds, 3 ep, recipe.yaml": 2,
+        "nds, 3 ep, layers 1,3,5, recipe-v2.yaml": 1,
+        "nds, 3 ep, recipe-v2.yaml": 1,
+    }
     assert list(drawn["mrpc, pretrained-initialised students"]) == ["vkd, 3 ep"]
     # colour by method, line style by schedule
     assert styled["nds, 3 ep, layers 1,3,5, recipe-v2.yaml"] == ("nds", "3 ep, layers 1,3,5, recipe-v2.yaml")
@@ -599,17 +829,36 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
 def test_the_pretrained_table_takes_seed_1s_longest_curve_of_the_recipe_per_method():
     def row(method, values, init="pretrained", seed=1, recipe="recipe-v2.yaml", layers=None):
         peak = max(range(len(values)), key=values.__getitem__)
-        return {"task": "stsb", "method": method, "init": init, "layers": layers, "teacher_epochs": None,
-                "seed": seed, "metric": "pearson", "values": values, "peak": values[peak], "peak_epoch": peak + 1,
-                "recipe": recipe}
+        return {
+            "task": "stsb",
+            "method": method,
+            "init": init,
+            "layers": layers,
+            "teacher_epochs": None,
+            "seed": seed,
+            "metric": "pearson",
+            "values": values,
+            "peak": values[peak],
+            "peak_epoch": peak + 1,
+            "recipe": recipe,
+        }
 
-    rows = [row("teacher", [80.0, 86.6], init=None, seed=42, recipe="recipe.yaml"),
-            row("vkd", [30.0, 38.0]), row("vkd", [30.0, 74.1, 72.5]),  # the longer schedule wins
-            row("vkd", [90.0], seed=2), row("vkd", [91.0, 92.0, 93.0, 94.0], recipe="recipe.yaml"),
-            row("vkd", [95.0], layers=[1, 3, 5]), row("nds", [60.0, 65.9]), row("nds", [99.0], init="teacher")]
+    rows = [
+        row("teacher", [80.0, 86.6], init=None, seed=42, recipe="recipe.yaml"),
+        row("vkd", [30.0, 38.0]),
+        row("vkd", [30.0, 74.1, 72.5]),  # the longer schedule wins
+        row("vkd", [90.0], seed=2),
+        row("vkd", [91.0, 92.0, 93.0, 94.0], recipe="recipe.yaml"),
+        row("vkd", [95.0], layers=[1, 3, 5]),
+        row("nds", [60.0, 65.9]),
+        row("nds", [99.0], init="teacher"),
+    ]
     lines = report_mod.pretrained_table(rows, "recipe-v2.yaml")
-    assert lines[2:5] == ["| Task (metric) | Teacher | nDS | VKD |", "|---|---|---|---|",
-                          "| STSB (Pearson) | 86.6 | 65.9 (2/2) | 74.1 (2/3) |"]
+    assert lines[2:5] == [
+        "| Task (metric) | Teacher | nDS | VKD |",
+        "|---|---|---|---|",
+        "| STSB (Pearson) | 86.6 | 65.9 (2/2) | 74.1 (2/3) |",
+    ]
     assert report_mod.pretrained_table(rows, "recipe-v3.yaml") == []
 
 
@@ -617,12 +866,27 @@ def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, mon
     """Without --tasks, --methods and --seeds, suite.py runs recipe-v2's `table`: 5 seeds on MRPC, 3 for an ablation,
     seed-major; a recipe without `table` (v1's) gives its former defaults, 3 seeds of the 7 core methods."""
     v2 = suite_mod.load_recipe(suite_mod.DEFAULT_RECIPE)
-    suite = suite_mod.Suite(glue_dir="glue", tasks=["mrpc"], methods=["vkd", "fsdi"], seeds=None, recipe=v2,
-                            results=tmp_path / "r.jsonl", work_dir=tmp_path)
+    suite = suite_mod.Suite(
+        glue_dir="glue",
+        tasks=["mrpc"],
+        methods=["vkd", "fsdi"],
+        seeds=None,
+        recipe=v2,
+        results=tmp_path / "r.jsonl",
+        work_dir=tmp_path,
+    )
     plan = suite.plan()
     assert plan[:2] == [("mrpc", "teacher", 42), ("mrpc", "majority", 0)]
-    assert plan[2:] == [("mrpc", "vkd", 1), ("mrpc", "fsdi", 1), ("mrpc", "vkd", 2), ("mrpc", "fsdi", 2),
-                        ("mrpc", "vkd", 3), ("mrpc", "fsdi", 3), ("mrpc", "vkd", 4), ("mrpc", "vkd", 5)]
+    assert plan[2:] == [
+        ("mrpc", "vkd", 1),
+        ("mrpc", "fsdi", 1),
+        ("mrpc", "vkd", 2),
+        ("mrpc", "fsdi", 2),
+        ("mrpc", "vkd", 3),
+        ("mrpc", "fsdi", 3),
+        ("mrpc", "vkd", 4),
+        ("mrpc", "vkd", 5),
+    ]
     assert suite_mod.table_seeds(v2, "sick", "vkd") == [1, 2, 3]
     assert suite_mod.table_seeds(suite_mod.load_recipe(suite_mod.V1_RECIPE), "mrpc", "fsdi") == [1, 2, 3]
     assert set(v2["table"]["methods"]) >= {*suite_mod.TABLE_METHODS, *suite_mod.ABLATION_METHODS, "fsdi-minilm"}
@@ -637,7 +901,9 @@ def test_the_suite_takes_its_cells_and_seeds_from_the_recipe_table(tmp_path, mon
 
     monkeypatch.setattr(fsdkit.cli, "unwind_on_termination", lambda: None)
     monkeypatch.setattr(suite_mod, "Suite", Recording)
-    assert suite_mod.main(["--glue-dir", "glue", "--results", str(tmp_path / "r.jsonl"), "--work-dir", str(tmp_path)]) == 0
+    assert (
+        suite_mod.main(["--glue-dir", "glue", "--results", str(tmp_path / "r.jsonl"), "--work-dir", str(tmp_path)]) == 0
+    )
     assert ran == [(["mrpc", "stsb", "cola", "sick"], v2["table"]["methods"], None)]
 
 
@@ -664,7 +930,11 @@ def test_the_benchmark_workers_unwind_on_a_kill(monkeypatch, tmp_path):
     monkeypatch.setattr(fsdkit.cli, "unwind_on_termination", lambda: installed.append(True))
     common = ["--glue-dir", str(tmp_path), "--tasks", "no-such-task"]
     places = ["--results", str(tmp_path / "r.jsonl"), "--work-dir", str(tmp_path)]
-    for name, argv in (("suite", common), ("curves", common + places), ("search", common + places + ["--methods", "vkd"])):
+    for name, argv in (
+        ("suite", common),
+        ("curves", common + places),
+        ("search", common + places + ["--methods", "vkd"]),
+    ):
         installed.clear()
         try:  # the unknown task fails the run (raised, or recorded as failed) after the handler is installed
             _load(name).main(argv)
@@ -684,18 +954,33 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
     staged = _load("staged_search")
     recipe = suite_mod.load_recipe(staged.DEFAULT_RECIPE)
     assert recipe["student"]["per_task"]["sick"] == {"epochs": 6}  # v2's budgets, through `extends`
-    real = suite_mod.Suite(glue_dir="glue", tasks=["cola"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
-                           work_dir=tmp_path, recipe=recipe)
+    real = suite_mod.Suite(
+        glue_dir="glue",
+        tasks=["cola"],
+        methods=[],
+        seeds=[],
+        results=tmp_path / "r.jsonl",
+        work_dir=tmp_path,
+        recipe=recipe,
+    )
     real.ensure_memory = lambda task: str(tmp_path / "memory")  # no memory is built here
     for method, space in recipe["search"]["stage2"]["methods"].items():  # every stage-2 study of the recipe is valid
         spec = staged.sweep_spec(real, 2, "cola", method)
         _, space = check_space("distill", spec["base"], spec["space"])
         assert all(dist.get("off") for dist in space.values()), method  # every weight can switch its term off
     recipe["search"]["storage_file"] = str(tmp_path / "search.db")
-    recipe["search"]["stage2"]["methods"] = {"fsdi": {"lambda_intra": {"type": "float", "low": 1e-3, "high": 10,
-                                                                       "log": True, "off": True}}}
-    suite = suite_mod.Suite(glue_dir="glue", tasks=["stsb"], methods=[], seeds=[], results=tmp_path / "r.jsonl",
-                            work_dir=tmp_path, recipe=recipe)
+    recipe["search"]["stage2"]["methods"] = {
+        "fsdi": {"lambda_intra": {"type": "float", "low": 1e-3, "high": 10, "log": True, "off": True}}
+    }
+    suite = suite_mod.Suite(
+        glue_dir="glue",
+        tasks=["stsb"],
+        methods=[],
+        seeds=[],
+        results=tmp_path / "r.jsonl",
+        work_dir=tmp_path,
+        recipe=recipe,
+    )
     vkd, nds = staged.sweep_spec(suite, 1, "stsb", "vkd"), staged.sweep_spec(suite, 1, "stsb", "nds")
     assert set(vkd["space"]) == {"learning_rate", "alpha", "temperature"} and set(nds["space"]) == {"learning_rate"}
     assert vkd["trials"] == nds["trials"] == 8 and vkd["study_name"] == "v3-stsb-vkd" and "metric" not in vkd
@@ -707,8 +992,13 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
         check_space("distill", spec["base"], spec["space"])
     assert staged.sweep_spec(suite, 1, "mrpc", "vkd")["metric"] == "accuracy"
     assert staged.jobs(recipe, ["mrpc", "stsb"], [1, 2]) == [
-        (1, "mrpc", "vkd"), (1, "mrpc", "nds"), (1, "stsb", "vkd"), (1, "stsb", "nds"), (2, "mrpc", "fsdi"),
-        (2, "stsb", "fsdi")]
+        (1, "mrpc", "vkd"),
+        (1, "mrpc", "nds"),
+        (1, "stsb", "vkd"),
+        (1, "stsb", "nds"),
+        (2, "mrpc", "fsdi"),
+        (2, "stsb", "fsdi"),
+    ]
     assert staged.study_state(recipe, 1, "stsb", "vkd") == "open"
     assert staged.study_state(recipe, 2, "stsb", "fsdi") == "blocked"
     study = optuna.create_study(study_name="v3-stsb-vkd", storage=staged.storage_url(recipe), direction="maximize")

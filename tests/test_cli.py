@@ -16,10 +16,25 @@ def test_config_file_keys_match_flags_and_flags_override(tmp_path):
     cfg.write_text("method: fsd\nstudent-layers: [0, 2, 4]\nlambda_intra: 10\nepochs: 2\nlosss:\n")
     with pytest.raises(ConfigError, match=r"unknown key 'losss' for 'fsdkit distill'; known keys: .*losses"):
         read_config_file(cfg, DistillConfig, "distill")
-    cfg.write_text("method: fsd\nstudent-layers: [0, 2, 4]\nlambda_intra: 10\nepochs: 2\n"
-                   "losses:\n  - {name: structure, weight: 5, view: local, similarity: procrustes}\n")
-    args = build_parser().parse_args(["distill", "--config", str(cfg), "--epochs", "3", "--teacher", "t", "--output-dir", "o",
-                                      "--loss", "rkd:1:distance_weight=2"])
+    cfg.write_text(
+        "method: fsd\nstudent-layers: [0, 2, 4]\nlambda_intra: 10\nepochs: 2\n"
+        "losses:\n  - {name: structure, weight: 5, view: local, similarity: procrustes}\n"
+    )
+    args = build_parser().parse_args(
+        [
+            "distill",
+            "--config",
+            str(cfg),
+            "--epochs",
+            "3",
+            "--teacher",
+            "t",
+            "--output-dir",
+            "o",
+            "--loss",
+            "rkd:1:distance_weight=2",
+        ]
+    )
     from fsdkit.cli import _config_from_args
 
     config = _config_from_args(args, DistillConfig, "distill")
@@ -28,13 +43,16 @@ def test_config_file_keys_match_flags_and_flags_override(tmp_path):
     assert config.losses == [{"name": "rkd", "weight": "1", "distance_weight": 2}]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("epochs: three\n", "key 'epochs': expected a number, got 'three'"),
-    ("resume: maybe\n", "key 'resume': expected true or false"),
-    ("batch-size: 2.5\n", "key 'batch-size': expected an integer"),
-    ("- a\n- b\n", "expected a mapping"),
-    ("epochs: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("epochs: three\n", "key 'epochs': expected a number, got 'three'"),
+        ("resume: maybe\n", "key 'resume': expected true or false"),
+        ("batch-size: 2.5\n", "key 'batch-size': expected an integer"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("epochs: [\n", "not valid YAML"),
+    ],
+)
 def test_bad_config_values_name_the_key(tmp_path, text, message):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(text)
@@ -62,17 +80,22 @@ def test_methods_lists_methods_and_losses(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["finetune", "--task", "squad", "--output-dir", "{tmp}/o"], "unknown task 'squad'"),
-    (["distill", "--teacher", "{tmp}/no/teacher", "--output-dir", "{tmp}/o", "--task", "mrpc"], "does not exist"),
-    (["distill", "--output-dir", "{tmp}/o"], "--teacher is required"),
-    (["finetune", "--task", "mrpc", "--data-dir", "{tmp}/noglue", "--output-dir", "{tmp}/o", "--max-steps", "1"],
-     "MRPC"),
-    (["evaluate", "{tmp}/missing-model", "--task", "mrpc"], "does not exist"),
-    (["finetune", "--epochs", "0", "--output-dir", "{tmp}/o"], "--epochs > 0 or --max-steps > 0"),
-    (["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--alpha", "2"], "--alpha must be in [0, 1]"),
-    (["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--loss", "structure"], "expected NAME:WEIGHT"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["finetune", "--task", "squad", "--output-dir", "{tmp}/o"], "unknown task 'squad'"),
+        (["distill", "--teacher", "{tmp}/no/teacher", "--output-dir", "{tmp}/o", "--task", "mrpc"], "does not exist"),
+        (["distill", "--output-dir", "{tmp}/o"], "--teacher is required"),
+        (
+            ["finetune", "--task", "mrpc", "--data-dir", "{tmp}/noglue", "--output-dir", "{tmp}/o", "--max-steps", "1"],
+            "MRPC",
+        ),
+        (["evaluate", "{tmp}/missing-model", "--task", "mrpc"], "does not exist"),
+        (["finetune", "--epochs", "0", "--output-dir", "{tmp}/o"], "--epochs > 0 or --max-steps > 0"),
+        (["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--alpha", "2"], "--alpha must be in [0, 1]"),
+        (["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--loss", "structure"], "expected NAME:WEIGHT"),
+    ],
+)
 def test_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
@@ -84,10 +107,27 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message):
 def test_every_command_takes_the_common_flags():
     parser = build_parser()
     for command in (["finetune"], ["distill"], ["demo"]):
-        args = parser.parse_args(command + ["--data-dir", "d", "--output-dir", "o", "--seed", "3", "--max-steps", "5",
-                                            "--epochs", "2", "--config", "c.yaml"])
+        args = parser.parse_args(
+            command
+            + [
+                "--data-dir",
+                "d",
+                "--output-dir",
+                "o",
+                "--seed",
+                "3",
+                "--max-steps",
+                "5",
+                "--epochs",
+                "2",
+                "--config",
+                "c.yaml",
+            ]
+        )
         assert args.data_dir == "d" and args.seed == "3" and args.config == "c.yaml"
-    args = parser.parse_args(["memory", "build", "--data-dir", "d", "--output-dir", "o", "--seed", "1", "--config", "c.json"])
+    args = parser.parse_args(
+        ["memory", "build", "--data-dir", "d", "--output-dir", "o", "--seed", "1", "--config", "c.json"]
+    )
     assert args.output_dir == "o"
     args = parser.parse_args(["evaluate", "model", "--task", "rte", "--output", "m.json", "--data-dir", "d"])
     assert args.model == "model" and args.output == "m.json"
@@ -98,8 +138,11 @@ def test_shipped_configs_are_valid():
 
     from fsdkit.config import FinetuneConfig, MemoryConfig
 
-    classes = {"finetune": (FinetuneConfig, "finetune"), "memory": (MemoryConfig, "memory build"),
-               "distill": (DistillConfig, "distill")}
+    classes = {
+        "finetune": (FinetuneConfig, "finetune"),
+        "memory": (MemoryConfig, "memory build"),
+        "distill": (DistillConfig, "distill"),
+    }
     files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert files
     for path in files:
@@ -148,7 +191,6 @@ def test_every_command_prints_its_help(capsys):
         assert "usage: fsdkit" in capsys.readouterr().out
 
 
-
 def test_a_kill_unwinds_like_ctrl_c():
     """Once installed, SIGTERM raises KeyboardInterrupt: staged artifacts are removed and checkpoints kept."""
     import os
@@ -166,13 +208,20 @@ def test_a_kill_unwinds_like_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
-@pytest.mark.parametrize("module, function, cls", [
-    ("fsdkit.training.run", "finetune", "FinetuneConfig"), ("fsdkit.training.run", "distill", "DistillConfig"),
-    ("fsdkit.training.teacher_memory", "build_memory", "MemoryConfig"), ("fsdkit.evaluation", "evaluate", "EvaluateConfig"),
-    ("fsdkit.prediction", "predict", "PredictConfig"), ("fsdkit.export", "export", "ExportConfig"),
-    ("fsdkit.sweep", "sweep", "SweepConfig"), ("fsdkit.compress", "compress", "CompressConfig"),
-    ("fsdkit.analysis.run", "analyze", "AnalyzeConfig"),
-])
+@pytest.mark.parametrize(
+    "module, function, cls",
+    [
+        ("fsdkit.training.run", "finetune", "FinetuneConfig"),
+        ("fsdkit.training.run", "distill", "DistillConfig"),
+        ("fsdkit.training.teacher_memory", "build_memory", "MemoryConfig"),
+        ("fsdkit.evaluation", "evaluate", "EvaluateConfig"),
+        ("fsdkit.prediction", "predict", "PredictConfig"),
+        ("fsdkit.export", "export", "ExportConfig"),
+        ("fsdkit.sweep", "sweep", "SweepConfig"),
+        ("fsdkit.compress", "compress", "CompressConfig"),
+        ("fsdkit.analysis.run", "analyze", "AnalyzeConfig"),
+    ],
+)
 def test_every_entry_point_applies_and_checks_its_overrides(module, function, cls, monkeypatch):
     """``entry(config_object, **overrides)``: the overrides apply on top of a config object as on top of a mapping,
     and are checked (an unknown name or a bad value is refused) — they were dropped silently by some."""

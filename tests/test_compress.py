@@ -23,9 +23,18 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
 
     assert student_layers("spread", 3, 6) == [1, 3, 5] and student_layers("first", 2, 6) == [0, 1]
     out = tmp_path / "compress"
-    result = compress(teacher=str(tickets_teacher), train_file=str(TICKETS), validation_file=str(TICKETS_DEV),
-                      output_dir=str(out), trials=3, max_steps=2, batch_size=8, max_length=32, speed_batches=2,
-                      target_retention=None)  # two steps on 21 rows: a quality target would be luck on 3 holdout rows
+    result = compress(
+        teacher=str(tickets_teacher),
+        train_file=str(TICKETS),
+        validation_file=str(TICKETS_DEV),
+        output_dir=str(out),
+        trials=3,
+        max_steps=2,
+        batch_size=8,
+        max_length=32,
+        speed_batches=2,
+        target_retention=None,
+    )  # two steps on 21 rows: a quality target would be luck on 3 holdout rows
     assert result["trials"] == 3 and result["front"] and result["metric"] == "holdout.accuracy"
     latencies = [row["latency_ms"] for row in result["front"]]
     assert latencies == sorted(latencies) and all(1 <= len(row["layers"]) <= 5 for row in result["front"])
@@ -36,17 +45,41 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
     assert "| teacher | all |" in table and f"trial {chosen['trial']} (chosen)" in table
     assert json.loads((out / "compress.json").read_text()) == json.loads(json.dumps(result))
     # an unreachable target: nothing exported, the closest named
-    strict = compress(teacher=str(tickets_teacher), train_file=str(TICKETS), validation_file=str(TICKETS_DEV),
-                      output_dir=str(out), trials=3, max_steps=2, batch_size=8, max_length=32, speed_batches=2,
-                      target_retention=1.0, max_latency_ms=1e-6)
+    strict = compress(
+        teacher=str(tickets_teacher),
+        train_file=str(TICKETS),
+        validation_file=str(TICKETS_DEV),
+        output_dir=str(out),
+        trials=3,
+        max_steps=2,
+        batch_size=8,
+        max_length=32,
+        speed_batches=2,
+        target_retention=1.0,
+        max_latency_ms=1e-6,
+    )
     assert strict["chosen"] is None and strict["closest"] is not None
     assert "No student meets the target; the closest is trial" in (out / "front.md").read_text()
 
 
 def test_a_killed_compress_resumes(tickets_teacher, tmp_path):
     out = tmp_path / "compress"
-    command = [sys.executable, "-m", "fsdkit.cli", "compress", "--teacher", str(tickets_teacher), *FILES, *SMALL,
-               "--output-dir", str(out), "--trials", "3", "--heartbeat", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "fsdkit.cli",
+        "compress",
+        "--teacher",
+        str(tickets_teacher),
+        *FILES,
+        *SMALL,
+        "--output-dir",
+        str(out),
+        "--trials",
+        "3",
+        "--heartbeat",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     storage = f"sqlite:///{(out / 'compress.db').resolve()}"

@@ -424,7 +424,9 @@ def test_metrics_shape_errors():
 
 
 def _splits(train, validation):
-    return DatasetDict({"train": Dataset.from_dict({"label": train}), "validation": Dataset.from_dict({"label": validation})})
+    return DatasetDict(
+        {"train": Dataset.from_dict({"label": train}), "validation": Dataset.from_dict({"label": validation})}
+    )
 
 
 def test_majority_baseline_by_hand():
@@ -432,12 +434,14 @@ def test_majority_baseline_by_hand():
 
     # MRPC: train majority 1; dev TP=3 FP=1 FN=0 -> accuracy 3/4, F1 = 2*3 / (2*3 + 1) = 6/7
     assert majority_baseline("mrpc", _splits([1, 1, 0], [1, 0, 1, 1])) == {
-        "validation": {"accuracy": pytest.approx(0.75), "f1": pytest.approx(6 / 7)}}
+        "validation": {"accuracy": pytest.approx(0.75), "f1": pytest.approx(6 / 7)}
+    }
     # a tie between classes 1 and 2 goes to the smaller id: dev accuracy 2/4
     assert majority_baseline("sick", _splits([2, 1, 0, 2, 1], [1, 0, 2, 1])) == {"validation": {"accuracy": 0.5}}
     # regression: the train mean is a constant, which has no correlation
     assert majority_baseline("stsb", _splits([1.0, 2.0, 4.5], [0.5, 3.0, 5.0])) == {
-        "validation": {"pearson": 0.0, "spearman": 0.0}}
+        "validation": {"pearson": 0.0, "spearman": 0.0}
+    }
     with pytest.raises(DataError, match="non-empty train split"):
         majority_baseline("cola", _splits([], [0, 1]))
     with pytest.raises(DataError, match="no split 'test'"):
@@ -451,7 +455,8 @@ def test_majority_baseline_on_glue_mrpc(glue):
 
     # 279 of the 408 dev pairs are paraphrases: accuracy 279/408, F1 = 2*279 / (2*279 + 129)
     assert majority_baseline("mrpc", glue("mrpc")) == {
-        "validation": {"accuracy": pytest.approx(279 / 408), "f1": pytest.approx(558 / 687)}}
+        "validation": {"accuracy": pytest.approx(279 / 408), "f1": pytest.approx(558 / 687)}
+    }
 
 
 # ---------------------------------------------------------------- encoding and collation

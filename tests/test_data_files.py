@@ -35,8 +35,10 @@ def write(frame: pd.DataFrame, path: Path) -> Path:
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
 def test_every_format_gives_the_same_task_and_rows(tmp_path, suffix):
     train, dev = pd.read_csv(TRAIN), pd.read_csv(DEV)
-    source = DataSource(train_file=str(write(train, tmp_path / f"train{suffix}")),
-                        validation_file=str(write(dev, tmp_path / f"dev{suffix}")))
+    source = DataSource(
+        train_file=str(write(train, tmp_path / f"train{suffix}")),
+        validation_file=str(write(dev, tmp_path / f"dev{suffix}")),
+    )
     task, data = load_custom(source)
     assert task.labels == ("billing", "bug", "feature") and task.text_columns == ("sentence",)
     assert task.metric_names == ("accuracy", "macro_f1") and task.eval_splits == ("validation",)
@@ -45,17 +47,29 @@ def test_every_format_gives_the_same_task_and_rows(tmp_path, suffix):
 
 
 def test_integer_float_and_pair_data(tmp_path):
-    pairs = pd.DataFrame({"q1": ["a cat", "a dog", "the sun", "rain"], "q2": ["a kitten", "a car", "the moon", "snow"],
-                          "y": [1, 0, 1, 0], "score": [4.5, 0.2, 2.5, 1.0]})
+    pairs = pd.DataFrame(
+        {
+            "q1": ["a cat", "a dog", "the sun", "rain"],
+            "q2": ["a kitten", "a car", "the moon", "snow"],
+            "y": [1, 0, 1, 0],
+            "score": [4.5, 0.2, 2.5, 1.0],
+        }
+    )
     path = write(pairs, tmp_path / "pairs.csv")
     task, data = load_custom(DataSource(train_file=str(path), text_columns=("q1", "q2"), label_column="y"))
     assert task.labels == ("0", "1") and task.metric_names == ("accuracy", "macro_f1", "mcc")
-    assert data["train"]["sentence2"] == ["a kitten", "a car", "the moon", "snow"] and data["train"]["label"] == [1, 0, 1, 0]
+    assert data["train"]["sentence2"] == ["a kitten", "a car", "the moon", "snow"] and data["train"]["label"] == [
+        1,
+        0,
+        1,
+        0,
+    ]
     task, data = load_custom(DataSource(train_file=str(path), text_columns=("q1", "q2"), label_column="score"))
     assert task.is_regression and task.metric_names == ("pearson", "spearman")
     assert data["train"]["label"] == pytest.approx([4.5, 0.2, 2.5, 1.0])
-    task, _ = load_custom(DataSource(train_file=str(path), text_columns=("q1", "q2"), label_column="y",
-                                     task_type="regression"))
+    task, _ = load_custom(
+        DataSource(train_file=str(path), text_columns=("q1", "q2"), label_column="y", task_type="regression")
+    )
     assert task.is_regression
 
 
@@ -73,8 +87,13 @@ def test_a_local_dataset_folder_goes_through_the_hub_path(tmp_path):
 
 def test_bad_files_get_errors_naming_file_row_and_column(tmp_path):
     with pytest.raises(DataError, match=r"columns \['label'\] missing; the data has \['text', 'category'\]"):
-        load_custom(DataSource(train_file=str(write(pd.read_csv(TRAIN).rename(columns={"label": "category"}),
-                                                          tmp_path / "renamed.csv"))))
+        load_custom(
+            DataSource(
+                train_file=str(
+                    write(pd.read_csv(TRAIN).rename(columns={"label": "category"}), tmp_path / "renamed.csv")
+                )
+            )
+        )
     dev = pd.read_csv(DEV)
     dev.loc[2, "label"] = "sales"
     with pytest.raises(DataError, match=r"dev.csv: row 3: label 'sales' is not one of the task's labels"):
@@ -88,8 +107,11 @@ def test_bad_files_get_errors_naming_file_row_and_column(tmp_path):
     with pytest.raises(DataError, match="unknown format '.xlsx'"):
         load_custom(DataSource(train_file=str(tmp_path / "t.xlsx")))
     with pytest.raises(DataError, match=r"no text column found \(columns: \['body', 'label'\]\)"):
-        load_custom(DataSource(train_file=str(write(pd.read_csv(TRAIN).rename(columns={"text": "body"}),
-                                                          tmp_path / "body.csv"))))
+        load_custom(
+            DataSource(
+                train_file=str(write(pd.read_csv(TRAIN).rename(columns={"text": "body"}), tmp_path / "body.csv"))
+            )
+        )
 
 
 def test_fine_tune_distil_and_predict_your_own_csv(tmp_path):
@@ -101,21 +123,57 @@ def test_fine_tune_distil_and_predict_your_own_csv(tmp_path):
 
     files = {"train_file": str(TRAIN), "validation_file": str(DEV)}
     finetune(**files, output_dir=str(tmp_path / "teacher"), max_steps=3, batch_size=8, progress=False)
-    record = distill(**files, teacher=str(tmp_path / "teacher"), student="teacher", method="fsd", memory_clusters=3,
-                     output_dir=str(tmp_path / "student"), max_steps=3, batch_size=8, progress=False)
+    record = distill(
+        **files,
+        teacher=str(tmp_path / "teacher"),
+        student="teacher",
+        method="fsd",
+        memory_clusters=3,
+        output_dir=str(tmp_path / "student"),
+        max_steps=3,
+        batch_size=8,
+        progress=False,
+    )
     assert set(record["metrics"]["validation"]) == {"accuracy", "macro_f1"}
     assert AutoConfig.from_pretrained(tmp_path / "student").id2label == {0: "billing", 1: "bug", 2: "feature"}
     card = (tmp_path / "student" / "README.md").read_text()  # the model card
-    for text in ("library_name: transformers", "# Student distilled with fsd (custom)", "0 = `billing`",
-                 "- Teacher: `", "0.5 · task + 0.5 · kd + 30 · intra", "| validation |", "macro_f1",
-                 "fsdkit distill --train-file", "--student teacher", "Made with fsdkit"):
+    for text in (
+        "library_name: transformers",
+        "# Student distilled with fsd (custom)",
+        "0 = `billing`",
+        "- Teacher: `",
+        "0.5 · task + 0.5 · kd + 30 · intra",
+        "| validation |",
+        "macro_f1",
+        "fsdkit distill --train-file",
+        "--student teacher",
+        "Made with fsdkit",
+    ):
         assert text in card, text
     from fsdkit.cli import main as cli_main
 
     report = tmp_path / "report"  # fsdkit analyze on your own files
-    assert cli_main(["analyze", "--train-file", str(TRAIN), "--validation-file", str(DEV), "--teacher",
-                     str(tmp_path / "teacher"), "--models", f"fsd={tmp_path / 'student'}", "--output-dir", str(report),
-                     "--batch-size", "2", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "analyze",
+                "--train-file",
+                str(TRAIN),
+                "--validation-file",
+                str(DEV),
+                "--teacher",
+                str(tmp_path / "teacher"),
+                "--models",
+                f"fsd={tmp_path / 'student'}",
+                "--output-dir",
+                str(report),
+                "--batch-size",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((report / "results.json").read_text())
     assert (report / "report.md").is_file() and "fsd" in json.dumps(results)
     assert cli_main(["export", str(tmp_path / "student"), "--output-dir", str(tmp_path / "onnx")]) == 0  # ONNX
@@ -133,8 +191,9 @@ def test_fine_tune_distil_and_predict_your_own_csv(tmp_path):
         torch_logits = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
     assert abs(onnx_logits - torch_logits).max() < 1e-4  # the ONNX student gives PyTorch's logits
     out = tmp_path / "predictions.jsonl"
-    predict(model=str(tmp_path / "student"), train_file=str(TRAIN), test_file=str(TEST), output=str(out),
-            progress=False)
+    predict(
+        model=str(tmp_path / "student"), train_file=str(TRAIN), test_file=str(TEST), output=str(out), progress=False
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2]
     assert all(r["prediction"] in ("billing", "bug", "feature") for r in rows)
@@ -171,29 +230,64 @@ def test_files_are_read_as_written(tmp_path):
     columns.write_text(json.dumps({"text": ["a", "b", "c"], "label": ["x", "y", "x"]}))
     assert len(_load(columns)[1]["train"]) == 3
     mrpc = tmp_path / "train.tsv"
-    mrpc.write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-                    '1\t1\t2\tHe said "no" twice .\tHe said no .\n0\t3\t4\t"Quoted start\tplain end\n')
+    mrpc.write_text(
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        '1\t1\t2\tHe said "no" twice .\tHe said no .\n0\t3\t4\t"Quoted start\tplain end\n'
+    )
     task, data = _load(mrpc, text_columns=("#1 String", "#2 String"), label_column="Quality")
     assert data["train"]["sentence1"] == ['He said "no" twice .', '"Quoted start'] and task.labels == ("0", "1")
 
 
-@pytest.mark.parametrize("name, content, options, message", [
-    ("latin1.csv", "text,label\ncaf\xe9,a\nb,b\n".encode("latin-1"), {},
-     r"latin1.csv: line 2: byte 0xe9 is not UTF-8; save it as UTF-8"),
-    ("bad.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": }\n', {},
-     r"bad.jsonl: line 2: not valid JSON \(Expecting value at column 24\)"),
-    ("header.csv", b"text,label\n", {}, r"header.csv has no rows"),
-    ("fields.csv", b"text,label\na,x\nb,y,z\n", {}, r"fields.csv: Expected 2 fields in line 3, saw 3"),
-    ("blank.csv", b"text,label\na,x\nb,\nc,y\n", {}, r"column 'label' is blank in row\(s\) 2; give every training row"),
-    ("one.csv", b"text,label\na,x\nb,x\n", {}, r"holds one class \('x' in all 2 rows\)"),
-    ("nan.csv", b"text,score\na,0.5\nb,nan\nc,1.5\n", {"label_column": "score", "task_type": "regression"},
-     r"row 2: label 'nan' is not a finite number"),
-    ("gap.csv", b"text,score\na,0.5\nb,\nc,1.5\n", {"label_column": "score", "task_type": "regression"},
-     r"column 'score' is blank in row\(s\) 2"),
-    ("nested.jsonl", b'{"text": ["a", "b"], "label": "x"}\n{"text": "c", "label": "y"}\n', {},
-     r"row 1: column 'text' holds a list \(\['a', 'b'\]\); a text cell must be one value"),
-    ("ragged.json", b'{"text": ["a", "b"], "label": ["x"]}', {}, r"each column to a list of values, all of one length"),
-])
+@pytest.mark.parametrize(
+    "name, content, options, message",
+    [
+        (
+            "latin1.csv",
+            "text,label\ncaf\xe9,a\nb,b\n".encode("latin-1"),
+            {},
+            r"latin1.csv: line 2: byte 0xe9 is not UTF-8; save it as UTF-8",
+        ),
+        (
+            "bad.jsonl",
+            b'{"text": "a", "label": "x"}\n{"text": "b", "label": }\n',
+            {},
+            r"bad.jsonl: line 2: not valid JSON \(Expecting value at column 24\)",
+        ),
+        ("header.csv", b"text,label\n", {}, r"header.csv has no rows"),
+        ("fields.csv", b"text,label\na,x\nb,y,z\n", {}, r"fields.csv: Expected 2 fields in line 3, saw 3"),
+        (
+            "blank.csv",
+            b"text,label\na,x\nb,\nc,y\n",
+            {},
+            r"column 'label' is blank in row\(s\) 2; give every training row",
+        ),
+        ("one.csv", b"text,label\na,x\nb,x\n", {}, r"holds one class \('x' in all 2 rows\)"),
+        (
+            "nan.csv",
+            b"text,score\na,0.5\nb,nan\nc,1.5\n",
+            {"label_column": "score", "task_type": "regression"},
+            r"row 2: label 'nan' is not a finite number",
+        ),
+        (
+            "gap.csv",
+            b"text,score\na,0.5\nb,\nc,1.5\n",
+            {"label_column": "score", "task_type": "regression"},
+            r"column 'score' is blank in row\(s\) 2",
+        ),
+        (
+            "nested.jsonl",
+            b'{"text": ["a", "b"], "label": "x"}\n{"text": "c", "label": "y"}\n',
+            {},
+            r"row 1: column 'text' holds a list \(\['a', 'b'\]\); a text cell must be one value",
+        ),
+        (
+            "ragged.json",
+            b'{"text": ["a", "b"], "label": ["x"]}',
+            {},
+            r"each column to a list of values, all of one length",
+        ),
+    ],
+)
 def test_bad_files_are_refused_naming_file_line_and_column(tmp_path, name, content, options, message):
     path = tmp_path / name
     path.write_bytes(content)

@@ -35,8 +35,22 @@ def free_port() -> int:
 
 def accelerate_launch(processes: int, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    command = [launcher, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *args]
+    command = [
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -48,8 +62,9 @@ def run_worker(out: Path, method: str, processes: int, batch: int) -> dict:
         accelerate_launch(processes, str(WORKER), str(out), method, str(batch))
     else:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        subprocess.run([sys.executable, str(WORKER), str(out), method, str(batch)], env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, str(WORKER), str(out), method, str(batch)], env=env, check=True, capture_output=True
+        )
     ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(processes)]
     assert all(r["world_size"] == processes and r["steps"] == 3 for r in ranks)
     logs = [h for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
@@ -65,8 +80,11 @@ def vkd_runs(tmp_path_factory):
 def test_two_processes_equal_one_process_with_the_global_batch(vkd_runs):
     one, two = vkd_runs
     for step in range(3):  # process i takes batch 2·step + i of the one order: together the global batch
-        global_batch = one["ranks"][0]["seen"][8 * step: 8 * step + 8]
-        assert two["ranks"][0]["seen"][4 * step: 4 * step + 4] + two["ranks"][1]["seen"][4 * step: 4 * step + 4] == global_batch
+        global_batch = one["ranks"][0]["seen"][8 * step : 8 * step + 8]
+        assert (
+            two["ranks"][0]["seen"][4 * step : 4 * step + 4] + two["ranks"][1]["seen"][4 * step : 4 * step + 4]
+            == global_batch
+        )
     assert len(one["logs"]) == len(two["logs"]) == 3
     for a, b in zip(one["logs"], two["logs"]):
         for key in ("loss", "grad_norm", "loss_task", "loss_kd"):
@@ -100,19 +118,66 @@ def test_batch_structure_is_computed_per_device_batch(tmp_path, minilm_path):
 @pytest.mark.glue
 def test_cli_distill_and_finetune_under_accelerate_launch_write_once(glue_dir, mrpc_teacher, tmp_path):
     out, cache = tmp_path / "fsd", tmp_path / "cache"
-    accelerate_launch(2, "-m", "fsdkit.cli", "distill", "--task", "mrpc", "--data-dir", str(glue_dir), "--teacher",
-                      str(mrpc_teacher), "--method", "fsd", "--memory-clusters", "4", "--max-train-samples", "32",
-                      "--batch-size", "4", "--max-steps", "2", "--max-eval-samples", "8", "--max-length", "64",
-                      "--teacher-cache", str(cache), "--output-dir", str(out), "--no-progress")
+    accelerate_launch(
+        2,
+        "-m",
+        "fsdkit.cli",
+        "distill",
+        "--task",
+        "mrpc",
+        "--data-dir",
+        str(glue_dir),
+        "--teacher",
+        str(mrpc_teacher),
+        "--method",
+        "fsd",
+        "--memory-clusters",
+        "4",
+        "--max-train-samples",
+        "32",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--max-eval-samples",
+        "8",
+        "--max-length",
+        "64",
+        "--teacher-cache",
+        str(cache),
+        "--output-dir",
+        str(out),
+        "--no-progress",
+    )
     record = json.loads((out / "fsdkit_run.json").read_text())
     assert record["global_steps"] == 2 and record["method"] == "fsd"
     assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
     assert (out / "model.safetensors").is_file() and (out / "memory" / "memory.json").is_file()
     assert not [p for p in out.rglob(".*tmp-*")]
     teacher = tmp_path / "teacher"  # fine-tuning goes through the same trainer: 2 processes, one export
-    accelerate_launch(2, "-m", "fsdkit.cli", "finetune", "--task", "mrpc", "--data-dir", str(glue_dir),
-                      "--max-train-samples", "32", "--batch-size", "4", "--max-steps", "2", "--max-eval-samples", "8",
-                      "--max-length", "64", "--output-dir", str(teacher), "--no-progress")
+    accelerate_launch(
+        2,
+        "-m",
+        "fsdkit.cli",
+        "finetune",
+        "--task",
+        "mrpc",
+        "--data-dir",
+        str(glue_dir),
+        "--max-train-samples",
+        "32",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--max-eval-samples",
+        "8",
+        "--max-length",
+        "64",
+        "--output-dir",
+        str(teacher),
+        "--no-progress",
+    )
     assert json.loads((teacher / "fsdkit_run.json").read_text())["global_steps"] == 2
 
 
@@ -123,12 +188,33 @@ def test_memory_build_under_accelerate_launch_equals_one_process(glue_dir, mrpc_
     from fsdkit import build_memory
     from fsdkit.memory import TeacherMemory
 
-    options = ["--teacher", str(mrpc_teacher), "--task", "mrpc", "--data-dir", str(glue_dir), "--n-clusters", "5",
-               "--max-train-samples", "60", "--max-length", "64", "--no-progress"]
+    options = [
+        "--teacher",
+        str(mrpc_teacher),
+        "--task",
+        "mrpc",
+        "--data-dir",
+        str(glue_dir),
+        "--n-clusters",
+        "5",
+        "--max-train-samples",
+        "60",
+        "--max-length",
+        "64",
+        "--no-progress",
+    ]
     accelerate_launch(2, "-m", "fsdkit.cli", "memory", "build", *options, "--output-dir", str(tmp_path / "two"))
     two = TeacherMemory.load(tmp_path / "two")
-    one = build_memory(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), n_clusters=5,
-                       max_train_samples=60, max_length=64, progress=False, output_dir=str(tmp_path / "one"))
+    one = build_memory(
+        teacher=str(mrpc_teacher),
+        task="mrpc",
+        data_dir=str(glue_dir),
+        n_clusters=5,
+        max_train_samples=60,
+        max_length=64,
+        progress=False,
+        output_dir=str(tmp_path / "one"),
+    )
     assert two.metadata["n_iter"] == one.metadata["n_iter"] and two.metadata["n_rows"] == 60
     torch.testing.assert_close(two.centroids, one.centroids, rtol=0, atol=1e-5)
     assert two.metadata["inertia_history"] == pytest.approx(one.metadata["inertia_history"], rel=1e-7)

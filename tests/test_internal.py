@@ -20,8 +20,12 @@ def internal_features(batch, mask=None, scores_s=None, scores_t=None, hidden_s=N
     scores_t = batch.scores_t if scores_t is None else scores_t
     hs = batch.hidden_s if hidden_s is None else hidden_s
     ht = batch.hidden_t if hidden_t is None else hidden_t
-    student = feats([hs * l for l in range(4)], mask, attentions=tuple(masked_softmax(scores_s * l, mask) for l in range(1, 4)))
-    teacher = feats([ht * l for l in range(7)], mask, attentions=tuple(masked_softmax(scores_t * l, mask) for l in range(1, 7)))
+    student = feats(
+        [hs * l for l in range(4)], mask, attentions=tuple(masked_softmax(scores_s * l, mask) for l in range(1, 4))
+    )
+    teacher = feats(
+        [ht * l for l in range(7)], mask, attentions=tuple(masked_softmax(scores_t * l, mask) for l in range(1, 7))
+    )
     return student, teacher
 
 
@@ -33,7 +37,7 @@ def test_internal_golden_value():
     hs = torch.tensor([[[1.0, 0.0], [5.0, 5.0]]])
     ht = torch.tensor([[[1.0, 1.0], [3.0, 3.0]]])
     value = term(feats(hs, attentions=(att_s,) * 2), feats(ht, attentions=(att_t,) * 2), {}).item()
-    assert value == pytest.approx(0.1373265 + 1 - 2 ** -0.5, abs=1e-6)
+    assert value == pytest.approx(0.1373265 + 1 - 2**-0.5, abs=1e-6)
 
 
 def test_internal_equals_numpy_reference(attention_batch):
@@ -67,12 +71,18 @@ def test_internal_equals_numpy_reference(attention_batch):
 
 def test_internal_ignores_padding(attention_batch):
     b = attention_batch
-    term = build_term("internal", ctx(hidden=6, teacher_hidden=6, layers=3, teacher_layers=6, heads=2, teacher_heads=2), {})
+    term = build_term(
+        "internal", ctx(hidden=6, teacher_hidden=6, layers=3, teacher_layers=6, heads=2, teacher_heads=2), {}
+    )
     hidden_t = torch.randn(3, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     base = term(*internal_features(b, hidden_t=hidden_t), {}).item()
     padded = internal_features(
-        b, mask=pad(b.mask, 2, [1], 0), scores_s=pad(b.scores_s, 2, [2, 3], 3.0), scores_t=pad(b.scores_t, 2, [2, 3], -1.0),
-        hidden_s=pad(b.hidden_s, 2, [1], 40.0), hidden_t=pad(hidden_t, 2, [1], -7.0),
+        b,
+        mask=pad(b.mask, 2, [1], 0),
+        scores_s=pad(b.scores_s, 2, [2, 3], 3.0),
+        scores_t=pad(b.scores_t, 2, [2, 3], -1.0),
+        hidden_s=pad(b.hidden_s, 2, [1], 40.0),
+        hidden_t=pad(hidden_t, 2, [1], -7.0),
     )
     assert term(*padded, {}).item() == pytest.approx(base, rel=1e-12)
 
@@ -80,12 +90,20 @@ def test_internal_ignores_padding(attention_batch):
 def test_internal_gradcheck(attention_batch):
     torch.manual_seed(0)
     b = attention_batch
-    term = build_term("internal", ctx(hidden=6, teacher_hidden=4, layers=3, teacher_layers=6, heads=2, teacher_heads=2),
-                      {"layers": "1:2;3:6"}).double()
+    term = build_term(
+        "internal",
+        ctx(hidden=6, teacher_hidden=4, layers=3, teacher_layers=6, heads=2, teacher_heads=2),
+        {"layers": "1:2;3:6"},
+    ).double()
     scores = b.scores_s.clone().requires_grad_(True)
     hidden = b.hidden_s.clone().requires_grad_(True)
-    assert gradcheck(lambda sc, h: term(*internal_features(b, scores_s=sc, hidden_s=h), {}), (scores, hidden),
-                     eps=1e-6, atol=1e-6, fast_mode=True)
+    assert gradcheck(
+        lambda sc, h: term(*internal_features(b, scores_s=sc, hidden_s=h), {}),
+        (scores, hidden),
+        eps=1e-6,
+        atol=1e-6,
+        fast_mode=True,
+    )
 
 
 def test_internal_option_errors():

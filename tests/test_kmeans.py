@@ -14,8 +14,6 @@ from fsdkit.memory import KMeansResult, assign, kmeans
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-
-
 def _blobs(n: int, dim: int, k: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian clusters: centres ~ N(0, spread²·I), unit-variance noise. Returns rows, labels, centres."""
     rng = np.random.default_rng(seed)

@@ -28,8 +28,6 @@ FALLBACK_SENTENCES = [
 ]
 
 
-
-
 def _hidden_and_mask(lengths: list[int], total: int, dim: int = 6, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     hidden = torch.randn(len(lengths), total, dim, generator=generator)
@@ -197,7 +195,12 @@ def test_build_teacher_memory_with_minilm(teacher, sentences, tmp_path):
     }  # fmt: skip
     assert expected <= set(meta)
     assert meta["teacher"] == model.name_or_path and meta["task"] == "sst2"
-    assert (meta["layer"], meta["layer_index"], meta["pooling"], meta["max_length"]) == ("penultimate", 5, "flatten", 32)
+    assert (meta["layer"], meta["layer_index"], meta["pooling"], meta["max_length"]) == (
+        "penultimate",
+        5,
+        "flatten",
+        32,
+    )
     assert (meta["hidden_size"], meta["n_clusters"], meta["dim"], meta["n_rows"]) == (384, 4, 32 * 384, 64)
     assert meta["converged"] and len(meta["inertia_history"]) == meta["n_iter"] + 1
     assert sum(meta["cluster_sizes"]) == 64 and meta["fsdkit_version"] != ""

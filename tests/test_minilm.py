@@ -38,14 +38,19 @@ def test_minilm_golden_value():
     v_t = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     v_s = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
     zero = torch.zeros(1, 2, 2)
-    value = term(feats(zero, attentions=(att_s,) * 2, values={-1: v_s}),
-                 feats(zero, attentions=(att_t,) * 2, values={-1: v_t}), {})
+    value = term(
+        feats(zero, attentions=(att_s,) * 2, values={-1: v_s}),
+        feats(zero, attentions=(att_t,) * 2, values={-1: v_t}),
+        {},
+    )
     assert value.item() == pytest.approx(0.1373265 + 0.0587998, abs=1e-6)
 
 
 def test_minilm_equals_numpy_reference(attention_batch):
     b = attention_batch
-    term = build_term("minilm", ctx(hidden=6, teacher_hidden=4, layers=3, teacher_layers=6, heads=2, teacher_heads=2), {})
+    term = build_term(
+        "minilm", ctx(hidden=6, teacher_hidden=4, layers=3, teacher_layers=6, heads=2, teacher_heads=2), {}
+    )
     student, teacher = minilm_features(b)
     value = term(student, teacher, {}).item()
     m = b.mask.numpy()
@@ -57,12 +62,18 @@ def test_minilm_equals_numpy_reference(attention_batch):
 def test_minilm_ignores_padding(attention_batch):
     """Three more padded positions — garbage scores in padded rows, garbage values — change nothing."""
     b = attention_batch
-    term = build_term("minilm", ctx(hidden=6, teacher_hidden=4, layers=3, teacher_layers=6, heads=2, teacher_heads=2), {})
+    term = build_term(
+        "minilm", ctx(hidden=6, teacher_hidden=4, layers=3, teacher_layers=6, heads=2, teacher_heads=2), {}
+    )
     base = term(*minilm_features(b), {}).item()
     mask_p = pad(b.mask, 3, [1], 0)
     padded = minilm_features(
-        b, mask=mask_p, scores_s=pad(b.scores_s, 3, [2, 3], 9.0), scores_t=pad(b.scores_t, 3, [2, 3], -4.0),
-        values_s=pad(b.values_s, 3, [1], 50.0), values_t=pad(b.values_t, 3, [1], -20.0),
+        b,
+        mask=mask_p,
+        scores_s=pad(b.scores_s, 3, [2, 3], 9.0),
+        scores_t=pad(b.scores_t, 3, [2, 3], -4.0),
+        values_s=pad(b.values_s, 3, [1], 50.0),
+        values_t=pad(b.values_t, 3, [1], -20.0),
     )
     assert term(*padded, {}).item() == pytest.approx(base, rel=1e-12)
 
@@ -85,16 +96,21 @@ def test_minilm_is_zero_for_identical_maps_even_after_attention_dropout(attentio
     p_t = np.where(support, att.numpy(), 0)
     p_s = np.where(support, other.numpy(), 0)
     p_t, p_s = p_t / p_t.sum(-1, keepdims=True), p_s / p_s.sum(-1, keepdims=True)
-    expected = np.mean([
-        np.sum(p_t[i][support[i]] * np.log(p_t[i][support[i]] / p_s[i][support[i]]))
-        for i in itertools.product(range(3), range(2), range(5)) if b.mask[i[0], i[2]]
-    ])
+    expected = np.mean(
+        [
+            np.sum(p_t[i][support[i]] * np.log(p_t[i][support[i]] / p_s[i][support[i]]))
+            for i in itertools.product(range(3), range(2), range(5))
+            if b.mask[i[0], i[2]]
+        ]
+    )
     assert term(student, teacher, {}).item() == pytest.approx(expected, rel=1e-10)
 
 
 def test_minilm_gradcheck(attention_batch):
     b = attention_batch
-    term = build_term("minilm", ctx(hidden=6, teacher_hidden=4, layers=3, teacher_layers=6, heads=2, teacher_heads=2), {})
+    term = build_term(
+        "minilm", ctx(hidden=6, teacher_hidden=4, layers=3, teacher_layers=6, heads=2, teacher_heads=2), {}
+    )
     scores = b.scores_s.clone().requires_grad_(True)
     values = b.values_s.clone().requires_grad_(True)
 

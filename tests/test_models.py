@@ -40,8 +40,12 @@ def test_export_then_reload_gives_identical_predictions(minilm_path, tmp_path):
     save_model(student, tokenizer, tmp_path / "student")
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
     tok2 = AutoTokenizer.from_pretrained(tmp_path / "student")
-    batch = tokenizer(["A man is playing.", "Nobody is here at all today."], ["Someone plays.", "The room is full."],
-                      padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["A man is playing.", "Nobody is here at all today."],
+        ["Someone plays.", "The room is full."],
+        padding=True,
+        return_tensors="pt",
+    )
     assert tok2(["A man is playing."])["input_ids"] == tokenizer(["A man is playing."])["input_ids"]
     with torch.inference_mode():
         torch.testing.assert_close(reloaded(**batch).logits, student(**batch).logits, rtol=0, atol=0)

@@ -55,8 +55,14 @@ def test_validation_records_agree_with_evaluate(small_glue, mrpc_teacher, tmp_pa
     from fsdkit.data import load_task_data
 
     out = tmp_path / "dev.jsonl"
-    predict(model=str(mrpc_teacher), task="mrpc", data_dir=str(small_glue), split="validation", output=str(out),
-            progress=False)
+    predict(
+        model=str(mrpc_teacher),
+        task="mrpc",
+        data_dir=str(small_glue),
+        split="validation",
+        output=str(out),
+        progress=False,
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     labels = load_task_data("mrpc", small_glue)["validation"]["label"]
     accuracy = np.mean([int(r["prediction"]) == y for r, y in zip(records, labels)])
@@ -68,12 +74,22 @@ def test_validation_records_agree_with_evaluate(small_glue, mrpc_teacher, tmp_pa
 
 
 def test_stsb_scores_are_floats_and_sick_labels_are_glue_names(small_glue, tmp_path):
-    predict(model=str(fresh_head("stsb", tmp_path)), task="stsb", data_dir=str(small_glue),
-            output=str(tmp_path / "STS-B.tsv"), progress=False)
+    predict(
+        model=str(fresh_head("stsb", tmp_path)),
+        task="stsb",
+        data_dir=str(small_glue),
+        output=str(tmp_path / "STS-B.tsv"),
+        progress=False,
+    )
     rows = [line.split("\t") for line in (tmp_path / "STS-B.tsv").read_text().splitlines()[1:]]
     assert len(rows) == N and all(np.isfinite(float(score)) for _, score in rows)
-    predict(model=str(fresh_head("sick", tmp_path)), task="sick", data_dir=str(small_glue),
-            output=str(tmp_path / "SICK.csv"), progress=False)
+    predict(
+        model=str(fresh_head("sick", tmp_path)),
+        task="sick",
+        data_dir=str(small_glue),
+        output=str(tmp_path / "SICK.csv"),
+        progress=False,
+    )
     with open(tmp_path / "SICK.csv", newline="") as f:
         records = list(csv.DictReader(f))
     assert list(records[0]) == ["index", "prediction", "p_ENTAILMENT", "p_NEUTRAL", "p_CONTRADICTION"]

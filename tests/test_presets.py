@@ -29,7 +29,12 @@ def terms_of(method: str, **values) -> dict[str, tuple]:
 def test_baseline_presets():
     assert terms_of("pkd", alpha=0.3)["pkd"] == ("pkd", 100.0, {"layers": "skip"}, None)
     assert terms_of("pkd")["task"][1] == 0.5 and terms_of("pkd")["kd"][1] == 0.5
-    assert terms_of("rkd", lambda_rkd_angle=0)["rkd"] == ("rkd", 1.0, {"distance_weight": 25.0, "angle_weight": 0.0}, None)
+    assert terms_of("rkd", lambda_rkd_angle=0)["rkd"] == (
+        "rkd",
+        1.0,
+        {"distance_weight": 25.0, "angle_weight": 0.0},
+        None,
+    )
     assert set(terms_of("rkd", lambda_rkd_angle=0, lambda_rkd_distance=0)) == {"task", "kd"}  # both parts off: VKD
     assert terms_of("minilm", lambda_minilm=2)["minilm"] == ("minilm", 2.0, {}, None)
     assert terms_of("relation-cka")["relation_cka"] == ("relation_cka", 15.0, {}, None)
@@ -40,7 +45,10 @@ def test_baseline_presets():
         assert terms["local"][2] == {"view": "local", "similarity": similarity, "pooling": "flatten"}
     fsd = terms_of("fsd-procrustes", memory="m")
     assert {label: t[2]["similarity"] for label, t in fsd.items() if "similarity" in t[2]} == {
-        "intra": "procrustes", "local": "procrustes", "global": "procrustes"}
+        "intra": "procrustes",
+        "local": "procrustes",
+        "global": "procrustes",
+    }
     assert get_method("fsd-procrustes").needs_memory and fsd["intra"][1] == 30.0
 
 
@@ -110,7 +118,9 @@ def test_each_stage_follows_transformers_linear_schedule_of_its_own_length(total
         expected += _hf_linear_factors(end - begin, int(np.ceil(ratio * (end - begin))))
     assert factors == pytest.approx(expected)
     assert all(0.0 <= f <= 1.0 for f in factors)
-    assert [stage_of(t, total, n_stages) for t in starts[:-1]] == sorted({stage_of(t, total, n_stages) for t in range(total)})
+    assert [stage_of(t, total, n_stages) for t in starts[:-1]] == sorted(
+        {stage_of(t, total, n_stages) for t in range(total)}
+    )
 
 
 def test_unknown_stage_schedule_is_refused():

@@ -14,8 +14,23 @@ from fsdkit.errors import ConfigError
 
 def test_int8_export_reports_both_models_and_flags_a_drop(tickets_teacher, tmp_path, capsys):
     out = tmp_path / "onnx"
-    assert cli_main(["export", str(tickets_teacher), "--output-dir", str(out), "--quantize", "int8",
-                     "--quantize-tolerance", "0", "--calibration-samples", "8"]) == 0
+    assert (
+        cli_main(
+            [
+                "export",
+                str(tickets_teacher),
+                "--output-dir",
+                str(out),
+                "--quantize",
+                "int8",
+                "--quantize-tolerance",
+                "0",
+                "--calibration-samples",
+                "8",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / "quantization.json").read_text())
     assert printed["quantization"] == report

@@ -27,7 +27,7 @@ def test_relation_cka_golden_value():
     term = build_term("relation_cka", ctx(), {"feature_weight": 0})
     zero = torch.zeros(2, 1, 4)
     value = term(feats(zero, logits=torch.eye(2)), feats(zero, logits=torch.tensor([[1.0, 0.0], [1.0, 0.0]])), {})
-    assert value.item() == pytest.approx(2 * (1 - 2 ** -0.5), rel=1e-6)
+    assert value.item() == pytest.approx(2 * (1 - 2**-0.5), rel=1e-6)
     assert not term.request().hidden_states
 
 
@@ -37,8 +37,10 @@ def relation_batch():
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
     return SimpleNamespace(
         mask=mask,
-        hs=torch.randn(4, 4, 6, generator=g, dtype=torch.float64), ht=torch.randn(4, 4, 5, generator=g, dtype=torch.float64),
-        zs=torch.randn(4, 3, generator=g, dtype=torch.float64), zt=torch.randn(4, 3, generator=g, dtype=torch.float64),
+        hs=torch.randn(4, 4, 6, generator=g, dtype=torch.float64),
+        ht=torch.randn(4, 4, 5, generator=g, dtype=torch.float64),
+        zs=torch.randn(4, 3, generator=g, dtype=torch.float64),
+        zt=torch.randn(4, 3, generator=g, dtype=torch.float64),
     )
 
 
@@ -69,12 +71,19 @@ def test_relation_cka_ignores_padding_and_gradcheck(relation_batch):
     r = relation_batch
     term = build_term("relation_cka", ctx(), {})
     base = term(feats(r.hs, r.mask, logits=r.zs), feats(r.ht, r.mask, logits=r.zt), {}).item()
-    padded = term(feats(pad(r.hs, 3, [1], 8.0), pad(r.mask, 3, [1], 0), logits=r.zs),
-                  feats(pad(r.ht, 3, [1], -2.0), pad(r.mask, 3, [1], 0), logits=r.zt), {}).item()
+    padded = term(
+        feats(pad(r.hs, 3, [1], 8.0), pad(r.mask, 3, [1], 0), logits=r.zs),
+        feats(pad(r.ht, 3, [1], -2.0), pad(r.mask, 3, [1], 0), logits=r.zt),
+        {},
+    ).item()
     assert padded == pytest.approx(base, rel=1e-12)
     hs, zs = r.hs.clone().requires_grad_(True), r.zs.clone().requires_grad_(True)
-    assert gradcheck(lambda h, z: term(feats(h, r.mask, logits=z), feats(r.ht, r.mask, logits=r.zt), {}), (hs, zs),
-                     eps=1e-6, atol=1e-6)
+    assert gradcheck(
+        lambda h, z: term(feats(h, r.mask, logits=z), feats(r.ht, r.mask, logits=r.zt), {}),
+        (hs, zs),
+        eps=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_relation_cka_option_errors():

@@ -28,8 +28,17 @@ pytestmark = pytest.mark.glue
 
 
 def small(glue_dir, **overrides):
-    options = dict(task="mrpc", data_dir=str(glue_dir), batch_size=8, max_train_samples=32, max_eval_samples=16,
-                   logging_steps=2, progress=False, max_length=64, relation_every=0)
+    options = dict(
+        task="mrpc",
+        data_dir=str(glue_dir),
+        batch_size=8,
+        max_train_samples=32,
+        max_eval_samples=16,
+        logging_steps=2,
+        progress=False,
+        max_length=64,
+        relation_every=0,
+    )
     return {**options, **overrides}
 
 
@@ -53,17 +62,50 @@ def test_two_runs_racing_on_one_cache_and_one_memory_equal_a_solo_run(glue_dir, 
     """Two `distill` processes started together on one --teacher-cache, and two `memory build` processes on one
     output folder: all exit 0, the students equal a solo run's (bit for bit), one cache and one memory remain."""
     cache, memory = tmp_path / "cache", tmp_path / "memory"
-    common = ["--task", "mrpc", "--data-dir", str(glue_dir), "--teacher", str(mrpc_teacher), "--no-progress",
-              "--max-train-samples", "32", "--max-length", "64"]
-    run = [*common, "--method", "fsdil", "--batch-size", "8", "--max-steps", "3", "--max-eval-samples", "8",
-           "--relation-every", "0", "--teacher-cache", str(cache)]
+    common = [
+        "--task",
+        "mrpc",
+        "--data-dir",
+        str(glue_dir),
+        "--teacher",
+        str(mrpc_teacher),
+        "--no-progress",
+        "--max-train-samples",
+        "32",
+        "--max-length",
+        "64",
+    ]
+    run = [
+        *common,
+        "--method",
+        "fsdil",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "3",
+        "--max-eval-samples",
+        "8",
+        "--relation-every",
+        "0",
+        "--teacher-cache",
+        str(cache),
+    ]
     build = [*common, "--output-dir", str(memory), "--n-clusters", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     fsdkit = [sys.executable, "-m", "fsdkit.cli"]
-    procs = [subprocess.Popen([*fsdkit, "distill", *run, "--output-dir", str(tmp_path / f"race{i}")], env=env,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    procs += [subprocess.Popen([*fsdkit, "memory", "build", *build], env=env, stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [*fsdkit, "distill", *run, "--output-dir", str(tmp_path / f"race{i}")],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    procs += [
+        subprocess.Popen([*fsdkit, "memory", "build", *build], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
@@ -77,8 +119,16 @@ def test_two_runs_racing_on_one_cache_and_one_memory_equal_a_solo_run(glue_dir, 
         assert_same_weights(tmp_path / "solo", tmp_path / f"race{i}")
     from fsdkit import build_memory
 
-    solo = build_memory(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), output_dir=str(tmp_path / "m"),
-                        n_clusters=4, max_train_samples=32, max_length=64, progress=False)
+    solo = build_memory(
+        teacher=str(mrpc_teacher),
+        task="mrpc",
+        data_dir=str(glue_dir),
+        output_dir=str(tmp_path / "m"),
+        n_clusters=4,
+        max_train_samples=32,
+        max_length=64,
+        progress=False,
+    )
     assert torch.equal(TeacherMemory.load(memory).centroids, solo.centroids)
 
 
@@ -99,11 +149,21 @@ def test_a_stale_automatic_memory_is_rebuilt(glue_dir, mrpc_teacher, tmp_path, c
     from fsdkit import build_memory
 
     out = tmp_path / "fsdg"
-    build_memory(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), output_dir=str(out / "memory"),
-                 n_clusters=3, max_train_samples=32, max_length=64, progress=False)
+    build_memory(
+        teacher=str(mrpc_teacher),
+        task="mrpc",
+        data_dir=str(glue_dir),
+        output_dir=str(out / "memory"),
+        n_clusters=3,
+        max_train_samples=32,
+        max_length=64,
+        progress=False,
+    )
     with caplog.at_level(logging.WARNING, logger="fsdkit"):
-        distill(**small(glue_dir, teacher=str(mrpc_teacher), method="fsdg", max_steps=1, memory_clusters=4),
-                output_dir=str(out))
+        distill(
+            **small(glue_dir, teacher=str(mrpc_teacher), method="fsdg", max_steps=1, memory_clusters=4),
+            output_dir=str(out),
+        )
     assert "n_clusters: memory 3, this run 4" in caplog.text
     assert TeacherMemory.load(out / "memory").n_clusters == 4
 
@@ -116,34 +176,54 @@ def test_a_memory_of_another_teacher_is_refused(glue_dir, mrpc_teacher, tmp_path
     weights = load_file(other / "model.safetensors")
     weights["classifier.bias"] = weights["classifier.bias"] + 1.0
     save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
-    build_memory(teacher=str(other), task="mrpc", data_dir=str(glue_dir), output_dir=str(tmp_path / "mem"),
-                 n_clusters=3, max_train_samples=32, max_length=64, progress=False)
+    build_memory(
+        teacher=str(other),
+        task="mrpc",
+        data_dir=str(glue_dir),
+        output_dir=str(tmp_path / "mem"),
+        n_clusters=3,
+        max_train_samples=32,
+        max_length=64,
+        progress=False,
+    )
     with pytest.raises(ConfigError, match="was not built for this run: teacher_sha256"):
-        distill(**small(glue_dir, teacher=str(mrpc_teacher), method="fsdg", max_steps=1, memory=str(tmp_path / "mem")),
-                output_dir=str(tmp_path / "x"))
+        distill(
+            **small(glue_dir, teacher=str(mrpc_teacher), method="fsdg", max_steps=1, memory=str(tmp_path / "mem")),
+            output_dir=str(tmp_path / "x"),
+        )
     with pytest.raises(ConfigError, match="max_length: memory 64, this run 32"):
-        distill(**small(glue_dir, teacher=str(other), method="fsdg", max_steps=1, memory=str(tmp_path / "mem"),
-                        max_length=32), output_dir=str(tmp_path / "y"))
+        distill(
+            **small(
+                glue_dir, teacher=str(other), method="fsdg", max_steps=1, memory=str(tmp_path / "mem"), max_length=32
+            ),
+            output_dir=str(tmp_path / "y"),
+        )
 
 
 # ----------------------------------------------------------------------------- [3] [4] steps and tiny data sets
 def test_max_steps_zero_trains_for_the_epochs(glue_dir, mrpc_teacher, tmp_path):
-    record = distill(**small(glue_dir, teacher=str(mrpc_teacher), method="vkd", max_steps=0, epochs=1),
-                     output_dir=str(tmp_path / "e"))
+    record = distill(
+        **small(glue_dir, teacher=str(mrpc_teacher), method="vkd", max_steps=0, epochs=1),
+        output_dir=str(tmp_path / "e"),
+    )
     assert record["global_steps"] == 4  # 32 examples / batch 8, one epoch (not one step at learning rate 0)
 
 
 def test_fewer_examples_than_a_batch_with_a_batch_level_loss_is_refused(glue_dir, mrpc_teacher, tmp_path):
     with pytest.raises(ConfigError, match="5 examples, fewer than one batch"):
-        distill(**small(glue_dir, teacher=str(mrpc_teacher), method="fsdl", max_steps=2, max_train_samples=5),
-                output_dir=str(tmp_path / "f"))
+        distill(
+            **small(glue_dir, teacher=str(mrpc_teacher), method="fsdl", max_steps=2, max_train_samples=5),
+            output_dir=str(tmp_path / "f"),
+        )
 
 
 def test_vkd_with_a_last_batch_of_one_sample_trains_and_logs(glue_dir, mrpc_teacher, tmp_path):
     """17 examples, batch 8: the third batch holds one sample; relation logging skips it, training goes on."""
     out = tmp_path / "v"
-    record = distill(**small(glue_dir, teacher=str(mrpc_teacher), method="vkd", epochs=1, max_train_samples=17,
-                             relation_every=1), output_dir=str(out))
+    record = distill(
+        **small(glue_dir, teacher=str(mrpc_teacher), method="vkd", epochs=1, max_train_samples=17, relation_every=1),
+        output_dir=str(out),
+    )
     assert record["global_steps"] == 3
     steps = [r["step"] for r in json.loads((out / "relation_history.json").read_text())["records"]]
     assert steps == [0, 1]
@@ -151,8 +231,9 @@ def test_vkd_with_a_last_batch_of_one_sample_trains_and_logs(glue_dir, mrpc_teac
 
 # ------------------------------------------------------------------------------------ [5] resume after a cut save
 @pytest.mark.parametrize("damage", ["empty folder", "no trainer_state.json", "truncated model.safetensors"])
-def test_resume_skips_a_checkpoint_cut_short_and_matches_the_uninterrupted_run(glue_dir, mrpc_teacher, tmp_path,
-                                                                              damage, caplog):
+def test_resume_skips_a_checkpoint_cut_short_and_matches_the_uninterrupted_run(
+    glue_dir, mrpc_teacher, tmp_path, damage, caplog
+):
     options = small(glue_dir, teacher=str(mrpc_teacher), method="vkd", max_steps=4, save_steps=2, save_total_limit=3)
     full = tmp_path / "full"
     distill(**options, output_dir=str(full))
@@ -183,7 +264,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from fsdkit.data import encode_dataset
 from fsdkit.models import resolve_model_path
-words = open({str(glue_dir / 'MRPC' / 'train.tsv')!r}, encoding='utf-8').read().split()
+words = open({str(glue_dir / "MRPC" / "train.tsv")!r}, encoding='utf-8').read().split()
 rng = random.Random(0)
 text = lambda n: ' '.join(rng.choice(words) for _ in range(n))
 rows = {{'sentence1': [text(3000) for _ in range(64)], 'sentence2': [text(2900 + i) for i in range(64)],
@@ -203,8 +284,20 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 # --------------------------------------------------------------------------- [7] [8] errors instead of tracebacks
 def test_bad_inputs_get_one_line_errors(glue_dir, mrpc_teacher, tmp_path, capsys):
-    base = ["distill", "--task", "mrpc", "--data-dir", str(glue_dir), "--teacher", str(mrpc_teacher),
-            "--max-steps", "1", "--no-progress", "--max-train-samples", "16"]
+    base = [
+        "distill",
+        "--task",
+        "mrpc",
+        "--data-dir",
+        str(glue_dir),
+        "--teacher",
+        str(mrpc_teacher),
+        "--max-steps",
+        "1",
+        "--no-progress",
+        "--max-train-samples",
+        "16",
+    ]
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert "is a file" in cli_error(capsys, *base, "--output-dir", str(a_file))
@@ -245,8 +338,15 @@ def test_memory_build_leaves_no_row_store_and_files_follow_the_umask(glue_dir, m
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    options = dict(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), n_clusters=3,
-                   max_train_samples=16, max_length=64, progress=False)
+    options = dict(
+        teacher=str(mrpc_teacher),
+        task="mrpc",
+        data_dir=str(glue_dir),
+        n_clusters=3,
+        max_train_samples=16,
+        max_length=64,
+        progress=False,
+    )
     import fsdkit.memory.build as build_module
 
     def dies(*args, **kwargs):
@@ -280,9 +380,19 @@ def test_a_full_disk_is_a_clear_error_not_a_bus_error(glue_dir, mrpc_teacher, tm
     monkeypatch.setattr(os, "posix_fallocate", full)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    with pytest.raises(ConfigError, match=r"not enough disk space in .*tmp for teacher-rows-.*\.npy: it needs 0\.00 GiB"):
-        build_memory(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), n_clusters=3,
-                     max_train_samples=16, max_length=64, progress=False, output_dir=str(tmp_path / "mem"))
+    with pytest.raises(
+        ConfigError, match=r"not enough disk space in .*tmp for teacher-rows-.*\.npy: it needs 0\.00 GiB"
+    ):
+        build_memory(
+            teacher=str(mrpc_teacher),
+            task="mrpc",
+            data_dir=str(glue_dir),
+            n_clusters=3,
+            max_train_samples=16,
+            max_length=64,
+            progress=False,
+            output_dir=str(tmp_path / "mem"),
+        )
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

@@ -37,6 +37,7 @@ def test_rkd_golden_values():
 
 def np_rkd(s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
     """RKD by loops over distinct pairs and triples (Park et al.'s potentials, smooth-L1 with β = 1)."""
+
     def huber(x):
         return 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5
 

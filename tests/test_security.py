@@ -26,8 +26,9 @@ def tiny_classifier():
 
     from fsdkit.models import resolve_model_path
 
-    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, num_labels=2)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=2
+    )
     return BertForSequenceClassification(config), AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
 
 
@@ -78,8 +79,10 @@ def remote_code_folder(tmp_path: Path) -> tuple[Path, Path]:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     marker = tmp_path / "ran"
-    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
-                                             "from transformers import BertForSequenceClassification as EvilModel\n")
+    (folder / "modeling_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import BertForSequenceClassification as EvilModel\n"
+    )
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.EvilModel"}
     (folder / "config.json").write_text(json.dumps(config))
@@ -106,9 +109,24 @@ def test_a_model_folders_own_code_is_never_run(tmp_path):
 
 def test_the_cli_refuses_remote_code_without_a_terminal(tmp_path):
     folder, marker = remote_code_folder(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "fsdkit.cli", "evaluate", str(folder), "--train-file", str(TICKETS),
-                           "--validation-file", str(TICKETS_DEV)], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fsdkit.cli",
+            "evaluate",
+            str(folder),
+            "--train-file",
+            str(TICKETS),
+            "--validation-file",
+            str(TICKETS_DEV),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 2 and "trust_remote_code=False" in done.stderr and "Traceback" not in done.stderr
     assert not marker.exists()
 
@@ -125,8 +143,9 @@ h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
 """
 
 
-@pytest.mark.parametrize("command, key", [("distill", "text-columns"), ("distill", "learning-rate"),
-                                          ("sweep", "space"), ("sweep", "base")])
+@pytest.mark.parametrize(
+    "command, key", [("distill", "text-columns"), ("distill", "learning-rate"), ("sweep", "space"), ("sweep", "base")]
+)
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys, command, key):
     """[3] 9^8 values behind a few hundred bytes, under a known key: refused in well under a second, and the error
     is one short line (it printed 312 MB before)."""
@@ -151,7 +170,8 @@ def test_config_files_are_size_bounded_and_utf8(tmp_path):
     with pytest.raises(ConfigError, match=r"latin.yaml: line 1: byte 0xe9 is not UTF-8"):
         read_config_file(latin, DistillConfig, "distill")
     assert read_config_file(_write(tmp_path / "ok.yaml", "loss: ['minilm:1']\n"), DistillConfig, "distill") == {
-        "losses": [{"name": "minilm", "weight": "1"}]}  # the flag's name and form (--loss NAME:WEIGHT) as a key
+        "losses": [{"name": "minilm", "weight": "1"}]
+    }  # the flag's name and form (--loss NAME:WEIGHT) as a key
 
 
 def test_an_error_never_prints_a_huge_value(tmp_path):

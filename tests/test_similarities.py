@@ -27,7 +27,6 @@ MIN_ROWS = {debiased_cka: 4}
 FAST = settings(max_examples=20, deadline=None)
 
 
-
 seeds = st.integers(0, 2**32 - 1)
 widths = st.integers(1, 7)
 
@@ -231,8 +230,9 @@ def test_gram_centring_falls_back_to_centred_features_where_the_mean_dominates(m
     assert calls == []
 
 
-@pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka], ids=lambda f: f.__name__
+)
 @pytest.mark.parametrize("shape", [(4, 8, 96), (4, 96, 8)], ids=["gram-form", "feature-form"])
 def test_one_host_synchronisation_per_call(fn, shape, monkeypatch):
     """The value checks of a call (mask values, row counts, finiteness, the Gram route's precision) are read
@@ -290,15 +290,18 @@ def test_no_read_on_an_accelerator_inside_deferred_checks(fn, shape, monkeypatch
         fn(x0, y, mask * 2)
 
 
-@pytest.mark.parametrize("fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "fn", [linear_cka, debiased_cka, gram_distance, procrustes_distance, rbf_cka], ids=lambda f: f.__name__
+)
 @pytest.mark.parametrize("path", ["cpu", "accelerator"])
 def test_a_precomputed_target_gives_the_same_value_and_gradient(fn, path, monkeypatch):
     """compare_to_target(fn, x, y, target_gram(fn, y), x_gram) is fn(x, y): value and gradient (the FSDG centroid
     part, which passes the product x xᵀ it has already), on the CPU and on the accelerator path (which centres x)."""
     g = torch.Generator().manual_seed(3)
     y = torch.randn(12, 300, generator=g, dtype=torch.float64)
-    x0 = (y @ torch.randn(300, 200, generator=g, dtype=torch.float64)) + torch.randn(12, 200, generator=g, dtype=torch.float64)
+    x0 = (y @ torch.randn(300, 200, generator=g, dtype=torch.float64)) + torch.randn(
+        12, 200, generator=g, dtype=torch.float64
+    )
     if path == "accelerator":
         monkeypatch.setattr(sim, "_on_accelerator", lambda z: True)
     target = sim.target_gram(fn, y)

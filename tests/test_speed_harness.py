@@ -39,11 +39,13 @@ def test_configurations_take_turns_pass_by_pass_and_a_failing_one_drops_out(monk
 
     monkeypatch.setattr(rs, "train_config", fake_loop)
     out = rs.run_paired(["fast", "broken", "slow"], "glue", n_batches=3, warmup=2, reps=4)
-    assert out["configs"]["broken"]["status"] == "unavailable" and "cannot import it" in out["configs"]["broken"]["error"]
+    assert (
+        out["configs"]["broken"]["status"] == "unavailable" and "cannot import it" in out["configs"]["broken"]["error"]
+    )
     # the warm-up of each in turn (2 steps), then rounds of one whole pass each (3 batches), the order rotated each
     # round over the three configurations (the broken one's turns skipped): fast slow | slow fast | slow fast | fast slow
     assert ran[:4] == [("fast", 0), ("fast", 1), ("slow", 0), ("slow", 1)]
-    passes = [ran[4 + 3 * i: 7 + 3 * i] for i in range(8)]
+    passes = [ran[4 + 3 * i : 7 + 3 * i] for i in range(8)]
     assert len(ran) == 4 + 3 * 8
     assert all([b for _, b in chunk] == [0, 1, 2] and len({c for c, _ in chunk}) == 1 for chunk in passes)
     assert [chunk[0][0] for chunk in passes] == ["fast", "slow", "slow", "fast", "slow", "fast", "fast", "slow"]
@@ -86,10 +88,17 @@ def test_the_floor_part_times_fsds_terms_against_their_products_and_bounds_fsd_o
     assert floor.student_memory.grad is None and torch.equal(floor.student_memory.detach(), before)
     ok = lambda passes: {"status": "ok", "pass_seconds": passes}  # noqa: E731
     # two rounds, one batch per pass (seconds): VKD 1.0 then 2.0 (the machine slowed down), FSD 1.1 then 2.2, ...
-    configs = {"fsdkit-vkd": ok([1.0, 2.0]), "fsdkit-fsd": ok([1.1, 2.2]), "fsdkit-vkd-cache": ok([0.8, 1.6]),
-               "fsdkit-fsd-cache": ok([0.9, 1.8]), "floor-terms": ok([0.05, 0.10]), "floor-products": ok([0.03, 0.06]),
-               "floor-teacher-products": ok([0.005, 0.01]), "floor-centroid-products": ok([0.02, 0.04]),
-               "floor-optimizer": ok([0.004, 0.008])}
+    configs = {
+        "fsdkit-vkd": ok([1.0, 2.0]),
+        "fsdkit-fsd": ok([1.1, 2.2]),
+        "fsdkit-vkd-cache": ok([0.8, 1.6]),
+        "fsdkit-fsd-cache": ok([0.9, 1.8]),
+        "floor-terms": ok([0.05, 0.10]),
+        "floor-products": ok([0.03, 0.06]),
+        "floor-teacher-products": ok([0.005, 0.01]),
+        "floor-centroid-products": ok([0.02, 0.04]),
+        "floor-optimizer": ok([0.004, 0.008]),
+    }
     result = {"n_batches": 1, "reps": 2, "padded_lengths": [77], "paired": {"configs": configs}}
     rounds = rs.floor_rounds(result)
     # the same ratios in both rounds: the drift cancels; live at most 1 / (1 + 0.03 + 0.004), cache 0.8 / (0.8 + 0.029)
@@ -102,8 +111,10 @@ def test_the_floor_part_times_fsds_terms_against_their_products_and_bounds_fsd_o
     assert f"| live teacher | {1 / 1.034:.3f} | {1 / 1.054:.3f} | {1 / 1.1:.3f} (0.91–0.91) | ≥ 0.95 |" in text
     assert f"| teacher-output cache | {0.8 / 0.829:.3f} |" in text
     # cached: 0.97 leaves 1200 × (1/0.97 − 1) = 37.1 ms; products 45 − 7.5 + optimizer 6 = 43.5: beyond it
-    assert "- teacher-output cache: FSD / VKD ≥ 0.97 leaves FSD 37.1 ms per step beyond VKD's 1200; the products " \
-           "and the update alone take 43.5, the centroid structure's two products 30.0: beyond it" in text
+    assert (
+        "- teacher-output cache: FSD / VKD ≥ 0.97 leaves FSD 37.1 ms per step beyond VKD's 1200; the products "
+        "and the update alone take 43.5, the centroid structure's two products 30.0: beyond it" in text
+    )
     configs["floor-optimizer"] = {"status": "unavailable", "error": "RuntimeError: out of memory"}
     assert "floor-optimizer: RuntimeError: out of memory" in rs.floor_section(result)[0]
 

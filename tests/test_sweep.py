@@ -23,12 +23,25 @@ pytestmark = pytest.mark.glue
 def space_file(tmp_path, glue_dir, teacher, trials: int) -> dict:
     spec = {
         "command": "distill",
-        "base": {"task": "mrpc", "data-dir": str(glue_dir), "teacher": str(teacher), "method": "vkd",
-                 "max-train-samples": 40, "epochs": 2, "batch-size": 8, "max-eval-samples": 8, "max-length": 48,
-                 "holdout-fraction": 0.2, "relation-every": 0, "eval-batch-size": 32},
-        "space": {"learning-rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
-                  "alpha": {"type": "float", "low": 0.1, "high": 0.9},
-                  "temperature": {"type": "categorical", "choices": [1, 5]}},
+        "base": {
+            "task": "mrpc",
+            "data-dir": str(glue_dir),
+            "teacher": str(teacher),
+            "method": "vkd",
+            "max-train-samples": 40,
+            "epochs": 2,
+            "batch-size": 8,
+            "max-eval-samples": 8,
+            "max-length": 48,
+            "holdout-fraction": 0.2,
+            "relation-every": 0,
+            "eval-batch-size": 32,
+        },
+        "space": {
+            "learning-rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+            "alpha": {"type": "float", "low": 0.1, "high": 0.9},
+            "temperature": {"type": "categorical", "choices": [1, 5]},
+        },
         "trials": trials,
     }
     return spec
@@ -43,8 +56,13 @@ def test_a_study_runs_real_trials_and_writes_its_summary(glue_dir, mrpc_teacher,
         return tpe(*args, **kwargs)
 
     monkeypatch.setattr(optuna.samplers, "TPESampler", spy)
-    summary = sweep(spec, storage=f"sqlite:///{tmp_path / 'study.db'}", output_dir=str(tmp_path / "sweep"),
-                    study_name="tiny", startup_trials=1)
+    summary = sweep(
+        spec,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        output_dir=str(tmp_path / "sweep"),
+        study_name="tiny",
+        startup_trials=1,
+    )
     assert samplers[-1] == 1  # the study's sampler (optuna's create_study makes a default one first)
     assert summary["trials"]["complete"] == 3  # 2 epochs: the first evaluation and the last are never pruned
     best = summary["best"]
@@ -57,8 +75,9 @@ def test_a_study_runs_real_trials_and_writes_its_summary(glue_dir, mrpc_teacher,
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert all(t.intermediate_values for t in study.trials)  # the per-epoch curve reached the pruner
     # rerunning the finished study adds nothing
-    again = sweep(spec, storage=f"sqlite:///{tmp_path / 'study.db'}", output_dir=str(tmp_path / "sweep"),
-                  study_name="tiny")
+    again = sweep(
+        spec, storage=f"sqlite:///{tmp_path / 'study.db'}", output_dir=str(tmp_path / "sweep"), study_name="tiny"
+    )
     assert again["trials"] == summary["trials"]
 
 
@@ -66,8 +85,22 @@ def test_parallel_workers_share_a_study_and_a_killed_one_is_resumed(glue_dir, mr
     config = tmp_path / "space.yaml"
     config.write_text(yaml.safe_dump(space_file(tmp_path, glue_dir, mrpc_teacher, 4)))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    command = [sys.executable, "-m", "fsdkit.cli", "sweep", "--config", str(config), "--storage", storage,
-               "--study-name", "shared", "--output-dir", str(tmp_path / "sweep"), "--heartbeat", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "fsdkit.cli",
+        "sweep",
+        "--config",
+        str(config),
+        "--storage",
+        storage,
+        "--study-name",
+        "shared",
+        "--output-dir",
+        str(tmp_path / "sweep"),
+        "--heartbeat",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     deadline = time.time() + 300
@@ -181,9 +214,16 @@ def test_fixed_from_takes_the_best_trial_of_a_finished_study(tmp_path):
     from fsdkit.sweep import fixed_from
 
     storage = f"sqlite:///{tmp_path / 'stage1.db'}"
-    finished_study(storage, "stage1", 3, [({"learning_rate": 0.1, "alpha": 0.2}, 0.5),
-                                          ({"learning_rate": 0.3, "alpha": 0.9}, 0.8),
-                                          ({"learning_rate": 0.5, "alpha": 0.4}, 0.6)])
+    finished_study(
+        storage,
+        "stage1",
+        3,
+        [
+            ({"learning_rate": 0.1, "alpha": 0.2}, 0.5),
+            ({"learning_rate": 0.3, "alpha": 0.9}, 0.8),
+            ({"learning_rate": 0.5, "alpha": 0.4}, 0.6),
+        ],
+    )
     values, source = fixed_from({"study": "stage1", "storage": storage}, "sqlite:///elsewhere.db")
     assert values == {"learning_rate": 0.3, "alpha": 0.9} and source["trial"] == 1 and source["value"] == 0.8
     only, _ = fixed_from({"study": "stage1", "options": ["learning-rate"]}, storage)  # default storage: the sweep's
@@ -200,7 +240,8 @@ def test_fixed_from_takes_the_best_trial_of_a_finished_study(tmp_path):
 
 
 def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits_stage_one(
-        glue_dir, mrpc_teacher, tmp_path):
+    glue_dir, mrpc_teacher, tmp_path
+):
     """Stage 1 (the shared knobs on VKD) → stage 2 (FSDI's weight with ``off``, stage 1's best fixed): the trial that
     drew "off" trains without the intra term (weight 0 in its record), the other with its drawn weight, and both run
     at stage 1's learning rate, alpha and temperature."""
@@ -212,8 +253,10 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
     spec["space"] = {"lambda-intra": {"type": "float", "low": 1e-3, "high": 10, "log": True, "off": True}}
     spec["fixed_from"] = {"study": "stage1"}
     assert yaml.safe_load("{type: float, off: true}") == {"type": "float", False: True}  # YAML 1.1's `off`
-    spec["space"]["lambda-intra"] = {**{k: v for k, v in spec["space"]["lambda-intra"].items() if k != "off"},
-                                     **yaml.safe_load("{off: true}")}  # as a space file gives it
+    spec["space"]["lambda-intra"] = {
+        **{k: v for k, v in spec["space"]["lambda-intra"].items() if k != "off"},
+        **yaml.safe_load("{off: true}"),
+    }  # as a space file gives it
     study = optuna.create_study(study_name="stage2", storage=storage, direction="maximize")
     study.enqueue_trial({"lambda_intra:off": True})
     study.enqueue_trial({"lambda_intra:off": False, "lambda_intra": 2.5})
@@ -232,8 +275,16 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
     assert [t.user_attrs["options"]["lambda_intra"] for t in stored.trials] == [0.0, 2.5]
     # a space that also sets a fixed option, or a typo in a space entry, is refused before any trial
     with pytest.raises(ConfigError, match=r"come from study 'stage1'; do not also set them"):
-        sweep({**spec, "base": {**spec["base"], "alpha": 0.5}}, storage=storage, output_dir=str(tmp_path / "x"),
-              study_name="stage2b")
+        sweep(
+            {**spec, "base": {**spec["base"], "alpha": 0.5}},
+            storage=storage,
+            output_dir=str(tmp_path / "x"),
+            study_name="stage2b",
+        )
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lgo'\]"):
-        sweep({**spec, "space": {"lambda-intra": {"type": "float", "low": 1, "high": 2, "lgo": True}}},
-              storage=storage, output_dir=str(tmp_path / "x"), study_name="stage2c")
+        sweep(
+            {**spec, "space": {"lambda-intra": {"type": "float", "low": 1, "high": 2, "lgo": True}}},
+            storage=storage,
+            output_dir=str(tmp_path / "x"),
+            study_name="stage2c",
+        )

@@ -33,10 +33,20 @@ def setup(glue_dir, tmp_path_factory):
     encoded = encode_dataset(train, tokenizer, task, max_length=64)
     collator = make_collator(tokenizer)
     cache_dir = tmp_path_factory.mktemp("cache") / "mrpc"
-    request = FeatureRequest(hidden_states=True, value_layers=frozenset({-1}), teacher_layers=frozenset({"penultimate", 0}))
+    request = FeatureRequest(
+        hidden_states=True, value_layers=frozenset({-1}), teacher_layers=frozenset({"penultimate", 0})
+    )
     cache = TeacherCache.build(teacher, encoded, collator, request, cache_dir, batch_size=5, task="mrpc", max_length=64)
-    return {"task": task, "teacher": teacher, "student": student, "encoded": encoded, "collator": collator,
-            "cache": cache, "cache_dir": cache_dir, "request": request}
+    return {
+        "task": task,
+        "teacher": teacher,
+        "student": student,
+        "encoded": encoded,
+        "collator": collator,
+        "cache": cache,
+        "cache_dir": cache_dir,
+        "request": request,
+    }
 
 
 def test_collator_passes_the_index_column_through(setup):
@@ -73,12 +83,16 @@ def test_training_step_losses_with_cache_equal_live_teacher(setup, tmp_path):
 
     student, teacher = setup["student"], setup["teacher"]
     ctx = TermContext(student.config, teacher.config, setup["task"], max_length=64)
-    memory = TeacherMemory(torch.randn(3, 384), {"layer": "penultimate", "pooling": "mean", "max_length": 64,
-                                                  "hidden_size": 384})
-    specs = [TermSpec("task", 0.5), TermSpec("kd", 0.5, {"temperature": 5.0}),
-             TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
-             TermSpec("structure", 30.0, {"view": "local"}, "local"),
-             TermSpec("memory", 1e-3, {"memory": memory}, "global")]
+    memory = TeacherMemory(
+        torch.randn(3, 384), {"layer": "penultimate", "pooling": "mean", "max_length": 64, "hidden_size": 384}
+    )
+    specs = [
+        TermSpec("task", 0.5),
+        TermSpec("kd", 0.5, {"temperature": 5.0}),
+        TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
+        TermSpec("structure", 30.0, {"view": "local"}, "local"),
+        TermSpec("memory", 1e-3, {"memory": memory}, "global"),
+    ]
     torch.manual_seed(0)
     terms = nn.ModuleDict({s.label: build_term(s.name, ctx, s.options) for s in specs})
     request = FeatureRequest.union(*(term.request() for term in terms.values()))
@@ -87,8 +101,12 @@ def test_training_step_losses_with_cache_equal_live_teacher(setup, tmp_path):
 
     def step_losses(source):
         trainer = DistillationTrainer(
-            model=StudentWithTerms(student, terms), args=args, term_specs=specs, teacher=source,
-            train_dataset=setup["encoded"], data_collator=setup["collator"],
+            model=StudentWithTerms(student, terms),
+            args=args,
+            term_specs=specs,
+            teacher=source,
+            train_dataset=setup["encoded"],
+            data_collator=setup["collator"],
         )
         batch = next(iter(trainer.get_train_dataloader()))
         assert "idx" in batch
@@ -127,8 +145,15 @@ def test_manifest_reopen_and_stale_key(setup):
     stamp = (first.cache_dir / "manifest.json").stat().st_mtime_ns
     again = TeacherCache.open_or_build(*args, task="mrpc", max_length=64)
     assert again.cache_dir == first.cache_dir and (again.cache_dir / "manifest.json").stat().st_mtime_ns == stamp
-    fewer = TeacherCache.open_or_build(setup["teacher"], setup["encoded"].select(range(10)), setup["collator"],
-                                       setup["request"], root, task="mrpc", max_length=64)
+    fewer = TeacherCache.open_or_build(
+        setup["teacher"],
+        setup["encoded"].select(range(10)),
+        setup["collator"],
+        setup["request"],
+        root,
+        task="mrpc",
+        max_length=64,
+    )
     assert fewer.key != first.key and len(fewer) == 10 and len(TeacherCache.open(root / first.key)) == N_ROWS
     # a narrower request (logits only, as VKD's; or one of the stored layers) reads the covering cache, unbuilt
     for request in (FeatureRequest(), FeatureRequest(hidden_states=True, teacher_layers=frozenset({0}))):
@@ -136,8 +161,9 @@ def test_manifest_reopen_and_stale_key(setup):
         assert covered.cache_dir == first.cache_dir
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted([first.key, fewer.key])
     # a layer the cache lacks gets a cache of its own
-    wider = TeacherCache.open_or_build(*args[:3], FeatureRequest(hidden_states=True, teacher_layers=frozenset({3})),
-                                       root, task="mrpc", max_length=64)
+    wider = TeacherCache.open_or_build(
+        *args[:3], FeatureRequest(hidden_states=True, teacher_layers=frozenset({3})), root, task="mrpc", max_length=64
+    )
     assert wider.cache_dir not in (first.cache_dir, fewer.cache_dir) and wider.hidden_layers == [3]
 
 
@@ -165,8 +191,9 @@ def test_cached_attention_maps_equal_the_live_teachers_and_give_the_same_minilm_
     teacher = copy.deepcopy(setup["teacher"])
     teacher.set_attn_implementation("eager")  # attention maps are returned by the eager implementation only
     request = FeatureRequest(attentions=True, value_layers=frozenset({-1}), attention_layers=frozenset({1, -1}))
-    cache = TeacherCache.open_or_build(teacher, setup["encoded"], setup["collator"], request, tmp_path, batch_size=5,
-                                       task="mrpc", max_length=64)
+    cache = TeacherCache.open_or_build(
+        teacher, setup["encoded"], setup["collator"], request, tmp_path, batch_size=5, task="mrpc", max_length=64
+    )
     assert cache.attention_layers == [1, 5] and cache.heads == 12
     assert (cache.cache_dir / "queries_5.npy").is_file() and (cache.cache_dir / "keys_1.npy").is_file()
     batch = setup["collator"]([setup["encoded"][i] for i in (11, 4, 20, 7)])
@@ -185,12 +212,15 @@ def test_cached_attention_maps_equal_the_live_teachers_and_give_the_same_minilm_
     term = build_term("minilm", TermContext(student.config, teacher.config, setup["task"], max_length=64), {})
     with torch.no_grad():
         student_features = forward_features(student, batch, term.request())
-        losses = [term(student_features, source.features(batch, term.request()), batch).item()
-                  for source in (cache, LiveTeacher(teacher))]
+        losses = [
+            term(student_features, source.features(batch, term.request()), batch).item()
+            for source in (cache, LiveTeacher(teacher))
+        ]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
-    narrower = TeacherCache.open_or_build(teacher, setup["encoded"], setup["collator"], term.request(), tmp_path,
-                                          task="mrpc", max_length=64)
+    narrower = TeacherCache.open_or_build(
+        teacher, setup["encoded"], setup["collator"], term.request(), tmp_path, task="mrpc", max_length=64
+    )
     assert narrower.cache_dir == cache.cache_dir
     with pytest.raises(ConfigError, match=r"attention layers \[0\] are not in the teacher-output cache"):
         cache.features(batch, FeatureRequest(attentions=True, attention_layers=frozenset({0})))

@@ -33,9 +33,18 @@ def models(minilm_path):
 
     def tiny(layers: int, seed: int):
         torch.manual_seed(seed)
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=layers, num_attention_heads=2,
-                            intermediate_size=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                            max_position_embeddings=32, num_labels=2, attn_implementation="eager")
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=8,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=16,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            max_position_embeddings=32,
+            num_labels=2,
+            attn_implementation="eager",
+        )
         return BertForSequenceClassification(config).double().eval()
 
     return {"tokenizer": tokenizer, "teacher": tiny(4, 0), "student": tiny(2, 1)}
@@ -50,8 +59,12 @@ def batch_of(tokenizer, extra_padding: int = 0) -> dict:
 
 def options_for(name: str, models) -> dict:
     if name == "memory":  # a teacher memory of the tiny teacher's pooled rows
-        return {"memory": TeacherMemory(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)),
-                                        {"layer": "penultimate", "pooling": "mean", "max_length": None, "hidden_size": 8})}
+        return {
+            "memory": TeacherMemory(
+                torch.randn(3, 8, generator=torch.Generator().manual_seed(0)),
+                {"layer": "penultimate", "pooling": "mean", "max_length": None, "hidden_size": 8},
+            )
+        }
     return {}
 
 
@@ -71,9 +84,13 @@ def leaves(student: Features) -> tuple[list[torch.Tensor], callable]:
     n_hidden, n_att = len(student.hidden_states), len(student.attentions or ())
 
     def rebuild(*ts) -> Features:
-        return Features(logits=ts[0], attention_mask=student.attention_mask, hidden_states=tuple(ts[1:1 + n_hidden]),
-                        attentions=tuple(ts[1 + n_hidden:1 + n_hidden + n_att]) if student.attentions else None,
-                        values=dict(zip(student.values, ts[1 + n_hidden + n_att:])))
+        return Features(
+            logits=ts[0],
+            attention_mask=student.attention_mask,
+            hidden_states=tuple(ts[1 : 1 + n_hidden]),
+            attentions=tuple(ts[1 + n_hidden : 1 + n_hidden + n_att]) if student.attentions else None,
+            values=dict(zip(student.values, ts[1 + n_hidden + n_att :])),
+        )
 
     return tensors, rebuild
 
@@ -123,8 +140,9 @@ def check_contract(name: str, models) -> None:
             ts[i] = t
         return term(rebuild(*ts), teacher, batch)
 
-    assert gradcheck(f, tuple(u.detach().clone().requires_grad_(True) for u in used), fast_mode=True, eps=1e-6,
-                     atol=1e-5), name
+    assert gradcheck(
+        f, tuple(u.detach().clone().requires_grad_(True) for u in used), fast_mode=True, eps=1e-6, atol=1e-5
+    ), name
 
 
 @pytest.mark.parametrize("name", sorted(TERMS))
@@ -210,9 +228,14 @@ def test_a_toy_method_declares_its_options_once(tmp_path, capsys):
     from fsdkit.training.presets import register_method, run_terms, unregister_method
 
     lambda_toy = Option("lambda_toy", float, 2.5, "toy: weight of the toy term", low=0, low_open=True)
-    register_method(Method("toy-method", "VKD + the toy term",
-                           lambda c: vkd_terms(c) + [TermSpec("kd", c.lambda_toy, {"temperature": 1.0}, "toy")],
-                           options=(lambda_toy,)))
+    register_method(
+        Method(
+            "toy-method",
+            "VKD + the toy term",
+            lambda c: vkd_terms(c) + [TermSpec("kd", c.lambda_toy, {"temperature": 1.0}, "toy")],
+            options=(lambda_toy,),
+        )
+    )
     try:
         assert cli_main(["methods"]) == 0
         out = capsys.readouterr().out

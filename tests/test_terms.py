@@ -20,8 +20,13 @@ EPS = 1e-8
 
 def ctx(hidden=6, teacher_hidden=5, regression=False, same_tokenizer=True, max_length=7):
     task = SimpleNamespace(name="toy", is_regression=regression, num_labels=1 if regression else 2)
-    return TermContext(SimpleNamespace(hidden_size=hidden), SimpleNamespace(hidden_size=teacher_hidden), task,
-                       same_tokenizer=same_tokenizer, max_length=max_length)
+    return TermContext(
+        SimpleNamespace(hidden_size=hidden),
+        SimpleNamespace(hidden_size=teacher_hidden),
+        task,
+        same_tokenizer=same_tokenizer,
+        max_length=max_length,
+    )
 
 
 def features(hidden_last: torch.Tensor, mask: torch.Tensor, logits=None) -> Features:
@@ -75,7 +80,9 @@ def test_task_loss_classification_and_regression():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 0])
     expected = (np.log(1 + np.exp(-2.0)) + np.log(1 + np.exp(1.0))) / 2
-    assert build_term("task", ctx(), {})(Features(logits, None), None, {"labels": labels}).item() == pytest.approx(expected, rel=1e-6)
+    assert build_term("task", ctx(), {})(Features(logits, None), None, {"labels": labels}).item() == pytest.approx(
+        expected, rel=1e-6
+    )
     reg = build_term("task", ctx(regression=True), {})
     value = reg(Features(torch.tensor([[1.0], [2.5]]), None), None, {"labels": torch.tensor([0.0, 2.5])})
     assert value.item() == pytest.approx(0.5)
@@ -142,11 +149,21 @@ def test_one_minus_form(batch):
     term = build_term("structure", ctx(), {"view": "local", "form": "one_minus"})
     value = term(features(hs, mask), features(ht, mask), {}).item()
     m = mask.numpy()[..., None]
-    assert value == pytest.approx(1 - np_cka((hs.numpy() * m).reshape(4, -1), (ht.numpy() * m).reshape(4, -1)), rel=1e-9)
+    assert value == pytest.approx(
+        1 - np_cka((hs.numpy() * m).reshape(4, -1), (ht.numpy() * m).reshape(4, -1)), rel=1e-9
+    )
 
 
-@pytest.mark.parametrize("options", [{"view": "intra"}, {"view": "local"}, {"view": "local", "pooling": "mean"},
-                                     {"view": "intra", "similarity": "procrustes"}, {"view": "local", "similarity": "gram"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"view": "intra"},
+        {"view": "local"},
+        {"view": "local", "pooling": "mean"},
+        {"view": "intra", "similarity": "procrustes"},
+        {"view": "local", "similarity": "gram"},
+    ],
+)
 def test_structure_gradcheck(batch, options):
     hs, ht, mask = batch
     term = build_term("structure", ctx(), options)
@@ -276,8 +293,9 @@ def test_optimising_the_memory_alone_halves_the_feature_to_centroid_term():
     from fsdkit.memory import kmeans
 
     centroids = kmeans(teacher.numpy(), k, seed=0).centroids
-    memory = TeacherMemory(centroids, {"layer": "penultimate", "pooling": "mean", "max_length": None,
-                                       "hidden_size": d_t})
+    memory = TeacherMemory(
+        centroids, {"layer": "penultimate", "pooling": "mean", "max_length": None, "hidden_size": d_t}
+    )
 
     def feature_to_centroid(options, lr):
         torch.manual_seed(0)
@@ -326,7 +344,9 @@ def test_centroid_geometry_is_cdist_and_cosine_with_finite_gradients_at_degenera
     rows.requires_grad_(True)
     distances, cosines = centroid_geometry(rows, centroids)
     torch.testing.assert_close(distances, torch.cdist(rows, centroids), atol=1e-6, rtol=0)
-    torch.testing.assert_close(cosines, torch.nn.functional.cosine_similarity(rows[:, None], centroids[None], dim=-1, eps=1e-12))
+    torch.testing.assert_close(
+        cosines, torch.nn.functional.cosine_similarity(rows[:, None], centroids[None], dim=-1, eps=1e-12)
+    )
     again, _ = centroid_geometry(rows, centroids, centroids.pow(2).sum(-1))  # precomputed centroid norms: the same
     assert torch.equal(again, distances)
     (distances.sum() + cosines.sum()).backward()
@@ -334,7 +354,9 @@ def test_centroid_geometry_is_cdist_and_cosine_with_finite_gradients_at_degenera
 
 
 def test_memory_refuses_wrong_teacher_width():
-    memory = TeacherMemory(torch.randn(3, 70), {"layer": "penultimate", "pooling": "flatten", "max_length": 7, "hidden_size": 10})
+    memory = TeacherMemory(
+        torch.randn(3, 70), {"layer": "penultimate", "pooling": "flatten", "max_length": 7, "hidden_size": 10}
+    )
     with pytest.raises(ModelError, match="width 10"):
         build_term("memory", ctx(teacher_hidden=5), {"memory": memory})
 

@@ -32,26 +32,48 @@ def task_tokenizer(glue_dir, tmp_path_factory):
     wordpiece = BertWordPieceTokenizer(lowercase=True)
     wordpiece.train_from_iterator(list(train["sentence1"]) + list(train["sentence2"]), vocab_size=1000, min_frequency=2)
     cls, sep = wordpiece.token_to_id("[CLS]"), wordpiece.token_to_id("[SEP]")
-    wordpiece.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                  special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    wordpiece.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
     folder = tmp_path_factory.mktemp("student-tokenizer")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece._tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     assert len(tokenizer) == 1000 and tokenizer("a test")["input_ids"][0] == cls
     tokenizer.save_pretrained(folder)
     return folder
 
 
 def options(glue_dir, teacher, tokenizer, out, method, **extra):
-    return dict(task="mrpc", data_dir=str(glue_dir), teacher=str(teacher), method=method, output_dir=str(out),
-                student_config=SHAPE, student_tokenizer=str(tokenizer), batch_size=8, max_train_samples=32,
-                max_eval_samples=16, max_length=64, max_steps=2, logging_steps=1, progress=False, memory_clusters=4,
-                **extra)
+    return dict(
+        task="mrpc",
+        data_dir=str(glue_dir),
+        teacher=str(teacher),
+        method=method,
+        output_dir=str(out),
+        student_config=SHAPE,
+        student_tokenizer=str(tokenizer),
+        batch_size=8,
+        max_train_samples=32,
+        max_eval_samples=16,
+        max_length=64,
+        max_steps=2,
+        logging_steps=1,
+        progress=False,
+        memory_clusters=4,
+        **extra,
+    )
 
 
 @pytest.mark.parametrize("method", ["vkd", "fsdl", "fsdg", "rkd", "pkd", "relation-cka"])
-def test_sample_level_losses_train_across_vocabularies(glue_dir, mrpc_teacher, task_tokenizer, tmp_path, method,
-                                                       monkeypatch):
+def test_sample_level_losses_train_across_vocabularies(
+    glue_dir, mrpc_teacher, task_tokenizer, tmp_path, method, monkeypatch
+):
     seen = {}
     original = DistillationTrainer.compute_loss
 
@@ -69,10 +91,12 @@ def test_sample_level_losses_train_across_vocabularies(glue_dir, mrpc_teacher, t
     assert len(AutoTokenizer.from_pretrained(tmp_path / method)) == 1000  # the student keeps its own tokenizer
 
 
-@pytest.mark.parametrize("method, loss", [("fsdi", "intra-feature"), ("minilm", "MiniLM"),
-                                          ("internal-all", "internal-representation")])
-def test_token_level_losses_are_refused_with_an_alternative(glue_dir, mrpc_teacher, task_tokenizer, tmp_path, method,
-                                                           loss):
+@pytest.mark.parametrize(
+    "method, loss", [("fsdi", "intra-feature"), ("minilm", "MiniLM"), ("internal-all", "internal-representation")]
+)
+def test_token_level_losses_are_refused_with_an_alternative(
+    glue_dir, mrpc_teacher, task_tokenizer, tmp_path, method, loss
+):
     with pytest.raises(ModelError, match=rf"{loss}.*tokenizers differ; use "):
         distill(**options(glue_dir, mrpc_teacher, task_tokenizer, tmp_path / method, method))
     assert not (tmp_path / method / "checkpoints").exists()

@@ -23,11 +23,22 @@ from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 from read_counting import count_reads
 
 SENTENCES = [
-    "a gripping, beautifully acted film", "the plot never comes together", "one of the year's best",
-    "tedious and far too long", "warm, funny and wise", "a mess from start to finish", "an instant classic",
-    "i wanted to leave after ten minutes", "the cast is wonderful", "flat characters and a dull script",
-    "smart, moving and surprising", "nothing here works at all", "a joy to watch", "painfully slow going",
-    "it earns every one of its tears", "forgettable in every way",
+    "a gripping, beautifully acted film",
+    "the plot never comes together",
+    "one of the year's best",
+    "tedious and far too long",
+    "warm, funny and wise",
+    "a mess from start to finish",
+    "an instant classic",
+    "i wanted to leave after ten minutes",
+    "the cast is wonderful",
+    "flat characters and a dull script",
+    "smart, moving and surprising",
+    "nothing here works at all",
+    "a joy to watch",
+    "painfully slow going",
+    "it earns every one of its tears",
+    "forgettable in every way",
 ]
 
 
@@ -35,9 +46,18 @@ def tiny_bert(tokenizer, seed: int):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                        intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                        classifier_dropout=0.0, num_labels=2, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        classifier_dropout=0.0,
+        num_labels=2,
+        max_position_embeddings=64,
+    )
     return BertForSequenceClassification(config)
 
 
@@ -59,16 +79,30 @@ def parts(minilm_path):
 
 
 def make_trainer(parts, tmp_path, *, method: str, batch_size: int, accumulation: int, max_steps: int, **run):
-    config = DistillConfig(output_dir=str(tmp_path), method=method, batch_size=batch_size, max_steps=max_steps,
-                           gradient_accumulation_steps=accumulation, logging_steps=1, learning_rate=1e-3,
-                           warmup_ratio=0.0, progress=False, relation_every=0, **run)
+    config = DistillConfig(
+        output_dir=str(tmp_path),
+        method=method,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        gradient_accumulation_steps=accumulation,
+        logging_steps=1,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        progress=False,
+        relation_every=0,
+        **run,
+    )
     teacher, student = tiny_bert(parts["tokenizer"], 0), tiny_bert(parts["tokenizer"], 1)
     specs = run_terms(config)
     ctx = TermContext(student.config, teacher.config, parts["task"], max_length=32)
     terms = nn.ModuleDict({s.label: build_term(s.name, ctx, s.options) for s in specs})
     return DistillationTrainer(
-        model=StudentWithTerms(student, terms), args=training_arguments(config, tmp_path), term_specs=specs,
-        teacher=teacher, train_dataset=parts["data"], data_collator=parts["collator"],
+        model=StudentWithTerms(student, terms),
+        args=training_arguments(config, tmp_path),
+        term_specs=specs,
+        teacher=teacher,
+        train_dataset=parts["data"],
+        data_collator=parts["collator"],
     )
 
 
@@ -102,8 +136,15 @@ def test_bf16_runs_the_forward_in_bfloat16_and_the_losses_in_float32(parts, tmp_
     float32 and within 3 % of the float32 step (bfloat16 keeps 8 bits of mantissa: ~0.4 % per op)."""
     steps = {}
     for precision in ("fp32", "bf16"):
-        trainer = make_trainer(parts, tmp_path / precision, method="fsdi", batch_size=8, accumulation=1,
-                               max_steps=1, bf16=precision == "bf16")
+        trainer = make_trainer(
+            parts,
+            tmp_path / precision,
+            method="fsdi",
+            batch_size=8,
+            accumulation=1,
+            max_steps=1,
+            bf16=precision == "bf16",
+        )
         seen = []
         layer = trainer.model.student.bert.encoder.layer[0].output.dense
         handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
@@ -126,10 +167,18 @@ def test_a_terms_own_parameter_group_gets_its_learning_rate(parts, tmp_path):
     run's learning rate: after one AdamW step (|Δ| = lr on every entry) the memory moved by 1e-2, not 1e-3."""
     from fsdkit.memory import TeacherMemory
 
-    memory = TeacherMemory(torch.randn(4, 32), {"layer": "penultimate", "pooling": "mean", "max_length": None,
-                                                "hidden_size": 32})
-    trainer = make_trainer(parts, tmp_path, method="vkd", batch_size=8, accumulation=1, max_steps=1,
-                           losses=[{"name": "memory", "weight": 1.0, "memory": memory, "memory_lr": 1e-2}])
+    memory = TeacherMemory(
+        torch.randn(4, 32), {"layer": "penultimate", "pooling": "mean", "max_length": None, "hidden_size": 32}
+    )
+    trainer = make_trainer(
+        parts,
+        tmp_path,
+        method="vkd",
+        batch_size=8,
+        accumulation=1,
+        max_steps=1,
+        losses=[{"name": "memory", "weight": 1.0, "memory": memory, "memory_lr": 1e-2}],
+    )
     before = trainer.model.terms["memory"].student_memory.detach().clone()
     train_logs(trainer)
     groups = trainer.optimizer.param_groups
@@ -147,12 +196,15 @@ def test_on_an_accelerator_the_structure_terms_add_no_read_to_a_step(parts, tmp_
     from fsdkit.losses import similarities
     from fsdkit.memory import TeacherMemory
 
-    memory = TeacherMemory(torch.randn(4, 32), {"layer": "penultimate", "pooling": "mean", "max_length": None,
-                                                "hidden_size": 32})
+    memory = TeacherMemory(
+        torch.randn(4, 32), {"layer": "penultimate", "pooling": "mean", "max_length": None, "hidden_size": 32}
+    )
     batch = parts["collator"]([parts["data"][i] for i in range(8)])
 
     def reads_of_a_step(method: str, **run) -> int:
-        trainer = make_trainer(parts, tmp_path / method, method=method, batch_size=8, accumulation=1, max_steps=1, **run)
+        trainer = make_trainer(
+            parts, tmp_path / method, method=method, batch_size=8, accumulation=1, max_steps=1, **run
+        )
         trainer.model.train()
         with pytest.MonkeyPatch.context() as mp:
             reads = count_reads(mp)

@@ -18,15 +18,34 @@ pytestmark = pytest.mark.glue
 
 
 def small(glue_dir, **overrides):
-    options = dict(task="mrpc", data_dir=str(glue_dir), batch_size=8, max_train_samples=48, max_eval_samples=24,
-                   logging_steps=2, progress=False, max_length=64, relation_every=2)
+    options = dict(
+        task="mrpc",
+        data_dir=str(glue_dir),
+        batch_size=8,
+        max_train_samples=48,
+        max_eval_samples=24,
+        logging_steps=2,
+        progress=False,
+        max_length=64,
+        relation_every=2,
+    )
     return {**options, **overrides}
 
 
 def test_fsd_run_lowers_the_loss_and_exports_a_standard_folder(glue_dir, mrpc_teacher, tmp_path):
     out = tmp_path / "fsd"
-    record = distill(**small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(out), method="fsd", epochs=6,
-                             learning_rate=1e-4, memory_clusters=4, warmup_ratio=0.0))
+    record = distill(
+        **small(
+            glue_dir,
+            teacher=str(mrpc_teacher),
+            output_dir=str(out),
+            method="fsd",
+            epochs=6,
+            learning_rate=1e-4,
+            memory_clusters=4,
+            warmup_ratio=0.0,
+        )
+    )
     history = [h for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
     assert {"loss_task", "loss_kd", "loss_intra", "loss_local", "loss_global"} <= set(history[0])
     first = sum(h["loss"] for h in history[:3]) / 3
@@ -40,14 +59,23 @@ def test_fsd_run_lowers_the_loss_and_exports_a_standard_folder(glue_dir, mrpc_te
     assert model.config.num_hidden_layers == 3
     assert not any("memory" in k for k in load_file(out / "model.safetensors"))
     assert (out / "memory" / "memory.json").is_file() and (out / "relation_history.json").is_file()
-    reloaded = evaluate(model=str(out), task="mrpc", data_dir=str(glue_dir), max_eval_samples=24, max_length=64, progress=False)
+    reloaded = evaluate(
+        model=str(out), task="mrpc", data_dir=str(glue_dir), max_eval_samples=24, max_length=64, progress=False
+    )
     assert reloaded["metrics"] == record["metrics"]
 
 
 def test_resumed_run_matches_uninterrupted_run(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
     """A run that dies after its step-4 checkpoint and is resumed ends with the same weights as one that did not."""
-    options = small(glue_dir, teacher=str(mrpc_teacher), method="fsdg", max_steps=8, save_steps=4, memory_clusters=4,
-                    relation_every=0)
+    options = small(
+        glue_dir,
+        teacher=str(mrpc_teacher),
+        method="fsdg",
+        max_steps=8,
+        save_steps=4,
+        memory_clusters=4,
+        relation_every=0,
+    )
     distill(**options, output_dir=str(tmp_path / "full"))
 
     original = DistillationTrainer.compute_loss
@@ -73,7 +101,9 @@ def test_resumed_run_matches_uninterrupted_run(glue_dir, mrpc_teacher, tmp_path,
     # the student memory (training state, not exported) was restored from the checkpoint as well
     ckpt = load_file(tmp_path / "resumed" / "checkpoints" / "checkpoint-8" / "model.safetensors")
     ckpt_full = load_file(tmp_path / "full" / "checkpoints" / "checkpoint-8" / "model.safetensors")
-    torch.testing.assert_close(ckpt["terms.global.student_memory"], ckpt_full["terms.global.student_memory"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        ckpt["terms.global.student_memory"], ckpt_full["terms.global.student_memory"], rtol=0, atol=1e-6
+    )
 
 
 def test_teacher_is_frozen_and_gets_no_gradient(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
@@ -97,7 +127,9 @@ def test_non_finite_loss_stops_before_the_optimizer(glue_dir, mrpc_teacher, tmp_
 
     monkeypatch.setattr(LogitKD, "forward", lambda self, s, t, b: s.logits.sum() * float("nan"))
     with pytest.raises(FloatingPointError, match="loss term 'kd'.*step 0"):
-        distill(**small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(tmp_path / "nan"), method="vkd", max_steps=2))
+        distill(
+            **small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(tmp_path / "nan"), method="vkd", max_steps=2)
+        )
 
 
 def test_different_tokenizers_are_refused(glue_dir, mrpc_teacher, tmp_path):
@@ -130,9 +162,11 @@ def test_bad_run_options(glue_dir, mrpc_teacher, tmp_path):
 def test_teacher_cache_gives_the_same_run_as_the_live_teacher(glue_dir, mrpc_teacher, tmp_path, method):
     options = small(glue_dir, teacher=str(mrpc_teacher), method=method, max_steps=4)
     records = [distill(**options, output_dir=str(tmp_path / "live"))]
-    records += [distill(**options, output_dir=str(tmp_path / name), teacher_cache=str(tmp_path / "cache"))
-                for name in ("cached", "cached-again")]
-    cache, = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # built once, reused by the second run
+    records += [
+        distill(**options, output_dir=str(tmp_path / name), teacher_cache=str(tmp_path / "cache"))
+        for name in ("cached", "cached-again")
+    ]
+    (cache,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # built once, reused by the second run
     assert [r["teacher_source"] for r in records] == ["live", f"cache {cache.name}", f"cache {cache.name}"]
 
     def losses(name):
@@ -156,14 +190,22 @@ def test_an_fsd_run_with_a_teacher_cache_makes_one_teacher_pass(glue_dir, mrpc_t
     def no_live_teacher(*args, **kwargs):
         raise AssertionError("the memory build ran the teacher although the teacher-output cache has its rows")
 
-    options = small(glue_dir, teacher=str(mrpc_teacher), method="fsd", max_steps=1, memory_clusters=3,
-                    relation_every=0)
+    options = small(glue_dir, teacher=str(mrpc_teacher), method="fsd", max_steps=1, memory_clusters=3, relation_every=0)
     with monkeypatch.context() as patch:
         patch.setattr(build_module, "forward_features", no_live_teacher)
         distill(**options, output_dir=str(tmp_path / "cached"), teacher_cache=str(tmp_path / "cache"))
     assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
-    build_memory(teacher=str(mrpc_teacher), task="mrpc", data_dir=str(glue_dir), output_dir=str(tmp_path / "live"),
-                 n_clusters=3, max_length=64, max_train_samples=48, seed=42, progress=False)
+    build_memory(
+        teacher=str(mrpc_teacher),
+        task="mrpc",
+        data_dir=str(glue_dir),
+        output_dir=str(tmp_path / "live"),
+        n_clusters=3,
+        max_length=64,
+        max_train_samples=48,
+        seed=42,
+        progress=False,
+    )
     cached, live = TeacherMemory.load(tmp_path / "cached" / "memory"), TeacherMemory.load(tmp_path / "live")
     assert cached.metadata["cluster_sizes"] == live.metadata["cluster_sizes"]
     assert torch.allclose(cached.centroids, live.centroids, atol=1e-4)
@@ -181,9 +223,19 @@ def test_a_method_without_teacher_terms_runs_without_a_teacher(glue_dir, tmp_pat
 
 def test_student_initialised_from_the_teacher(glue_dir, mrpc_teacher, tmp_path):
     """--student teacher: the student takes layers 0 and 2 and the fine-tuned head of the teacher (recorded)."""
-    record = distill(**small(glue_dir, teacher=str(mrpc_teacher), output_dir=str(tmp_path / "s"), method="nds",
-                             student="teacher", student_layers=[0, 2], max_steps=1, learning_rate=1e-12,
-                             relation_every=0))
+    record = distill(
+        **small(
+            glue_dir,
+            teacher=str(mrpc_teacher),
+            output_dir=str(tmp_path / "s"),
+            method="nds",
+            student="teacher",
+            student_layers=[0, 2],
+            max_steps=1,
+            learning_rate=1e-12,
+            relation_every=0,
+        )
+    )
     assert record["student_init"] == "teacher" and record["student_layers"] == [0, 2]
     teacher, student = load_file(mrpc_teacher / "model.safetensors"), load_file(tmp_path / "s" / "model.safetensors")
     for key in ("classifier.weight", "bert.encoder.layer.1.output.dense.weight"):
@@ -193,8 +245,17 @@ def test_student_initialised_from_the_teacher(glue_dir, mrpc_teacher, tmp_path):
 
 def test_a_seeded_run_repeated_gives_the_same_curve(glue_dir, mrpc_teacher, tmp_path):
     """The regime study's premise: the dev curve (--eval-strategy epoch) of a seeded run is reproducible."""
-    options = small(glue_dir, teacher=str(mrpc_teacher), method="vkd", student="teacher", epochs=2, learning_rate=1e-4,
-                    eval_strategy="epoch", relation_every=0, seed=3)
+    options = small(
+        glue_dir,
+        teacher=str(mrpc_teacher),
+        method="vkd",
+        student="teacher",
+        epochs=2,
+        learning_rate=1e-4,
+        eval_strategy="epoch",
+        relation_every=0,
+        seed=3,
+    )
     first = distill(**options, output_dir=str(tmp_path / "a"))["curve"]
     second = distill(**options, output_dir=str(tmp_path / "b"))["curve"]
     assert [p["epoch"] for p in first] == [1.0, 2.0]
@@ -204,11 +265,14 @@ def test_a_seeded_run_repeated_gives_the_same_curve(glue_dir, mrpc_teacher, tmp_
 def test_losses_by_epoch_averages_each_logged_term_and_part_per_epoch():
     from fsdkit.training.epoch_eval import losses_by_epoch
 
-    history = [{"loss": 4.0, "loss_global": 3.0, "loss_global_distance": 2.0, "epoch": 0.5, "learning_rate": 1e-4},
-               {"loss": 2.0, "loss_global": 1.0, "loss_global_distance": 1.0, "epoch": 1.0},
-               {"epoch": 1.0, "step": 4, "eval_split": "validation", "eval_loss_like": 9.0},  # a curve point
-               {"loss": 1.0, "loss_global": 0.5, "loss_global_distance": 0.25, "epoch": 1.5},
-               {"train_runtime": 3.0, "epoch": 2.0}]
+    history = [
+        {"loss": 4.0, "loss_global": 3.0, "loss_global_distance": 2.0, "epoch": 0.5, "learning_rate": 1e-4},
+        {"loss": 2.0, "loss_global": 1.0, "loss_global_distance": 1.0, "epoch": 1.0},
+        {"epoch": 1.0, "step": 4, "eval_split": "validation", "eval_loss_like": 9.0},  # a curve point
+        {"loss": 1.0, "loss_global": 0.5, "loss_global_distance": 0.25, "epoch": 1.5},
+        {"train_runtime": 3.0, "epoch": 2.0},
+    ]
     assert losses_by_epoch(history) == [
         {"epoch": 1, "loss": 3.0, "loss_global": 2.0, "loss_global_distance": 1.5},
-        {"epoch": 2, "loss": 1.0, "loss_global": 0.5, "loss_global_distance": 0.25}]
+        {"epoch": 2, "loss": 1.0, "loss_global": 0.5, "loss_global_distance": 0.25},
+    ]

@@ -43,8 +43,13 @@ def test_an_output_folder_holding_the_data_or_the_student_source_is_refused(tmp_
     with pytest.raises(ConfigError, match=r"--output-dir .*data is --train-file .*train.csv|holds --train-file"):
         finetune(train_file=str(data / "train.csv"), output_dir=str(data), **TINY_FINETUNE)
     with pytest.raises(ConfigError, match=r"holds --(teacher|student)"):
-        distill(**FILES, teacher=str(tickets_teacher), student=str(tickets_teacher), output_dir=str(tickets_teacher.parent),
-                **TINY)
+        distill(
+            **FILES,
+            teacher=str(tickets_teacher),
+            student=str(tickets_teacher),
+            output_dir=str(tickets_teacher.parent),
+            **TINY,
+        )
 
 
 def test_predicting_over_the_input_file_is_refused_and_the_input_kept(tmp_path, tickets_teacher):
@@ -66,9 +71,21 @@ def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, tickets_tea
 
     with pytest.raises(ModelError, match="has no tokenizer files"):
         check_model_folder(bare, option="teacher")
-    for command in (["predict", str(bare), "--train-file", str(TICKETS), "--test-file", str(TICKETS_TEST),
-                     "--split", "test", "--output", str(tmp_path / "p.jsonl")],
-                    ["export", str(bare), "--output-dir", str(tmp_path / "onnx")]):
+    for command in (
+        [
+            "predict",
+            str(bare),
+            "--train-file",
+            str(TICKETS),
+            "--test-file",
+            str(TICKETS_TEST),
+            "--split",
+            "test",
+            "--output",
+            str(tmp_path / "p.jsonl"),
+        ],
+        ["export", str(bare), "--output-dir", str(tmp_path / "onnx")],
+    ):
         assert cli_main(command) == 2
     assert not (tmp_path / "p.jsonl").exists() and not (tmp_path / "onnx" / "model.onnx").exists()
 
@@ -79,11 +96,22 @@ def test_label_names_come_from_the_model_and_a_renamed_label_set_is_refused(tmp_
     dev = tmp_path / "dev.csv"
     pd.read_csv(TICKETS_DEV).replace({"label": {"bug": "defect"}}).to_csv(dev, index=False)
     with pytest.raises(ModelError, match=r"predicts the labels \['billing', 'bug', 'feature'\].*'bug' vs 'defect'"):
-        predict(model=str(tickets_teacher), train_file=str(renamed), test_file=str(TICKETS_TEST), split="test",
-                output=str(tmp_path / "p.jsonl"))
+        predict(
+            model=str(tickets_teacher),
+            train_file=str(renamed),
+            test_file=str(TICKETS_TEST),
+            split="test",
+            output=str(tmp_path / "p.jsonl"),
+        )
     with pytest.raises(ModelError, match="'bug' vs 'defect'"):
-        distill(train_file=str(renamed), validation_file=str(dev), teacher=str(tickets_teacher), student="teacher",
-                output_dir=str(tmp_path / "student"), **TINY)
+        distill(
+            train_file=str(renamed),
+            validation_file=str(dev),
+            teacher=str(tickets_teacher),
+            student="teacher",
+            output_dir=str(tmp_path / "student"),
+            **TINY,
+        )
     assert not (tmp_path / "p.jsonl").exists()
 
 
@@ -97,8 +125,15 @@ def test_an_automatic_memory_of_other_training_rows_is_rebuilt(tmp_path, tickets
     frame.to_csv(changed, index=False)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     with caplog.at_level(logging.WARNING, logger="fsdkit"):
-        distill(train_file=str(changed), validation_file=str(TICKETS_DEV), teacher=str(tickets_teacher), method="fsdg",
-                memory_clusters=3, output_dir=str(out), **TINY)
+        distill(
+            train_file=str(changed),
+            validation_file=str(TICKETS_DEV),
+            teacher=str(tickets_teacher),
+            method="fsdg",
+            memory_clusters=3,
+            output_dir=str(out),
+            **TINY,
+        )
     assert "data_sha256: memory" in caplog.text
 
 
@@ -115,8 +150,10 @@ def test_output_paths_are_checked_before_the_model_runs(tmp_path, tickets_teache
     monkeypatch.setattr(prediction, "load_classifier", never, raising=False)
     (tmp_path / "a-folder.jsonl").mkdir()
     (tmp_path / "a-file").write_text("x")
-    for output, message in ((tmp_path / "a-folder.jsonl", "is a folder"),
-                            (tmp_path / "a-file" / "p.jsonl", "a-file is a file, so no folder can be made there")):
+    for output, message in (
+        (tmp_path / "a-folder.jsonl", "is a folder"),
+        (tmp_path / "a-file" / "p.jsonl", "a-file is a file, so no folder can be made there"),
+    ):
         with pytest.raises(ConfigError, match=message):
             predict(model=str(tickets_teacher), **FILES, test_file=str(TICKETS_TEST), split="test", output=str(output))
     from fsdkit.evaluation import evaluate
@@ -137,11 +174,15 @@ def test_export_refuses_a_bad_opset_and_leaves_nothing_when_it_fails(tmp_path, t
         export_onnx(str(tickets_teacher), str(tickets_teacher))
 
 
-@pytest.mark.parametrize("storage, message", [
-    ("sqlite://", "expected sqlite:///FILE"), ("sqlite://x.db", "expected sqlite:///FILE"),
-    ("sqlite:///{tmp}", "is a folder; give a file name"),
-    ("sqlite:///{tmp}/readonly.db", "cannot be written"),
-])
+@pytest.mark.parametrize(
+    "storage, message",
+    [
+        ("sqlite://", "expected sqlite:///FILE"),
+        ("sqlite://x.db", "expected sqlite:///FILE"),
+        ("sqlite:///{tmp}", "is a folder; give a file name"),
+        ("sqlite:///{tmp}/readonly.db", "cannot be written"),
+    ],
+)
 def test_a_bad_sweep_storage_is_one_line(tmp_path, storage, message):
     import os
 
@@ -152,8 +193,11 @@ def test_a_bad_sweep_storage_is_one_line(tmp_path, storage, message):
     readonly.chmod(0o444)
     if os.geteuid() == 0 and "readonly" in storage:
         pytest.skip("running as root: a read-only file stays writable, so the read-only storage case cannot be set up")
-    spec = {"command": "distill", "base": {**FILES, "teacher": "t", "holdout-fraction": 0.2},
-            "space": {"alpha": {"type": "float", "low": 0.1, "high": 0.9}}}
+    spec = {
+        "command": "distill",
+        "base": {**FILES, "teacher": "t", "holdout-fraction": 0.2},
+        "space": {"alpha": {"type": "float", "low": 0.1, "high": 0.9}},
+    }
     with pytest.raises(ConfigError, match=message):
         sweep(spec, storage=storage.format(tmp=tmp_path), output_dir=str(tmp_path / "sweep"))
 
@@ -162,11 +206,23 @@ def test_a_diverged_run_stops_naming_its_term(tmp_path, tickets_teacher):
     """A learning rate of 1e30 (the CKA input turns non-finite) and a weight of 1e39 (a finite term overflows): the
     documented stop naming the term, never the CKA's ValueError nor the task term."""
     with pytest.raises(FloatingPointError, match=r"loss term '(intra|local)'.*the step was not applied"):
-        distill(**FILES, teacher=str(tickets_teacher), method="fsdil", output_dir=str(tmp_path / "lr"),
-                **{**TINY, "max_steps": 3}, learning_rate=1e30)
+        distill(
+            **FILES,
+            teacher=str(tickets_teacher),
+            method="fsdil",
+            output_dir=str(tmp_path / "lr"),
+            **{**TINY, "max_steps": 3},
+            learning_rate=1e30,
+        )
     with pytest.raises(FloatingPointError, match=r"loss term 'intra' \(structure\) × its weight 1e\+39"):
-        distill(**FILES, teacher=str(tickets_teacher), method="fsdi", output_dir=str(tmp_path / "w"), **TINY,
-                lambda_intra=1e39)
+        distill(
+            **FILES,
+            teacher=str(tickets_teacher),
+            method="fsdi",
+            output_dir=str(tmp_path / "w"),
+            **TINY,
+            lambda_intra=1e39,
+        )
 
 
 def test_interrupted_commands_say_how_to_go_on(monkeypatch, capsys):
@@ -184,11 +240,23 @@ def test_interrupted_commands_say_how_to_go_on(monkeypatch, capsys):
 def test_the_memory_refusal_suggests_a_command_that_works_for_your_files(tmp_path, tickets_teacher):
     from fsdkit import build_memory
 
-    build_memory(teacher=str(tickets_teacher), **FILES, output_dir=str(tmp_path / "mem"), n_clusters=2, max_length=32,
-                 progress=False)
+    build_memory(
+        teacher=str(tickets_teacher),
+        **FILES,
+        output_dir=str(tmp_path / "mem"),
+        n_clusters=2,
+        max_length=32,
+        progress=False,
+    )
     with pytest.raises(ConfigError, match=r"fsdkit memory build --teacher .* --train-file .*tickets.csv") as info:
-        distill(**FILES, teacher=str(tickets_teacher), method="fsdg", memory=str(tmp_path / "mem"),
-                output_dir=str(tmp_path / "x"), **{**TINY, "max_length": 24})
+        distill(
+            **FILES,
+            teacher=str(tickets_teacher),
+            method="fsdg",
+            memory=str(tmp_path / "mem"),
+            output_dir=str(tmp_path / "x"),
+            **{**TINY, "max_length": 24},
+        )
     assert "--task custom" not in str(info.value)
 
 
@@ -251,16 +319,26 @@ def test_a_transfer_row_never_reaches_the_task_loss():
     student = Features(logits=logits, attention_mask=torch.ones(4, 2, dtype=torch.long))
     labels = torch.tensor([0, 2, 1, 1])
     for garbage in (0, 1, 2):
-        batch = {"labels": labels.clone().index_fill_(0, torch.tensor([1, 3]), garbage),
-                 LABELLED: torch.tensor([1, 0, 1, 0])}
+        batch = {
+            "labels": labels.clone().index_fill_(0, torch.tensor([1, 3]), garbage),
+            LABELLED: torch.tensor([1, 0, 1, 0]),
+        }
         value = term(student, None, batch)  # a batch mean in which a transfer row adds 0
         assert torch.allclose(value, F.cross_entropy(logits[[0, 2]], labels[[0, 2]], reduction="sum") / 4)
     # micro-batches of any labelled share, weighted n_i / N as the trainer weights them, give the union's value
     big = torch.randn(16, 3)
     big_labels, mask = torch.randint(0, 3, (16,)), torch.tensor([1] * 8 + [1] + [0] * 7)
     whole = term(Features(logits=big, attention_mask=torch.ones(16, 2)), None, {"labels": big_labels, LABELLED: mask})
-    parts = sum(term(Features(logits=big[i:i + 8], attention_mask=torch.ones(8, 2)), None,
-                     {"labels": big_labels[i:i + 8], LABELLED: mask[i:i + 8]}) * 8 / 16 for i in (0, 8))
+    parts = sum(
+        term(
+            Features(logits=big[i : i + 8], attention_mask=torch.ones(8, 2)),
+            None,
+            {"labels": big_labels[i : i + 8], LABELLED: mask[i : i + 8]},
+        )
+        * 8
+        / 16
+        for i in (0, 8)
+    )
     assert torch.allclose(parts, whole)
     only_transfer = term(student, None, {"labels": labels, LABELLED: torch.zeros(4, dtype=torch.long)})
     only_transfer.backward()
@@ -286,9 +364,17 @@ def test_transfer_rows_train_the_distillation_terms_and_feed_cache_and_memory(tm
         return original(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(DistillationTrainer, "compute_loss", spy)
-    record = distill(**FILES, transfer_file=str(transfer), teacher=str(tickets_teacher), student="teacher",
-                     method="fsdg", memory_clusters=3, teacher_cache=str(tmp_path / "cache"),
-                     output_dir=str(tmp_path / "student"), **{**TINY, "max_steps": 0, "epochs": 1})
+    record = distill(
+        **FILES,
+        transfer_file=str(transfer),
+        teacher=str(tickets_teacher),
+        student="teacher",
+        method="fsdg",
+        memory_clusters=3,
+        teacher_cache=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "student"),
+        **{**TINY, "max_steps": 0, "epochs": 1},
+    )
     rows = torch.cat(seen)
     assert int((rows == 1).sum()) == 24 and int((rows == 0).sum()) == 16  # one epoch: every row once
     from fsdkit.memory import TeacherMemory
@@ -307,8 +393,17 @@ def test_tensorboard_gets_every_loss_term_as_its_own_scalar(tmp_path, tickets_te
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    distill(**FILES, teacher=str(tickets_teacher), student="teacher", method="fsd", memory_clusters=3,
-            report_to="tensorboard", output_dir=str(tmp_path / "student"), logging_steps=1, **{**TINY, "max_steps": 2})
+    distill(
+        **FILES,
+        teacher=str(tickets_teacher),
+        student="teacher",
+        method="fsd",
+        memory_clusters=3,
+        report_to="tensorboard",
+        output_dir=str(tmp_path / "student"),
+        logging_steps=1,
+        **{**TINY, "max_steps": 2},
+    )
     events = list((tmp_path / "student").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event file"
     tags = set()

@@ -37,12 +37,27 @@ def main() -> None:
                 for bf16 in (False, True):
                     out = work / f"{method}-{bf16}"
                     shutil.rmtree(out, ignore_errors=True)
-                    record = distill(task="mrpc", data_dir=args.glue_dir, teacher=args.teacher, method=method,
-                                     output_dir=str(out), max_steps=args.steps, batch_size=32, max_length=128, bf16=bf16,
-                                     progress=False, relation_every=0, max_eval_samples=32, logging_steps=args.steps)
-                    row = {"method": method, "precision": "bf16" if bf16 else "fp32",
-                           "train_samples_per_second": round(record["train_samples_per_second"], 1),
-                           "final_loss": record["final_train_loss"]}
+                    record = distill(
+                        task="mrpc",
+                        data_dir=args.glue_dir,
+                        teacher=args.teacher,
+                        method=method,
+                        output_dir=str(out),
+                        max_steps=args.steps,
+                        batch_size=32,
+                        max_length=128,
+                        bf16=bf16,
+                        progress=False,
+                        relation_every=0,
+                        max_eval_samples=32,
+                        logging_steps=args.steps,
+                    )
+                    row = {
+                        "method": method,
+                        "precision": "bf16" if bf16 else "fp32",
+                        "train_samples_per_second": round(record["train_samples_per_second"], 1),
+                        "final_loss": record["final_train_loss"],
+                    }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     finally:

@@ -65,7 +65,14 @@ THREADS = 2
 BATCH_SIZE = 32
 MAX_LENGTH = 128
 ALPHA, TEMPERATURE, LR = 0.5, 5.0, 1e-4
-TRAIN_CONFIGS = ("fsdkit-vkd", "fsdkit-fsd", "fsdkit-vkd-cache", "fsdkit-fsd-cache", "textbrewer-vkd", "torchdistill-vkd")
+TRAIN_CONFIGS = (
+    "fsdkit-vkd",
+    "fsdkit-fsd",
+    "fsdkit-vkd-cache",
+    "fsdkit-fsd-cache",
+    "textbrewer-vkd",
+    "torchdistill-vkd",
+)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -213,9 +220,11 @@ def fsd_term_specs(memory) -> list:
     """The FSD configuration's structure terms (intra, local, and the memory term over ``memory``), as TermSpecs."""
     from fsdkit.training.methods import TermSpec
 
-    return [TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
-            TermSpec("structure", 30.0, {"view": "local"}, "local"),
-            TermSpec("memory", 1e-3, {"memory": memory}, "global")]
+    return [
+        TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
+        TermSpec("structure", 30.0, {"view": "local"}, "local"),
+        TermSpec("memory", 1e-3, {"memory": memory}, "global"),
+    ]
 
 
 def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, collator, tmp: Path) -> dict[str, Any]:
@@ -236,9 +245,15 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
     ctx = TermContext(student.config, teacher.config, get_task("mrpc"), max_length=MAX_LENGTH)
     specs = [TermSpec("task", ALPHA), TermSpec("kd", 1 - ALPHA, {"temperature": TEMPERATURE})]
     if method == "fsd":
-        memory = TeacherMemory(torch.randn(100, MAX_LENGTH * teacher.config.hidden_size),
-                               {"layer": "penultimate", "pooling": "flatten", "max_length": MAX_LENGTH,
-                                "hidden_size": teacher.config.hidden_size})
+        memory = TeacherMemory(
+            torch.randn(100, MAX_LENGTH * teacher.config.hidden_size),
+            {
+                "layer": "penultimate",
+                "pooling": "flatten",
+                "max_length": MAX_LENGTH,
+                "hidden_size": teacher.config.hidden_size,
+            },
+        )
         specs += fsd_term_specs(memory)
     terms = nn.ModuleDict({s.label: build_term(s.name, ctx, s.options) for s in specs})
     extra: dict[str, Any] = {}
@@ -246,16 +261,23 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
     if cached:
         request = FeatureRequest.union(*(term.request() for term in terms.values()))  # stores the layers they read
         started = time.perf_counter()
-        source = TeacherCache.build(teacher, encoded, collator, request, tmp / "cache", batch_size=64, task="mrpc",
-                                    max_length=MAX_LENGTH)
-        extra = {"cache_build_seconds": time.perf_counter() - started, "cache_bytes": source.manifest["bytes"],
-                 "cache_examples": len(source)}
+        source = TeacherCache.build(
+            teacher, encoded, collator, request, tmp / "cache", batch_size=64, task="mrpc", max_length=MAX_LENGTH
+        )
+        extra = {
+            "cache_build_seconds": time.perf_counter() - started,
+            "cache_bytes": source.manifest["bytes"],
+            "cache_examples": len(source),
+        }
         del teacher
     n_steps = len(timed)
-    args = training_arguments(DistillConfig(output_dir=str(tmp), batch_size=BATCH_SIZE, learning_rate=LR,
-                                            max_steps=n_steps, progress=False), tmp)
-    trainer = DistillationTrainer(model=StudentWithTerms(student, terms), args=args, term_specs=specs, teacher=source,
-                                  data_collator=collator)
+    args = training_arguments(
+        DistillConfig(output_dir=str(tmp), batch_size=BATCH_SIZE, learning_rate=LR, max_steps=n_steps, progress=False),
+        tmp,
+    )
+    trainer = DistillationTrainer(
+        model=StudentWithTerms(student, terms), args=args, term_specs=specs, teacher=source, data_collator=collator
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=n_steps)
     trainer.model.train()
     before = rss_mb()
@@ -279,8 +301,9 @@ def textbrewer_worker(timed: TimedBatches, tmp: Path) -> dict[str, Any]:
         return {"logits": outputs.logits, "losses": [outputs.loss]}
 
     train_config = TrainingConfig(device="cpu", log_dir=str(tmp / "log"), output_dir=str(tmp / "out"), ckpt_frequency=1)
-    distill_config = DistillationConfig(temperature=TEMPERATURE, hard_label_weight=ALPHA, kd_loss_weight=1 - ALPHA,
-                                        kd_loss_type="ce")
+    distill_config = DistillationConfig(
+        temperature=TEMPERATURE, hard_label_weight=ALPHA, kd_loss_weight=1 - ALPHA, kd_loss_type="ce"
+    )
     distiller = BasicDistiller(train_config, distill_config, teacher, student, adaptor, adaptor)
     optimizer = torch.optim.AdamW(student.parameters(), lr=LR)
     before = rss_mb()
@@ -300,9 +323,18 @@ def torchdistill_worker(timed: TimedBatches, tmp: Path) -> dict[str, Any]:
     teacher, student = models()
     hook = {"input": [], "output": ["classifier"]}
     # torchdistill's own KD loss, α·CE(y, z_S) + (1 − α)·T²·KL (the same objective as fsdkit's and TextBrewer's VKD)
-    kd = {"key": "KDLoss", "kwargs": {"student_module_path": "classifier", "student_module_io": "output",
-                                       "teacher_module_path": "classifier", "teacher_module_io": "output",
-                                       "temperature": TEMPERATURE, "alpha": ALPHA, "reduction": "batchmean"}}
+    kd = {
+        "key": "KDLoss",
+        "kwargs": {
+            "student_module_path": "classifier",
+            "student_module_io": "output",
+            "teacher_module_path": "classifier",
+            "teacher_module_io": "output",
+            "temperature": TEMPERATURE,
+            "alpha": ALPHA,
+            "reduction": "batchmean",
+        },
+    }
     train_config = {
         "num_epochs": 1,
         "teacher": {"forward_proc": "forward_batch_only_as_kwargs", "forward_hook": hook, "requires_grad": False},
@@ -350,10 +382,16 @@ def run_worker(config: str, glue_dir: str, n_batches: int, warmup: int, reps: in
     examples = n_batches * BATCH_SIZE
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "config": config, "status": "ok", "examples_per_second": examples / statistics.median(passes),
-        "pass_seconds": passes, "examples_per_pass": examples, "tokens_per_pass": int(sum(b["attention_mask"].sum() for b in batches)),
-        "peak_rss_mb": peak, "training_rss_mb": peak - extra.pop("rss_before_mb"),
-        "minor_faults_per_step": timed.faults_per_step(), **extra,
+        "config": config,
+        "status": "ok",
+        "examples_per_second": examples / statistics.median(passes),
+        "pass_seconds": passes,
+        "examples_per_pass": examples,
+        "tokens_per_pass": int(sum(b["attention_mask"].sum() for b in batches)),
+        "peak_rss_mb": peak,
+        "training_rss_mb": peak - extra.pop("rss_before_mb"),
+        "minor_faults_per_step": timed.faults_per_step(),
+        **extra,
     }
 
 
@@ -386,7 +424,7 @@ def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, r
         threads = {c: threading.Thread(target=body, args=(c, Path(tmp) / c), daemon=True) for c in configs}
         turns = [c for c in configs for _ in ("set-up", "warm-up")]  # one configuration after the other
         for r in range(reps + 1):  # the passes, rotated; then the turn that lets each loop finish
-            turns += configs[r % len(configs):] + configs[: r % len(configs)]
+            turns += configs[r % len(configs) :] + configs[: r % len(configs)]
         for config in configs:
             threads[config].start()
         for config in turns:
@@ -399,10 +437,16 @@ def run_paired(configs: list[str], glue_dir: str, n_batches: int, warmup: int, r
     for config in configs:
         passes = timed[config].pass_seconds()
         if config in errors or len(passes) != reps:
-            out["configs"][config] = {"status": "unavailable", "error": errors.get(config, f"{len(passes)} of {reps} passes")}
+            out["configs"][config] = {
+                "status": "unavailable",
+                "error": errors.get(config, f"{len(passes)} of {reps} passes"),
+            }
         else:
-            out["configs"][config] = {"status": "ok", "examples_per_second": examples / statistics.median(passes),
-                                      "pass_seconds": passes}
+            out["configs"][config] = {
+                "status": "ok",
+                "examples_per_second": examples / statistics.median(passes),
+                "pass_seconds": passes,
+            }
     return out
 
 
@@ -448,6 +492,7 @@ def cka_bench(reps: int) -> dict[str, Any]:
 
         def timed(name, fn, backward=True, reference=None, exact=None, note=""):
             """Register ``fn(x)``'s forward (+ backward) for timing; max |Δ| to fsdkit (``reference``) and to float64."""
+
             def step(with_grad):
                 x = x0.clone().requires_grad_(with_grad)
                 value = fn(x)
@@ -480,9 +525,18 @@ def cka_bench(reps: int) -> dict[str, Any]:
         exact_biased = linear_cka(x0.double(), y.double())  # float64 values of the same definitions
         exact_unbiased = debiased_cka(x0.double(), y.double())
         timed("fsdkit linear_cka", lambda x: linear_cka(x, y), exact=exact_biased)
-        timed("fsdkit linear_cka (forward)", lambda x: linear_cka(x, y), backward=False, note="against the forward-only libraries")
-        timed("fsdkit debiased_cka (forward)", lambda x: debiased_cka(x, y), backward=False,
-              note="against the forward-only libraries")
+        timed(
+            "fsdkit linear_cka (forward)",
+            lambda x: linear_cka(x, y),
+            backward=False,
+            note="against the forward-only libraries",
+        )
+        timed(
+            "fsdkit debiased_cka (forward)",
+            lambda x: debiased_cka(x, y),
+            backward=False,
+            note="against the forward-only libraries",
+        )
         timed("fsdkit debiased_cka", lambda x: debiased_cka(x, y), exact=exact_unbiased)
 
         def bare(x):
@@ -498,8 +552,12 @@ def cka_bench(reps: int) -> dict[str, Any]:
         try:
             from ckatorch.core import cka_base
 
-            timed("ckatorch cka_base (biased)", per_sample(lambda a, b: cka_base(a, b)), reference=ref_biased,
-                  exact=exact_biased)
+            timed(
+                "ckatorch cka_base (biased)",
+                per_sample(lambda a, b: cka_base(a, b)),
+                reference=ref_biased,
+                exact=exact_biased,
+            )
         except ImportError as exc:
             rows["ckatorch cka_base (biased)"] = {"status": "unavailable", "error": str(exc)}
         try:
@@ -525,14 +583,25 @@ def cka_bench(reps: int) -> dict[str, Any]:
                 hsic = lambda p, q: CKA._HSIC(_Device, p, q)  # noqa: E731 — the library's unbiased HSIC
                 return torch.tensor(hsic(k, l_) / (hsic(k, k) ** 0.5 * hsic(l_, l_) ** 0.5))
 
-            timed("torch-cka _HSIC (unbiased)", per_sample(torch_cka_one), backward=False, note="returns floats (.item())",
-                  reference=ref_unbiased, exact=exact_unbiased)
+            timed(
+                "torch-cka _HSIC (unbiased)",
+                per_sample(torch_cka_one),
+                backward=False,
+                note="returns floats (.item())",
+                reference=ref_unbiased,
+                exact=exact_unbiased,
+            )
         except ImportError as exc:
             rows["torch-cka _HSIC (unbiased)"] = {"status": "unavailable", "error": str(exc)}
         for name, seconds in _interleaved_median_times(steps, reps).items():
             rows[name]["seconds"] = seconds
-        out[view] = {"shape_x": list(x0.shape), "shape_y": list(y.shape), "reps": reps, "order": "interleaved",
-                     "results": rows}
+        out[view] = {
+            "shape_x": list(x0.shape),
+            "shape_y": list(y.shape),
+            "reps": reps,
+            "order": "interleaved",
+            "results": rows,
+        }
     return out
 
 
@@ -598,7 +667,11 @@ def kmeans_bench(glue_dir: str, n_rows: int, k: int, reps: int) -> dict[str, Any
             value = fn()
             times.append(time.perf_counter() - start)
         centroids, extra = value
-        results[name] = {"seconds": statistics.median(times), "inertia": inertia(rows, torch.as_tensor(centroids)), **extra}
+        results[name] = {
+            "seconds": statistics.median(times),
+            "inertia": inertia(rows, torch.as_tensor(centroids)),
+            **extra,
+        }
 
     def fsdkit_kmeans():
         r = kmeans(rows, k, tol=1e-4, max_iter=100, seed=0)
@@ -612,7 +685,10 @@ def kmeans_bench(glue_dir: str, n_rows: int, k: int, reps: int) -> dict[str, Any
 
     measure("fsdkit kmeans", fsdkit_kmeans)
     measure("scikit-learn KMeans", sklearn_kmeans)
-    measure("reference procedure (3 epochs)", lambda: (reference_kmeans(rows, k), {"iterations": "3 epochs of mini-batch steps"}))
+    measure(
+        "reference procedure (3 epochs)",
+        lambda: (reference_kmeans(rows, k), {"iterations": "3 epochs of mini-batch steps"}),
+    )
     return results
 
 
@@ -622,15 +698,31 @@ def machine() -> dict[str, Any]:
 
     model = cpu_model()
     versions = {}
-    for name in ("fsdkit", "textbrewer", "torchdistill", "torch-cka", "cka-pytorch", "ckatorch", "scikit-learn", "transformers"):
+    for name in (
+        "fsdkit",
+        "textbrewer",
+        "torchdistill",
+        "torch-cka",
+        "cka-pytorch",
+        "ckatorch",
+        "scikit-learn",
+        "transformers",
+    ):
         try:
             from importlib.metadata import version
 
             versions[name] = version(name)
         except Exception:  # noqa: BLE001 — not installed
             versions[name] = None
-    return {"cpu_model": model, "cpu_count": os.cpu_count(), "torch_version": torch.__version__, "torch_threads": THREADS,
-            "python": platform.python_version(), "platform": platform.platform(), "versions": versions}
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "torch_threads": THREADS,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def fmt_ratio(a, b) -> str:
@@ -652,22 +744,32 @@ def cka_findings(rows: dict[str, Any]) -> list[str]:
     libraries = {n: r for n, r in rows.items() if r.get("status") == "ok" and not n.startswith(("fsdkit", "bare"))}
     slower = [n for n, r in libraries.items() if r["seconds"] < rows[fsdkit_counterpart(n, r, rows)]["seconds"]]
     if libraries:
-        notes.append("- fsdkit is faster than every CKA library measured here (each against fsdkit in its own mode): "
-                     + ("**yes**" if not slower else f"**no** ({', '.join(slower)} faster)"))
+        notes.append(
+            "- fsdkit is faster than every CKA library measured here (each against fsdkit in its own mode): "
+            + ("**yes**" if not slower else f"**no** ({', '.join(slower)} faster)")
+        )
     bare = rows.get("bare Gram products (lower bound)", {}).get("seconds")
     for name in ("fsdkit linear_cka", "fsdkit debiased_cka"):
         if bare and rows.get(name, {}).get("seconds"):
-            notes.append(f"- {name} (forward + backward) takes {rows[name]['seconds'] / bare:.2f}× the bare Gram "
-                         "products' time (≤ 1.5).")
+            notes.append(
+                f"- {name} (forward + backward) takes {rows[name]['seconds'] / bare:.2f}× the bare Gram "
+                "products' time (≤ 1.5)."
+            )
     for name, r in rows.items():
         if r.get("status") != "ok" or r.get("agrees_1e-5", True):
             continue
         own = rows[fsdkit_counterpart(name, {"backward": True}, rows)].get("max_abs_diff_float64")
         theirs = r.get("max_abs_diff_float64")
         if own is not None and theirs is not None:
-            closer = "fsdkit's float32 value is the less accurate one" if own > theirs else f"{name} is the less accurate one"
-            notes.append(f"- {name} differs from fsdkit by {r['max_abs_diff']:.1e}: against float64, fsdkit is off by "
-                         f"{own:.1e} and {name} by {theirs:.1e} — {closer}.")
+            closer = (
+                "fsdkit's float32 value is the less accurate one"
+                if own > theirs
+                else f"{name} is the less accurate one"
+            )
+            notes.append(
+                f"- {name} differs from fsdkit by {r['max_abs_diff']:.1e}: against float64, fsdkit is off by "
+                f"{own:.1e} and {name} by {theirs:.1e} — {closer}."
+            )
     return notes
 
 
@@ -685,16 +787,19 @@ def training_section(train: dict[str, Any] | None) -> list[str]:
     if not isinstance(train, dict) or "paired" not in train:
         return ["Not measured in this form (re-run `--parts training`).", ""]
     st, paired, alone = train["settings"], train["paired"], train["alone"]
-    lines = [f"Throughput: every configuration in one process, taking turns pass by pass — {st['paired_reps']} rounds, "
-             f"each one pass of every configuration over the same {st['n_batches']} batches (the order rotated by one "
-             f"place each round; {st['warmup']} warm-up steps each before the first round). Each configuration runs its "
-             "library's own loop in its own thread; only the one whose turn it is runs. examples/s is the median of its "
-             "passes; a ratio is the median over the rounds of the ratio within a round, so a change of the machine's "
-             "speed between rounds (seen here: up to 2× over minutes) cancels out. Memory: each configuration alone in "
-             f"its own process ({st['reps']} passes; its throughput there in the 'alone' column), peak RSS and "
-             "'training' = peak minus the RSS after loading the models.", "",
-             "| Configuration | examples/s | relative to fsdkit VKD | alone: examples/s | peak RSS (MB) | training (MB) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Throughput: every configuration in one process, taking turns pass by pass — {st['paired_reps']} rounds, "
+        f"each one pass of every configuration over the same {st['n_batches']} batches (the order rotated by one "
+        f"place each round; {st['warmup']} warm-up steps each before the first round). Each configuration runs its "
+        "library's own loop in its own thread; only the one whose turn it is runs. examples/s is the median of its "
+        "passes; a ratio is the median over the rounds of the ratio within a round, so a change of the machine's "
+        "speed between rounds (seen here: up to 2× over minutes) cancels out. Memory: each configuration alone in "
+        f"its own process ({st['reps']} passes; its throughput there in the 'alone' column), peak RSS and "
+        "'training' = peak minus the RSS after loading the models.",
+        "",
+        "| Configuration | examples/s | relative to fsdkit VKD | alone: examples/s | peak RSS (MB) | training (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
     if paired.get("status") == "unavailable":
         return lines + [f"| (all) | unavailable: {paired['error'].splitlines()[0][:160]} | – | – | – | – |", ""]
     for name in TRAIN_CONFIGS:
@@ -704,28 +809,39 @@ def training_section(train: dict[str, Any] | None) -> list[str]:
         if r["status"] != "ok":
             lines.append(f"| {name} | unavailable: {r['error'].splitlines()[0][:120]} | – | – | – | – |")
             continue
-        memory = (f"{a['examples_per_second']:.1f} | {a['peak_rss_mb']:.0f} | {a['training_rss_mb']:.0f}"
-                  if a.get("status") == "ok" else "– | – | –")
-        lines.append(f"| {name} | {r['examples_per_second']:.1f} | {fmt_ratio(paired_ratio(paired, name, 'fsdkit-vkd'), 1)} | "
-                     f"{memory} |")
+        memory = (
+            f"{a['examples_per_second']:.1f} | {a['peak_rss_mb']:.0f} | {a['training_rss_mb']:.0f}"
+            if a.get("status") == "ok"
+            else "– | – | –"
+        )
+        lines.append(
+            f"| {name} | {r['examples_per_second']:.1f} | {fmt_ratio(paired_ratio(paired, name, 'fsdkit-vkd'), 1)} | "
+            f"{memory} |"
+        )
     ratio = lambda a, b: fmt_ratio(paired_ratio(paired, a, b), 1)  # noqa: E731
     speed = lambda c: paired["configs"].get(c, {}).get("examples_per_second") or 0  # noqa: E731
     peer = max(("textbrewer-vkd", "torchdistill-vkd"), key=speed)
-    lines += ["", "Ratios (target in brackets):", "",
-              f"- FSD / VKD throughput, live teacher: **{ratio('fsdkit-fsd', 'fsdkit-vkd')}** (≥ 0.95; the paper: 0.92)",
-              f"- FSD / VKD throughput, both with the teacher-output cache: **{ratio('fsdkit-fsd-cache', 'fsdkit-vkd-cache')}** (≥ 0.97)",
-              f"- fsdkit VKD / the fastest peer's VKD ({peer}): live teacher **{ratio('fsdkit-vkd', peer)}** (≥ 1), "
-              f"teacher-output cache **{ratio('fsdkit-vkd-cache', peer)}** (≥ 1.5)",
-              f"- FSD (cache) / VKD (live): **{ratio('fsdkit-fsd-cache', 'fsdkit-vkd')}**",
-              f"- cache speed-up, VKD: **{ratio('fsdkit-vkd-cache', 'fsdkit-vkd')}×**; FSD: **{ratio('fsdkit-fsd-cache', 'fsdkit-fsd')}×**",
-              f"- TextBrewer / fsdkit (VKD): {ratio('textbrewer-vkd', 'fsdkit-vkd')}; "
-              f"torchdistill / fsdkit (VKD): {ratio('torchdistill-vkd', 'fsdkit-vkd')}"]
+    lines += [
+        "",
+        "Ratios (target in brackets):",
+        "",
+        f"- FSD / VKD throughput, live teacher: **{ratio('fsdkit-fsd', 'fsdkit-vkd')}** (≥ 0.95; the paper: 0.92)",
+        f"- FSD / VKD throughput, both with the teacher-output cache: **{ratio('fsdkit-fsd-cache', 'fsdkit-vkd-cache')}** (≥ 0.97)",
+        f"- fsdkit VKD / the fastest peer's VKD ({peer}): live teacher **{ratio('fsdkit-vkd', peer)}** (≥ 1), "
+        f"teacher-output cache **{ratio('fsdkit-vkd-cache', peer)}** (≥ 1.5)",
+        f"- FSD (cache) / VKD (live): **{ratio('fsdkit-fsd-cache', 'fsdkit-vkd')}**",
+        f"- cache speed-up, VKD: **{ratio('fsdkit-vkd-cache', 'fsdkit-vkd')}×**; FSD: **{ratio('fsdkit-fsd-cache', 'fsdkit-fsd')}×**",
+        f"- TextBrewer / fsdkit (VKD): {ratio('textbrewer-vkd', 'fsdkit-vkd')}; "
+        f"torchdistill / fsdkit (VKD): {ratio('torchdistill-vkd', 'fsdkit-vkd')}",
+    ]
     cache = alone.get("fsdkit-fsd-cache", {})
     if cache.get("cache_build_seconds"):
         per_example = cache["cache_build_seconds"] / cache["cache_examples"]
-        lines += [f"- cache build: {cache['cache_build_seconds']:.1f} s for {cache['cache_examples']} examples "
-                  f"({1 / per_example:.1f} examples/s, one teacher pass; {cache['cache_bytes'] / 2**20:.1f} MB for the "
-                  "penultimate layer + logits) — paid once per task and teacher, then shared by every epoch, method and seed"]
+        lines += [
+            f"- cache build: {cache['cache_build_seconds']:.1f} s for {cache['cache_examples']} examples "
+            f"({1 / per_example:.1f} examples/s, one teacher pass; {cache['cache_bytes'] / 2**20:.1f} MB for the "
+            "penultimate layer + logits) — paid once per task and teacher, then shared by every epoch, method and seed"
+        ]
     return lines
 
 
@@ -739,69 +855,120 @@ def render(results: dict[str, Any]) -> str:
         if part in runs:
             r = runs[part]
             where = r.get("machine")
-            where = (f"{where['cpu_model']}, {where['cpu_count']} CPUs, torch {where['torch_version']}" if where
-                     else "machine not recorded (measured before parts recorded theirs)")
+            where = (
+                f"{where['cpu_model']}, {where['cpu_count']} CPUs, torch {where['torch_version']}"
+                if where
+                else "machine not recorded (measured before parts recorded theirs)"
+            )
             if r.get("host_memory"):
                 where += f", host memory {r['host_memory']}"
-            measured.append(f"- {part}: `{results['commands'][part]}` — {r['finished_at']}, {where}, fsdkit commit "
-                            f"{str(r['git_commit'])[:10]}, load average (1/5/15 min) {fmt_load(r['load_start'])} at "
-                            f"start, {fmt_load(r['load_end'])} at end" + (f"; {r['conditions']}" if r.get("conditions") else ""))
+            measured.append(
+                f"- {part}: `{results['commands'][part]}` — {r['finished_at']}, {where}, fsdkit commit "
+                f"{str(r['git_commit'])[:10]}, load average (1/5/15 min) {fmt_load(r['load_start'])} at "
+                f"start, {fmt_load(r['load_end'])} at end" + (f"; {r['conditions']}" if r.get("conditions") else "")
+            )
         elif part in results:  # a results file written before per-part runs were recorded
-            measured.append(f"- {part}: `{results['command']}` — load average {fmt_load(results['load_start'])} at "
-                            f"start of the whole run, {fmt_load(results['load_end'])} at its end")
-    lines = ["# fsdkit speed suite", "",
-             f"Machine of the latest part run: {m['cpu_model']}, {m['cpu_count']} CPUs, torch {m['torch_version']}, "
-             f"{m['torch_threads']} threads, Python {m['python']} (each part below names its own). A load average above "
-             "the 2 cores means other jobs competed for them: absolute numbers are then pessimistic; the ratios inside "
-             "one table come from one run.",
-             "", "Measured (each part by its own command; `--parts` re-runs some and keeps the others):", "", *measured,
-             "", "Library versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", "",
-             "Installation (setup.sh):", "", *(f"- {line}" for line in results.get("install_status", [])), "",
-             "## Training throughput (vanilla KD, MiniLM → 3-layer student, MRPC, batch 32, max length 128)", ""]
+            measured.append(
+                f"- {part}: `{results['command']}` — load average {fmt_load(results['load_start'])} at "
+                f"start of the whole run, {fmt_load(results['load_end'])} at its end"
+            )
+    lines = [
+        "# fsdkit speed suite",
+        "",
+        f"Machine of the latest part run: {m['cpu_model']}, {m['cpu_count']} CPUs, torch {m['torch_version']}, "
+        f"{m['torch_threads']} threads, Python {m['python']} (each part below names its own). A load average above "
+        "the 2 cores means other jobs competed for them: absolute numbers are then pessimistic; the ratios inside "
+        "one table come from one run.",
+        "",
+        "Measured (each part by its own command; `--parts` re-runs some and keeps the others):",
+        "",
+        *measured,
+        "",
+        "Library versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
+        "",
+        "Installation (setup.sh):",
+        "",
+        *(f"- {line}" for line in results.get("install_status", [])),
+        "",
+        "## Training throughput (vanilla KD, MiniLM → 3-layer student, MRPC, batch 32, max length 128)",
+        "",
+    ]
     lines += training_section(results.get("training"))
     lines += ["", "## What FSD must compute beyond VKD (the bound on FSD / VKD)", ""]
     lines += floor_section(results.get("floor"))
     lines += ["", "## Freed host memory kept for the next step, against glibc's allocator as it comes", ""]
     lines += host_memory_section(results.get("host_memory"))
-    lines += ["", "## Host synchronisations per training step (fsdkit VKD and FSD)", ""] + syncs_section(results.get("syncs"))
+    lines += ["", "## Host synchronisations per training step (fsdkit VKD and FSD)", ""] + syncs_section(
+        results.get("syncs")
+    )
     lines += ["", "## CKA of FSDI and FSDL (forward + backward; forward only where marked)", ""]
     reps = next((b.get("reps") for b in results.get("cka", {}).values() if b.get("order") == "interleaved"), None)
     if reps:
-        lines += [f"Each time is the median of {reps} rounds; every round calls every implementation once, the order "
-                  "rotated each round, so a drift of the machine's speed reaches them alike.", ""]
+        lines += [
+            f"Each time is the median of {reps} rounds; every round calls every implementation once, the order "
+            "rotated each round, so a drift of the machine's speed reaches them alike.",
+            "",
+        ]
     for view, block in results.get("cka", {}).items():
-        desc = ("FSDI: one CKA per sample over its tokens" if view == "intra" else "FSDL: one CKA over the batch's flattened rows")
-        lines += [f"### {view} — {desc}; x {block['shape_x']}, y {block['shape_y']}", "",
-                  "| Implementation | time (ms) | relative to fsdkit | max abs diff to fsdkit | agrees to 1e-5 | "
-                  "max abs diff to float64 |", "|---|---|---|---|---|---|"]
+        desc = (
+            "FSDI: one CKA per sample over its tokens"
+            if view == "intra"
+            else "FSDL: one CKA over the batch's flattened rows"
+        )
+        lines += [
+            f"### {view} — {desc}; x {block['shape_x']}, y {block['shape_y']}",
+            "",
+            "| Implementation | time (ms) | relative to fsdkit | max abs diff to fsdkit | agrees to 1e-5 | "
+            "max abs diff to float64 |",
+            "|---|---|---|---|---|---|",
+        ]
         res = block["results"]
         for name, r in res.items():
             if r["status"] != "ok":
                 lines.append(f"| {name} | unavailable: {r['error'][:100]} | – | – | – | – |")
                 continue
             ref = res[fsdkit_counterpart(name, r, res)].get("seconds")
-            diff = f"{r['max_abs_diff']:.2e}" if "max_abs_diff" in r else "(reference)" if name.startswith("fsdkit") else "–"
+            diff = (
+                f"{r['max_abs_diff']:.2e}"
+                if "max_abs_diff" in r
+                else "(reference)"
+                if name.startswith("fsdkit")
+                else "–"
+            )
             agree = ("yes" if r["agrees_1e-5"] else "**no**") if "agrees_1e-5" in r else "–"
             exact = f"{r['max_abs_diff_float64']:.2e}" if "max_abs_diff_float64" in r else "–"
             label = name + ("" if r["backward"] else f" — forward only{': ' + r['note'] if r.get('note') else ''}")
-            lines.append(f"| {label} | {1000 * r['seconds']:.2f} | {fmt_ratio(r['seconds'], ref)} | {diff} | {agree} | {exact} |")
+            lines.append(
+                f"| {label} | {1000 * r['seconds']:.2f} | {fmt_ratio(r['seconds'], ref)} | {diff} | {agree} | {exact} |"
+            )
         lines += [""] + cka_findings(res) + [""]
     km = results.get("kmeans")
     if km is None:
         return "\n".join(lines + ["## k-means of the teacher memory", "", "Not measured (see `--parts`).", ""]) + "\n"
-    lines += [f"## k-means of the teacher memory ({km['rows'][0]} MRPC rows × {km['rows'][1]} dims — flattened penultimate "
-              f"layer — K = {km['k']})", "", "| Procedure | time (s) | final inertia | relative to fsdkit | iterations |",
-              "|---|---|---|---|---|"]
+    lines += [
+        f"## k-means of the teacher memory ({km['rows'][0]} MRPC rows × {km['rows'][1]} dims — flattened penultimate "
+        f"layer — K = {km['k']})",
+        "",
+        "| Procedure | time (s) | final inertia | relative to fsdkit | iterations |",
+        "|---|---|---|---|---|",
+    ]
     ref = km["fsdkit kmeans"]["inertia"]
     for name in ("fsdkit kmeans", "scikit-learn KMeans", "reference procedure (3 epochs)"):
         r = km[name]
-        lines.append(f"| {name} | {r['seconds']:.2f} | {r['inertia']:.4g} | {r['inertia'] / ref:.3f} | {r['iterations']} |")
+        lines.append(
+            f"| {name} | {r['seconds']:.2f} | {r['inertia']:.4g} | {r['inertia'] / ref:.3f} | {r['iterations']} |"
+        )
     sk = km["scikit-learn KMeans"]
-    lines += ["", f"- fsdkit / scikit-learn time: **{km['fsdkit kmeans']['seconds'] / sk['seconds']:.2f}** (≤ 0.15) at "
-              f"inertia {ref / sk['inertia']:.4f} × scikit-learn's (within 1 %: {abs(ref / sk['inertia'] - 1) <= 0.01})"]
+    lines += [
+        "",
+        f"- fsdkit / scikit-learn time: **{km['fsdkit kmeans']['seconds'] / sk['seconds']:.2f}** (≤ 0.15) at "
+        f"inertia {ref / sk['inertia']:.4f} × scikit-learn's (within 1 %: {abs(ref / sk['inertia'] - 1) <= 0.01})",
+    ]
     if "encoding_seconds" in km:
-        lines.append(f"- the memory build's encoding pass (the teacher's forward over the {km['rows'][0]} rows, batch 64), "
-                     f"not part of the k-means times above: {km['encoding_seconds']:.1f} s")
+        lines.append(
+            f"- the memory build's encoding pass (the teacher's forward over the {km['rows'][0]} rows, batch 64), "
+            f"not part of the k-means times above: {km['encoding_seconds']:.1f} s"
+        )
     lines += ["", "Raw numbers: [results.json](results.json)."]
     return "\n".join(lines) + "\n"
 
@@ -813,24 +980,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-batches", type=int, default=6, help="batches per timed pass")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up steps before the timed passes")
     parser.add_argument("--reps", type=int, default=3, help="timed passes of a configuration alone in its process")
-    parser.add_argument("--cka-reps", type=int, default=50,
-                        help="rounds of the CKA timings (each round calls every implementation once, rotated)")
-    parser.add_argument("--paired-reps", type=int, default=8,
-                        help="rounds of the configurations taking turns in one process (one pass each per round)")
-    parser.add_argument("--floor-reps", type=int, default=8,
-                        help="rounds of the floor part (VKD's and FSD's steps and FSD's floor taking turns)")
+    parser.add_argument(
+        "--cka-reps",
+        type=int,
+        default=50,
+        help="rounds of the CKA timings (each round calls every implementation once, rotated)",
+    )
+    parser.add_argument(
+        "--paired-reps",
+        type=int,
+        default=8,
+        help="rounds of the configurations taking turns in one process (one pass each per round)",
+    )
+    parser.add_argument(
+        "--floor-reps",
+        type=int,
+        default=8,
+        help="rounds of the floor part (VKD's and FSD's steps and FSD's floor taking turns)",
+    )
     parser.add_argument("--kmeans-rows", type=int, default=1024)
     parser.add_argument("--kmeans-k", type=int, default=100)
     parser.add_argument("--configs", default=",".join(TRAIN_CONFIGS))
-    parser.add_argument("--parts", default=",".join(PARTS),
-                        help="which measurements to (re)run; the others are kept from OUTPUT_DIR/results.json")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="which measurements to (re)run; the others are kept from OUTPUT_DIR/results.json",
+    )
     parser.add_argument("--render-only", action="store_true", help="rewrite SPEED.md from OUTPUT_DIR/results.json")
-    parser.add_argument("--conditions", default=None,
-                        help="what the load average cannot tell (e.g. other jobs paused), recorded with each part run")
-    parser.add_argument("--host-memory", choices=("reuse", "system"), default="reuse",
-                        help="reuse: the training processes keep freed host memory for the next step, as fsdkit's "
-                             "runs do (fsdkit.training.host_memory; process-wide, so the other libraries get it too); "
-                             "system: glibc's defaults")
+    parser.add_argument(
+        "--conditions",
+        default=None,
+        help="what the load average cannot tell (e.g. other jobs paused), recorded with each part run",
+    )
+    parser.add_argument(
+        "--host-memory",
+        choices=("reuse", "system"),
+        default="reuse",
+        help="reuse: the training processes keep freed host memory for the next step, as fsdkit's "
+        "runs do (fsdkit.training.host_memory; process-wide, so the other libraries get it too); "
+        "system: glibc's defaults",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -847,7 +1036,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 — recorded by the parent
             import traceback
 
-            result = {"config": args.worker, "status": "unavailable", "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"}
+            result = {
+                "config": args.worker,
+                "status": "unavailable",
+                "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}",
+            }
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -865,9 +1058,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--parts: unknown {sorted(unknown)}; choose from {', '.join(PARTS)}")
     status_file = Path(sys.prefix) / "install-status.txt"  # written by setup.sh
     previous = out / "results.json"
-    results: dict[str, Any] = json.loads(previous.read_text()) if set(parts) != set(PARTS) and previous.is_file() else {}
-    results.update({"machine": machine(), "install_status": status_file.read_text().splitlines() if status_file.is_file() else [],
-                    "settings": {                                 "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}})
+    results: dict[str, Any] = (
+        json.loads(previous.read_text()) if set(parts) != set(PARTS) and previous.is_file() else {}
+    )
+    results.update(
+        {
+            "machine": machine(),
+            "install_status": status_file.read_text().splitlines() if status_file.is_file() else [],
+            "settings": {"batch_size": BATCH_SIZE, "max_length": MAX_LENGTH},
+        }
+    )
     results.setdefault("commands", {})
     results.setdefault("part_runs", {})
     for part in parts:
@@ -875,10 +1075,15 @@ def main(argv: list[str] | None = None) -> int:
         results[part] = MEASURE[part](args)
         results["commands"][part] = command.strip()
         here = results["machine"]  # each part keeps the machine it ran on: parts of one file may come from several
-        results["part_runs"][part] = {"load_start": started, "load_end": os.getloadavg(), "git_commit": git_commit(),
-                                      "finished_at": time.strftime("%Y-%m-%d %H:%M"), "conditions": args.conditions,
-                                      "host_memory": args.host_memory,
-                                      "machine": {k: here[k] for k in ("cpu_model", "cpu_count", "torch_version")}}
+        results["part_runs"][part] = {
+            "load_start": started,
+            "load_end": os.getloadavg(),
+            "git_commit": git_commit(),
+            "finished_at": time.strftime("%Y-%m-%d %H:%M"),
+            "conditions": args.conditions,
+            "host_memory": args.host_memory,
+            "machine": {k: here[k] for k in ("cpu_model", "cpu_count", "torch_version")},
+        }
         print(json.dumps({part: results[part]})[:2000], flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -890,19 +1095,40 @@ def main(argv: list[str] | None = None) -> int:
 def run_worker_command(args) -> dict[str, Any]:
     """``--worker paired:A,B,...`` (the configurations taking turns in this process) or ``--worker CONFIG`` (alone)."""
     if args.worker.startswith("paired:"):
-        return run_paired(args.worker.removeprefix("paired:").split(","), args.glue_dir, args.n_batches, args.warmup,
-                          args.reps)
+        return run_paired(
+            args.worker.removeprefix("paired:").split(","), args.glue_dir, args.n_batches, args.warmup, args.reps
+        )
     return run_worker(args.worker, args.glue_dir, args.n_batches, args.warmup, args.reps)
 
 
 def _worker(args, config: str, *extra: str) -> dict[str, Any]:
     """Run ``--worker config`` in a fresh process; its RESULT line, or the failure."""
-    cmd = [sys.executable, __file__, "--worker", config, "--glue-dir", args.glue_dir, "--n-batches", str(args.n_batches),
-           "--warmup", str(args.warmup), "--host-memory", args.host_memory, *extra]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        config,
+        "--glue-dir",
+        args.glue_dir,
+        "--n-batches",
+        str(args.n_batches),
+        "--warmup",
+        str(args.warmup),
+        "--host-memory",
+        args.host_memory,
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-    return json.loads(line[7:]) if line else {"config": config, "status": "unavailable",
-                                              "error": f"worker exited {proc.returncode}: {proc.stderr[-2000:]}"}
+    return (
+        json.loads(line[7:])
+        if line
+        else {
+            "config": config,
+            "status": "unavailable",
+            "error": f"worker exited {proc.returncode}: {proc.stderr[-2000:]}",
+        }
+    )
 
 
 def train_bench(args) -> dict[str, Any]:
@@ -937,6 +1163,7 @@ class CountedBatches(TimedBatches):
             def read(tensor, *args, **kwargs):
                 reads[0] += 1
                 return real[name](tensor, *args, **kwargs)
+
             return read
 
         self.step_reads: list[int] = []
@@ -981,16 +1208,23 @@ def sync_bench(args) -> dict[str, Any]:
 def syncs_section(syncs: dict[str, Any] | None) -> list[str]:
     if not syncs:
         return ["Not measured (see `--parts`)."]
-    lines = ["Reads of tensor values into Python per training step (`.item()`, `.tolist()`, `bool(t)`, ...: on an "
-             "accelerator each one makes the host wait for the device), counted over the steps of one pass (live "
-             "teacher); \"accelerator\": the similarities on their accelerator path (the CPU taken for one).", "",
-             "| Configuration | reads per step |", "|---|---|"]
+    lines = [
+        "Reads of tensor values into Python per training step (`.item()`, `.tolist()`, `bool(t)`, ...: on an "
+        "accelerator each one makes the host wait for the device), counted over the steps of one pass (live "
+        'teacher); "accelerator": the similarities on their accelerator path (the CPU taken for one).',
+        "",
+        "| Configuration | reads per step |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {', '.join(map(str, r['reads_per_step']))} |" for name, r in syncs.items()]
     vkd, fsd = (syncs.get(f"fsdkit-{m} (accelerator)", {}).get("reads_per_step") for m in ("vkd", "fsd"))
     if vkd and fsd:
-        lines += ["", f"- FSD's structure terms add **{max(fsd) - max(vkd)}** reads per step on the accelerator path "
-                  "(target 6: none); VKD's are transformers' two attention-mask checks (one per model) and the trainer's "
-                  "one finiteness check of the loss."]
+        lines += [
+            "",
+            f"- FSD's structure terms add **{max(fsd) - max(vkd)}** reads per step on the accelerator path "
+            "(target 6: none); VKD's are transformers' two attention-mask checks (one per model) and the trainer's "
+            "one finiteness check of the loss.",
+        ]
     return lines
 
 
@@ -1037,9 +1271,10 @@ class FloorWork:
         self.generator = torch.Generator().manual_seed(seed)
         config = lambda layers: BertConfig(hidden_size=self.width, num_hidden_layers=layers, num_attention_heads=12)  # noqa: E731
         ctx = TermContext(config(3), config(6), get_task("mrpc"), max_length=MAX_LENGTH)
-        memory = TeacherMemory(torch.randn(k, d, generator=self.generator) * 0.5,
-                               {"layer": "penultimate", "pooling": "flatten", "max_length": MAX_LENGTH,
-                                "hidden_size": self.width})
+        memory = TeacherMemory(
+            torch.randn(k, d, generator=self.generator) * 0.5,
+            {"layer": "penultimate", "pooling": "flatten", "max_length": MAX_LENGTH, "hidden_size": self.width},
+        )
         self.terms = [(spec.weight, build_term(spec.name, ctx, spec.options)) for spec in fsd_term_specs(memory)]
         self.student_memory = self.terms[2][1].student_memory
         self.m_s, self.m_t = self.student_memory.detach(), memory.centroids
@@ -1125,13 +1360,16 @@ def floor_rounds(floor: dict[str, Any]) -> dict[str, Any] | None:
     passes = {name: configs[name]["pass_seconds"] for name in names}
     work = {w: passes[floor_config(w)] for w in FLOOR_WORK}
     per_step = lambda seconds: 1000 * statistics.median(seconds) / floor["n_batches"]  # noqa: E731
-    out: dict[str, Any] = {"ms_per_step": {**{w: per_step(work[w]) for w in FLOOR_WORK},
-                                           **{c: per_step(passes[c]) for c in FLOOR_STEPS}}, "teachers": {}}
+    out: dict[str, Any] = {
+        "ms_per_step": {**{w: per_step(work[w]) for w in FLOOR_WORK}, **{c: per_step(passes[c]) for c in FLOOR_STEPS}},
+        "teachers": {},
+    }
     for teacher, suffix in (("live", ""), ("cache", "-cache")):
         vkd, fsd = passes["fsdkit-vkd" + suffix], passes["fsdkit-fsd" + suffix]
         rounds = range(len(vkd))
-        least = [work["products"][r] - (work["teacher_products"][r] if suffix else 0) + work["optimizer"][r]
-                 for r in rounds]
+        least = [
+            work["products"][r] - (work["teacher_products"][r] if suffix else 0) + work["optimizer"][r] for r in rounds
+        ]
         out["teachers"][teacher] = {
             "bound": statistics.median(vkd[r] / (vkd[r] + least[r]) for r in rounds),
             "as_run": statistics.median(vkd[r] / (vkd[r] + work["terms"][r] + work["optimizer"][r]) for r in rounds),
@@ -1146,47 +1384,66 @@ def floor_section(floor: dict[str, Any] | None) -> list[str]:
         return ["Not measured (see `--parts`)."]
     rounds = floor_rounds(floor) if "paired" in floor else None
     if rounds is None:
-        failed = {c: r.get("error", "") for c, r in floor.get("paired", {}).get("configs", {}).items()
-                  if r.get("status") != "ok"} or {"(all)": floor.get("paired", {}).get("error", "not in this form")}
-        return ["Not measured in this form (re-run `--parts floor`): " +
-                "; ".join(f"{c}: {e.splitlines()[0][:120] if e else '?'}" for c, e in failed.items())]
+        failed = {
+            c: r.get("error", "")
+            for c, r in floor.get("paired", {}).get("configs", {}).items()
+            if r.get("status") != "ok"
+        } or {"(all)": floor.get("paired", {}).get("error", "not in this form")}
+        return [
+            "Not measured in this form (re-run `--parts floor`): "
+            + "; ".join(f"{c}: {e.splitlines()[0][:120] if e else '?'}" for c, e in failed.items())
+        ]
     ms = rounds["ms_per_step"]
-    lines = [f"One process, {floor['reps']} rounds; in each round every configuration below makes one pass over the "
-             f"training part's {floor['n_batches']} batches (padded lengths {', '.join(map(str, floor['padded_lengths']))}), "
-             "the order rotated by one place each round — fsdkit's VKD and FSD training steps (live teacher and "
-             "teacher-output cache) and, on each batch's shapes, what FSD's terms compute. Per step, the median pass "
-             "over the batches:", "",
-             "| What | ms per step |", "|---|---|",
-             f"| fsdkit VKD step, live teacher | {ms['fsdkit-vkd']:.0f} |",
-             f"| fsdkit FSD step, live teacher | {ms['fsdkit-fsd']:.0f} |",
-             f"| fsdkit VKD step, teacher-output cache | {ms['fsdkit-vkd-cache']:.0f} |",
-             f"| fsdkit FSD step, teacher-output cache | {ms['fsdkit-fsd-cache']:.0f} |",
-             f"| fsdkit's FSD terms (intra + local + memory), forward + backward | {ms['terms']:.1f} |",
-             f"| only the matrix products they need, forward + backward | {ms['products']:.1f} |",
-             f"| of which the teacher's per-example products (cacheable) | {ms['teacher_products']:.1f} |",
-             f"| of which the centroid structure's M_S M_Sᵀ and (Ġ + Ġᵀ) M_S (any batch) | "
-             f"{ms.get('centroid_products', float('nan')):.1f} |",
-             f"| the student memory's extra AdamW update | {ms['optimizer']:.1f} |", "",
-             "FSD / VKD, each the median over the rounds of the ratio within a round (the bound: VKD's step over VKD's "
-             "step plus the products and the update; a cache spares the teacher's per-example products; general matrix "
-             "products — a symmetric rank-k product, which torch does not expose, would halve the forward of each "
-             "self-Gram such as M_S M_Sᵀ):", "",
-             "| teacher | FSD / VKD at most | with fsdkit's terms as they run | measured (range over rounds) | target |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"One process, {floor['reps']} rounds; in each round every configuration below makes one pass over the "
+        f"training part's {floor['n_batches']} batches (padded lengths {', '.join(map(str, floor['padded_lengths']))}), "
+        "the order rotated by one place each round — fsdkit's VKD and FSD training steps (live teacher and "
+        "teacher-output cache) and, on each batch's shapes, what FSD's terms compute. Per step, the median pass "
+        "over the batches:",
+        "",
+        "| What | ms per step |",
+        "|---|---|",
+        f"| fsdkit VKD step, live teacher | {ms['fsdkit-vkd']:.0f} |",
+        f"| fsdkit FSD step, live teacher | {ms['fsdkit-fsd']:.0f} |",
+        f"| fsdkit VKD step, teacher-output cache | {ms['fsdkit-vkd-cache']:.0f} |",
+        f"| fsdkit FSD step, teacher-output cache | {ms['fsdkit-fsd-cache']:.0f} |",
+        f"| fsdkit's FSD terms (intra + local + memory), forward + backward | {ms['terms']:.1f} |",
+        f"| only the matrix products they need, forward + backward | {ms['products']:.1f} |",
+        f"| of which the teacher's per-example products (cacheable) | {ms['teacher_products']:.1f} |",
+        f"| of which the centroid structure's M_S M_Sᵀ and (Ġ + Ġᵀ) M_S (any batch) | "
+        f"{ms.get('centroid_products', float('nan')):.1f} |",
+        f"| the student memory's extra AdamW update | {ms['optimizer']:.1f} |",
+        "",
+        "FSD / VKD, each the median over the rounds of the ratio within a round (the bound: VKD's step over VKD's "
+        "step plus the products and the update; a cache spares the teacher's per-example products; general matrix "
+        "products — a symmetric rank-k product, which torch does not expose, would halve the forward of each "
+        "self-Gram such as M_S M_Sᵀ):",
+        "",
+        "| teacher | FSD / VKD at most | with fsdkit's terms as they run | measured (range over rounds) | target |",
+        "|---|---|---|---|---|",
+    ]
     for teacher, label, target in (("live", "live teacher", 0.95), ("cache", "teacher-output cache", 0.97)):
         r = rounds["teachers"][teacher]
         low, high = r["measured_range"]
-        lines.append(f"| {label} | {r['bound']:.3f} | {r['as_run']:.3f} | {r['measured']:.3f} ({low:.2f}–{high:.2f}) | "
-                     f"≥ {target} |")
+        lines.append(
+            f"| {label} | {r['bound']:.3f} | {r['as_run']:.3f} | {r['measured']:.3f} ({low:.2f}–{high:.2f}) | "
+            f"≥ {target} |"
+        )
     lines.append("")
     for teacher, label, target in (("live", "live teacher", 0.95), ("cache", "teacher-output cache", 0.97)):
         step = ms["fsdkit-vkd" + ("-cache" if teacher == "cache" else "")]
         budget = step * (1 / target - 1)
         least = ms["products"] - (ms["teacher_products"] if teacher == "cache" else 0) + ms["optimizer"]
-        lines.append(f"- {label}: FSD / VKD ≥ {target} leaves FSD {budget:.1f} ms per step beyond VKD's {step:.0f}; the "
-                     f"products and the update alone take {least:.1f}"
-                     + (f", the centroid structure's two products {ms['centroid_products']:.1f}"
-                        if "centroid_products" in ms else "") + f": {'within' if least <= budget else 'beyond'} it")
+        lines.append(
+            f"- {label}: FSD / VKD ≥ {target} leaves FSD {budget:.1f} ms per step beyond VKD's {step:.0f}; the "
+            f"products and the update alone take {least:.1f}"
+            + (
+                f", the centroid structure's two products {ms['centroid_products']:.1f}"
+                if "centroid_products" in ms
+                else ""
+            )
+            + f": {'within' if least <= budget else 'beyond'} it"
+        )
     return lines
 
 
@@ -1204,24 +1461,34 @@ def host_memory_bench(args) -> dict[str, Any]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for config in HOST_MEMORY_CONFIGS:
         for mode in HOST_MEMORY_ORDER:
-            result = _worker(argparse.Namespace(**{**vars(args), "host_memory": mode}), config, "--reps", str(args.reps))
+            result = _worker(
+                argparse.Namespace(**{**vars(args), "host_memory": mode}), config, "--reps", str(args.reps)
+            )
             runs.setdefault(config, {}).setdefault(mode, []).append(result)
-            print(json.dumps({"host_memory": config, "mode": mode, "result": {k: v for k, v in result.items()
-                                                                              if k != "error"}}), flush=True)
+            print(
+                json.dumps(
+                    {"host_memory": config, "mode": mode, "result": {k: v for k, v in result.items() if k != "error"}}
+                ),
+                flush=True,
+            )
     return {"n_batches": args.n_batches, "reps": args.reps, "order": list(HOST_MEMORY_ORDER), "runs": runs}
 
 
 def host_memory_section(result: dict[str, Any] | None) -> list[str]:
     if not result or "runs" not in result:
         return ["Not measured in this form (re-run `--parts host_memory`)."]
-    lines = [f"Each configuration alone in its own process, {result['reps']} timed passes over {result['n_batches']} "
-             f"batches after the warm-up, four processes per configuration in the order {', '.join(result['order'])}. "
-             "'kept': freed host memory kept for the next step, as fsdkit's runs do (`fsdkit.training.host_memory`, on "
-             "by default; `--no-reuse-host-memory` turns it off); 'glibc': the allocator as it comes (large tensors "
-             "mapped afresh and unmapped at every step, the heap trimmed). examples/s: the mean of the processes' medians; "
-             "page faults: the process's minor faults per step over the timed passes.", "",
-             "| Configuration | kept: examples/s | glibc: examples/s | kept / glibc | kept: page faults per step | "
-             "glibc: page faults per step |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Each configuration alone in its own process, {result['reps']} timed passes over {result['n_batches']} "
+        f"batches after the warm-up, four processes per configuration in the order {', '.join(result['order'])}. "
+        "'kept': freed host memory kept for the next step, as fsdkit's runs do (`fsdkit.training.host_memory`, on "
+        "by default; `--no-reuse-host-memory` turns it off); 'glibc': the allocator as it comes (large tensors "
+        "mapped afresh and unmapped at every step, the heap trimmed). examples/s: the mean of the processes' medians; "
+        "page faults: the process's minor faults per step over the timed passes.",
+        "",
+        "| Configuration | kept: examples/s | glibc: examples/s | kept / glibc | kept: page faults per step | "
+        "glibc: page faults per step |",
+        "|---|---|---|---|---|---|",
+    ]
     speed = {}
     for config, modes in result["runs"].items():
         ok = {mode: [r for r in runs if r.get("status") == "ok"] for mode, runs in modes.items()}
@@ -1231,13 +1498,18 @@ def host_memory_section(result: dict[str, Any] | None) -> list[str]:
             continue
         mean = lambda key, mode: statistics.mean(r[key] for r in ok[mode])  # noqa: E731
         speed[config] = {mode: mean("examples_per_second", mode) for mode in ("reuse", "system")}
-        lines.append(f"| {config} | {speed[config]['reuse']:.1f} | {speed[config]['system']:.1f} | "
-                     f"{speed[config]['reuse'] / speed[config]['system']:.2f} | "
-                     f"{mean('minor_faults_per_step', 'reuse'):.0f} | {mean('minor_faults_per_step', 'system'):.0f} |")
+        lines.append(
+            f"| {config} | {speed[config]['reuse']:.1f} | {speed[config]['system']:.1f} | "
+            f"{speed[config]['reuse'] / speed[config]['system']:.2f} | "
+            f"{mean('minor_faults_per_step', 'reuse'):.0f} | {mean('minor_faults_per_step', 'system'):.0f} |"
+        )
     if len(speed) == 2:
         vkd, fsd = speed["fsdkit-vkd-cache"], speed["fsdkit-fsd-cache"]
-        lines += ["", f"- FSD / VKD with the teacher-output cache (separate processes, so less exact than the floor "
-                  f"part's): memory kept {fsd['reuse'] / vkd['reuse']:.2f}, glibc {fsd['system'] / vkd['system']:.2f}"]
+        lines += [
+            "",
+            f"- FSD / VKD with the teacher-output cache (separate processes, so less exact than the floor "
+            f"part's): memory kept {fsd['reuse'] / vkd['reuse']:.2f}, glibc {fsd['system'] / vkd['system']:.2f}",
+        ]
     return lines
 
 

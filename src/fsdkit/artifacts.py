@@ -56,8 +56,9 @@ def follow_umask(*paths: str | os.PathLike) -> None:
             os.chmod(file, mode)
 
 
-def check_output_dir(path: str | os.PathLike, option: str = "output-dir",
-                     keep: dict[str, str | os.PathLike | None] | None = None) -> Path:
+def check_output_dir(
+    path: str | os.PathLike, option: str = "output-dir", keep: dict[str, str | os.PathLike | None] | None = None
+) -> Path:
     """Create ``path`` if needed and make sure files can be written in it; :class:`ConfigError` otherwise.
 
     ``keep``: what the run reads and must not overwrite (``{"--teacher": folder, "--train-file": file, …}``): the
@@ -74,12 +75,18 @@ def check_output_dir(path: str | os.PathLike, option: str = "output-dir",
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise ConfigError(f"--{option} {out} cannot be written ({exc.strerror or exc}); choose a writable folder") from None
+        raise ConfigError(
+            f"--{option} {out} cannot be written ({exc.strerror or exc}); choose a writable folder"
+        ) from None
     return out
 
 
-def check_output_file(path: str | os.PathLike, option: str = "output",
-                      keep: dict[str, str | os.PathLike | None] | None = None, name: str | None = None) -> Path:
+def check_output_file(
+    path: str | os.PathLike,
+    option: str = "output",
+    keep: dict[str, str | os.PathLike | None] | None = None,
+    name: str | None = None,
+) -> Path:
     """Check before any work that the file ``path`` can be written: not a folder, not under a file, writable (if it
     exists) in a writable folder (created if missing), and not one of the files the command reads (``keep``, by
     flag: a file given, or an existing file inside a folder given, such as a GLUE folder's ``test.tsv``). Errors
@@ -127,8 +134,10 @@ def refuse_overlap(out: Path, option: str, keep: dict[str, str | os.PathLike | N
         held = Path(str(source)).expanduser().resolve()
         if target == held or target in held.parents:
             what = "is" if target == held else "holds"
-            raise ConfigError(f"--{option} {out} {what} {flag} {source}: the run's files would overwrite or mix with "
-                              f"it; write to a folder of its own")
+            raise ConfigError(
+                f"--{option} {out} {what} {flag} {source}: the run's files would overwrite or mix with "
+                f"it; write to a folder of its own"
+            )
 
 
 def _fsync_path(path: Path) -> None:
@@ -203,7 +212,7 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
     with SIGKILL (no cleanup ran) would otherwise leave a full-size folder forever. Returns what was removed."""
     removed = []
     for candidate in final.parent.glob(f".{final.name}.tmp-*"):
-        pid = candidate.name[len(f".{final.name}.tmp-"):].split("-", 1)[0]
+        pid = candidate.name[len(f".{final.name}.tmp-") :].split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
             continue
         shutil.rmtree(candidate, ignore_errors=True) if candidate.is_dir() else candidate.unlink(missing_ok=True)

@@ -50,20 +50,37 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
         if f.metadata.get("positional"):
             parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_text)
         elif types[f.name] is bool:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
         elif f.metadata.get("nargs"):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", nargs=f.metadata["nargs"], default=argparse.SUPPRESS,
-                                metavar="X", help=help_text)
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                nargs=f.metadata["nargs"],
+                default=argparse.SUPPRESS,
+                metavar="X",
+                help=help_text,
+            )
         elif f.metadata.get("repeat"):
-            parser.add_argument(f"--{f.metadata['repeat']}", dest=f.name, action="append",
-                                default=argparse.SUPPRESS, metavar="SPEC", help=help_text)
+            parser.add_argument(
+                f"--{f.metadata['repeat']}",
+                dest=f.name,
+                action="append",
+                default=argparse.SUPPRESS,
+                metavar="SPEC",
+                help=help_text,
+            )
         else:
             parser.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, metavar="X", help=help_text)
     for option in declared_options(cls).values():  # a method's own options (fsdkit.options), declared with the method
         help_text = _flag_help(option.help, str(option.default), option.valid_range())
         if option.type is bool:
-            parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                option.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
             parser.add_argument(option.flag, default=argparse.SUPPRESS, metavar="X", help=help_text)
     parser.add_argument("--config", default=None, metavar="FILE", help="YAML/JSON file of options (keys = flag names)")
@@ -117,9 +134,16 @@ def _cmd_memory_build(args) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return  # `accelerate launch`: the main process reports
     meta = memory.metadata
-    _print_json({"output_dir": config.output_dir, "n_clusters": memory.n_clusters, "dim": memory.dim,
-                 "n_iter": meta.get("n_iter"), "converged": meta.get("converged"),
-                 "final_inertia": (meta.get("inertia_history") or [None])[-1]})
+    _print_json(
+        {
+            "output_dir": config.output_dir,
+            "n_clusters": memory.n_clusters,
+            "dim": memory.dim,
+            "n_iter": meta.get("n_iter"),
+            "converged": meta.get("converged"),
+            "final_inertia": (meta.get("inertia_history") or [None])[-1],
+        }
+    )
 
 
 def _cmd_evaluate(args) -> None:
@@ -188,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fsdkit._version import __version__
     from fsdkit.demo import DemoConfig
 
-    parser = argparse.ArgumentParser(prog="fsdkit", description="Feature structure distillation for BERT-family models.")
+    parser = argparse.ArgumentParser(
+        prog="fsdkit", description="Feature structure distillation for BERT-family models."
+    )
     parser.add_argument("--version", action="version", version=f"fsdkit {__version__}")
     parser.add_argument("--verbose", action="store_true", help="show transformers' info and warnings")
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
@@ -197,16 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
         ("finetune", "fine-tune a teacher on a task", FinetuneConfig, _cmd_finetune),
         ("distill", "distil a student from a fine-tuned teacher", DistillConfig, _cmd_distill),
         ("evaluate", "score a model folder on a task's dev split(s)", EvaluateConfig, _cmd_evaluate),
-        ("predict", "write a model's predictions on a split (GLUE submission .tsv, or .jsonl / .csv)", PredictConfig,
-         _cmd_predict),
-        ("export", "export a model folder to ONNX, checked against PyTorch with ONNX Runtime", ExportConfig,
-         _cmd_export),
-        ("sweep", "Optuna study over distill/finetune options (--config SPACE.yaml; resumable, parallel workers)",
-         SweepConfig, _cmd_sweep),
-        ("compress", "the fastest student of a teacher that keeps its quality: depth, layers, start and recipe searched "
-                     "against measured latency; the Pareto front and the chosen student exported", CompressConfig,
-         _cmd_compress),
-        ("analyze", "restoration, CKA heat maps, relation differences, complexity: one report", AnalyzeConfig, _cmd_analyze),
+        (
+            "predict",
+            "write a model's predictions on a split (GLUE submission .tsv, or .jsonl / .csv)",
+            PredictConfig,
+            _cmd_predict,
+        ),
+        (
+            "export",
+            "export a model folder to ONNX, checked against PyTorch with ONNX Runtime",
+            ExportConfig,
+            _cmd_export,
+        ),
+        (
+            "sweep",
+            "Optuna study over distill/finetune options (--config SPACE.yaml; resumable, parallel workers)",
+            SweepConfig,
+            _cmd_sweep,
+        ),
+        (
+            "compress",
+            "the fastest student of a teacher that keeps its quality: depth, layers, start and recipe searched "
+            "against measured latency; the Pareto front and the chosen student exported",
+            CompressConfig,
+            _cmd_compress,
+        ),
+        (
+            "analyze",
+            "restoration, CKA heat maps, relation differences, complexity: one report",
+            AnalyzeConfig,
+            _cmd_analyze,
+        ),
         ("demo", "offline end-to-end demo: teacher, VKD and FSD students, one table", DemoConfig, _cmd_demo),
     ]
     for name, help_text, cls, func in commands:
@@ -220,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(build, MemoryConfig)
     build.set_defaults(func=_cmd_memory_build)
 
-    methods = sub.add_parser("methods", help="list the distillation methods, their options and defaults, and the loss terms")
+    methods = sub.add_parser(
+        "methods", help="list the distillation methods, their options and defaults, and the loss terms"
+    )
     methods.add_argument("--losses", action="store_true", help="also list the loss terms and their options")
     methods.set_defaults(func=_cmd_methods)
     return parser
@@ -260,8 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fsdkit {args.subcommand}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"fsdkit {args.subcommand}: interrupted; {RESUME_HINTS.get(args.subcommand, 'nothing was written')}",
-              file=sys.stderr)
+        print(
+            f"fsdkit {args.subcommand}: interrupted; {RESUME_HINTS.get(args.subcommand, 'nothing was written')}",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

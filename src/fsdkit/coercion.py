@@ -74,8 +74,10 @@ def parse_loss_flag(text: str) -> dict[str, Any]:
     """``NAME:WEIGHT[:key=value,...]`` → ``{"name", "weight", **options}`` (values parsed as YAML scalars)."""
     match = _LOSS_FLAG.match(text.strip())
     if not match:
-        raise ConfigError(f"loss {short_repr(text)}: expected NAME:WEIGHT[:key=value,...], e.g. "
-                          f"structure:10:view=local,similarity=procrustes")
+        raise ConfigError(
+            f"loss {short_repr(text)}: expected NAME:WEIGHT[:key=value,...], e.g. "
+            f"structure:10:view=local,similarity=procrustes"
+        )
     entry: dict[str, Any] = {"name": match["name"], "weight": match["weight"]}
     for item in filter(None, (match["options"] or "").split(",")):
         key, sep, value = item.partition("=")
@@ -84,6 +86,7 @@ def parse_loss_flag(text: str) -> dict[str, Any]:
         try:
             entry[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise ConfigError(f"loss {short_repr(text)}: option {short_repr(item)}: the value is not a YAML "
-                              f"scalar") from None
+            raise ConfigError(
+                f"loss {short_repr(text)}: option {short_repr(item)}: the value is not a YAML scalar"
+            ) from None
     return entry

@@ -35,8 +35,14 @@ from fsdkit.models.architecture import shares_layers
 RECIPES: dict[str, dict[str, Any]] = {
     "vkd": {"method": "vkd", "learning_rate": 6.54e-5, "alpha": 0.813, "temperature": 1.0},
     "fsdi": {"method": "fsdi", "learning_rate": 1.97e-4, "alpha": 0.183, "temperature": 2.0, "lambda_intra": 9.11},
-    "fsdi-minilm": {"method": "fsdi", "learning_rate": 2.24e-4, "alpha": 0.871, "temperature": 2.0,
-                    "lambda_intra": 213.0, "losses": [{"name": "minilm", "weight": 1.0}]},
+    "fsdi-minilm": {
+        "method": "fsdi",
+        "learning_rate": 2.24e-4,
+        "alpha": 0.871,
+        "temperature": 2.0,
+        "lambda_intra": 213.0,
+        "losses": [{"name": "minilm", "weight": 1.0}],
+    },
 }
 LAYER_CHOICES = ("first", "spread")
 HOLDOUT_FRACTION = 0.1
@@ -63,13 +69,17 @@ def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str
     from fsdkit.models import load_classifier
 
     model, tokenizer = load_classifier(folder, None)
-    metrics = evaluate_model(model, tokenizer, task, data, splits=["holdout"], max_length=max_length,
-                             progress=False)["holdout"]
+    metrics = evaluate_model(model, tokenizer, task, data, splits=["holdout"], max_length=max_length, progress=False)[
+        "holdout"
+    ]
     speed = inference_speed(model, tokenizer, task, data["holdout"], batches=batches, max_length=max_length)
     weights = Path(folder) / "model.safetensors"
-    return {"metrics": metrics, "latency_ms": speed["latency_ms_batch1"],
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "size_mb": weights.stat().st_size / 2**20 if weights.is_file() else float("nan")}
+    return {
+        "metrics": metrics,
+        "latency_ms": speed["latency_ms_batch1"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "size_mb": weights.stat().st_size / 2**20 if weights.is_file() else float("nan"),
+    }
 
 
 def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[str, Any]:
@@ -89,7 +99,9 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     if config.trials < 1 or config.epochs <= 0:
         raise ConfigError("--trials must be ≥ 1 and --epochs > 0")
     if config.target_retention is not None and not 0 < config.target_retention <= 1:
-        raise ConfigError(f"--target-retention is a fraction of the teacher's score in (0, 1], got {config.target_retention}")
+        raise ConfigError(
+            f"--target-retention is a fraction of the teacher's score in (0, 1], got {config.target_retention}"
+        )
     folder = check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
     teacher_config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     depth_total = teacher_config.num_hidden_layers
@@ -100,8 +112,9 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     pretrained = config.pretrained or ((record.get("config") or {}).get("model"))
     starts = ["teacher", *(["pretrained"] if pretrained else [])]
     options = _data_options(config)
-    task, data = load_run_data(make_config(DistillConfig, {**options, "holdout_fraction": HOLDOUT_FRACTION,
-                                                        "output_dir": config.output_dir}))
+    task, data = load_run_data(
+        make_config(DistillConfig, {**options, "holdout_fraction": HOLDOUT_FRACTION, "output_dir": config.output_dir})
+    )
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metric = task.main_metric
@@ -113,11 +126,22 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
         start = trial.suggest_categorical("start", starts)
         recipe = trial.suggest_categorical("recipe", list(RECIPES))
         run_dir = out / f"trial-{trial.number}"
-        settings = {**options, **RECIPES[recipe], "teacher": folder, "student_layers": layers,
-                    "student": "teacher" if start == "teacher" else pretrained, "epochs": config.epochs,
-                    "max_steps": config.max_steps, "batch_size": config.batch_size, "max_length": config.max_length,
-                    "holdout_fraction": HOLDOUT_FRACTION, "seed": config.seed, "output_dir": str(run_dir),
-                    "relation_every": 0, "progress": False}
+        settings = {
+            **options,
+            **RECIPES[recipe],
+            "teacher": folder,
+            "student_layers": layers,
+            "student": "teacher" if start == "teacher" else pretrained,
+            "epochs": config.epochs,
+            "max_steps": config.max_steps,
+            "batch_size": config.batch_size,
+            "max_length": config.max_length,
+            "holdout_fraction": HOLDOUT_FRACTION,
+            "seed": config.seed,
+            "output_dir": str(run_dir),
+            "relation_every": 0,
+            "progress": False,
+        }
         distill(settings)
         measured = _measure(str(run_dir), task, data, config.max_length, config.speed_batches)
         trial.set_user_attr("settings", {"layers": layers, "start": start, "recipe": recipe})
@@ -129,18 +153,26 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     _check_storage(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _creation_lock(storage):
-        study = optuna.create_study(storage=_storage(storage, config.heartbeat), study_name=config.study_name,
-                                    directions=["maximize", "minimize"], load_if_exists=True)
+        study = optuna.create_study(
+            storage=_storage(storage, config.heartbeat),
+            study_name=config.study_name,
+            directions=["maximize", "minimize"],
+            load_if_exists=True,
+        )
     joining = bool(study.get_trials(deepcopy=False))  # a resumed or shared study: other random start-up draws
-    study.sampler = optuna.samplers.TPESampler(seed=config.seed + (os.getpid() if joining else 0),
-                                               n_startup_trials=max(1, min(10, config.trials // 2)))
+    study.sampler = optuna.samplers.TPESampler(
+        seed=config.seed + (os.getpid() if joining else 0), n_startup_trials=max(1, min(10, config.trials // 2))
+    )
     states = optuna.trial.TrialState
     done = len(study.get_trials(deepcopy=False, states=(states.COMPLETE,)))
     if done < config.trials:
         started = optuna.study.MaxTrialsCallback(config.trials, states=(states.COMPLETE, states.RUNNING))
         # a student that cannot be made or diverges is a failed trial (recorded with its message), not the study's end
-        study.optimize(objective, callbacks=[started, _too_many_failures(config.trials)],
-                       catch=(FloatingPointError, ConfigError, ModelError))
+        study.optimize(
+            objective,
+            callbacks=[started, _too_many_failures(config.trials)],
+            catch=(FloatingPointError, ConfigError, ModelError),
+        )
     return _report(study, config, out, task, teacher, metric, folder)
 
 
@@ -156,9 +188,11 @@ def _too_many_failures(trials: int):
 
 
 def _meets(row: dict[str, Any], config) -> bool:
-    return ((config.target_retention is None or row["retention"] >= config.target_retention)
-            and (config.max_latency_ms is None or row["latency_ms"] <= config.max_latency_ms)
-            and (config.max_size_mb is None or row["size_mb"] <= config.max_size_mb))
+    return (
+        (config.target_retention is None or row["retention"] >= config.target_retention)
+        and (config.max_latency_ms is None or row["latency_ms"] <= config.max_latency_ms)
+        and (config.max_size_mb is None or row["size_mb"] <= config.max_size_mb)
+    )
 
 
 def _report(study, config, out: Path, task, teacher: dict[str, Any], metric: str, teacher_dir: str) -> dict[str, Any]:
@@ -168,20 +202,39 @@ def _report(study, config, out: Path, task, teacher: dict[str, Any], metric: str
     front = []
     for trial in sorted(study.best_trials, key=lambda t: t.values[1]):
         measured = trial.user_attrs["measured"]
-        front.append({"trial": trial.number, **trial.user_attrs["settings"], metric: trial.values[0],
-                      "retention": trial.values[0] / teacher["metrics"][metric] if teacher["metrics"][metric] else 0.0,
-                      "latency_ms": trial.values[1], "parameters": measured["parameters"],
-                      "size_mb": measured["size_mb"], "output_dir": trial.user_attrs["output_dir"]})
+        front.append(
+            {
+                "trial": trial.number,
+                **trial.user_attrs["settings"],
+                metric: trial.values[0],
+                "retention": trial.values[0] / teacher["metrics"][metric] if teacher["metrics"][metric] else 0.0,
+                "latency_ms": trial.values[1],
+                "parameters": measured["parameters"],
+                "size_mb": measured["size_mb"],
+                "output_dir": trial.user_attrs["output_dir"],
+            }
+        )
     meeting = [row for row in front if _meets(row, config)]
     chosen = min(meeting, key=lambda r: r["latency_ms"]) if meeting else None
     closest = None if chosen or not front else max(front, key=lambda r: r["retention"])
     result: dict[str, Any] = {
-        "task": task.name, "metric": f"holdout.{metric}", "trials": len(study.trials),
-        "teacher": {metric: teacher["metrics"][metric], "latency_ms": teacher["latency_ms"],
-                    "parameters": teacher["parameters"], "size_mb": teacher["size_mb"]},
-        "target": {"retention": config.target_retention, "max_latency_ms": config.max_latency_ms,
-                   "max_size_mb": config.max_size_mb},
-        "front": front, "chosen": chosen, "closest": closest,
+        "task": task.name,
+        "metric": f"holdout.{metric}",
+        "trials": len(study.trials),
+        "teacher": {
+            metric: teacher["metrics"][metric],
+            "latency_ms": teacher["latency_ms"],
+            "parameters": teacher["parameters"],
+            "size_mb": teacher["size_mb"],
+        },
+        "target": {
+            "retention": config.target_retention,
+            "max_latency_ms": config.max_latency_ms,
+            "max_size_mb": config.max_size_mb,
+        },
+        "front": front,
+        "chosen": chosen,
+        "closest": closest,
     }
     if chosen is not None:
         # int8 is measured on the evaluation split of the data the student was trained on (its run record)
@@ -197,22 +250,35 @@ def _report(study, config, out: Path, task, teacher: dict[str, Any], metric: str
 
 def _front_table(result: dict[str, Any], metric: str) -> str:
     t = result["teacher"]
-    lines = [f"# Students of the teacher ({result['task']}): the Pareto front", "",
-             f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} trials.", "",
-             f"| student | layers | start | recipe | {metric} | retention | latency (ms) | parameters | size (MB) |",
-             "|---|---|---|---|---|---|---|---|---|",
-             f"| teacher | all | – | – | {100 * t[metric]:.2f} | 100.0 % | {t['latency_ms']:.2f} | "
-             f"{t['parameters'] / 1e6:.1f}M | {t['size_mb']:.1f} |"]
+    lines = [
+        f"# Students of the teacher ({result['task']}): the Pareto front",
+        "",
+        f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} trials.",
+        "",
+        f"| student | layers | start | recipe | {metric} | retention | latency (ms) | parameters | size (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| teacher | all | – | – | {100 * t[metric]:.2f} | 100.0 % | {t['latency_ms']:.2f} | "
+        f"{t['parameters'] / 1e6:.1f}M | {t['size_mb']:.1f} |",
+    ]
     for row in result["front"]:
         mark = " (chosen)" if result["chosen"] and row["trial"] == result["chosen"]["trial"] else ""
-        lines.append(f"| trial {row['trial']}{mark} | {row['layers']} | {row['start']} | {row['recipe']} | "
-                     f"{100 * row[metric]:.2f} | {100 * row['retention']:.1f} % | {row['latency_ms']:.2f} | "
-                     f"{row['parameters'] / 1e6:.1f}M | {row['size_mb']:.1f} |")
+        lines.append(
+            f"| trial {row['trial']}{mark} | {row['layers']} | {row['start']} | {row['recipe']} | "
+            f"{100 * row[metric]:.2f} | {100 * row['retention']:.1f} % | {row['latency_ms']:.2f} | "
+            f"{row['parameters'] / 1e6:.1f}M | {row['size_mb']:.1f} |"
+        )
     if result["chosen"] is None:
         closest = result["closest"]
-        lines += ["", "No student meets the target" + (f"; the closest is trial {closest['trial']} "
-                                                       f"({100 * closest['retention']:.1f} % of the teacher)"
-                                                       if closest else "") + "."]
+        lines += [
+            "",
+            "No student meets the target"
+            + (
+                f"; the closest is trial {closest['trial']} ({100 * closest['retention']:.1f} % of the teacher)"
+                if closest
+                else ""
+            )
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -225,9 +291,13 @@ def _front_plot(result: dict[str, Any], metric: str, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4))
     front = result["front"]
     if front:
-        axes.scatter([r["latency_ms"] for r in front], [100 * r[metric] for r in front],
-                     s=[20 + 200 * r["parameters"] / result["teacher"]["parameters"] for r in front],
-                     alpha=0.7, label="students (size: parameters)")
+        axes.scatter(
+            [r["latency_ms"] for r in front],
+            [100 * r[metric] for r in front],
+            s=[20 + 200 * r["parameters"] / result["teacher"]["parameters"] for r in front],
+            alpha=0.7,
+            label="students (size: parameters)",
+        )
         for r in front:
             axes.annotate(f"{len(r['layers'])}L {r['recipe']}", (r["latency_ms"], 100 * r[metric]), fontsize=7)
     t = result["teacher"]

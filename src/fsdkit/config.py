@@ -30,7 +30,9 @@ def option(default, help: str, **kwargs):
 class DataOptions:
     """Your own data instead of a registry task (``run_glue.py``'s flags; see fsdkit.data.files)."""
 
-    train_file: str | None = option(None, "your training data: a .csv, .tsv, .json, .jsonl or .parquet file (instead of --task)")
+    train_file: str | None = option(
+        None, "your training data: a .csv, .tsv, .json, .jsonl or .parquet file (instead of --task)"
+    )
     validation_file: str | None = option(None, "your validation data (same format and columns)")
     test_file: str | None = option(None, "your test data (labels optional): what `fsdkit predict --split test` reads")
     dataset: str | None = option(None, "a datasets.load_dataset name or local folder (instead of --task / files)")
@@ -38,7 +40,9 @@ class DataOptions:
     train_split: str = option("train", "--dataset split used for training")
     validation_split: str = option("validation", "--dataset split used for validation")
     test_split: str = option("test", "--dataset split used for prediction")
-    text_columns: list[str] | None = option(None, "text column(s) of your data: a or a,b (default sentence1,sentence2, sentence or text)")
+    text_columns: list[str] | None = option(
+        None, "text column(s) of your data: a or a,b (default sentence1,sentence2, sentence or text)"
+    )
     label_column: str = option("label", "label column of your data (strings, integers, or floats for regression)")
     task_type: str | None = option(None, "classification or regression (default: regression for a float label column)")
 
@@ -67,19 +71,26 @@ class RunConfig(DataOptions):
     max_train_samples: int | None = option(None, "use only the first N training examples")
     max_eval_samples: int | None = option(None, "use only the first N evaluation examples")
     group_by_length: bool = option(False, "batch examples of similar length together (less padding, faster)")
-    eval_strategy: str = option("no", "'epoch': score the student on the evaluation split after every epoch (the run "
-                                      "record's curve); 'no': only at the end")
-    holdout_fraction: float | None = option(
-        None, "carve this fraction of the training set (fixed seed 0) as the 'holdout' split: per-epoch evaluation and "
-              "sweeps select on it, the task's dev split is only reported"
+    eval_strategy: str = option(
+        "no",
+        "'epoch': score the student on the evaluation split after every epoch (the run "
+        "record's curve); 'no': only at the end",
     )
-    bf16: bool = option(False, "bfloat16 mixed precision (autocast of the forward passes; losses in float32; CPU or GPU)")
+    holdout_fraction: float | None = option(
+        None,
+        "carve this fraction of the training set (fixed seed 0) as the 'holdout' split: per-epoch evaluation and "
+        "sweeps select on it, the task's dev split is only reported",
+    )
+    bf16: bool = option(
+        False, "bfloat16 mixed precision (autocast of the forward passes; losses in float32; CPU or GPU)"
+    )
     fp16: bool = option(False, "float16 mixed precision with loss scaling (CUDA GPUs only; losses in float32)")
     report_to: str = option("none", "tracking integrations for transformers (none, tensorboard, wandb, ...)")
     reuse_host_memory: bool = option(
-        True, "keep host memory freed during the run for the next step (glibc malloc: no mmap'd chunks, no trimming) "
-              "instead of faulting fresh pages in at every step (CPU steps 2-17 % faster, most on a busy machine); numerics "
-              "unchanged"
+        True,
+        "keep host memory freed during the run for the next step (glibc malloc: no mmap'd chunks, no trimming) "
+        "instead of faulting fresh pages in at every step (CPU steps 2-17 % faster, most on a busy machine); numerics "
+        "unchanged",
     )
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data (default ~/.cache/fsdkit)")
@@ -97,20 +108,30 @@ class DistillConfig(RunConfig):
     """``fsdkit distill``: train a student from a fine-tuned teacher with a distillation method."""
 
     teacher: str | None = option(None, "fine-tuned teacher model folder (fsdkit finetune output)")
-    transfer_file: str | None = option(None, "unlabelled texts (same format and text columns as the training data; a "
-                                             "label column is ignored): the distillation terms train on them too, the "
-                                             "task loss on the labelled rows only")
-    student: str = option("minilm", "checkpoint the student's layers are taken from: a pretrained model, or 'teacher' "
-                                    "(chosen layers and the classification head of the fine-tuned teacher)")
+    transfer_file: str | None = option(
+        None,
+        "unlabelled texts (same format and text columns as the training data; a "
+        "label column is ignored): the distillation terms train on them too, the "
+        "task loss on the labelled rows only",
+    )
+    student: str = option(
+        "minilm",
+        "checkpoint the student's layers are taken from: a pretrained model, or 'teacher' "
+        "(chosen layers and the classification head of the fine-tuned teacher)",
+    )
     student_config: str | None = option(
-        None, "a fresh student of another shape instead of chosen layers: key=value pairs (hidden_size=256,"
-              "num_hidden_layers=4,num_attention_heads=4,intermediate_size=1024) or a JSON file; teacher's tokenizer"
+        None,
+        "a fresh student of another shape instead of chosen layers: key=value pairs (hidden_size=256,"
+        "num_hidden_layers=4,num_attention_heads=4,intermediate_size=1024) or a JSON file; teacher's tokenizer",
     )
     student_tokenizer: str | None = option(
-        None, "with --student-config: the student's own tokenizer folder (another vocabulary than the teacher's; "
-              "each model then reads its own tokens and only sample-level losses apply)"
+        None,
+        "with --student-config: the student's own tokenizer folder (another vocabulary than the teacher's; "
+        "each model then reads its own tokens and only sample-level losses apply)",
     )
-    student_layers: int | list[int] = option(3, "first k layers (e.g. 3) or an explicit list of 0-based layers (e.g. 0,2,4)")
+    student_layers: int | list[int] = option(
+        3, "first k layers (e.g. 3) or an explicit list of 0-based layers (e.g. 0,2,4)"
+    )
     method: str = option("vkd", "distillation method (see `fsdkit methods`)")
     alpha: float = option(0.5, "weight of the task loss in vanilla KD; the soft-label KD gets 1 - alpha")
     temperature: float = option(5.0, "softmax temperature of vanilla KD")
@@ -121,11 +142,17 @@ class DistillConfig(RunConfig):
     )
     relation_every: int = option(50, "log relation differences to the teacher every N steps (0 = off)")
     teacher_cache: str | None = option(
-        None, "folder of teacher-output caches: the teacher runs once per task/data/layers, later runs read its outputs from disk"
+        None,
+        "folder of teacher-output caches: the teacher runs once per task/data/layers, later runs read its outputs from disk",
     )
-    method_options: dict[str, Any] = field(default_factory=dict, metadata={
-        "hidden": True, "help": "values of the options the method presets declare (fsdkit.options; e.g. beta_pkd), "
-                                "given as top-level keys / flags and read as attributes (config.beta_pkd)"})
+    method_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "hidden": True,
+            "help": "values of the options the method presets declare (fsdkit.options; e.g. beta_pkd), "
+            "given as top-level keys / flags and read as attributes (config.beta_pkd)",
+        },
+    )
 
     @classmethod
     def declared_options(cls) -> dict[str, Any]:
@@ -166,8 +193,10 @@ class MemoryConfig(DataOptions):
     batch_size: int = option(64, "encoding batch size")
     max_train_samples: int | None = option(None, "use only the first N training examples")
     teacher_cache: str | None = option(
-        None, "teacher-output cache folder: the rows are read from it (built on first use; a distillation run "
-        "with the same --teacher-cache then reads the same teacher pass)")
+        None,
+        "teacher-output cache folder: the rows are read from it (built on first use; a distillation run "
+        "with the same --teacher-cache then reads the same teacher pass)",
+    )
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data")
 
@@ -185,8 +214,11 @@ class EvaluateConfig(DataOptions):
     batch_size: int = option(128, "evaluation batch size")
     max_length: int = option(128, "truncate inputs to this many tokens")
     max_eval_samples: int | None = option(None, "use only the first N examples")
-    speed_batches: int = option(0, "also time inference on this many batches: latency at batch 1 and throughput at "
-                                   "batch 32 (0 = off; the FSD paper's Table 8)")
+    speed_batches: int = option(
+        0,
+        "also time inference on this many batches: latency at batch 1 and throughput at "
+        "batch 32 (0 = off; the FSD paper's Table 8)",
+    )
     seed: int = option(42, "random seed (evaluation is deterministic; kept for a uniform interface)")
     progress: bool = option(True, "show progress bars")
     cache_dir: str | None = option(None, "cache folder for prepared data")
@@ -197,14 +229,22 @@ class PredictConfig(DataOptions):
     """``fsdkit predict``: a model's predictions on a task split, as a GLUE submission (.tsv) or JSON Lines / CSV."""
 
     model: str | None = option(None, "model folder", positional=True)
-    input: str | None = option(None, "texts to predict from the model folder alone: .csv, .tsv, .json, .jsonl, .parquet "
-                                     "or .txt (one text per line); label names from the model, scored when the file "
-                                     "has the label column")
+    input: str | None = option(
+        None,
+        "texts to predict from the model folder alone: .csv, .tsv, .json, .jsonl, .parquet "
+        "or .txt (one text per line); label names from the model, scored when the file "
+        "has the label column",
+    )
     task: str = option("rt-sentiment", "task name")
     data_dir: str | None = option(None, "GLUE folder in the standard layout (the test split is its test.tsv)")
-    split: str = option("test", "split to predict: test (unlabelled test.tsv) or an evaluation split such as validation")
-    output: str | None = option(None, "prediction file: .tsv = GLUE submission (index<TAB>prediction), .jsonl or .csv = "
-                                      "index, label name and class probabilities (or score)")
+    split: str = option(
+        "test", "split to predict: test (unlabelled test.tsv) or an evaluation split such as validation"
+    )
+    output: str | None = option(
+        None,
+        "prediction file: .tsv = GLUE submission (index<TAB>prediction), .jsonl or .csv = "
+        "index, label name and class probabilities (or score)",
+    )
     batch_size: int = option(128, "prediction batch size")
     max_length: int = option(128, "truncate inputs to this many tokens")
     progress: bool = option(True, "show progress bars")
@@ -220,12 +260,16 @@ class ExportConfig(DataOptions):
     output_dir: str | None = option(None, "folder for model.onnx, config.json, the tokenizer and the weights")
     opset: int = option(17, "ONNX opset")
     atol: float = option(1e-4, "largest accepted difference between ONNX Runtime's and PyTorch's logits")
-    quantize: str | None = option(None, "also write model.int8.onnx (int8: ONNX Runtime's dynamic or static "
-                                        "quantization, whichever scores better) with a report on the evaluation split")
+    quantize: str | None = option(
+        None,
+        "also write model.int8.onnx (int8: ONNX Runtime's dynamic or static "
+        "quantization, whichever scores better) with a report on the evaluation split",
+    )
     quantize_tolerance: float = option(1.0, "points of the main metric the int8 model may lose before it is flagged")
     calibration_samples: int = option(128, "training rows that calibrate static quantization")
-    task: str | None = option(None, "task whose evaluation split measures --quantize (default: the model's run "
-                                    "record's data)")
+    task: str | None = option(
+        None, "task whose evaluation split measures --quantize (default: the model's run record's data)"
+    )
     data_dir: str | None = option(None, "GLUE folder in the standard layout")
     max_length: int = option(128, "truncate inputs to this many tokens (--quantize's measurement)")
 
@@ -239,8 +283,9 @@ class CompressConfig(DataOptions):
     task: str = option("rt-sentiment", "task name (or your own data with the data flags)")
     data_dir: str | None = option(None, "GLUE folder in the standard layout")
     output_dir: str | None = option(None, "trial folders, front.md / front.png / compress.json, the chosen student")
-    target_retention: float | None = option(0.97, "the student's holdout score as a fraction of the teacher's (none: "
-                                                  "no quality target)")
+    target_retention: float | None = option(
+        0.97, "the student's holdout score as a fraction of the teacher's (none: no quality target)"
+    )
     max_latency_ms: float | None = option(None, "largest batch-1 latency (ms, measured on this machine)")
     max_size_mb: float | None = option(None, "largest weight file (MB)")
     trials: int = option(12, "students to train (finished trials of the study; resumable, several workers share it)")
@@ -248,8 +293,11 @@ class CompressConfig(DataOptions):
     max_steps: int = option(-1, "steps of each student instead of epochs (> 0)")
     batch_size: int = option(32, "training batch size")
     max_length: int = option(128, "truncate inputs to this many tokens")
-    pretrained: str | None = option(None, "the pretrained model the teacher was fine-tuned from, for students of its "
-                                          "layers (default: the teacher's run record's --model)")
+    pretrained: str | None = option(
+        None,
+        "the pretrained model the teacher was fine-tuned from, for students of its "
+        "layers (default: the teacher's run record's --model)",
+    )
     quantize: str | None = option(None, "also export the chosen student as int8 (see fsdkit export --quantize)")
     storage: str | None = option(None, "Optuna storage URL (default: sqlite:///OUTPUT_DIR/compress.db)")
     study_name: str = option("fsdkit-compress", "study name in the storage")
@@ -266,25 +314,38 @@ class SweepConfig:
     """
 
     command: str = option("distill", "what each trial runs: distill or finetune")
-    base: dict | None = option(None, "options every trial shares (the command's option names), e.g. task, data-dir, teacher")
+    base: dict | None = option(
+        None, "options every trial shares (the command's option names), e.g. task, data-dir, teacher"
+    )
     space: dict | None = option(
         None, "search space: option name -> {type: float|int|categorical, low, high, log, step, choices}"
     )
-    fixed_from: dict | None = option(None, "fix options at another study's best trial: {study: NAME, storage: URL, "
-                                           "options: [names]} (staged tuning; that study must have finished)")
+    fixed_from: dict | None = option(
+        None,
+        "fix options at another study's best trial: {study: NAME, storage: URL, "
+        "options: [names]} (staged tuning; that study must have finished)",
+    )
     metric: str | None = option(None, "metric to optimise (default: the task's main metric)")
     direction: str = option("maximize", "maximize or minimize the metric")
     trials: int = option(10, "finished trials (complete or pruned) the study should have; several workers share them")
-    storage: str = option("sqlite:///fsdkit-study.db", "Optuna storage URL (sqlite:///FILE, postgresql://..., any RDB URL)")
+    storage: str = option(
+        "sqlite:///fsdkit-study.db", "Optuna storage URL (sqlite:///FILE, postgresql://..., any RDB URL)"
+    )
     study_name: str = option("fsdkit-sweep", "study name in the storage (several workers on one name share the study)")
     output_dir: str | None = option(None, "trial run folders (trial-N/) and the summary (summary.json, PNG plots)")
     seed: int = option(0, "seed of the TPE sampler (a worker joining or resuming a study adds its process id)")
     pruner: str = option("median", "prune on the per-epoch curve: median (MedianPruner) or none")
-    startup_trials: int = option(10, "trials drawn at random before TPE models the space (Optuna's 10); the median "
-                                     "pruner prunes once as many have completed, never on a trial's first or last "
-                                     "evaluation")
-    heartbeat: int = option(60, "seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (a "
-                                "killed worker) is marked failed and retried with the same parameters")
+    startup_trials: int = option(
+        10,
+        "trials drawn at random before TPE models the space (Optuna's 10); the median "
+        "pruner prunes once as many have completed, never on a trial's first or last "
+        "evaluation",
+    )
+    heartbeat: int = option(
+        60,
+        "seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (a "
+        "killed worker) is marked failed and retried with the same parameters",
+    )
 
 
 @dataclass
@@ -300,7 +361,9 @@ class AnalyzeConfig(DataOptions):
     batch_size: int = option(32, "mini-batch size of the CKA heat-map pool")
     max_length: int = option(128, "truncate inputs to this many tokens")
     max_eval_samples: int | None = option(None, "use only the first N examples")
-    runs: list[str] | None = option(None, "run folders (methods × seeds) for the mean (std) and significance table", nargs="+")
+    runs: list[str] | None = option(
+        None, "run folders (methods × seeds) for the mean (std) and significance table", nargs="+"
+    )
     reference: str = option("vkd", "model the complexity table is relative to")
     proposed: str = option("fsd", "method tested (one-sided Welch) against the best other method")
     throughput_batches: int | None = option(None, "batches timed for inference throughput (default: all)")
@@ -324,13 +387,25 @@ def declared_options(cls) -> dict[str, Any]:
 #: ``--student teacher``: the student starts from chosen layers *and the head* of the fine-tuned teacher
 STUDENT_FROM_TEACHER = "teacher"
 #: the options that name what a command reads (its outputs may never overwrite or hold them)
-INPUT_OPTIONS = ("train_file", "validation_file", "test_file", "dataset", "data_dir", "model", "teacher", "student",
-                 "input", "transfer_file")
+INPUT_OPTIONS = (
+    "train_file",
+    "validation_file",
+    "test_file",
+    "dataset",
+    "data_dir",
+    "model",
+    "teacher",
+    "student",
+    "input",
+    "transfer_file",
+)
 
 
 def input_paths(config, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
     """The files and folders ``config`` reads, by flag (``--train-file``: path, …), less the options ``without``."""
-    paths = {f"--{name.replace('_', '-')}": getattr(config, name, None) for name in INPUT_OPTIONS if name not in without}
+    paths = {
+        f"--{name.replace('_', '-')}": getattr(config, name, None) for name in INPUT_OPTIONS if name not in without
+    }
     if paths.get("--student") == STUDENT_FROM_TEACHER:
         paths.pop("--student")
     return {flag: path for flag, path in paths.items() if path is not None}
@@ -383,8 +458,10 @@ def load_config_data(path: str | Path) -> Any:
         value = stack.pop()
         count += 1
         if count > MAX_CONFIG_VALUES:
-            raise ConfigError(f"config file {path} holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases "
-                              f"are expanded; a config file holds options, not data")
+            raise ConfigError(
+                f"config file {path} holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases "
+                f"are expanded; a config file holds options, not data"
+            )
         if isinstance(value, dict):
             stack.extend(value.keys())
             stack.extend(value.values())
@@ -399,7 +476,9 @@ def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of option names to values, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path}: expected a mapping of option names to values, got {type(data).__name__}"
+        )
     names = set(option_names(cls))
     values = {}
     for raw_key, value in data.items():
@@ -409,8 +488,10 @@ def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
             value = [parse_loss_flag(v) if isinstance(v, str) else v for v in value]
         if key not in names:
             known = ", ".join(sorted(n.replace("_", "-") for n in names))
-            raise ConfigError(f"config file {path}: unknown key {short_repr(str(raw_key))} for 'fsdkit {command}'; "
-                              f"known keys: {known}")
+            raise ConfigError(
+                f"config file {path}: unknown key {short_repr(str(raw_key))} for 'fsdkit {command}'; "
+                f"known keys: {known}"
+            )
         values[key] = coerce_field(cls, key, value, f"config file {path}")
     return values
 
@@ -463,7 +544,11 @@ def command_line(command: str, options: dict[str, Any]) -> str:
             if value and isinstance(value[0], dict):  # extra losses: one --loss NAME:WEIGHT:k=v,... each
                 for entry in value:
                     rest = {k: v for k, v in entry.items() if k not in ("name", "weight")}
-                    parts += ["--loss", f"{entry['name']}:{entry['weight']}" + (":" + ",".join(f"{k}={v}" for k, v in rest.items()) if rest else "")]
+                    parts += [
+                        "--loss",
+                        f"{entry['name']}:{entry['weight']}"
+                        + (":" + ",".join(f"{k}={v}" for k, v in rest.items()) if rest else ""),
+                    ]
             else:
                 parts += [flag, ",".join(map(str, value))]
         elif value is not None:

@@ -25,13 +25,17 @@ class DemoConfig:
     output_dir: str = option("runs/demo", "folder of the three runs and the result table")
     model: str = option("minilm", "pretrained base of teacher and student")
     student_layers: int | list[int] = option(3, "student layers (first k, or a list)")
-    methods: list[str] = field(default_factory=lambda: ["vkd", "fsd"], metadata={"help": "distillation methods to run (comma-separated)"})
+    methods: list[str] = field(
+        default_factory=lambda: ["vkd", "fsd"], metadata={"help": "distillation methods to run (comma-separated)"}
+    )
     memory_clusters: int = option(100, "K of FSD's teacher memory")
     seed: int = option(42, "random seed")
     epochs: float = option(1.0, "epochs of each training run")
     max_steps: int = option(-1, "optimizer steps of each run (overrides --epochs)")
     batch_size: int = option(32, "training batch size")
-    max_length: int = option(64, "truncate inputs to this many tokens (padding is dynamic; 99.9 % of rt-sentiment fits in 64)")
+    max_length: int = option(
+        64, "truncate inputs to this many tokens (padding is dynamic; 99.9 % of rt-sentiment fits in 64)"
+    )
     group_by_length: bool = option(True, "batch sentences of similar length together (less padding)")
     max_train_samples: int | None = option(None, "use only the first N training examples")
     progress: bool = option(True, "show progress bars")
@@ -80,33 +84,62 @@ def run_demo(config: DemoConfig | None = None) -> list[dict]:
     config = config or DemoConfig()
     started = time.time()
     root = Path(config.output_dir)
-    common = dict(task=config.task, data_dir=config.data_dir, seed=config.seed, epochs=config.epochs,
-                  max_steps=config.max_steps, batch_size=config.batch_size, max_length=config.max_length,
-                  group_by_length=config.group_by_length, max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir)
+    common = dict(
+        task=config.task,
+        data_dir=config.data_dir,
+        seed=config.seed,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        group_by_length=config.group_by_length,
+        max_train_samples=config.max_train_samples,
+        progress=config.progress,
+        cache_dir=config.cache_dir,
+    )
     print(f"[fsdkit demo] 1/{1 + len(config.methods)}: fine-tuning the teacher ({config.model}) on {config.task}")
     teacher_dir = root / "teacher"
-    records = {"teacher": _run_or_reuse(
-        teacher_dir, lambda resume: finetune(model=config.model, output_dir=str(teacher_dir), resume=resume, **common))}
+    records = {
+        "teacher": _run_or_reuse(
+            teacher_dir,
+            lambda resume: finetune(model=config.model, output_dir=str(teacher_dir), resume=resume, **common),
+        )
+    }
     for i, method in enumerate(_cache_order(config.methods), start=2):
-        print(f"[fsdkit demo] {i}/{1 + len(config.methods)}: distilling a {config.student_layers}-layer student with {method}")
+        print(
+            f"[fsdkit demo] {i}/{1 + len(config.methods)}: distilling a {config.student_layers}-layer student with {method}"
+        )
         out = root / method
-        records[method] = _run_or_reuse(out, lambda resume, m=method, o=out: distill(
-            teacher=str(teacher_dir), student=config.model, student_layers=config.student_layers, method=m,
-            teacher_cache=str(root / "teacher-cache"), memory_clusters=config.memory_clusters, output_dir=str(o), resume=resume, **common))
+        records[method] = _run_or_reuse(
+            out,
+            lambda resume, m=method, o=out: distill(
+                teacher=str(teacher_dir),
+                student=config.model,
+                student_layers=config.student_layers,
+                method=m,
+                teacher_cache=str(root / "teacher-cache"),
+                memory_clusters=config.memory_clusters,
+                output_dir=str(o),
+                resume=resume,
+                **common,
+            ),
+        )
     rows = []
     for name in ["teacher", *config.methods]:  # the table in the order asked for
         record = records[name]
         metrics = next(iter(record["metrics"].values()))
-        rows.append({
-            "model": name if name == "teacher" else f"student ({name})",
-            "layers": record["num_layers"],
-            "parameters": record["parameters"],
-            "metric": metrics[record["main_metric"]],
-            "metrics": metrics,
-            "train_time": record["train_runtime"],
-            "eval_time": record["eval_runtime"],
-            "output_dir": record["config"]["output_dir"],
-        })
+        rows.append(
+            {
+                "model": name if name == "teacher" else f"student ({name})",
+                "layers": record["num_layers"],
+                "parameters": record["parameters"],
+                "metric": metrics[record["main_metric"]],
+                "metrics": metrics,
+                "train_time": record["train_runtime"],
+                "eval_time": record["eval_runtime"],
+                "output_dir": record["config"]["output_dir"],
+            }
+        )
     table = format_table(rows, records["teacher"]["main_metric"])
     wall = time.time() - started
     summary = f"{table}\n\ntask {config.task}, dev set; wall time of this demo run: {wall / 60:.1f} min; runs in {root}"

@@ -39,6 +39,8 @@ def decode_utf8(raw: bytes, where: str, error: type[Exception]) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise error(f"{where}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save it as UTF-8 (e.g. "
-                    f"iconv -f latin1 -t utf-8)") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{where}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save it as UTF-8 (e.g. "
+            f"iconv -f latin1 -t utf-8)"
+        ) from None

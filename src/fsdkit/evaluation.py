@@ -18,7 +18,9 @@ from tqdm.auto import tqdm
 from fsdkit.features import model_inputs
 
 
-def predict_logits(model, dataset, collator, *, batch_size: int = 128, progress: bool = True, desc: str = "predict") -> np.ndarray:
+def predict_logits(
+    model, dataset, collator, *, batch_size: int = 128, progress: bool = True, desc: str = "predict"
+) -> np.ndarray:
     """Logits (N × C) of ``model`` over an encoded ``dataset``, in dataset order, under ``torch.inference_mode``.
 
     The examples are run in batches of similar length (:func:`fsdkit.data.encode.length_sorted_batches`), each
@@ -33,8 +35,9 @@ def predict_logits(model, dataset, collator, *, batch_size: int = 128, progress:
     rows = dataset.select_columns(columns)
     out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
-        for index in tqdm(length_sorted_batches(token_counts(rows), batch_size), desc=desc, disable=not progress,
-                          leave=False):
+        for index in tqdm(
+            length_sorted_batches(token_counts(rows), batch_size), desc=desc, disable=not progress, leave=False
+        ):
             chunk = rows[index.tolist()]
             batch = collator([{c: chunk[c][i] for c in columns} for i in range(len(index))])
             batch = {k: v.to(device) for k, v in model_inputs(batch).items()}
@@ -104,8 +107,12 @@ def inference_speed(model, tokenizer, task, dataset, *, batches: int, max_length
     inputs, collator = encoded.select_columns(columns), make_collator(tokenizer)
     single = inference_throughput(model, DataLoader(inputs, batch_size=1, collate_fn=collator), max_batches=batches)
     batched = inference_throughput(model, DataLoader(inputs, batch_size=32, collate_fn=collator), max_batches=batches)
-    return {"latency_ms_batch1": 1000.0 / single, "examples_per_second_batch32": batched,
-            "device": str(next(model.parameters()).device), "threads": torch.get_num_threads()}
+    return {
+        "latency_ms_batch1": 1000.0 / single,
+        "examples_per_second_batch32": batched,
+        "device": str(next(model.parameters()).device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def evaluate_model(
@@ -134,7 +141,9 @@ def evaluate_model(
         if max_eval_samples is not None:
             ds = ds.select(range(min(max_eval_samples, len(ds))))
         encoded = encode_dataset(ds, tokenizer, task, max_length=max_length)
-        logits = predict_logits(model, encoded, collator, batch_size=batch_size, progress=progress, desc=f"eval {split}")
+        logits = predict_logits(
+            model, encoded, collator, batch_size=batch_size, progress=progress, desc=f"eval {split}"
+        )
         results[split] = compute_metrics(task, logits, np.asarray(encoded["labels"]))
     return results
 
@@ -196,14 +205,27 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     check_model_matches_task(model, task, config.model)
     splits = [config.split] if config.split else None
     metrics = evaluate_model(
-        model, tokenizer, task, data, splits=splits, batch_size=config.batch_size, max_length=config.max_length,
-        max_eval_samples=config.max_eval_samples, progress=config.progress,
+        model,
+        tokenizer,
+        task,
+        data,
+        splits=splits,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        max_eval_samples=config.max_eval_samples,
+        progress=config.progress,
     )
     sizes = {s: min(len(data[s]), config.max_eval_samples or len(data[s])) for s in metrics}
     result = {"task": task.name, "model": str(config.model), "metrics": metrics, "n_examples": sizes}
     if config.speed_batches:
-        result["speed"] = inference_speed(model, tokenizer, task, data[next(iter(metrics))],
-                                          batches=config.speed_batches, max_length=config.max_length)
+        result["speed"] = inference_speed(
+            model,
+            tokenizer,
+            task,
+            data[next(iter(metrics))],
+            batches=config.speed_batches,
+            max_length=config.max_length,
+        )
     for target in targets:
         atomic_write_text(target, json.dumps(result, indent=2) + "\n")
     return result

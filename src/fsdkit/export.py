@@ -23,8 +23,11 @@ import torch
 from fsdkit.errors import ConfigError, first_line
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-PROBE = ["a short example", "a slightly longer example sentence, with punctuation, to check the export",
-         "one more line of text"]
+PROBE = [
+    "a short example",
+    "a slightly longer example sentence, with punctuation, to check the export",
+    "one more line of text",
+]
 
 
 def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float = 1e-4) -> dict[str, Any]:
@@ -54,8 +57,9 @@ def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float
     folder = check_model_folder(model_dir, option="model")
     out = check_output_dir(output_dir, keep={"the model folder": folder if Path(folder).is_dir() else None})
     remove_stale_temporaries(out / "model.onnx")  # an export killed before it could clean up
-    model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager",
-                                                               trust_remote_code=False).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, attn_implementation="eager", trust_remote_code=False
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     ensure_pad_token(tokenizer, model.config, str(folder))  # the check pads a batch
     sample = tokenizer(PROBE[:2], padding=True, return_tensors="pt")
@@ -69,9 +73,17 @@ def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the tracer's notes on Python-level conditions of the attention code
-                torch.onnx.export(model, (), str(path), kwargs={name: sample[name] for name in names},
-                                  input_names=names, output_names=["logits"], dynamic_axes=axes, opset_version=opset,
-                                  dynamo=False)
+                torch.onnx.export(
+                    model,
+                    (),
+                    str(path),
+                    kwargs={name: sample[name] for name in names},
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    dynamo=False,
+                )
         except Exception as exc:  # noqa: BLE001 - the exporter's errors share no base class: one line, the cause
             raise ConfigError(f"the ONNX export of {model_dir} at opset {opset} failed: {first_line(exc)}") from None
         model.save_pretrained(staging, safe_serialization=True)  # transformers.pipeline serves the folder as is
@@ -90,8 +102,13 @@ def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float
             os.replace(file, out / file.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"model": str(model_dir), "output": str(out / "model.onnx"), "opset": opset, "inputs": fed,
-            "max_abs_logit_difference": difference}
+    return {
+        "model": str(model_dir),
+        "output": str(out / "model.onnx"),
+        "opset": opset,
+        "inputs": fed,
+        "max_abs_logit_difference": difference,
+    }
 
 
 def export(config=None, **overrides) -> dict[str, Any]:
@@ -115,10 +132,15 @@ def export(config=None, **overrides) -> dict[str, Any]:
         from fsdkit.quantize import quantize_export
 
         tokenizer = AutoTokenizer.from_pretrained(config.output_dir, trust_remote_code=False)  # saved with a pad token
-        result["quantization"] = quantize_export(config.output_dir, task, data, tokenizer,
-                                                 tolerance=config.quantize_tolerance,
-                                                 calibration_samples=config.calibration_samples,
-                                                 max_length=config.max_length)
+        result["quantization"] = quantize_export(
+            config.output_dir,
+            task,
+            data,
+            tokenizer,
+            tolerance=config.quantize_tolerance,
+            calibration_samples=config.calibration_samples,
+            max_length=config.max_length,
+        )
     return result
 
 
@@ -135,12 +157,15 @@ def _measurement_data(config):
         raise ConfigError("--quantize with --data-dir: name the task whose evaluation split measures it (--task)")
     if DataSource.from_config(config) is not None or config.task or config.data_dir:
         values = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)}
-        return resolve_task_data(make_config(EvaluateConfig, {**values, "task": config.task or "rt-sentiment",
-                                                              "data_dir": config.data_dir}))
+        return resolve_task_data(
+            make_config(EvaluateConfig, {**values, "task": config.task or "rt-sentiment", "data_dir": config.data_dir})
+        )
     record = read_run_record(config.model) if Path(config.model).is_dir() else None
     if record is None or not isinstance(record.get("config"), dict):
-        raise ConfigError(f"--quantize measures the int8 model on a task's evaluation split: {config.model} has no "
-                          f"run record to take its data from, so give --task (and --data-dir) or --train-file / "
-                          f"--validation-file")
+        raise ConfigError(
+            f"--quantize measures the int8 model on a task's evaluation split: {config.model} has no "
+            f"run record to take its data from, so give --task (and --data-dir) or --train-file / "
+            f"--validation-file"
+        )
     names = {f.name for f in dataclasses.fields(DataOptions)} | {"task", "data_dir"}
     return resolve_task_data(make_config(EvaluateConfig, {k: v for k, v in record["config"].items() if k in names}))

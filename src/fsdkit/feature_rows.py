@@ -14,8 +14,13 @@ from torch import Tensor
 POOLINGS = ("flatten", "cls", "mean")
 
 
-def feature_rows(hidden: Tensor, mask: Tensor, pooling: str = "flatten", max_length: int | None = None,
-                 positions: Tensor | None = None) -> Tensor:
+def feature_rows(
+    hidden: Tensor,
+    mask: Tensor,
+    pooling: str = "flatten",
+    max_length: int | None = None,
+    positions: Tensor | None = None,
+) -> Tensor:
     """Rows ``(B, d)`` from hidden states ``(B, L, D)`` and an attention mask ``(B, L)`` (1 = real token).
 
     - ``"flatten"``: padding positions are zeroed, the sequence axis is zero-padded or truncated to exactly

@@ -150,8 +150,9 @@ class Features:
         length = self.attention_mask.shape[1] if max_length is None else max_length
         key = (self.layer_index(layer), pooling, length, torch.is_grad_enabled())
         if key not in self._rows:
-            self._rows[key] = feature_rows(self.hidden(layer), self.attention_mask, pooling, length,
-                                           self.pooled_positions())
+            self._rows[key] = feature_rows(
+                self.hidden(layer), self.attention_mask, pooling, length, self.pooled_positions()
+            )
         return self._rows[key]
 
     def float(self) -> Features:
@@ -164,7 +165,9 @@ class Features:
             return t.float() if t.is_floating_point() and t.element_size() < 4 else t
 
         def each(layers):  # keeps the container type (the teacher cache's PartialHiddenStates, PartialAttentions)
-            return None if layers is None else type(layers)(None if t is None else up(t) for t in tuple.__iter__(layers))
+            return (
+                None if layers is None else type(layers)(None if t is None else up(t) for t in tuple.__iter__(layers))
+            )
 
         return Features(
             logits=up(self.logits),
@@ -223,7 +226,7 @@ def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def teacher_view(batch: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     """The teacher's inputs of a batch: its own tokenisation (``teacher_*`` keys) when teacher and student
     tokenize differently, else the batch itself."""
-    own = {k[len(TEACHER_PREFIX):]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
+    own = {k[len(TEACHER_PREFIX) :]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
     return own or batch
 
 

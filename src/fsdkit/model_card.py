@@ -17,7 +17,9 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
     names = sorted({name for split in metrics.values() for name in split})
     lines = ["| split | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for split, values in metrics.items():
-        lines.append(f"| {split} | " + " | ".join(f"{100 * values[n]:.2f}" if n in values else "" for n in names) + " |")
+        lines.append(
+            f"| {split} | " + " | ".join(f"{100 * values[n]:.2f}" if n in values else "" for n in names) + " |"
+        )
     return lines
 
 
@@ -38,30 +40,58 @@ def render_model_card(record: dict[str, Any], labels: dict[int, str] | None) -> 
         f"# {'Student distilled with ' + record['method'] if distilled else 'Fine-tuned model'} ({record['task']})",
         "",
         "## Model",
-        (f"- A fresh student of shape {record['student_shape']} (random initialisation, the teacher's tokenizer)"
-         if record.get("student_shape") else
-         f"- Base: `{record.get('student_base') or record.get('model')}`"
-         + (f", layers {record.get('student_layers')} ({record.get('student_init', 'pretrained')} initialisation)"
-            if distilled else "")),
+        (
+            f"- A fresh student of shape {record['student_shape']} (random initialisation, the teacher's tokenizer)"
+            if record.get("student_shape")
+            else f"- Base: `{record.get('student_base') or record.get('model')}`"
+            + (
+                f", layers {record.get('student_layers')} ({record.get('student_init', 'pretrained')} initialisation)"
+                if distilled
+                else ""
+            )
+        ),
         f"- Transformer layers: {record['num_layers']}; parameters: {record['parameters']:,}",
     ]
     if labels:
         lines.append("- Labels: " + ", ".join(f"{i} = `{name}`" for i, name in sorted(labels.items())))
     if distilled:
         teacher = f"`{record['teacher']}`" if record.get("teacher") else "none (the method has no teacher term)"
-        lines += ["", "## Distillation", f"- Teacher: {teacher}",
-                  "- Loss: " + " + ".join(f"{t['weight']:g} · {t['label']}" for t in record["terms"])
-                  + " (term definitions: fsdkit's docs/math.md)"]
-    lines += ["", "## Data", f"- `{data}`; {record['train_examples']:,} training examples, seed {record['seed']}",
-              f"- {record['global_steps']} optimizer steps, {record['train_runtime']:.0f} s of training", "",
-              "## Metrics (×100)", "", *_metrics_table(record["metrics"]), "",
-              "## Reproduce", "", "```bash", record.get("command_line", ""), "```", "",
-              "## Use", "", "```python",
-              "from transformers import pipeline",
-              "classify = pipeline(\"text-classification\", model=\"PATH_TO_THIS_FOLDER\")",
-              "```", "",
-              f"Made with fsdkit {record['fsdkit_version']}" + (f" (commit {record['git_commit'][:12]})" if record.get("git_commit") else "")
-              + f", torch {record['torch_version']}.", ""]
+        lines += [
+            "",
+            "## Distillation",
+            f"- Teacher: {teacher}",
+            "- Loss: "
+            + " + ".join(f"{t['weight']:g} · {t['label']}" for t in record["terms"])
+            + " (term definitions: fsdkit's docs/math.md)",
+        ]
+    lines += [
+        "",
+        "## Data",
+        f"- `{data}`; {record['train_examples']:,} training examples, seed {record['seed']}",
+        f"- {record['global_steps']} optimizer steps, {record['train_runtime']:.0f} s of training",
+        "",
+        "## Metrics (×100)",
+        "",
+        *_metrics_table(record["metrics"]),
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        record.get("command_line", ""),
+        "```",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        'classify = pipeline("text-classification", model="PATH_TO_THIS_FOLDER")',
+        "```",
+        "",
+        f"Made with fsdkit {record['fsdkit_version']}"
+        + (f" (commit {record['git_commit'][:12]})" if record.get("git_commit") else "")
+        + f", torch {record['torch_version']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -60,9 +60,11 @@ class Option:
             raise ConfigError(f"{prefix}{self.flag}: {exc}") from None
         if value is None or isinstance(value, (list, dict)):
             return value
-        bad = (self.choices is not None and value not in self.choices) or (
-            self.low is not None and (value < self.low or (self.low_open and value == self.low))) or (
-            self.high is not None and value > self.high)
+        bad = (
+            (self.choices is not None and value not in self.choices)
+            or (self.low is not None and (value < self.low or (self.low_open and value == self.low)))
+            or (self.high is not None and value > self.high)
+        )
         if bad:
             raise ConfigError(f"{prefix}{self.flag} must be {self.valid_range()}, got {value!r}")
         return value
@@ -76,8 +78,10 @@ def merge_options(groups: list[tuple[str, tuple[Option, ...]]]) -> dict[str, Opt
     for owner, options in groups:
         for option in options:
             if option.name in table and table[option.name] != option:
-                raise ValueError(f"option {option.name!r} of {owner} differs from the one {owners[option.name]} declares; "
-                                 f"declare it once and refer to that declaration")
+                raise ValueError(
+                    f"option {option.name!r} of {owner} differs from the one {owners[option.name]} declares; "
+                    f"declare it once and refer to that declaration"
+                )
             table.setdefault(option.name, option)
             owners.setdefault(option.name, owner)
     return table

@@ -38,8 +38,9 @@ def _rows_to_predict(task, config: PredictConfig):
     if DataSource.from_config(config) is not None:  # your own files: the test split is --test-file's rows
         _, data = resolve_task_data(config)
         if config.split not in data:
-            raise DataError(f"no {config.split!r} split in your data (splits: {', '.join(data)}); "
-                            f"give --{config.split}-file")
+            raise DataError(
+                f"no {config.split!r} split in your data (splits: {', '.join(data)}); give --{config.split}-file"
+            )
         return list(range(len(data[config.split]))), data[config.split]
     if config.split == "test":
         if config.data_dir is None:
@@ -69,8 +70,13 @@ def _records(task, index: list[int], logits: np.ndarray) -> tuple[list[str], lis
     fields = ["index", "prediction", *(f"p_{name}" for name in names)]
     records = []
     for i, p in zip(index, probabilities):
-        records.append({"index": i, "prediction": names[int(p.argmax())],
-                        **{f"p_{name}": round(float(v), 6) for name, v in zip(names, p)}})
+        records.append(
+            {
+                "index": i,
+                "prediction": names[int(p.argmax())],
+                **{f"p_{name}": round(float(v), 6) for name, v in zip(names, p)},
+            }
+        )
     return fields, records
 
 
@@ -111,12 +117,18 @@ def predict(config: PredictConfig | dict | None = None, **overrides) -> dict[str
     check_model_folder(config.model, max_length=config.max_length, option="model")
     index, rows = _rows_to_predict(task, config)  # bad data fails before the model is loaded
     _write_predictions(config, task, index, rows, output, check_task=True, desc=f"predict {config.split}")
-    return {"task": task.name, "model": str(config.model), "split": config.split, "output": str(output),
-            "n_examples": len(index)}
+    return {
+        "task": task.name,
+        "model": str(config.model),
+        "split": config.split,
+        "output": str(output),
+        "n_examples": len(index),
+    }
 
 
-def _write_predictions(config: PredictConfig, task, index: list[int], rows, output: Path, *, check_task: bool,
-                       desc: str) -> np.ndarray:
+def _write_predictions(
+    config: PredictConfig, task, index: list[int], rows, output: Path, *, check_task: bool, desc: str
+) -> np.ndarray:
     """Load the model, predict ``rows`` and write them to ``output``; the logits."""
     from fsdkit.data import make_collator
     from fsdkit.data.encode import encode_dataset
@@ -127,8 +139,9 @@ def _write_predictions(config: PredictConfig, task, index: list[int], rows, outp
     if check_task:
         check_model_matches_task(model, task, config.model)
     encoded = encode_dataset(rows, tokenizer, task, max_length=config.max_length)
-    logits = predict_logits(model, encoded, make_collator(tokenizer), batch_size=config.batch_size,
-                            progress=config.progress, desc=desc)
+    logits = predict_logits(
+        model, encoded, make_collator(tokenizer), batch_size=config.batch_size, progress=config.progress, desc=desc
+    )
     fields, records = _records(task, index, logits)
     atomic_write_text(output, format_predictions(fields, records, output.suffix.lower()))
     return logits
@@ -146,9 +159,17 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
     from fsdkit.models import check_model_folder, resolve_model_path
     from fsdkit.run_record import read_run_record
 
-    given = [flag for flag, value in (("--train-file", config.train_file), ("--validation-file", config.validation_file),
-                                      ("--test-file", config.test_file), ("--dataset", config.dataset),
-                                      ("--data-dir", config.data_dir)) if value]
+    given = [
+        flag
+        for flag, value in (
+            ("--train-file", config.train_file),
+            ("--validation-file", config.validation_file),
+            ("--test-file", config.test_file),
+            ("--dataset", config.dataset),
+            ("--data-dir", config.data_dir),
+        )
+        if value
+    ]
     if given:
         raise ConfigError(f"--input predicts from the model folder alone: drop {', '.join(given)}")
     check_output_file(output, "output", keep=input_paths(config))
@@ -157,16 +178,22 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
     if getattr(model_config, "problem_type", None) == "regression" or model_config.num_labels == 1:
         labels = None
     else:
-        labels = model_label_names(model_config) or tuple(str(model_config.id2label[i])
-                                                          for i in range(model_config.num_labels))
+        labels = model_label_names(model_config) or tuple(
+            str(model_config.id2label[i]) for i in range(model_config.num_labels)
+        )
     record = read_run_record(folder) if Path(folder).is_dir() else None
     columns = config.text_columns or ((record or {}).get("config") or {}).get("text_columns")
     source = DataSource(text_columns=tuple(columns) if columns else None, label_column=config.label_column)
     task, rows, labelled = read_input(config.input, source, labels)  # bad input fails before the model loads
     # the task is the model's own (its label names): nothing to check it against
     logits = _write_predictions(config, task, list(range(len(rows))), rows, output, check_task=False, desc="predict")
-    result: dict[str, Any] = {"model": str(config.model), "input": str(config.input), "output": str(output),
-                              "n_examples": len(rows), "labels": list(labels) if labels else None}
+    result: dict[str, Any] = {
+        "model": str(config.model),
+        "input": str(config.input),
+        "output": str(output),
+        "n_examples": len(rows),
+        "labels": list(labels) if labels else None,
+    }
     if labelled:
         result["metrics"] = compute_metrics(task, logits, rows["label"])
     return result

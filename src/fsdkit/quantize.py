@@ -28,7 +28,7 @@ TIMED_BATCHES = 10
 def _batches(encoded, names: list[str], pad_id: int, batch_size: int):
     """``encoded``'s rows (in order) as padded ``{input: int64 array}`` batches with ``names`` only."""
     for start in range(0, len(encoded), batch_size):
-        rows = encoded[start:start + batch_size]
+        rows = encoded[start : start + batch_size]
         length = max(len(ids) for ids in rows["input_ids"])
         batch = {}
         for name in names:
@@ -51,8 +51,9 @@ def _logits(session, encoded, pad_id: int) -> np.ndarray:
 def _latency_ms(session, encoded, pad_id: int, batch_size: int) -> float:
     """Milliseconds per batch of ``batch_size`` rows, the mean over :data:`TIMED_BATCHES` batches after a warm-up."""
     names = [i.name for i in session.get_inputs()]
-    batches = list(_batches(encoded.select(range(min(len(encoded), batch_size * (TIMED_BATCHES + 1)))), names,
-                            pad_id, batch_size))
+    batches = list(
+        _batches(encoded.select(range(min(len(encoded), batch_size * (TIMED_BATCHES + 1)))), names, pad_id, batch_size)
+    )
     session.run(["logits"], batches[0])
     timed = batches[1:] or batches
     start = time.perf_counter()
@@ -71,8 +72,16 @@ class _Calibration:
         return next(self.batches, None)
 
 
-def quantize_export(folder: str | Path, task, data, tokenizer, *, tolerance: float = 1.0, calibration_samples: int = 128,
-                    max_length: int = 128) -> dict[str, Any]:
+def quantize_export(
+    folder: str | Path,
+    task,
+    data,
+    tokenizer,
+    *,
+    tolerance: float = 1.0,
+    calibration_samples: int = 128,
+    max_length: int = 128,
+) -> dict[str, Any]:
     """Quantize ``folder/model.onnx`` (see the module docstring); ``data`` is the task's ``DatasetDict`` (its first
     evaluation split is scored, its training split calibrates). Returns the report, also ``quantization.json``."""
     import json
@@ -92,15 +101,21 @@ def quantize_export(folder: str | Path, task, data, tokenizer, *, tolerance: flo
     float_path = folder / "model.onnx"
     split = task.eval_splits[0] if task.eval_splits else None
     if split is None or split not in data:
-        raise ConfigError("--quantize measures the quantized model on an evaluation split: give one (e.g. "
-                          "--validation-file, or a task with a dev split)")
+        raise ConfigError(
+            "--quantize measures the quantized model on an evaluation split: give one (e.g. "
+            "--validation-file, or a task with a dev split)"
+        )
     if not tolerance >= 0:
         raise ConfigError(f"--quantize-tolerance must be ≥ 0 points, got {tolerance}")
     pad_id = tokenizer.pad_token_id or 0
     dev = encode_dataset(data[split], tokenizer, task, max_length=max_length)
     references = np.asarray(dev["labels"])
-    calibration = encode_dataset(data["train"].select(range(min(calibration_samples, len(data["train"])))), tokenizer,
-                                 task, max_length=max_length)
+    calibration = encode_dataset(
+        data["train"].select(range(min(calibration_samples, len(data["train"])))),
+        tokenizer,
+        task,
+        max_length=max_length,
+    )
     float_session = _session(float_path)
     names = [i.name for i in float_session.get_inputs()]
 
@@ -114,20 +129,30 @@ def quantize_export(folder: str | Path, task, data, tokenizer, *, tolerance: flo
             if mode == "dynamic":
                 quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)
             else:
-                quantize_static(str(float_path), str(path), Reader(calibration, names, pad_id),
-                                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8)
+                quantize_static(
+                    str(float_path),
+                    str(path),
+                    Reader(calibration, names, pad_id),
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                )
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer errors share no base: recorded, not fatal
             candidates[mode] = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
             path.unlink(missing_ok=True)
             continue
         session = _session(path)
-        candidates[mode] = {"path": path, "session": session,
-                            "metrics": compute_metrics(task, _logits(session, dev, pad_id), references)}
+        candidates[mode] = {
+            "path": path,
+            "session": session,
+            "metrics": compute_metrics(task, _logits(session, dev, pad_id), references),
+        }
     measured = {mode: c for mode, c in candidates.items() if "session" in c}
     if not measured:
-        raise ConfigError(f"ONNX Runtime could not quantize {float_path}: "
-                          + "; ".join(f"{m}: {c['error']}" for m, c in candidates.items()))
+        raise ConfigError(
+            f"ONNX Runtime could not quantize {float_path}: "
+            + "; ".join(f"{m}: {c['error']}" for m, c in candidates.items())
+        )
     main = task.main_metric
     for c in measured.values():
         c["latency_ms_batch1"] = _latency_ms(c["session"], dev, pad_id, 1)
@@ -140,15 +165,32 @@ def quantize_export(folder: str | Path, task, data, tokenizer, *, tolerance: flo
     int8_session = _session(final)
     float_metrics = compute_metrics(task, _logits(float_session, dev, pad_id), references)
     report: dict[str, Any] = {
-        "split": split, "n_examples": len(dev), "main_metric": main, "quantization": chosen,
-        "float": {"file": float_path.name, "size_mb": float_path.stat().st_size / 2**20, "metrics": float_metrics,
-                  "latency_ms_batch1": _latency_ms(float_session, dev, pad_id, 1),
-                  "latency_ms_batch32": _latency_ms(float_session, dev, pad_id, 32)},
-        "int8": {"file": final.name, "size_mb": final.stat().st_size / 2**20, "metrics": measured[chosen]["metrics"],
-                 "latency_ms_batch1": _latency_ms(int8_session, dev, pad_id, 1),
-                 "latency_ms_batch32": _latency_ms(int8_session, dev, pad_id, 32)},
-        "candidates": {mode: ({"metrics": c["metrics"], "latency_ms_batch1": c["latency_ms_batch1"]}
-                              if "metrics" in c else {"error": c["error"]}) for mode, c in candidates.items()},
+        "split": split,
+        "n_examples": len(dev),
+        "main_metric": main,
+        "quantization": chosen,
+        "float": {
+            "file": float_path.name,
+            "size_mb": float_path.stat().st_size / 2**20,
+            "metrics": float_metrics,
+            "latency_ms_batch1": _latency_ms(float_session, dev, pad_id, 1),
+            "latency_ms_batch32": _latency_ms(float_session, dev, pad_id, 32),
+        },
+        "int8": {
+            "file": final.name,
+            "size_mb": final.stat().st_size / 2**20,
+            "metrics": measured[chosen]["metrics"],
+            "latency_ms_batch1": _latency_ms(int8_session, dev, pad_id, 1),
+            "latency_ms_batch32": _latency_ms(int8_session, dev, pad_id, 32),
+        },
+        "candidates": {
+            mode: (
+                {"metrics": c["metrics"], "latency_ms_batch1": c["latency_ms_batch1"]}
+                if "metrics" in c
+                else {"error": c["error"]}
+            )
+            for mode, c in candidates.items()
+        },
         "tolerance_points": tolerance,
     }
     drop = 100.0 * (float_metrics[main] - report["int8"]["metrics"][main])
@@ -167,15 +209,25 @@ def _card_section(folder: Path, report: dict[str, Any]) -> None:
     text = card.read_text(encoding="utf-8") if card.is_file() else "# Exported model\n"
     text = text.split("\n## int8 (ONNX Runtime)")[0].rstrip() + "\n"
     main, f, q = report["main_metric"], report["float"], report["int8"]
-    lines = ["", "## int8 (ONNX Runtime)", "",
-             f"`{q['file']}` ({report['quantization']} quantization) beside `{f['file']}`, measured on the "
-             f"{report['split']} split ({report['n_examples']} rows) on the exporting machine:", "",
-             "| model | size (MB) | " + main + " | latency batch 1 (ms) | latency batch 32 (ms) |", "|---|---|---|---|---|",
-             f"| float32 | {f['size_mb']:.1f} | {100 * f['metrics'][main]:.2f} | {f['latency_ms_batch1']:.2f} | "
-             f"{f['latency_ms_batch32']:.1f} |",
-             f"| int8 | {q['size_mb']:.1f} | {100 * q['metrics'][main]:.2f} | {q['latency_ms_batch1']:.2f} | "
-             f"{q['latency_ms_batch32']:.1f} |", ""]
+    lines = [
+        "",
+        "## int8 (ONNX Runtime)",
+        "",
+        f"`{q['file']}` ({report['quantization']} quantization) beside `{f['file']}`, measured on the "
+        f"{report['split']} split ({report['n_examples']} rows) on the exporting machine:",
+        "",
+        "| model | size (MB) | " + main + " | latency batch 1 (ms) | latency batch 32 (ms) |",
+        "|---|---|---|---|---|",
+        f"| float32 | {f['size_mb']:.1f} | {100 * f['metrics'][main]:.2f} | {f['latency_ms_batch1']:.2f} | "
+        f"{f['latency_ms_batch32']:.1f} |",
+        f"| int8 | {q['size_mb']:.1f} | {100 * q['metrics'][main]:.2f} | {q['latency_ms_batch1']:.2f} | "
+        f"{q['latency_ms_batch32']:.1f} |",
+        "",
+    ]
     if report["flagged"]:
-        lines += [f"**Flagged**: the int8 model's {main} is {report['drop_points']:.2f} points below the float "
-                  f"model's (tolerance {report['tolerance_points']:g}); check it on your data before you deploy it.", ""]
+        lines += [
+            f"**Flagged**: the int8 model's {main} is {report['drop_points']:.2f} points below the float "
+            f"model's (tolerance {report['tolerance_points']:g}); check it on your data before you deploy it.",
+            "",
+        ]
     atomic_write_text(card, text + "\n".join(lines))

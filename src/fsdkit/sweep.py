@@ -58,8 +58,11 @@ from fsdkit.errors import ConfigError, short_repr
 COMMANDS = {"distill": DistillConfig, "finetune": FinetuneConfig}
 SPACE_TYPES = ("float", "int", "categorical")
 #: the keys a space entry of each type may hold (any other is a typo: refused, not ignored)
-SPACE_KEYS = {"float": {"type", "low", "high", "log", "step", "off"}, "int": {"type", "low", "high", "log", "step", "off"},
-              "categorical": {"type", "choices"}}
+SPACE_KEYS = {
+    "float": {"type", "low", "high", "log", "step", "off"},
+    "int": {"type", "low", "high", "log", "step", "off"},
+    "categorical": {"type", "choices"},
+}
 #: the Optuna parameter that switches a weight searched with ``off: true`` off (value 0): ``<key>:off``
 OFF_SUFFIX = ":off"
 #: the keys of ``fixed_from``
@@ -107,12 +110,15 @@ def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
         # YAML 1.1 (PyYAML) reads the key `off` as the boolean false: `off: true` arrives as {False: True}
         spec = {("off" if key is False else key): value for key, value in spec.items()}
     if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
-        raise ConfigError(f"sweep space '{key}': expected a mapping with type one of {', '.join(SPACE_TYPES)}, "
-                          f"got {short_repr(spec)}")
+        raise ConfigError(
+            f"sweep space '{key}': expected a mapping with type one of {', '.join(SPACE_TYPES)}, got {short_repr(spec)}"
+        )
     unknown = sorted(set(spec) - SPACE_KEYS[spec["type"]])
     if unknown:
-        raise ConfigError(f"sweep space '{key}': unknown key(s) {unknown} for type {spec['type']}; "
-                          f"known: {', '.join(sorted(SPACE_KEYS[spec['type']]))}")
+        raise ConfigError(
+            f"sweep space '{key}': unknown key(s) {unknown} for type {spec['type']}; "
+            f"known: {', '.join(sorted(SPACE_KEYS[spec['type']]))}"
+        )
     if spec["type"] == "categorical":
         if not isinstance(spec.get("choices"), list) or not spec["choices"]:
             raise ConfigError(f"sweep space '{key}': a categorical needs a non-empty list 'choices'")
@@ -148,10 +154,12 @@ def _suggest(trial, key: str, spec: dict[str, Any]):
     if spec["type"] == "categorical":
         return trial.suggest_categorical(key, spec["choices"])
     if spec["type"] == "int":
-        return trial.suggest_int(key, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)),
-                                 log=bool(spec.get("log", False)))
-    return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
-                               step=spec.get("step"))
+        return trial.suggest_int(
+            key, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)), log=bool(spec.get("log", False))
+        )
+    return trial.suggest_float(
+        key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)), step=spec.get("step")
+    )
 
 
 def trial_options(trial) -> dict[str, Any]:
@@ -171,7 +179,9 @@ def fixed_from(spec: Any, default_storage: str) -> tuple[dict[str, Any], dict[st
     import optuna
 
     if not isinstance(spec, dict) or not isinstance(spec.get("study"), str):
-        raise ConfigError(f"fixed_from: expected a mapping {{study: NAME, storage: URL, options: [...]}}, got {short_repr(spec)}")
+        raise ConfigError(
+            f"fixed_from: expected a mapping {{study: NAME, storage: URL, options: [...]}}, got {short_repr(spec)}"
+        )
     unknown = sorted(set(spec) - FIXED_FROM_KEYS)
     if unknown:
         raise ConfigError(f"fixed_from: unknown key(s) {unknown}; known: {', '.join(sorted(FIXED_FROM_KEYS))}")
@@ -189,16 +199,25 @@ def fixed_from(spec: Any, default_storage: str) -> tuple[dict[str, Any], dict[st
     finished = len(budget_trials(source, int(budget)))
     best = best_trial(source, int(budget))
     if finished < int(budget) or best is None:
-        raise ConfigError(f"fixed_from: study {spec['study']!r} has {finished} of its {budget} trials finished; its best "
-                          f"is not final yet — finish it first (rerun its sweep)")
+        raise ConfigError(
+            f"fixed_from: study {spec['study']!r} has {finished} of its {budget} trials finished; its best "
+            f"is not final yet — finish it first (rerun its sweep)"
+        )
     options = trial_options(best)
     names = [_key(w) for w in wanted] if wanted is not None else list(options)
     missing = [n for n in names if n not in options]
     if missing:
-        raise ConfigError(f"fixed_from: study {spec['study']!r} did not search {missing}; it searched {sorted(options)}")
+        raise ConfigError(
+            f"fixed_from: study {spec['study']!r} did not search {missing}; it searched {sorted(options)}"
+        )
     values = {n: options[n] for n in names}
-    return values, {"study": spec["study"], "storage": url, "trial": best.number, "value": best.value,
-                    "options": values}
+    return values, {
+        "study": spec["study"],
+        "storage": url,
+        "trial": best.number,
+        "value": best.value,
+        "options": values,
+    }
 
 
 def _storage(url: str, heartbeat: int):
@@ -250,11 +269,15 @@ def _creation_lock(url: str):
 def _check_storage(url: str) -> None:
     """An RDB URL; for SQLite a file (``sqlite:///FILE``, not in memory) that can be written."""
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
-        raise ConfigError(f"--storage {url!r}: expected an RDB URL such as sqlite:///study.db or postgresql://user@host/db")
+        raise ConfigError(
+            f"--storage {url!r}: expected an RDB URL such as sqlite:///study.db or postgresql://user@host/db"
+        )
     path = _sqlite_file(url)
     if url.startswith("sqlite:") and (path is None or not str(path).strip("/") or str(path) == ":memory:"):
-        raise ConfigError(f"--storage {url!r}: expected sqlite:///FILE (three slashes, then the file; an in-memory "
-                          f"database would not outlive the worker, so the study could not be resumed or shared)")
+        raise ConfigError(
+            f"--storage {url!r}: expected sqlite:///FILE (three slashes, then the file; an in-memory "
+            f"database would not outlive the worker, so the study could not be resumed or shared)"
+        )
     if path is not None:
         _check_sqlite_file(url, path)
 
@@ -267,7 +290,7 @@ def _check_sqlite_file(url: str, path: Path) -> None:
 def _sqlite_file(url: str) -> Path | None:
     """The database file of a ``sqlite:///FILE`` storage URL, else None."""
     prefix = "sqlite:///"
-    return Path(url[len(prefix):]).expanduser() if url.startswith(prefix) else None
+    return Path(url[len(prefix) :]).expanduser() if url.startswith(prefix) else None
 
 
 def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, Any]:
@@ -298,8 +321,9 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         given = {_key(k) for k in base_given} | {_key(k) for k in config.space}
         clash = sorted(set(fixed) & given)
         if clash:
-            raise ConfigError(f"fixed_from: {clash} come from study {source['study']!r}; do not also set them in "
-                              f"'base' or 'space'")
+            raise ConfigError(
+                f"fixed_from: {clash} come from study {source['study']!r}; do not also set them in 'base' or 'space'"
+            )
         base_given.update(fixed)
     base, space = check_space(config.command, base_given, config.space)
     task, _ = resolve_task_data(make_config(COMMANDS[config.command], base))  # a registry task or your own data
@@ -315,13 +339,19 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     pruner = _pruner(config.pruner, config.startup_trials)
     _check_storage(config.storage)  # before its lock file is made beside it
     with _creation_lock(config.storage):  # workers starting together would race to create the schema and study
-        study = optuna.create_study(storage=_storage(config.storage, config.heartbeat), study_name=config.study_name,
-                                    direction=config.direction, pruner=pruner, load_if_exists=True)
+        study = optuna.create_study(
+            storage=_storage(config.storage, config.heartbeat),
+            study_name=config.study_name,
+            direction=config.direction,
+            pruner=pruner,
+            load_if_exists=True,
+        )
     # the first worker of a study draws from --seed; a worker that joins or resumes it from --seed + its pid, so
     # that parallel workers do not repeat each other's random start-up trials
     joining = bool(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(n_startup_trials=config.startup_trials,
-                                               seed=config.seed + (os.getpid() if joining else 0))
+    study.sampler = optuna.samplers.TPESampler(
+        n_startup_trials=config.startup_trials, seed=config.seed + (os.getpid() if joining else 0)
+    )
     study.set_user_attr("command", config.command)
     study.set_user_attr("metric", f"{split}.{metric}")
     study.set_user_attr("budget", config.trials)
@@ -362,7 +392,9 @@ def budget_trials(study, trials: int) -> list:
     """The study's first ``trials`` finished (complete or pruned) trials, in the order they finished."""
     import optuna
 
-    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    finished = study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    )
     return sorted(finished, key=lambda t: (t.datetime_complete, t.number))[:trials]
 
 
@@ -383,15 +415,26 @@ def write_summary(study, config: SweepConfig, out: Path) -> dict[str, Any]:
     states = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     count = {state.name.lower(): sum(t.state == state for t in trials) for state in states}
-    summary: dict[str, Any] = {"study_name": config.study_name, "storage": config.storage,
-                               "direction": config.direction, "metric": study.user_attrs.get("metric"),
-                               "trials": count, "budget": config.trials, "best": None}
+    summary: dict[str, Any] = {
+        "study_name": config.study_name,
+        "storage": config.storage,
+        "direction": config.direction,
+        "metric": study.user_attrs.get("metric"),
+        "trials": count,
+        "budget": config.trials,
+        "best": None,
+    }
     complete = [t for t in trials if t.state == states.COMPLETE]
     best = best_trial(study, config.trials)
     if best is not None:
-        summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
-                           "options": trial_options(best), "command": best.user_attrs.get("command"),
-                           "output_dir": best.user_attrs.get("output_dir")}
+        summary["best"] = {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "options": trial_options(best),
+            "command": best.user_attrs.get("command"),
+            "output_dir": best.user_attrs.get("output_dir"),
+        }
     if "fixed_from" in study.user_attrs:
         summary["fixed_from"] = study.user_attrs["fixed_from"]
     summary["plots"] = _plots(study, out) if len(complete) >= 2 else []
@@ -408,8 +451,10 @@ def _plots(study, out: Path) -> list[str]:
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
     written = []
-    for name, plot in (("optimization_history.png", plot_optimization_history),
-                       ("param_importances.png", plot_param_importances)):
+    for name, plot in (
+        ("optimization_history.png", plot_optimization_history),
+        ("param_importances.png", plot_param_importances),
+    ):
         try:
             with warnings.catch_warnings():  # optuna's matplotlib plots are "experimental": not news to the user
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

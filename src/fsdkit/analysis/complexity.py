@@ -21,6 +21,7 @@ from fsdkit.run_record import read_run_record
 
 __all__ = ["complexity_table", "count_parameters", "inference_throughput", "read_run_record"]
 
+
 def _ratio(value: float | None, ref: float | None) -> float | None:
     if value is None or ref is None or ref == 0:
         return None

@@ -41,9 +41,7 @@ class ModelPass:
     run_info: dict[str, Any] | None
 
 
-def model_pass(
-    name, path, spec, dataset, *, batch_size, max_length, device, throughput_batches, progress
-) -> ModelPass:
+def model_pass(name, path, spec, dataset, *, batch_size, max_length, device, throughput_batches, progress) -> ModelPass:
     from torch.utils.data import DataLoader
 
     from fsdkit.data import encode_dataset, make_collator

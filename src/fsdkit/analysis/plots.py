@@ -114,7 +114,7 @@ def cka_heatmaps(heatmaps: Mapping[str, np.ndarray], task_name: str, teacher_nam
             ax.set_yticks(ticks, [str(t) for t in ticks])
             ticks = _ticks(h.shape[1])
             ax.set_xticks(ticks, [str(t) for t in ticks])
-        for ax in list(axes.flat)[len(names):]:
+        for ax in list(axes.flat)[len(names) :]:
             ax.set_axis_off()
         fig.colorbar(image, ax=axes, label="linear CKA", shrink=0.9)
         fig.suptitle(f"CKA heat maps of penultimate-layer features — {task_name}")
@@ -150,9 +150,14 @@ def relation_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], task_n
 LINESTYLES = ("-", "-.", ":", (0, (6, 2, 1, 2, 1, 2)))  # "--" is the reference's
 
 
-def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], task_name: str, metric: str,
-                    reference: float | None = None, reference_label: str = "teacher",
-                    styles: Mapping[str, tuple[str, str]] | None = None) -> Figure:
+def learning_curves(
+    curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]],
+    task_name: str,
+    metric: str,
+    reference: float | None = None,
+    reference_label: str = "teacher",
+    styles: Mapping[str, tuple[str, str]] | None = None,
+) -> Figure:
     """Quality against training budget: the metric after every epoch, one line per method (the mean over its seeds)
     with the seeds' range as a band; ``curves``: method → one ``[(epoch, value), …]`` list per seed. ``reference``
     (the teacher's score) is drawn as a dashed line. ``styles``: a line's name → ``(family, variant)`` (e.g. its method
@@ -177,8 +182,15 @@ def learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]
             family, variant = looks[name]
             colour = families.setdefault(family, palette[len(families) % len(palette)])
             linestyle = variants.setdefault(variant, LINESTYLES[len(variants) % len(LINESTYLES)])
-            line = ax.plot(epochs, mean, marker="o", markersize=4, color=colour, linestyle=linestyle,
-                           label=f"{name} (n={len(runs)})")[0]
+            line = ax.plot(
+                epochs,
+                mean,
+                marker="o",
+                markersize=4,
+                color=colour,
+                linestyle=linestyle,
+                label=f"{name} (n={len(runs)})",
+            )[0]
             if len(runs) > 1:
                 low = [min(v for v in row if v is not None) for row in table]
                 high = [max(v for v in row if v is not None) for row in table]

@@ -198,7 +198,7 @@ class RelationTracker(TrainerCallback):
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read relation history {path}: {exc}") from exc
         if not isinstance(payload, dict) or payload.get("format") != HISTORY_FORMAT:
-            raise ValueError(f"{path} is not a relation history (expected \"format\": \"{HISTORY_FORMAT}\")")
+            raise ValueError(f'{path} is not a relation history (expected "format": "{HISTORY_FORMAT}")')
         tracker = cls(int(payload.get("every_n_steps", 1)))
         for index, record in enumerate(payload.get("records", [])):
             missing = [key for key in ("step", *RECORD_KEYS) if key not in record]

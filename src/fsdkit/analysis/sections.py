@@ -123,8 +123,15 @@ def report_sections(spec, results: dict[str, Any], teacher_dir: str, proposed: s
             ],
             [
                 Table(
-                    ["model", "parameters", "training ex/s", "inference ex/s", "relative parameters",
-                     "relative training speed", "relative inference speed"],
+                    [
+                        "model",
+                        "parameters",
+                        "training ex/s",
+                        "inference ex/s",
+                        "relative parameters",
+                        "relative training speed",
+                        "relative inference speed",
+                    ],
                     [
                         [
                             r["method"],

@@ -171,7 +171,7 @@ def load_run_record(run_dir: str | Path, split: str | None = None) -> dict[str, 
     if missing:
         raise ValueError(f"{where} lacks {missing}")
     if not isinstance(info["metrics"], Mapping):
-        raise ValueError(f"{where}: \"metrics\" must be an object")
+        raise ValueError(f'{where}: "metrics" must be an object')
     return {
         "task": str(info["task"]),
         "method": str(info["method"]),

@@ -30,7 +30,9 @@ def cap_pair(tokenizer, first: str, second: str, max_length: int, long_chars: in
     limit = 4 * max_length if long_chars is None else long_chars
     if len(first) <= limit and len(second) <= limit:
         return first, second
-    n_first, n_second = (len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]) for t in (first, second))
+    n_first, n_second = (
+        len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]) for t in (first, second)
+    )
     keep_first = min(n_first, max_length + 1 + (n_first > n_second))
     keep_second = min(n_second, max_length + 1 + (n_second > n_first))
     return _cut(tokenizer, first, keep_first), _cut(tokenizer, second, keep_second)
@@ -112,7 +114,9 @@ class TwoTokenizerCollator:
 
     def __call__(self, features: list[dict]) -> dict:
         student = [{k: v for k, v in f.items() if not k.startswith(TEACHER_PREFIX)} for f in features]
-        teacher = [{k[len(TEACHER_PREFIX):]: v for k, v in f.items() if k.startswith(TEACHER_PREFIX)} for f in features]
+        teacher = [
+            {k[len(TEACHER_PREFIX) :]: v for k, v in f.items() if k.startswith(TEACHER_PREFIX)} for f in features
+        ]
         batch = self.student(student)
         batch.update({TEACHER_PREFIX + k: v for k, v in self.teacher(teacher).items()})
         return batch

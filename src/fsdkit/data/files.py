@@ -60,8 +60,9 @@ class DataSource:
     @classmethod
     def from_config(cls, config) -> DataSource | None:
         """The source named by a config's data options, or None when it names none (a registry task)."""
-        source = cls(**{f: getattr(config, f, None) for f in cls.__dataclass_fields__
-                        if getattr(config, f, None) is not None})
+        source = cls(
+            **{f: getattr(config, f, None) for f in cls.__dataclass_fields__ if getattr(config, f, None) is not None}
+        )
         if source.text_columns is not None:
             source = DataSource(**{**source.__dict__, "text_columns": tuple(source.text_columns)})
         return source if source.train_file or source.validation_file or source.test_file or source.dataset else None
@@ -78,8 +79,10 @@ def _read_file(path: str, split: str, where: str | None = None) -> Table:
     fmt = "text" if file.suffix.lower() == TEXT_LINES else FORMATS.get(file.suffix.lower())
     where = where or f"--{split}-file {file}"
     if fmt is None:
-        raise DataError(f"{where}: unknown format {file.suffix!r}; use one of {', '.join(FORMATS)}"
-                        f"{' or ' + TEXT_LINES if split == 'input' else ''}")
+        raise DataError(
+            f"{where}: unknown format {file.suffix!r}; use one of {', '.join(FORMATS)}"
+            f"{' or ' + TEXT_LINES if split == 'input' else ''}"
+        )
     if not file.is_file():
         raise DataError(f"{where} not found")
     if file.stat().st_size == 0:
@@ -112,8 +115,10 @@ def with_transfer(train: Dataset, path: str, source: DataSource, task: TaskSpec)
     table = _read_file(path, "transfer", where)
     text = _text_columns(source, list(table), where, need_label=False)
     if len(text) != len(task.text_columns):
-        raise DataError(f"{where}: {len(text)} text column(s) {list(text)}, but the task reads "
-                        f"{len(task.text_columns)}; give the same --text-columns as the training data")
+        raise DataError(
+            f"{where}: {len(text)} text column(s) {list(text)}, but the task reads "
+            f"{len(task.text_columns)}; give the same --text-columns as the training data"
+        )
     rows: dict[str, Any] = {}
     for column, name in zip(text, task.text_columns, strict=True):
         values = table[column]
@@ -139,10 +144,17 @@ def read_input(path: str, source: DataSource, labels: tuple[str, ...] | None) ->
     labelled = source.label_column in table
     canonical = PAIR if len(text) == 2 else SINGLE
     regression = labels is None
-    task = TaskSpec(name=CUSTOM_TASK, glue_folder="", text_columns=canonical, labels=labels,
-                    metric_names=("pearson", "spearman") if regression else
-                    ("accuracy", "macro_f1", *(("mcc",) if len(labels) == 2 else ())),
-                    main_metric="pearson" if regression else "accuracy", eval_splits=())
+    task = TaskSpec(
+        name=CUSTOM_TASK,
+        glue_folder="",
+        text_columns=canonical,
+        labels=labels,
+        metric_names=("pearson", "spearman")
+        if regression
+        else ("accuracy", "macro_f1", *(("mcc",) if len(labels) == 2 else ())),
+        main_metric="pearson" if regression else "accuracy",
+        eval_splits=(),
+    )
     ids = None if regression else {name: i for i, name in enumerate(labels)}
     role = "validation" if labelled else "test"
     return task, _to_schema(table, role, source, text, canonical, ids, regression, where), labelled
@@ -156,9 +168,15 @@ def _read_csv(text: str, file: Path, where: str) -> Table:
 
     tsv = file.suffix.lower() == ".tsv"
     try:
-        frame = pd.read_csv(io.StringIO(text), sep="\t" if tsv else ",", dtype=str, keep_default_na=False,
-                            na_filter=False, index_col=False,  # never a data column taken for an index
-                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep="\t" if tsv else ",",
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            index_col=False,  # never a data column taken for an index
+            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"{where} is empty") from None
     except pd.errors.ParserError as exc:  # "Expected 5 fields in line 93, saw 6": the parser's own words
@@ -179,8 +197,10 @@ def _read_json(text: str, file: Path, where: str) -> Table:
         if isinstance(data, dict):
             lengths = {k: len(v) if isinstance(v, list) else None for k, v in data.items()}
             if not data or None in lengths.values() or len(set(lengths.values())) != 1:
-                raise DataError(f"{where}: a JSON object must map each column to a list of values, all of one length "
-                                f"(got {short_repr(lengths)}); or give a list of row objects")
+                raise DataError(
+                    f"{where}: a JSON object must map each column to a list of values, all of one length "
+                    f"(got {short_repr(lengths)}); or give a list of row objects"
+                )
             return {str(k): list(v) for k, v in data.items()}
         if data is not None and not isinstance(data, list):
             raise DataError(f"{where}: expected a list of row objects, got a JSON {type(data).__name__}")
@@ -238,10 +258,15 @@ def _read_dataset(source: DataSource) -> dict[str, Table]:
     try:
         loaded = load_dataset(source.dataset, source.dataset_config)
     except Exception as exc:
-        raise DataError(f"--dataset {source.dataset}: cannot be loaded ({first_line(exc)}); offline, give a local folder") from None
+        raise DataError(
+            f"--dataset {source.dataset}: cannot be loaded ({first_line(exc)}); offline, give a local folder"
+        ) from None
     out = {}
-    for role, split in (("train", source.train_split), ("validation", source.validation_split),
-                        ("test", source.test_split)):
+    for role, split in (
+        ("train", source.train_split),
+        ("validation", source.validation_split),
+        ("test", source.test_split),
+    ):
         if split in loaded:
             out[role] = DatasetColumns(loaded[split])
     if "train" not in out:
@@ -250,8 +275,11 @@ def _read_dataset(source: DataSource) -> dict[str, Table]:
 
 
 def _where(source: DataSource, role: str) -> str:
-    return f"--{role}-file {getattr(source, f'{role}_file')}" if getattr(source, f"{role}_file", None) \
+    return (
+        f"--{role}-file {getattr(source, f'{role}_file')}"
+        if getattr(source, f"{role}_file", None)
         else f"--dataset {source.dataset} split {getattr(source, f'{role}_split')!r}"
+    )
 
 
 def _text_columns(source: DataSource, columns: list[str], where: str, need_label: bool = True) -> tuple[str, ...]:
@@ -265,7 +293,9 @@ def _text_columns(source: DataSource, columns: list[str], where: str, need_label
             raise DataError(f"{where}: no text column found (columns: {columns}); name them with --text-columns a[,b]")
     missing = [c for c in (*wanted, *([source.label_column] if need_label else [])) if c not in columns]
     if missing:
-        raise DataError(f"{where}: columns {missing} missing; the data has {columns} (see --text-columns, --label-column)")
+        raise DataError(
+            f"{where}: columns {missing} missing; the data has {columns} (see --text-columns, --label-column)"
+        )
     return wanted
 
 
@@ -312,8 +342,10 @@ def _check_values(values: list, where: str, column: str, *, label: bool) -> None
     """Nested values (lists, objects) are refused: a text or label cell holds one value."""
     for row, value in enumerate(values, start=1):
         if isinstance(value, (list, dict)):
-            raise DataError(f"{where}: row {row}: column '{column}' holds a {type(value).__name__} "
-                            f"({short_repr(value)}); a {'label' if label else 'text'} cell must be one value")
+            raise DataError(
+                f"{where}: row {row}: column '{column}' holds a {type(value).__name__} "
+                f"({short_repr(value)}); a {'label' if label else 'text'} cell must be one value"
+            )
 
 
 def _blank_rows(values: list) -> list[int]:
@@ -327,15 +359,19 @@ def _rows_text(rows: list[int]) -> str:
 def _label_names(values: list, where: str, column: str) -> list[str]:
     blank = _blank_rows(values)
     if blank:
-        raise DataError(f"{where}: column '{column}' is blank in row(s) {_rows_text(blank)}; give every training row "
-                        f"a label (or drop the row)")
+        raise DataError(
+            f"{where}: column '{column}' is blank in row(s) {_rows_text(blank)}; give every training row "
+            f"a label (or drop the row)"
+        )
     kinds = {type(v) for v in values}
     if str in kinds and kinds != {str}:
         raise DataError(f"{where}: column '{column}' mixes {sorted(k.__name__ for k in kinds)} values; use one type")
     names = sorted({label_key(v) for v in values}, key=_label_order)
     if len(names) < 2:
-        raise DataError(f"{where}: column '{column}' holds one class ({names[0]!r} in all {len(values)} rows); a "
-                        f"classifier needs at least two (or use --task-type regression for scores)")
+        raise DataError(
+            f"{where}: column '{column}' holds one class ({names[0]!r} in all {len(values)} rows); a "
+            f"classifier needs at least two (or use --task-type regression for scores)"
+        )
     return names
 
 
@@ -348,8 +384,11 @@ def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
     else:
         if not source.train_file:
             raise DataError("--validation-file / --test-file need --train-file too (the label set comes from it)")
-        raw = {role: _read_file(getattr(source, f"{role}_file"), role)
-               for role in ("train", "validation", "test") if getattr(source, f"{role}_file")}
+        raw = {
+            role: _read_file(getattr(source, f"{role}_file"), role)
+            for role in ("train", "validation", "test")
+            if getattr(source, f"{role}_file")
+        }
     train_where = _where(source, "train")
     text = _text_columns(source, list(raw["train"]), train_where)
     labels = raw["train"][source.label_column]
@@ -358,9 +397,13 @@ def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
     names = None if regression else _label_names(labels, train_where, source.label_column)
     canonical = PAIR if len(text) == 2 else SINGLE
     task = TaskSpec(
-        name=CUSTOM_TASK, glue_folder="", text_columns=canonical, labels=None if regression else tuple(names),
-        metric_names=("pearson", "spearman") if regression else
-        ("accuracy", "macro_f1", *(("mcc",) if len(names) == 2 else ())),
+        name=CUSTOM_TASK,
+        glue_folder="",
+        text_columns=canonical,
+        labels=None if regression else tuple(names),
+        metric_names=("pearson", "spearman")
+        if regression
+        else ("accuracy", "macro_f1", *(("mcc",) if len(names) == 2 else ())),
         main_metric="pearson" if regression else "accuracy",
         eval_splits=("validation",) if "validation" in raw else (),
     )
@@ -369,8 +412,16 @@ def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
     return task, DatasetDict(splits)
 
 
-def _to_schema(data: Table, role: str, source: DataSource, text: tuple[str, ...], canonical: tuple[str, ...],
-               ids: dict[str, int] | None, regression: bool, where: str | None = None) -> Dataset:
+def _to_schema(
+    data: Table,
+    role: str,
+    source: DataSource,
+    text: tuple[str, ...],
+    canonical: tuple[str, ...],
+    ids: dict[str, int] | None,
+    regression: bool,
+    where: str | None = None,
+) -> Dataset:
     where = where or _where(source, role)
     columns = list(data)
     has_label = source.label_column in columns
@@ -392,19 +443,25 @@ def _to_schema(data: Table, role: str, source: DataSource, text: tuple[str, ...]
     _check_values(raw_labels, where, source.label_column, label=True)
     blank = _blank_rows(raw_labels)
     if has_label and role != "test" and blank:  # a test file's labels may be blank: it is predicted, not scored
-        raise DataError(f"{where}: column '{source.label_column}' is blank in row(s) {_rows_text(blank)}; every "
-                        f"{role} row needs a label")
+        raise DataError(
+            f"{where}: column '{source.label_column}' is blank in row(s) {_rows_text(blank)}; every "
+            f"{role} row needs a label"
+        )
     if has_label and role == "test" and len(blank) not in (0, n_rows):
-        raise DataError(f"{where}: column '{source.label_column}' is blank in row(s) {_rows_text(blank)} only; give "
-                        f"every row a label (then it is scored) or none")
+        raise DataError(
+            f"{where}: column '{source.label_column}' is blank in row(s) {_rows_text(blank)} only; give "
+            f"every row a label (then it is scored) or none"
+        )
     unlabelled = not has_label or len(blank) == n_rows
     if regression:
         scores = []
         for row, value in enumerate(raw_labels, start=1):
             number = None if unlabelled else _number(value)
             if not unlabelled and (number is None or not math.isfinite(number)):
-                raise DataError(f"{where}: row {row}: label {short_repr(value)} is not a finite number (a regression "
-                                f"task's labels are scores)")
+                raise DataError(
+                    f"{where}: row {row}: label {short_repr(value)} is not a finite number (a regression "
+                    f"task's labels are scores)"
+                )
             scores.append(0.0 if number is None else number)  # an unlabelled test row: no score to compare
         out["label"] = scores
         feature = Value("float32")
@@ -413,8 +470,10 @@ def _to_schema(data: Table, role: str, source: DataSource, text: tuple[str, ...]
         for row, value in enumerate(raw_labels, start=1):
             key = None if unlabelled else label_key(value)
             if key is not None and key not in ids:
-                raise DataError(f"{where}: row {row}: label {short_repr(value)} is not one of the task's labels, those "
-                                f"of the training data or the model (labels: {', '.join(ids)})")
+                raise DataError(
+                    f"{where}: row {row}: label {short_repr(value)} is not one of the task's labels, those "
+                    f"of the training data or the model (labels: {', '.join(ids)})"
+                )
             label_ids.append(0 if key is None else ids[key])  # an unlabelled test row: a placeholder, never scored
         out["label"] = label_ids
         feature = ClassLabel(names=list(ids))

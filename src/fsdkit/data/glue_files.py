@@ -220,8 +220,7 @@ def read_tsv(path: str | os.PathLike, task: str | TaskSpec) -> dict[str, list]:
         fields = line.split("\t")
         if len(fields) != width:
             raise DataError(
-                f"{path} line {line_number}: expected {width} tab-separated fields ({field_names}), "
-                f"got {len(fields)}"
+                f"{path} line {line_number}: expected {width} tab-separated fields ({field_names}), got {len(fields)}"
             )
         for column, index in zip(texts, layout.text_fields):
             column.append(fields[index])
@@ -279,7 +278,9 @@ def read_test_tsv(path: str | os.PathLike, task: str | TaskSpec) -> dict[str, li
     for line_number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         if len(fields) != len(header):
-            raise DataError(f"{path} line {line_number}: expected {len(header)} tab-separated fields, got {len(fields)}")
+            raise DataError(
+                f"{path} line {line_number}: expected {len(header)} tab-separated fields, got {len(fields)}"
+            )
         try:
             columns["index"].append(int(fields[where[0]]))
         except ValueError:
@@ -305,8 +306,7 @@ def load_glue_folder(task: str | TaskSpec, data_dir: str | os.PathLike) -> Datas
         path = folder / SPLIT_FILES[split]
         if not path.is_file():
             raise DataError(
-                f"{path} not found: the {split} split of {spec.name} is read from {SPLIT_FILES[split]} "
-                f"in {folder}"
+                f"{path} not found: the {split} split of {spec.name} is read from {SPLIT_FILES[split]} in {folder}"
             )
         splits[split] = Dataset.from_dict(read_tsv(path, spec), features=features)
     return DatasetDict(splits)

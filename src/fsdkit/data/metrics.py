@@ -59,9 +59,7 @@ def compute_metrics(task: str | TaskSpec, predictions, references) -> dict[str, 
     else:
         if preds.ndim == 2:
             if preds.shape[1] != spec.num_labels:
-                raise DataError(
-                    f"{spec.name} logits must have shape (N, {spec.num_labels}), got {preds.shape}"
-                )
+                raise DataError(f"{spec.name} logits must have shape (N, {spec.num_labels}), got {preds.shape}")
             preds = preds.argmax(axis=-1)
         elif preds.ndim != 1:
             raise DataError(f"{spec.name} predictions must be logits (N, C) or class ids (N,), got {preds.shape}")

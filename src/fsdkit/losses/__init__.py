@@ -10,8 +10,13 @@ method presets read) does not pull in torch, and ``import fsdkit.losses.similari
 
 __all__ = ["TERMS", "LossTerm", "TermContext", "build_term", "register_term"]
 
-_HOMES = {"LossTerm": "fsdkit.losses.base", "TermContext": "fsdkit.losses.base",
-          "register_term": "fsdkit.losses.registry", "TERMS": "fsdkit.losses.catalog", "build_term": "fsdkit.losses.catalog"}
+_HOMES = {
+    "LossTerm": "fsdkit.losses.base",
+    "TermContext": "fsdkit.losses.base",
+    "register_term": "fsdkit.losses.registry",
+    "TERMS": "fsdkit.losses.catalog",
+    "build_term": "fsdkit.losses.catalog",
+}
 
 
 def __getattr__(name: str):

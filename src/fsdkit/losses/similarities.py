@@ -48,8 +48,15 @@ import torch
 from fsdkit.errors import NonFiniteError
 
 __all__ = [
-    "DeferredChecks", "compare_to_target", "debiased_cka", "deferred_checks", "gram_distance", "linear_cka",
-    "procrustes_distance", "rbf_cka", "target_gram",
+    "DeferredChecks",
+    "compare_to_target",
+    "debiased_cka",
+    "deferred_checks",
+    "gram_distance",
+    "linear_cka",
+    "procrustes_distance",
+    "rbf_cka",
+    "target_gram",
 ]
 
 
@@ -89,7 +96,13 @@ class DeferredChecks:
         return ``value`` as a Python number. ``defer``: checks on an accelerator go to the open :func:`deferred_checks`
         collector, if any, instead (nothing is read; a failed check then raises at the collector's read)."""
         collector = _COLLECTOR.get()
-        if defer and value is None and collector is not None and self.conditions and _on_accelerator(self.conditions[0]):
+        if (
+            defer
+            and value is None
+            and collector is not None
+            and self.conditions
+            and _on_accelerator(self.conditions[0])
+        ):
             collector.conditions += self.conditions
             collector.errors += self.errors
             self.conditions, self.errors = [], []
@@ -97,7 +110,9 @@ class DeferredChecks:
         if not self.conditions:
             return None if value is None else value.item()
         dtype = torch.float32 if value is None else value.dtype
-        got = torch.stack([c.to(dtype) for c in self.conditions] + ([] if value is None else [value.reshape(())])).tolist()
+        got = torch.stack(
+            [c.to(dtype) for c in self.conditions] + ([] if value is None else [value.reshape(())])
+        ).tolist()
         conditions, errors = self.conditions, self.errors
         self.conditions, self.errors = [], []
         for ok, error in zip(got, errors):
@@ -178,15 +193,18 @@ def _check(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int) -> 
         raise ValueError(
             f"{name}: mask must have shape {tuple(x.shape[:-1])} (x without its last dim), got {tuple(m.shape)}"
         )
-    deferred.require(((m == 0) | (m == 1)).all(), lambda: ValueError(f"{name}: mask must hold only 0/1 (or bool) values"))
+    deferred.require(
+        ((m == 0) | (m == 1)).all(), lambda: ValueError(f"{name}: mask must hold only 0/1 (or bool) values")
+    )
     counts = m.sum(-1)
     if counts.numel():
         deferred.require(counts.min() >= min_rows, lambda: _too_few_rows(name, min_rows, int(counts.min())))
     return _Checked(x, y, m, counts, deferred)
 
 
-def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, ratio: bool = False,
-             defer: bool = False) -> _Centred:
+def _prepare(
+    name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, ratio: bool = False, defer: bool = False
+) -> _Centred:
     """Validate the inputs (:func:`_check`) and centre the features; see :class:`_Centred`.
 
     ``ratio=True`` is for measures computed as a ratio that is itself invariant to scaling each centred
@@ -201,8 +219,15 @@ def _prepare(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int, r
     return _Centred(xc, yc, rx, ry, m, counts)
 
 
-def _centre(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor, detach: bool,
-            deferred: DeferredChecks):
+def _centre(
+    name: str,
+    label: str,
+    z: torch.Tensor,
+    m: torch.Tensor | None,
+    counts: torch.Tensor,
+    detach: bool,
+    deferred: DeferredChecks,
+):
     """``(z̃, r)``: ``z`` minus the mean of its real rows, padding rows zeroed, and ``r = 1/‖z̃‖_F``.
 
     ``r = 0`` (zero variance) when the centred energy ``‖z̃‖²`` is at most ``eps`` (machine epsilon) times
@@ -216,7 +241,9 @@ def _centre(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, coun
     else:
         mean = (m[..., None, :] @ z) / counts[..., None, None]
         zc = (z - mean) * m[..., None]
-    norm = torch.linalg.vector_norm(zc.detach() if detach else zc, dim=(-2, -1))  # one fused, cascade-summed pass; gradient 0 at 0
+    norm = torch.linalg.vector_norm(
+        zc.detach() if detach else zc, dim=(-2, -1)
+    )  # one fused, cascade-summed pass; gradient 0 at 0
     energy = norm.square()
     total = energy + counts * mean.square().sum((-2, -1))
     deferred.require(torch.isfinite(total).all(), lambda: _non_finite(name, label, z))
@@ -282,16 +309,24 @@ def _double_centre(g: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor
     return g, k, g.diagonal(dim1=-2, dim2=-1).sum(-1), k.diagonal(dim1=-2, dim2=-1).sum(-1)
 
 
-def _feature_centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor,
-                          deferred: DeferredChecks) -> torch.Tensor:
+def _feature_centred_gram(
+    name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor, deferred: DeferredChecks
+) -> torch.Tensor:
     """``K̃`` of :func:`_centred_gram` from the centred features (exact whatever the mean: a zero-variance side gives
     the zero matrix); the finiteness check is added to ``deferred``, not read."""
     zc, r = _centre(name, label, z, m, counts, False, deferred)
     return _self_gram(zc) * r.square()[..., None, None]
 
 
-def _centred_gram(name: str, label: str, z: torch.Tensor, m: torch.Tensor | None, counts: torch.Tensor,
-                  deferred: DeferredChecks, gram: torch.Tensor | None = None) -> torch.Tensor:
+def _centred_gram(
+    name: str,
+    label: str,
+    z: torch.Tensor,
+    m: torch.Tensor | None,
+    counts: torch.Tensor,
+    deferred: DeferredChecks,
+    gram: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The Gram of the centred real rows at unit trace, ``K̃ = H_m z zᵀ H_m / ‖H_m z‖_F²`` (padding rows and
     columns zero), by double-centring the n × n Gram: one pass over ``z`` forward (``z zᵀ``) and one backward
     (``(Ġ + Ġᵀ) z``), no centred copy of the features. Where the mean so dominates (:data:`GRAM_CENTRING_LIMIT`;
@@ -318,7 +353,9 @@ def _gram_checks(name: str, sides, total: torch.Tensor, energy: torch.Tensor, de
     if total.numel() == 0:
         deferred.read()
         return False
-    worst = deferred.read((energy * GRAM_CENTRING_LIMIT - total).min())  # finite and > 0: every check passes (NaN propagates)
+    worst = deferred.read(
+        (energy * GRAM_CENTRING_LIMIT - total).min()
+    )  # finite and > 0: every check passes (NaN propagates)
     if worst > 0 and worst != float("inf"):
         return False
     bad, imprecise = torch.stack([~torch.isfinite(total).all(), (energy * GRAM_CENTRING_LIMIT <= total).any()]).tolist()
@@ -343,7 +380,9 @@ def _unit_grams(name: str, x: torch.Tensor, y: torch.Tensor, mask, min_rows: int
     sides = [_double_centre(_self_gram(z), m, counts) for z in (x, y)]
     total = torch.stack([side[2] for side in sides], -1)
     energy = torch.stack([side[3] for side in sides], -1)
-    if _gram_checks(name, (("x", x), ("y", y)), total, energy, deferred):  # rare: centre the features of the side(s) at fault
+    if _gram_checks(
+        name, (("x", x), ("y", y)), total, energy, deferred
+    ):  # rare: centre the features of the side(s) at fault
         return _centred_gram(name, "x", x, m, counts, deferred), _centred_gram(name, "y", y, m, counts, deferred), n
     (_, kx, _, ex), (_, ky, _, ey) = sides
     return kx / ex[..., None, None], ky / ey[..., None, None], n
@@ -459,7 +498,11 @@ def _debiased_from_grams(k: torch.Tensor, lam: torch.Tensor, n: torch.Tensor | f
     totals = rows.sum(-1)  # (..., 2): 1ᵀÅ1
     flat = s0.flatten(-2)
     n = n[..., None, None] if isinstance(n, torch.Tensor) else n
-    u = flat @ flat.mT + totals[..., :, None] * totals[..., None, :] / ((n - 1) * (n - 2)) - 2 / (n - 2) * (rows @ rows.mT)
+    u = (
+        flat @ flat.mT
+        + totals[..., :, None] * totals[..., None, :] / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * (rows @ rows.mT)
+    )
     return _ratio(u[..., 0, 1], u[..., 0, 0], u[..., 1, 1])
 
 
@@ -481,8 +524,11 @@ def debiased_cka(x: torch.Tensor, y: torch.Tensor, mask=None) -> torch.Tensor:
     xy, xx, yy = _feature_terms(c)
     rx, ry = c.x.square().sum(-1) * c.rx.square()[..., None], c.y.square().sum(-1) * c.ry.square()[..., None]
     sx, sy = rx.sum(-1), ry.sum(-1)
-    return _ratio(_unbiased_from_features(xy, rx, ry, sx, sy, n), _unbiased_from_features(xx, rx, rx, sx, sx, n),
-                  _unbiased_from_features(yy, ry, ry, sy, sy, n))
+    return _ratio(
+        _unbiased_from_features(xy, rx, ry, sx, sy, n),
+        _unbiased_from_features(xx, rx, rx, sx, sx, n),
+        _unbiased_from_features(yy, ry, ry, sy, sy, n),
+    )
 
 
 def _row_space(z: torch.Tensor) -> torch.Tensor:
@@ -558,8 +604,9 @@ def target_gram(fn, y: torch.Tensor) -> torch.Tensor | None:
     return _centred_gram(fn.__name__, "y", y, None, counts, deferred)
 
 
-def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                      x_gram: torch.Tensor | None = None) -> torch.Tensor:
+def compare_to_target(
+    fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, x_gram: torch.Tensor | None = None
+) -> torch.Tensor:
     """``fn(x, y)`` (all rows real, ``y`` a constant: no gradient reaches it), with ``target = target_gram(fn, y)``
     standing in for ``y``'s side where the Gram form is the cheaper one; otherwise ``fn(x, y)`` itself.
     ``x_gram``: the product ``x xᵀ`` when the caller has it already (the FSDG memory term shares it)."""
@@ -569,5 +616,8 @@ def compare_to_target(fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor
     from_grams, _, min_rows = form
     checked, _, _, counts, deferred = _check(fn.__name__, x, y, None, min_rows)
     gram = None if x_gram is None or checked is not x else x_gram  # a cast input needs its own product
-    return from_grams(_centred_gram(fn.__name__, "x", checked, None, counts, deferred, gram), target.to(checked.dtype),
-                      float(checked.shape[-2]))
+    return from_grams(
+        _centred_gram(fn.__name__, "x", checked, None, counts, deferred, gram),
+        target.to(checked.dtype),
+        float(checked.shape[-2]),
+    )

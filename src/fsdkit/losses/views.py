@@ -22,7 +22,9 @@ VIEWS = ("intra", "local")
 
 def check_view(view: str, pooling: str) -> None:
     if view not in VIEWS:
-        raise ConfigError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)} (the global view is the 'memory' loss)")
+        raise ConfigError(
+            f"unknown view {view!r}; choose one of {', '.join(VIEWS)} (the global view is the 'memory' loss)"
+        )
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
 

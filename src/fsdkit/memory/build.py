@@ -61,8 +61,12 @@ def _encode(
             inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
             features = forward_features(teacher, inputs, request) if live else teacher.features(inputs, request)
             hidden = features.hidden(layer)
-            rows = feature_rows(hidden, features.attention_mask, pooling, max_length,
-                                features.pooled_positions()).float().cpu().numpy()  # a decoder's cls: its last token
+            rows = (
+                feature_rows(hidden, features.attention_mask, pooling, max_length, features.pooled_positions())
+                .float()
+                .cpu()
+                .numpy()
+            )  # a decoder's cls: its last token
             layer_index, hidden_size = features.layer_index(layer), int(hidden.shape[-1])
             if store is None:
                 store = reserved_npy(rows_path, (n_rows, rows.shape[1]))
@@ -168,8 +172,15 @@ def build_teacher_memory(
     try:
         batches = tqdm(dataloader, desc="teacher rows", unit="batch", disable=not progress)
         store, written, layer_index, hidden_size = _encode(
-            teacher, batches, n_rows, rows_path, layer=layer, pooling=pooling, max_length=max_length,
-            store=store, offset=offset,
+            teacher,
+            batches,
+            n_rows,
+            rows_path,
+            layer=layer,
+            pooling=pooling,
+            max_length=max_length,
+            store=store,
+            offset=offset,
         )
         dim = int(store.shape[1])
         if collective is not None:

@@ -175,8 +175,11 @@ def _scan(
         norms = _sq_norms(x)
         if not bool(torch.isfinite(norms).all()):
             offset = int((~torch.isfinite(norms)).nonzero()[0, 0])
-            problem = "NaN or infinite values" if not bool(torch.isfinite(x[offset]).all()) else (
-                "values whose squares overflow float32")
+            problem = (
+                "NaN or infinite values"
+                if not bool(torch.isfinite(x[offset]).all())
+                else ("values whose squares overflow float32")
+            )
             raise ValueError(f"row {start + offset} (in chunk {chunk_no}, rows {start}:{stop}) contains {problem}")
         sq_norms[start:stop] = norms
         col_sum += x.sum(0).double()
@@ -221,6 +224,7 @@ def _kmeans_plusplus(x: Tensor, n_clusters: int, rng: np.random.Generator) -> Te
         def distances(index: Tensor) -> Tensor:  # squared distances of rows ``index`` to every row
             return (x_sq[index].unsqueeze(1) - 2 * gram[index]).add_(x_sq.unsqueeze(0)).clamp_min_(0.0)
     else:
+
         def distances(index: Tensor) -> Tensor:
             return _sq_distances(x[index], x_sq[index], x, x_sq)
 
@@ -242,8 +246,14 @@ def _kmeans_plusplus(x: Tensor, n_clusters: int, rng: np.random.Generator) -> Te
     return centers
 
 
-def _assign_pass(rows: RowSource, n: int, centroids: Tensor, chunk_size: int,
-                 collective: Collective | None = None, sq_norms: Tensor | None = None) -> _PassStats:
+def _assign_pass(
+    rows: RowSource,
+    n: int,
+    centroids: Tensor,
+    chunk_size: int,
+    collective: Collective | None = None,
+    sq_norms: Tensor | None = None,
+) -> _PassStats:
     """One streaming pass: nearest-centroid assignment and per-cluster accumulators (``sq_norms``: the rows'
     squared norms, when known).
 
@@ -375,9 +385,7 @@ def kmeans(
     if init is None:
         sample_size = _default_sample_size(n, n_clusters, dim) if init_sample_size is None else int(init_sample_size)
         if not n_clusters <= sample_size <= n:
-            raise ValueError(
-                f"init_sample_size = {sample_size} must lie between n_clusters = {n_clusters} and N = {n}"
-            )
+            raise ValueError(f"init_sample_size = {sample_size} must lie between n_clusters = {n_clusters} and N = {n}")
         sample_index = np.arange(n) if sample_size == n else np.sort(rng.choice(n, size=sample_size, replace=False))
     else:
         init = init.detach().to(device="cpu", dtype=torch.float32)
@@ -409,7 +417,11 @@ def kmeans(
                     logger.warning(
                         "k-means: the %d rows hold only %d distinct values, fewer than n_clusters = %d: every row "
                         "sits on a centroid, %d clusters are empty; stopping after %d iteration(s)",
-                        n, n_clusters - empty, n_clusters, empty, n_iter,
+                        n,
+                        n_clusters - empty,
+                        n_clusters,
+                        empty,
+                        n_iter,
                     )
             if converged or n_iter == max_iter:
                 break

@@ -23,9 +23,11 @@ from torch import nn
 from fsdkit.errors import ModelError
 
 #: the names of each role's projection in a block: BERT / RoBERTa / ELECTRA, DistilBERT, DeBERTa, Llama-style
-PROJECTION_NAMES = {"query": ("query", "q_lin", "query_proj", "q_proj"),
-                    "key": ("key", "k_lin", "key_proj", "k_proj"),
-                    "value": ("value", "v_lin", "value_proj", "v_proj")}
+PROJECTION_NAMES = {
+    "query": ("query", "q_lin", "query_proj", "q_proj"),
+    "key": ("key", "k_lin", "key_proj", "k_proj"),
+    "value": ("value", "v_lin", "value_proj", "v_proj"),
+}
 #: fused projections whose output is ``[q; k; v]`` along the last axis (ModernBERT, GPT-2)
 FUSED_PROJECTIONS = ("Wqkv", "c_attn")
 ROLES = ("query", "key", "value")
@@ -65,12 +67,19 @@ def layer_stack(model: nn.Module) -> LayerStack:
             path, layers = groups[0]
             owner_path, _, name = path.rpartition(".")
             return LayerStack(base.get_submodule(owner_path) if owner_path else base, name, layers, path)
-    candidates = [(path, module) for path, module in base.named_modules()
-                  if isinstance(module, nn.ModuleList) and len(module) == depth and len(module) > 0
-                  and len({type(block) for block in module}) == 1]
+    candidates = [
+        (path, module)
+        for path, module in base.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) == depth
+        and len(module) > 0
+        and len({type(block) for block in module}) == 1
+    ]
     if not candidates:
-        raise ModelError(f"cannot find the {depth} transformer layers of {type(model).__name__} ({family(model)}): no "
-                         f"list of {depth} blocks of one class in its base model")
+        raise ModelError(
+            f"cannot find the {depth} transformer layers of {type(model).__name__} ({family(model)}): no "
+            f"list of {depth} blocks of one class in its base model"
+        )
     path, layers = min(candidates, key=lambda item: item[0].count("."))
     owner_path, _, name = path.rpartition(".")
     return LayerStack(base.get_submodule(owner_path) if owner_path else base, name, layers, path)
@@ -94,13 +103,18 @@ def is_causal(config) -> bool:
     )
 
     model_type = getattr(config, "model_type", None)
-    return (model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-            and not getattr(config, "is_encoder_decoder", False))
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+    )
 
 
 def exact_attention_from_projections(config) -> bool:
-    return (getattr(config, "model_type", None) in _PLAIN_ATTENTION
-            and getattr(config, "position_embedding_type", "absolute") == "absolute")
+    return (
+        getattr(config, "model_type", None) in _PLAIN_ATTENTION
+        and getattr(config, "position_embedding_type", "absolute") == "absolute"
+    )
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,7 @@ class Projection:
         if self.part is None:
             return output
         width = output.shape[-1] // 3
-        return output[..., self.part * width:(self.part + 1) * width]
+        return output[..., self.part * width : (self.part + 1) * width]
 
 
 def projection_modules(model: nn.Module, role: str) -> list[Projection]:
@@ -123,13 +137,16 @@ def projection_modules(model: nn.Module, role: str) -> list[Projection]:
     for block in transformer_blocks(model):
         found = None
         for _, module in block.named_modules():
-            direct = next((getattr(module, n) for n in PROJECTION_NAMES[role] if isinstance(getattr(module, n, None),
-                                                                                         nn.Module)), None)
+            direct = next(
+                (getattr(module, n) for n in PROJECTION_NAMES[role] if isinstance(getattr(module, n, None), nn.Module)),
+                None,
+            )
             if direct is not None:
                 found = Projection(direct)
                 break
-            fused = next((getattr(module, n) for n in FUSED_PROJECTIONS if isinstance(getattr(module, n, None),
-                                                                                    nn.Module)), None)
+            fused = next(
+                (getattr(module, n) for n in FUSED_PROJECTIONS if isinstance(getattr(module, n, None), nn.Module)), None
+            )
             if fused is not None:
                 found = Projection(fused, ROLES.index(role))
                 break

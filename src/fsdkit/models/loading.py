@@ -121,7 +121,8 @@ def _from_pretrained(loader, name: str, **kwargs):
     except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
         weights = sorted(p.name for p in Path(name).glob("*.bin")) if Path(name).is_dir() else []
         damaged = not isinstance(exc, RuntimeError) or any(
-            word in str(exc) for word in ("PytorchStreamReader", "zip archive", "Weights only load failed"))
+            word in str(exc) for word in ("PytorchStreamReader", "zip archive", "Weights only load failed")
+        )
         if not weights or not damaged:  # e.g. a size mismatch: transformers' own message
             raise
         raise ModelError(  # torch.load refuses anything but tensors (weights_only), or the file is damaged
@@ -185,17 +186,22 @@ def ensure_pad_token(tokenizer, config, name: str) -> None:
 
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ModelError(f"model {name}: its tokenizer has neither a pad token nor an end-of-sequence token to pad "
-                             f"with; add one (tokenizer.add_special_tokens({{'pad_token': ...}})) and save it")
+            raise ModelError(
+                f"model {name}: its tokenizer has neither a pad token nor an end-of-sequence token to pad "
+                f"with; add one (tokenizer.add_special_tokens({{'pad_token': ...}})) and save it"
+            )
         tokenizer.pad_token = tokenizer.eos_token
-        logging.getLogger("fsdkit").warning("model %s has no pad token: padding with its end-of-sequence token %r",
-                                            name, tokenizer.eos_token)
+        logging.getLogger("fsdkit").warning(
+            "model %s has no pad token: padding with its end-of-sequence token %r", name, tokenizer.eos_token
+        )
     from fsdkit.models.architecture import is_causal
 
     # fsdkit pads on the right (the flattened rows of the memory and the local view assume it; a decoder's head
     # finds its last real token either way), and a decoder's head finds that token through the config's pad id
     tokenizer.padding_side = "right"
-    if getattr(config, "pad_token_id", None) is None or (is_causal(config) and config.pad_token_id != tokenizer.pad_token_id):
+    if getattr(config, "pad_token_id", None) is None or (
+        is_causal(config) and config.pad_token_id != tokenizer.pad_token_id
+    ):
         config.pad_token_id = tokenizer.pad_token_id
 
 

@@ -22,7 +22,9 @@ def resolve_layer_indices(layers: int | Sequence[int], num_base_layers: int) -> 
     """``k`` → the first k layers ``[0..k-1]`` (PKD initialisation); a list is validated and returned."""
     if isinstance(layers, int):
         if not 1 <= layers <= num_base_layers:
-            raise ConfigError(f"student layers={layers}: expected 1..{num_base_layers} (the base has {num_base_layers} layers)")
+            raise ConfigError(
+                f"student layers={layers}: expected 1..{num_base_layers} (the base has {num_base_layers} layers)"
+            )
         return list(range(layers))
     idx = [int(i) for i in layers]
     if not idx:
@@ -53,13 +55,17 @@ def build_student(base_model: nn.Module, layers: int | Sequence[int]) -> nn.Modu
     config = base_model.config
     if shares_layers(config):
         if config.num_hidden_groups > 1:
-            raise ConfigError(f"a {family(config)} model of {config.num_hidden_groups} layer groups maps each depth to a "
-                              f"group by its position, so a shallower student would mix the groups; fsdkit makes "
-                              f"students of one-group models (the released ALBERTs)")
+            raise ConfigError(
+                f"a {family(config)} model of {config.num_hidden_groups} layer groups maps each depth to a "
+                f"group by its position, so a shallower student would mix the groups; fsdkit makes "
+                f"students of one-group models (the released ALBERTs)"
+            )
         idx = resolve_layer_indices(layers, config.num_hidden_layers)
         if idx != list(range(len(idx))):
-            raise ConfigError(f"student layers {idx}: {family(config)} shares one group of layers across its depth, so "
-                              f"a student is that group repeated k times: give --student-layers {len(idx)}")
+            raise ConfigError(
+                f"student layers {idx}: {family(config)} shares one group of layers across its depth, so "
+                f"a student is that group repeated k times: give --student-layers {len(idx)}"
+            )
     else:
         stack = layer_stack(base_model)
         idx = resolve_layer_indices(layers, len(stack.layers))
@@ -77,12 +83,16 @@ def build_student(base_model: nn.Module, layers: int | Sequence[int]) -> nn.Modu
         fresh = type(base_model)(copy.deepcopy(config))
     if not shares_layers(config):
         _match_fresh_blocks(encoder_layers(base_model), encoder_layers(fresh))
-    ours, theirs = {k: tuple(v.shape) for k, v in base_model.state_dict().items()}, \
-        {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    ours, theirs = (
+        {k: tuple(v.shape) for k, v in base_model.state_dict().items()},
+        {k: tuple(v.shape) for k, v in fresh.state_dict().items()},
+    )
     if ours != theirs:
         differ = sorted(set(ours) ^ set(theirs)) or [k for k in ours if ours[k] != theirs[k]]
-        raise ModelError(f"a {family(config)} student of layers {idx} would not reload as trained: its parameters "
-                         f"differ from a model built from its config ({', '.join(differ[:4])}); choose other layers")
+        raise ModelError(
+            f"a {family(config)} student of layers {idx} would not reload as trained: its parameters "
+            f"differ from a model built from its config ({', '.join(differ[:4])}); choose other layers"
+        )
     return base_model
 
 
@@ -92,8 +102,11 @@ def _match_fresh_blocks(kept: nn.ModuleList, fresh: nn.ModuleList) -> None:
     for block, reference in zip(kept, fresh, strict=True):
         for name, module in reference.named_children():
             if isinstance(module, nn.Identity) and not isinstance(getattr(block, name, None), nn.Identity):
-                logger.info("student block %s: %s replaced by an identity, as a block at this position is built",
-                            type(block).__name__, name)
+                logger.info(
+                    "student block %s: %s replaced by an identity, as a block at this position is built",
+                    type(block).__name__,
+                    name,
+                )
                 setattr(block, name, nn.Identity())
 
 
@@ -152,8 +165,10 @@ def student_from_config(teacher: nn.Module, shape: dict, tokenizer=None) -> nn.M
         config.vocab_size = len(tokenizer)
         config.pad_token_id = tokenizer.pad_token_id
     if config.hidden_size % config.num_attention_heads:
-        raise ConfigError(f"--student-config: hidden_size {config.hidden_size} is not a multiple of "
-                          f"num_attention_heads {config.num_attention_heads}")
+        raise ConfigError(
+            f"--student-config: hidden_size {config.hidden_size} is not a multiple of "
+            f"num_attention_heads {config.num_attention_heads}"
+        )
     config.fsdkit_student_layers = None
     config.fsdkit_student_shape = dict(shape)
     return AutoModelForSequenceClassification.from_config(config)

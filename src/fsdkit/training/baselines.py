@@ -42,21 +42,39 @@ from fsdkit.training.methods import (
 )
 
 BETA_PKD = Option("beta_pkd", float, 100.0, "PKD: weight beta of the patient loss on normalised [CLS] vectors", low=0)
-PKD_LAYERS = Option("pkd_layers", str | list[list[int]], "skip",
-                    "PKD layer map: skip, last, or 1-based student:teacher pairs, e.g. 1:2,2:4")
+PKD_LAYERS = Option(
+    "pkd_layers",
+    str | list[list[int]],
+    "skip",
+    "PKD layer map: skip, last, or 1-based student:teacher pairs, e.g. 1:2,2:4",
+)
 LAMBDA_RKD_DISTANCE = Option("lambda_rkd_distance", float, 25.0, "RKD: weight of the distance term", low=0)
 LAMBDA_RKD_ANGLE = Option("lambda_rkd_angle", float, 50.0, "RKD: weight of the angle term", low=0)
 LAMBDA_MINILM = Option("lambda_minilm", float, 1.0, "MiniLM: weight of the attention + value-relation KL", low=0)
-LAMBDA_INTERNAL = Option("lambda_internal", float, 1.0,
-                         "internal-representation KD: weight of each matched layer's loss", low=0)
-INTERNAL_LAYERS = Option("internal_layers", str | list[list[int]], "skip",
-                         "internal-representation KD layer map: skip, last, or 1-based student:teacher pairs")
-STAGE_LR = Option("stage_lr", str, "restart",
-                  "staged methods (internal-pid, internal-sid): 'restart' gives each stage its own linear warm-up and "
-                  "decay, as if each stage were its own run; 'global' keeps one schedule over the whole run",
-                  choices=STAGE_LR_SCHEDULES)
-LAMBDA_GEOMETRY = Option("lambda_geometry", float, 30.0,
-                         "geometry-procrustes/-gram: weight alpha of each distance (intra and local views)", low=0)
+LAMBDA_INTERNAL = Option(
+    "lambda_internal", float, 1.0, "internal-representation KD: weight of each matched layer's loss", low=0
+)
+INTERNAL_LAYERS = Option(
+    "internal_layers",
+    str | list[list[int]],
+    "skip",
+    "internal-representation KD layer map: skip, last, or 1-based student:teacher pairs",
+)
+STAGE_LR = Option(
+    "stage_lr",
+    str,
+    "restart",
+    "staged methods (internal-pid, internal-sid): 'restart' gives each stage its own linear warm-up and "
+    "decay, as if each stage were its own run; 'global' keeps one schedule over the whole run",
+    choices=STAGE_LR_SCHEDULES,
+)
+LAMBDA_GEOMETRY = Option(
+    "lambda_geometry",
+    float,
+    30.0,
+    "geometry-procrustes/-gram: weight alpha of each distance (intra and local views)",
+    low=0,
+)
 LAMBDA_RELATION_CKA = Option("lambda_relation_cka", float, 15.0, "relation-cka: weight of the relation CKA term", low=0)
 
 
@@ -73,8 +91,13 @@ def internal_terms(c, stages: Callable[[int, int], frozenset[int] | None]) -> li
     """One ``internal`` term per matched pair k (0-based), active in ``stages(k, n_pairs)`` (None = always)."""
     n = internal_pair_count(c)
     return [
-        TermSpec("internal", c.lambda_internal, {"layers": c.internal_layers, "pairs": [k + 1]}, f"internal_{k + 1}",
-                 stages(k, n))
+        TermSpec(
+            "internal",
+            c.lambda_internal,
+            {"layers": c.internal_layers, "pairs": [k + 1]},
+            f"internal_{k + 1}",
+            stages(k, n),
+        )
         for k in range(n)
     ]
 
@@ -102,33 +125,73 @@ def rkd_terms(c) -> list[TermSpec]:
     """VKD + RKD; with both of its weights at 0 (a sweep that switched both parts off) the RKD term is left out."""
     if c.lambda_rkd_distance == 0 and c.lambda_rkd_angle == 0:
         return vkd_terms(c)
-    return vkd_terms(c) + [TermSpec("rkd", 1.0, {"distance_weight": c.lambda_rkd_distance,
-                                                 "angle_weight": c.lambda_rkd_angle})]
+    return vkd_terms(c) + [
+        TermSpec("rkd", 1.0, {"distance_weight": c.lambda_rkd_distance, "angle_weight": c.lambda_rkd_angle})
+    ]
 
 
 BASELINE_METHODS = (
-    Method("pkd", "VKD + beta * patient KD on normalised [CLS] vectors of matched layers (Sun et al. 2019)",
-           lambda c: vkd_terms(c) + [TermSpec("pkd", c.beta_pkd, {"layers": c.pkd_layers})],
-           options=(BETA_PKD, PKD_LAYERS)),
-    Method("rkd", "VKD + relational KD: distance and angle structure of the batch's [CLS] rows (Park et al. 2019)",
-           rkd_terms, options=(LAMBDA_RKD_DISTANCE, LAMBDA_RKD_ANGLE)),
-    Method("minilm", "VKD + MiniLM attention and value-relation KL on the last layer (Wang et al. 2020)",
-           lambda c: vkd_terms(c) + [TermSpec("minilm", c.lambda_minilm)], options=(LAMBDA_MINILM,)),
-    Method("internal-all", "VKD + internal-representation KD of all matched layers at once (Aguilar et al. 2020)",
-           lambda c: vkd_terms(c) + internal_terms(c, lambda k, n: None), options=(LAMBDA_INTERNAL, INTERNAL_LAYERS)),
-    Method("internal-pid", "progressive internal KD: one matched layer per stage, then VKD alone (Aguilar et al. 2020)",
-           scheduled_internal(lambda k, n: frozenset({k})), stages=_staged,
-           options=(LAMBDA_INTERNAL, INTERNAL_LAYERS, STAGE_LR)),
-    Method("internal-sid", "stacked internal KD: layers 1..k in stage k, then VKD alone (Aguilar et al. 2020)",
-           scheduled_internal(lambda k, n: frozenset(range(k, n))), stages=_staged,
-           options=(LAMBDA_INTERNAL, INTERNAL_LAYERS, STAGE_LR)),
-    Method("relation-cka", "VKD + uncentred CKA of feature and logit Gram matrices (Zhou et al. 2024)",
-           lambda c: vkd_terms(c) + [TermSpec("relation_cka", c.lambda_relation_cka)], options=(LAMBDA_RELATION_CKA,)),
-    Method("geometry-procrustes", "VKD + alpha * Procrustes distance, intra and local views (Bhattarai et al. 2025)",
-           lambda c: geometry_terms(c, "procrustes"), options=(LAMBDA_GEOMETRY, LOCAL_POOLING)),
-    Method("geometry-gram", "VKD + alpha * feature Gram distance, intra and local views (Bhattarai et al. 2025)",
-           lambda c: geometry_terms(c, "gram"), options=(LAMBDA_GEOMETRY, LOCAL_POOLING)),
-    Method("fsd-procrustes", "FSD (intra + local + global) with the Procrustes distance in place of CKA",
-           lambda c: fsd_terms(c.replace(similarity="procrustes")), needs_memory=True,
-           options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS, GLOBAL_OPTIONS, without=(SIMILARITY,))),
+    Method(
+        "pkd",
+        "VKD + beta * patient KD on normalised [CLS] vectors of matched layers (Sun et al. 2019)",
+        lambda c: vkd_terms(c) + [TermSpec("pkd", c.beta_pkd, {"layers": c.pkd_layers})],
+        options=(BETA_PKD, PKD_LAYERS),
+    ),
+    Method(
+        "rkd",
+        "VKD + relational KD: distance and angle structure of the batch's [CLS] rows (Park et al. 2019)",
+        rkd_terms,
+        options=(LAMBDA_RKD_DISTANCE, LAMBDA_RKD_ANGLE),
+    ),
+    Method(
+        "minilm",
+        "VKD + MiniLM attention and value-relation KL on the last layer (Wang et al. 2020)",
+        lambda c: vkd_terms(c) + [TermSpec("minilm", c.lambda_minilm)],
+        options=(LAMBDA_MINILM,),
+    ),
+    Method(
+        "internal-all",
+        "VKD + internal-representation KD of all matched layers at once (Aguilar et al. 2020)",
+        lambda c: vkd_terms(c) + internal_terms(c, lambda k, n: None),
+        options=(LAMBDA_INTERNAL, INTERNAL_LAYERS),
+    ),
+    Method(
+        "internal-pid",
+        "progressive internal KD: one matched layer per stage, then VKD alone (Aguilar et al. 2020)",
+        scheduled_internal(lambda k, n: frozenset({k})),
+        stages=_staged,
+        options=(LAMBDA_INTERNAL, INTERNAL_LAYERS, STAGE_LR),
+    ),
+    Method(
+        "internal-sid",
+        "stacked internal KD: layers 1..k in stage k, then VKD alone (Aguilar et al. 2020)",
+        scheduled_internal(lambda k, n: frozenset(range(k, n))),
+        stages=_staged,
+        options=(LAMBDA_INTERNAL, INTERNAL_LAYERS, STAGE_LR),
+    ),
+    Method(
+        "relation-cka",
+        "VKD + uncentred CKA of feature and logit Gram matrices (Zhou et al. 2024)",
+        lambda c: vkd_terms(c) + [TermSpec("relation_cka", c.lambda_relation_cka)],
+        options=(LAMBDA_RELATION_CKA,),
+    ),
+    Method(
+        "geometry-procrustes",
+        "VKD + alpha * Procrustes distance, intra and local views (Bhattarai et al. 2025)",
+        lambda c: geometry_terms(c, "procrustes"),
+        options=(LAMBDA_GEOMETRY, LOCAL_POOLING),
+    ),
+    Method(
+        "geometry-gram",
+        "VKD + alpha * feature Gram distance, intra and local views (Bhattarai et al. 2025)",
+        lambda c: geometry_terms(c, "gram"),
+        options=(LAMBDA_GEOMETRY, LOCAL_POOLING),
+    ),
+    Method(
+        "fsd-procrustes",
+        "FSD (intra + local + global) with the Procrustes distance in place of CKA",
+        lambda c: fsd_terms(c.replace(similarity="procrustes")),
+        needs_memory=True,
+        options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS, GLOBAL_OPTIONS, without=(SIMILARITY,)),
+    ),
 )

@@ -41,10 +41,15 @@ def incomplete_reason(checkpoint: Path) -> str | None:
 
 def last_complete_checkpoint(folder: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     """The newest complete ``checkpoint-N`` in ``folder``, and each newer one skipped with the reason."""
-    found = sorted(
-        (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]), reverse=True,
-    ) if folder.is_dir() else []
+    found = (
+        sorted(
+            (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+            reverse=True,
+        )
+        if folder.is_dir()
+        else []
+    )
     skipped = []
     for checkpoint in found:
         reason = incomplete_reason(checkpoint)
@@ -64,8 +69,11 @@ def resume_checkpoint(config, out: Path) -> str | None:
         logger.warning("--resume skips and removes %s: %s (a save interrupted by a kill?)", checkpoint.name, reason)
         shutil.rmtree(checkpoint, ignore_errors=True)  # every process of a multi-process run does this
     if last is None:  # killed before its first checkpoint: nothing to resume, so the run starts from the beginning
-        logger.warning("--resume: no complete checkpoint in %s (the run stopped before its first one): starting from "
-                       "the beginning", out / "checkpoints")
+        logger.warning(
+            "--resume: no complete checkpoint in %s (the run stopped before its first one): starting from "
+            "the beginning",
+            out / "checkpoints",
+        )
         return None
     logger.info("resuming from %s", last)
     return str(last)

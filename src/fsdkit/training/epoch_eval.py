@@ -45,8 +45,19 @@ def losses_by_epoch(log_history: list[dict]) -> list[dict]:
 class EpochEvaluation(TrainerCallback):
     """Scores ``model`` on ``data[split]`` at every epoch end (main process) and records the point."""
 
-    def __init__(self, model, tokenizer, task, data, split: str, *, batch_size: int, max_length: int,
-                 max_eval_samples: int | None, report: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        task,
+        data,
+        split: str,
+        *,
+        batch_size: int,
+        max_length: int,
+        max_eval_samples: int | None,
+        report: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.model, self.tokenizer, self.task, self.data, self.split = model, tokenizer, task, data, split
         self.options = {"batch_size": batch_size, "max_length": max_length, "max_eval_samples": max_eval_samples}
         self.report = report
@@ -55,11 +66,16 @@ class EpochEvaluation(TrainerCallback):
         if not state.is_world_process_zero:
             return control
         was_training = self.model.training
-        metrics = evaluate_model(self.model, self.tokenizer, self.task, self.data, splits=[self.split],
-                                 progress=False, **self.options)[self.split]
+        metrics = evaluate_model(
+            self.model, self.tokenizer, self.task, self.data, splits=[self.split], progress=False, **self.options
+        )[self.split]
         self.model.train(was_training)
-        point = {"epoch": round(state.epoch, 4), "step": state.global_step, CURVE_KEY: self.split,
-                 **{f"eval_{name}": value for name, value in metrics.items()}}
+        point = {
+            "epoch": round(state.epoch, 4),
+            "step": state.global_step,
+            CURVE_KEY: self.split,
+            **{f"eval_{name}": value for name, value in metrics.items()},
+        }
         state.log_history.append(point)
         if self.report is not None:
             self.report(point)

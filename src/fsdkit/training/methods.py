@@ -58,19 +58,40 @@ STAGE_LR_SCHEDULES = ("restart", "global")
 
 LAMBDA_INTRA = Option("lambda_intra", float, 30.0, "weight of the intra-feature structure loss (FSDI)", low=0)
 LAMBDA_LOCAL = Option("lambda_local", float, 30.0, "weight of the local inter-feature structure loss (FSDL)", low=0)
-LAMBDA_GLOBAL = Option("lambda_global", float, 1.0, "weight of the global inter-feature memory loss (FSDG; the paper used "
-                                                   "1e-3 with its raw distances)", low=0)
-SIMILARITY = Option("similarity", str, "linear_cka", "similarity of the FSD structure losses (linear_cka, rbf_cka, "
-                                                     "debiased_cka, procrustes, gram)")
+LAMBDA_GLOBAL = Option(
+    "lambda_global",
+    float,
+    1.0,
+    "weight of the global inter-feature memory loss (FSDG; the paper used 1e-3 with its raw distances)",
+    low=0,
+)
+SIMILARITY = Option(
+    "similarity",
+    str,
+    "linear_cka",
+    "similarity of the FSD structure losses (linear_cka, rbf_cka, debiased_cka, procrustes, gram)",
+)
 LOCAL_POOLING = Option("local_pooling", str, "flatten", "rows of the local (batch) view: flatten, cls or mean")
 MEMORY = Option("memory", str | None, None, "teacher memory folder for FSDG (built into OUTPUT_DIR/memory when absent)")
 MEMORY_CLUSTERS = Option("memory_clusters", int, 100, "K of the teacher memory when it is built automatically", low=1)
-GAMMA = Option("gamma", float, 0.5, "FSDG: weight of distances vs cosines in the feature-to-centroid loss", low=0, high=1)
-MEMORY_DISTANCES = Option("memory_distances", str, "normalized", "FSDG: feature-to-centroid distances divided by their "
-                                                                 "batch mean (normalized) or the paper's raw ones",
-                          choices=("normalized", "raw"))
-MEMORY_LR = Option("memory_lr", float | None, 1e-1, "FSDG: learning rate of the student memory (its own optimizer "
-                                                    "group; null = the student's)", low=0, low_open=True)
+GAMMA = Option(
+    "gamma", float, 0.5, "FSDG: weight of distances vs cosines in the feature-to-centroid loss", low=0, high=1
+)
+MEMORY_DISTANCES = Option(
+    "memory_distances",
+    str,
+    "normalized",
+    "FSDG: feature-to-centroid distances divided by their batch mean (normalized) or the paper's raw ones",
+    choices=("normalized", "raw"),
+)
+MEMORY_LR = Option(
+    "memory_lr",
+    float | None,
+    1e-1,
+    "FSDG: learning rate of the student memory (its own optimizer group; null = the student's)",
+    low=0,
+    low_open=True,
+)
 #: the options each FSD structure term reads (a method declares those of its terms)
 INTRA_OPTIONS = (LAMBDA_INTRA, SIMILARITY)
 LOCAL_OPTIONS = (LAMBDA_LOCAL, SIMILARITY, LOCAL_POOLING)
@@ -96,8 +117,13 @@ def local_term(c) -> TermSpec:
 
 
 def global_term(c) -> TermSpec:
-    options = {"memory": c.memory, "gamma": c.gamma, "similarity": c.similarity, "distances": c.memory_distances,
-               "memory_lr": c.memory_lr}
+    options = {
+        "memory": c.memory,
+        "gamma": c.gamma,
+        "similarity": c.similarity,
+        "distances": c.memory_distances,
+        "memory_lr": c.memory_lr,
+    }
     return TermSpec("memory", c.lambda_global, options, "global")
 
 
@@ -109,18 +135,42 @@ def fsd_terms(c) -> list[TermSpec]:
 #: FSD's methods and its ablations (the baselines are in :mod:`fsdkit.training.baselines`; all of them by name in
 #: :mod:`fsdkit.training.presets`)
 FSD_METHODS = (
-    Method("nds", "student fine-tuned on the task alone, no teacher (the paper's nDS)", lambda c: [TermSpec("task", 1.0)]),
+    Method(
+        "nds", "student fine-tuned on the task alone, no teacher (the paper's nDS)", lambda c: [TermSpec("task", 1.0)]
+    ),
     Method("vkd", "vanilla KD (Hinton et al. 2015): alpha * task + (1 - alpha) * T^2 KL", vkd_terms),
-    Method("fsdi", "VKD + intra-feature (token) structure, FSD eq. 6", lambda c: vkd_terms(c) + [intra_term(c)],
-           options=INTRA_OPTIONS),
-    Method("fsdl", "VKD + local inter-feature (batch) structure, FSD eq. 7", lambda c: vkd_terms(c) + [local_term(c)],
-           options=LOCAL_OPTIONS),
-    Method("fsdg", "VKD + global inter-feature structure via the k-means memory, FSD eq. 8-10",
-           lambda c: vkd_terms(c) + [global_term(c)], needs_memory=True, options=GLOBAL_OPTIONS),
-    Method("fsdil", "VKD + intra + local structure", lambda c: vkd_terms(c) + [intra_term(c), local_term(c)],
-           options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS)),
-    Method("fsd", "VKD + intra + local + global structure (FSD eq. 11)", fsd_terms, needs_memory=True,
-           options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS, GLOBAL_OPTIONS)),
+    Method(
+        "fsdi",
+        "VKD + intra-feature (token) structure, FSD eq. 6",
+        lambda c: vkd_terms(c) + [intra_term(c)],
+        options=INTRA_OPTIONS,
+    ),
+    Method(
+        "fsdl",
+        "VKD + local inter-feature (batch) structure, FSD eq. 7",
+        lambda c: vkd_terms(c) + [local_term(c)],
+        options=LOCAL_OPTIONS,
+    ),
+    Method(
+        "fsdg",
+        "VKD + global inter-feature structure via the k-means memory, FSD eq. 8-10",
+        lambda c: vkd_terms(c) + [global_term(c)],
+        needs_memory=True,
+        options=GLOBAL_OPTIONS,
+    ),
+    Method(
+        "fsdil",
+        "VKD + intra + local structure",
+        lambda c: vkd_terms(c) + [intra_term(c), local_term(c)],
+        options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS),
+    ),
+    Method(
+        "fsd",
+        "VKD + intra + local + global structure (FSD eq. 11)",
+        fsd_terms,
+        needs_memory=True,
+        options=options_of(INTRA_OPTIONS, LOCAL_OPTIONS, GLOBAL_OPTIONS),
+    ),
 )
 
 
@@ -143,5 +193,3 @@ def extra_term_specs(entries: list[dict] | None, taken: set[str]) -> list[TermSp
         taken.add(label)
         specs.append(TermSpec(name, weight, entry, label))
     return specs
-
-

@@ -51,7 +51,12 @@ def git_commit() -> str | None:
     """The commit of the fsdkit source tree, when it is a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -61,14 +66,23 @@ def git_commit() -> str | None:
 def _check_run_config(config: RunConfig) -> Path:
     if not config.output_dir:
         raise ConfigError("--output-dir is required")
-    for name in ("batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+    for name in (
+        "batch_size",
+        "eval_batch_size",
+        "max_length",
+        "gradient_accumulation_steps",
+        "logging_steps",
+        "save_steps",
+    ):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(config, name)}")
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ConfigError("give --epochs > 0 or --max-steps > 0")
     for name in ("max_train_samples", "max_eval_samples"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1 (or left out for all examples), got {getattr(config, name)}")
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be ≥ 1 (or left out for all examples), got {getattr(config, name)}"
+            )
     if config.eval_strategy not in ("no", "epoch"):
         raise ConfigError(f"--eval-strategy must be 'no' or 'epoch', got {config.eval_strategy!r}")
     if config.holdout_fraction is not None and not 0.0 < config.holdout_fraction < 1.0:
@@ -159,16 +173,19 @@ def _train_and_export(
                 f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "
                 f"{terms[spec.label].min_batch_size}, got {config.batch_size}"
             )
-    train = encoded_train(data, task, tokenizer, config, max(t.min_batch_size for t in terms.values()),
-                           teacher_tokenizer)
+    train = encoded_train(
+        data, task, tokenizer, config, max(t.min_batch_size for t in terms.values()), teacher_tokenizer
+    )
     collator = make_collator(tokenizer)
     if teacher_tokenizer is not None:  # teacher and student tokenize differently: each reads its own tokens
         from fsdkit.data.encode import TwoTokenizerCollator
 
         collator = TwoTokenizerCollator(tokenizer, teacher_tokenizer)
         if getattr(config, "teacher_cache", None):
-            raise ConfigError("--teacher-cache is keyed by one tokenisation; with teacher and student tokenizers "
-                              "that differ, run without it (the live teacher reads its own tokens)")
+            raise ConfigError(
+                "--teacher-cache is keyed by one tokenisation; with teacher and student tokenizers "
+                "that differ, run without it (the live teacher reads its own tokens)"
+            )
         if relation_every > 0:
             logger.info("relation differences are not logged: teacher and student tokens differ")
             relation_every = 0
@@ -196,24 +213,43 @@ def _train_and_export(
         from fsdkit.training.epoch_eval import EpochEvaluation
 
         split = HOLDOUT if HOLDOUT in data else task.eval_splits[0]
-        trainer.add_callback(EpochEvaluation(
-            model, tokenizer, task, data, split, batch_size=config.eval_batch_size, max_length=config.max_length,
-            max_eval_samples=config.max_eval_samples, report=on_evaluate,
-        ))
+        trainer.add_callback(
+            EpochEvaluation(
+                model,
+                tokenizer,
+                task,
+                data,
+                split,
+                batch_size=config.eval_batch_size,
+                max_length=config.max_length,
+                max_eval_samples=config.max_eval_samples,
+                report=on_evaluate,
+            )
+        )
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(config, out))
     model.eval()
     if not trainer.is_world_process_zero():  # under `accelerate launch`: the main process exports and evaluates
-        return {"command": command, "task": task.name, "process_index": trainer.args.process_index,
-                "global_steps": trainer.state.global_step}
+        return {
+            "command": command,
+            "task": task.name,
+            "process_index": trainer.args.process_index,
+            "global_steps": trainer.state.global_step,
+        }
     save_model(model, tokenizer, out)
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
     if tracker is not None:
         tracker.to_json(out / "relation_history.json")
     eval_start = time.time()
     metrics = evaluate_model(
-        model, tokenizer, task, data, batch_size=config.eval_batch_size, max_length=config.max_length,
-        max_eval_samples=config.max_eval_samples, progress=config.progress,
+        model,
+        tokenizer,
+        task,
+        data,
+        batch_size=config.eval_batch_size,
+        max_length=config.max_length,
+        max_eval_samples=config.max_eval_samples,
+        progress=config.progress,
         splits=[*task.eval_splits, *([HOLDOUT] if HOLDOUT in data else [])],
     )
     eval_runtime = time.time() - eval_start
@@ -273,8 +309,15 @@ def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bo
     tracker = FeatureRequest(hidden_states=track, teacher_layers=frozenset({"penultimate"}))
     request = FeatureRequest.union(tracker, *(term.request() for term in terms.values() if term.needs_teacher))
     return TeacherCache.open_or_build(
-        teacher, train, make_collator(tokenizer), request, config.teacher_cache, config.eval_batch_size,
-        task=task.name, max_length=config.max_length, teacher_path=str(config.teacher),
+        teacher,
+        train,
+        make_collator(tokenizer),
+        request,
+        config.teacher_cache,
+        config.eval_batch_size,
+        task=task.name,
+        max_length=config.max_length,
+        teacher_path=str(config.teacher),
     )
 
 
@@ -297,8 +340,17 @@ def finetune(config: FinetuneConfig | dict | None = None, *, on_evaluate=None, *
     ctx = TermContext(model.config, None, task, max_length=config.max_length)
     with reused_host_memory(config.reuse_host_memory):
         return _train_and_export(
-            command="finetune", config=config, out=out, task=task, data=data, model=model, tokenizer=tokenizer,
-            specs=[TermSpec("task", 1.0)], ctx=ctx, teacher=None, record_extra={"model": str(config.model)},
+            command="finetune",
+            config=config,
+            out=out,
+            task=task,
+            data=data,
+            model=model,
+            tokenizer=tokenizer,
+            specs=[TermSpec("task", 1.0)],
+            ctx=ctx,
+            teacher=None,
+            record_extra={"model": str(config.model)},
             on_evaluate=on_evaluate,
         )
 
@@ -320,19 +372,26 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     out = _check_run_config(config)
     specs = run_terms(config)
     needs_teacher = config.student == STUDENT_FROM_TEACHER or any(
-        TERMS[s.name].needs_teacher for s in specs if s.name in TERMS)  # an unknown name fails when built
+        TERMS[s.name].needs_teacher for s in specs if s.name in TERMS
+    )  # an unknown name fails when built
     if needs_teacher and not config.teacher:
-        raise ConfigError(f"--teacher is required by --method {config.method}: a fine-tuned teacher folder (see `fsdkit finetune`)")
+        raise ConfigError(
+            f"--teacher is required by --method {config.method}: a fine-tuned teacher folder (see `fsdkit finetune`)"
+        )
     if not 0.0 <= config.alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1], got {config.alpha}")
     method = get_method(config.method)
     student_source = config.teacher if config.student == STUDENT_FROM_TEACHER else config.student
     shape = parse_student_config(config.student_config) if config.student_config else None
     if config.student_tokenizer and shape is None:
-        raise ConfigError("--student-tokenizer gives a fresh --student-config student its vocabulary; a pretrained "
-                          "--student brings its own tokenizer")
+        raise ConfigError(
+            "--student-tokenizer gives a fresh --student-config student its vocabulary; a pretrained "
+            "--student brings its own tokenizer"
+        )
     if shape is not None and not config.teacher:
-        raise ConfigError("--student-config builds its student on the teacher's tokenizer and vocabulary: give --teacher")
+        raise ConfigError(
+            "--student-config builds its student on the teacher's tokenizer and vocabulary: give --teacher"
+        )
     if config.teacher:
         check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
     if shape is None:  # a fresh --student-config student has no folder to check
@@ -358,8 +417,12 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
             check_same_tokenizer(teacher_tokenizer, tokenizer)
     except ModelError as exc:  # each model then reads its own tokens; token-level losses refuse to be built
         same_tokenizer = False
-        logger.info("teacher %s and student %s tokenize differently (%s): each reads its own tokens",
-                    config.teacher, config.student, exc)
+        logger.info(
+            "teacher %s and student %s tokenize differently (%s): each reads its own tokens",
+            config.teacher,
+            config.student,
+            exc,
+        )
 
     if method.needs_memory:
         config = checked_memory(config, out, teacher, task)
@@ -370,16 +433,39 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         student_source = "config"
         student = student_from_config(teacher, shape, tokenizer)
     set_seed(config.seed)  # the terms' own parameters start from the same state however the models were loaded
-    ctx = TermContext(student.config, teacher.config if teacher is not None else None, task,
-                      same_tokenizer=same_tokenizer, max_length=config.max_length)
+    ctx = TermContext(
+        student.config,
+        teacher.config if teacher is not None else None,
+        task,
+        same_tokenizer=same_tokenizer,
+        max_length=config.max_length,
+    )
     with reused_host_memory(config.reuse_host_memory):
         return _train_and_export(
-            command="distill", config=config, out=out, task=task, data=data, model=student, tokenizer=tokenizer,
-            specs=run_terms(config), ctx=ctx, teacher=teacher, n_stages=method.stages(config), stage_lr=config.stage_lr,
-            relation_every=config.relation_every, on_evaluate=on_evaluate,
+            command="distill",
+            config=config,
+            out=out,
+            task=task,
+            data=data,
+            model=student,
+            tokenizer=tokenizer,
+            specs=run_terms(config),
+            ctx=ctx,
+            teacher=teacher,
+            n_stages=method.stages(config),
+            stage_lr=config.stage_lr,
+            relation_every=config.relation_every,
+            on_evaluate=on_evaluate,
             teacher_tokenizer=None if same_tokenizer else teacher_tokenizer,
-            record_extra={"teacher": config.teacher and str(config.teacher), "student_base": str(student_source),
-                          "student_init": "config" if shape is not None else
-                          "teacher" if config.student == STUDENT_FROM_TEACHER else "pretrained",
-                          "student_layers": student.config.fsdkit_student_layers, "student_shape": shape},
+            record_extra={
+                "teacher": config.teacher and str(config.teacher),
+                "student_base": str(student_source),
+                "student_init": "config"
+                if shape is not None
+                else "teacher"
+                if config.student == STUDENT_FROM_TEACHER
+                else "pretrained",
+                "student_layers": student.config.fsdkit_student_layers,
+                "student_shape": shape,
+            },
         )

@@ -29,8 +29,14 @@ def load_run_data(config):
         train = data["train"]
         if config.max_train_samples is not None:  # --max-train-samples counts labelled rows: transfer rows all stay
             train = train.select(range(min(config.max_train_samples, len(train))))
-        data = DatasetDict({**data, "train": with_transfer(train, config.transfer_file,
-                                                           DataSource.from_config(config) or DataSource(), task)})
+        data = DatasetDict(
+            {
+                **data,
+                "train": with_transfer(
+                    train, config.transfer_file, DataSource.from_config(config) or DataSource(), task
+                ),
+            }
+        )
     return task, data
 
 

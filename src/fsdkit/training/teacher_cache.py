@@ -127,14 +127,25 @@ def _resolve_block_layers(layers: Iterable[int] | None, num_layers: int, kind: s
 
 
 def cache_key(
-    *, teacher_sha256: str, task: str | None, max_length: int | None, hidden_layers: Sequence[int],
-    value_layers: Sequence[int], data_sha256: str, attention_layers: Sequence[int] = (),
+    *,
+    teacher_sha256: str,
+    task: str | None,
+    max_length: int | None,
+    hidden_layers: Sequence[int],
+    value_layers: Sequence[int],
+    data_sha256: str,
+    attention_layers: Sequence[int] = (),
 ) -> str:
     """The identity of a cache: what its contents depend on (``attention_layers`` only when there are some, so a
     cache without them keeps the key it had before they could be stored)."""
     parts = {
-        "format": FORMAT_VERSION, "teacher_sha256": teacher_sha256, "task": task, "max_length": max_length,
-        "hidden_layers": list(hidden_layers), "value_layers": list(value_layers), "data_sha256": data_sha256,
+        "format": FORMAT_VERSION,
+        "teacher_sha256": teacher_sha256,
+        "task": task,
+        "max_length": max_length,
+        "hidden_layers": list(hidden_layers),
+        "value_layers": list(value_layers),
+        "data_sha256": data_sha256,
     }
     if attention_layers:
         parts["attention_layers"] = list(attention_layers)
@@ -150,11 +161,14 @@ def _covering_cache(root: Path, identity: dict[str, Any]) -> Path | None:
             manifest = read_json_object(manifest_path, StaleCacheError)
         except StaleCacheError:
             continue
-        if (manifest.get("format") == FORMAT_VERSION and manifest.get("key") == manifest_path.parent.name
-                and all(manifest.get(k) == identity[k] for k in same)
-                and set(identity["hidden_layers"]) <= set(manifest.get("hidden_layers", []))
-                and set(identity["value_layers"]) <= set(manifest.get("value_layers", []))
-                and set(identity["attention_layers"]) <= set(manifest.get("attention_layers", []))):
+        if (
+            manifest.get("format") == FORMAT_VERSION
+            and manifest.get("key") == manifest_path.parent.name
+            and all(manifest.get(k) == identity[k] for k in same)
+            and set(identity["hidden_layers"]) <= set(manifest.get("hidden_layers", []))
+            and set(identity["value_layers"]) <= set(manifest.get("value_layers", []))
+            and set(identity["attention_layers"]) <= set(manifest.get("attention_layers", []))
+        ):
             return manifest_path.parent
     return None
 
@@ -169,12 +183,25 @@ def _identity(teacher_model, encoded_train_dataset, request: FeatureRequest, tas
     attention_layers = _resolve_block_layers(request.attention_layers_read(), num_layers, "attention")
     teacher_sha, data_sha = model_weights_sha256(teacher_model), data_sha256(encoded_train_dataset)
     key = cache_key(
-        teacher_sha256=teacher_sha, task=task, max_length=max_length, hidden_layers=hidden_layers,
-        value_layers=value_layers, data_sha256=data_sha, attention_layers=attention_layers,
+        teacher_sha256=teacher_sha,
+        task=task,
+        max_length=max_length,
+        hidden_layers=hidden_layers,
+        value_layers=value_layers,
+        data_sha256=data_sha,
+        attention_layers=attention_layers,
     )
-    return {"key": key, "teacher_sha256": teacher_sha, "data_sha256": data_sha, "task": task, "max_length": max_length,
-            "num_layers": num_layers, "hidden_layers": hidden_layers, "value_layers": value_layers,
-            "attention_layers": attention_layers}
+    return {
+        "key": key,
+        "teacher_sha256": teacher_sha,
+        "data_sha256": data_sha,
+        "task": task,
+        "max_length": max_length,
+        "num_layers": num_layers,
+        "hidden_layers": hidden_layers,
+        "value_layers": value_layers,
+        "attention_layers": attention_layers,
+    }
 
 
 class TeacherCache:
@@ -197,7 +224,9 @@ class TeacherCache:
         self.queries = {l: self._array(f"queries_{l}.npy", (n_tokens, width)) for l in self.attention_layers}
         self.keys = {l: self._array(f"keys_{l}.npy", (n_tokens, width)) for l in self.attention_layers}
         if int(self.offsets[-1]) != n_tokens:
-            raise StaleCacheError(f"{self.cache_dir}: offsets.npy ends at {int(self.offsets[-1])}, manifest says {n_tokens} tokens")
+            raise StaleCacheError(
+                f"{self.cache_dir}: offsets.npy ends at {int(self.offsets[-1])}, manifest says {n_tokens} tokens"
+            )
         self.device = torch.device("cpu")
 
     def _array(self, name: str, shape: tuple[int, ...], mmap: bool = True) -> np.ndarray:
@@ -252,13 +281,32 @@ class TeacherCache:
                 f"--teacher-cache"
             )
         with staged_dir(cache_dir) as tmp:  # published by one rename once complete; removed if the build fails
-            manifest = cls._write(teacher_model, encoded_train_dataset, collator, tmp, batch_size, identity,
-                                  task=task, max_length=max_length, teacher_path=teacher_path)
+            manifest = cls._write(
+                teacher_model,
+                encoded_train_dataset,
+                collator,
+                tmp,
+                batch_size,
+                identity,
+                task=task,
+                max_length=max_length,
+                teacher_path=teacher_path,
+            )
         return cls(cache_dir, manifest)
 
     @staticmethod
-    def _write(teacher_model, encoded_train_dataset, collator, tmp: Path, batch_size: int, identity, *, task,
-               max_length, teacher_path) -> dict[str, Any]:
+    def _write(
+        teacher_model,
+        encoded_train_dataset,
+        collator,
+        tmp: Path,
+        batch_size: int,
+        identity,
+        *,
+        task,
+        max_length,
+        teacher_path,
+    ) -> dict[str, Any]:
         num_layers, key, teacher_sha = identity["num_layers"], identity["key"], identity["teacher_sha256"]
         hidden_layers, value_layers = identity["hidden_layers"], identity["value_layers"]
         attention_layers = identity["attention_layers"]
@@ -273,13 +321,17 @@ class TeacherCache:
         head_dim = getattr(config, "head_dim", None) or width // config.num_attention_heads
         value_width = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * head_dim
         values = {l: reserved_npy(tmp / f"values_{l}.npy", (n_tokens, value_width)) for l in value_layers}
-        projections = {role: {l: reserved_npy(tmp / f"{role}_{l}.npy", (n_tokens, width)) for l in attention_layers}
-                       for role in ("queries", "keys")}
+        projections = {
+            role: {l: reserved_npy(tmp / f"{role}_{l}.npy", (n_tokens, width)) for l in attention_layers}
+            for role in ("queries", "keys")
+        }
 
         teacher_model.eval()
         device = next(teacher_model.parameters()).device
         live_request = FeatureRequest(hidden_states=bool(hidden_layers), value_layers=frozenset(value_layers))
-        columns = [c for c in encoded_train_dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
+        columns = [
+            c for c in encoded_train_dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")
+        ]
         inputs = encoded_train_dataset.select_columns(columns)
         started = time.time()
         with torch.no_grad():  # batches of similar length (each padded to its longest), written back by index
@@ -288,12 +340,16 @@ class TeacherCache:
                 batch = collator([{c: rows[c][i] for c in columns} for i in range(len(index))])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 captured: dict[str, dict[int, Tensor]] = {"queries": {}, "keys": {}}
-                with capture_projections(teacher_model, "query", attention_layers, captured["queries"]), \
-                        capture_projections(teacher_model, "key", attention_layers, captured["keys"]):
+                with (
+                    capture_projections(teacher_model, "query", attention_layers, captured["queries"]),
+                    capture_projections(teacher_model, "key", attention_layers, captured["keys"]),
+                ):
                     feats = forward_features(teacher_model, batch, live_request)
                 mask = batch["attention_mask"].bool()
                 if not torch.equal(mask.sum(1).cpu(), torch.from_numpy(lengths[index])):
-                    raise ConfigError("the collated batch's real tokens do not match the dataset rows (is it pre-padded?)")
+                    raise ConfigError(
+                        "the collated batch's real tokens do not match the dataset rows (is it pre-padded?)"
+                    )
                 # the token rows of the batch's examples, in the order of feats[mask]
                 tokens = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in index])
                 logits[index] = feats.logits.float().cpu().numpy()
@@ -304,7 +360,12 @@ class TeacherCache:
                 for role, arrays in projections.items():
                     for l in attention_layers:
                         arrays[l][tokens] = captured[role][l][mask].float().cpu().numpy()
-        stored = [logits, *hidden.values(), *values.values(), *(a for arrays in projections.values() for a in arrays.values())]
+        stored = [
+            logits,
+            *hidden.values(),
+            *values.values(),
+            *(a for arrays in projections.values() for a in arrays.values()),
+        ]
         for arr in stored:
             arr.flush()
         del logits, hidden, values, projections, stored
@@ -391,8 +452,16 @@ class TeacherCache:
                 except ConfigError:  # damaged: build this request's own
                     pass
             return cls.build(
-                teacher_model, encoded_train_dataset, collator, request, folder, batch_size,
-                task=task, max_length=max_length, teacher_path=teacher_path, identity=identity,
+                teacher_model,
+                encoded_train_dataset,
+                collator,
+                request,
+                folder,
+                batch_size,
+                task=task,
+                max_length=max_length,
+                teacher_path=teacher_path,
+                identity=identity,
             )
 
     # ------------------------------------------------------------------------------------------ teacher source
@@ -437,7 +506,9 @@ class TeacherCache:
         for layer in request.value_layers:
             (index,) = _resolve_block_layers([layer], self.num_layers, "value")
             if index not in self.values:
-                raise ConfigError(f"value layer {layer} is not in the teacher-output cache (cached: {self.value_layers})")
+                raise ConfigError(
+                    f"value layer {layer} is not in the teacher-output cache (cached: {self.value_layers})"
+                )
             values[layer] = gather(self.values[index])
         attentions = None
         if request.attentions:
@@ -448,8 +519,12 @@ class TeacherCache:
                     f"{self.attention_layers}); rebuild the cache with the request of the losses that read them"
                 )
             attentions = PartialAttentions(
-                [head_softmax(gather(self.queries[l]), gather(self.keys[l]), where, self.heads) if l in wanted else None
-                 for l in range(self.num_layers)]
+                [
+                    head_softmax(gather(self.queries[l]), gather(self.keys[l]), where, self.heads)
+                    if l in wanted
+                    else None
+                    for l in range(self.num_layers)
+                ]
             )
         return Features(
             logits=torch.from_numpy(np.ascontiguousarray(self.logits[idx])).to(self.device),

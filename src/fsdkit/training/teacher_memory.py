@@ -43,18 +43,27 @@ def _memory_identity(teacher, task, train, max_length: int | None, max_train_sam
     from fsdkit.artifacts import model_weights_sha256
     from fsdkit.data.encode import text_rows_sha256
 
-    return {"teacher_sha256": model_weights_sha256(teacher), "task": task.name, "max_length": max_length,
-            "max_train_samples": max_train_samples, "data_sha256": text_rows_sha256(train, task.text_columns)}
+    return {
+        "teacher_sha256": model_weights_sha256(teacher),
+        "task": task.name,
+        "max_length": max_length,
+        "max_train_samples": max_train_samples,
+        "data_sha256": text_rows_sha256(train, task.text_columns),
+    }
 
 
 def _memory_command(config: DistillConfig, task) -> str:
     """The ``fsdkit memory build`` line that builds a memory for ``config``'s teacher and data."""
-    data = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)
-            if getattr(config, f.name) is not None and getattr(config, f.name) != f.default}
+    data = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(DataOptions)
+        if getattr(config, f.name) is not None and getattr(config, f.name) != f.default
+    }
     if not any(key.endswith("_file") or key == "dataset" for key in data):
         data = {"task": task.name, **({"data_dir": config.data_dir} if config.data_dir else {})}
-    return command_line("memory build", {"teacher": config.teacher, **data, "max_length": config.max_length,
-                                         "output_dir": "MEMORY_DIR"})
+    return command_line(
+        "memory build", {"teacher": config.teacher, **data, "max_length": config.max_length, "output_dir": "MEMORY_DIR"}
+    )
 
 
 def checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillConfig:
@@ -88,10 +97,19 @@ def checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillCo
             data_options = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataOptions)}
             build_memory(
                 **data_options,
-                teacher=config.teacher, task=config.task, data_dir=config.data_dir, output_dir=str(memory_dir),
-                n_clusters=config.memory_clusters, max_length=config.max_length, seed=config.seed,
-                max_train_samples=config.max_train_samples, progress=config.progress, cache_dir=config.cache_dir,
-                teacher_cache=config.teacher_cache, transfer_file=config.transfer_file, _locked=True,
+                teacher=config.teacher,
+                task=config.task,
+                data_dir=config.data_dir,
+                output_dir=str(memory_dir),
+                n_clusters=config.memory_clusters,
+                max_length=config.max_length,
+                seed=config.seed,
+                max_train_samples=config.max_train_samples,
+                progress=config.progress,
+                cache_dir=config.cache_dir,
+                teacher_cache=config.teacher_cache,
+                transfer_file=config.transfer_file,
+                _locked=True,
             )
     return config.replace(memory=str(memory_dir))
 
@@ -128,19 +146,36 @@ def build_memory(config: MemoryConfig | dict | None = None, _locked: bool = Fals
 
         encoded = encoded.add_column(INDEX_COLUMN, list(range(len(encoded))))
         source = TeacherCache.open_or_build(
-            teacher, encoded, make_collator(tokenizer), FeatureRequest(hidden_states=True, teacher_layers=frozenset({layer})),
-            config.teacher_cache, config.batch_size, task=task.name, max_length=config.max_length,
+            teacher,
+            encoded,
+            make_collator(tokenizer),
+            FeatureRequest(hidden_states=True, teacher_layers=frozenset({layer})),
+            config.teacher_cache,
+            config.batch_size,
+            task=task.name,
+            max_length=config.max_length,
             teacher_path=str(config.teacher),
         )
-    loader = torch.utils.data.DataLoader(encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer))
+    loader = torch.utils.data.DataLoader(
+        encoded, batch_size=config.batch_size, shuffle=False, collate_fn=make_collator(tokenizer)
+    )
     identity = _memory_identity(teacher, task, train, config.max_length, config.max_train_samples)
     main = collective is None or collective.rank == 0
     with build_lock(out) if main and not _locked else contextlib.nullcontext():
         memory = build_teacher_memory(
-            source, loader, n_clusters=config.n_clusters, layer=layer, pooling=config.pooling,
-            max_length=config.max_length, tol=config.tol, max_iter=config.max_iter, seed=config.seed,
+            source,
+            loader,
+            n_clusters=config.n_clusters,
+            layer=layer,
+            pooling=config.pooling,
+            max_length=config.max_length,
+            tol=config.tol,
+            max_iter=config.max_iter,
+            seed=config.seed,
             metadata={"teacher": str(config.teacher), **{k: v for k, v in identity.items() if k != "max_length"}},
-            progress=config.progress and main, collective=collective, work_dir=out if collective else None,
+            progress=config.progress and main,
+            collective=collective,
+            work_dir=out if collective else None,
         )
         if main:
             memory.save(out)

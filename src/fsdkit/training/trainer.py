@@ -54,7 +54,10 @@ class StudentWithTerms(nn.Module):
         return self.student.config
 
     def forward(
-        self, batch: dict, request: FeatureRequest = FeatureRequest(), teacher: Features | None = None,
+        self,
+        batch: dict,
+        request: FeatureRequest = FeatureRequest(),
+        teacher: Features | None = None,
         labels: Sequence[str] = (),
     ) -> tuple[dict[str, torch.Tensor], Features]:
         """``({label: unweighted term value}, student features)`` for the terms named in ``labels``."""
@@ -167,8 +170,9 @@ class DistillationTrainer(Trainer):
             )
         if self.lr_scheduler is None:
             ratio = self.args.get_warmup_steps(num_training_steps) / max(1, num_training_steps)
-            factor = partial(staged_linear_factor, total_steps=num_training_steps, n_stages=self.n_stages,
-                             warmup_ratio=ratio)
+            factor = partial(
+                staged_linear_factor, total_steps=num_training_steps, n_stages=self.n_stages, warmup_ratio=ratio
+            )
             self.lr_scheduler = LambdaLR(optimizer if optimizer is not None else self.optimizer, factor)
             self._created_lr_scheduler = True
         return self.lr_scheduler
@@ -223,13 +227,17 @@ class DistillationTrainer(Trainer):
             what = f"{cause} (in one of the terms {', '.join(repr(s.label) for s, _ in active)})"
         else:
             bad = max(active, key=lambda a: abs(a[0].weight * float(values[a[0].label].detach())))[0]
-            what = (f"loss term '{bad.label}' ({bad.name}) × its weight {bad.weight:g} = "
-                    f"{bad.weight * float(values[bad.label].detach())} overflows")
+            what = (
+                f"loss term '{bad.label}' ({bad.name}) × its weight {bad.weight:g} = "
+                f"{bad.weight * float(values[bad.label].detach())} overflows"
+            )
         return self._stop(what)
 
     def _stop(self, what: str) -> str:
-        return (f"{what} at step {self.state.global_step}; the step was not applied. Checkpoints in "
-                f"{self.args.output_dir} are intact: lower the learning rate or the term's weight and resume.")
+        return (
+            f"{what} at step {self.state.global_step}; the step was not applied. Checkpoints in "
+            f"{self.args.output_dir} are intact: lower the learning rate or the term's weight and resume."
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """``Σ_k w_k · term_k`` of this micro-batch, scaled for gradient accumulation and data parallelism.
@@ -296,9 +304,12 @@ class DistillationTrainer(Trainer):
         if "loss" in logs:
             labels = list(self._term_counts)
             if labels:  # sample-weighted means since the last log, over every process of a multi-process run
-                sums = torch.stack([torch.as_tensor(self._term_sums[k], dtype=torch.float64, device=self.args.device)
-                                    for k in labels])
-                counts = torch.tensor([self._term_counts[k] for k in labels], dtype=torch.float64, device=self.args.device)
+                sums = torch.stack(
+                    [torch.as_tensor(self._term_sums[k], dtype=torch.float64, device=self.args.device) for k in labels]
+                )
+                counts = torch.tensor(
+                    [self._term_counts[k] for k in labels], dtype=torch.float64, device=self.args.device
+                )
                 if self.accelerator.num_processes > 1:
                     sums, counts = self.accelerator.reduce(sums, "sum"), self.accelerator.reduce(counts, "sum")
                 for label, value in zip(labels, (sums / counts).tolist()):

@@ -39,13 +39,16 @@ class InternalRepresentationKD(LossTerm):
 
     def __init__(self, ctx: TermContext, layers: LayerMapSpec = "skip", pairs: list[int] | None = None):
         super().__init__()
-        require_same_tokenizer(ctx, "internal-representation (attention)",
-                               "RKD, PKD or Relation-CKA, which compare [CLS] or pooled rows")
+        require_same_tokenizer(
+            ctx, "internal-representation (attention)", "RKD, PKD or Relation-CKA, which compare [CLS] or pooled rows"
+        )
         check_same_heads(ctx, "internal")
         layer_map = resolve_layer_map(layers, *model_depths(ctx), include_last=True)
         if pairs is not None:
             positions = [pairs] if isinstance(pairs, int) else list(pairs)
-            bad = [p for p in positions if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= len(layer_map)]
+            bad = [
+                p for p in positions if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= len(layer_map)
+            ]
             if bad or not positions:
                 raise ConfigError(
                     f"internal pairs {pairs!r}: expected positions 1..{len(layer_map)} in the layer map {layer_map}"
@@ -55,8 +58,12 @@ class InternalRepresentationKD(LossTerm):
         self.projections = cls_projections(ctx, len(self.pairs))
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(hidden_states=True, attentions=True, teacher_layers=frozenset(t for _, t in self.pairs),
-                              attention_layers=frozenset(t - 1 for _, t in self.pairs))
+        return FeatureRequest(
+            hidden_states=True,
+            attentions=True,
+            teacher_layers=frozenset(t for _, t in self.pairs),
+            attention_layers=frozenset(t - 1 for _, t in self.pairs),
+        )
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         mask = student.attention_mask

@@ -49,7 +49,9 @@ def _geometry(dots: Tensor, row_sq: Tensor, centroid_sq: Tensor) -> tuple[Tensor
     return distances, cosines
 
 
-def centroid_geometry(rows: Tensor, centroids: Tensor, centroid_sq_norms: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def centroid_geometry(
+    rows: Tensor, centroids: Tensor, centroid_sq_norms: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """B × K Euclidean distances and cosine similarities of ``rows`` to ``centroids``, from one product.
 
     With ``g = rows · centroidsᵀ``: ``D = √(‖r‖² − 2g + ‖m‖²)``, ``C = g / (‖r‖ · ‖m‖)``, norms floored at 1e-12
@@ -176,7 +178,9 @@ class GlobalMemoryStructure(LossTerm):
     def _rows(self, features: Features, layer) -> Tensor:
         """The batch's rows (:func:`fsdkit.memory.feature_rows`); flattened rows stop at the batch's padded length
         (at most ``max_length`` tokens): the zero columns after it would change no product with a centroid."""
-        length = min(features.attention_mask.shape[1], self.max_length) if self.pooling == "flatten" else self.max_length
+        length = (
+            min(features.attention_mask.shape[1], self.max_length) if self.pooling == "flatten" else self.max_length
+        )
         return features.rows(layer, self.pooling, length)
 
     def parts(self, s_rows: Tensor, t_rows: Tensor) -> dict[str, Tensor]:
@@ -194,17 +198,26 @@ class GlobalMemoryStructure(LossTerm):
         return {
             "distance": F.mse_loss(d_s, d_t),
             "cosine": F.mse_loss(c_s, c_t),
-            "centroid": measure_loss(compare_to_target(self.measure.fn, m_s, m_t, self.teacher_gram, x_gram=gram),
-                                     self.measure, self.form, self.eps),
+            "centroid": measure_loss(
+                compare_to_target(self.measure.fn, m_s, m_t, self.teacher_gram, x_gram=gram),
+                self.measure,
+                self.form,
+                self.eps,
+            ),
         }
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         parts = self.parts(self._rows(student, self.student_layer), self._rows(teacher, self.layer))
         self.last_parts = {k: v.detach() for k, v in parts.items()}
-        return (self.gamma * parts["distance"] + (1 - self.gamma) * parts["cosine"]
-                + self.centroid_weight * parts["centroid"])
+        return (
+            self.gamma * parts["distance"]
+            + (1 - self.gamma) * parts["cosine"]
+            + self.centroid_weight * parts["centroid"]
+        )
 
     def extra_repr(self) -> str:
         k, d = self.student_memory.shape
-        return (f"K={k}, student_dim={d}, pooling={self.pooling}, gamma={self.gamma}, "
-                f"distances={'normalized' if self.normalized else 'raw'}, memory_lr={self.memory_lr}")
+        return (
+            f"K={k}, student_dim={d}, pooling={self.pooling}, gamma={self.gamma}, "
+            f"distances={'normalized' if self.normalized else 'raw'}, memory_lr={self.memory_lr}"
+        )

@@ -46,7 +46,9 @@ class MiniLMDistillation(LossTerm):
         self.layer = index
 
     def request(self) -> FeatureRequest:
-        return FeatureRequest(attentions=True, value_layers=frozenset({self.layer}), attention_layers=frozenset({self.layer}))
+        return FeatureRequest(
+            attentions=True, value_layers=frozenset({self.layer}), attention_layers=frozenset({self.layer})
+        )
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
         mask = student.attention_mask

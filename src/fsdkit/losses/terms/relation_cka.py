@@ -91,7 +91,9 @@ class RelationCKA(LossTerm):
         z_s, z_t = student.logits, teacher.logits
         if z_s.shape[0] < self.min_batch_size:
             raise ValueError(f"relation_cka needs at least {self.min_batch_size} samples per batch, got {z_s.shape[0]}")
-        total = self.intra_weight * (1 - gram_alignment(z_s, z_t)) + self.inter_weight * (1 - gram_alignment(z_s.T, z_t.T))
+        total = self.intra_weight * (1 - gram_alignment(z_s, z_t)) + self.inter_weight * (
+            1 - gram_alignment(z_s.T, z_t.T)
+        )
         if self.feature_weight:
             f_s, f_t, _ = local_rows(student, teacher, self.student_layer, self.teacher_layer, self.pooling)
             total = total + self.feature_weight * (1 - gram_alignment(f_s, f_t))

@@ -92,14 +92,20 @@ class RelationalKD(LossTerm):
         t = teacher.pooled(self.teacher_layer).to(s.dtype)
         b = s.shape[0]
         if b < self.min_batch_size:
-            raise ValueError(f"rkd needs at least {self.min_batch_size} samples per batch, got {b}; use a larger batch size")
+            raise ValueError(
+                f"rkd needs at least {self.min_batch_size} samples per batch, got {b}; use a larger batch size"
+            )
         total = s.new_zeros(())
         if self.distance_weight:
             pairs = _distinct(b, 2, device=s.device)
-            total = total + self.distance_weight * F.smooth_l1_loss(distance_potential(s)[pairs], distance_potential(t)[pairs])
+            total = total + self.distance_weight * F.smooth_l1_loss(
+                distance_potential(s)[pairs], distance_potential(t)[pairs]
+            )
         if self.angle_weight:
             triples = _distinct(b, 3, device=s.device)
-            total = total + self.angle_weight * F.smooth_l1_loss(angle_potential(s)[triples], angle_potential(t)[triples])
+            total = total + self.angle_weight * F.smooth_l1_loss(
+                angle_potential(s)[triples], angle_potential(t)[triples]
+            )
         return total
 
     def extra_repr(self) -> str:

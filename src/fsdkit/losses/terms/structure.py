@@ -56,8 +56,11 @@ class StructureLoss(LossTerm):
         self.eps = eps
         self.similarity_options = dict(similarity_options or {})
         if view == "intra":
-            require_same_tokenizer(ctx, "intra-feature (FSDI)", "the local view (FSDL, e.g. --method fsdl) or the "
-                                   "memory (FSDG), which compare samples, not tokens")
+            require_same_tokenizer(
+                ctx,
+                "intra-feature (FSDI)",
+                "the local view (FSDL, e.g. --method fsdl) or the memory (FSDG), which compare samples, not tokens",
+            )
 
     @property
     def min_batch_size(self) -> int:
