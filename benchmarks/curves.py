@@ -55,6 +55,7 @@ from suite import (  # noqa: E402
     read_records,
     recipe_section,
     run_record,
+    runnable,
     settings_hash,
     teacher_fingerprint,
 )
@@ -183,7 +184,7 @@ def run_job(
     started = time.time()
     logger.info("running %s %s / %s%s / seed %d", kind, task, method, f" ({init})" if init else "", seed)
     try:
-        result = finetune(**settings) if kind == "teacher" else distill(**settings)
+        result = finetune(**settings) if kind == "teacher" else distill(**runnable(settings))
     except Exception as exc:  # noqa: BLE001 — a failed run is recorded and the study goes on
         record = run_record(
             task=task,

@@ -754,7 +754,7 @@ def coverage_rows(
     """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected; the ablations'
     ``ablation_seeds``) have finished, and how many of those wrote their test-set predictions. A part with a method
     that is neither one of fsdkit's nor a row of the recipe (``recipe_rows``: v1's has no FSDI + MiniLM) is left out."""
-    from fsdkit.training.presets import METHODS
+    from fsdkit.methods import METHODS
 
     done = {(r["task"], r["method"], r["seed"]): bool(r.get("test_predictions")) for r in students}
     known = {*METHODS, *recipe_rows}

@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from suite import DEFAULT_RECIPE, DEFAULT_RESULTS, DEFAULT_WORK_DIR, Suite, load_recipe, reads_memory  # noqa: E402
+from suite import DEFAULT_RECIPE, DEFAULT_RESULTS, DEFAULT_WORK_DIR, Suite, load_recipe, reads_memory, runnable  # noqa: E402
 
 DEFAULT_STORAGE = f"sqlite:///{HERE / 'results' / 'search.db'}"
 #: knobs a method without a teacher does not have
@@ -35,7 +35,7 @@ def sweep_spec(suite: Suite, task: str, method: str) -> dict:
     """The ``fsdkit sweep`` configuration of one (task, method) study."""
     search = suite.recipe["search"]
     space = {**search["shared_space"], **(search["methods"].get(method) or {})}
-    settings = suite.student_settings(task, method, int(search["seed"]))
+    settings = runnable(suite.student_settings(task, method, int(search["seed"])))
     if settings["method"] == "nds":
         space = {k: v for k, v in space.items() if k not in TEACHER_KNOBS}
     base = {k: v for k, v in settings.items() if k not in space and k != "output_dir"}

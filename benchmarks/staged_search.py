@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from suite import Suite, load_recipe, reads_memory  # noqa: E402
+from suite import Suite, load_recipe, reads_memory, runnable  # noqa: E402
 
 DEFAULT_RECIPE = HERE / "recipe-v3.yaml"
 DEFAULT_RESULTS = HERE / "results" / "v3.jsonl"
@@ -64,7 +64,7 @@ def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
     search = recipe["search"]
     section = search[f"stage{stage}"]
     space = dict(section["methods"][method] or {})
-    settings = suite.student_settings(task, method, int(search["seed"]))
+    settings = runnable(suite.student_settings(task, method, int(search["seed"])))
     fixed = set(section.get("fixed_options") or ()) if stage == 2 else set()
     base = {k: v for k, v in settings.items() if k not in space and k not in fixed and k != "output_dir"}
     base.update(holdout_fraction=search["holdout_fraction"], eval_strategy="epoch")

@@ -47,6 +47,8 @@ from typing import Any
 
 import yaml
 
+from fsdkit.methods import METHODS, all_settings, get_method
+
 HERE = Path(__file__).resolve().parent
 #: benchmark v2 (``RESULTS.md``): the recipe, results and work folder every benchmark script uses by default
 DEFAULT_RECIPE = HERE / "recipe-v2.yaml"
@@ -75,9 +77,15 @@ logger = logging.getLogger("fsdkit.benchmarks")
 
 def reads_memory(method: str) -> bool:
     """Whether fsdkit's ``method`` reads a teacher memory (the suite then passes its shared one, built once)."""
-    from fsdkit.training.presets import METHODS
-
     return method in METHODS and METHODS[method].needs_memory
+
+
+def runnable(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run of ``settings["method"]`` takes: those of other methods left out. The recipe's shared
+    ``student`` section gives every student VKD's alpha and T, which nDS does not have; a job's hash is taken over
+    the recipe's settings, so results recorded before fsdkit refused another method's setting keep their hash."""
+    foreign = set(all_settings()) - set(get_method(settings["method"]).settings())
+    return {k: v for k, v in settings.items() if k not in foreign}
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -233,7 +241,7 @@ class FsdkitRunner:
         """Distil a student; returns fsdkit's run record (with ``metrics``)."""
         from fsdkit import distill
 
-        return distill(**settings)
+        return distill(**runnable(settings))
 
     def build_memory(self, settings: dict[str, Any]) -> None:
         """Build the FSDG teacher memory into ``settings["output_dir"]``."""

@@ -38,7 +38,7 @@ def test_config_file_keys_match_flags_and_flags_override(tmp_path):
     from fsdkit.cli import _config_from_args
 
     config = _config_from_args(args, DistillConfig, "distill")
-    assert config.method == "fsd" and config.student_layers == [0, 2, 4] and config.lambda_intra == 10.0
+    assert config.method == "fsd" and config.student_layers == [0, 2, 4] and config.method_options.lambda_intra == 10.0
     assert config.epochs == 3.0  # the flag wins over the file
     assert config.losses == [{"name": "rkd", "weight": "1", "distance_weight": 2}]
 
@@ -46,9 +46,9 @@ def test_config_file_keys_match_flags_and_flags_override(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("epochs: three\n", "key 'epochs': expected a number, got 'three'"),
-        ("resume: maybe\n", "key 'resume': expected true or false"),
-        ("batch-size: 2.5\n", "key 'batch-size': expected an integer"),
+        ("epochs: three\n", "--epochs: expected a number, got 'three'"),
+        ("resume: maybe\n", "--resume: expected true or false"),
+        ("batch-size: 2.5\n", "--batch-size: expected an integer"),
         ("- a\n- b\n", "expected a mapping"),
         ("epochs: [\n", "not valid YAML"),
     ],
@@ -92,7 +92,10 @@ def test_methods_lists_methods_and_losses(capsys):
         ),
         (["evaluate", "{tmp}/missing-model", "--task", "mrpc"], "does not exist"),
         (["finetune", "--epochs", "0", "--output-dir", "{tmp}/o"], "--epochs > 0 or --max-steps > 0"),
-        (["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--alpha", "2"], "--alpha must be in [0, 1]"),
+        (
+            ["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--alpha", "2"],
+            "--alpha must be ≥ 0 and ≤ 1, got 2.0",
+        ),
         (["distill", "--teacher", "x", "--output-dir", "{tmp}/o", "--loss", "structure"], "expected NAME:WEIGHT"),
     ],
 )

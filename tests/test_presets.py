@@ -14,7 +14,7 @@ from transformers import TrainerState, get_linear_schedule_with_warmup
 
 from fsdkit.config import DistillConfig, make_config
 from fsdkit.errors import ConfigError
-from fsdkit.training.presets import get_method, run_terms
+from fsdkit.methods import get_method, run_terms
 from fsdkit.training.trainer import DistillationTrainer, stage_of, stage_start, staged_linear_factor
 
 
@@ -53,10 +53,10 @@ def test_baseline_presets():
 
 
 def test_pkd_layers_from_a_config_file_or_flag():
-    assert config(pkd_layers=[[1, 2], [2, 4]]).pkd_layers == [[1, 2], [2, 4]]
-    assert config(pkd_layers="1:2,2:4").pkd_layers == "1:2,2:4"
+    assert config(method="pkd", pkd_layers=[[1, 2], [2, 4]]).method_options.pkd_layers == [[1, 2], [2, 4]]
+    assert config(method="pkd", pkd_layers="1:2,2:4").method_options.pkd_layers == "1:2,2:4"
     with pytest.raises(ConfigError, match="pkd-layers"):
-        config(pkd_layers=[["a"]])
+        config(method="pkd", pkd_layers=[["a"]])
 
 
 def test_internal_schedules():
@@ -68,9 +68,12 @@ def test_internal_schedules():
     stages = {label: spec[3] for label, spec in terms_of("internal-all").items()}
     assert stages == dict.fromkeys(["task", "kd", "internal_1", "internal_2", "internal_3"])
     assert terms_of("internal-pid")["internal_2"][2] == {"layers": "skip", "pairs": [2]}
-    assert get_method("internal-pid").stages(config()) == 4 and get_method("internal-all").stages(config()) == 1
-    assert get_method("internal-sid").stages(config(internal_layers="1:2;3:6")) == 3
-    assert get_method("internal-sid").stages(config(student_layers=[0, 2, 4, 5])) == 5
+    pid, every = config(method="internal-pid"), config(method="internal-all")
+    assert get_method("internal-pid").stages(pid.method_options, pid) == 4
+    assert get_method("internal-all").stages(every.method_options, every) == 1
+    for values, stages in [({"internal_layers": "1:2;3:6"}, 3), ({"student_layers": [0, 2, 4, 5]}, 5)]:
+        sid = config(method="internal-sid", **values)
+        assert get_method("internal-sid").stages(sid.method_options, sid) == stages
 
 
 def test_stage_follows_the_global_step():
@@ -81,7 +84,7 @@ def test_stage_follows_the_global_step():
 
 def test_active_terms_follow_the_global_step_as_after_a_resume():
     """A trainer whose state was restored at global step g (as after --resume) selects the terms of g's stage."""
-    specs = get_method("internal-pid").build(config())
+    specs = run_terms(config(method="internal-pid"))
     trainer = DistillationTrainer.__new__(DistillationTrainer)
     trainer.term_specs, trainer.n_stages = specs, 4
     model = SimpleNamespace(terms={s.label: s.name for s in specs})
@@ -126,3 +129,44 @@ def test_each_stage_follows_transformers_linear_schedule_of_its_own_length(total
 def test_unknown_stage_schedule_is_refused():
     with pytest.raises(ValueError, match="stage_lr must be one of"):
         DistillationTrainer(model=None, args=None, term_specs=[], stage_lr="cosine")
+
+
+def test_each_method_holds_its_own_typed_options():
+    """A run's method options are an instance of its method's options class, composed of the shared parts: one
+    declaration per setting (alpha is the KD part's wherever it appears), another method's setting refused, a method
+    change through ``replace`` keeps the shared settings and drops the others."""
+    from fsdkit.methods import KD, METHODS, Global, Intra, all_settings
+    from fsdkit.methods.fsd import FSDOptions
+    from fsdkit.settings import settings_of
+
+    fsd = config(method="fsd", alpha=0.2, lambda_intra=3)
+    assert isinstance(fsd.method_options, FSDOptions) and isinstance(fsd.method_options, (KD, Intra, Global))
+    assert (fsd.method_options.alpha, fsd.method_options.lambda_intra, fsd.method_options.lambda_local) == (0.2, 3, 30)
+    for method in METHODS.values():  # every setting of every method is the one declaration of the table
+        assert all(
+            all_settings()[name] is declared or all_settings()[name] == declared
+            for name, declared in settings_of(method.options).items()
+        )
+    assert set(settings_of(METHODS["nds"].options)) == set()
+    assert {"alpha", "temperature"} <= set(settings_of(METHODS["pkd"].options))
+    vkd = fsd.replace(method="vkd")
+    assert vars(vkd.method_options) == {"alpha": 0.2, "temperature": 5.0}
+    with pytest.raises(ConfigError, match="--lambda-intra is not a setting of --method vkd; it is one of fsdi"):
+        config(method="vkd", lambda_intra=3)
+    with pytest.raises(ConfigError, match="--alpha is not a setting of --method nds"):
+        config(method="nds", alpha=0.5)
+    assert not hasattr(fsd, "lambda_intra")  # no attribute forwarding: the options are read where they live
+
+
+def test_a_config_built_directly_is_checked_at_the_entry_point():
+    """``DistillConfig(...)`` built without make_config holds typed options at once, and an entry point checks its
+    values against their declared ranges like any other source."""
+    from fsdkit.config import as_config
+    from fsdkit.methods.baselines import PKDOptions
+
+    direct = DistillConfig(method="pkd", method_options={"beta_pkd": 3.0})
+    assert isinstance(direct.method_options, PKDOptions) and direct.method_options.beta_pkd == 3.0
+    with pytest.raises(ConfigError, match="--batch-size must be ≥ 1, got 0"):
+        as_config(DistillConfig, DistillConfig(batch_size=0))
+    with pytest.raises(ConfigError, match="--beta-pkd must be ≥ 0, got -1"):
+        DistillConfig(method="pkd", method_options={"beta_pkd": -1.0})

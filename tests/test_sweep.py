@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from fsdkit.errors import ConfigError
-from fsdkit.sweep import sweep
+from fsdkit.sweep import check_space, sweep
 
 pytestmark = pytest.mark.glue
 
@@ -191,7 +191,7 @@ def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
         sweep({**spec, "space": {"beta_pkd": {"type": "float", "low": -1, "high": 10}}}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="both fixed in 'base' and searched"):
         sweep({**spec, "space": {"epochs": {"type": "int", "low": 1, "high": 3}}}, output_dir=str(tmp_path))
-    with pytest.raises(ConfigError, match="--startup-trials and --heartbeat must be ≥ 1"):
+    with pytest.raises(ConfigError, match="--startup-trials must be ≥ 1, got 0"):
         sweep({**spec, "startup_trials": 0}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="expected an RDB URL"):
         sweep(spec, output_dir=str(tmp_path), storage="study.db")
@@ -288,3 +288,23 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
             output_dir=str(tmp_path / "x"),
             study_name="stage2c",
         )
+
+
+def test_every_range_of_a_space_is_checked_before_its_first_trial():
+    """Run settings and method settings alike: a bound outside a setting's declared range, or a setting the trials'
+    method does not have, is refused by the space check (before any study or trial exists)."""
+    weight = {"type": "float", "low": 1e-3, "high": 10.0, "log": True}
+    with pytest.raises(ConfigError, match="space 'batch_size' low: --batch-size must be ≥ 1, got 0"):
+        check_space("distill", {"method": "vkd"}, {"batch_size": {"type": "int", "low": 0, "high": 8}})
+    with pytest.raises(ConfigError, match="space 'warmup_ratio' high: --warmup-ratio must be ≥ 0 and ≤ 1, got 1.5"):
+        check_space("finetune", {}, {"warmup_ratio": {"type": "float", "low": 0.0, "high": 1.5}})
+    with pytest.raises(ConfigError, match="choice: --eval-strategy must be one of no, epoch, got 'steps'"):
+        check_space("distill", {}, {"eval_strategy": {"type": "categorical", "choices": ["epoch", "steps"]}})
+    with pytest.raises(ConfigError, match="'lambda-intra' is not a setting of method 'vkd'"):
+        check_space("distill", {"method": "vkd"}, {"lambda_intra": weight})
+    with pytest.raises(ConfigError, match="'alpha' is not a setting of method 'nds'"):
+        check_space("distill", {"method": "nds", "alpha": 0.5}, {})
+    methods = {"type": "categorical", "choices": ["fsdi", "fsd"]}
+    assert check_space("distill", {}, {"method": methods, "lambda_intra": weight})[1]["lambda_intra"] == weight
+    with pytest.raises(ConfigError, match="'lambda-intra' is not a setting of method 'vkd'"):
+        check_space("distill", {}, {"method": {**methods, "choices": ["fsdi", "vkd"]}, "lambda_intra": weight})

@@ -77,7 +77,7 @@ def test_training_step_losses_with_cache_equal_live_teacher(setup, tmp_path):
     from fsdkit.config import DistillConfig
     from fsdkit.losses import TermContext, build_term
     from fsdkit.memory import TeacherMemory
-    from fsdkit.training.methods import TermSpec
+    from fsdkit.methods import TermSpec
     from fsdkit.training.run import training_arguments
     from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 

@@ -166,7 +166,7 @@ def test_a_toy_loss_is_one_class_and_one_registration(models, tmp_path, capsys):
     from fsdkit.cli import main as cli_main
     from fsdkit.config import DistillConfig
     from fsdkit.losses import LossTerm, register_term
-    from fsdkit.training.presets import run_terms
+    from fsdkit.methods import run_terms
 
     class ToyLogitNorm(LossTerm):
         """``scale · mean(z_S²)``.
@@ -216,24 +216,29 @@ def test_a_toy_loss_is_one_class_and_one_registration(models, tmp_path, capsys):
 
 
 def test_a_toy_method_declares_its_options_once(tmp_path, capsys):
-    """A method registered in a test with one declared option: `fsdkit methods` prints its default, `fsdkit distill`
-    takes it as a flag and a config key, the range check refuses a bad value, and the config reads it as an
-    attribute — no edit of DistillConfig, the CLI or the validation."""
+    """A method registered in a test with its options class (the KD part and one setting of its own): `fsdkit
+    methods` prints its default, `fsdkit distill` takes it as a flag and a config key, the range check refuses a bad
+    value, the config holds it typed, and other methods refuse it — no edit of DistillConfig, the CLI or the
+    validation."""
+    from dataclasses import dataclass
+
     from fsdkit.cli import _config_from_args, build_parser
     from fsdkit.cli import main as cli_main
     from fsdkit.config import DistillConfig, make_config
     from fsdkit.errors import ConfigError
-    from fsdkit.options import Option
-    from fsdkit.training.methods import Method, TermSpec, vkd_terms
-    from fsdkit.training.presets import register_method, run_terms, unregister_method
+    from fsdkit.methods import KD, Method, TermSpec, register_method, run_terms, unregister_method, vkd_terms
+    from fsdkit.settings import setting
 
-    lambda_toy = Option("lambda_toy", float, 2.5, "toy: weight of the toy term", low=0, low_open=True)
+    @dataclass
+    class ToyOptions(KD):
+        lambda_toy: float = setting(2.5, "toy: weight of the toy term", low=0, low_open=True)
+
     register_method(
         Method(
             "toy-method",
             "VKD + the toy term",
-            lambda c: vkd_terms(c) + [TermSpec("kd", c.lambda_toy, {"temperature": 1.0}, "toy")],
-            options=(lambda_toy,),
+            ToyOptions,
+            lambda o, c: vkd_terms(o) + [TermSpec("kd", o.lambda_toy, {"temperature": 1.0}, "toy")],
         )
     )
     try:
@@ -246,10 +251,12 @@ def test_a_toy_method_declares_its_options_once(tmp_path, capsys):
         config_file.write_text("method: toy-method\nlambda-toy: 0.5\n")
         args = build_parser().parse_args(["distill", "--config", str(config_file)])
         config = _config_from_args(args, DistillConfig, "distill")
-        assert config.lambda_toy == 0.5 and run_terms(config)[-1].weight == 0.5
-        assert make_config(DistillConfig, method="toy-method").lambda_toy == 2.5  # the declared default
+        assert config.method_options.lambda_toy == 0.5 and run_terms(config)[-1].weight == 0.5
+        assert make_config(DistillConfig, method="toy-method").method_options.lambda_toy == 2.5  # the default
         with pytest.raises(ConfigError, match="--lambda-toy must be > 0, got 0.0"):
             make_config(DistillConfig, method="toy-method", lambda_toy=0)
+        with pytest.raises(ConfigError, match="--lambda-toy is not a setting of --method vkd; it is one of toy-method"):
+            make_config(DistillConfig, method="vkd", lambda_toy=1.0)
     finally:
         unregister_method("toy-method")
     with pytest.raises(ConfigError, match="unknown option"):

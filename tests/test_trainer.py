@@ -17,7 +17,7 @@ from torch import nn
 
 from fsdkit.config import DistillConfig
 from fsdkit.losses import TermContext, build_term
-from fsdkit.training.presets import run_terms
+from fsdkit.methods import run_terms
 from fsdkit.training.run import training_arguments
 from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
 from read_counting import count_reads

@@ -218,7 +218,7 @@ def rss_mb() -> float:
 # ------------------------------------------------------------------------------------------------ workers
 def fsd_term_specs(memory) -> list:
     """The FSD configuration's structure terms (intra, local, and the memory term over ``memory``), as TermSpecs."""
-    from fsdkit.training.methods import TermSpec
+    from fsdkit.methods import TermSpec
 
     return [
         TermSpec("structure", 30.0, {"view": "intra"}, "intra"),
@@ -236,7 +236,7 @@ def fsdkit_worker(method: str, cached: bool, timed: TimedBatches, encoded, colla
     from fsdkit.features import FeatureRequest
     from fsdkit.losses import TermContext, build_term
     from fsdkit.memory import TeacherMemory
-    from fsdkit.training.methods import TermSpec
+    from fsdkit.methods import TermSpec
     from fsdkit.training.run import training_arguments
     from fsdkit.training.teacher_cache import TeacherCache
     from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms

@@ -26,13 +26,14 @@ from fsdkit.config import (
     PredictConfig,
     SweepConfig,
     declared_options,
-    field_types,
     make_config,
     option_names,
     parse_loss_flag,
     read_config_file,
 )
 from fsdkit.errors import FsdkitError
+from fsdkit.methods import METHODS, methods_with
+from fsdkit.settings import Setting, settings_of
 
 
 def _flag_help(text: str, default=None, valid: str = "") -> str:
@@ -42,48 +43,42 @@ def _flag_help(text: str, default=None, valid: str = "") -> str:
 
 
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
-    types = field_types(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("hidden"):
-            continue
-        help_text = _flag_help(f.metadata.get("help", ""), None if f.default is dataclasses.MISSING else f.default)
-        if f.metadata.get("positional"):
-            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_text)
-        elif types[f.name] is bool:
+    """A flag for every setting of ``cls`` (:func:`fsdkit.settings.settings_of`), then one for every setting of the
+    methods (DistillConfig), each with its help, default and valid range."""
+    metadata = {f.name: f.metadata for f in dataclasses.fields(cls)}
+    for name, declared in settings_of(cls).items():
+        meta = metadata[name]
+        help_text = _flag_help(declared.help, declared.default, declared.valid_range())
+        if meta.get("positional"):
+            parser.add_argument(name, nargs="?", default=argparse.SUPPRESS, help=help_text)
+        elif meta.get("repeat"):
             parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-        elif f.metadata.get("nargs"):
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                nargs=f.metadata["nargs"],
-                default=argparse.SUPPRESS,
-                metavar="X",
-                help=help_text,
-            )
-        elif f.metadata.get("repeat"):
-            parser.add_argument(
-                f"--{f.metadata['repeat']}",
-                dest=f.name,
+                f"--{meta['repeat']}",
+                dest=name,
                 action="append",
                 default=argparse.SUPPRESS,
                 metavar="SPEC",
                 help=help_text,
             )
         else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, metavar="X", help=help_text)
-    for option in declared_options(cls).values():  # a method's own options (fsdkit.options), declared with the method
-        help_text = _flag_help(option.help, str(option.default), option.valid_range())
-        if option.type is bool:
-            parser.add_argument(
-                option.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
-            )
-        else:
-            parser.add_argument(option.flag, default=argparse.SUPPRESS, metavar="X", help=help_text)
+            _add_flag(parser, declared, help_text, nargs=meta.get("nargs"))
+    for declared in declared_options(cls).values():  # the methods' settings (fsdkit.methods), declared with them
+        users = ", ".join(methods_with(declared.name))
+        _add_flag(
+            parser,
+            declared,
+            _flag_help(f"{declared.help} [--method {users}]", declared.default, declared.valid_range()),
+        )
     parser.add_argument("--config", default=None, metavar="FILE", help="YAML/JSON file of options (keys = flag names)")
+
+
+def _add_flag(parser: argparse.ArgumentParser, declared: Setting, help_text: str, nargs: str | None = None) -> None:
+    if declared.type is bool:
+        parser.add_argument(
+            declared.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+        )
+    else:
+        parser.add_argument(declared.flag, nargs=nargs, default=argparse.SUPPRESS, metavar="X", help=help_text)
 
 
 def _config_from_args(args: argparse.Namespace, cls, command: str):
@@ -177,14 +172,12 @@ def _cmd_sweep(args) -> None:
 
 
 def _cmd_methods(args) -> None:
-    from fsdkit.training.presets import METHODS
-
-    print("methods (--method NAME; each method's own options are `fsdkit distill` flags and config keys):")
+    print("methods (--method NAME; each method's settings are `fsdkit distill` flags and config keys):")
     for m in METHODS.values():
         print(f"  {m.name:<20} {m.description}")
-        for option in m.options:
-            valid = f"; {option.valid_range()}" if option.valid_range() else ""
-            print(f"  {'':<22}{option.flag} {option.default!r}{valid}: {option.help}")
+        for declared in m.settings().values():
+            valid = f"; {declared.valid_range()}" if declared.valid_range() else ""
+            print(f"  {'':<22}{declared.flag} {declared.default!r}{valid}: {declared.help}")
     if not args.losses:
         print("\nloss terms: `fsdkit methods --losses` lists them with their options (it imports torch)")
         return

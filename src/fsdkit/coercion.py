@@ -1,5 +1,5 @@
 """Values from config files and flags coerced to the annotated types of the settings, and the ``--loss`` flag's
-``NAME:WEIGHT[:key=value,...]`` form: the parsing every settings module shares (config, declared options, method
+``NAME:WEIGHT[:key=value,...]`` form: the parsing every settings module shares (config, method settings, method
 presets), so that none of them imports another to parse a value."""
 
 from __future__ import annotations

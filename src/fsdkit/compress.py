@@ -96,12 +96,6 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     config = as_config(CompressConfig, config, overrides)
     if not config.teacher or not config.output_dir:
         raise ConfigError("fsdkit compress --teacher TEACHER_DIR --output-dir DIR (and the data flags)")
-    if config.trials < 1 or config.epochs <= 0:
-        raise ConfigError("--trials must be ≥ 1 and --epochs > 0")
-    if config.target_retention is not None and not 0 < config.target_retention <= 1:
-        raise ConfigError(
-            f"--target-retention is a fraction of the teacher's score in (0, 1], got {config.target_retention}"
-        )
     folder = check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
     teacher_config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     depth_total = teacher_config.num_hidden_layers

@@ -1,8 +1,10 @@
 """Typed run configurations, shared by the CLI flags and YAML/JSON config files.
 
 A config file is a mapping whose keys are the command's flag names (``data-dir`` or ``data_dir``);
-flags given on the command line override it. Unknown keys and wrongly typed values raise
-:class:`~fsdkit.errors.ConfigError` naming the file, the key and what was expected.
+flags given on the command line override it. Unknown keys, wrongly typed values and values outside a setting's
+declared range raise :class:`~fsdkit.errors.ConfigError` naming the file, the key and what was expected. Every field
+is declared once with :func:`fsdkit.settings.setting` (type, default, help, range); a distillation method's own
+settings live in its typed options class (:mod:`fsdkit.methods`), held by ``DistillConfig.method_options``.
 """
 
 from __future__ import annotations
@@ -10,245 +12,244 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fsdkit.coercion import coerce_value, parse_loss_flag
+from fsdkit.coercion import parse_loss_flag
 from fsdkit.errors import ConfigError, decode_utf8, short_repr
-from fsdkit.training.presets import declared_options as preset_options
-
-
-def option(default, help: str, **kwargs):
-    return field(default=default, metadata={"help": help, **kwargs})
+from fsdkit.methods import all_settings, get_method, method_options
+from fsdkit.settings import Setting, setting, settings_of
 
 
 @dataclass
 class DataOptions:
     """Your own data instead of a registry task (``run_glue.py``'s flags; see fsdkit.data.files)."""
 
-    train_file: str | None = option(
+    train_file: str | None = setting(
         None, "your training data: a .csv, .tsv, .json, .jsonl or .parquet file (instead of --task)"
     )
-    validation_file: str | None = option(None, "your validation data (same format and columns)")
-    test_file: str | None = option(None, "your test data (labels optional): what `fsdkit predict --split test` reads")
-    dataset: str | None = option(None, "a datasets.load_dataset name or local folder (instead of --task / files)")
-    dataset_config: str | None = option(None, "the dataset's configuration name")
-    train_split: str = option("train", "--dataset split used for training")
-    validation_split: str = option("validation", "--dataset split used for validation")
-    test_split: str = option("test", "--dataset split used for prediction")
-    text_columns: list[str] | None = option(
+    validation_file: str | None = setting(None, "your validation data (same format and columns)")
+    test_file: str | None = setting(None, "your test data (labels optional): what `fsdkit predict --split test` reads")
+    dataset: str | None = setting(None, "a datasets.load_dataset name or local folder (instead of --task / files)")
+    dataset_config: str | None = setting(None, "the dataset's configuration name")
+    train_split: str = setting("train", "--dataset split used for training")
+    validation_split: str = setting("validation", "--dataset split used for validation")
+    test_split: str = setting("test", "--dataset split used for prediction")
+    text_columns: list[str] | None = setting(
         None, "text column(s) of your data: a or a,b (default sentence1,sentence2, sentence or text)"
     )
-    label_column: str = option("label", "label column of your data (strings, integers, or floats for regression)")
-    task_type: str | None = option(None, "classification or regression (default: regression for a float label column)")
+    label_column: str = setting("label", "label column of your data (strings, integers, or floats for regression)")
+    task_type: str | None = setting(None, "classification or regression (default: regression for a float label column)")
 
 
 @dataclass
 class RunConfig(DataOptions):
     """Options every training command shares (names follow transformers' TrainingArguments where they exist)."""
 
-    task: str = option("rt-sentiment", "task name (GLUE task, sick, or the offline default rt-sentiment)")
-    data_dir: str | None = option(None, "GLUE folder in the standard layout; without it GLUE is loaded from the hub")
-    output_dir: str | None = option(None, "where the model folder, checkpoints and run record are written")
-    seed: int = option(42, "random seed (model init, data order, dropout)")
-    epochs: float = option(3.0, "training epochs (ignored when --max-steps > 0)")
-    max_steps: int = option(-1, "stop after this many optimizer steps (overrides --epochs)")
-    learning_rate: float = option(5e-5, "peak learning rate (AdamW, linear decay)")
-    batch_size: int = option(32, "training batch size per device")
-    eval_batch_size: int = option(128, "evaluation batch size")
-    max_length: int = option(128, "truncate inputs to this many tokens (padding is dynamic)")
-    warmup_ratio: float = option(0.1, "fraction of steps with linear warm-up")
-    weight_decay: float = option(0.01, "AdamW weight decay")
-    gradient_accumulation_steps: int = option(1, "accumulate gradients over this many batches")
-    logging_steps: int = option(50, "log losses every N steps")
-    save_steps: int = option(500, "checkpoint every N steps (for --resume)")
-    save_total_limit: int = option(2, "keep at most this many checkpoints")
-    resume: bool = option(False, "resume from the last checkpoint in OUTPUT_DIR/checkpoints")
-    max_train_samples: int | None = option(None, "use only the first N training examples")
-    max_eval_samples: int | None = option(None, "use only the first N evaluation examples")
-    group_by_length: bool = option(False, "batch examples of similar length together (less padding, faster)")
-    eval_strategy: str = option(
+    task: str = setting("rt-sentiment", "task name (GLUE task, sick, or the offline default rt-sentiment)")
+    data_dir: str | None = setting(None, "GLUE folder in the standard layout; without it GLUE is loaded from the hub")
+    output_dir: str | None = setting(None, "where the model folder, checkpoints and run record are written")
+    seed: int = setting(42, "random seed (model init, data order, dropout)")
+    epochs: float = setting(3.0, "training epochs (ignored when --max-steps > 0)", low=0)
+    max_steps: int = setting(-1, "stop after this many optimizer steps (overrides --epochs)")
+    learning_rate: float = setting(5e-5, "peak learning rate (AdamW, linear decay)", low=0, low_open=True)
+    batch_size: int = setting(32, "training batch size per device", low=1)
+    eval_batch_size: int = setting(128, "evaluation batch size", low=1)
+    max_length: int = setting(128, "truncate inputs to this many tokens (padding is dynamic)", low=1)
+    warmup_ratio: float = setting(0.1, "fraction of steps with linear warm-up", low=0, high=1)
+    weight_decay: float = setting(0.01, "AdamW weight decay", low=0)
+    gradient_accumulation_steps: int = setting(1, "accumulate gradients over this many batches", low=1)
+    logging_steps: int = setting(50, "log losses every N steps", low=1)
+    save_steps: int = setting(500, "checkpoint every N steps (for --resume)", low=1)
+    save_total_limit: int = setting(2, "keep at most this many checkpoints", low=1)
+    resume: bool = setting(False, "resume from the last checkpoint in OUTPUT_DIR/checkpoints")
+    max_train_samples: int | None = setting(None, "use only the first N training examples", low=1)
+    max_eval_samples: int | None = setting(None, "use only the first N evaluation examples", low=1)
+    group_by_length: bool = setting(False, "batch examples of similar length together (less padding, faster)")
+    eval_strategy: str = setting(
         "no",
         "'epoch': score the student on the evaluation split after every epoch (the run "
         "record's curve); 'no': only at the end",
+        choices=("no", "epoch"),
     )
-    holdout_fraction: float | None = option(
+    holdout_fraction: float | None = setting(
         None,
         "carve this fraction of the training set (fixed seed 0) as the 'holdout' split: per-epoch evaluation and "
         "sweeps select on it, the task's dev split is only reported",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
     )
-    bf16: bool = option(
+    bf16: bool = setting(
         False, "bfloat16 mixed precision (autocast of the forward passes; losses in float32; CPU or GPU)"
     )
-    fp16: bool = option(False, "float16 mixed precision with loss scaling (CUDA GPUs only; losses in float32)")
-    report_to: str = option("none", "tracking integrations for transformers (none, tensorboard, wandb, ...)")
-    reuse_host_memory: bool = option(
+    fp16: bool = setting(False, "float16 mixed precision with loss scaling (CUDA GPUs only; losses in float32)")
+    report_to: str = setting("none", "tracking integrations for transformers (none, tensorboard, wandb, ...)")
+    reuse_host_memory: bool = setting(
         True,
         "keep host memory freed during the run for the next step (glibc malloc: no mmap'd chunks, no trimming) "
         "instead of faulting fresh pages in at every step (CPU steps 2-17 % faster, most on a busy machine); numerics "
         "unchanged",
     )
-    progress: bool = option(True, "show progress bars")
-    cache_dir: str | None = option(None, "cache folder for prepared data (default ~/.cache/fsdkit)")
+    progress: bool = setting(True, "show progress bars")
+    cache_dir: str | None = setting(None, "cache folder for prepared data (default ~/.cache/fsdkit)")
 
 
 @dataclass
 class FinetuneConfig(RunConfig):
     """``fsdkit finetune``: fine-tune a (teacher) model on a task."""
 
-    model: str = option("minilm", "pretrained model folder or hub name ('minilm' = packaged all-MiniLM-L6-v2)")
+    model: str = setting("minilm", "pretrained model folder or hub name ('minilm' = packaged all-MiniLM-L6-v2)")
 
 
 @dataclass
 class DistillConfig(RunConfig):
     """``fsdkit distill``: train a student from a fine-tuned teacher with a distillation method."""
 
-    teacher: str | None = option(None, "fine-tuned teacher model folder (fsdkit finetune output)")
-    transfer_file: str | None = option(
+    teacher: str | None = setting(None, "fine-tuned teacher model folder (fsdkit finetune output)")
+    transfer_file: str | None = setting(
         None,
         "unlabelled texts (same format and text columns as the training data; a "
         "label column is ignored): the distillation terms train on them too, the "
         "task loss on the labelled rows only",
     )
-    student: str = option(
+    student: str = setting(
         "minilm",
         "checkpoint the student's layers are taken from: a pretrained model, or 'teacher' "
         "(chosen layers and the classification head of the fine-tuned teacher)",
     )
-    student_config: str | None = option(
+    student_config: str | None = setting(
         None,
         "a fresh student of another shape instead of chosen layers: key=value pairs (hidden_size=256,"
         "num_hidden_layers=4,num_attention_heads=4,intermediate_size=1024) or a JSON file; teacher's tokenizer",
     )
-    student_tokenizer: str | None = option(
+    student_tokenizer: str | None = setting(
         None,
         "with --student-config: the student's own tokenizer folder (another vocabulary than the teacher's; "
         "each model then reads its own tokens and only sample-level losses apply)",
     )
-    student_layers: int | list[int] = option(
+    student_layers: int | list[int] = setting(
         3, "first k layers (e.g. 3) or an explicit list of 0-based layers (e.g. 0,2,4)"
     )
-    method: str = option("vkd", "distillation method (see `fsdkit methods`)")
-    alpha: float = option(0.5, "weight of the task loss in vanilla KD; the soft-label KD gets 1 - alpha")
-    temperature: float = option(5.0, "softmax temperature of vanilla KD")
-    losses: list[dict] | None = option(
+    method: str = setting("vkd", "distillation method (see `fsdkit methods`)")
+    losses: list[dict] | None = setting(
         None,
         "extra loss terms: NAME:WEIGHT[:key=value,...], repeatable (config: list of {name, weight, ...options})",
         repeat="loss",
     )
-    relation_every: int = option(50, "log relation differences to the teacher every N steps (0 = off)")
-    teacher_cache: str | None = option(
+    relation_every: int = setting(50, "log relation differences to the teacher every N steps (0 = off)", low=0)
+    teacher_cache: str | None = setting(
         None,
         "folder of teacher-output caches: the teacher runs once per task/data/layers, later runs read its outputs from disk",
     )
-    method_options: dict[str, Any] = field(
-        default_factory=dict,
+    method_options: Any = field(
+        default=None,
         metadata={
             "hidden": True,
-            "help": "values of the options the method presets declare (fsdkit.options; e.g. beta_pkd), "
-            "given as top-level keys / flags and read as attributes (config.beta_pkd)",
+            "help": "the method's typed options (an instance of its options class, fsdkit.methods): given as "
+            "top-level keys / flags (alpha, lambda_intra, beta_pkd, ...), read as config.method_options.alpha",
         },
     )
 
+    def __post_init__(self) -> None:
+        self.method_options = method_options(self.method, self.method_options)
+
     @classmethod
-    def declared_options(cls) -> dict[str, Any]:
-        """The method presets' declared options (name → :class:`fsdkit.options.Option`): flags and config keys of
-        ``fsdkit distill`` beside the fields above, from the preset registry."""
-        return preset_options()
+    def declared_options(cls) -> dict[str, Setting]:
+        """Every method's settings (name → :class:`~fsdkit.settings.Setting`): ``fsdkit distill`` flags and config
+        keys beside the fields above; a run takes those of its ``--method``."""
+        return all_settings()
 
     def replace(self, **changes: Any) -> DistillConfig:
-        """A copy with ``changes`` applied, fields and declared options alike (checked as :func:`make_config` does)."""
-        return make_config(type(self), config_to_dict(self), **changes)
-
-    def __getattr__(self, name: str) -> Any:
-        """A declared method option (``config.beta_pkd``): its given value, else its declared default."""
-        if name.startswith("__") or "method_options" not in self.__dict__:
-            raise AttributeError(name)
-        options = type(self).declared_options()
-        if name not in options:
-            raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}")
-        return self.method_options.get(name, options[name].default)
+        """A copy with ``changes`` applied, fields and method settings alike (checked as :func:`make_config` does).
+        Changing the method keeps the settings the new method has too (``alpha``) and drops the others."""
+        values = config_to_dict(self)
+        if changes.get("method", self.method) != self.method:
+            own, new = get_method(self.method).settings(), get_method(changes["method"]).settings()
+            values = {k: v for k, v in values.items() if k not in own or k in new}
+        return make_config(type(self), values, **changes)
 
 
 @dataclass
 class MemoryConfig(DataOptions):
     """``fsdkit memory build``: k-means memory of a teacher's features over the training set (FSDG stage 1)."""
 
-    teacher: str | None = option(None, "fine-tuned teacher model folder")
-    transfer_file: str | None = option(None, "unlabelled texts encoded with the training set (see distill)")
-    task: str = option("rt-sentiment", "task whose training set is encoded")
-    data_dir: str | None = option(None, "GLUE folder in the standard layout")
-    output_dir: str | None = option(None, "folder for memory.safetensors + memory.json")
-    n_clusters: int = option(100, "number of centroids K (the paper: 100; 300 for QQP/MNLI)")
-    layer: str = option("penultimate", "teacher hidden layer: index or 'penultimate'/'last'")
-    pooling: str = option("flatten", "row of a sample: flatten (vec of the padded layer), cls or mean")
-    max_length: int = option(128, "tokens per sample (flatten rows are padded/truncated to this)")
-    tol: float = option(1e-4, "k-means tolerance (centroid shift relative to the data variance)")
-    max_iter: int = option(100, "maximum Lloyd iterations")
-    seed: int = option(42, "seed of the k-means++ seeding")
-    batch_size: int = option(64, "encoding batch size")
-    max_train_samples: int | None = option(None, "use only the first N training examples")
-    teacher_cache: str | None = option(
+    teacher: str | None = setting(None, "fine-tuned teacher model folder")
+    transfer_file: str | None = setting(None, "unlabelled texts encoded with the training set (see distill)")
+    task: str = setting("rt-sentiment", "task whose training set is encoded")
+    data_dir: str | None = setting(None, "GLUE folder in the standard layout")
+    output_dir: str | None = setting(None, "folder for memory.safetensors + memory.json")
+    n_clusters: int = setting(100, "number of centroids K (the paper: 100; 300 for QQP/MNLI)", low=1)
+    layer: str = setting("penultimate", "teacher hidden layer: index or 'penultimate'/'last'")
+    pooling: str = setting("flatten", "row of a sample: flatten (vec of the padded layer), cls or mean")
+    max_length: int = setting(128, "tokens per sample (flatten rows are padded/truncated to this)", low=1)
+    tol: float = setting(1e-4, "k-means tolerance (centroid shift relative to the data variance)", low=0, low_open=True)
+    max_iter: int = setting(100, "maximum Lloyd iterations", low=1)
+    seed: int = setting(42, "seed of the k-means++ seeding")
+    batch_size: int = setting(64, "encoding batch size", low=1)
+    max_train_samples: int | None = setting(None, "use only the first N training examples", low=1)
+    teacher_cache: str | None = setting(
         None,
         "teacher-output cache folder: the rows are read from it (built on first use; a distillation run "
         "with the same --teacher-cache then reads the same teacher pass)",
     )
-    progress: bool = option(True, "show progress bars")
-    cache_dir: str | None = option(None, "cache folder for prepared data")
+    progress: bool = setting(True, "show progress bars")
+    cache_dir: str | None = setting(None, "cache folder for prepared data")
 
 
 @dataclass
 class EvaluateConfig(DataOptions):
     """``fsdkit evaluate``: the task's metrics of a model folder on the evaluation split(s)."""
 
-    model: str | None = option(None, "model folder", positional=True)
-    task: str = option("rt-sentiment", "task name")
-    data_dir: str | None = option(None, "GLUE folder in the standard layout")
-    split: str | None = option(None, "evaluation split (default: all of the task's evaluation splits)")
-    output: str | None = option(None, "write the metrics as JSON to this file")
-    output_dir: str | None = option(None, "write eval_results.json into this folder")
-    batch_size: int = option(128, "evaluation batch size")
-    max_length: int = option(128, "truncate inputs to this many tokens")
-    max_eval_samples: int | None = option(None, "use only the first N examples")
-    speed_batches: int = option(
+    model: str | None = setting(None, "model folder", positional=True)
+    task: str = setting("rt-sentiment", "task name")
+    data_dir: str | None = setting(None, "GLUE folder in the standard layout")
+    split: str | None = setting(None, "evaluation split (default: all of the task's evaluation splits)")
+    output: str | None = setting(None, "write the metrics as JSON to this file")
+    output_dir: str | None = setting(None, "write eval_results.json into this folder")
+    batch_size: int = setting(128, "evaluation batch size", low=1)
+    max_length: int = setting(128, "truncate inputs to this many tokens", low=1)
+    max_eval_samples: int | None = setting(None, "use only the first N examples", low=1)
+    speed_batches: int = setting(
         0,
         "also time inference on this many batches: latency at batch 1 and throughput at "
         "batch 32 (0 = off; the FSD paper's Table 8)",
+        low=0,
     )
-    seed: int = option(42, "random seed (evaluation is deterministic; kept for a uniform interface)")
-    progress: bool = option(True, "show progress bars")
-    cache_dir: str | None = option(None, "cache folder for prepared data")
+    seed: int = setting(42, "random seed (evaluation is deterministic; kept for a uniform interface)")
+    progress: bool = setting(True, "show progress bars")
+    cache_dir: str | None = setting(None, "cache folder for prepared data")
 
 
 @dataclass
 class PredictConfig(DataOptions):
     """``fsdkit predict``: a model's predictions on a task split, as a GLUE submission (.tsv) or JSON Lines / CSV."""
 
-    model: str | None = option(None, "model folder", positional=True)
-    input: str | None = option(
+    model: str | None = setting(None, "model folder", positional=True)
+    input: str | None = setting(
         None,
         "texts to predict from the model folder alone: .csv, .tsv, .json, .jsonl, .parquet "
         "or .txt (one text per line); label names from the model, scored when the file "
         "has the label column",
     )
-    task: str = option("rt-sentiment", "task name")
-    data_dir: str | None = option(None, "GLUE folder in the standard layout (the test split is its test.tsv)")
-    split: str = option(
+    task: str = setting("rt-sentiment", "task name")
+    data_dir: str | None = setting(None, "GLUE folder in the standard layout (the test split is its test.tsv)")
+    split: str = setting(
         "test", "split to predict: test (unlabelled test.tsv) or an evaluation split such as validation"
     )
-    output: str | None = option(
+    output: str | None = setting(
         None,
         "prediction file: .tsv = GLUE submission (index<TAB>prediction), .jsonl or .csv = "
         "index, label name and class probabilities (or score)",
     )
-    batch_size: int = option(128, "prediction batch size")
-    max_length: int = option(128, "truncate inputs to this many tokens")
-    progress: bool = option(True, "show progress bars")
-    cache_dir: str | None = option(None, "cache folder for prepared data")
+    batch_size: int = setting(128, "prediction batch size", low=1)
+    max_length: int = setting(128, "truncate inputs to this many tokens", low=1)
+    progress: bool = setting(True, "show progress bars")
+    cache_dir: str | None = setting(None, "cache folder for prepared data")
 
 
 @dataclass
@@ -256,22 +257,27 @@ class ExportConfig(DataOptions):
     """``fsdkit export``: a model folder to ONNX (model.onnx + config + tokenizer + weights), checked with ONNX
     Runtime; with ``--quantize int8`` also an int8 model measured against it on the task's evaluation split."""
 
-    model: str | None = option(None, "model folder", positional=True)
-    output_dir: str | None = option(None, "folder for model.onnx, config.json, the tokenizer and the weights")
-    opset: int = option(17, "ONNX opset")
-    atol: float = option(1e-4, "largest accepted difference between ONNX Runtime's and PyTorch's logits")
-    quantize: str | None = option(
+    model: str | None = setting(None, "model folder", positional=True)
+    output_dir: str | None = setting(None, "folder for model.onnx, config.json, the tokenizer and the weights")
+    opset: int = setting(17, "ONNX opset", low=7)
+    atol: float = setting(
+        1e-4, "largest accepted difference between ONNX Runtime's and PyTorch's logits", low=0, low_open=True
+    )
+    quantize: str | None = setting(
         None,
         "also write model.int8.onnx (int8: ONNX Runtime's dynamic or static "
         "quantization, whichever scores better) with a report on the evaluation split",
+        choices=("int8",),
     )
-    quantize_tolerance: float = option(1.0, "points of the main metric the int8 model may lose before it is flagged")
-    calibration_samples: int = option(128, "training rows that calibrate static quantization")
-    task: str | None = option(
+    quantize_tolerance: float = setting(
+        1.0, "points of the main metric the int8 model may lose before it is flagged", low=0
+    )
+    calibration_samples: int = setting(128, "training rows that calibrate static quantization", low=1)
+    task: str | None = setting(
         None, "task whose evaluation split measures --quantize (default: the model's run record's data)"
     )
-    data_dir: str | None = option(None, "GLUE folder in the standard layout")
-    max_length: int = option(128, "truncate inputs to this many tokens (--quantize's measurement)")
+    data_dir: str | None = setting(None, "GLUE folder in the standard layout")
+    max_length: int = setting(128, "truncate inputs to this many tokens (--quantize's measurement)", low=1)
 
 
 @dataclass
@@ -279,31 +285,41 @@ class CompressConfig(DataOptions):
     """``fsdkit compress``: the fastest student of a teacher that meets a quality, latency or size target, found by
     a multi-objective Optuna study (see fsdkit.compress)."""
 
-    teacher: str | None = option(None, "fine-tuned teacher model folder")
-    task: str = option("rt-sentiment", "task name (or your own data with the data flags)")
-    data_dir: str | None = option(None, "GLUE folder in the standard layout")
-    output_dir: str | None = option(None, "trial folders, front.md / front.png / compress.json, the chosen student")
-    target_retention: float | None = option(
-        0.97, "the student's holdout score as a fraction of the teacher's (none: no quality target)"
+    teacher: str | None = setting(None, "fine-tuned teacher model folder")
+    task: str = setting("rt-sentiment", "task name (or your own data with the data flags)")
+    data_dir: str | None = setting(None, "GLUE folder in the standard layout")
+    output_dir: str | None = setting(None, "trial folders, front.md / front.png / compress.json, the chosen student")
+    target_retention: float | None = setting(
+        0.97,
+        "the student's holdout score as a fraction of the teacher's (none: no quality target)",
+        low=0,
+        low_open=True,
+        high=1,
     )
-    max_latency_ms: float | None = option(None, "largest batch-1 latency (ms, measured on this machine)")
-    max_size_mb: float | None = option(None, "largest weight file (MB)")
-    trials: int = option(12, "students to train (finished trials of the study; resumable, several workers share it)")
-    epochs: float = option(3.0, "epochs of each student")
-    max_steps: int = option(-1, "steps of each student instead of epochs (> 0)")
-    batch_size: int = option(32, "training batch size")
-    max_length: int = option(128, "truncate inputs to this many tokens")
-    pretrained: str | None = option(
+    max_latency_ms: float | None = setting(
+        None, "largest batch-1 latency (ms, measured on this machine)", low=0, low_open=True
+    )
+    max_size_mb: float | None = setting(None, "largest weight file (MB)", low=0, low_open=True)
+    trials: int = setting(
+        12, "students to train (finished trials of the study; resumable, several workers share it)", low=1
+    )
+    epochs: float = setting(3.0, "epochs of each student", low=0, low_open=True)
+    max_steps: int = setting(-1, "steps of each student instead of epochs (> 0)")
+    batch_size: int = setting(32, "training batch size", low=1)
+    max_length: int = setting(128, "truncate inputs to this many tokens", low=1)
+    pretrained: str | None = setting(
         None,
         "the pretrained model the teacher was fine-tuned from, for students of its "
         "layers (default: the teacher's run record's --model)",
     )
-    quantize: str | None = option(None, "also export the chosen student as int8 (see fsdkit export --quantize)")
-    storage: str | None = option(None, "Optuna storage URL (default: sqlite:///OUTPUT_DIR/compress.db)")
-    study_name: str = option("fsdkit-compress", "study name in the storage")
-    heartbeat: int = option(60, "seconds between a running trial's heartbeats (a silent trial is retried)")
-    speed_batches: int = option(20, "batches timed for each latency")
-    seed: int = option(42, "seed of the students and the sampler")
+    quantize: str | None = setting(
+        None, "also export the chosen student as int8 (see fsdkit export --quantize)", choices=("int8",)
+    )
+    storage: str | None = setting(None, "Optuna storage URL (default: sqlite:///OUTPUT_DIR/compress.db)")
+    study_name: str = setting("fsdkit-compress", "study name in the storage")
+    heartbeat: int = setting(60, "seconds between a running trial's heartbeats (a silent trial is retried)", low=1)
+    speed_batches: int = setting(20, "batches timed for each latency", low=0)
+    seed: int = setting(42, "seed of the students and the sampler")
 
 
 @dataclass
@@ -313,38 +329,44 @@ class SweepConfig:
     Usually given as ``--config SPACE.yaml``; flags override the file (``--trials``, ``--storage``, ...).
     """
 
-    command: str = option("distill", "what each trial runs: distill or finetune")
-    base: dict | None = option(
+    command: str = setting("distill", "what each trial runs: distill or finetune", choices=("distill", "finetune"))
+    base: dict | None = setting(
         None, "options every trial shares (the command's option names), e.g. task, data-dir, teacher"
     )
-    space: dict | None = option(
+    space: dict | None = setting(
         None, "search space: option name -> {type: float|int|categorical, low, high, log, step, choices}"
     )
-    fixed_from: dict | None = option(
+    fixed_from: dict | None = setting(
         None,
         "fix options at another study's best trial: {study: NAME, storage: URL, "
         "options: [names]} (staged tuning; that study must have finished)",
     )
-    metric: str | None = option(None, "metric to optimise (default: the task's main metric)")
-    direction: str = option("maximize", "maximize or minimize the metric")
-    trials: int = option(10, "finished trials (complete or pruned) the study should have; several workers share them")
-    storage: str = option(
+    metric: str | None = setting(None, "metric to optimise (default: the task's main metric)")
+    direction: str = setting("maximize", "maximize or minimize the metric", choices=("maximize", "minimize"))
+    trials: int = setting(
+        10, "finished trials (complete or pruned) the study should have; several workers share them", low=1
+    )
+    storage: str = setting(
         "sqlite:///fsdkit-study.db", "Optuna storage URL (sqlite:///FILE, postgresql://..., any RDB URL)"
     )
-    study_name: str = option("fsdkit-sweep", "study name in the storage (several workers on one name share the study)")
-    output_dir: str | None = option(None, "trial run folders (trial-N/) and the summary (summary.json, PNG plots)")
-    seed: int = option(0, "seed of the TPE sampler (a worker joining or resuming a study adds its process id)")
-    pruner: str = option("median", "prune on the per-epoch curve: median (MedianPruner) or none")
-    startup_trials: int = option(
+    study_name: str = setting("fsdkit-sweep", "study name in the storage (several workers on one name share the study)")
+    output_dir: str | None = setting(None, "trial run folders (trial-N/) and the summary (summary.json, PNG plots)")
+    seed: int = setting(0, "seed of the TPE sampler (a worker joining or resuming a study adds its process id)")
+    pruner: str = setting(
+        "median", "prune on the per-epoch curve: median (MedianPruner) or none", choices=("median", "none")
+    )
+    startup_trials: int = setting(
         10,
         "trials drawn at random before TPE models the space (Optuna's 10); the median "
         "pruner prunes once as many have completed, never on a trial's first or last "
         "evaluation",
+        low=1,
     )
-    heartbeat: int = option(
+    heartbeat: int = setting(
         60,
         "seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (a "
         "killed worker) is marked failed and retried with the same parameters",
+        low=1,
     )
 
 
@@ -352,34 +374,29 @@ class SweepConfig:
 class AnalyzeConfig(DataOptions):
     """``fsdkit analyze``: restoration rate, CKA heat maps, relation differences and complexity in one report."""
 
-    task: str = option("rt-sentiment", "task name")
-    teacher: str | None = option(None, "fine-tuned teacher model folder (the reference)")
-    models: list[str] | None = option(None, "models to compare as NAME=DIR (several)", nargs="+")
-    data_dir: str | None = option(None, "GLUE folder in the standard layout")
-    output_dir: str | None = option(None, "report folder (report.html, report.md, results.json, PNG figures)")
-    split: str | None = option(None, "evaluation split (default: the task's first evaluation split)")
-    batch_size: int = option(32, "mini-batch size of the CKA heat-map pool")
-    max_length: int = option(128, "truncate inputs to this many tokens")
-    max_eval_samples: int | None = option(None, "use only the first N examples")
-    runs: list[str] | None = option(
+    task: str = setting("rt-sentiment", "task name")
+    teacher: str | None = setting(None, "fine-tuned teacher model folder (the reference)")
+    models: list[str] | None = setting(None, "models to compare as NAME=DIR (several)", nargs="+")
+    data_dir: str | None = setting(None, "GLUE folder in the standard layout")
+    output_dir: str | None = setting(None, "report folder (report.html, report.md, results.json, PNG figures)")
+    split: str | None = setting(None, "evaluation split (default: the task's first evaluation split)")
+    batch_size: int = setting(32, "mini-batch size of the CKA heat-map pool", low=1)
+    max_length: int = setting(128, "truncate inputs to this many tokens", low=1)
+    max_eval_samples: int | None = setting(None, "use only the first N examples", low=1)
+    runs: list[str] | None = setting(
         None, "run folders (methods × seeds) for the mean (std) and significance table", nargs="+"
     )
-    reference: str = option("vkd", "model the complexity table is relative to")
-    proposed: str = option("fsd", "method tested (one-sided Welch) against the best other method")
-    throughput_batches: int | None = option(None, "batches timed for inference throughput (default: all)")
-    device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
-    seed: int = option(42, "random seed (kept for a uniform interface; the analysis is deterministic)")
-    progress: bool = option(True, "show progress bars")
-    cache_dir: str | None = option(None, "cache folder for prepared data")
+    reference: str = setting("vkd", "model the complexity table is relative to")
+    proposed: str = setting("fsd", "method tested (one-sided Welch) against the best other method")
+    throughput_batches: int | None = setting(None, "batches timed for inference throughput (default: all)", low=1)
+    device: str | None = setting(None, "torch device (default: cuda if available, else cpu)")
+    seed: int = setting(42, "random seed (kept for a uniform interface; the analysis is deterministic)")
+    progress: bool = setting(True, "show progress bars")
+    cache_dir: str | None = setting(None, "cache folder for prepared data")
 
 
-def field_types(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def declared_options(cls) -> dict[str, Any]:
-    """The options a config class takes beside its fields (name → :class:`fsdkit.options.Option`; DistillConfig's are
-    the method presets' declared options), or {}."""
+def declared_options(cls) -> dict[str, Setting]:
+    """The settings a config class takes beside its fields (DistillConfig: every method's settings), or {}."""
     lookup = getattr(cls, "declared_options", None)
     return lookup() if lookup is not None else {}
 
@@ -412,21 +429,16 @@ def input_paths(config, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def option_names(cls) -> list[str]:
-    """Every key a config of ``cls`` takes: its visible fields, then its declared options."""
-    fields = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")]
-    return fields + [name for name in declared_options(cls) if name not in fields]
+    """Every key a config of ``cls`` takes: its visible fields, then its declared settings."""
+    return [*settings_of(cls), *(name for name in declared_options(cls) if name not in settings_of(cls))]
 
 
 def coerce_field(cls, name: str, value: Any, where: str) -> Any:
-    """``value`` of option ``name`` of ``cls`` coerced to its type (and, for a declared option, checked against its
-    range); :class:`ConfigError` naming ``where`` and the key otherwise."""
-    declared = declared_options(cls)
-    if name in declared:
-        return declared[name].check(value, where)
-    try:
-        return coerce_value(field_types(cls)[name], value)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: key '{name.replace('_', '-')}': {exc}") from None
+    """``value`` of setting ``name`` of ``cls`` coerced to its type and checked against its declared range;
+    :class:`ConfigError` naming ``where`` and the flag otherwise."""
+    table = settings_of(cls)
+    declared = table[name] if name in table else declared_options(cls)[name]
+    return declared.check(value, where)
 
 
 #: a config or sweep-space file larger than this is refused unread (a config is a few hundred bytes)
@@ -497,39 +509,43 @@ def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
 
 
 def make_config(cls, values: dict[str, Any] | None = None, **overrides):
-    """Build ``cls`` from a mapping plus keyword overrides, coercing and validating every value. Declared options
-    (``beta_pkd=…``) are given as top-level keys like the fields, and land in the config's ``method_options``."""
+    """Build ``cls`` from a mapping plus keyword overrides, coercing every value and checking it against its declared
+    range. A method's settings (``alpha=…``, ``beta_pkd=…``) are given as top-level keys like the fields, and become
+    the config's typed ``method_options`` (a setting the run's method does not have is refused)."""
     merged = {**(values or {}), **overrides}
     declared = declared_options(cls)
     if declared:
-        merged = {**(merged.pop("method_options", None) or {}), **merged}
+        given = merged.pop("method_options", None)
+        if dataclasses.is_dataclass(given):
+            given = dataclasses.asdict(given)  # type: ignore[arg-type]
+        merged = {**(given or {}), **merged}
     names = set(option_names(cls))
     unknown = sorted(set(merged) - names)
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for {cls.__name__}; known: {', '.join(sorted(names))}")
     checked = {k: coerce_field(cls, k, v, cls.__name__) for k, v in merged.items()}
     if declared:
-        checked["method_options"] = {k: checked.pop(k) for k in list(checked) if k in declared}
+        checked["method_options"] = {
+            k: checked.pop(k) for k in list(checked) if k in declared and k not in settings_of(cls)
+        }
     return cls(**checked)
 
 
 def as_config(cls, config=None, overrides: dict[str, Any] | None = None):
     """Every entry point's settings: ``config`` (a ``cls``, a mapping of option names, or None) as a ``cls`` with
-    ``overrides`` applied and checked like any other value (:func:`make_config`)."""
-    overrides = overrides or {}
+    ``overrides`` applied, every value checked like any other (:func:`make_config`; a ``cls`` built directly is
+    checked too)."""
     if isinstance(config, cls):
-        return make_config(cls, config_to_dict(config), **overrides) if overrides else config
-    if config is not None and not isinstance(config, dict):
+        config = config_to_dict(config)
+    elif config is not None and not isinstance(config, dict):
         raise ConfigError(f"expected a {cls.__name__} or a mapping of its option names, got {type(config).__name__}")
-    return make_config(cls, config, **overrides)
+    return make_config(cls, config, **(overrides or {}))
 
 
 def config_to_dict(config) -> dict[str, Any]:
-    """The config as one flat mapping of option names (declared options at their values or defaults)."""
+    """The config as one flat mapping of option names (a method's settings beside the fields)."""
     data = dataclasses.asdict(config)
-    given = data.pop("method_options", None)
-    if given is not None:
-        data.update({name: given.get(name, option.default) for name, option in declared_options(type(config)).items()})
+    data.update(data.pop("method_options", None) or {})
     return data
 
 
@@ -557,8 +573,7 @@ def command_line(command: str, options: dict[str, Any]) -> str:
 
 
 def changed_options(config) -> dict[str, Any]:
-    """The options of a config dataclass that differ from their defaults, in field order, then the declared options
-    given a value other than their default."""
+    """The settings of a config that differ from their defaults: its fields in order, then its method's settings."""
     out = {}
     for f in dataclasses.fields(config):
         if f.metadata.get("hidden"):
@@ -567,8 +582,8 @@ def changed_options(config) -> dict[str, Any]:
         value = getattr(config, f.name)
         if value != default:
             out[f.name] = value
-    declared = declared_options(type(config))
-    for name, value in getattr(config, "method_options", {}).items():
-        if name in declared and value != declared[name].default:
-            out[name] = value
+    options = getattr(config, "method_options", None)
+    if options is not None:
+        defaults = settings_of(type(options))
+        out.update({k: v for k, v in dataclasses.asdict(options).items() if v != defaults[k].default})
     return out

@@ -15,31 +15,33 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fsdkit.config import option
+from fsdkit.config import DistillConfig
+from fsdkit.methods import get_method, run_terms
+from fsdkit.settings import setting
 
 
 @dataclass
 class DemoConfig:
-    task: str = option("rt-sentiment", "task (the offline default: Rotten Tomatoes sentences, vaderSentiment 3.3.2)")
-    data_dir: str | None = option(None, "GLUE folder, for running the demo on a GLUE task instead")
-    output_dir: str = option("runs/demo", "folder of the three runs and the result table")
-    model: str = option("minilm", "pretrained base of teacher and student")
-    student_layers: int | list[int] = option(3, "student layers (first k, or a list)")
+    task: str = setting("rt-sentiment", "task (the offline default: Rotten Tomatoes sentences, vaderSentiment 3.3.2)")
+    data_dir: str | None = setting(None, "GLUE folder, for running the demo on a GLUE task instead")
+    output_dir: str = setting("runs/demo", "folder of the three runs and the result table")
+    model: str = setting("minilm", "pretrained base of teacher and student")
+    student_layers: int | list[int] = setting(3, "student layers (first k, or a list)")
     methods: list[str] = field(
         default_factory=lambda: ["vkd", "fsd"], metadata={"help": "distillation methods to run (comma-separated)"}
     )
-    memory_clusters: int = option(100, "K of FSD's teacher memory")
-    seed: int = option(42, "random seed")
-    epochs: float = option(1.0, "epochs of each training run")
-    max_steps: int = option(-1, "optimizer steps of each run (overrides --epochs)")
-    batch_size: int = option(32, "training batch size")
-    max_length: int = option(
+    memory_clusters: int = setting(100, "K of FSD's teacher memory")
+    seed: int = setting(42, "random seed")
+    epochs: float = setting(1.0, "epochs of each training run")
+    max_steps: int = setting(-1, "optimizer steps of each run (overrides --epochs)")
+    batch_size: int = setting(32, "training batch size")
+    max_length: int = setting(
         64, "truncate inputs to this many tokens (padding is dynamic; 99.9 % of rt-sentiment fits in 64)"
     )
-    group_by_length: bool = option(True, "batch sentences of similar length together (less padding)")
-    max_train_samples: int | None = option(None, "use only the first N training examples")
-    progress: bool = option(True, "show progress bars")
-    cache_dir: str | None = option(None, "cache folder for prepared data")
+    group_by_length: bool = setting(True, "batch sentences of similar length together (less padding)")
+    max_train_samples: int | None = setting(None, "use only the first N training examples")
+    progress: bool = setting(True, "show progress bars")
+    cache_dir: str | None = setting(None, "cache folder for prepared data")
 
 
 def _run_or_reuse(out: Path, run) -> dict:
@@ -67,14 +69,16 @@ def _cache_order(methods: list[str]) -> list[str]:
     """The methods whose terms read the teacher's hidden states first: the teacher-output cache the first of them
     builds (logits and features) then serves the others too (a covering cache), so the teacher passes over the
     training set once for all the students."""
-    from fsdkit.config import DistillConfig
-    from fsdkit.training.presets import get_method
 
     def reads_features(method: str) -> bool:
-        specs = get_method(method).build(DistillConfig(method=method))
-        return any(spec.name not in ("task", "kd") for spec in specs)
+        return any(spec.name not in ("task", "kd") for spec in run_terms(DistillConfig(method=method)))
 
     return sorted(methods, key=lambda m: not reads_features(m))
+
+
+def _memory_settings(method: str, config: DemoConfig) -> dict:
+    """The demo's K of the teacher memory, for a method that reads one."""
+    return {"memory_clusters": config.memory_clusters} if "memory_clusters" in get_method(method).settings() else {}
 
 
 def run_demo(config: DemoConfig | None = None) -> list[dict]:
@@ -118,8 +122,8 @@ def run_demo(config: DemoConfig | None = None) -> list[dict]:
                 student_layers=config.student_layers,
                 method=m,
                 teacher_cache=str(root / "teacher-cache"),
-                memory_clusters=config.memory_clusters,
                 output_dir=str(o),
+                **_memory_settings(m, config),
                 resume=resume,
                 **common,
             ),

@@ -192,8 +192,6 @@ def evaluate(config=None, **overrides) -> dict[str, Any]:
     if not config.model:
         raise ConfigError("evaluate needs a model folder (fsdkit evaluate MODEL_DIR --task T)")
     check_model_folder(config.model, max_length=config.max_length, option="model")
-    if config.speed_batches < 0:
-        raise ConfigError(f"--speed-batches must be ≥ 0, got {config.speed_batches}")
     inputs = input_paths(config, without=("model",))  # eval_results.json beside the model is run_glue.py's habit
     targets = [Path(config.output)] if config.output else []
     if config.output_dir:

@@ -20,7 +20,6 @@ import numpy as np
 
 from fsdkit.errors import ConfigError
 
-QUANTIZATIONS = ("int8",)
 #: the rows a latency figure is timed over, after one warm-up batch
 TIMED_BATCHES = 10
 

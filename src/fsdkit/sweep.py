@@ -50,10 +50,13 @@ from fsdkit.config import (
     as_config,
     coerce_field,
     command_line,
+    declared_options,
     make_config,
     option_names,
 )
 from fsdkit.errors import ConfigError, short_repr
+from fsdkit.methods import get_method, methods_with
+from fsdkit.settings import settings_of
 
 COMMANDS = {"distill": DistillConfig, "finetune": FinetuneConfig}
 SPACE_TYPES = ("float", "int", "categorical")
@@ -76,7 +79,7 @@ def _key(name: str) -> str:
 def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tuple[dict, dict]:
     """Validate ``base`` and ``space`` against the command's options; return them with ``snake_case`` keys."""
     cls = COMMANDS[command]
-    names = set(option_names(cls))  # the fields and the methods' declared options (beta_pkd, ...)
+    names = set(option_names(cls))  # the fields and the methods' settings (alpha, beta_pkd, ...)
     out_base, out_space = {}, {}
     for where, mapping, target in (("base", base, out_base), ("space", space, out_space)):
         for raw, value in mapping.items():
@@ -93,7 +96,27 @@ def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tu
     overlap = sorted(set(out_base) & set(out_space))
     if overlap:
         raise ConfigError(f"sweep: options {overlap} are both fixed in 'base' and searched in 'space'")
+    _check_method_settings(cls, out_base, out_space)
     return out_base, out_space
+
+
+def _check_method_settings(cls, base: dict[str, Any], space: dict[str, Any]) -> None:
+    """Every method setting of the sweep is one the trials' method has (each method searched, if several)."""
+    declared = declared_options(cls)
+    if not declared:
+        return
+    methods = (
+        space["method"]["choices"] if "method" in space else [base.get("method", settings_of(cls)["method"].default)]
+    )
+    for method in methods:
+        settings = get_method(method).settings()
+        for key in (*base, *space):
+            if key in declared and key not in settings:
+                users = ", ".join(methods_with(key))
+                raise ConfigError(
+                    f"sweep: '{key.replace('_', '-')}' is not a setting of method {method!r} (it is one of {users}); "
+                    f"a trial of {method} could not take it"
+                )
 
 
 def _bound(key: str, spec: dict[str, Any], name: str) -> float:
@@ -139,7 +162,7 @@ def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
     for flag in ("log", "off"):
         if not isinstance(spec.get(flag, False), bool):
             raise ConfigError(f"sweep space '{key}': '{flag}' must be true or false, got {short_repr(spec[flag])}")
-    for bound in ("low", "high"):  # a declared option's range holds for the whole interval
+    for bound in ("low", "high"):  # a setting's declared range holds for the whole interval
         coerce_field(cls, key, spec[bound], f"sweep space '{key}' {bound}")
     if spec.get("off"):
         coerce_field(cls, key, 0, f"sweep space '{key}' off (0)")
@@ -302,14 +325,6 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     from fsdkit.training.run_data import HOLDOUT
 
     config = as_config(SweepConfig, config, overrides)
-    if config.command not in COMMANDS:
-        raise ConfigError(f"sweep command must be one of {', '.join(COMMANDS)}, got {config.command!r}")
-    if config.direction not in ("maximize", "minimize"):
-        raise ConfigError(f"--direction must be maximize or minimize, got {config.direction!r}")
-    if config.pruner not in ("median", "none"):
-        raise ConfigError(f"--pruner must be median or none, got {config.pruner!r}")
-    if config.trials < 1 or config.heartbeat < 1 or config.startup_trials < 1:
-        raise ConfigError("--trials, --startup-trials and --heartbeat must be ≥ 1")
     if not config.output_dir:
         raise ConfigError("--output-dir is required (the trial folders and the summary)")
     if not config.space:

@@ -34,12 +34,11 @@ from fsdkit.config import (
 )
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
+from fsdkit.methods import Staged, TermSpec, get_method, run_terms
 from fsdkit.models.architecture import count_parameters
 from fsdkit.run_record import RUN_RECORD
 from fsdkit.training.checkpoints import resume_checkpoint
 from fsdkit.training.host_memory import reused_host_memory
-from fsdkit.training.methods import TermSpec
-from fsdkit.training.presets import get_method, run_terms
 from fsdkit.training.run_data import HOLDOUT, encoded_train, load_run_data
 from fsdkit.training.teacher_memory import checked_memory
 from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
@@ -66,33 +65,12 @@ def git_commit() -> str | None:
 def _check_run_config(config: RunConfig) -> Path:
     if not config.output_dir:
         raise ConfigError("--output-dir is required")
-    for name in (
-        "batch_size",
-        "eval_batch_size",
-        "max_length",
-        "gradient_accumulation_steps",
-        "logging_steps",
-        "save_steps",
-    ):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(config, name)}")
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ConfigError("give --epochs > 0 or --max-steps > 0")
-    for name in ("max_train_samples", "max_eval_samples"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} must be ≥ 1 (or left out for all examples), got {getattr(config, name)}"
-            )
-    if config.eval_strategy not in ("no", "epoch"):
-        raise ConfigError(f"--eval-strategy must be 'no' or 'epoch', got {config.eval_strategy!r}")
-    if config.holdout_fraction is not None and not 0.0 < config.holdout_fraction < 1.0:
-        raise ConfigError(f"--holdout-fraction must lie in (0, 1), got {config.holdout_fraction}")
     if config.bf16 and config.fp16:
         raise ConfigError("--bf16 and --fp16 are exclusive: choose one mixed precision")
     if config.fp16 and not torch.cuda.is_available():
         raise ConfigError("--fp16 needs a CUDA GPU (float16 autocast with loss scaling); on the CPU use --bf16")
-    if config.learning_rate <= 0:
-        raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
     out = check_output_dir(config.output_dir, keep=input_paths(config))
     checkpoints = out / "checkpoints"
     if not config.resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
@@ -378,8 +356,6 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         raise ConfigError(
             f"--teacher is required by --method {config.method}: a fine-tuned teacher folder (see `fsdkit finetune`)"
         )
-    if not 0.0 <= config.alpha <= 1.0:
-        raise ConfigError(f"--alpha must be in [0, 1], got {config.alpha}")
     method = get_method(config.method)
     student_source = config.teacher if config.student == STUDENT_FROM_TEACHER else config.student
     shape = parse_student_config(config.student_config) if config.student_config else None
@@ -452,8 +428,8 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
             specs=run_terms(config),
             ctx=ctx,
             teacher=teacher,
-            n_stages=method.stages(config),
-            stage_lr=config.stage_lr,
+            n_stages=method.stages(config.method_options, config),
+            stage_lr=config.method_options.stage_lr if isinstance(config.method_options, Staged) else "restart",
             relation_every=config.relation_every,
             on_evaluate=on_evaluate,
             teacher_tokenizer=None if same_tokenizer else teacher_tokenizer,

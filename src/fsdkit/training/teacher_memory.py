@@ -72,22 +72,23 @@ def checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillCo
     from fsdkit.artifacts import model_weights_sha256
     from fsdkit.memory import TeacherMemory
 
-    if config.memory is not None:  # a memory of more (or other) training rows is a legitimate choice
+    given = config.method_options.memory  # the method reads a memory (Method.needs_memory): its options have one
+    if given is not None:  # a memory of more (or other) training rows is a legitimate choice
         expected = {"teacher_sha256": model_weights_sha256(teacher), "task": task.name, "max_length": config.max_length}
-        memory = TeacherMemory.load(config.memory)
+        memory = TeacherMemory.load(given)
         if memory.pooling != "flatten":
             expected["max_length"] = None  # pooled rows do not depend on the length
         differences = memory.differences(expected)
         if differences:
             raise ConfigError(
-                f"--memory {config.memory} was not built for this run: {'; '.join(differences)}. Build one with "
+                f"--memory {given} was not built for this run: {'; '.join(differences)}. Build one with "
                 f"`{_memory_command(config, task)}`"
             )
         return config
     memory_dir = out / "memory"
     _, train = _memory_rows(config)
     expected = _memory_identity(teacher, task, train, config.max_length, config.max_train_samples)
-    expected["n_clusters"] = config.memory_clusters
+    expected["n_clusters"] = config.method_options.memory_clusters
     with build_lock(memory_dir):
         current = TeacherMemory.load(memory_dir) if TeacherMemory.exists(memory_dir) else None
         stale = current.differences(expected) if current is not None else []
@@ -101,7 +102,7 @@ def checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillCo
                 task=config.task,
                 data_dir=config.data_dir,
                 output_dir=str(memory_dir),
-                n_clusters=config.memory_clusters,
+                n_clusters=config.method_options.memory_clusters,
                 max_length=config.max_length,
                 seed=config.seed,
                 max_train_samples=config.max_train_samples,

@@ -27,7 +27,7 @@ from fsdkit.errors import NonFiniteError
 from fsdkit.features import FeatureRequest, Features, forward_features, teacher_view
 from fsdkit.losses.base import LossTerm
 from fsdkit.losses.similarities import deferred_checks
-from fsdkit.training.methods import STAGE_LR_SCHEDULES, TermSpec
+from fsdkit.methods import STAGE_LR_SCHEDULES, TermSpec
 
 
 class StudentWithTerms(nn.Module):

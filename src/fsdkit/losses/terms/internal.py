@@ -4,7 +4,7 @@ For each matched pair ``(j, g(j))`` of student and teacher layers:
 ``L_j = mean_{h, real query rows} KL(A^T_{g(j),h} ‖ A^S_{j,h}) + mean_b (1 − cos(h_T,g(j)[CLS], W_j h_S,j[CLS]))``
 with ``W_j`` a learned projection when the widths differ (identity otherwise). The term returns
 ``Σ_j L_j`` over its pairs. The schedules of the paper (all layers at once, progressive, stacked) are
-method presets that activate one term per pair in chosen training stages (``fsdkit.training.baselines``).
+method presets that activate one term per pair in chosen training stages (``fsdkit.methods.baselines``).
 """
 
 from __future__ import annotations
