@@ -42,7 +42,7 @@ from fsdkit.analysis.sections import TEACHER_SHORT, report_sections
 from fsdkit.analysis.significance import load_run_record, significance_against_best, summarize_runs
 from fsdkit.config import AnalyzeConfig, as_config
 from fsdkit.errors import ConfigError
-from fsdkit.run_record import read_run_record
+from fsdkit.run_record import RunRecord
 
 TEACHER = "teacher"
 
@@ -73,8 +73,8 @@ def _load_runs(runs: Sequence[str], spec, split: str) -> tuple[list[dict[str, An
     """Run records of ``spec``'s task (metrics of ``split``), and the folders of runs of other tasks."""
     records, other_task = [], []
     for run in runs:
-        info = read_run_record(run)
-        if info is not None and "task" in info and not _same_task(info["task"], spec):
+        info = RunRecord.read(run)
+        if info is not None and info.task is not None and not _same_task(info.task, spec):
             other_task.append(str(run))
             continue
         records.append(load_run_record(run, split))
@@ -213,7 +213,7 @@ def _run_analysis(
                 "method": p.name,
                 "parameters": p.parameters,
                 "inference_examples_per_second": p.inference_examples_per_second,
-                "train_samples_per_second": (p.run_info or {}).get("train_samples_per_second"),
+                "train_samples_per_second": p.train_samples_per_second,
             }
             for p in passes
         ],
@@ -242,8 +242,8 @@ def _run_analysis(
                 "hidden_size": p.hidden_size,
                 "parameters": p.parameters,
                 "inference_examples_per_second": p.inference_examples_per_second,
-                "train_samples_per_second": (p.run_info or {}).get("train_samples_per_second"),
-                "method": (p.run_info or {}).get("method"),
+                "train_samples_per_second": p.train_samples_per_second,
+                "method": p.method,
                 "dev_metrics": dev_metrics[p.name],
             }
             for p in passes

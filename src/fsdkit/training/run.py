@@ -35,7 +35,7 @@ from fsdkit.config import (
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
 from fsdkit.models.architecture import count_parameters
-from fsdkit.run_record import RUN_RECORD
+from fsdkit.run_record import RunRecord
 from fsdkit.training.checkpoints import resume_checkpoint
 from fsdkit.training.host_memory import reused_host_memory
 from fsdkit.training.methods import TermSpec
@@ -256,38 +256,38 @@ def _train_and_export(
     (out / "eval_results.json").write_text(json.dumps({"task": task.name, "metrics": metrics}, indent=2) + "\n")
     from fsdkit._version import __version__
 
-    record = {
-        "command": command,
-        "task": task.name,
-        "method": getattr(config, "method", "finetune"),
-        "seed": config.seed,
-        "config": config_to_dict(config),
-        "terms": [{"label": s.label, "name": s.name, "weight": s.weight} for s in specs],
-        "metrics": metrics,
-        "main_metric": task.main_metric,
-        "curve": curve(trainer.state.log_history),
-        "losses_by_epoch": losses_by_epoch(trainer.state.log_history),
-        "train_runtime": result.metrics.get("train_runtime"),
-        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-        "train_examples": len(train),
-        "global_steps": trainer.state.global_step,
-        "final_train_loss": result.metrics.get("train_loss"),
-        "eval_runtime": eval_runtime,
-        "parameters": count_parameters(model),
-        "num_layers": getattr(model.config, "num_hidden_layers", None),
-        "wall_time": time.time() - started,
-        "teacher_source": _teacher_source(teacher),
-        "fsdkit_version": __version__,
-        "command_line": command_line(command, changed_options(config)),
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
+    record = RunRecord(
+        command=command,
+        task=task.name,
+        method=getattr(config, "method", "finetune"),
+        seed=config.seed,
+        config=config_to_dict(config),
+        terms=[{"label": s.label, "name": s.name, "weight": s.weight} for s in specs],
+        metrics=metrics,
+        main_metric=task.main_metric,
+        curve=curve(trainer.state.log_history),
+        losses_by_epoch=losses_by_epoch(trainer.state.log_history),
+        train_runtime=result.metrics.get("train_runtime"),
+        train_samples_per_second=result.metrics.get("train_samples_per_second"),
+        train_examples=len(train),
+        global_steps=trainer.state.global_step,
+        final_train_loss=result.metrics.get("train_loss"),
+        eval_runtime=eval_runtime,
+        parameters=count_parameters(model),
+        num_layers=getattr(model.config, "num_hidden_layers", None),
+        wall_time=time.time() - started,
+        teacher_source=_teacher_source(teacher),
+        fsdkit_version=__version__,
+        command_line=command_line(command, changed_options(config)),
+        git_commit=git_commit(),
+        torch_version=torch.__version__,
         **(record_extra or {}),
-    }
-    (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    )
+    record.write(out)
     from fsdkit.model_card import write_model_card
 
     write_model_card(out, record, None if task.is_regression else dict(enumerate(task.labels)))
-    return record
+    return record.to_dict()
 
 
 def _teacher_source(teacher) -> str | None:
