@@ -27,6 +27,7 @@ import os
 import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,51 @@ def _score_table(
     return _table(header, rows)
 
 
+@dataclass
+class _Tables:
+    """What the sections of RESULTS.md share: the finished records and their summary over seeds, by task and
+    method."""
+
+    records: Sequence[Mapping[str, Any]]
+    recipe: Mapping[str, Any]  # {} without a recipe
+    expected_seeds: int | Mapping[str, int]
+    ablation_seeds: int | Mapping[str, int]
+    stats: dict[tuple[str, str], dict[str, dict[str, Any]]]  # see summary_table
+    tasks: list[str]  # in TASK_ORDER
+    core: list[str]  # the tasks of the core table
+    further: list[str]  # the other tasks
+    teachers: dict[str, Mapping[str, Any]]  # task → the teacher's record
+    references: dict[str, dict[str, Mapping[str, Any]]]  # teacher, majority class → task → record
+    students: list[Mapping[str, Any]]  # every record but the references'
+    main_methods: list[str]  # the student methods of the main table, in its order
+
+    @classmethod
+    def of(cls, records, recipe, expected_seeds, ablation_seeds) -> _Tables:
+        """The shared views of ``records``."""
+        tasks = ordered_tasks(r["task"] for r in records)
+        teachers = {r["task"]: r for r in records if r["method"] == TEACHER}
+        students = [r for r in records if r["method"] not in (TEACHER, MAJORITY)]
+        return cls(
+            records=records,
+            recipe=recipe or {},
+            expected_seeds=expected_seeds,
+            ablation_seeds=expected_seeds if ablation_seeds is None else ablation_seeds,
+            stats=summary_table(records),
+            tasks=tasks,
+            core=[t for t in tasks if t in TABLE_TASKS],
+            further=[t for t in tasks if t not in TABLE_TASKS],
+            teachers=teachers,
+            references={TEACHER: teachers, MAJORITY: {r["task"]: r for r in records if r["method"] == MAJORITY}},
+            students=students,
+            main_methods=_methods_present(students, TABLE_METHODS),
+        )
+
+    @property
+    def student_layers(self) -> int:
+        """The recipe's student layers (the first k)."""
+        return self.recipe.get("student", {}).get("student_layers", 3)
+
+
 def render(
     records: Sequence[Mapping[str, Any]],
     *,
@@ -280,29 +326,40 @@ def render(
     ``history``: every record of the current recipe in file order (the teachers' fine-tunings; default ``records``);
     ``regimes``: the regime study's curves (:func:`curves.curve_rows`), ``regime_links`` their plots (name → path).
     """
-    ablation_seeds = expected_seeds if ablation_seeds is None else ablation_seeds
-    stats = summary_table(records)
-    tasks = ordered_tasks(r["task"] for r in records)
-    core, further = [t for t in tasks if t in TABLE_TASKS], [t for t in tasks if t not in TABLE_TASKS]
-    teachers = {r["task"]: r for r in records if r["method"] == TEACHER}
-    references = {TEACHER: teachers, MAJORITY: {r["task"]: r for r in records if r["method"] == MAJORITY}}
-    students = [r for r in records if r["method"] not in (TEACHER, MAJORITY)]
-    main_methods = _methods_present(students, TABLE_METHODS)
-    student = (recipe or {}).get("student", {})
-    layers = student.get("student_layers", 3)
+    tables = _Tables.of(records, recipe, expected_seeds, ablation_seeds)
+    lines = _header(tables, command) + _main_table_section(tables) + _curves_section(curve_links)
+    if regimes:
+        lines += regime_section(regimes, regime_links or {}, tables.student_layers, Path(recipe_path).name)
+    lines += _retention_section(tables) + _significance_section(tables) + _ablation_section(tables)
+    lines += _throughput_section(tables) + _further_tasks_section(tables)
+    lines += _teachers_section(tables, history if history is not None else records)
+    if recipe:
+        lines += _recipe_section(tables, recipe_path)
+    lines += search_section(search, tables.recipe) if search is not None else _tuning_section(tuning, tables.recipe)
+    if analysis_link:
+        lines += analysis_section(analysis_link, analysis or {})
+    lines += _failures_section(failures) + _coverage_section(tables) + _provenance_section(tables, earlier, recipe_path)
+    return "\n".join(lines)
+
+
+def _header(tables: _Tables, command: str) -> list[str]:
+    """The title, the command that generated the file, and how to read its scores."""
+    student = tables.recipe.get("student", {})
+    layers = tables.student_layers
     students_are = (
         f"the first {layers} layers and the classification head of the fine-tuned teacher "
         "(teacher-initialised: the paper's regime of students near their teacher)"
         if student.get("student") == "teacher"
         else f"its first {layers} layers"
     )
+    expected_seeds = tables.expected_seeds
     if isinstance(expected_seeds, int):
         seeds_text = f"k ≠ {expected_seeds}"
     else:
         named = ", ".join(f"{t.upper()} {n}" for t, n in expected_seeds.items() if t != "default")
         seeds_text = f"k ≠ the task's seeds ({named}; {seeds_for(expected_seeds, '')} elsewhere)"
-    lines = [
-        f"# {(recipe or {}).get('title') or 'fsdkit quality benchmark: the FSD paper' + chr(39) + 's comparison at CPU scale'}",
+    return [
+        f"# {tables.recipe.get('title') or 'fsdkit quality benchmark: the FSD paper' + chr(39) + 's comparison at CPU scale'}",
         "",
         "Generated from the results files by:",
         "",
@@ -316,10 +373,15 @@ def render(
         "",
     ]
 
-    # -- Table 2/3 layout: methods × core tasks (all metrics)
-    lines += ["## Main table (paper Tables 2–3 layout)", ""]
-    lines += _score_table(core, main_methods, stats, references, expected_seeds) + [""]
-    if references[MAJORITY]:
+
+def _main_table_section(tables: _Tables) -> list[str]:
+    """Methods × core tasks, all metrics (paper Tables 2–3 layout), with the majority-class floor and the
+    selection effect of weight-search runs adopted into the table."""
+    lines = ["## Main table (paper Tables 2–3 layout)", ""]
+    lines += _score_table(tables.core, tables.main_methods, tables.stats, tables.references, tables.expected_seeds)
+    lines += [""]
+    majority = tables.references[MAJORITY]
+    if majority:
         lines += [
             "Majority class: the constant prediction of the training set's most frequent label (STS-B: its mean "
             "score, which has no correlation), scored on the same dev set (`fsdkit.evaluation.majority_baseline`)"
@@ -327,15 +389,15 @@ def render(
             + (
                 ' Always predicting "paraphrase" scores a high F1 on MRPC, so MRPC F1 separates the students '
                 "less than the other columns do."
-                if "mrpc" in references[MAJORITY]
+                if "mrpc" in majority
                 else ""
             ),
             "",
         ]
-    adopted = sorted({(r["task"], r["seed"]) for r in students if r.get("adopted_from")})
+    adopted = sorted({(r["task"], r["seed"]) for r in tables.students if r.get("adopted_from")})
     if adopted:
         where = ", ".join(f"{task.upper()} seed {seed}" for task, seed in adopted)
-        sizes = {len(g) for g in ((recipe or {}).get("tuning", {}).get("grid") or {}).values()}
+        sizes = {len(g) for g in (tables.recipe.get("tuning", {}).get("grid") or {}).values()}
         budget = f"its {sizes.pop()} candidates" if len(sizes) == 1 else "its candidates"
         lines += [
             f"Selection effect: the {where} run of each weighted method is its chosen weight-search run, picked "
@@ -343,106 +405,123 @@ def render(
             "a weight of their own over nDS and VKD; the other seeds are not selected.",
             "",
         ]
+    return lines
 
-    # -- quality against training budget
-    if curve_links:
-        lines += [
-            "## Quality against training budget (dev after every epoch)",
-            "",
-            "One line per method (mean over its seeds), the seeds' range as a band, the teacher's final score "
-            "dashed: " + ", ".join(f"[{t.upper()}]({link})" for t, link in curve_links.items()) + ".",
-            "",
-        ]
 
-    if regimes:
-        lines += regime_section(regimes, regime_links or {}, layers, Path(recipe_path).name)
+def _curves_section(curve_links: Mapping[str, str] | None) -> list[str]:
+    """Links to each task's plot of quality against training budget (none without plots)."""
+    if not curve_links:
+        return []
+    return [
+        "## Quality against training budget (dev after every epoch)",
+        "",
+        "One line per method (mean over its seeds), the seeds' range as a band, the teacher's final score "
+        "dashed: " + ", ".join(f"[{t.upper()}]({link})" for t, link in curve_links.items()) + ".",
+        "",
+    ]
 
-    # -- retention of the teacher's score
-    lines += ["## Retention of the teacher's score (main metric, student mean / teacher × 100)", ""]
+
+def _retention_section(tables: _Tables) -> list[str]:
+    """Each method's mean as a percentage of the teacher's score, per core task (main metric)."""
+    lines = ["## Retention of the teacher's score (main metric, student mean / teacher × 100)", ""]
+    core = tables.core
     header = ["Method"] + [f"{t.upper()} {METRIC_DISPLAY.get(task_metrics(t)[1], task_metrics(t)[1])}" for t in core]
+    ablations = [m for m in ABLATION_METHODS if any(r["method"] == m for r in tables.students)]
     rows = []
-    for method in main_methods + [m for m in ABLATION_METHODS if any(r["method"] == m for r in students)]:
+    for method in tables.main_methods + ablations:
         row = [DISPLAY.get(method, method)]
         for task in core:
             _, main = task_metrics(task)
-            stat = stats.get((task, method), {}).get(main)
-            teacher = teachers.get(task, {}).get("metrics", {}).get(main)
+            stat = tables.stats.get((task, method), {}).get(main)
+            teacher = tables.teachers.get(task, {}).get("metrics", {}).get(main)
             row.append(f"{100 * stat['mean'] / teacher:.1f} %" if stat and teacher else "–")
         rows.append(row)
-    lines += _table(header, rows) + [""]
+    return lines + _table(header, rows) + [""]
 
-    # -- significance
-    lines += [
+
+def _significance_section(tables: _Tables) -> list[str]:
+    """The one-sided Welch test of each proposed method against the best baseline, per core task."""
+    return [
         "## Significance: FSD against the best baseline (one-sided Welch, main metric)",
         "",
         f"Baselines: {', '.join(DISPLAY[b] for b in BASELINES)}. H1: FSD > best baseline when FSD's mean is at "
         "least the baseline's, else FSD < best baseline (the paper's convention). FSD-Procrustes and FSDI + "
         "MiniLM (the row to take) are tested the same way.",
         "",
+        *_significance_table(significance_rows(tables.records, tables.core)),
+        "",
     ]
-    lines += _significance_table(significance_rows(records, core)) + [""]
 
-    # -- ablations
-    ablation = [m for m in ("vkd", *ABLATION_METHODS, "fsd") if any(r["method"] == m for r in students)]
-    if any(m in ABLATION_METHODS for m in ablation):
-        lines += ["## FSD ablations (paper Table 4 layout, main metric)", ""]
-        header = ["Method"] + [t.upper() for t in core]
-        rows = [
-            [DISPLAY.get(m, m)]
-            + [
-                fmt(
-                    stats.get((t, m), {}).get(task_metrics(t)[1]),
-                    seeds_for(ablation_seeds if m in ABLATION_METHODS else expected_seeds, t),
-                )
-                for t in core
-            ]
-            for m in ablation
-        ]
-        lines += _table(header, rows) + [""]
-    else:
-        lines += ["## FSD ablations", "", "No ablation run (fsdi, fsdl, fsdg, fsdil) has finished yet.", ""]
 
-    # -- throughput
-    ratios = throughput_ratios(records)
-    if ratios:
-        lines += ["## Training throughput relative to VKD (suite runs; shared machine, indicative only)", ""]
-        speed_methods = [m for m in main_methods + list(ABLATION_METHODS) if any(k[1] == m for k in ratios)]
-        rows = [
-            [DISPLAY.get(m, m)] + [f"{ratios[(t, m)]:.2f}" if (t, m) in ratios else "–" for t in core]
-            for m in speed_methods
+def _ablation_section(tables: _Tables) -> list[str]:
+    """VKD, FSD's ablations and FSD per core task (paper Table 4 layout, main metric)."""
+    ablation = [m for m in ("vkd", *ABLATION_METHODS, "fsd") if any(r["method"] == m for r in tables.students)]
+    if not any(m in ABLATION_METHODS for m in ablation):
+        return ["## FSD ablations", "", "No ablation run (fsdi, fsdl, fsdg, fsdil) has finished yet.", ""]
+    rows = [
+        [DISPLAY.get(m, m)]
+        + [
+            fmt(
+                tables.stats.get((t, m), {}).get(task_metrics(t)[1]),
+                seeds_for(tables.ablation_seeds if m in ABLATION_METHODS else tables.expected_seeds, t),
+            )
+            for t in tables.core
         ]
-        lines += _table(["Method"] + [t.upper() for t in core], rows) + [""]
-        lines += [
-            "Controlled speed measurements (same inputs, quiet machine, other libraries): "
-            "[speed/SPEED.md](speed/SPEED.md).",
-            "",
-        ]
+        for m in ablation
+    ]
+    return [
+        "## FSD ablations (paper Table 4 layout, main metric)",
+        "",
+        *_table(["Method"] + [t.upper() for t in tables.core], rows),
+        "",
+    ]
 
-    # -- tasks outside the core table
-    if further:
-        lines += [
-            "## Further tasks (not in the core table)",
-            "",
-            "Same recipe and methods. A teacher close to the majority class (RTE, WNLI) leaves too little "
-            "between the floor and the ceiling to rank students: read these as reported, not as a ranking.",
-            "",
-        ]
-        lines += _score_table(
-            further,
-            _methods_present([r for r in students if r["task"] in further], TABLE_METHODS),
-            stats,
-            references,
-            expected_seeds,
-        ) + [""]
-        significance = significance_rows(records, further)
-        if significance:
-            lines += _significance_table(significance) + [""]
 
-    # -- teacher + recipe + tuning
-    lines += ["## Teachers", ""]
+def _throughput_section(tables: _Tables) -> list[str]:
+    """Each method's training throughput relative to VKD's per core task (none without VKD runs)."""
+    ratios = throughput_ratios(tables.records)
+    if not ratios:
+        return []
+    speed_methods = [m for m in tables.main_methods + list(ABLATION_METHODS) if any(k[1] == m for k in ratios)]
+    rows = [
+        [DISPLAY.get(m, m)] + [f"{ratios[(t, m)]:.2f}" if (t, m) in ratios else "–" for t in tables.core]
+        for m in speed_methods
+    ]
+    return [
+        "## Training throughput relative to VKD (suite runs; shared machine, indicative only)",
+        "",
+        *_table(["Method"] + [t.upper() for t in tables.core], rows),
+        "",
+        "Controlled speed measurements (same inputs, quiet machine, other libraries): [speed/SPEED.md](speed/SPEED.md).",
+        "",
+    ]
+
+
+def _further_tasks_section(tables: _Tables) -> list[str]:
+    """The score table and significance tests of the tasks outside the core table (none without such tasks)."""
+    further = tables.further
+    if not further:
+        return []
+    lines = [
+        "## Further tasks (not in the core table)",
+        "",
+        "Same recipe and methods. A teacher close to the majority class (RTE, WNLI) leaves too little "
+        "between the floor and the ceiling to rank students: read these as reported, not as a ranking.",
+        "",
+    ]
+    methods = _methods_present([r for r in tables.students if r["task"] in further], TABLE_METHODS)
+    lines += _score_table(further, methods, tables.stats, tables.references, tables.expected_seeds) + [""]
+    significance = significance_rows(tables.records, further)
+    if significance:
+        lines += _significance_table(significance) + [""]
+    return lines
+
+
+def _teachers_section(tables: _Tables, history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every fine-tuning of each task's teacher: when, its dev score, machine, weights and the students from it."""
     rows = []
-    finetunings = teacher_finetunings(history if history is not None else records)
-    for task in tasks:
+    finetunings = teacher_finetunings(history)
+    for task in tables.tasks:
         for run in finetunings.get(task, []):
             t = run["record"]
             scores = ", ".join(
@@ -460,19 +539,17 @@ def render(
                     str(t.get("git_commit") or "–")[:10],
                 ]
             )
-    lines += _table(
-        [
-            "Task",
-            "Fine-tuned",
-            "Dev score",
-            "CPU",
-            "Weights (SHA-256)",
-            "Student runs from it",
-            "Wall time",
-            "fsdkit commit",
-        ],
-        rows,
-    ) + [""]
+    header = [
+        "Task",
+        "Fine-tuned",
+        "Dev score",
+        "CPU",
+        "Weights (SHA-256)",
+        "Student runs from it",
+        "Wall time",
+        "fsdkit commit",
+    ]
+    lines = ["## Teachers", "", *_table(header, rows), ""]
     if any(len(runs) > 1 for runs in finetunings.values()):
         lines += [
             "A task with several rows was fine-tuned again by the same recipe and seed on another machine "
@@ -482,111 +559,128 @@ def render(
             "row and the retention use the latest.",
             "",
         ]
-    if recipe:
-        lines += [
-            f"## Recipe ({recipe_path})",
-            "",
-            "Shared by every student method: "
-            + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("student", {})}.items()),
-            "",
-            "Teacher: "
-            + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("teacher", {})}.items()),
-            "",
-            "Each method's own settings as run (from the records; anything else is shared):",
-            "",
-        ]
-        rows = []
-        common = {*recipe.get("shared", {}), *recipe.get("student", {}), "task", "method", "seed"}
-        for method in sorted({r["method"] for r in students}):
-            weights = {
-                k: v
-                for r in students
-                if r["method"] == method
-                for k, v in (r.get("settings") or {}).items()
-                if k not in common
-            }
-            rows.append(
-                [
-                    DISPLAY.get(method, method),
-                    ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) or "method defaults",
-                ]
-            )
-        lines += _table(["Method", "Own settings"], rows) + [""]
-    if search is not None:
-        lines += search_section(search, recipe or {})
-    else:
-        lines += ["## Weight search (benchmarks/tune.py)", ""]
-        if tuning:
-            from tune import best_candidates
+    return lines
 
-            ok = [r for r in tuning if r.get("status") == "ok"]
-            own = (recipe or {}).get("methods", {})
-            grid = (recipe or {}).get("tuning", {}).get("grid", {})
-            best = best_candidates(ok, task_metrics(ok[0]["task"])[1], grid) if ok else {}
-            order = {method: i for i, method in enumerate(best)}  # methods in first-run order
-            done = collections.Counter(r["method"] for r in ok)
-            rows = []
-            for r in sorted(ok, key=lambda r: order[r["method"]]):
-                size = len(grid.get(r["method"], ())) or None
-                chosen = (
-                    ""
-                    if best[r["method"]] is not r
-                    else (
-                        "**best**"
-                        if size is None or done[r["method"]] >= size
-                        else f"best so far ({done[r['method']]} of {size} candidates run)"
-                    )
-                )
-                in_recipe = all(own.get(r["method"], {}).get(k) == v for k, v in (r.get("candidate") or {}).items())
-                rows.append(
-                    [
-                        DISPLAY.get(r["method"], r["method"]),
-                        json.dumps(r.get("candidate")),
-                        ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),
-                        " · ".join(filter(None, [chosen, "in the recipe" if in_recipe else ""])),
-                    ]
-                )
-            lines += [
-                f"On {ok[0]['task'] if ok else '–'}, seed {ok[0]['seed'] if ok else '–'}; the best candidate of each "
-                "method (main metric) is to be copied into the recipe's `methods`.",
-                "",
-            ]
-            lines += _table(["Method", "Candidate", "Dev score", "Choice"], rows) + [""]
-        else:
-            lines += [
-                "Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).",
-                "",
-            ]
 
-    if analysis_link:
-        lines += analysis_section(analysis_link, analysis or {})
-
-    if failures:
-        lines += ["## Failed runs (not yet re-run successfully)", ""]
-        rows = [
+def _recipe_section(tables: _Tables, recipe_path: str) -> list[str]:
+    """The recipe's shared, student and teacher settings, and each method's own settings as run."""
+    recipe = tables.recipe
+    lines = [
+        f"## Recipe ({recipe_path})",
+        "",
+        "Shared by every student method: "
+        + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("student", {})}.items()),
+        "",
+        "Teacher: "
+        + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("teacher", {})}.items()),
+        "",
+        "Each method's own settings as run (from the records; anything else is shared):",
+        "",
+    ]
+    rows = []
+    common = {*recipe.get("shared", {}), *recipe.get("student", {}), "task", "method", "seed"}
+    for method in sorted({r["method"] for r in tables.students}):
+        weights = {
+            k: v
+            for r in tables.students
+            if r["method"] == method
+            for k, v in (r.get("settings") or {}).items()
+            if k not in common
+        }
+        rows.append(
             [
-                f["task"],
-                DISPLAY.get(f["method"], f["method"]),
-                str(f["seed"]),
-                (f.get("error") or "").splitlines()[0][:160].replace("|", "\\|"),
+                DISPLAY.get(method, method),
+                ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) or "method defaults",
             ]
-            for f in failures
-        ]
-        lines += _table(["Task", "Method", "Seed", "Error"], rows) + [""]
+        )
+    return lines + _table(["Method", "Own settings"], rows) + [""]
 
+
+def _tuning_section(tuning: Sequence[Mapping[str, Any]], recipe: Mapping[str, Any]) -> list[str]:
+    """Benchmark v1's weight search (``tune.py``): every candidate run, the best of each method marked."""
+    lines = ["## Weight search (benchmarks/tune.py)", ""]
+    if not tuning:
+        return lines + [
+            "Not run yet: the weights above are the published defaults (see the recipe's tuning protocol).",
+            "",
+        ]
+    from tune import best_candidates
+
+    ok = [r for r in tuning if r.get("status") == "ok"]
+    own = recipe.get("methods", {})
+    grid = recipe.get("tuning", {}).get("grid", {})
+    best = best_candidates(ok, task_metrics(ok[0]["task"])[1], grid) if ok else {}
+    order = {method: i for i, method in enumerate(best)}  # methods in first-run order
+    done = collections.Counter(r["method"] for r in ok)
+    rows = []
+    for r in sorted(ok, key=lambda r: order[r["method"]]):
+        size = len(grid.get(r["method"], ())) or None
+        chosen = (
+            ""
+            if best[r["method"]] is not r
+            else (
+                "**best**"
+                if size is None or done[r["method"]] >= size
+                else f"best so far ({done[r['method']]} of {size} candidates run)"
+            )
+        )
+        in_recipe = all(own.get(r["method"], {}).get(k) == v for k, v in (r.get("candidate") or {}).items())
+        rows.append(
+            [
+                DISPLAY.get(r["method"], r["method"]),
+                json.dumps(r.get("candidate")),
+                ", ".join(f"{METRIC_DISPLAY.get(k, k)} {100 * v:.2f}" for k, v in r.get("metrics", {}).items()),
+                " · ".join(filter(None, [chosen, "in the recipe" if in_recipe else ""])),
+            ]
+        )
+    lines += [
+        f"On {ok[0]['task'] if ok else '–'}, seed {ok[0]['seed'] if ok else '–'}; the best candidate of each "
+        "method (main metric) is to be copied into the recipe's `methods`.",
+        "",
+    ]
+    return lines + _table(["Method", "Candidate", "Dev score", "Choice"], rows) + [""]
+
+
+def _failures_section(failures: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The failed runs not yet re-run successfully, with the first line of their error (none without failures)."""
+    if not failures:
+        return []
+    rows = [
+        [
+            f["task"],
+            DISPLAY.get(f["method"], f["method"]),
+            str(f["seed"]),
+            (f.get("error") or "").splitlines()[0][:160].replace("|", "\\|"),
+        ]
+        for f in failures
+    ]
+    return ["## Failed runs (not yet re-run successfully)", "", *_table(["Task", "Method", "Seed", "Error"], rows), ""]
+
+
+def _coverage_section(tables: _Tables) -> list[str]:
+    """How much of the suite's plan has finished, part by part."""
+    rows = coverage_rows(
+        tables.students,
+        tables.teachers,
+        tables.expected_seeds,
+        tables.ablation_seeds,
+        tables.recipe.get("methods") or {},
+    )
+    header = ["Part", "Tasks × methods × seeds", "Runs finished", "With test predictions", "Teachers"]
+    return ["## Coverage (the suite's plan, in its order)", "", *_table(header, rows), ""]
+
+
+def _provenance_section(tables: _Tables, earlier: Sequence[Mapping[str, Any]], recipe_path: str) -> list[str]:
+    """How many runs, which fsdkit commits and machines made them, and the earlier recipe's runs not shown."""
+    records = tables.records
     commits = sorted({str(r.get("git_commit"))[:10] for r in records if r.get("git_commit")})
     hosts = sorted(
         {f"{r['host'].get('cpu_count')} CPUs, torch {r['host'].get('torch_version')}" for r in records if r.get("host")}
     )
-    lines += ["## Coverage (the suite's plan, in its order)", ""]
-    lines += _table(
-        ["Part", "Tasks × methods × seeds", "Runs finished", "With test predictions", "Teachers"],
-        coverage_rows(students, teachers, expected_seeds, ablation_seeds, (recipe or {}).get("methods") or {}),
-    ) + [""]
-    lines += [
+    lines = [
         "## Provenance",
         "",
-        f"- runs: {len(records)} finished records over {len(tasks)} task(s)",
+        f"- runs: {len(records)} finished records over {len(tables.tasks)} task(s)",
         f"- fsdkit commits: {', '.join(commits) or '–'}",
         f"- machines: {'; '.join(hosts) or '–'}",
     ]
@@ -597,8 +691,7 @@ def render(
             f"{Path(recipe_path).name}; kept in the results file as history): "
             + ", ".join(f"{method} on {task} × {n}" for (task, method), n in sorted(counts.items()))
         )
-    lines.append("")
-    return "\n".join(lines)
+    return lines + [""]
 
 
 INIT_DISPLAY = {"teacher": "teacher-initialised", "pretrained": "pretrained layers"}

@@ -63,7 +63,7 @@ def test_a_run_keeps_freed_memory_unless_told_not_to(monkeypatch, tmp_path):
 
     seen = []
 
-    def fake_train_and_export(**kwargs):
+    def fake_train_and_export(setup):
         seen.append(host_memory._depth)
         return {}
 

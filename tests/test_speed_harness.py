@@ -22,8 +22,14 @@ def _load():
     return module
 
 
+def _part(name: str):
+    """A part of the speed suite (``benchmarks/speed/speed_suite/NAME.py``), as the entry point imports it."""
+    _load()
+    return importlib.import_module(f"speed_suite.{name}")
+
+
 def test_configurations_take_turns_pass_by_pass_and_a_failing_one_drops_out(monkeypatch):
-    rs = _load()
+    rs = _part("training")
     batches = [{"input_ids": torch.tensor([i]), "idx": torch.tensor([i])} for i in range(3)]
     monkeypatch.setattr(rs, "mrpc_rows", lambda glue_dir, n: (None, None))
     monkeypatch.setattr(rs, "fixed_batches", lambda encoded, collator, n: batches)
@@ -59,7 +65,7 @@ def test_configurations_take_turns_pass_by_pass_and_a_failing_one_drops_out(monk
 
 def test_counted_batches_count_the_reads_of_each_step():
     """The syncs part counts the reads of tensor values between a loop's requests for batches: one step's reads."""
-    rs = _load()
+    rs = _part("syncs")
     original = torch.Tensor.item
     batches = [{"input_ids": torch.tensor([i])} for i in range(2)]
     counted = rs.CountedBatches(batches, warmup=1, reps=2)
@@ -75,14 +81,14 @@ def test_the_floor_part_times_fsds_terms_against_their_products_and_bounds_fsd_o
     """Each floor measure runs as a configuration's step on a real MRPC batch (``train_config``: ``floor-<work>``);
     the section takes the bound on FSD / VKD, VKD's step over VKD's step plus the products (less the teacher's
     per-example ones with a cache) plus the memory's update, within each round of the same run."""
-    rs = _load()
-    encoded, collator = rs.mrpc_rows(str(glue_dir), rs.BATCH_SIZE)
-    batches = rs.fixed_batches(encoded, collator, 1)
+    rs, common, training = _part("floor"), _part("common"), _part("training")
+    encoded, collator = common.mrpc_rows(str(glue_dir), common.BATCH_SIZE)
+    batches = common.fixed_batches(encoded, collator, 1)
     floor = rs.FloorWork()
     for work in rs.FLOOR_WORK:
-        timed = rs.TimedBatches(batches, warmup=1, reps=2, strip=rs.strip_for(rs.floor_config(work)))
+        timed = common.TimedBatches(batches, warmup=1, reps=2, strip=training.strip_for(rs.floor_config(work)))
         before = floor.student_memory.detach().clone()
-        assert "rss_before_mb" in rs.train_config(rs.floor_config(work), timed, encoded, collator, Path("unused"))
+        assert "rss_before_mb" in training.train_config(rs.floor_config(work), timed, encoded, collator, Path("unused"))
         assert len(timed.pass_seconds()) == 2 and min(timed.pass_seconds()) > 0
     floor.step("terms", batches[0]["attention_mask"])  # the terms' backward reaches the student memory, as in training
     assert floor.student_memory.grad is None and torch.equal(floor.student_memory.detach(), before)
@@ -124,7 +130,7 @@ def test_the_host_memory_part_compares_processes_with_and_without_freed_memory_k
     means and reports the page faults per step."""
     import argparse
 
-    rs = _load()
+    rs = _part("host_memory")
     calls = []
 
     def fake_worker(args, config, *extra):
@@ -133,7 +139,7 @@ def test_the_host_memory_part_compares_processes_with_and_without_freed_memory_k
         speed = (30.0 if "vkd" in config else 27.0) * (1.2 if fast else 1.0)
         return {"status": "ok", "examples_per_second": speed, "minor_faults_per_step": 3000 if fast else 12000}
 
-    monkeypatch.setattr(rs, "_worker", fake_worker)
+    monkeypatch.setattr(rs, "worker_process", fake_worker)
     result = rs.host_memory_bench(argparse.Namespace(n_batches=6, reps=3, host_memory="reuse", glue_dir="g", warmup=3))
     assert calls == [(c, m) for c in rs.HOST_MEMORY_CONFIGS for m in ("reuse", "system", "system", "reuse")]
     text = "\n".join(rs.host_memory_section(result))
@@ -142,7 +148,7 @@ def test_the_host_memory_part_compares_processes_with_and_without_freed_memory_k
 
 
 def test_timed_batches_count_the_page_faults_of_the_timed_passes():
-    rs = _load()
+    rs = _part("common")
     timed = rs.TimedBatches([{"x": torch.zeros(1)}], warmup=1, reps=2)
     pages = 40 * 2**20 // 4096
     ones = b"\1" * (40 * 2**20)  # made before the steps: only the mappings' pages are faulted in during them

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fsdkit.config import DistillConfig
 from fsdkit.methods import get_method, run_terms
+from fsdkit.run_record import RunRecord
 from fsdkit.settings import setting
 
 
@@ -44,14 +45,13 @@ class DemoConfig:
     cache_dir: str | None = setting(None, "cache folder for prepared data")
 
 
-def _run_or_reuse(out: Path, run) -> dict:
-    from fsdkit.run_record import RUN_RECORD
-
-    record_file = out / RUN_RECORD
-    if record_file.is_file():
-        return json.loads(record_file.read_text())
+def _run_or_reuse(out: Path, run) -> RunRecord:
+    """The run record of ``out``: the one there, else that of ``run(resume)`` (resuming its checkpoints)."""
+    record = RunRecord.read(out)
+    if record is not None:
+        return record
     resume = (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("checkpoint-*"))
-    return run(resume)
+    return RunRecord.from_dict(run(resume))
 
 
 def format_table(rows: list[dict], metric: str) -> str:
@@ -131,20 +131,20 @@ def run_demo(config: DemoConfig | None = None) -> list[dict]:
     rows = []
     for name in ["teacher", *config.methods]:  # the table in the order asked for
         record = records[name]
-        metrics = next(iter(record["metrics"].values()))
+        metrics = next(iter(record.metrics.values()))
         rows.append(
             {
                 "model": name if name == "teacher" else f"student ({name})",
-                "layers": record["num_layers"],
-                "parameters": record["parameters"],
-                "metric": metrics[record["main_metric"]],
+                "layers": record.num_layers,
+                "parameters": record.parameters,
+                "metric": metrics[record.main_metric],
                 "metrics": metrics,
-                "train_time": record["train_runtime"],
-                "eval_time": record["eval_runtime"],
-                "output_dir": record["config"]["output_dir"],
+                "train_time": record.train_runtime,
+                "eval_time": record.eval_runtime,
+                "output_dir": record.config["output_dir"],
             }
         )
-    table = format_table(rows, records["teacher"]["main_metric"])
+    table = format_table(rows, records["teacher"].main_metric)
     wall = time.time() - started
     summary = f"{table}\n\ntask {config.task}, dev set; wall time of this demo run: {wall / 60:.1f} min; runs in {root}"
     print(summary)

@@ -147,7 +147,7 @@ def _measurement_data(config):
     from fsdkit.config import DataOptions, EvaluateConfig, make_config
     from fsdkit.data import resolve_task_data
     from fsdkit.data.files import DataSource
-    from fsdkit.run_record import read_run_record
+    from fsdkit.run_record import RunRecord
 
     if config.data_dir and not config.task:
         raise ConfigError("--quantize with --data-dir: name the task whose evaluation split measures it (--task)")
@@ -156,12 +156,12 @@ def _measurement_data(config):
         return resolve_task_data(
             make_config(EvaluateConfig, {**values, "task": config.task or "rt-sentiment", "data_dir": config.data_dir})
         )
-    record = read_run_record(config.model) if Path(config.model).is_dir() else None
-    if record is None or not isinstance(record.get("config"), dict):
+    record = RunRecord.read(config.model)
+    if record is None or not isinstance(record.config, dict):
         raise ConfigError(
             f"--quantize measures the int8 model on a task's evaluation split: {config.model} has no "
             f"run record to take its data from, so give --task (and --data-dir) or --train-file / "
             f"--validation-file"
         )
     names = {f.name for f in dataclasses.fields(DataOptions)} | {"task", "data_dir"}
-    return resolve_task_data(make_config(EvaluateConfig, {k: v for k, v in record["config"].items() if k in names}))
+    return resolve_task_data(make_config(EvaluateConfig, {k: v for k, v in record.config.items() if k in names}))

@@ -8,9 +8,9 @@ the ``fsdkit`` command line that made it, and the fsdkit version and commit.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fsdkit.artifacts import atomic_write_text
+from fsdkit.run_record import RunRecord
 
 
 def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
@@ -23,10 +23,10 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
-def render_model_card(record: dict[str, Any], labels: dict[int, str] | None) -> str:
-    """The card's Markdown for a run record (:data:`fsdkit.run_record.RUN_RECORD`)."""
-    distilled = record["command"] == "distill"
-    config = record["config"]
+def render_model_card(record: RunRecord, labels: dict[int, str] | None) -> str:
+    """The card's Markdown for a run record."""
+    distilled = record.command == "distill"
+    config = record.config
     data = config.get("train_file") or config.get("dataset") or config.get("task")
     lines = [
         "---",
@@ -34,50 +34,50 @@ def render_model_card(record: dict[str, Any], labels: dict[int, str] | None) -> 
         "pipeline_tag: text-classification",
         "tags:",
         "- fsdkit",
-        *(["- knowledge-distillation", f"- {record['method']}"] if distilled else ["- fine-tuned"]),
+        *(["- knowledge-distillation", f"- {record.method}"] if distilled else ["- fine-tuned"]),
         "---",
         "",
-        f"# {'Student distilled with ' + record['method'] if distilled else 'Fine-tuned model'} ({record['task']})",
+        f"# {'Student distilled with ' + record.method if distilled else 'Fine-tuned model'} ({record.task})",
         "",
         "## Model",
         (
-            f"- A fresh student of shape {record['student_shape']} (random initialisation, the teacher's tokenizer)"
-            if record.get("student_shape")
-            else f"- Base: `{record.get('student_base') or record.get('model')}`"
+            f"- A fresh student of shape {record.student_shape} (random initialisation, the teacher's tokenizer)"
+            if record.student_shape
+            else f"- Base: `{record.student_base or record.model}`"
             + (
-                f", layers {record.get('student_layers')} ({record.get('student_init', 'pretrained')} initialisation)"
+                f", layers {record.student_layers} ({record.student_init or 'pretrained'} initialisation)"
                 if distilled
                 else ""
             )
         ),
-        f"- Transformer layers: {record['num_layers']}; parameters: {record['parameters']:,}",
+        f"- Transformer layers: {record.num_layers}; parameters: {record.parameters:,}",
     ]
     if labels:
         lines.append("- Labels: " + ", ".join(f"{i} = `{name}`" for i, name in sorted(labels.items())))
     if distilled:
-        teacher = f"`{record['teacher']}`" if record.get("teacher") else "none (the method has no teacher term)"
+        teacher = f"`{record.teacher}`" if record.teacher else "none (the method has no teacher term)"
         lines += [
             "",
             "## Distillation",
             f"- Teacher: {teacher}",
             "- Loss: "
-            + " + ".join(f"{t['weight']:g} · {t['label']}" for t in record["terms"])
+            + " + ".join(f"{t['weight']:g} · {t['label']}" for t in record.terms)
             + " (term definitions: fsdkit's docs/math.md)",
         ]
     lines += [
         "",
         "## Data",
-        f"- `{data}`; {record['train_examples']:,} training examples, seed {record['seed']}",
-        f"- {record['global_steps']} optimizer steps, {record['train_runtime']:.0f} s of training",
+        f"- `{data}`; {record.train_examples:,} training examples, seed {record.seed}",
+        f"- {record.global_steps} optimizer steps, {record.train_runtime:.0f} s of training",
         "",
         "## Metrics (×100)",
         "",
-        *_metrics_table(record["metrics"]),
+        *_metrics_table(record.metrics),
         "",
         "## Reproduce",
         "",
         "```bash",
-        record.get("command_line", ""),
+        record.command_line or "",
         "```",
         "",
         "## Use",
@@ -87,15 +87,16 @@ def render_model_card(record: dict[str, Any], labels: dict[int, str] | None) -> 
         'classify = pipeline("text-classification", model="PATH_TO_THIS_FOLDER")',
         "```",
         "",
-        f"Made with fsdkit {record['fsdkit_version']}"
-        + (f" (commit {record['git_commit'][:12]})" if record.get("git_commit") else "")
-        + f", torch {record['torch_version']}.",
+        f"Made with fsdkit {record.fsdkit_version}"
+        + (f" (commit {record.git_commit[:12]})" if record.git_commit else "")
+        + f", torch {record.torch_version}.",
         "",
     ]
     return "\n".join(lines)
 
 
-def write_model_card(folder: str | Path, record: dict[str, Any], labels: dict[int, str] | None) -> Path:
+def write_model_card(folder: str | Path, record: RunRecord, labels: dict[int, str] | None) -> Path:
+    """Write the card of ``record`` as ``FOLDER/README.md``; returns its path."""
     path = Path(folder) / "README.md"
     atomic_write_text(path, render_model_card(record, labels))
     return path

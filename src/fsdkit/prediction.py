@@ -157,7 +157,7 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
     from fsdkit.data.files import read_input
     from fsdkit.evaluation import model_label_names
     from fsdkit.models import check_model_folder, resolve_model_path
-    from fsdkit.run_record import read_run_record
+    from fsdkit.run_record import RunRecord
 
     given = [
         flag
@@ -181,8 +181,8 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
         labels = model_label_names(model_config) or tuple(
             str(model_config.id2label[i]) for i in range(model_config.num_labels)
         )
-    record = read_run_record(folder) if Path(folder).is_dir() else None
-    columns = config.text_columns or ((record or {}).get("config") or {}).get("text_columns")
+    record = RunRecord.read(folder)
+    columns = config.text_columns or ((record.config if record else None) or {}).get("text_columns")
     source = DataSource(text_columns=tuple(columns) if columns else None, label_column=config.label_column)
     task, rows, labelled = read_input(config.input, source, labels)  # bad input fails before the model loads
     # the task is the model's own (its label names): nothing to check it against

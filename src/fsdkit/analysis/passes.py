@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 from fsdkit.analysis.complexity import count_parameters, inference_throughput
 from fsdkit.analysis.relations import METRICS, relation_difference
 from fsdkit.features import FeatureRequest, forward_features
-from fsdkit.run_record import read_run_record
+from fsdkit.run_record import RunRecord
 
 
 @dataclass
@@ -38,7 +37,17 @@ class ModelPass:
     hidden_size: int
     parameters: int
     inference_examples_per_second: float
-    run_info: dict[str, Any] | None
+    run_info: RunRecord | None  # the model folder's run record, if it has one
+
+    @property
+    def train_samples_per_second(self) -> float | None:
+        """The model's training throughput from its run record (None without one)."""
+        return self.run_info.train_samples_per_second if self.run_info else None
+
+    @property
+    def method(self) -> str | None:
+        """The method that trained the model, from its run record (None without one)."""
+        return self.run_info.method if self.run_info else None
 
 
 def model_pass(name, path, spec, dataset, *, batch_size, max_length, device, throughput_batches, progress) -> ModelPass:
@@ -77,7 +86,7 @@ def model_pass(name, path, spec, dataset, *, batch_size, max_length, device, thr
         hidden_size=samples[0].shape[-1],
         parameters=count_parameters(model),
         inference_examples_per_second=throughput,
-        run_info=read_run_record(path) if Path(path).is_dir() else None,
+        run_info=RunRecord.read(path),
     )
     del model
     return result

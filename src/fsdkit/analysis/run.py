@@ -24,12 +24,14 @@ dict of the same names, plus keyword overrides, like ``finetune`` and ``distill`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from datasets import Dataset
 from tqdm.auto import tqdm
 
 from fsdkit.analysis.cka_map import cka_heatmap_from_grams, diagonal_mean, normalised_centred_grams
@@ -41,8 +43,9 @@ from fsdkit.analysis.restoration import restoration_rate
 from fsdkit.analysis.sections import TEACHER_SHORT, report_sections
 from fsdkit.analysis.significance import load_run_record, significance_against_best, summarize_runs
 from fsdkit.config import AnalyzeConfig, as_config
+from fsdkit.data import TaskSpec
 from fsdkit.errors import ConfigError
-from fsdkit.run_record import read_run_record
+from fsdkit.run_record import RunRecord
 
 TEACHER = "teacher"
 
@@ -73,8 +76,8 @@ def _load_runs(runs: Sequence[str], spec, split: str) -> tuple[list[dict[str, An
     """Run records of ``spec``'s task (metrics of ``split``), and the folders of runs of other tasks."""
     records, other_task = [], []
     for run in runs:
-        info = read_run_record(run)
-        if info is not None and "task" in info and not _same_task(info["task"], spec):
+        info = RunRecord.read(run)
+        if info is not None and info.task is not None and not _same_task(info.task, spec):
             other_task.append(str(run))
             continue
         records.append(load_run_record(run, split))
@@ -107,167 +110,191 @@ def _check_names(models: Mapping[str, str]) -> None:
         raise ConfigError(f"model names repeat (case-insensitively): {list(models)}")
 
 
-def _run_analysis(
-    task: Any,
-    teacher_dir: str,
-    models: Mapping[str, str],
-    *,
-    data_dir: str | None = None,
-    output_dir: str | Path,
-    batch_size: int = 32,
-    max_length: int = 128,
-    split: str | None = None,
-    max_examples: int | None = None,
-    runs: Sequence[str] | None = None,
-    reference: str = "vkd",
-    proposed: str = "fsd",
-    throughput_batches: int | None = None,
-    device: str | None = None,
-    cache_dir: str | None = None,
-    progress: bool = True,
-    data_source=None,
-) -> dict[str, Any]:
-    """Run the analyses of a teacher and ``models`` on ``task``'s ``split`` and write the report (:func:`analyze`'s
-    work, with its options as arguments).
+@dataclass
+class DevSplit:
+    """The examples an analysis reads: the task's evaluation split (cut to ``max_eval_samples``) and how many full
+    mini-batches of it the CKA pool holds."""
 
-    ``data_source``: your own data (:class:`fsdkit.data.files.DataSource`) instead of the registry task.
+    spec: TaskSpec
+    name: str
+    dataset: Dataset
+    n_batches: int
 
-    Args:
-        task: task name or TaskSpec.
-        teacher_dir: the fine-tuned teacher (model folder or name).
-        models: display name → model folder (students, the non-distilled student "nDS", ...).
-        data_dir: GLUE-layout folder (None: :func:`fsdkit.data.load_task_data`'s default source).
-        output_dir: where ``report.html``, ``report.md``, ``results.json`` and the PNG figures go.
-        batch_size: inference batch size and the CKA/relation mini-batch size b.
-        max_length: tokenizer truncation length.
-        split: the evaluation split (None: the task's first, ``validation``; MNLI ``validation_matched``).
-        max_examples: analyse only the first examples of the split.
-        runs: training output folders (each with ``fsdkit_run.json``) for the mean (std) over seeds and the
-            significance test; only runs of ``task`` are used.
-        reference: the model name the complexity table is relative to (case-insensitive).
-        proposed: the method tested against the best other method in the significance section.
-        throughput_batches: timed batches for the inference throughput (None: the whole split).
-        device: torch device (None: CUDA when available, else CPU).
-        cache_dir: data cache folder for :func:`fsdkit.data.load_task_data`.
-        progress: show tqdm progress bars.
+    @property
+    def n_examples(self) -> int:
+        return len(self.dataset)
+
+
+@dataclass
+class Comparison:
+    """What the model passes give: each model's pass (the teacher's first), and against the teacher its CKA heat
+    map, restoration rate and dev-set relation differences."""
+
+    passes: list[ModelPass]
+    heatmaps: dict[str, np.ndarray]
+    restoration: dict[str, dict[str, float]]
+    relations: dict[str, dict[str, Any]]
+
+
+def _run_analysis(config: AnalyzeConfig, models: Mapping[str, str]) -> dict[str, Any]:
+    """Run the analyses of ``config.teacher`` and ``models`` (display name → model folder: students, the
+    non-distilled student "nDS", ...) on the task's dev split and write the report (:func:`analyze`'s work).
 
     Returns:
         the results dictionary also written to ``results.json``.
     """
-    from fsdkit.data import compute_metrics, get_task, load_task_data
+    split = _dev_split(config, models)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    comparison = _compare_models(config, models, split, device)
+    results = _results(config, split, comparison, device)
+    sections = report_sections(split.spec, results, config.teacher, config.proposed)
+    title = f"fsdkit analysis — {split.spec.name} ({split.name}, {split.n_examples} examples)"
+    files = write_report(config.output_dir, sections, title=title, results=results)
+    results["files"] = {k: [str(f) for f in v] if isinstance(v, list) else str(v) for k, v in files.items()}
+    return results
 
-    if data_source is not None:
-        from fsdkit.data.files import load_custom
 
-        spec, data = load_custom(data_source)
-    else:
-        spec, data = get_task(task), None
+def _dev_split(config: AnalyzeConfig, models: Mapping[str, str]) -> DevSplit:
+    """The task (the registry's, or your own data files) and the split the analysis reads, with the options and
+    model names checked."""
+    from fsdkit.data import get_task, load_task_data
+    from fsdkit.data.files import DataSource, load_custom
+
+    data_source = DataSource.from_config(config)
+    spec, data = load_custom(data_source) if data_source is not None else (get_task(config.task), None)
     _check_names(models)
+    batch_size, max_examples = config.batch_size, config.max_eval_samples
     if batch_size < 2:
         raise ConfigError(f"batch_size must be ≥ 2 (CKA and inter-feature relations need pairs), got {batch_size}")
     if max_examples is not None and max_examples < 2:
         raise ConfigError(f"max_examples must be ≥ 2, got {max_examples}")
-    split = split or spec.eval_splits[0]
+    split = config.split or spec.eval_splits[0]
     if data is None:
-        data = load_task_data(spec, data_dir, cache_dir=cache_dir)
+        data = load_task_data(spec, config.data_dir, cache_dir=config.cache_dir)
     if split not in data:
         raise ConfigError(f"task {spec.name} has no split {split!r}; available: {', '.join(data)}")
     dataset = data[split]
     if max_examples is not None:
         dataset = dataset.select(range(min(max_examples, len(dataset))))
     n = len(dataset)
-    n_batches = n // batch_size
-    if n_batches < 1:
+    if n < batch_size:
         raise ConfigError(
             f"{spec.name} {split} has {n} examples, fewer than one mini-batch of batch_size={batch_size}: "
             "lower --batch-size"
         )
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    references = np.asarray(dataset["label"])
+    return DevSplit(spec=spec, name=split, dataset=dataset, n_batches=n // batch_size)
 
+
+def _compare_models(
+    config: AnalyzeConfig, models: Mapping[str, str], split: DevSplit, device: torch.device
+) -> Comparison:
+    """One pass of the teacher, then of each model, over the split; each model compared with the teacher as it
+    passes (its features are dropped once compared)."""
+    spec, dataset, batch_size = split.spec, split.dataset, config.batch_size
     options = {
         "batch_size": batch_size,
-        "max_length": max_length,
+        "max_length": config.max_length,
         "device": device,
-        "throughput_batches": throughput_batches,
-        "progress": progress,
+        "throughput_batches": config.throughput_batches,
+        "progress": config.progress,
     }
-    teacher = model_pass(TEACHER, teacher_dir, spec, dataset, **options)
-    teacher_grams = normalised_centred_grams(pool(teacher.samples, batch_size, n_batches), "teacher")
-    heatmaps = {TEACHER_SHORT: cka_heatmap_from_grams(teacher_grams, teacher_grams)}
-    passes = [teacher]
-    restoration, relations = {}, {}
-    for name, path in tqdm(list(models.items()), desc="models", disable=not progress):
+    teacher = model_pass(TEACHER, config.teacher, spec, dataset, **options)
+    teacher_grams = normalised_centred_grams(pool(teacher.samples, batch_size, split.n_batches), "teacher")
+    comparison = Comparison(
+        passes=[teacher],
+        heatmaps={TEACHER_SHORT: cka_heatmap_from_grams(teacher_grams, teacher_grams)},
+        restoration={},
+        relations={},
+    )
+    for name, path in tqdm(list(models.items()), desc="models", disable=not config.progress):
         p = model_pass(name, path, spec, dataset, **options)
-        grams = normalised_centred_grams(pool(p.samples, batch_size, n_batches), name)
-        heatmaps[name] = cka_heatmap_from_grams(teacher_grams, grams)
-        restoration[name] = restoration_rate(teacher.predictions, p.predictions, spec)
-        relations[name] = dev_relations(p, teacher, batch_size, n_batches)
+        grams = normalised_centred_grams(pool(p.samples, batch_size, split.n_batches), name)
+        comparison.heatmaps[name] = cka_heatmap_from_grams(teacher_grams, grams)
+        comparison.restoration[name] = restoration_rate(teacher.predictions, p.predictions, spec)
+        comparison.relations[name] = dev_relations(p, teacher, batch_size, split.n_batches)
         p.samples, p.token_ids = [], []  # the features are no longer needed
-        passes.append(p)
+        comparison.passes.append(p)
+    return comparison
 
-    dev_metrics = {p.name: compute_metrics(spec, p.predictions, references) for p in passes}
-    complexity = complexity_table(
+
+def _results(config: AnalyzeConfig, split: DevSplit, comparison: Comparison, device: torch.device) -> dict[str, Any]:
+    """The results dictionary (``results.json``): the split, every model's scores and complexity, the comparisons
+    with the teacher, the relation histories of training, and the runs over seeds."""
+    from fsdkit.data import compute_metrics
+
+    passes, n, batch_size = comparison.passes, split.n_examples, config.batch_size
+    references = np.asarray(split.dataset["label"])
+    dev_metrics = {p.name: compute_metrics(split.spec, p.predictions, references) for p in passes}
+    complexity = _complexity(passes, config.reference)
+    histories = _load_histories(passes[1:])
+    history_ranks = relation_rank_table(histories) if histories else None
+    runs = _runs_over_seeds(config, split)
+    return {
+        "task": split.spec.name,
+        "split": split.name,
+        "n_examples": n,
+        "batch_size": batch_size,
+        "max_length": config.max_length,
+        "cka_pool": {
+            "batches": split.n_batches,
+            "batch_size": batch_size,
+            "examples_left_out": n - split.n_batches * batch_size,
+        },
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "models": {p.name: {**_model_summary(p), "dev_metrics": dev_metrics[p.name]} for p in passes},
+        "restoration": comparison.restoration,
+        "cka": {
+            name: {"diagonal_mean": diagonal_mean(h), "mean": float(np.mean(h)), "heatmap": h}
+            for name, h in comparison.heatmaps.items()
+        },
+        "relation_differences": comparison.relations,
+        "relation_histories": histories,
+        "relation_history_ranks": history_ranks,
+        "complexity": complexity,
+        "runs": runs,
+    }
+
+
+def _model_summary(p: ModelPass) -> dict[str, Any]:
+    """A model's entry in the results: its folder, shape, parameters, throughputs and training method."""
+    return {
+        "path": p.path,
+        "num_layers": p.num_layers,
+        "hidden_size": p.hidden_size,
+        "parameters": p.parameters,
+        "inference_examples_per_second": p.inference_examples_per_second,
+        "train_samples_per_second": p.train_samples_per_second,
+        "method": p.method,
+    }
+
+
+def _complexity(passes: Sequence[ModelPass], reference: str) -> dict[str, Any]:
+    """The complexity table of the models passed (parameters, throughputs), relative to ``reference``."""
+    return complexity_table(
         [
             {
                 "method": p.name,
                 "parameters": p.parameters,
                 "inference_examples_per_second": p.inference_examples_per_second,
-                "train_samples_per_second": (p.run_info or {}).get("train_samples_per_second"),
+                "train_samples_per_second": p.train_samples_per_second,
             }
             for p in passes
         ],
         reference=reference,
     )
-    histories = _load_histories(passes[1:])
-    history_ranks = relation_rank_table(histories) if histories else None
-    run_records, other_task_runs = _load_runs(runs or [], spec, split)
-    significance = (
-        significance_against_best(run_records, spec.name, proposed, spec.main_metric) if run_records else None
-    )
 
-    results = {
-        "task": spec.name,
-        "split": split,
-        "n_examples": n,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "cka_pool": {"batches": n_batches, "batch_size": batch_size, "examples_left_out": n - n_batches * batch_size},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": str(device),
-        "models": {
-            p.name: {
-                "path": p.path,
-                "num_layers": p.num_layers,
-                "hidden_size": p.hidden_size,
-                "parameters": p.parameters,
-                "inference_examples_per_second": p.inference_examples_per_second,
-                "train_samples_per_second": (p.run_info or {}).get("train_samples_per_second"),
-                "method": (p.run_info or {}).get("method"),
-                "dev_metrics": dev_metrics[p.name],
-            }
-            for p in passes
-        },
-        "restoration": restoration,
-        "cka": {
-            name: {"diagonal_mean": diagonal_mean(h), "mean": float(np.mean(h)), "heatmap": h}
-            for name, h in heatmaps.items()
-        },
-        "relation_differences": relations,
-        "relation_histories": histories,
-        "relation_history_ranks": history_ranks,
-        "complexity": complexity,
-        "runs": {
-            "summary": summarize_runs(run_records),
-            "significance": significance,
-            "ignored_other_task": other_task_runs,
-        },
-    }
-    sections = report_sections(spec, results, teacher_dir, proposed)
-    title = f"fsdkit analysis — {spec.name} ({split}, {n} examples)"
-    files = write_report(output_dir, sections, title=title, results=results)
-    results["files"] = {k: [str(f) for f in v] if isinstance(v, list) else str(v) for k, v in files.items()}
-    return results
+
+def _runs_over_seeds(config: AnalyzeConfig, split: DevSplit) -> dict[str, Any]:
+    """The mean (std) over seeds of ``config.runs`` of this task, the significance test of ``config.proposed``,
+    and the runs of other tasks left out."""
+    run_records, other_task_runs = _load_runs(config.runs or [], split.spec, split.name)
+    significance = (
+        significance_against_best(run_records, split.spec.name, config.proposed, split.spec.main_metric)
+        if run_records
+        else None
+    )
+    return {"summary": summarize_runs(run_records), "significance": significance, "ignored_other_task": other_task_runs}
 
 
 def analyze(config: AnalyzeConfig | dict | None = None, **overrides) -> dict[str, Any]:
@@ -278,8 +305,6 @@ def analyze(config: AnalyzeConfig | dict | None = None, **overrides) -> dict[str
     ``overrides``. ``models`` is a list of ``NAME=DIR`` (or a ``{NAME: DIR}`` mapping). Returns the results
     dictionary also written to ``OUTPUT_DIR/results.json``; see :func:`_run_analysis` for what it holds.
     """
-    from fsdkit.data.files import DataSource
-
     if isinstance(overrides.get("models"), Mapping):
         overrides["models"] = [f"{name}={path}" for name, path in overrides["models"].items()]
     if isinstance(config, Mapping) and isinstance(config.get("models"), Mapping):
@@ -289,22 +314,4 @@ def analyze(config: AnalyzeConfig | dict | None = None, **overrides) -> dict[str
     missing = [flag for flag, value in required if not value]
     if missing:
         raise ConfigError(f"fsdkit analyze needs {', '.join(missing)}")
-    return _run_analysis(
-        config.task,
-        config.teacher,
-        parse_model_specs(config.models),
-        data_dir=config.data_dir,
-        output_dir=config.output_dir,
-        batch_size=config.batch_size,
-        max_length=config.max_length,
-        split=config.split,
-        max_examples=config.max_eval_samples,
-        cache_dir=config.cache_dir,
-        progress=config.progress,
-        runs=config.runs,
-        reference=config.reference,
-        proposed=config.proposed,
-        throughput_batches=config.throughput_batches,
-        device=config.device,
-        data_source=DataSource.from_config(config),
-    )
+    return _run_analysis(config, parse_model_specs(config.models))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from fsdkit.run_record import RUN_RECORD, read_run_record
+from fsdkit.run_record import RUN_RECORD, RunRecord
 
 
 def _metric_values(records: Iterable[Mapping[str, Any]], task: str, method: str, metric: str) -> list[float]:
@@ -163,19 +163,19 @@ def load_run_record(run_dir: str | Path, split: str | None = None) -> dict[str, 
     reports several splits, as MNLI does).
     """
     run_dir = Path(run_dir)
-    info = read_run_record(run_dir)
+    info = RunRecord.read(run_dir)
     where = run_dir / RUN_RECORD
     if info is None:
         raise ValueError(f"{run_dir} has no {RUN_RECORD}: not an fsdkit training output folder")
-    missing = [key for key in ("task", "method", "metrics") if not info.get(key)]
+    missing = [key for key in ("task", "method", "metrics") if not getattr(info, key)]
     if missing:
         raise ValueError(f"{where} lacks {missing}")
-    if not isinstance(info["metrics"], Mapping):
+    if not isinstance(info.metrics, Mapping):
         raise ValueError(f'{where}: "metrics" must be an object')
     return {
-        "task": str(info["task"]),
-        "method": str(info["method"]),
-        "seed": info.get("seed"),
-        "metrics": _split_metrics(info["metrics"], split, where),
+        "task": str(info.task),
+        "method": str(info.method),
+        "seed": info.seed,
+        "metrics": _split_metrics(info.metrics, split, where),
         "run_dir": str(run_dir),
     }

@@ -26,7 +26,7 @@ from fsdkit.errors import ConfigError, DataError
 from fsdkit.feature_rows import POOLINGS, feature_rows
 from fsdkit.features import FeatureRequest, TeacherSource, forward_features
 from fsdkit.memory.artifact import TeacherMemory
-from fsdkit.memory.kmeans import Collective, kmeans
+from fsdkit.memory.kmeans import Collective, KMeansResult, kmeans
 
 _CHUNK_BYTES = 256 * 2**20  # default k-means chunk: at most this many bytes of float32 rows
 COMPUTED_METADATA = frozenset(
@@ -127,45 +127,14 @@ def build_teacher_memory(
     cannot override the computed entries. ``max_length`` is recorded as ``None`` for pooled rows, which do
     not depend on it.
     """
-    if pooling not in POOLINGS:
-        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    if pooling == "flatten" and (max_length is None or max_length < 1):
-        raise ConfigError(f"pooling 'flatten' needs max_length >= 1, got {max_length!r}")
-    n_rows, offset = len(dataloader.dataset), 0
-    if collective is not None:
-        if work_dir is None:
-            raise ConfigError("a distributed memory build needs a work_dir shared by its processes")
-        sizes = collective.cat(torch.tensor([n_rows], dtype=torch.int64)).tolist()
-        n_rows, offset = sum(sizes), sum(sizes[: collective.rank])
+    _check_rows(pooling, max_length)
+    n_rows, offset = _row_span(len(dataloader.dataset), collective, work_dir)
     if not 1 <= n_clusters <= n_rows:
         raise ConfigError(f"n_clusters = {n_clusters} must lie between 1 and the number of samples N = {n_rows}")
     if collective is not None and not isinstance(teacher, nn.Module):
         raise ConfigError("a distributed memory build encodes with the live teacher, not a teacher source")
-    config = getattr(teacher, "config", None)
-    base = {
-        "teacher": str(getattr(teacher, "name_or_path", "") or type(teacher).__name__),
-        "task": getattr(config, "fsdkit_task", None),
-    }
-    extra = dict(metadata or {})
-    clash = sorted(set(extra) & COMPUTED_METADATA)
-    if clash:
-        raise ConfigError(f"metadata cannot override computed memory metadata: {', '.join(clash)}")
-
-    if work_dir is not None:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-    store = None
-    if collective is None:
-        handle, name = tempfile.mkstemp(prefix="teacher-rows-", suffix=".npy", dir=work_dir)
-        os.close(handle)
-        rows_path = Path(name)
-    else:  # one shared row store, created by rank 0 before anyone writes its shard
-        rows_path = Path(work_dir) / ".teacher-rows.npy"
-        hidden = int(teacher.config.hidden_size)
-        dim = hidden * max_length if pooling == "flatten" else hidden
-        if collective.rank == 0:
-            reserved_npy(rows_path, (n_rows, dim)).flush()
-        collective.sum(torch.zeros(1))  # barrier: the file exists
-        store = open_memmap(rows_path, mode="r+")
+    given = _given_metadata(teacher, metadata)
+    rows_path, store = _row_store(teacher, n_rows, work_dir, pooling, max_length, collective)
     was_training = getattr(teacher, "training", False)
     if isinstance(teacher, nn.Module):
         teacher.eval()
@@ -183,28 +152,23 @@ def build_teacher_memory(
             offset=offset,
         )
         dim = int(store.shape[1])
-        if collective is not None:
-            store.flush()
-            written = int(collective.sum(torch.tensor([written], dtype=torch.int64))[0])  # and a barrier
-        result = kmeans(
-            store[:written],
+        written, result = _cluster(
+            store,
+            written,
             n_clusters,
+            collective=collective,
             tol=tol,
             max_iter=max_iter,
             seed=seed,
             chunk_size=chunk_size or max(1, min(4096, _CHUNK_BYTES // (4 * dim))),
             init_sample_size=init_sample_size,
             progress=progress,
-            collective=collective,
         )
         del store
     finally:
         if isinstance(teacher, nn.Module):
             teacher.train(was_training)
-        if collective is not None:
-            collective.sum(torch.zeros(1))  # nobody reads the rows any more
-        if not keep_rows and (collective is None or collective.rank == 0):
-            rows_path.unlink(missing_ok=True)
+        _remove_rows(rows_path, keep_rows, collective)
 
     computed = {
         "layer": layer,
@@ -227,4 +191,75 @@ def build_teacher_memory(
     }
     if keep_rows:
         computed["rows_file"] = str(rows_path)
-    return TeacherMemory(result.centroids, {**base, **extra, **computed})
+    return TeacherMemory(result.centroids, {**given, **computed})
+
+
+def _check_rows(pooling: str, max_length: int | None) -> None:
+    """Refuse an unknown pooling, and flattened rows without a length."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if pooling == "flatten" and (max_length is None or max_length < 1):
+        raise ConfigError(f"pooling 'flatten' needs max_length >= 1, got {max_length!r}")
+
+
+def _row_span(n_rows: int, collective: Collective | None, work_dir) -> tuple[int, int]:
+    """``(rows of all processes, first row of this process's shard)``: ``(n_rows, 0)`` in one process."""
+    if collective is None:
+        return n_rows, 0
+    if work_dir is None:
+        raise ConfigError("a distributed memory build needs a work_dir shared by its processes")
+    sizes = collective.cat(torch.tensor([n_rows], dtype=torch.int64)).tolist()
+    return sum(sizes), sum(sizes[: collective.rank])
+
+
+def _given_metadata(teacher, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The teacher's name and task, then the caller's ``metadata`` (which may not name a computed entry)."""
+    config = getattr(teacher, "config", None)
+    base = {
+        "teacher": str(getattr(teacher, "name_or_path", "") or type(teacher).__name__),
+        "task": getattr(config, "fsdkit_task", None),
+    }
+    extra = dict(metadata or {})
+    clash = sorted(set(extra) & COMPUTED_METADATA)
+    if clash:
+        raise ConfigError(f"metadata cannot override computed memory metadata: {', '.join(clash)}")
+    return {**base, **extra}
+
+
+def _row_store(
+    teacher, n_rows: int, work_dir, pooling: str, max_length: int, collective: Collective | None
+) -> tuple[Path, np.memmap | None]:
+    """Where the rows go: a new temporary ``teacher-rows-*.npy`` (its store made by the first batch), or in a
+    distributed build the shared ``work_dir/.teacher-rows.npy``, made by rank 0 before anyone writes its shard."""
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    if collective is None:
+        handle, name = tempfile.mkstemp(prefix="teacher-rows-", suffix=".npy", dir=work_dir)
+        os.close(handle)
+        return Path(name), None
+    rows_path = Path(work_dir) / ".teacher-rows.npy"
+    hidden = int(teacher.config.hidden_size)
+    dim = hidden * max_length if pooling == "flatten" else hidden
+    if collective.rank == 0:
+        reserved_npy(rows_path, (n_rows, dim)).flush()
+    collective.sum(torch.zeros(1))  # barrier: the file exists
+    return rows_path, open_memmap(rows_path, mode="r+")
+
+
+def _cluster(
+    store: np.memmap, written: int, n_clusters: int, *, collective: Collective | None, **options
+) -> tuple[int, KMeansResult]:
+    """:func:`fsdkit.memory.kmeans` over the rows written (every process's, in a distributed build); returns their
+    count and the k-means result. ``options``: kmeans's."""
+    if collective is not None:
+        store.flush()
+        written = int(collective.sum(torch.tensor([written], dtype=torch.int64))[0])  # and a barrier
+    return written, kmeans(store[:written], n_clusters, collective=collective, **options)
+
+
+def _remove_rows(rows_path: Path, keep_rows: bool, collective: Collective | None) -> None:
+    """Delete the row store unless ``keep_rows`` (in a distributed build: rank 0, once nobody reads it)."""
+    if collective is not None:
+        collective.sum(torch.zeros(1))  # nobody reads the rows any more
+    if not keep_rows and (collective is None or collective.rank == 0):
+        rows_path.unlink(missing_ok=True)

@@ -13,12 +13,16 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset, DatasetDict
 from torch import nn
 from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import TrainOutput
 
 from fsdkit.artifacts import check_output_dir
 from fsdkit.config import (
@@ -32,11 +36,13 @@ from fsdkit.config import (
     config_to_dict,
     input_paths,
 )
+from fsdkit.data import TaskSpec, make_collator
+from fsdkit.data.encode import TwoTokenizerCollator
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
 from fsdkit.methods import Staged, TermSpec, get_method, run_terms
 from fsdkit.models.architecture import count_parameters
-from fsdkit.run_record import RUN_RECORD
+from fsdkit.run_record import RunRecord
 from fsdkit.training.checkpoints import resume_checkpoint
 from fsdkit.training.host_memory import reused_host_memory
 from fsdkit.training.run_data import HOLDOUT, encoded_train, load_run_data
@@ -114,158 +120,232 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
     )
 
 
-def _train_and_export(
-    *,
-    command: str,
-    config: RunConfig,
-    out: Path,
-    task,
-    data,
-    model: nn.Module,
-    tokenizer,
-    specs: list[TermSpec],
-    ctx: TermContext,
-    teacher: nn.Module | None,
-    n_stages: int = 1,
-    stage_lr: str = "restart",
-    relation_every: int = 0,
-    record_extra: dict[str, Any] | None = None,
-    on_evaluate=None,
-    teacher_tokenizer=None,
-) -> dict[str, Any]:
-    from fsdkit.data import make_collator
-    from fsdkit.evaluation import evaluate_model
-    from fsdkit.models import save_model
-    from fsdkit.training.epoch_eval import curve, losses_by_epoch
+@dataclass
+class RunSetup:
+    """What ``finetune`` or ``distill`` hands to training: the run, its models and its loss terms."""
 
-    terms = nn.ModuleDict({spec.label: build_term(spec.name, ctx, spec.options) for spec in specs})
-    if any(term.request().attentions for term in terms.values()):
-        # attention maps are only returned by the eager implementation; a cached teacher's are recomputed from its
-        # queries and keys, which any implementation gives
-        for m in (model, None if getattr(config, "teacher_cache", None) else teacher):
-            if m is not None:
-                m.set_attn_implementation("eager")
-    for spec in specs:
-        if terms[spec.label].min_batch_size > config.batch_size:
-            raise ConfigError(
-                f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "
-                f"{terms[spec.label].min_batch_size}, got {config.batch_size}"
-            )
+    command: str  # "finetune" or "distill"
+    config: RunConfig
+    out: Path  # the output folder
+    task: TaskSpec
+    data: DatasetDict  # the run's splits (see :func:`fsdkit.training.run_data.load_run_data`)
+    model: nn.Module  # the model trained: the student (or the fine-tuned model)
+    tokenizer: Any
+    specs: list[TermSpec]
+    ctx: TermContext
+    teacher: nn.Module | None = None
+    teacher_tokenizer: Any = None  # given when teacher and student tokenize differently
+    n_stages: int = 1
+    stage_lr: str = "restart"
+    relation_every: int = 0  # log the relation differences every N steps (0: never)
+    record_fields: dict[str, Any] = field(default_factory=dict)  # the command's own run-record fields
+    on_evaluate: Callable[[dict], None] | None = None  # called with each per-epoch evaluation point
+
+
+@dataclass
+class PreparedRun:
+    """What :func:`_prepare` makes of a :class:`RunSetup`: the trainer over the encoded training rows."""
+
+    trainer: DistillationTrainer
+    train: Dataset  # the encoded training rows
+    teacher: nn.Module | None  # the live teacher, or its teacher-output cache
+    tracker: Any = None  # the RelationTracker of the relation differences, when they are logged
+
+
+def _train_and_export(setup: RunSetup) -> dict[str, Any]:
+    """Train ``setup``'s model and export it with its run record; returns the record (in a process other than the
+    main one of a distributed run, which exports nothing: :func:`_worker_summary`)."""
+    prepared = _prepare(setup)
+    started = time.time()
+    result = prepared.trainer.train(resume_from_checkpoint=resume_checkpoint(setup.config, setup.out))
+    setup.model.eval()
+    if not prepared.trainer.is_world_process_zero():  # under `accelerate launch`: the main process exports
+        return _worker_summary(setup, prepared.trainer)
+    return _export(setup, prepared, result, started).to_dict()
+
+
+def _prepare(setup: RunSetup) -> PreparedRun:
+    """The loss terms, the encoded training rows, the teacher (or its output cache) and the trainer of a run."""
+    config = setup.config
+    terms = _build_terms(setup)
     train = encoded_train(
-        data, task, tokenizer, config, max(t.min_batch_size for t in terms.values()), teacher_tokenizer
+        setup.data,
+        setup.task,
+        setup.tokenizer,
+        config,
+        max(t.min_batch_size for t in terms.values()),
+        setup.teacher_tokenizer,
     )
-    collator = make_collator(tokenizer)
-    if teacher_tokenizer is not None:  # teacher and student tokenize differently: each reads its own tokens
-        from fsdkit.data.encode import TwoTokenizerCollator
-
-        collator = TwoTokenizerCollator(tokenizer, teacher_tokenizer)
-        if getattr(config, "teacher_cache", None):
-            raise ConfigError(
-                "--teacher-cache is keyed by one tokenisation; with teacher and student tokenizers "
-                "that differ, run without it (the live teacher reads its own tokens)"
-            )
-        if relation_every > 0:
-            logger.info("relation differences are not logged: teacher and student tokens differ")
-            relation_every = 0
+    if setup.teacher_tokenizer is None:
+        collator, relation_every = make_collator(setup.tokenizer), setup.relation_every
+    else:
+        collator, relation_every = _two_tokenizer_collator(setup)
+    teacher = setup.teacher
     if teacher is not None and getattr(config, "teacher_cache", None):
         train = train.add_column("idx", list(range(len(train))))
-        teacher = _cached_teacher(teacher, terms, train, tokenizer, config, task, track=relation_every > 0)
+        teacher = _cached_teacher(teacher, terms, train, setup.tokenizer, config, setup.task, track=relation_every > 0)
     tracker = None
     if relation_every > 0 and teacher is not None:
         from fsdkit.analysis.relations import RelationTracker
 
         tracker = RelationTracker(every_n_steps=relation_every)
-    args = training_arguments(config, out)
     trainer = DistillationTrainer(
-        model=StudentWithTerms(model, terms),
-        args=args,
-        term_specs=specs,
+        model=StudentWithTerms(setup.model, terms),
+        args=training_arguments(config, setup.out),
+        term_specs=setup.specs,
         teacher=teacher,
-        n_stages=n_stages,
-        stage_lr=stage_lr,
+        n_stages=setup.n_stages,
+        stage_lr=setup.stage_lr,
         relation_tracker=tracker,
         train_dataset=train,
         data_collator=collator,
     )
-    if config.eval_strategy == "epoch" or on_evaluate is not None:
-        from fsdkit.training.epoch_eval import EpochEvaluation
+    if config.eval_strategy == "epoch" or setup.on_evaluate is not None:
+        trainer.add_callback(_epoch_evaluation(setup))
+    return PreparedRun(trainer=trainer, train=train, teacher=teacher, tracker=tracker)
 
-        split = HOLDOUT if HOLDOUT in data else task.eval_splits[0]
-        trainer.add_callback(
-            EpochEvaluation(
-                model,
-                tokenizer,
-                task,
-                data,
-                split,
-                batch_size=config.eval_batch_size,
-                max_length=config.max_length,
-                max_eval_samples=config.max_eval_samples,
-                report=on_evaluate,
+
+def _build_terms(setup: RunSetup) -> nn.ModuleDict:
+    """The run's loss terms by label; models whose attention maps a term reads switch to eager attention, and a
+    term that compares the samples of a batch checks the batch size."""
+    terms = nn.ModuleDict({spec.label: build_term(spec.name, setup.ctx, spec.options) for spec in setup.specs})
+    if any(term.request().attentions for term in terms.values()):
+        # attention maps are only returned by the eager implementation; a cached teacher's are recomputed from its
+        # queries and keys, which any implementation gives
+        for m in (setup.model, None if getattr(setup.config, "teacher_cache", None) else setup.teacher):
+            if m is not None:
+                m.set_attn_implementation("eager")
+    for spec in setup.specs:
+        if terms[spec.label].min_batch_size > setup.config.batch_size:
+            raise ConfigError(
+                f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "
+                f"{terms[spec.label].min_batch_size}, got {setup.config.batch_size}"
             )
+    return terms
+
+
+def _two_tokenizer_collator(setup: RunSetup):
+    """``(collator, relation_every)`` when teacher and student tokenize differently: each reads its own tokens, and
+    the relation differences (token against token) are not logged; the teacher-output cache is refused."""
+    if getattr(setup.config, "teacher_cache", None):
+        raise ConfigError(
+            "--teacher-cache is keyed by one tokenisation; with teacher and student tokenizers "
+            "that differ, run without it (the live teacher reads its own tokens)"
         )
-    started = time.time()
-    result = trainer.train(resume_from_checkpoint=resume_checkpoint(config, out))
-    model.eval()
-    if not trainer.is_world_process_zero():  # under `accelerate launch`: the main process exports and evaluates
-        return {
-            "command": command,
-            "task": task.name,
-            "process_index": trainer.args.process_index,
-            "global_steps": trainer.state.global_step,
-        }
-    save_model(model, tokenizer, out)
-    (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
-    if tracker is not None:
-        tracker.to_json(out / "relation_history.json")
+    if setup.relation_every > 0:
+        logger.info("relation differences are not logged: teacher and student tokens differ")
+    return TwoTokenizerCollator(setup.tokenizer, setup.teacher_tokenizer), 0
+
+
+def _epoch_evaluation(setup: RunSetup):
+    """The callback that evaluates the model after every epoch (on the holdout split, if the run has one)."""
+    from fsdkit.training.epoch_eval import EpochEvaluation
+
+    split = HOLDOUT if HOLDOUT in setup.data else setup.task.eval_splits[0]
+    return EpochEvaluation(
+        setup.model,
+        setup.tokenizer,
+        setup.task,
+        setup.data,
+        split,
+        batch_size=setup.config.eval_batch_size,
+        max_length=setup.config.max_length,
+        max_eval_samples=setup.config.max_eval_samples,
+        report=setup.on_evaluate,
+    )
+
+
+def _worker_summary(setup: RunSetup, trainer: DistillationTrainer) -> dict[str, Any]:
+    """What a process other than the main one of a distributed run returns: its index and the steps trained."""
+    return {
+        "command": setup.command,
+        "task": setup.task.name,
+        "process_index": trainer.args.process_index,
+        "global_steps": trainer.state.global_step,
+    }
+
+
+def _export(setup: RunSetup, prepared: PreparedRun, result: TrainOutput, started: float) -> RunRecord:
+    """Save the trained model, its logs and its dev metrics (``eval_results.json``), then its run record and model
+    card; returns the record. ``started``: when training started."""
+    from fsdkit.models import save_model
+
+    out, history = setup.out, prepared.trainer.state.log_history
+    save_model(setup.model, setup.tokenizer, out)
+    (out / "log_history.json").write_text(json.dumps(history, indent=2) + "\n")
+    if prepared.tracker is not None:
+        prepared.tracker.to_json(out / "relation_history.json")
     eval_start = time.time()
-    metrics = evaluate_model(
-        model,
-        tokenizer,
-        task,
-        data,
+    metrics = _evaluate(setup)
+    eval_runtime = time.time() - eval_start
+    (out / "eval_results.json").write_text(json.dumps({"task": setup.task.name, "metrics": metrics}, indent=2) + "\n")
+    record = _run_record(setup, prepared, result, metrics, eval_runtime=eval_runtime, started=started)
+    record.write(out)
+    from fsdkit.model_card import write_model_card
+
+    write_model_card(out, record, None if setup.task.is_regression else dict(enumerate(setup.task.labels)))
+    return record
+
+
+def _evaluate(setup: RunSetup) -> dict[str, dict[str, float]]:
+    """The trained model's metrics on the task's evaluation splits (and the holdout split, if the run has one)."""
+    from fsdkit.evaluation import evaluate_model
+
+    config = setup.config
+    return evaluate_model(
+        setup.model,
+        setup.tokenizer,
+        setup.task,
+        setup.data,
         batch_size=config.eval_batch_size,
         max_length=config.max_length,
         max_eval_samples=config.max_eval_samples,
         progress=config.progress,
-        splits=[*task.eval_splits, *([HOLDOUT] if HOLDOUT in data else [])],
+        splits=[*setup.task.eval_splits, *([HOLDOUT] if HOLDOUT in setup.data else [])],
     )
-    eval_runtime = time.time() - eval_start
-    (out / "eval_results.json").write_text(json.dumps({"task": task.name, "metrics": metrics}, indent=2) + "\n")
+
+
+def _run_record(
+    setup: RunSetup,
+    prepared: PreparedRun,
+    result: TrainOutput,
+    metrics: dict[str, dict[str, float]],
+    *,
+    eval_runtime: float,
+    started: float,
+) -> RunRecord:
+    """The run record of a trained and evaluated run."""
     from fsdkit._version import __version__
+    from fsdkit.training.epoch_eval import curve, losses_by_epoch
 
-    record = {
-        "command": command,
-        "task": task.name,
-        "method": getattr(config, "method", "finetune"),
-        "seed": config.seed,
-        "config": config_to_dict(config),
-        "terms": [{"label": s.label, "name": s.name, "weight": s.weight} for s in specs],
-        "metrics": metrics,
-        "main_metric": task.main_metric,
-        "curve": curve(trainer.state.log_history),
-        "losses_by_epoch": losses_by_epoch(trainer.state.log_history),
-        "train_runtime": result.metrics.get("train_runtime"),
-        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-        "train_examples": len(train),
-        "global_steps": trainer.state.global_step,
-        "final_train_loss": result.metrics.get("train_loss"),
-        "eval_runtime": eval_runtime,
-        "parameters": count_parameters(model),
-        "num_layers": getattr(model.config, "num_hidden_layers", None),
-        "wall_time": time.time() - started,
-        "teacher_source": _teacher_source(teacher),
-        "fsdkit_version": __version__,
-        "command_line": command_line(command, changed_options(config)),
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
-        **(record_extra or {}),
-    }
-    (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    from fsdkit.model_card import write_model_card
-
-    write_model_card(out, record, None if task.is_regression else dict(enumerate(task.labels)))
-    return record
+    config, history = setup.config, prepared.trainer.state.log_history
+    return RunRecord(
+        command=setup.command,
+        task=setup.task.name,
+        method=getattr(config, "method", "finetune"),
+        seed=config.seed,
+        config=config_to_dict(config),
+        terms=[{"label": s.label, "name": s.name, "weight": s.weight} for s in setup.specs],
+        metrics=metrics,
+        main_metric=setup.task.main_metric,
+        curve=curve(history),
+        losses_by_epoch=losses_by_epoch(history),
+        train_runtime=result.metrics.get("train_runtime"),
+        train_samples_per_second=result.metrics.get("train_samples_per_second"),
+        train_examples=len(prepared.train),
+        global_steps=prepared.trainer.state.global_step,
+        final_train_loss=result.metrics.get("train_loss"),
+        eval_runtime=eval_runtime,
+        parameters=count_parameters(setup.model),
+        num_layers=getattr(setup.model.config, "num_hidden_layers", None),
+        wall_time=time.time() - started,
+        teacher_source=_teacher_source(prepared.teacher),
+        fsdkit_version=__version__,
+        command_line=command_line(setup.command, changed_options(config)),
+        git_commit=git_commit(),
+        torch_version=torch.__version__,
+        **setup.record_fields,
+    )
 
 
 def _teacher_source(teacher) -> str | None:
@@ -280,7 +360,6 @@ def _teacher_source(teacher) -> str | None:
 def _cached_teacher(teacher, terms, train, tokenizer, config, task, *, track: bool):
     """The teacher-output cache for this teacher, training data and the layers ``terms`` read (built on first use;
     attention maps as the queries and keys of the layers they read)."""
-    from fsdkit.data import make_collator
     from fsdkit.features import FeatureRequest
     from fsdkit.training.teacher_cache import TeacherCache
 
@@ -318,18 +397,19 @@ def finetune(config: FinetuneConfig | dict | None = None, *, on_evaluate=None, *
     ctx = TermContext(model.config, None, task, max_length=config.max_length)
     with reused_host_memory(config.reuse_host_memory):
         return _train_and_export(
-            command="finetune",
-            config=config,
-            out=out,
-            task=task,
-            data=data,
-            model=model,
-            tokenizer=tokenizer,
-            specs=[TermSpec("task", 1.0)],
-            ctx=ctx,
-            teacher=None,
-            record_extra={"model": str(config.model)},
-            on_evaluate=on_evaluate,
+            RunSetup(
+                command="finetune",
+                config=config,
+                out=out,
+                task=task,
+                data=data,
+                model=model,
+                tokenizer=tokenizer,
+                specs=[TermSpec("task", 1.0)],
+                ctx=ctx,
+                record_fields={"model": str(config.model)},
+                on_evaluate=on_evaluate,
+            )
         )
 
 
@@ -418,30 +498,32 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     )
     with reused_host_memory(config.reuse_host_memory):
         return _train_and_export(
-            command="distill",
-            config=config,
-            out=out,
-            task=task,
-            data=data,
-            model=student,
-            tokenizer=tokenizer,
-            specs=run_terms(config),
-            ctx=ctx,
-            teacher=teacher,
-            n_stages=method.stages(config.method_options, config),
-            stage_lr=config.method_options.stage_lr if isinstance(config.method_options, Staged) else "restart",
-            relation_every=config.relation_every,
-            on_evaluate=on_evaluate,
-            teacher_tokenizer=None if same_tokenizer else teacher_tokenizer,
-            record_extra={
-                "teacher": config.teacher and str(config.teacher),
-                "student_base": str(student_source),
-                "student_init": "config"
-                if shape is not None
-                else "teacher"
-                if config.student == STUDENT_FROM_TEACHER
-                else "pretrained",
-                "student_layers": student.config.fsdkit_student_layers,
-                "student_shape": shape,
-            },
+            RunSetup(
+                command="distill",
+                config=config,
+                out=out,
+                task=task,
+                data=data,
+                model=student,
+                tokenizer=tokenizer,
+                specs=run_terms(config),
+                ctx=ctx,
+                teacher=teacher,
+                teacher_tokenizer=None if same_tokenizer else teacher_tokenizer,
+                n_stages=method.stages(config.method_options, config),
+                stage_lr=config.method_options.stage_lr if isinstance(config.method_options, Staged) else "restart",
+                relation_every=config.relation_every,
+                record_fields={
+                    "teacher": config.teacher and str(config.teacher),
+                    "student_base": str(student_source),
+                    "student_init": "config"
+                    if shape is not None
+                    else "teacher"
+                    if config.student == STUDENT_FROM_TEACHER
+                    else "pretrained",
+                    "student_layers": student.config.fsdkit_student_layers,
+                    "student_shape": shape,
+                },
+                on_evaluate=on_evaluate,
+            )
         )
