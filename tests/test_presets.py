@@ -1,4 +1,4 @@
-"""Method presets (fsdkit.training.methods, baselines, presets): the terms each method builds from its declared
+"""Method presets (fsdkit.methods: parts, fsd, baselines, registry): the terms each method builds from its typed
 options, and the staged schedules of internal-representation KD (fsdkit.training.trainer's stage functions)."""
 
 from __future__ import annotations
