@@ -10,6 +10,7 @@ import pytest
 
 from fsdkit import distill
 from fsdkit.errors import ConfigError, ModelError
+from fsdkit.methods import get_method
 from fsdkit.training.trainer import DistillationTrainer
 
 pytestmark = pytest.mark.glue
@@ -41,9 +42,11 @@ def tiny(glue_dir, teacher, **overrides):
         logging_steps=1,
         progress=False,
         relation_every=0,
-        memory_clusters=4,
     )
-    return {**options, **overrides}
+    options.update(overrides)
+    if get_method(options.get("method", "vkd")).needs_memory:
+        options.setdefault("memory_clusters", 4)
+    return options
 
 
 def logged_terms(out) -> list[dict]:

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from conftest import TICKETS, TICKETS_DEV  # noqa: E402
+from fsdkit.methods import get_method  # noqa: E402
 
 DOC = HERE.parent / "docs" / "families.md"
 METHODS = ("vkd", "fsd", "fsdi", "pkd", "rkd", "minilm", "internal-all")
@@ -202,10 +203,10 @@ def distill_options(family: str, teacher: Path, method: str, out: Path) -> dict:
         max_steps=2,
         batch_size=8,
         max_length=32,
-        memory_clusters=3,
         relation_every=0,
         logging_steps=1,
         progress=False,
+        **({"memory_clusters": 3} if get_method(method).needs_memory else {}),
     )
 
 

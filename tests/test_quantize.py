@@ -49,6 +49,10 @@ def test_int8_export_reports_both_models_and_flags_a_drop(tickets_teacher, tmp_p
 
     session = onnxruntime.InferenceSession(str(out / "model.int8.onnx"))
     assert [o.name for o in session.get_outputs()] == ["logits"]
+    from fsdkit.artifacts import current_umask
+
+    mode = 0o666 & ~current_umask()  # every file as any other the user makes (safetensors writes 0600)
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {f.name: mode for f in out.iterdir()}
 
 
 def test_quantize_is_checked_before_the_export(tickets_teacher, tmp_path):

@@ -13,6 +13,7 @@ import torch
 
 from fsdkit import distill
 from fsdkit.errors import ModelError
+from fsdkit.methods import get_method
 from fsdkit.training.trainer import DistillationTrainer
 
 pytestmark = pytest.mark.glue
@@ -65,7 +66,7 @@ def options(glue_dir, teacher, tokenizer, out, method, **extra):
         max_steps=2,
         logging_steps=1,
         progress=False,
-        memory_clusters=4,
+        **({"memory_clusters": 4} if get_method(method).needs_memory else {}),
         **extra,
     )
 

@@ -88,6 +88,11 @@ class RunConfig(DataOptions):
         False, "bfloat16 mixed precision (autocast of the forward passes; losses in float32; CPU or GPU)"
     )
     fp16: bool = setting(False, "float16 mixed precision with loss scaling (CUDA GPUs only; losses in float32)")
+    torch_compile: bool = setting(
+        False,
+        "compile the model being trained with torch.compile (TrainingArguments' torch_compile: inductor, shapes "
+        "made dynamic after the first change); whether it pays depends on the device (see benchmarks/README.md)",
+    )
     report_to: str = setting("none", "tracking integrations for transformers (none, tensorboard, wandb, ...)")
     reuse_host_memory: bool = setting(
         True,

@@ -47,7 +47,7 @@ def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float
     from torch.onnx import _constants
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from fsdkit.artifacts import check_output_dir, remove_stale_temporaries, temporary_sibling
+    from fsdkit.artifacts import check_output_dir, follow_umask, remove_stale_temporaries, temporary_sibling
     from fsdkit.models import check_model_folder
     from fsdkit.models.loading import ensure_pad_token
 
@@ -98,6 +98,7 @@ def export_onnx(model_dir: str, output_dir: str, *, opset: int = 17, atol: float
         difference = float(np.abs(onnx_logits - torch_logits).max())
         if not difference <= atol:
             raise ConfigError(f"the ONNX export of {model_dir} differs from PyTorch by {difference:.3g} (> {atol})")
+        follow_umask(staging)  # safetensors writes its file 0600
         for file in staging.iterdir():
             os.replace(file, out / file.name)
     finally:

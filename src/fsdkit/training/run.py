@@ -111,6 +111,7 @@ def training_arguments(config: RunConfig, out: Path) -> TrainingArguments:
         use_cpu=not torch.cuda.is_available() and (config.bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         report_to=config.report_to,
+        torch_compile=config.torch_compile,
         disable_tqdm=not config.progress,
         remove_unused_columns=False,
         label_names=["labels"],

@@ -1,0 +1,173 @@
+"""``fsdkit compress`` on real tasks: MRPC and SST-2 from the packaged MiniLM's fine-tuned teacher (benchmarks/compress/).
+
+::
+
+    OMP_NUM_THREADS=1 python benchmarks/compress_bench.py --glue-dir ../shared/glue [--tasks mrpc,sst2]
+
+Per task, each step resumable and skipped once done (a killed run resumes where it stopped):
+
+1. **Data.** MRPC as it is; SST-2's training set cut to its first ``--sst2-train`` sentences (8,000 of 67,349: one
+   trial then costs about an MRPC one), written with SST-2's dev and test files to ``work/compress/glue/SST-2``.
+2. **Teacher.** The packaged all-MiniLM-L6-v2 fine-tuned with benchmark v3's teacher settings (recipe-v3.yaml
+   ``teacher``); on MRPC v3's own teacher is adopted when its folder is on this machine (the same settings).
+3. **The study.** ``fsdkit compress --target-retention 0.97 --trials N`` (an Optuna study in
+   ``work/compress/<task>/study/compress.db``; latency measured on this machine).
+4. **Seeds.** The chosen student's settings (its trial's run record) re-run at seeds 1..``--seeds`` on the same
+   split, scored on dev, with test-set predictions written to ``predictions/<task>/compress/seed<k>.tsv``; each
+   finished seed is a line of ``results/compress.jsonl`` at once.
+5. **Report.** ``front.md``, ``front.png`` and ``compress.json`` copied to ``compress/<task>/``, and
+   ``compress/README.md`` (the fronts and the seeds' dev scores) regenerated from the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from fsdkit.config import DistillConfig, option_names  # noqa: E402
+from fsdkit.run_record import RunRecord  # noqa: E402
+from suite import Suite, append_record, load_recipe, read_records  # noqa: E402
+
+OUT = HERE / "compress"
+RESULTS = HERE / "results" / "compress.jsonl"
+PLACES = ("output_dir", "data_dir", "teacher", "teacher_cache", "memory", "progress", "resume", "cache_dir")
+
+
+def sst2_subset(glue_dir: Path, work: Path, rows: int) -> Path:
+    """A GLUE folder whose SST-2 has the first ``rows`` training sentences and the full dev and test files."""
+    folder = work / "glue" / "SST-2"
+    if not (folder / "test.tsv").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = (glue_dir / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (folder / "train.tsv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
+        for name in ("dev.tsv", "test.tsv"):
+            shutil.copyfile(glue_dir / "SST-2" / name, folder / name)
+    return folder.parent
+
+
+def teacher(task: str, data_dir: Path, work: Path) -> Path:
+    """Benchmark v3's teacher of ``task`` (fine-tuned here once)."""
+    suite = Suite(
+        glue_dir=str(data_dir),
+        tasks=[task],
+        methods=[],
+        seeds=[],
+        work_dir=work,
+        recipe=load_recipe(HERE / "recipe-v3.yaml"),
+        results=work / "teachers.jsonl",
+        predictions_dir=None,
+        teacher_results=HERE / "results" / "v3.jsonl",  # v3's teacher of the same settings is adopted, not re-trained
+    )
+    if not (suite.teacher_dir(task) / "config.json").is_file():
+        suite.run()
+    return suite.teacher_dir(task)
+
+
+def chosen_settings(study_dir: Path) -> dict[str, Any] | None:
+    """The distill settings of the study's chosen student (its run record), places left out; None if none."""
+    result = json.loads((study_dir / "compress.json").read_text())
+    if result.get("chosen") is None:
+        return None
+    record = RunRecord.read(result["chosen"]["output_dir"])
+    names = set(option_names(DistillConfig))
+    return {k: v for k, v in record.config.items() if k in names and k not in PLACES}
+
+
+def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, seeds: int) -> None:
+    """The chosen student at seeds 1..``seeds``: dev scores recorded, test predictions written."""
+    from fsdkit import distill, predict
+
+    settings = chosen_settings(study_dir)
+    if settings is None:
+        return
+    done = {(r["task"], r["seed"]) for r in read_records(RESULTS) if r.get("kind") == "seed"}
+    for seed in range(1, seeds + 1):
+        if (task, seed) in done:
+            continue
+        out = study_dir.parent / "seeds" / f"seed{seed}"
+        shutil.rmtree(out, ignore_errors=True)  # a killed run's leftovers: started afresh
+        record = distill(**settings, seed=seed, teacher=str(teacher_dir), data_dir=str(data_dir), output_dir=str(out))
+        predictions = HERE / "predictions" / task / "compress" / f"seed{seed}.tsv"
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        predict(model=str(out), task=task, data_dir=str(data_dir), split="test", output=str(predictions))
+        append_record(
+            RESULTS,
+            {"kind": "seed", "task": task, "seed": seed, "settings": settings, "metrics": record["metrics"]},
+        )
+
+
+def report() -> None:
+    """compress/README.md from the copied studies and the seeds' records."""
+    seeds = [r for r in read_records(RESULTS) if r.get("kind") == "seed"]
+    lines = [
+        "# `fsdkit compress` on MRPC and SST-2",
+        "",
+        "Generated by `benchmarks/compress_bench.py` (see its docstring for the protocol). Each task's Pareto front",
+        "(holdout score against batch-1 latency measured on the machine that ran the study) is in `<task>/front.md`",
+        "and `<task>/front.png`; the chosen student is the fastest on the front that keeps 97 % of the teacher's",
+        "holdout score.",
+        "",
+    ]
+    for folder in sorted(p for p in OUT.iterdir() if (p / "compress.json").is_file()):
+        result = json.loads((folder / "compress.json").read_text())
+        chosen = result.get("chosen")
+        lines += [f"## {result['task']}", "", (folder / "front.md").read_text().split("\n", 2)[2].strip(), ""]
+        runs = [r for r in seeds if r["task"] == result["task"]]
+        if chosen and runs:
+            dev = next(iter(runs[0]["metrics"]))
+            main = next(iter(runs[0]["metrics"][dev]))
+            scores = [100 * r["metrics"][dev][main] for r in runs]
+            spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
+            lines += [
+                f"Chosen student (trial {chosen['trial']}: {len(chosen['layers'])} layers {chosen['layers']}, start "
+                f"{chosen['start']}, recipe {chosen['recipe']}), re-trained at seeds "
+                f"{', '.join(str(r['seed']) for r in runs)}: {dev} {main} {statistics.mean(scores):.2f}{spread} "
+                f"({', '.join(f'{s:.2f}' for s in scores)}); test predictions in "
+                f"`predictions/{result['task']}/compress/`.",
+                "",
+            ]
+    (OUT / "README.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--glue-dir", required=True)
+    parser.add_argument("--tasks", default="mrpc,sst2")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sst2-train", type=int, default=8000)
+    parser.add_argument("--work-dir", default=str(HERE / "work" / "compress"))
+    args = parser.parse_args(argv)
+    from fsdkit import compress
+
+    work = Path(args.work_dir)
+    for task in args.tasks.split(","):
+        data_dir = sst2_subset(Path(args.glue_dir), work, args.sst2_train) if task == "sst2" else Path(args.glue_dir)
+        teacher_dir = teacher(task, data_dir, work)
+        study_dir = work / task / "study"
+        compress(
+            teacher=str(teacher_dir),
+            task=task,
+            data_dir=str(data_dir),
+            output_dir=str(study_dir),
+            target_retention=0.97,
+            trials=args.trials,
+        )
+        seed_runs(task, data_dir, teacher_dir, study_dir, args.seeds)
+        (OUT / task).mkdir(parents=True, exist_ok=True)
+        for name in ("front.md", "front.png", "compress.json"):
+            shutil.copyfile(study_dir / name, OUT / task / name)
+        report()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
