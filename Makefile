@@ -40,10 +40,11 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 # the documentation site (docs/ + the API reference from the docstrings); strict: a broken link or reference fails
 docs: setup
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) runs site .pytest_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .hypothesis .mypy_cache

@@ -63,7 +63,7 @@ def _data_options(config) -> dict[str, Any]:
     return {**values, "task": config.task, "data_dir": config.data_dir}
 
 
-def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str, float]:
+def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str, Any]:
     """Holdout metrics, batch-1 latency (ms), parameters and weight-file size (MB) of a model folder."""
     from fsdkit.evaluation import evaluate_model, inference_speed
     from fsdkit.models import load_classifier

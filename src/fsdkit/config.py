@@ -14,7 +14,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -22,6 +22,8 @@ from fsdkit.coercion import parse_loss_flag
 from fsdkit.errors import ConfigError, decode_utf8, short_repr
 from fsdkit.methods import all_settings, get_method, method_options
 from fsdkit.settings import Setting, setting, settings_of
+
+ConfigT = TypeVar("ConfigT")
 
 
 @dataclass
@@ -513,7 +515,7 @@ def read_config_file(path: str | Path, cls, command: str) -> dict[str, Any]:
     return values
 
 
-def make_config(cls, values: dict[str, Any] | None = None, **overrides):
+def make_config(cls: type[ConfigT], values: dict[str, Any] | None = None, **overrides: Any) -> ConfigT:
     """Build ``cls`` from a mapping plus keyword overrides, coercing every value and checking it against its declared
     range. A method's settings (``alpha=…``, ``beta_pkd=…``) are given as top-level keys like the fields, and become
     the config's typed ``method_options`` (a setting the run's method does not have is refused)."""
@@ -531,12 +533,16 @@ def make_config(cls, values: dict[str, Any] | None = None, **overrides):
     checked = {k: coerce_field(cls, k, v, cls.__name__) for k, v in merged.items()}
     if declared:
         checked["method_options"] = {
-            k: checked.pop(k) for k in list(checked) if k in declared and k not in settings_of(cls)
+            k: checked.pop(k)
+            for k in list(checked)
+            if k in declared and k not in settings_of(cls)  # type: ignore[arg-type]  # python/mypy#11470
         }
     return cls(**checked)
 
 
-def as_config(cls, config=None, overrides: dict[str, Any] | None = None):
+def as_config(
+    cls: type[ConfigT], config: ConfigT | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+) -> ConfigT:
     """Every entry point's settings: ``config`` (a ``cls``, a mapping of option names, or None) as a ``cls`` with
     ``overrides`` applied, every value checked like any other (:func:`make_config`; a ``cls`` built directly is
     checked too)."""
@@ -583,12 +589,12 @@ def changed_options(config) -> dict[str, Any]:
     for f in dataclasses.fields(config):
         if f.metadata.get("hidden"):
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         value = getattr(config, f.name)
         if value != default:
             out[f.name] = value
     options = getattr(config, "method_options", None)
     if options is not None:
-        defaults = settings_of(type(options))
+        defaults = settings_of(type(options))  # type: ignore[arg-type]  # python/mypy#11470: a class is hashable
         out.update({k: v for k, v in dataclasses.asdict(options).items() if v != defaults[k].default})
     return out

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fsdkit.config import DistillConfig
 from fsdkit.methods import get_method, run_terms
@@ -88,7 +89,7 @@ def run_demo(config: DemoConfig | None = None) -> list[dict]:
     config = config or DemoConfig()
     started = time.time()
     root = Path(config.output_dir)
-    common = dict(
+    common: dict[str, Any] = dict(
         task=config.task,
         data_dir=config.data_dir,
         seed=config.seed,

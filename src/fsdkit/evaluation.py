@@ -97,7 +97,7 @@ def _timed_forward(model: nn.Module, inputs: Mapping[str, Any]) -> float:
     return time.perf_counter() - start
 
 
-def inference_speed(model, tokenizer, task, dataset, *, batches: int, max_length: int = 128) -> dict[str, float]:
+def inference_speed(model, tokenizer, task, dataset, *, batches: int, max_length: int = 128) -> dict[str, Any]:
     """Inference latency at batch 1 (ms per example) and throughput at batch 32 (examples/s) on ``dataset``,
     each over ``batches`` timed batches after one warm-up batch (:func:`inference_throughput`)."""
     from fsdkit.data import encode_dataset, make_collator

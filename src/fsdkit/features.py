@@ -188,7 +188,7 @@ def capture_projections(model: nn.Module, role: str, layers: Iterable[int], stor
     if layers:
         projections = projection_modules(model, role)
         n = len(projections)
-        wanted: dict[int, int | str] = {}
+        wanted: dict[int, int] = {}
         for layer in layers:
             idx = layer + n if layer < 0 else layer
             if not 0 <= idx < n:

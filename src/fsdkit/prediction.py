@@ -16,7 +16,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -135,9 +135,10 @@ def _write_predictions(
     from fsdkit.evaluation import check_model_matches_task, predict_logits
     from fsdkit.models import load_classifier
 
-    model, tokenizer = load_classifier(config.model, None)
+    model_path = cast(str, config.model)  # predict refuses a config without a model
+    model, tokenizer = load_classifier(model_path, None)
     if check_task:
-        check_model_matches_task(model, task, config.model)
+        check_model_matches_task(model, task, model_path)
     encoded = encode_dataset(rows, tokenizer, task, max_length=config.max_length)
     logits = predict_logits(
         model, encoded, make_collator(tokenizer), batch_size=config.batch_size, progress=config.progress, desc=desc
@@ -173,7 +174,7 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
     if given:
         raise ConfigError(f"--input predicts from the model folder alone: drop {', '.join(given)}")
     check_output_file(output, "output", keep=input_paths(config))
-    folder = check_model_folder(config.model, max_length=config.max_length, option="model")
+    folder = check_model_folder(cast(str, config.model), max_length=config.max_length, option="model")
     model_config = AutoConfig.from_pretrained(resolve_model_path(folder), trust_remote_code=False)
     if getattr(model_config, "problem_type", None) == "regression" or model_config.num_labels == 1:
         labels = None
@@ -184,7 +185,7 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
     record = RunRecord.read(folder)
     columns = config.text_columns or ((record.config if record else None) or {}).get("text_columns")
     source = DataSource(text_columns=tuple(columns) if columns else None, label_column=config.label_column)
-    task, rows, labelled = read_input(config.input, source, labels)  # bad input fails before the model loads
+    task, rows, labelled = read_input(cast(str, config.input), source, labels)  # bad input fails before the model loads
     # the task is the model's own (its label names): nothing to check it against
     logits = _write_predictions(config, task, list(range(len(rows))), rows, output, check_task=False, desc="predict")
     result: dict[str, Any] = {

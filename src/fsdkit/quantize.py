@@ -121,7 +121,7 @@ def quantize_export(
     class Reader(_Calibration, CalibrationDataReader):
         pass
 
-    candidates = {}
+    candidates: dict[str, dict[str, Any]] = {}
     for mode in ("dynamic", "static"):
         path = folder / f"model.int8-{mode}.onnx"
         try:

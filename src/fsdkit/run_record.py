@@ -81,8 +81,9 @@ class RunRecord:
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
         """The record of a JSON object (keys it lacks read as None, keys no field names go to :attr:`extra`)."""
         names = {f.name for f in fields(cls)} - {"extra"}
+        given: dict[str, Any] = {name: data.get(name) for name in names}
         return cls(
-            **{name: data.get(name) for name in names},
+            **given,
             extra={key: value for key, value in data.items() if key not in names},
         )
 

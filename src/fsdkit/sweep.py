@@ -39,13 +39,15 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from fsdkit.artifacts import atomic_write_text, check_output_file
 from fsdkit.config import (
     DistillConfig,
     FinetuneConfig,
+    RunConfig,
     SweepConfig,
     as_config,
     coerce_field,
@@ -58,7 +60,7 @@ from fsdkit.errors import ConfigError, short_repr
 from fsdkit.methods import get_method, methods_with
 from fsdkit.settings import settings_of
 
-COMMANDS = {"distill": DistillConfig, "finetune": FinetuneConfig}
+COMMANDS: dict[str, type[RunConfig]] = {"distill": DistillConfig, "finetune": FinetuneConfig}
 SPACE_TYPES = ("float", "int", "categorical")
 #: the keys a space entry of each type may hold (any other is a typo: refused, not ignored)
 SPACE_KEYS = {
@@ -80,7 +82,8 @@ def check_space(command: str, base: dict[str, Any], space: dict[str, Any]) -> tu
     """Validate ``base`` and ``space`` against the command's options; return them with ``snake_case`` keys."""
     cls = COMMANDS[command]
     names = set(option_names(cls))  # the fields and the methods' settings (alpha, beta_pkd, ...)
-    out_base, out_space = {}, {}
+    out_base: dict[str, Any] = {}
+    out_space: dict[str, Any] = {}
     for where, mapping, target in (("base", base, out_base), ("space", space, out_space)):
         for raw, value in mapping.items():
             key = _key(raw)
@@ -253,6 +256,7 @@ def _storage(url: str, heartbeat: int):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # a trial whose worker died (no heartbeat for 3 intervals) is retried, at most twice: optuna ≥ 4.9 names
             # the callback RetryHeartbeatStaleTrialCallback (its former name deprecated there), older ones lack it
+            retry: dict[str, Any]
             if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
                 retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
             else:
@@ -348,7 +352,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     split = HOLDOUT if base.get("holdout_fraction") else task.eval_splits[0]
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run = distill if config.command == "distill" else finetune
+    run: Callable[..., dict[str, Any]] = distill if config.command == "distill" else finetune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = _pruner(config.pruner, config.startup_trials)
@@ -357,7 +361,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         study = optuna.create_study(
             storage=_storage(config.storage, config.heartbeat),
             study_name=config.study_name,
-            direction=config.direction,
+            direction=cast(Literal["maximize", "minimize"], config.direction),  # one of the setting's choices
             pruner=pruner,
             load_if_exists=True,
         )
@@ -473,7 +477,7 @@ def _plots(study, out: Path) -> list[str]:
         try:
             with warnings.catch_warnings():  # optuna's matplotlib plots are "experimental": not news to the user
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                axes = plot(study)
+                axes: Any = plot(study)  # an Axes, or an array of them
         except (ValueError, RuntimeError):  # e.g. importances of a parameter that never varied
             continue
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure

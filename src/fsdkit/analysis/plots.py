@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 import numpy as np
@@ -21,8 +21,12 @@ from matplotlib.ticker import MaxNLocator
 from fsdkit.analysis.cka_map import diagonal_mean
 from fsdkit.analysis.relations import RECORD_KEYS
 
+if TYPE_CHECKING:
+    from matplotlib.image import AxesImage
+    from matplotlib.typing import RcKeyType
+
 DPI = 130
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 11,
     "axes.titlesize": 12,
     "axes.labelsize": 11,
@@ -116,7 +120,7 @@ def cka_heatmaps(heatmaps: Mapping[str, np.ndarray], task_name: str, teacher_nam
             ax.set_xticks(ticks, [str(t) for t in ticks])
         for ax in list(axes.flat)[len(names) :]:
             ax.set_axis_off()
-        fig.colorbar(image, ax=axes, label="linear CKA", shrink=0.9)
+        fig.colorbar(cast("AxesImage", image), ax=axes, label="linear CKA", shrink=0.9)  # names is not empty
         fig.suptitle(f"CKA heat maps of penultimate-layer features — {task_name}")
     return fig
 
@@ -171,7 +175,7 @@ def learning_curves(
         ax = fig.subplots()
         palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
         if len({family for family, _ in looks.values()}) > len(palette):  # no two families alike
-            palette = list(matplotlib.colormaps["tab20"].colors)
+            palette = list(cast(Any, matplotlib.colormaps["tab20"]).colors)  # a ListedColormap: a list of colours
         for name, runs in curves.items():
             runs = [sorted(run) for run in runs if run]
             if not runs:
@@ -197,9 +201,9 @@ def learning_curves(
                 ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         if reference is not None:
             ax.axhline(reference, linestyle="--", color="0.3", linewidth=1.2, label=reference_label)
-            low, high = ax.get_ylim()  # the reference inside the frame, not on its edge
-            margin = 0.05 * (max(high, reference) - min(low, reference))
-            ax.set_ylim(min(low, reference - margin), max(high, reference + margin))
+            bottom, top = ax.get_ylim()  # the reference inside the frame, not on its edge
+            margin = 0.05 * (max(top, reference) - min(bottom, reference))
+            ax.set_ylim(min(bottom, reference - margin), max(top, reference + margin))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"dev {metric}")

@@ -170,7 +170,7 @@ def write_report(
     *,
     title: str,
     results: Mapping[str, Any],
-) -> dict[str, Path]:
+) -> dict[str, Path | list[Path]]:
     """Write ``report.html``, ``report.md``, the sections' PNG figures and ``results.json`` into ``output_dir``.
 
     Returns the paths written: ``{"html", "markdown", "json", "figures": [...]}``.

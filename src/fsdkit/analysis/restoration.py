@@ -42,7 +42,7 @@ def _as_1d(values: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _binary_scores(teacher: np.ndarray, model: np.ndarray) -> dict[str, float]:
+def _binary_scores(teacher: np.ndarray, model: np.ndarray) -> dict[str, float | None]:  # restoration_rate's shape
     t_pos = teacher == 1
     m_pos = model == 1
     tp = int(np.sum(t_pos & m_pos))

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -132,7 +132,7 @@ class Comparison:
 
     passes: list[ModelPass]
     heatmaps: dict[str, np.ndarray]
-    restoration: dict[str, dict[str, float]]
+    restoration: dict[str, dict[str, float | None]]
     relations: dict[str, dict[str, Any]]
 
 
@@ -147,9 +147,10 @@ def _run_analysis(config: AnalyzeConfig, models: Mapping[str, str]) -> dict[str,
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     comparison = _compare_models(config, models, split, device)
     results = _results(config, split, comparison, device)
-    sections = report_sections(split.spec, results, config.teacher, config.proposed)
+    # analyze refuses a config without a teacher or an output folder
+    sections = report_sections(split.spec, results, cast(str, config.teacher), config.proposed)
     title = f"fsdkit analysis — {split.spec.name} ({split.name}, {split.n_examples} examples)"
-    files = write_report(config.output_dir, sections, title=title, results=results)
+    files = write_report(cast(str, config.output_dir), sections, title=title, results=results)
     results["files"] = {k: [str(f) for f in v] if isinstance(v, list) else str(v) for k, v in files.items()}
     return results
 
@@ -314,4 +315,4 @@ def analyze(config: AnalyzeConfig | dict | None = None, **overrides) -> dict[str
     missing = [flag for flag, value in required if not value]
     if missing:
         raise ConfigError(f"fsdkit analyze needs {', '.join(missing)}")
-    return _run_analysis(config, parse_model_specs(config.models))
+    return _run_analysis(config, parse_model_specs(cast("list[str]", config.models)))

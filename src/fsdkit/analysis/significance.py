@@ -70,13 +70,13 @@ def welch_one_sided(a: Sequence[float], b: Sequence[float]) -> float:
     Raises ``ValueError`` when the test is undefined: fewer than 2 values on a side, or no variance on
     either side (the t statistic would divide by zero).
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.size < 2 or b.size < 2:
-        raise ValueError(f"Welch's test needs at least 2 values per side, got {a.size} and {b.size}")
-    if np.var(a) == 0 and np.var(b) == 0:
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.size < 2 or y.size < 2:
+        raise ValueError(f"Welch's test needs at least 2 values per side, got {x.size} and {y.size}")
+    if np.var(x) == 0 and np.var(y) == 0:
         raise ValueError("Welch's test is undefined: both samples have zero variance")
-    result = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    result = stats.ttest_ind(x, y, equal_var=False, alternative="greater")
     return float(result.pvalue)
 
 

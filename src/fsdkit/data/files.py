@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
@@ -60,9 +60,10 @@ class DataSource:
     @classmethod
     def from_config(cls, config) -> DataSource | None:
         """The source named by a config's data options, or None when it names none (a registry task)."""
-        source = cls(
-            **{f: getattr(config, f, None) for f in cls.__dataclass_fields__ if getattr(config, f, None) is not None}
-        )
+        given: dict[str, Any] = {
+            f: getattr(config, f, None) for f in cls.__dataclass_fields__ if getattr(config, f, None) is not None
+        }
+        source = cls(**given)
         if source.text_columns is not None:
             source = DataSource(**{**source.__dict__, "text_columns": tuple(source.text_columns)})
         return source if source.train_file or source.validation_file or source.test_file or source.dataset else None
@@ -150,12 +151,12 @@ def read_input(path: str, source: DataSource, labels: tuple[str, ...] | None) ->
         text_columns=canonical,
         labels=labels,
         metric_names=("pearson", "spearman")
-        if regression
+        if labels is None
         else ("accuracy", "macro_f1", *(("mcc",) if len(labels) == 2 else ())),
         main_metric="pearson" if regression else "accuracy",
         eval_splits=(),
     )
-    ids = None if regression else {name: i for i, name in enumerate(labels)}
+    ids = None if labels is None else {name: i for i, name in enumerate(labels)}
     role = "validation" if labelled else "test"
     return task, _to_schema(table, role, source, text, canonical, ids, regression, where), labelled
 
@@ -252,7 +253,7 @@ class DatasetColumns(Mapping):
         return len(self.dataset.column_names)
 
 
-def _read_dataset(source: DataSource) -> dict[str, Table]:
+def _read_dataset(source: DataSource) -> dict[str, Mapping[str, list]]:
     from datasets import load_dataset
 
     try:
@@ -261,7 +262,7 @@ def _read_dataset(source: DataSource) -> dict[str, Table]:
         raise DataError(
             f"--dataset {source.dataset}: cannot be loaded ({first_line(exc)}); offline, give a local folder"
         ) from None
-    out = {}
+    out: dict[str, Mapping[str, list]] = {}
     for role, split in (
         ("train", source.train_split),
         ("validation", source.validation_split),
@@ -283,6 +284,7 @@ def _where(source: DataSource, role: str) -> str:
 
 
 def _text_columns(source: DataSource, columns: list[str], where: str, need_label: bool = True) -> tuple[str, ...]:
+    wanted: tuple[str, ...] | None
     if source.text_columns:
         wanted = tuple(source.text_columns)
         if not 1 <= len(wanted) <= 2:
@@ -318,7 +320,11 @@ def _number(value: Any) -> float | None:
 def _is_regression(values: list) -> bool:
     """Every value a number and some of them not whole: a score column."""
     numbers = [_number(v) for v in values if not _blank(v)]
-    return bool(numbers) and None not in numbers and any(not math.isfinite(n) or not n.is_integer() for n in numbers)
+    return (
+        bool(numbers)
+        and None not in numbers
+        and any(not math.isfinite(n) or not n.is_integer() for n in cast("list[float]", numbers))
+    )
 
 
 def label_key(value: Any) -> str:
@@ -379,6 +385,7 @@ def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
     """Read the data of ``source`` and build its task (see the module docstring)."""
     if source.task_type is not None and source.task_type not in TASK_TYPES:
         raise DataError(f"--task-type must be one of {', '.join(TASK_TYPES)}, got {source.task_type!r}")
+    raw: dict[str, Mapping[str, list]]
     if source.dataset:
         raw = _read_dataset(source)
     else:
@@ -400,20 +407,20 @@ def load_custom(source: DataSource) -> tuple[TaskSpec, DatasetDict]:
         name=CUSTOM_TASK,
         glue_folder="",
         text_columns=canonical,
-        labels=None if regression else tuple(names),
+        labels=None if names is None else tuple(names),
         metric_names=("pearson", "spearman")
-        if regression
+        if names is None
         else ("accuracy", "macro_f1", *(("mcc",) if len(names) == 2 else ())),
         main_metric="pearson" if regression else "accuracy",
         eval_splits=("validation",) if "validation" in raw else (),
     )
-    ids = None if regression else {name: i for i, name in enumerate(names)}
+    ids = None if names is None else {name: i for i, name in enumerate(names)}
     splits = {role: _to_schema(data, role, source, text, canonical, ids, regression) for role, data in raw.items()}
     return task, DatasetDict(splits)
 
 
 def _to_schema(
-    data: Table,
+    data: Mapping[str, list],
     role: str,
     source: DataSource,
     text: tuple[str, ...],
@@ -466,6 +473,7 @@ def _to_schema(
         out["label"] = scores
         feature = Value("float32")
     else:
+        ids = cast("dict[str, int]", ids)  # a classification task's label ids (None only for regression)
         label_ids = []
         for row, value in enumerate(raw_labels, start=1):
             key = None if unlabelled else label_key(value)

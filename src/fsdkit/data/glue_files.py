@@ -14,6 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from datasets import Dataset, DatasetDict
 
@@ -176,7 +177,8 @@ def _label_parser(path: Path, layout: FileLayout, spec: TaskSpec):
 
     ids = {token.lower(): i for i, token in enumerate(layout.label_tokens)}
     if layout.label_tokens == _BINARY:
-        choices = ", ".join(f"{t} ({name})" for t, name in zip(layout.label_tokens, spec.labels))
+        labels = cast("tuple[str, ...]", spec.labels)  # a classification task (its layout has label tokens)
+        choices = ", ".join(f"{t} ({name})" for t, name in zip(layout.label_tokens, labels))
     else:
         choices = ", ".join(layout.label_tokens)
 

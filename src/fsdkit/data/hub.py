@@ -11,6 +11,7 @@ vaderSentiment source archive (:mod:`fsdkit.data.rt_sentiment`).
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import datasets
 from datasets import DatasetDict
@@ -45,7 +46,7 @@ def _hub_error(spec: TaskSpec, detail: str) -> DataError:
 def to_fsdkit_schema(spec: TaskSpec, hub_data: DatasetDict) -> DatasetDict:
     """Convert ``nyu-mll/glue`` data of ``spec`` to the fsdkit schema (train + eval splits only)."""
     features = task_features(spec)
-    renames = dict(zip(HUB_TEXT_COLUMNS[spec.hub_config], spec.text_columns))
+    renames = dict(zip(HUB_TEXT_COLUMNS[cast(str, spec.hub_config)], spec.text_columns))  # a hub task
     splits = {}
     for split in ("train", *spec.eval_splits):
         if split not in hub_data:
@@ -55,7 +56,7 @@ def to_fsdkit_schema(spec: TaskSpec, hub_data: DatasetDict) -> DatasetDict:
         if missing:
             raise _hub_error(spec, f"the {split} split lacks columns {missing} (has {data.column_names})")
         hub_label = data.features["label"]
-        if not spec.is_regression and list(getattr(hub_label, "names", ())) != list(spec.labels):
+        if spec.labels is not None and list(getattr(hub_label, "names", ())) != list(spec.labels):
             raise _hub_error(
                 spec,
                 f"the hub labels {getattr(hub_label, 'names', hub_label)} differ from fsdkit's {list(spec.labels)}",

@@ -33,6 +33,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import IO, cast
 
 from fsdkit.errors import DataError
 
@@ -100,9 +101,9 @@ def read_ground_truth(archive: str | os.PathLike) -> tuple[bytes, list[tuple[str
             member = next((m for m in outer.getmembers() if m.name.endswith("/" + INNER_ARCHIVE)), None)
             if member is None:
                 raise DataError(f"{path} has no {INNER_ARCHIVE}: not the vaderSentiment {VADER_VERSION} source archive")
-            inner_bytes = outer.extractfile(member).read()
+            inner_bytes = cast(IO[bytes], outer.extractfile(member)).read()  # a file member: never None
         with tarfile.open(fileobj=io.BytesIO(inner_bytes), mode="r:gz") as inner:
-            raw = inner.extractfile(GROUND_TRUTH).read()
+            raw = cast(IO[bytes], inner.extractfile(GROUND_TRUTH)).read()
     except (OSError, tarfile.TarError, KeyError) as exc:
         raise DataError(f"cannot extract {GROUND_TRUTH} from {path}: {exc}; {_NO_PIP_HINT}") from exc
     if _sha256(raw) != GROUND_TRUTH_SHA256:
@@ -144,8 +145,8 @@ def split_rows(rows: list[tuple[str, float, str]], dev_size: int = DEV_SIZE) -> 
             (r for r in labelled if r[2] == label), key=lambda r: (_sha256(r[1].encode("utf-8")), int(r[0]))
         )
         taken = 0
-        for _, group in itertools.groupby(ranked, key=lambda r: r[1]):  # rows of one text are adjacent
-            group = list(group)
+        for _, same_text in itertools.groupby(ranked, key=lambda r: r[1]):  # rows of one text are adjacent
+            group = list(same_text)
             if taken + len(group) <= quota[label]:  # a text's rows go to dev together or not at all
                 dev_ids.update(r[0] for r in group)
                 taken += len(group)

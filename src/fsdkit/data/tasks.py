@@ -111,5 +111,5 @@ def task_features(task: str | TaskSpec):
 
     spec = get_task(task)
     columns = {column: Value("string") for column in spec.text_columns}
-    columns["label"] = Value("float32") if spec.is_regression else ClassLabel(names=list(spec.labels))
+    columns["label"] = Value("float32") if spec.labels is None else ClassLabel(names=list(spec.labels))
     return Features(columns)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from torch import Tensor, nn
 
@@ -21,7 +21,7 @@ class TermContext:
     """
 
     student_config: Any
-    teacher_config: Any | None
+    teacher_config: Any  # None when the run has no teacher (Any: the terms that read it need a teacher)
     task: Any
     same_tokenizer: bool = True
     max_length: int = 128
@@ -62,6 +62,12 @@ class LossTerm(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return self.name
+
+
+def teacher_features(teacher: Features | None) -> Features:
+    """``teacher`` in the :meth:`~LossTerm.forward` of a term that ``needs_teacher``: the trainer passes such a term
+    the teacher's features, never None (typed so; not checked at run time)."""
+    return cast(Features, teacher)
 
 
 def require_same_tokenizer(ctx: TermContext, loss: str, alternative: str) -> None:

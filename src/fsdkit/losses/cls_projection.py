@@ -5,6 +5,8 @@ the term that uses it). The pairs themselves come from :mod:`fsdkit.losses.layer
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from fsdkit.features import Features
@@ -27,4 +29,4 @@ def projected_cls(student: Features, layer: int, projections: nn.ModuleList | No
     cls = student.pooled(layer)
     if projections is None:
         return cls
-    return projections[index](cls.to(projections[index].weight.dtype))
+    return projections[index](cls.to(cast(nn.Linear, projections[index]).weight.dtype))

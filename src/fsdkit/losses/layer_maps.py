@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import cast
 
 from fsdkit.errors import ConfigError
 
@@ -73,7 +74,7 @@ def resolve_layer_map(
                 f"{n_student} student layers; give explicit pairs"
             )
         top = n_student if include_last else n_student - 1
-        if spec.strip() == "skip":
+        if cast(str, spec).strip() == "skip":  # no pairs: a named map
             pairs = [(j, j * n_teacher // n_student) for j in range(1, top + 1)]
         else:
             pairs = [(j, n_teacher - n_student + j) for j in range(1, top + 1)]

@@ -52,14 +52,21 @@ def _encode(
 ) -> tuple[np.memmap, int, int, int]:
     """Write the teacher rows of ``batches`` into a new (n_rows, d) memmap (or into ``store`` from row
     ``offset``); return it, rows written, the resolved layer index and the hidden size."""
-    live = isinstance(teacher, nn.Module)
-    device = next(teacher.parameters()).device if live else getattr(teacher, "device", torch.device("cpu"))
+    device = (
+        next(teacher.parameters()).device
+        if isinstance(teacher, nn.Module)
+        else getattr(teacher, "device", torch.device("cpu"))
+    )
     request = FeatureRequest(hidden_states=True)
     written = layer_index = hidden_size = 0
     with torch.inference_mode():
         for batch in batches:
             inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-            features = forward_features(teacher, inputs, request) if live else teacher.features(inputs, request)
+            features = (
+                forward_features(teacher, inputs, request)
+                if isinstance(teacher, nn.Module)
+                else teacher.features(inputs, request)
+            )
             hidden = features.hidden(layer)
             rows = (
                 feature_rows(hidden, features.attention_mask, pooling, max_length, features.pooled_positions())

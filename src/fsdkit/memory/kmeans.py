@@ -31,7 +31,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -184,8 +184,9 @@ def _scan(
         sq_norms[start:stop] = norms
         col_sum += x.sum(0).double()
         if sample is not None:
-            lo, hi = np.searchsorted(sample_index, [start, stop])
-            sample[lo:hi] = x[torch.from_numpy(sample_index[lo:hi] - start)]
+            index = cast(np.ndarray, sample_index)  # given whenever a sample is taken
+            lo, hi = np.searchsorted(index, [start, stop])
+            sample[lo:hi] = x[torch.from_numpy(index[lo:hi] - start)]
     if whole:  # the rows are already an in-memory tensor: seed from them without a copy
         sample = _read(rows, 0, n, dim)
     mean_variance = (float(sq_norms.sum(dtype=torch.float64)) / n - float((col_sum / n).square().sum())) / dim
@@ -395,7 +396,7 @@ def kmeans(
             raise ValueError("init contains NaN or infinite values")
 
     mean_variance, sq_norms, sample = _scan(rows, n, dim, chunk_size, sample_index)
-    centroids = init.clone() if init is not None else _kmeans_plusplus(sample, n_clusters, rng)
+    centroids = init.clone() if init is not None else _kmeans_plusplus(cast(Tensor, sample), n_clusters, rng)
     del sample
     threshold = tol * mean_variance
 

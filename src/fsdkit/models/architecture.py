@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -90,7 +91,8 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     stack = layer_stack(model)
     if not shares_layers(model.config):
         return list(stack.layers)
-    depth, groups = model.config.num_hidden_layers, len(stack.layers)
+    config: Any = model.config  # a PretrainedConfig (nn.Module types its attributes as Tensor | Module)
+    depth, groups = config.num_hidden_layers, len(stack.layers)
     return [stack.layers[int(i / (depth / groups))] for i in range(depth)]
 
 

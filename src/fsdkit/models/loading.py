@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fsdkit.errors import ModelError, first_line
 
@@ -153,11 +153,11 @@ def load_classifier(
 
     name = resolve_model_path(name_or_path)
     config = _from_pretrained(AutoConfig, name)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if task is not None:
-        if task.is_regression:
+        if task.labels is None:
             config.num_labels = 1
             config.problem_type = "regression"
             config.id2label = {0: "score"}

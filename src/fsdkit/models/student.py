@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -52,7 +53,7 @@ def build_student(base_model: nn.Module, layers: int | Sequence[int]) -> nn.Modu
 
     import torch
 
-    config = base_model.config
+    config: Any = base_model.config  # a PretrainedConfig (nn.Module types its attributes as Tensor | Module)
     if shares_layers(config):
         if config.num_hidden_groups > 1:
             raise ConfigError(
@@ -155,7 +156,7 @@ def student_from_config(teacher: nn.Module, shape: dict, tokenizer=None) -> nn.M
 
     from transformers import AutoModelForSequenceClassification
 
-    config = copy.deepcopy(teacher.config)
+    config: Any = copy.deepcopy(teacher.config)
     layer_types = getattr(config, "layer_types", None)
     for key, value in shape.items():
         setattr(config, key, value)

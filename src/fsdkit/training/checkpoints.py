@@ -50,7 +50,7 @@ def last_complete_checkpoint(folder: Path) -> tuple[Path | None, list[tuple[Path
         if folder.is_dir()
         else []
     )
-    skipped = []
+    skipped: list[tuple[Path, str]] = []
     for checkpoint in found:
         reason = incomplete_reason(checkpoint)
         if reason is None:

@@ -59,7 +59,11 @@ class EpochEvaluation(TrainerCallback):
         report: Callable[[dict[str, Any]], None] | None = None,
     ):
         self.model, self.tokenizer, self.task, self.data, self.split = model, tokenizer, task, data, split
-        self.options = {"batch_size": batch_size, "max_length": max_length, "max_eval_samples": max_eval_samples}
+        self.options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "max_eval_samples": max_eval_samples,
+        }
         self.report = report
 
     def on_epoch_end(self, args, state, control, **kwargs):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from datasets import Dataset, DatasetDict
@@ -48,6 +48,11 @@ from fsdkit.training.host_memory import reused_host_memory
 from fsdkit.training.run_data import HOLDOUT, encoded_train, load_run_data
 from fsdkit.training.teacher_memory import checked_memory
 from fsdkit.training.trainer import DistillationTrainer, StudentWithTerms
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from fsdkit.losses.base import LossTerm
 
 logger = logging.getLogger("fsdkit")
 
@@ -174,7 +179,7 @@ def _prepare(setup: RunSetup) -> PreparedRun:
         setup.task,
         setup.tokenizer,
         config,
-        max(t.min_batch_size for t in terms.values()),
+        max(cast("LossTerm", t).min_batch_size for t in terms.values()),
         setup.teacher_tokenizer,
     )
     if setup.teacher_tokenizer is None:
@@ -209,18 +214,19 @@ def _prepare(setup: RunSetup) -> PreparedRun:
 def _build_terms(setup: RunSetup) -> nn.ModuleDict:
     """The run's loss terms by label; models whose attention maps a term reads switch to eager attention, and a
     term that compares the samples of a batch checks the batch size."""
-    terms = nn.ModuleDict({spec.label: build_term(spec.name, setup.ctx, spec.options) for spec in setup.specs})
-    if any(term.request().attentions for term in terms.values()):
+    built: dict[str, LossTerm] = {spec.label: build_term(spec.name, setup.ctx, spec.options) for spec in setup.specs}
+    terms = nn.ModuleDict(built)
+    if any(term.request().attentions for term in built.values()):
         # attention maps are only returned by the eager implementation; a cached teacher's are recomputed from its
         # queries and keys, which any implementation gives
         for m in (setup.model, None if getattr(setup.config, "teacher_cache", None) else setup.teacher):
             if m is not None:
-                m.set_attn_implementation("eager")
+                cast("PreTrainedModel", m).set_attn_implementation("eager")
     for spec in setup.specs:
-        if terms[spec.label].min_batch_size > setup.config.batch_size:
+        if built[spec.label].min_batch_size > setup.config.batch_size:
             raise ConfigError(
                 f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "
-                f"{terms[spec.label].min_batch_size}, got {setup.config.batch_size}"
+                f"{built[spec.label].min_batch_size}, got {setup.config.batch_size}"
             )
     return terms
 
@@ -284,7 +290,7 @@ def _export(setup: RunSetup, prepared: PreparedRun, result: TrainOutput, started
     record.write(out)
     from fsdkit.model_card import write_model_card
 
-    write_model_card(out, record, None if setup.task.is_regression else dict(enumerate(setup.task.labels)))
+    write_model_card(out, record, None if setup.task.labels is None else dict(enumerate(setup.task.labels)))
     return record
 
 
@@ -438,7 +444,8 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
             f"--teacher is required by --method {config.method}: a fine-tuned teacher folder (see `fsdkit finetune`)"
         )
     method = get_method(config.method)
-    student_source = config.teacher if config.student == STUDENT_FROM_TEACHER else config.student
+    # a student made from the teacher needs the teacher (refused above without one)
+    student_source = cast(str, config.teacher) if config.student == STUDENT_FROM_TEACHER else config.student
     shape = parse_student_config(config.student_config) if config.student_config else None
     if config.student_tokenizer and shape is None:
         raise ConfigError(
@@ -466,8 +473,8 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         base, tokenizer = load_classifier(student_source, task)
     elif config.student_tokenizer:
         tokenizer = load_tokenizer(config.student_tokenizer)
-    else:
-        tokenizer = teacher_tokenizer
+    else:  # --student-config needs --teacher (refused above without one)
+        tokenizer = cast("PreTrainedTokenizerBase", teacher_tokenizer)
     same_tokenizer = True
     try:
         if teacher_tokenizer is not None:
@@ -488,7 +495,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
         student = build_student(base, config.student_layers)
     else:
         student_source = "config"
-        student = student_from_config(teacher, shape, tokenizer)
+        student = student_from_config(cast(nn.Module, teacher), shape, tokenizer)
     set_seed(config.seed)  # the terms' own parameters start from the same state however the models were loaded
     ctx = TermContext(
         student.config,
@@ -522,7 +529,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
                     else "teacher"
                     if config.student == STUDENT_FROM_TEACHER
                     else "pretrained",
-                    "student_layers": student.config.fsdkit_student_layers,
+                    "student_layers": cast(Any, student.config).fsdkit_student_layers,
                     "student_shape": shape,
                 },
                 on_evaluate=on_evaluate,

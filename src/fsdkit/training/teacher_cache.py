@@ -44,7 +44,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -353,8 +353,8 @@ class TeacherCache:
                 # the token rows of the batch's examples, in the order of feats[mask]
                 tokens = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in index])
                 logits[index] = feats.logits.float().cpu().numpy()
-                for l in hidden_layers:
-                    hidden[l][tokens] = feats.hidden_states[l][mask].float().cpu().numpy()
+                for l in hidden_layers:  # requested: the pass has hidden states
+                    hidden[l][tokens] = cast("tuple[Tensor, ...]", feats.hidden_states)[l][mask].float().cpu().numpy()
                 for l in value_layers:
                     values[l][tokens] = feats.values[l][mask].float().cpu().numpy()
                 for role, arrays in projections.items():
@@ -520,7 +520,8 @@ class TeacherCache:
                 )
             attentions = PartialAttentions(
                 [
-                    head_softmax(gather(self.queries[l]), gather(self.keys[l]), where, self.heads)
+                    # a cache of queries and keys records the number of heads
+                    head_softmax(gather(self.queries[l]), gather(self.keys[l]), where, cast(int, self.heads))
                     if l in wanted
                     else None
                     for l in range(self.num_layers)

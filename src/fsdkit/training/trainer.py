@@ -17,6 +17,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -28,6 +29,9 @@ from fsdkit.features import FeatureRequest, Features, forward_features, teacher_
 from fsdkit.losses.base import LossTerm
 from fsdkit.losses.similarities import deferred_checks
 from fsdkit.methods import STAGE_LR_SCHEDULES, TermSpec
+
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
 
 
 class StudentWithTerms(nn.Module):
@@ -141,7 +145,7 @@ class DistillationTrainer(Trainer):
         if stage_lr not in STAGE_LR_SCHEDULES:
             raise ValueError(f"stage_lr must be one of {STAGE_LR_SCHEDULES}, got {stage_lr!r}")
         self.term_specs = list(term_specs)
-        terms: dict[str, LossTerm] = dict(model.terms.items())
+        terms = cast("dict[str, LossTerm]", dict(model.terms.items()))  # a ModuleDict of LossTerms
         if teacher is None and any(terms[s.label].needs_teacher for s in self.term_specs):
             needing = [s.label for s in self.term_specs if terms[s.label].needs_teacher]
             raise ValueError(f"loss terms {needing} need a teacher, but none was given")
@@ -173,7 +177,9 @@ class DistillationTrainer(Trainer):
             factor = partial(
                 staged_linear_factor, total_steps=num_training_steps, n_stages=self.n_stages, warmup_ratio=ratio
             )
-            self.lr_scheduler = LambdaLR(optimizer if optimizer is not None else self.optimizer, factor)
+            self.lr_scheduler = LambdaLR(
+                cast("Optimizer", optimizer if optimizer is not None else self.optimizer), factor
+            )
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -202,7 +208,7 @@ class DistillationTrainer(Trainer):
     def active_terms(self, model: StudentWithTerms) -> list[tuple[TermSpec, LossTerm]]:
         stage = self.current_stage()
         return [
-            (spec, model.terms[spec.label])
+            (spec, cast(LossTerm, model.terms[spec.label]))
             for spec in self.term_specs
             if spec.weight != 0 and (spec.stages is None or stage in spec.stages)
         ]
@@ -211,7 +217,7 @@ class DistillationTrainer(Trainer):
         return (
             self.relation_tracker is not None
             and self.teacher is not None
-            and self.model.training
+            and cast(nn.Module, self.model).training
             and self.relation_tracker.should_update(self.state.global_step)
         )
 
@@ -283,7 +289,7 @@ class DistillationTrainer(Trainer):
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
                 total = total * self.accelerator.num_processes
         if track:
-            self._track_relations(student, teacher)
+            self._track_relations(student, cast(Features, teacher))  # tracking needs the teacher: it was run
         return (total, student) if return_outputs else total
 
     def _track_relations(self, student: Features, teacher: Features) -> None:

@@ -9,6 +9,8 @@ method presets that activate one term per pair in chosen training stages (``fsdk
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -16,7 +18,7 @@ from torch import Tensor
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features
 from fsdkit.losses.attention import attention_kl, check_same_heads
-from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
+from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer, teacher_features
 from fsdkit.losses.cls_projection import cls_projections, projected_cls
 from fsdkit.losses.layer_maps import LayerMapSpec, model_depths, resolve_layer_map
 from fsdkit.losses.registry import register_term
@@ -66,10 +68,13 @@ class InternalRepresentationKD(LossTerm):
         )
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        teacher = teacher_features(teacher)
         mask = student.attention_mask
+        # the request asks for attentions: both passes carry them
+        t_maps, s_maps = cast("tuple[Tensor, ...]", teacher.attentions), cast("tuple[Tensor, ...]", student.attentions)
         losses = []
         for i, (s_layer, t_layer) in enumerate(self.pairs):
-            attention = attention_kl(teacher.attentions[t_layer - 1], student.attentions[s_layer - 1], mask)
+            attention = attention_kl(t_maps[t_layer - 1], s_maps[s_layer - 1], mask)
             s_cls = projected_cls(student, s_layer, self.projections, i)
             t_cls = teacher.pooled(t_layer).to(s_cls.dtype)
             losses.append(attention + (1 - F.cosine_similarity(s_cls, t_cls, dim=-1)).mean())

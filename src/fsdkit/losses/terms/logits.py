@@ -13,7 +13,7 @@ from torch import Tensor
 from fsdkit.data.files import LABELLED
 from fsdkit.errors import ConfigError
 from fsdkit.features import Features
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm, TermContext, teacher_features
 from fsdkit.losses.registry import register_term
 
 
@@ -73,6 +73,7 @@ class LogitKD(LossTerm):
         self.regression = _is_regression(ctx)
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        teacher = teacher_features(teacher)
         if self.regression:
             return F.mse_loss(student.logits, teacher.logits)
         t = self.temperature

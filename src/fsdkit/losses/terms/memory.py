@@ -27,6 +27,7 @@ floor of the distance and cosine parts at 0.1 (as at 0.3 and 1.0), while 1e-2 le
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.features import FeatureRequest, Features
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm, TermContext, teacher_features
 from fsdkit.losses.measures import check_loss_form, get_measure, measure_loss
 from fsdkit.losses.registry import register_term
 from fsdkit.losses.similarities import compare_to_target, target_gram
@@ -110,6 +111,11 @@ class GlobalMemoryStructure(LossTerm):
 
     DISTANCES = ("normalized", "raw")
 
+    # buffers (register_buffer); teacher_gram is None for a similarity without a Gram form
+    teacher_memory: Tensor
+    teacher_sq_norms: Tensor
+    teacher_gram: Tensor | None
+
     def __init__(
         self,
         ctx: TermContext,
@@ -144,10 +150,11 @@ class GlobalMemoryStructure(LossTerm):
                 f"the teacher memory was built from features of width {built_width}, but the teacher has width "
                 f"{teacher_width}: rebuild the memory with this teacher (fsdkit memory build)"
             )
-        self.layer = memory.layer
+        # a built memory's metadata names its layer, pooling and max length
+        self.layer = cast("int | str", memory.layer)
         self.student_layer = student_layer
-        self.pooling = memory.pooling
-        self.max_length = memory.max_length
+        self.pooling = cast(str, memory.pooling)
+        self.max_length = cast(int, memory.max_length)
         self.gamma = gamma
         self.normalized = distances == "normalized"
         self.centroid_weight = centroid_weight
@@ -207,6 +214,7 @@ class GlobalMemoryStructure(LossTerm):
         }
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        teacher = teacher_features(teacher)
         parts = self.parts(self._rows(student, self.student_layer), self._rows(teacher, self.layer))
         self.last_parts = {k: v.detach() for k, v in parts.items()}
         return (

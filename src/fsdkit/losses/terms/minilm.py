@@ -10,12 +10,14 @@ Teacher and student need the same number of heads; ``d_k`` may differ (width / h
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor
 
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features
 from fsdkit.losses.attention import attention_kl, check_same_heads, value_relation
-from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
+from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer, teacher_features
 from fsdkit.losses.registry import register_term
 
 
@@ -51,10 +53,13 @@ class MiniLMDistillation(LossTerm):
         )
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        teacher = teacher_features(teacher)
         mask = student.attention_mask
-        attention = attention_kl(teacher.attentions[self.layer], student.attentions[self.layer], mask)
-        relations = (value_relation(f.values[self.layer], mask, self.heads) for f in (teacher, student))
-        return attention + attention_kl(*relations, mask)
+        # the request asks for attentions: both passes carry them
+        t_maps, s_maps = cast("tuple[Tensor, ...]", teacher.attentions), cast("tuple[Tensor, ...]", student.attentions)
+        attention = attention_kl(t_maps[self.layer], s_maps[self.layer], mask)
+        t_relation, s_relation = (value_relation(f.values[self.layer], mask, self.heads) for f in (teacher, student))
+        return attention + attention_kl(t_relation, s_relation, mask)
 
     def extra_repr(self) -> str:
         return f"layer={self.layer}, heads={self.heads}"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fsdkit.features import FeatureRequest, Features
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm, TermContext, teacher_features
 from fsdkit.losses.cls_projection import cls_projections, projected_cls
 from fsdkit.losses.layer_maps import LayerMapSpec, model_depths, resolve_layer_map
 from fsdkit.losses.registry import register_term
@@ -42,6 +42,7 @@ class PatientKD(LossTerm):
         return FeatureRequest(hidden_states=True, teacher_layers=frozenset(t for _, t in self.pairs))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        teacher = teacher_features(teacher)
         distances = []
         for i, (s_layer, t_layer) in enumerate(self.pairs):
             s = F.normalize(projected_cls(student, s_layer, self.projections, i), dim=-1)

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm, TermContext, teacher_features
 from fsdkit.losses.registry import register_term
 from fsdkit.losses.views import check_view, local_rows
 
@@ -88,6 +88,7 @@ class RelationCKA(LossTerm):
         return FeatureRequest(hidden_states=self.feature_weight > 0, teacher_layers=frozenset({self.teacher_layer}))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        teacher = teacher_features(teacher)
         z_s, z_t = student.logits, teacher.logits
         if z_s.shape[0] < self.min_batch_size:
             raise ValueError(f"relation_cka needs at least {self.min_batch_size} samples per batch, got {z_s.shape[0]}")

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from fsdkit.errors import ConfigError
 from fsdkit.features import FeatureRequest, Features
-from fsdkit.losses.base import LossTerm, TermContext
+from fsdkit.losses.base import LossTerm, TermContext, teacher_features
 from fsdkit.losses.registry import register_term
 
 
@@ -88,6 +88,7 @@ class RelationalKD(LossTerm):
         return FeatureRequest(hidden_states=True, teacher_layers=frozenset({self.teacher_layer}))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        teacher = teacher_features(teacher)
         s = student.pooled(self.student_layer)
         t = teacher.pooled(self.teacher_layer).to(s.dtype)
         b = s.shape[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from fsdkit.features import FeatureRequest, Features
-from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer
+from fsdkit.losses.base import LossTerm, TermContext, require_same_tokenizer, teacher_features
 from fsdkit.losses.measures import check_loss_form, get_measure, measure_loss
 from fsdkit.losses.registry import register_term
 from fsdkit.losses.views import check_view, intra_rows, local_rows
@@ -73,6 +73,8 @@ class StructureLoss(LossTerm):
         return FeatureRequest(hidden_states=True, teacher_layers=frozenset({self.teacher_layer}))
 
     def forward(self, student: Features, teacher: Features | None, batch: dict[str, Tensor]) -> Tensor:
+        teacher = teacher_features(teacher)
+        mask: Tensor | None
         if self.view == "intra":
             x, y, mask = intra_rows(student, teacher, self.student_layer, self.teacher_layer)
         else:
