@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sst2-train", type=int, default=8000)
     parser.add_argument("--work-dir", default=str(HERE / "work" / "compress"))
     args = parser.parse_args(argv)
-    from fsdkit import compress
+    from fsdkit.compress import compress
 
     work = Path(args.work_dir)
     for task in args.tasks.split(","):
