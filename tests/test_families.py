@@ -21,7 +21,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from conftest import TICKETS, TICKETS_DEV  # noqa: E402
+from data_paths import TICKETS, TICKETS_DEV  # noqa: E402
 
 DOC = HERE.parent / "docs" / "families.md"
 METHODS = ("vkd", "fsd", "fsdi", "pkd", "rkd", "minilm", "internal-all")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TICKETS, TICKETS_DEV, TICKETS_TEST
+from data_paths import TICKETS, TICKETS_DEV, TICKETS_TEST
 from fsdkit import distill, finetune, predict
 from fsdkit.cli import main as cli_main
 from fsdkit.errors import ConfigError, ModelError
