@@ -29,10 +29,11 @@ test: setup
 
 # the edit loop: the losses against their definitions, the contract over every term, k-means, configs, the CLI's
 # parsing, data files, the benchmarks' bookkeeping (no model is trained); `make test` runs everything, as CI does
-FAST_TESTS ?= tests/test_similarities.py tests/test_terms.py tests/test_term_contract.py tests/test_kmeans.py \
-	tests/test_layer_maps.py tests/test_presets.py tests/test_import_graph.py tests/test_cli.py tests/test_data_files.py \
-	tests/test_benchmarks.py tests/test_pkd.py tests/test_rkd.py tests/test_minilm.py tests/test_internal.py \
-	tests/test_relation_cka.py
+FAST_TESTS ?= tests/losses/test_similarities.py tests/losses/test_terms.py tests/losses/test_term_contract.py \
+	tests/losses/test_layer_maps.py tests/losses/terms/test_pkd.py tests/losses/terms/test_rkd.py \
+	tests/losses/terms/test_minilm.py tests/losses/terms/test_internal.py tests/losses/terms/test_relation_cka.py \
+	tests/memory/test_kmeans.py tests/training/test_presets.py tests/data/test_data_files.py \
+	tests/benchmarks/test_benchmarks.py tests/test_import_graph.py tests/test_cli.py
 test-fast: setup
 	$(PY) -m pytest -q $(FAST_TESTS)
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real GLUE folder (skipped when absent), the packaged MiniLM, a quickly fine-tuned teacher."""
+"""Shared fixtures: the GLUE-layout sample shipped under tests/fixtures/glue, the packaged MiniLM, quickly fine-tuned
+teachers. Data locations (and the optional full GLUE folder) are in data_paths.py."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from data_paths import GLUE_SAMPLE, TICKETS, TICKETS_DEV
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-GLUE_DIR = Path(os.environ.get("FSDKIT_GLUE_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "glue"))
 
 
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
-    if not (GLUE_DIR / "MRPC" / "train.tsv").is_file():
-        pytest.skip(f"the GLUE folder {GLUE_DIR} is absent (set FSDKIT_GLUE_DIR to a GLUE-layout folder)")
-    return GLUE_DIR
+    """The GLUE-layout sample shipped with the tests (the first rows of MRPC, STS-B and SICK): the core end-to-end
+    tests read it on every machine, whether or not the full GLUE folder is present."""
+    return GLUE_SAMPLE
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,7 @@ def minilm_path() -> str:
 
 @pytest.fixture(scope="session")
 def mrpc_teacher(glue_dir, tmp_path_factory) -> Path:
-    """The packaged MiniLM fine-tuned for a few real steps on MRPC (a real teacher folder, quickly)."""
+    """The packaged MiniLM fine-tuned for a few real steps on the shipped MRPC rows (a real teacher folder, quickly)."""
     from fsdkit import finetune
 
     out = tmp_path_factory.mktemp("teacher")
@@ -45,12 +46,6 @@ def mrpc_teacher(glue_dir, tmp_path_factory) -> Path:
         progress=False,
     )
     return out
-
-
-#: the tickets data shipped with the tests (24 training, 6 validation, 3 unlabelled test texts; 3 classes)
-TICKETS = Path(__file__).with_name("data") / "tickets.csv"
-TICKETS_DEV = TICKETS.with_name("tickets_dev.csv")
-TICKETS_TEST = TICKETS.with_name("tickets_test.csv")
 
 
 @pytest.fixture(scope="session")

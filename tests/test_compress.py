@@ -12,7 +12,7 @@ import time
 
 import optuna
 
-from conftest import TICKETS, TICKETS_DEV
+from data_paths import TICKETS, TICKETS_DEV
 
 FILES = ["--train-file", str(TICKETS), "--validation-file", str(TICKETS_DEV)]
 SMALL = ["--max-steps", "2", "--batch-size", "8", "--max-length", "32", "--speed-batches", "2"]

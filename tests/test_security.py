@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TICKETS, TICKETS_DEV
+from data_paths import TICKETS, TICKETS_DEV
 from fsdkit.cli import main as cli_main
 from fsdkit.errors import ConfigError, ModelError
 

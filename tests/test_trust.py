@@ -1,7 +1,7 @@
 """Nothing lost, no label guessed, no traceback: the second reliability round (issue "Touch nothing it does not own",
 items 4-12), each case in a few lines on the shipped tickets data (no ../shared needed).
 
-Data-file cases (item 9 and the reading errors of item 11) are in tests/test_data_files.py; security (items 1-3) in
+Data-file cases (item 9 and the reading errors of item 11) are in tests/data/test_data_files.py; security (items 1-3) in
 tests/test_security.py.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TICKETS, TICKETS_DEV, TICKETS_TEST
+from data_paths import TICKETS, TICKETS_DEV, TICKETS_TEST
 from fsdkit import distill, finetune, predict
 from fsdkit.cli import main as cli_main
 from fsdkit.errors import ConfigError, ModelError

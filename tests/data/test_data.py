@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 import fsdkit.data.hub as hub
+from data_paths import FULL_GLUE_DIR, GLUE_SAMPLE, needs_full_glue
 from fsdkit.data import (
     TASKS,
     TaskSpec,
@@ -24,11 +24,6 @@ from fsdkit.data import (
 from fsdkit.data.glue_files import read_tsv
 from fsdkit.data.tasks import task_features
 from fsdkit.errors import DataError
-
-GLUE_DIR = Path(os.environ.get("FSDKIT_GLUE_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "glue")
-skip_no_glue = pytest.mark.skipif(
-    not GLUE_DIR.is_dir(), reason=f"GLUE folder {GLUE_DIR} not found (set FSDKIT_GLUE_DIR)"
-)
 
 # label names of the nyu-mll/glue ClassLabel features, in id order
 HUB_LABELS = {
@@ -111,14 +106,13 @@ def glue():
 
     def load(task: str) -> DatasetDict:
         if task not in loaded:
-            loaded[task] = load_task_data(task, GLUE_DIR)
+            loaded[task] = load_task_data(task, FULL_GLUE_DIR)
         return loaded[task]
 
     return load
 
 
-@pytest.mark.glue
-@skip_no_glue
+@needs_full_glue("the row counts of every task's full train and dev splits")
 @pytest.mark.parametrize("task", list(GLUE_COUNTS))
 def test_glue_row_counts(glue, task):
     data = glue(task)
@@ -129,8 +123,7 @@ def test_glue_row_counts(glue, task):
     assert data["train"].column_names == [*spec.text_columns, "label"]
 
 
-@pytest.mark.glue
-@skip_no_glue
+@needs_full_glue("the class counts of the full train splits of CoLA, MRPC, WNLI and SICK")
 def test_glue_label_ids_follow_hub_order(glue):
     def counts(task, split="train"):
         return np.bincount(glue(task)[split]["label"]).tolist()
@@ -150,8 +143,7 @@ def test_glue_label_ids_follow_hub_order(glue):
     assert 0.0 <= min(stsb["label"]) and max(stsb["label"]) <= 5.0
 
 
-@pytest.mark.glue
-@skip_no_glue
+@needs_full_glue("rows of CoLA, which the shipped sample does not hold")
 def test_glue_quotes_and_bom_are_kept_verbatim(glue):
     mrpc = glue("mrpc")["validation"][0]  # the BOM'd header was recognised; quotes are plain characters
     assert mrpc["sentence2"] == '"The foodservice pie business does not fit our long-term growth strategy.'
@@ -160,11 +152,50 @@ def test_glue_quotes_and_bom_are_kept_verbatim(glue):
     assert cola["sentence"] == "Our friends won't buy this analysis, let alone the next one we propose."
 
 
-@pytest.mark.glue
-@skip_no_glue
+@needs_full_glue("the full RTE task folder")
 def test_data_dir_may_be_the_task_folder():
-    data = load_task_data("rte", GLUE_DIR / "RTE")
+    data = load_task_data("rte", FULL_GLUE_DIR / "RTE")
     assert (data["train"].num_rows, data["validation"].num_rows) == (2490, 277)
+
+
+# ---------------------------------------------------------------- the GLUE sample shipped with the tests
+
+#: (train, dev, test) rows of tests/fixtures/glue: the first rows of each file of the full tasks (fixtures/README.md)
+SAMPLE_COUNTS = {"mrpc": (600, 100, 100), "stsb": (300, 100, 100), "sick": (100, 100, 100)}
+
+
+@pytest.mark.parametrize("task", list(SAMPLE_COUNTS))
+def test_shipped_glue_sample_reads_as_a_glue_folder(task):
+    """The end-to-end tests' data: each split reads as the full task's does (same features and columns; the
+    unlabelled test split keyed by index), with the counts that fixtures/README.md states."""
+    from fsdkit.data.glue_files import TEST_FILE, read_test_tsv, task_folder
+
+    spec = get_task(task)
+    data = load_task_data(task, GLUE_SAMPLE)
+    test = read_test_tsv(task_folder(spec, GLUE_SAMPLE) / TEST_FILE, spec)
+    assert list(data) == ["train", "validation"]
+    assert (data["train"].num_rows, data["validation"].num_rows, len(test["index"])) == SAMPLE_COUNTS[task]
+    assert data["train"].features == task_features(spec)
+    assert data["train"].column_names == [*spec.text_columns, "label"]
+    assert test["index"] == list(range(SAMPLE_COUNTS[task][2]))
+    if spec.labels is not None:  # every class occurs in the rows a test trains and evaluates on
+        for split in ("train", "validation"):
+            assert set(data[split]["label"]) == set(range(len(spec.labels))), split
+
+
+def test_shipped_mrpc_sample_keeps_the_bom_header_and_quotes():
+    mrpc = load_task_data("mrpc", GLUE_SAMPLE)["validation"][0]  # the BOM'd header was recognised
+    assert mrpc["sentence2"] == '"The foodservice pie business does not fit our long-term growth strategy.'
+    assert mrpc["label"] == 1
+    assert (GLUE_SAMPLE / "MRPC" / "train.tsv").read_bytes().startswith(b"\xef\xbb\xbf")
+
+
+@needs_full_glue("to compare the shipped sample with the files it was cut from")
+@pytest.mark.parametrize("folder", ["MRPC", "STS-B", "SICK"])
+def test_shipped_glue_sample_is_the_head_of_the_full_files(folder):
+    for split in ("train.tsv", "dev.tsv", "test.tsv"):
+        sample = (GLUE_SAMPLE / folder / split).read_bytes()
+        assert (FULL_GLUE_DIR / folder / split).read_bytes().startswith(sample), split
 
 
 # ---------------------------------------------------------------- small synthetic folders
@@ -448,8 +479,7 @@ def test_majority_baseline_by_hand():
         majority_baseline("cola", _splits([0, 1, 1], [0, 1]), splits=["test"])
 
 
-@pytest.mark.glue
-@skip_no_glue
+@needs_full_glue("the full MRPC dev split, where 279 of the 408 pairs are paraphrases")
 def test_majority_baseline_on_glue_mrpc(glue):
     from fsdkit.evaluation import majority_baseline
 

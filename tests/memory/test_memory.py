@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from data_paths import GLUE_SAMPLE
 from fsdkit.errors import ConfigError, DataError
 from fsdkit.memory import TeacherMemory, build_teacher_memory, feature_rows, kmeans
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-SST2_DEV = Path(__file__).resolve().parents[2] / "shared" / "glue" / "SST-2" / "dev.tsv"
-FALLBACK_SENTENCES = [
-    "a charming and often affecting journey",
-    "unflinchingly bleak and desperate",
-    "the acting is superb and the story moves briskly",
-    "a tedious, overlong mess with no redeeming qualities",
-    "it is a gentle, funny film about growing up",
-    "the plot makes no sense at all",
-    "one of the best thrillers of the year",
-    "i fell asleep halfway through",
-]
 
 
 def _hidden_and_mask(lengths: list[int], total: int, dim: int = 6, seed: int = 0):
@@ -156,10 +144,10 @@ def teacher():
 
 @pytest.fixture(scope="module")
 def sentences() -> list[str]:
-    if SST2_DEV.is_file():
-        lines = SST2_DEV.read_text(encoding="utf-8").splitlines()[1:65]
-        return [line.split("\t")[0].strip() for line in lines]
-    return FALLBACK_SENTENCES * 8
+    """64 real sentences, the same on every machine: the first sentences of the shipped MRPC dev rows."""
+    from fsdkit.data import load_task_data
+
+    return load_task_data("mrpc", GLUE_SAMPLE)["validation"]["sentence1"][:64]
 
 
 def _dataloader(tokenizer, sentences: list[str], max_length: int):
@@ -182,7 +170,7 @@ def test_build_teacher_memory_with_minilm(teacher, sentences, tmp_path):
         n_clusters=4,
         max_length=32,
         work_dir=tmp_path / "work",
-        metadata={"task": "sst2"},
+        metadata={"task": "mrpc"},
         keep_rows=True,
         progress=False,
     )
@@ -194,7 +182,7 @@ def test_build_teacher_memory_with_minilm(teacher, sentences, tmp_path):
         "fsdkit_version", "created", "rows_file",
     }  # fmt: skip
     assert expected <= set(meta)
-    assert meta["teacher"] == model.name_or_path and meta["task"] == "sst2"
+    assert meta["teacher"] == model.name_or_path and meta["task"] == "mrpc"
     assert (meta["layer"], meta["layer_index"], meta["pooling"], meta["max_length"]) == (
         "penultimate",
         5,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from data_paths import TICKETS, TICKETS_DEV, TICKETS_TEST
 from fsdkit.data.files import DataSource, load_custom
 from fsdkit.errors import DataError
 
-DATA = Path(__file__).with_name("data")
-TRAIN, DEV, TEST = DATA / "tickets.csv", DATA / "tickets_dev.csv", DATA / "tickets_test.csv"
+TRAIN, DEV, TEST = TICKETS, TICKETS_DEV, TICKETS_TEST
 
 
 def write(frame: pd.DataFrame, path: Path) -> Path:

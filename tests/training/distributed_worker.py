@@ -12,12 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # test_trainer beside it; read_counting in tests/
 
 from safetensors.torch import save_file  # noqa: E402
+from test_trainer import make_trainer, tiny_parts  # noqa: E402
 
 from fsdkit.models import resolve_model_path  # noqa: E402
-from test_trainer import make_trainer, tiny_parts  # noqa: E402
 
 
 def main(out: str, method: str, batch_size: int) -> None:

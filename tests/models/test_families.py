@@ -6,7 +6,7 @@ vocabulary trained here on the shipped tickets data), fine-tuned for two steps o
 ``--student teacher --student-layers 2`` (layers 1 and 3: not the first, so that a family whose first layer is built
 differently, ModernBERT's, is exercised). Decoders come as the hub ships them: no pad token.
 
-``docs/families.md`` is generated from this module's table (``python tests/test_families.py`` rewrites it; a test
+``docs/families.md`` is generated from this module's table (``python tests/models/test_families.py`` rewrites it; a test
 checks it is current).
 """
 
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))  # data_paths, also when run as a script to regenerate docs/families.md
 
-from conftest import TICKETS, TICKETS_DEV  # noqa: E402
+from data_paths import TICKETS, TICKETS_DEV  # noqa: E402
 from fsdkit.methods import get_method  # noqa: E402
 
-DOC = HERE.parent / "docs" / "families.md"
+DOC = TESTS.parent / "docs" / "families.md"
 METHODS = ("vkd", "fsd", "fsdi", "pkd", "rkd", "minilm", "internal-all")
 #: family → (transformers config class, its keyword arguments); a decoder has no pad token
 FAMILIES = {
@@ -293,7 +293,7 @@ def render_table() -> str:
     lines = [
         "# Model families",
         "",
-        "Generated from `tests/test_families.py` (its parametrisation; `python tests/test_families.py` rewrites "
+        "Generated from `tests/models/test_families.py` (its parametrisation; `python tests/models/test_families.py` rewrites "
         "this page). Each family is a tiny random model built from its `transformers` config, fine-tuned on the "
         "shipped tickets data, then distilled into a 2-layer student of its own layers (`--student teacher`), "
         "evaluated, predicted from the model folder alone, exported to ONNX and served by "
@@ -335,7 +335,7 @@ def render_table() -> str:
 
 
 def test_the_families_page_is_current():
-    assert DOC.read_text(encoding="utf-8") == render_table(), "run `python tests/test_families.py` to regenerate"
+    assert DOC.read_text(encoding="utf-8") == render_table(), "run `python tests/models/test_families.py` to regenerate"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed" / "run_speed.py"
+SPEED = Path(__file__).resolve().parents[2] / "benchmarks" / "speed" / "run_speed.py"
 
 
 def _load():

@@ -95,8 +95,9 @@ def test_two_processes_equal_one_process_with_the_global_batch(vkd_runs):
 
 def test_batch_structure_is_computed_per_device_batch(tmp_path, minilm_path):
     """FSDL under 2 processes: step 1's logged loss_local is the mean of the term over the two device batches."""
-    from fsdkit.features import FeatureRequest
     from test_trainer import make_trainer, tiny_parts
+
+    from fsdkit.features import FeatureRequest
 
     two = run_worker(tmp_path / "two", "fsdl", 2, 4)
     parts = tiny_parts(minilm_path)
