@@ -88,7 +88,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     from transformers import AutoConfig
 
     from fsdkit.models import check_model_folder
-    from fsdkit.run_record import read_run_record
+    from fsdkit.run_record import RunRecord
     from fsdkit.sweep import _check_storage, _creation_lock, _storage
     from fsdkit.training.run import distill
     from fsdkit.training.run_data import load_run_data
@@ -102,8 +102,8 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     choices = ("first",) if shares_layers(teacher_config) else LAYER_CHOICES  # ALBERT: a student repeats its group
     if depth_total < 2:
         raise ConfigError(f"--teacher {folder} has {depth_total} layer: there is no smaller student of its layers")
-    record = read_run_record(folder) or {}
-    pretrained = config.pretrained or ((record.get("config") or {}).get("model"))
+    record = RunRecord.read(folder)
+    pretrained = config.pretrained or (record.config.get("model") if record is not None else None)
     starts = ["teacher", *(["pretrained"] if pretrained else [])]
     options = _data_options(config)
     task, data = load_run_data(
