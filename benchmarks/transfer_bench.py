@@ -1,0 +1,170 @@
+"""Unlabelled transfer data (``--transfer-file``) where labels are scarce: SST-2 with 1,000 labelled sentences.
+
+::
+
+    OMP_NUM_THREADS=1 python benchmarks/transfer_bench.py --glue-dir ../shared/glue [--labels 1000] [--transfer-rows 9000]
+
+The protocol (issue "fsdkit compress", item 2), each step resumable and skipped once done:
+
+1. **Data.** SST-2's first ``--labels`` training sentences are the labelled training set
+   (``work/transfer/glue/SST-2/train.tsv``, with SST-2's dev and test files); the next ``--transfer-rows`` sentences,
+   their labels dropped, are the transfer file (``work/transfer/transfer.tsv``, one ``sentence`` column).
+2. **Teacher.** The packaged all-MiniLM-L6-v2 fine-tuned on the labelled part only, with the benchmark's teacher
+   settings (recipe-v2.yaml ``teacher``).
+3. **Students.** VKD and the FSD-family row benchmark v2 recommends (FSDI + MiniLM's attention term), each with its
+   searched settings from recipe-v2.yaml (3 teacher layers, 3 epochs), at seeds 1..``--seeds``, once on the labelled
+   rows only and once with ``--transfer-file`` (rows ``<method>-transfer``): the same settings, the same number of
+   epochs, so a transfer run takes more steps — what a user adding the flag gets. Each finished run is a line of
+   ``results/transfer.jsonl`` at once (the suite's record format; a killed run resumes from its checkpoint).
+4. **Report.** ``compress/transfer.md``: dev accuracy per row (mean ± sd over the seeds), the gain of the transfer
+   rows and its one-sided Welch p-value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from report import latest_ok  # noqa: E402
+from suite import MAJORITY, TEACHER, Suite, load_recipe, parse_overrides, read_records  # noqa: E402
+
+RESULTS = HERE / "results" / "transfer.jsonl"
+REPORT = HERE / "compress" / "transfer.md"
+TASK = "sst2"
+#: the rows compared: benchmark v2's searched VKD and its recommended FSD-family row
+METHODS = ("vkd", "fsdi-minilm")
+SUFFIX = "-transfer"
+
+
+def split_sst2(glue_dir: Path, work: Path, labels: int, transfer_rows: int) -> tuple[Path, Path]:
+    """The labelled GLUE folder and the transfer file (written once; the files are rewritten if a count changes)."""
+    folder = work / "glue" / "SST-2"
+    transfer = work / "transfer.tsv"
+    with (glue_dir / "SST-2" / "train.tsv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header, body = rows[0], rows[1:]
+    if labels + transfer_rows > len(body):
+        raise SystemExit(f"--labels {labels} + --transfer-rows {transfer_rows} exceed SST-2's {len(body)} rows")
+    text = header.index("sentence")
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_tsv(folder / "train.tsv", [header, *body[:labels]])
+    _write_tsv(transfer, [["sentence"], *([row[text]] for row in body[labels : labels + transfer_rows])])
+    for name in ("dev.tsv", "test.tsv"):
+        if not (folder / name).is_file():
+            shutil.copyfile(glue_dir / "SST-2" / name, folder / name)
+    return folder.parent, transfer
+
+
+def _write_tsv(path: Path, rows: list[list[str]]) -> None:
+    """``rows`` as a tab-separated file, through a temporary file (a killed write never leaves half a file)."""
+    text = "".join("\t".join(row) + "\n" for row in rows)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def suite(
+    data_dir: Path, transfer: Path, work: Path, seeds: int, results: Path, overrides: dict[str, Any] | None = None
+) -> Suite:
+    """One suite over the four rows: each method, and the same method with the transfer file (``overrides``: the
+    suite's ``--set``, for smoke runs; they enter the settings hash)."""
+    recipe = load_recipe(HERE / "recipe-v2.yaml")
+    for method in METHODS:
+        own = dict(recipe["methods"].get(method) or {})
+        recipe["methods"][method + SUFFIX] = {
+            "preset": own.pop("preset", method),
+            **own,
+            "transfer_file": str(transfer),
+        }
+    return Suite(
+        glue_dir=str(data_dir),
+        tasks=[TASK],
+        methods=[m + s for m in METHODS for s in ("", SUFFIX)],
+        seeds=list(range(1, seeds + 1)),
+        results=results,
+        work_dir=work,
+        recipe=recipe,
+        overrides=overrides or {},
+        predictions_dir=None,
+    )
+
+
+def report(runs: Suite, labels: int, transfer_rows: int) -> str:
+    """The markdown of ``compress/transfer.md`` from the runs of ``runs``'s settings in the results file."""
+    from fsdkit.analysis.significance import welch_one_sided
+
+    current, _ = runs.split_current(read_records(runs.results))
+    records = latest_ok(current)
+    by_method: dict[str, list[float]] = {}
+    for record in sorted(records, key=lambda r: int(r["seed"])):
+        by_method.setdefault(record["method"], []).append(100 * record["metrics"]["accuracy"])
+
+    def cell(scores: list[float]) -> str:
+        spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
+        return f"{statistics.mean(scores):.2f}{spread} ({', '.join(f'{s:.2f}' for s in scores)})"
+
+    lines = [
+        "# Unlabelled transfer data on SST-2 with scarce labels",
+        "",
+        f"Generated by `benchmarks/transfer_bench.py` (protocol in its docstring): {labels:,} labelled SST-2 training",
+        f"sentences, the next {transfer_rows:,} as unlabelled transfer text (`--transfer-file`; labels dropped), the",
+        "teacher fine-tuned on the labelled part only; 3-layer students from the teacher's layers with benchmark v2's",
+        "searched settings, the same epochs with and without the transfer file. SST-2 dev accuracy (872 sentences).",
+        "",
+    ]
+    for reference in (TEACHER, MAJORITY):
+        if reference in by_method:
+            lines.append(f"- {reference}: {cell(by_method[reference])}")
+    lines += [
+        "",
+        "| method | labelled only | + transfer text | gain | p (one-sided Welch) |",
+        "|---|---|---|---|---|",
+    ]
+    for method in METHODS:
+        alone, more = by_method.get(method, []), by_method.get(method + SUFFIX, [])
+        if not alone or not more:
+            lines.append(f"| {method} | {cell(alone) if alone else '—'} | {cell(more) if more else '—'} | | |")
+            continue
+        gain = statistics.mean(more) - statistics.mean(alone)
+        try:
+            p = f"{welch_one_sided(more, alone):.3f}"
+        except ValueError as error:  # fewer than two seeds, or no spread: say so instead of a number
+            p = f"n/a ({error})"
+        lines.append(f"| {method} | {cell(alone)} | {cell(more)} | {gain:+.2f} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--glue-dir", required=True)
+    parser.add_argument("--labels", type=int, default=1000, help="labelled training sentences (SST-2's first)")
+    parser.add_argument("--transfer-rows", type=int, default=9000, help="the next sentences, as transfer text")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--work-dir", default=str(HERE / "work" / "transfer"))
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--report", default=str(REPORT))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    args = parser.parse_args(argv)
+    work = Path(args.work_dir)
+    data_dir, transfer = split_sst2(Path(args.glue_dir), work, args.labels, args.transfer_rows)
+    runs = suite(data_dir, transfer, work, args.seeds, Path(args.results), parse_overrides(args.set))
+    runs.run()
+    out = Path(args.report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report(runs, args.labels, args.transfer_rows))
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
