@@ -52,6 +52,7 @@ from suite import (  # noqa: E402
     append_record,
     curve_points,
     load_recipe,
+    method_row,
     read_records,
     recipe_section,
     run_record,
@@ -109,7 +110,7 @@ def student_settings(
     ``student_layers`` (recorded in the settings; the run folder gets a ``layers-…`` level); ``teacher_epochs``: the
     teacher of that budget (``--teacher-epochs``; its folder is in the settings, and the run folder gets a
     ``teacher-<E>ep`` level)."""
-    own = recipe["methods"].get(method) or {}
+    own = method_row(recipe, method, task)
     student = recipe["student"]["student"]
     if init == "teacher":
         student = "teacher"

@@ -36,11 +36,10 @@ sys.path.insert(0, str(HERE))
 
 from curves import curve_rows  # noqa: E402
 from curves import plot as plot_regimes  # noqa: E402
+from staged_search import study_progress  # noqa: E402
 from suite import (  # noqa: E402
     ABLATION_METHODS,
     DEFAULT_RECIPE,
-    DEFAULT_RESULTS,
-    DEFAULT_WORK_DIR,
     MAJORITY,
     TABLE_METHODS,
     TABLE_TASKS,
@@ -50,6 +49,7 @@ from suite import (  # noqa: E402
     flatten_metrics,
     load_recipe,
     read_records,
+    recipe_output,
     seeds_for,
 )
 
@@ -315,6 +315,7 @@ def render(
     history: Sequence[Mapping[str, Any]] | None = None,
     regimes: Sequence[Mapping[str, Any]] = (),
     regime_links: Mapping[str, str] | None = None,
+    search_plot_links: Mapping[str, str] | None = None,
 ) -> str:
     """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`).
 
@@ -335,7 +336,12 @@ def render(
     lines += _teachers_section(tables, history if history is not None else records)
     if recipe:
         lines += _recipe_section(tables, recipe_path)
-    lines += search_section(search, tables.recipe) if search is not None else _tuning_section(tuning, tables.recipe)
+    if search is None:
+        lines += _tuning_section(tuning, tables.recipe)
+    elif search and "stage" in search[0]:  # benchmark v3's staged search (staged_search.study_progress)
+        lines += staged_search_section(search, search_plot_links)
+    else:
+        lines += search_section(search, tables.recipe)
     if analysis_link:
         lines += analysis_section(analysis_link, analysis or {})
     lines += _failures_section(failures) + _coverage_section(tables) + _provenance_section(tables, earlier, recipe_path)
@@ -952,6 +958,84 @@ def search_section(studies: Sequence[Mapping[str, Any]], recipe: Mapping[str, An
     )
 
 
+def staged_search_section(
+    studies: Sequence[Mapping[str, Any]], plot_links: Mapping[str, str] | None = None
+) -> list[str]:
+    """RESULTS.md lines for benchmark v3's staged search (``staged_search.study_progress``): per study its trials, its
+    best holdout score and trial, the best so far after each trial, and whether it still rose in the last third of
+    the budget; each task's best-so-far plot (``plot_links``)."""
+    lines = [
+        "## The staged search (benchmarks/staged_search.py)",
+        "",
+        "Per task, stage 1 searches the learning rate, α and T on VKD and nDS's learning rate; stage 2 each other "
+        "method's own weights (each with \"off\" among its choices) at stage 1's VKD best knobs. Scored on a fixed "
+        "10 % of the training set (seed 0), never on dev; a study is judged on its first budget of finished trials. "
+        "*Best so far* lists the best holdout score after each finished trial (– : pruned before any trial "
+        "completed); **still rising** marks a study whose best improved in the last third of its budget: more "
+        "trials might have found better settings.",
+        "",
+    ]
+    rows = []
+    for s in studies:
+        metric = str(s.get("metric") or "").split(".")[-1]
+        finished = len(s["values"])
+        state = f"{finished} of {s['budget']}" + (f" ({s['pruned']} pruned)" if s["pruned"] else "")
+        best = s.get("best")
+        series = " ".join("–" if v is None else f"{100 * v:.1f}" for v in s["best_so_far"])
+        rows.append(
+            [
+                s["task"].upper(),
+                str(s["stage"]),
+                DISPLAY.get(s["method"], s["method"]),
+                state,
+                "–"
+                if best is None
+                else f"{METRIC_DISPLAY.get(metric, metric)} {100 * best['value']:.2f} (#{best['trial']})",
+                series or "–",
+                "**still rising**" if s.get("still_improving") and s.get("done") else "",
+            ]
+        )
+    lines += _table(["Task", "Stage", "Method", "Trials", "Best (trial)", "Best so far, trial by trial", ""], rows)
+    for task, link in (plot_links or {}).items():
+        lines += ["", f"![best so far, {task.upper()}]({link})"]
+    return lines + [""]
+
+
+def plot_best_so_far(studies: Sequence[Mapping[str, Any]], out_dir: Path) -> dict[str, Path]:
+    """``<task>.png`` per task: each study's best holdout score after each finished trial (stage 1 solid, stage 2
+    dashed)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from fsdkit.analysis.plots import save_figure
+
+    written = {}
+    for task in ordered_tasks({s["task"] for s in studies if s["values"]}):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        metric = ""
+        for s in studies:
+            points = [(i + 1, 100 * v) for i, v in enumerate(s["best_so_far"]) if v is not None]
+            if s["task"] != task or not points:
+                continue
+            metric = str(s.get("metric") or "").split(".")[-1]
+            ax.plot(
+                *zip(*points, strict=True),
+                marker="o",
+                markersize=3,
+                linestyle="-" if s["stage"] == 1 else "--",
+                label=f"{DISPLAY.get(s['method'], s['method'])} (stage {s['stage']})",
+            )
+        ax.set_xlabel("finished trials")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"best holdout {METRIC_DISPLAY.get(metric, metric)}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        ax.set_title(f"Staged search, best so far — {task.upper()}")
+        written[task] = save_figure(fig, out_dir / f"{task}.png")
+        plt.close(fig)
+    return written
+
+
 def plot_curves(records: Sequence[Mapping[str, Any]], out_dir: Path, recipe: Mapping[str, Any]) -> dict[str, Path]:
     """``<task>.png`` per task: each student method's dev curve (the task's selection metric: the recipe's
     ``search.metric`` entry, else its main metric), mean over seeds with their range as a band, the teacher dashed."""
@@ -1069,7 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
         "--results",
         action="append",
         default=None,
-        help=f"JSON-lines results file(s) (default {DEFAULT_RESULTS.relative_to(HERE.parent)})",
+        help="JSON-lines results file(s) (default: the recipe's outputs.results; v2's results/v2.jsonl)",
     )
     parser.add_argument("--tuning", default="", help="v1's weight-search results (tune.py, results/tuning.jsonl)")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
@@ -1079,9 +1163,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--search-db",
-        default=f"sqlite:///{HERE / 'results' / 'search.db'}",
-        help="the equal-budget search's Optuna storage (search.py): its studies replace the tune.py "
-        "section (default results/search.db)",
+        default=None,
+        help="the search's Optuna storage (search.py; v3: staged_search.py): its studies replace the tune.py "
+        "section (default: the recipe's search.storage_file, else results/search.db)",
+    )
+    parser.add_argument(
+        "--search-plots",
+        default=str(HERE / "results" / "v3-search"),
+        metavar="DIR",
+        help="a staged search (v3): each task's best-so-far plot as DIR/<task>.png (default results/v3-search)",
     )
     parser.add_argument(
         "--curves-dir",
@@ -1105,10 +1195,10 @@ def main(argv: list[str] | None = None) -> int:
         "--analysis-dir", default=str(HERE / "analysis-v2"), help="analysis reports: ANALYSIS_DIR/TASK/"
     )
     parser.add_argument("--glue-dir", default=None, help="GLUE folder (needed with --analyze)")
-    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="the suite's model folders")
+    parser.add_argument("--work-dir", default=None, help="the suite's model folders (default: the recipe's)")
     args = parser.parse_args(argv)
-    paths = args.results or [str(DEFAULT_RESULTS)]
     recipe = load_recipe(args.recipe)
+    paths = args.results or [recipe_output(recipe, "results")]
     # only the runs of the current recipe count; runs of an earlier one stay in the file as history
     suite = Suite(glue_dir="", tasks=[], methods=[], seeds=[], recipe=recipe)
     raw, earlier = suite.split_current(r for p in paths for r in read_records(p))
@@ -1117,7 +1207,9 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     if args.analyze:
         out_dir = Path(args.analysis_dir) / args.analyze
-        report = run_analysis(args.analyze, args.glue_dir, Path(args.work_dir), out_dir, records)
+        report = run_analysis(
+            args.analyze, args.glue_dir, Path(args.work_dir or recipe_output(recipe, "work_dir")), out_dir, records
+        )
     else:
         report = next(iter(sorted(Path(args.analysis_dir).glob("*/report.md"))), None)
     analysis_link = None if report is None else os.path.relpath(Path(report).resolve(), output.resolve().parent)
@@ -1142,6 +1234,20 @@ def main(argv: list[str] | None = None) -> int:
                 Path(path).stem: os.path.relpath(Path(path).resolve(), output.resolve().parent)
                 for path in plot_regimes(Path(args.regime_results), Path(args.regime_plots), rule)
             }
+    search_db = args.search_db
+    if search_db is None:
+        storage_file = (recipe.get("search") or {}).get("storage_file", "results/search.db")
+        search_db = f"sqlite:///{HERE / storage_file}"
+    search, search_links = None, {}
+    if search_db and "stage1" in (recipe.get("search") or {}):
+        search = study_progress(recipe, search_db)
+        if args.search_plots:
+            search_links = {
+                task: os.path.relpath(Path(path).resolve(), output.resolve().parent)
+                for task, path in plot_best_so_far(search, Path(args.search_plots)).items()
+            }
+    elif search_db:
+        search = search_summary(search_db, recipe)
     text = render(
         records,
         command=command.strip(),
@@ -1154,7 +1260,8 @@ def main(argv: list[str] | None = None) -> int:
         analysis=analysis,
         earlier=latest_ok(earlier),
         curve_links=curve_links,
-        search=search_summary(args.search_db, recipe) if args.search_db else None,
+        search=search,
+        search_plot_links=search_links,
         recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent),
         history=raw,
         regimes=regimes,

@@ -28,15 +28,18 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from suite import Suite, load_recipe, reads_memory, runnable  # noqa: E402
+from suite import Suite, load_recipe, reads_memory, recipe_output, runnable  # noqa: E402
 
 DEFAULT_RECIPE = HERE / "recipe-v3.yaml"
-DEFAULT_RESULTS = HERE / "results" / "v3.jsonl"
-DEFAULT_WORK_DIR = HERE / "work" / "v3"
+#: the table's recipe, written by ``--settle``: recipe-v3 with every method's per-task settings
+TABLE_RECIPE = HERE / "recipe-v3-table.yaml"
 #: how long a worker whose open jobs all wait on another worker sleeps before it looks again (seconds)
 POLL = 60
 
@@ -113,15 +116,111 @@ def study_state(recipe: dict, stage: int, task: str, method: str) -> str:
     return "full" if finished + running >= int(section["trials"]) else "open"
 
 
+def study_stage(recipe: dict, method: str) -> int:
+    """The stage whose studies search ``method`` (1: the shared knobs on VKD and nDS's learning rate; 2: the rest)."""
+    return 1 if method in recipe["search"]["stage1"]["methods"] else 2
+
+
+def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, Any]]:
+    """Every study of the search, stage by stage and task by task: its budget, trials finished and pruned, the holdout
+    value of each finished trial in the order they finished (None: pruned), the best so far after each, the best
+    trial (number, value, options) and whether the best still rose in the last third of the budget (a study that
+    may not have converged). A study not yet created has no trials."""
+    import optuna
+
+    from fsdkit.sweep import _storage, best_trial, budget_trials, trial_options
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = storage or storage_url(recipe)
+    search = recipe["search"]
+    out = []
+    for stage, task, method in jobs(recipe, list(search["tasks"]), [1, 2]):
+        budget = int(search[f"stage{stage}"]["trials"])
+        row: dict[str, Any] = {"stage": stage, "task": task, "method": method, "budget": budget, "values": []}
+        row.update(best_so_far=[], pruned=0, best=None, still_improving=False, study=study_name(recipe, task, method))
+        try:
+            study = optuna.load_study(study_name=row["study"], storage=_storage(storage, 60))
+        except KeyError:
+            out.append(row)
+            continue
+        best_value = None
+        for trial in budget_trials(study, budget):
+            value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+            row["values"].append(value)
+            row["pruned"] += value is None
+            if value is not None and (best_value is None or value > best_value):
+                best_value = value
+                row["still_improving"] = len(row["values"]) > 2 * budget / 3
+            row["best_so_far"].append(best_value)
+        best = best_trial(study, budget)
+        if best is not None:
+            fixed = (study.user_attrs.get("fixed_from") or {}).get("options") or {}
+            row["best"] = {"trial": best.number, "value": best.value, "options": {**fixed, **trial_options(best)}}
+        row["metric"] = study.user_attrs.get("metric")
+        row["done"] = len(row["values"]) >= budget
+        out.append(row)
+    return out
+
+
+def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str, Any]:
+    """Write the table's recipe ``out`` (``recipe-v3-table.yaml``): ``extends`` the search's recipe, each method row
+    with a ``per_task`` entry for every task whose study has finished its budget — the best trial's settings (stage
+    2: on top of the stage-1 knobs it fixed), with ``chosen_from`` naming the study, trial and holdout value — and
+    ``take``: per task, the row with the best holdout score among its settled studies (the row a user should take).
+    A task not settled for a method has no entry: the suite refuses that cell (``suite.method_row``)."""
+    recipe = load_recipe(recipe_path)
+    methods: dict[str, Any] = {name: dict(row or {}) for name, row in recipe["methods"].items()}  # rows not searched
+    take: dict[str, Any] = {}
+    for row in study_progress(recipe, storage):
+        task, method, best = row["task"], row["method"], row["best"]
+        entry = methods.setdefault(method, {})
+        entry.setdefault("per_task", {})
+        if not row.get("done") or best is None:
+            continue
+        chosen_from = {"study": row["study"], "trial": best["trial"], "holdout": round(best["value"], 6)}
+        entry["per_task"][task] = {**best["options"], "chosen_from": chosen_from}
+        if task not in take or best["value"] > take[task]["holdout"]:
+            take[task] = {"method": method, "holdout": round(best["value"], 6), "metric": row["metric"]}
+    table = {
+        "extends": recipe_path.name,
+        "title": f"{recipe['title']} (the table: each method at its per-task settings)",
+    }
+    table.update(methods=methods, take=take)
+    header = (
+        f"# Generated by `python benchmarks/staged_search.py --settle` from {recipe['search']['storage_file']}: do not\n"
+        f"# edit. Each method's per-task settings are its study's best trial on the holdout split (chosen_from); a\n"
+        "# task without an entry has not finished that study, and the suite refuses its cells. `take`: each task's\n"
+        "# row with the best holdout score, the row a user should take.\n"
+    )
+    text = header + yaml.safe_dump(table, sort_keys=False, width=120, allow_unicode=True)
+    out.write_text(text, encoding="utf-8")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-dir", required=True)
     parser.add_argument("--tasks", default=None, help="comma-separated, in this worker's order (default: search.tasks)")
     parser.add_argument("--stages", default="1,2", help="comma-separated stages to run (default: 1,2)")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
-    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="the teachers' records (the suite's format)")
-    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
+    parser.add_argument(
+        "--results", default=None, help="the teachers' records, the suite's format (default: the recipe's outputs)"
+    )
+    parser.add_argument("--work-dir", default=None, help="teachers, memories, trial folders (default: the recipe's)")
+    parser.add_argument(
+        "--settle",
+        nargs="?",
+        const=str(TABLE_RECIPE),
+        default=None,
+        metavar="OUT",
+        help=f"write the table's recipe (default {TABLE_RECIPE.name}) from the finished studies, and stop",
+    )
     args = parser.parse_args(argv)
+    if args.settle:
+        table = settle(Path(args.recipe), Path(args.settle))
+        settled = {m: sorted(row["per_task"]) for m, row in table["methods"].items()}
+        print(json.dumps({"wrote": args.settle, "settled": settled, "take": table["take"]}, indent=1))
+        return 0
     from fsdkit.cli import unwind_on_termination
 
     unwind_on_termination()  # `kill`: the trial stops like Ctrl-C; its study retries it
@@ -131,14 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(args.recipe)
     tasks = args.tasks.split(",") if args.tasks else list(recipe["search"]["tasks"])
     stages = [int(s) for s in args.stages.split(",")]
-    work_dir = Path(args.work_dir)
+    work_dir = Path(args.work_dir or recipe_output(recipe, "work_dir"))
     suites = {
         task: Suite(
             glue_dir=args.glue_dir,
             tasks=[task],
             methods=[],
             seeds=[],
-            results=Path(args.results),
+            results=Path(args.results or recipe_output(recipe, "results")),
             work_dir=work_dir,
             recipe=recipe,
             predictions_dir=None,

@@ -280,12 +280,46 @@ def load_recipe(path: str | os.PathLike = DEFAULT_RECIPE) -> dict[str, Any]:
     return recipe
 
 
+#: where a recipe's runs go unless its ``outputs`` section says otherwise (benchmark v2's places)
+DEFAULT_OUTPUTS = {"results": DEFAULT_RESULTS, "work_dir": DEFAULT_WORK_DIR, "predictions": DEFAULT_PREDICTIONS_DIR}
+
+
+def recipe_output(recipe: dict[str, Any], name: str) -> str:
+    """The recipe's place ``name`` (``results``, ``work_dir``, ``predictions``): its ``outputs`` entry, a path relative
+    to benchmarks/ (recipe-v3 keeps its runs apart from v2's), else v2's."""
+    place = (recipe.get("outputs") or {}).get(name)
+    return str(HERE / place if place is not None else DEFAULT_OUTPUTS[name])
+
+
 def recipe_section(recipe: dict[str, Any], name: str, task: str) -> dict[str, Any]:
     """The recipe's ``name`` section (``teacher``, ``student``) for ``task``: its settings, with the task's entry of
     its ``per_task`` mapping (e.g. the epoch budget the regime rule chose for that task) applied on top."""
     section = dict(recipe[name])
     per_task = section.pop("per_task", None) or {}
     return {**section, **(per_task.get(task) or {})}
+
+
+class UnsettledCell(LookupError):
+    """A table cell whose method has no per-task settings for its task yet (its search study has not finished)."""
+
+
+def method_row(recipe: dict[str, Any], method: str, task: str) -> dict[str, Any]:
+    """The settings of the recipe's ``methods`` row ``method`` for ``task``. A row with a ``per_task`` mapping (the
+    per-task settings a search chose: benchmark v3's ``recipe-v3-table.yaml``) must have the task's entry, which is
+    applied on top of the row; the entry's ``chosen_from`` (the study and trial it came from) is provenance, not a
+    setting."""
+    own = dict(recipe["methods"].get(method) or {})
+    if "per_task" not in own:
+        return own
+    per_task = own.pop("per_task") or {}
+    if task not in per_task:
+        raise UnsettledCell(
+            f"recipe: method {method!r} has no per_task settings for {task!r} (chosen for: "
+            f"{', '.join(sorted(per_task)) or 'no task yet'}); finish that task's search and settle it first "
+            "(benchmarks/staged_search.py, then --settle)"
+        )
+    entry = {k: v for k, v in (per_task[task] or {}).items() if k != "chosen_from"}
+    return {**own, **entry}
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -364,7 +398,7 @@ class Suite:
         """A student row's settings. A row of the recipe's ``methods`` is an fsdkit method of its name, or, with
         ``preset: METHOD``, that method with the row's settings on top (a combination: e.g. FSDI plus the extra loss
         terms of its ``losses``)."""
-        own = dict(self.recipe["methods"].get(method) or {})
+        own = method_row(self.recipe, method, task)
         preset = own.pop("preset", method)
         settings = {**self.recipe["shared"], **recipe_section(self.recipe, "student", task), **own, **self.overrides}
         if preset in MEMORY_METHODS:  # the memory's K decides the result: part of the settings (and their hash)
@@ -480,7 +514,12 @@ class Suite:
             elif method == MAJORITY:  # needs no teacher
                 settings = self.majority_settings(task)
             else:
-                settings = self.student_settings(task, method, seed)
+                try:
+                    settings = self.student_settings(task, method, seed)
+                except UnsettledCell as why:  # its search is not finished: the cells it has settled still run
+                    logger.info("%s/%s/seed%d: blocked: %s", task, method, seed, why)
+                    counts["blocked"] += 1
+                    continue
                 if not teacher_ok.get(task):
                     counts["blocked"] += 1  # the task's teacher failed: nothing to distil from
                     continue
@@ -717,8 +756,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated seeds of every cell (default: each cell's by "
         "the recipe's table.seeds and table.ablation_seeds, else 1,2,3)",
     )
-    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="JSON-lines results file (appended)")
-    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="model folders, memories, checkpoints")
+    parser.add_argument(
+        "--results", default=None, help="JSON-lines results file, appended (default: the recipe's outputs.results)"
+    )
+    parser.add_argument(
+        "--work-dir", default=None, help="model folders, memories, checkpoints (default: the recipe's outputs.work_dir)"
+    )
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="the suite's settings (YAML)")
     parser.add_argument(
         "--set",
@@ -742,8 +785,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--predictions-dir",
-        default=str(DEFAULT_PREDICTIONS_DIR),
-        help="test-set predictions of every finished run: DIR/<task>/<method>/seed<k>.tsv ('' = none)",
+        default=None,
+        help="test-set predictions of every finished run: DIR/<task>/<method>/seed<k>.tsv ('' = none; default: "
+        "the recipe's outputs.predictions)",
     )
     parser.add_argument(
         "--stop-file", default=None, help="stop before the next run when this file exists (default WORK_DIR/STOP)"
@@ -757,22 +801,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from fsdkit.data import get_task
 
-    work_dir = Path(args.work_dir)
     recipe = load_recipe(args.recipe)
+    work_dir = Path(args.work_dir or recipe_output(recipe, "work_dir"))
+    predictions = recipe_output(recipe, "predictions") if args.predictions_dir is None else args.predictions_dir
     table = recipe.get("table") or {}
     suite = Suite(
         glue_dir=args.glue_dir,
         tasks=[get_task(t).name for t in (_csv(args.tasks) if args.tasks else table.get("tasks", TABLE_TASKS))],
         methods=_csv(args.methods) if args.methods else list(table.get("methods", TABLE_METHODS)),
         seeds=[int(s) for s in _csv(args.seeds)] if args.seeds else None,
-        results=Path(args.results),
+        results=Path(args.results or recipe_output(recipe, "results")),
         work_dir=work_dir,
         recipe=recipe,
         overrides=parse_overrides(args.overrides),
         stop_file=Path(args.stop_file) if args.stop_file else work_dir / "STOP",
         tuning_results=Path(args.tuning_results) if args.tuning_results else None,
         teacher_results=Path(args.teacher_results) if args.teacher_results else None,
-        predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
+        predictions_dir=Path(predictions) if predictions else None,
         on_record=lambda r: print(
             json.dumps({k: r[k] for k in ("task", "method", "seed", "status", "metrics", "wall_time")}), flush=True
         ),

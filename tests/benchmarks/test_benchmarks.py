@@ -1006,3 +1006,84 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
         study.tell(study.ask(), float(value))
     assert staged.study_state(recipe, 1, "stsb", "vkd") == "done"
     assert staged.study_state(recipe, 2, "stsb", "fsdi") == "open"
+
+
+def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tmp_path):
+    """staged_search --settle: a finished study's best trial becomes its method's per-task settings (stage 2: on top of
+    the stage-1 knobs it fixed; a weight switched off is 0), with its study and trial; an unfinished study gives no
+    entry and the suite refuses that cell; `take` is each task's best holdout row. The search's progress reports the
+    best so far after each trial and marks a study whose best still rose in its last third; the report shows both."""
+    import optuna
+    import yaml
+
+    staged = _load("staged_search")
+    search = dict(suite_mod.load_recipe(staged.DEFAULT_RECIPE)["search"])
+    search.update(storage_file=str(tmp_path / "search.db"), tasks=["stsb", "mrpc"])
+    search["stage1"] = {**search["stage1"], "trials": 3}
+    search["stage2"] = {**search["stage2"], "trials": 3, "methods": {"fsdi": search["stage2"]["methods"]["fsdi"]}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search}))
+    recipe = suite_mod.load_recipe(path)
+    storage = staged.storage_url(recipe)
+    knobs = {"learning_rate": 1e-4, "alpha": 0.3, "temperature": 2.0}
+
+    def study(name, values, options, fixed=None):
+        made = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        made.set_user_attr("budget", 3)
+        made.set_user_attr("metric", "holdout.pearson")
+        if fixed is not None:
+            made.set_user_attr("fixed_from", {"study": "v3-stsb-vkd", "options": fixed})
+        for value, option in zip(values, options, strict=True):
+            trial = made.ask()
+            trial.set_user_attr("options", option)
+            if value is None:
+                made.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                made.tell(trial, value)
+
+    study("v3-stsb-vkd", [0.5, 0.7, None], [{**knobs, "alpha": a} for a in (0.1, 0.3, 0.9)])
+    study("v3-stsb-nds", [0.6, 0.6, 0.8], [{"learning_rate": lr} for lr in (1e-5, 2e-5, 3e-5)])
+    study("v3-stsb-fsdi", [0.65, 0.75, 0.7], [{"lambda_intra": w} for w in (1.0, 0.0, 10.0)], fixed=knobs)
+    study("v3-mrpc-vkd", [0.9], [knobs])  # 1 of 3: not settled
+
+    progress = {(s["task"], s["method"]): s for s in staged.study_progress(recipe)}
+    assert progress["stsb", "vkd"]["best_so_far"] == [0.5, 0.7, 0.7] and progress["stsb", "vkd"]["pruned"] == 1
+    assert not progress["stsb", "vkd"]["still_improving"] and progress["stsb", "nds"]["still_improving"]
+    assert progress["mrpc", "vkd"]["values"] == [0.9] and not progress["mrpc", "vkd"]["done"]
+    assert progress["mrpc", "fsdi"]["values"] == [] and progress["mrpc", "fsdi"]["best"] is None
+
+    table = staged.settle(path, tmp_path / "table.yaml")
+    fsdi = table["methods"]["fsdi"]["per_task"]["stsb"]
+    assert fsdi == {**knobs, "lambda_intra": 0.0, "chosen_from": {"study": "v3-stsb-fsdi", "trial": 1, "holdout": 0.75}}
+    assert (
+        table["methods"]["vkd"]["per_task"]["stsb"]["alpha"] == 0.3
+        and "mrpc" not in table["methods"]["vkd"]["per_task"]
+    )
+    assert table["methods"]["fsd"] == {"memory_lr": 0.1}  # a row the search does not tune: kept as it is
+    assert table["take"] == {"stsb": {"method": "nds", "holdout": 0.8, "metric": "holdout.pearson"}}
+    runs = suite_mod.Suite(
+        glue_dir="glue",
+        tasks=["stsb"],
+        methods=[],
+        seeds=[],
+        results=tmp_path / "r.jsonl",
+        work_dir=tmp_path,
+        recipe=suite_mod.load_recipe(tmp_path / "table.yaml"),
+        predictions_dir=None,
+    )
+    settings = runs.student_settings("stsb", "fsdi", 1)
+    assert settings["lambda_intra"] == 0.0 and settings["learning_rate"] == 1e-4 and "chosen_from" not in settings
+    assert settings["epochs"] == 4  # the task's budget, from recipe-v2 through both `extends`
+    with pytest.raises(suite_mod.UnsettledCell, match="'vkd' has no per_task settings for 'mrpc'.*chosen for: stsb"):
+        runs.student_settings("mrpc", "vkd", 1)
+    runs.tasks, runs.methods, runs.seeds, runs.runner = ["mrpc"], ["vkd"], [1], FakeRunner()
+    counts = runs.run()  # the unsettled cell is blocked, the rest of the suite goes on
+    assert counts["ok"] == 2 and counts["blocked"] == 1  # the teacher and the majority baseline
+    assert [c[1] for c in runs.runner.calls] == ["teacher"]
+
+    text = "\n".join(report_mod.staged_search_section(list(progress.values()), {"stsb": "v3-search/stsb.png"}))
+    assert "| STSB | 1 | nDS | 3 of 3 | Pearson 80.00 (#2) | 60.0 60.0 80.0 | **still rising** |" in text
+    assert "| STSB | 1 | VKD | 3 of 3 (1 pruned) | Pearson 70.00 (#1) | 50.0 70.0 70.0 |  |" in text
+    assert "![best so far, STSB](v3-search/stsb.png)" in text
+    plots = report_mod.plot_best_so_far(list(progress.values()), tmp_path / "plots")
+    assert sorted(plots) == ["mrpc", "stsb"] and all(p.stat().st_size > 0 for p in plots.values())
