@@ -316,6 +316,8 @@ def render(
     regimes: Sequence[Mapping[str, Any]] = (),
     regime_links: Mapping[str, str] | None = None,
     search_plot_links: Mapping[str, str] | None = None,
+    previous: Sequence[Mapping[str, Any]] | None = None,
+    previous_labels: tuple[str, str] = ("v2", "v3"),
 ) -> str:
     """The RESULTS.md text for ``records`` (latest ok records; see :func:`latest_ok`).
 
@@ -325,10 +327,15 @@ def render(
     equal-budget search (:func:`search_summary`), shown instead of the weight search of ``tune.py``;
     ``ablation_seeds``: the expected seeds of the ablation cells where they differ from ``expected_seeds``;
     ``history``: every record of the current recipe in file order (the teachers' fine-tunings; default ``records``);
-    ``regimes``: the regime study's curves (:func:`curves.curve_rows`), ``regime_links`` their plots (name → path).
+    ``regimes``: the regime study's curves (:func:`curves.curve_rows`), ``regime_links`` their plots (name → path);
+    ``previous``: the latest ok records of an earlier benchmark, whose cells that moved are shown (labelled
+    ``previous_labels``: earlier, this one).
     """
     tables = _Tables.of(records, recipe, expected_seeds, ablation_seeds)
-    lines = _header(tables, command) + _main_table_section(tables) + _curves_section(curve_links)
+    lines = _header(tables, command) + _main_table_section(tables) + _take_section(tables)
+    if previous is not None:
+        lines += comparison_section(tables.stats, summary_table(previous), previous_labels)
+    lines += _curves_section(curve_links)
     if regimes:
         lines += regime_section(regimes, regime_links or {}, tables.student_layers, Path(recipe_path).name)
     lines += _retention_section(tables) + _significance_section(tables) + _ablation_section(tables)
@@ -414,6 +421,70 @@ def _main_table_section(tables: _Tables) -> list[str]:
     return lines
 
 
+def _take_section(tables: _Tables) -> list[str]:
+    """The recipe's ``take`` (staged_search --settle): per task, the row with the best holdout score of its search —
+    the row a user should take, chosen without dev — and its dev score in the table above."""
+    take = tables.recipe.get("take") or {}
+    if not take:
+        return []
+    rows = []
+    for task in ordered_tasks(take):
+        method, metric = take[task]["method"], str(take[task].get("metric") or "").split(".")[-1]
+        _, main = task_metrics(task)
+        rows.append(
+            [
+                task.upper(),
+                DISPLAY.get(method, method),
+                f"{METRIC_DISPLAY.get(metric, metric)} {100 * take[task]['holdout']:.2f}",
+                fmt(tables.stats.get((task, method), {}).get(main)),
+            ]
+        )
+    return (
+        [
+            "## The row to take, per task",
+            "",
+            "Chosen on the holdout split (the best of every method's search on the task), not on dev; its dev score "
+            "is the table's.",
+            "",
+        ]
+        + _table(["Task", "Row", "Best on the holdout split", "Dev (main metric, mean (std))"], rows)
+        + [""]
+    )
+
+
+def comparison_section(
+    stats: Mapping[tuple[str, str], Mapping[str, Any]],
+    before: Mapping[tuple[str, str], Mapping[str, Any]],
+    labels: tuple[str, str],
+) -> list[str]:
+    """The cells that moved from the earlier benchmark ``labels[0]`` (``before``) to this one (``stats``): main
+    metric, a cell moved when its means differ by more than the larger of its two seed standard deviations."""
+    old, new = labels
+    rows, steady = [], 0
+    for task, method in sorted(set(stats) & set(before), key=lambda k: (TASK_ORDER.index(k[0]), k[1])):
+        if method in (TEACHER, MAJORITY):
+            continue
+        _, main = task_metrics(task)
+        now, then = stats[task, method].get(main), before[task, method].get(main)
+        if not now or not then:
+            continue
+        delta = 100 * (now["mean"] - then["mean"])
+        spread = 100 * max(now.get("std") or 0.0, then.get("std") or 0.0)
+        if abs(delta) <= spread:
+            steady += 1
+            continue
+        rows.append([task.upper(), DISPLAY.get(method, method), fmt(then), fmt(now), f"{delta:+.2f}"])
+    lines = [
+        f"## {new} against {old}: the cells that moved",
+        "",
+        f"Main metric, mean (std) over each cell's seeds. A cell moved when its {old} and {new} means differ by more "
+        f"than the larger of their two standard deviations; {steady} cells present in both did not.",
+        "",
+    ]
+    header = ["Task", "Method", f"{old}", f"{new}", "Δ"]
+    return lines + (_table(header, rows) if rows else ["No cell moved."]) + [""]
+
+
 def _curves_section(curve_links: Mapping[str, str] | None) -> list[str]:
     """Links to each task's plot of quality against training budget (none without plots)."""
     if not curve_links:
@@ -452,7 +523,7 @@ def _significance_section(tables: _Tables) -> list[str]:
         "",
         f"Baselines: {', '.join(DISPLAY[b] for b in BASELINES)}. H1: FSD > best baseline when FSD's mean is at "
         "least the baseline's, else FSD < best baseline (the paper's convention). FSD-Procrustes and FSDI + "
-        "MiniLM (the row to take) are tested the same way.",
+        "MiniLM are tested the same way.",
         "",
         *_significance_table(significance_rows(tables.records, tables.core)),
         "",
@@ -834,7 +905,7 @@ def regime_section(rows: Sequence[Mapping[str, Any]], links: Mapping[str, str], 
 #: the parts of the suite in the order they are run (the committed core table first)
 PLAN = (
     ("core table", TABLE_TASKS, TABLE_METHODS),
-    ("FSDI + MiniLM (the row to take)", TABLE_TASKS, ("fsdi-minilm",)),
+    ("FSDI + MiniLM", TABLE_TASKS, ("fsdi-minilm",)),
     ("FSD ablations", TABLE_TASKS, ABLATION_METHODS),
     ("Internal-SID", TABLE_TASKS, ("internal-sid",)),
     ("RTE", ("rte",), TABLE_METHODS),
@@ -1143,6 +1214,12 @@ def run_analysis(task: str, glue_dir: str, work_dir: Path, out_dir: Path, record
     return out_dir / "report.md"
 
 
+def _version(recipe_path: str) -> str:
+    """A recipe's benchmark label from its file name: recipe-v3-table.yaml → v3 (recipe.yaml: v1)."""
+    stem = Path(recipe_path).stem.split("-")
+    return stem[1] if len(stem) > 1 else "v1"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Generate benchmarks/RESULTS.md from the suite's results files. The defaults are benchmark v2's "
@@ -1190,6 +1267,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --regime-results: write its plots (one PNG per task and initialisation) into DIR "
         "and link them (default results/curves)",
     )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="RECIPE",
+        help="an earlier benchmark's recipe (e.g. benchmarks/recipe-v2.yaml): its runs (its outputs.results) are "
+        "compared cell by cell, the cells that moved shown",
+    )
     parser.add_argument("--analyze", default=None, metavar="TASK", help="also run fsdkit.analyze on TASK's kept models")
     parser.add_argument(
         "--analysis-dir", default=str(HERE / "analysis-v2"), help="analysis reports: ANALYSIS_DIR/TASK/"
@@ -1234,6 +1318,11 @@ def main(argv: list[str] | None = None) -> int:
                 Path(path).stem: os.path.relpath(Path(path).resolve(), output.resolve().parent)
                 for path in plot_regimes(Path(args.regime_results), Path(args.regime_plots), rule)
             }
+    previous = None
+    if args.compare:
+        earlier_recipe = load_recipe(args.compare)
+        then = Suite(glue_dir="", tasks=[], methods=[], seeds=[], recipe=earlier_recipe)
+        previous = latest_ok(then.split_current(read_records(recipe_output(earlier_recipe, "results")))[0])
     search_db = args.search_db
     if search_db is None:
         storage_file = (recipe.get("search") or {}).get("storage_file", "results/search.db")
@@ -1262,6 +1351,8 @@ def main(argv: list[str] | None = None) -> int:
         curve_links=curve_links,
         search=search,
         search_plot_links=search_links,
+        previous=previous,
+        previous_labels=(_version(args.compare), _version(args.recipe)) if args.compare else ("", ""),
         recipe_path=os.path.relpath(Path(args.recipe).resolve(), HERE.parent),
         history=raw,
         regimes=regimes,

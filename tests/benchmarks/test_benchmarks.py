@@ -427,9 +427,7 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
     assert "| MRPC | VKD | 2 of 6 | Acc 75.00 | learning_rate=0.0001 |" in text
     assert "| MRPC | FSD | 0 of 6 | – | – |" in text and "## Weight search" not in text
     assert "| core table | 4 × 7 × 3/5 | 6 of 112 | 6 | 1 of 4 |" in text
-    assert (
-        "| FSDI + MiniLM (the row to take) | 4 × 1 × 3/5 | 2 of 16 | 0 | 1 of 4 |" in text
-    )  # run like the core methods
+    assert "| FSDI + MiniLM | 4 × 1 × 3/5 | 2 of 16 | 0 | 1 of 4 |" in text  # run like the core methods
     # and tested against the best baseline like FSD (VKD, 5 seeds at F1 83.00 on average, against 87.50)
     assert "| mrpc | FSDI + MiniLM | F1 | 87.50 (n=2) | VKD | 83.00 (n=5) | greater |" in text
     # the ablations expect their own number of seeds (recipe-v2: 3, where MRPC's core cells expect 5)
@@ -1087,3 +1085,24 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     assert "![best so far, STSB](v3-search/stsb.png)" in text
     plots = report_mod.plot_best_so_far(list(progress.values()), tmp_path / "plots")
     assert sorted(plots) == ["mrpc", "stsb"] and all(p.stat().st_size > 0 for p in plots.values())
+
+
+def test_report_compares_two_benchmarks_cell_by_cell_and_names_each_tasks_row_to_take():
+    """A cell moved when its means differ by more than the larger of the two seed standard deviations; `take` (the
+    table recipe's best holdout row per task) is shown with its dev score."""
+
+    def stat(mean, std):
+        return {"f1": {"mean": mean, "std": std, "n": 3}, "accuracy": {"mean": mean, "std": std, "n": 3}}
+
+    before = {("mrpc", "fsd"): stat(0.80, 0.01), ("mrpc", "vkd"): stat(0.82, 0.01), ("mrpc", "teacher"): stat(0.9, 0)}
+    now = {("mrpc", "fsd"): stat(0.84, 0.02), ("mrpc", "vkd"): stat(0.825, 0.01), ("mrpc", "teacher"): stat(0.9, 0)}
+    text = "\n".join(report_mod.comparison_section(now, before, ("v2", "v3")))
+    assert "| MRPC | FSD | 80.00 (1.00) | 84.00 (2.00) | +4.00 |" in text
+    assert "VKD |" not in text and "1 cells present in both did not" in text and "Teacher" not in text
+    records = [
+        {"task": "mrpc", "method": "nds", "seed": s, "metrics": {"accuracy": 0.8, "f1": 0.85 + s / 100}} for s in (1, 2)
+    ]
+    tables = report_mod._Tables.of(
+        records, {"take": {"mrpc": {"method": "nds", "holdout": 0.8174, "metric": "holdout.accuracy"}}}, 2, None
+    )
+    assert "| MRPC | nDS | Acc 81.74 | 86.50 (0.71) |" in "\n".join(report_mod._take_section(tables))
