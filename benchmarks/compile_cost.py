@@ -93,16 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(HERE / "results" / "v3-compile.json"))
     args = parser.parse_args(argv)
     recipe = load_recipe(Path(args.recipe))
-    suite = Suite(
-        glue_dir=args.glue_dir,
-        tasks=[args.task],
-        methods=[],
-        seeds=[],
-        work_dir=Path(args.work_dir),
-        recipe=recipe,
-        results=Path(os.devnull),
-        predictions_dir=None,
-    )
+    suite = Suite.for_task(args.task, recipe, glue_dir=args.glue_dir, work_dir=args.work_dir, results=os.devnull)
     if not (suite.teacher_dir(args.task) / "config.json").is_file():
         raise SystemExit(f"no teacher in {suite.teacher_dir(args.task)}: run benchmarks/staged_search.py first")
     settings = runnable(suite.student_settings(args.task, "vkd", int(recipe["search"]["seed"])))

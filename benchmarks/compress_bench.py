@@ -55,20 +55,15 @@ def sst2_subset(glue_dir: Path, work: Path, rows: int) -> Path:
 
 def teacher(task: str, data_dir: Path, work: Path) -> Path:
     """Benchmark v3's teacher of ``task`` (fine-tuned here once)."""
-    suite = Suite(
-        glue_dir=str(data_dir),
-        tasks=[task],
-        methods=[],
-        seeds=[],
+    suite = Suite.for_task(
+        task,
+        load_recipe(HERE / "recipe-v3.yaml"),
+        glue_dir=data_dir,
         work_dir=work,
-        recipe=load_recipe(HERE / "recipe-v3.yaml"),
         results=work / "teachers.jsonl",
-        predictions_dir=None,
         teacher_results=HERE / "results" / "v3.jsonl",  # v3's teacher of the same settings is adopted, not re-trained
     )
-    if not (suite.teacher_dir(task) / "config.json").is_file():
-        suite.run()
-    return suite.teacher_dir(task)
+    return suite.ensure_teacher(task)
 
 
 def chosen_settings(study_dir: Path) -> dict[str, Any] | None:

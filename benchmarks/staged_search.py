@@ -232,15 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     stages = [int(s) for s in args.stages.split(",")]
     work_dir = Path(args.work_dir or recipe_output(recipe, "work_dir"))
     suites = {
-        task: Suite(
+        task: Suite.for_task(
+            task,
+            recipe,
             glue_dir=args.glue_dir,
-            tasks=[task],
-            methods=[],
-            seeds=[],
-            results=Path(args.results or recipe_output(recipe, "results")),
             work_dir=work_dir,
-            recipe=recipe,
-            predictions_dir=None,
+            results=args.results or recipe_output(recipe, "results"),
         )
         for task in tasks
     }

@@ -377,6 +377,38 @@ class Suite:
     #: where each finished run's test-set predictions go (None: not predicted); tasks without a test.tsv are skipped
     predictions_dir: Path | None = DEFAULT_PREDICTIONS_DIR
 
+    @classmethod
+    def for_task(
+        cls,
+        task: str,
+        recipe: dict[str, Any],
+        *,
+        glue_dir: str | os.PathLike,
+        work_dir: str | os.PathLike,
+        results: str | os.PathLike,
+        **options: Any,
+    ) -> Suite:
+        """A suite of one task and no student cells: its teacher (fine-tuned once and recorded like the table's; see
+        :meth:`ensure_teacher`) and memory, on which a search or a measurement builds its own runs. No test-set
+        predictions unless ``options`` ask for them."""
+        options.setdefault("predictions_dir", None)
+        return cls(
+            glue_dir=str(glue_dir),
+            tasks=[task],
+            methods=[],
+            seeds=[],
+            work_dir=Path(work_dir),
+            results=Path(results),
+            recipe=recipe,
+            **options,
+        )
+
+    def ensure_teacher(self, task: str) -> Path:
+        """The task's teacher folder, fine-tuned (or adopted) first if it is not there yet."""
+        if not (self.teacher_dir(task) / "config.json").is_file():
+            self.run()
+        return self.teacher_dir(task)
+
     # settings ----------------------------------------------------------------------------------
     def teacher_settings(self, task: str) -> dict[str, Any]:
         import dataclasses

@@ -118,19 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(HERE / "recipe-v3.yaml")
     for task in args.tasks.split(","):
         # the search's own teacher and memory (built here as the search builds them, if it has not yet)
-        suite = Suite(
-            glue_dir=args.glue_dir,
-            tasks=[task],
-            methods=[],
-            seeds=[],
-            work_dir=Path(args.work_dir),
-            recipe=recipe,
-            results=Path(args.results),
-            predictions_dir=None,
-        )
-        if not (suite.teacher_dir(task) / "config.json").is_file():
-            suite.run()
-        teacher, memory = suite.teacher_dir(task), suite.ensure_memory(task)
+        suite = Suite.for_task(task, recipe, glue_dir=args.glue_dir, work_dir=args.work_dir, results=args.results)
+        teacher, memory = suite.ensure_teacher(task), suite.ensure_memory(task)
         rows = {}
         for method, options, labels in RUNS:
             values = measure(task, method, options, labels, args.glue_dir, str(teacher), args.steps, memory)

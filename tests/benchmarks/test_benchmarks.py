@@ -80,6 +80,11 @@ class FakeRunner:
             (Path(settings["output_dir"]) / "memory.json").write_text("{}")
 
 
+def task_suite(tmp_path, task, recipe):
+    """A one-task suite of ``recipe`` in ``tmp_path`` (Suite.for_task: no student cells, no test predictions)."""
+    return suite_mod.Suite.for_task(task, recipe, glue_dir="glue", work_dir=tmp_path, results=tmp_path / "r.jsonl")
+
+
 def make_suite(tmp_path, runner, methods=("vkd", "fsd", "broken"), seeds=(1, 2), glue_dir="glue"):
     return suite_mod.Suite(
         glue_dir=str(glue_dir),
@@ -599,15 +604,7 @@ def test_search_builds_equal_budget_sweeps_from_the_recipe(tmp_path):
     search_mod = _load("search")
     suite_mod = _load("suite")
     recipe = suite_mod.load_recipe()
-    suite = suite_mod.Suite(
-        glue_dir="glue",
-        tasks=["mrpc"],
-        methods=[],
-        seeds=[],
-        results=tmp_path / "r.jsonl",
-        work_dir=tmp_path,
-        recipe=recipe,
-    )
+    suite = task_suite(tmp_path, "mrpc", recipe)
     specs = {m: search_mod.sweep_spec(suite, "mrpc", m) for m in ("nds", "vkd", "pkd", "rkd")}
     assert {s["trials"] for s in specs.values()} == {recipe["search"]["trials"]}
     assert set(specs["nds"]["space"]) == {"learning_rate"}
@@ -624,15 +621,7 @@ def test_search_builds_equal_budget_sweeps_from_the_recipe(tmp_path):
         assert base["holdout_fraction"] == 0.1 and base["eval_strategy"] == "epoch" and "output_dir" not in base
         assert not set(base) & set(spec["space"])
         check_space("distill", base, spec["space"])
-    v2 = suite_mod.Suite(
-        glue_dir="glue",
-        tasks=["mrpc"],
-        methods=[],
-        seeds=[],
-        results=tmp_path / "r.jsonl",
-        work_dir=tmp_path,
-        recipe=suite_mod.load_recipe(suite_mod.HERE / "recipe-v2.yaml"),
-    )
+    v2 = task_suite(tmp_path, "mrpc", suite_mod.load_recipe(suite_mod.HERE / "recipe-v2.yaml"))
     assert search_mod.sweep_spec(v2, "mrpc", "vkd")["metric"] == "accuracy"  # recipe-v2's search.metric
     assert search_mod.sweep_spec(v2, "mrpc", "vkd")["startup_trials"] == 3
     assert "metric" not in search_mod.sweep_spec(v2, "stsb", "vkd")  # the task's main metric
@@ -952,15 +941,7 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
     staged = _load("staged_search")
     recipe = suite_mod.load_recipe(staged.DEFAULT_RECIPE)
     assert recipe["student"]["per_task"]["sick"] == {"epochs": 6}  # v2's budgets, through `extends`
-    real = suite_mod.Suite(
-        glue_dir="glue",
-        tasks=["cola"],
-        methods=[],
-        seeds=[],
-        results=tmp_path / "r.jsonl",
-        work_dir=tmp_path,
-        recipe=recipe,
-    )
+    real = task_suite(tmp_path, "cola", recipe)
     real.ensure_memory = lambda task: str(tmp_path / "memory")  # no memory is built here
     for method, space in recipe["search"]["stage2"]["methods"].items():  # every stage-2 study of the recipe is valid
         spec = staged.sweep_spec(real, 2, "cola", method)
@@ -970,15 +951,7 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
     recipe["search"]["stage2"]["methods"] = {
         "fsdi": {"lambda_intra": {"type": "float", "low": 1e-3, "high": 10, "log": True, "off": True}}
     }
-    suite = suite_mod.Suite(
-        glue_dir="glue",
-        tasks=["stsb"],
-        methods=[],
-        seeds=[],
-        results=tmp_path / "r.jsonl",
-        work_dir=tmp_path,
-        recipe=recipe,
-    )
+    suite = task_suite(tmp_path, "stsb", recipe)
     vkd, nds = staged.sweep_spec(suite, 1, "stsb", "vkd"), staged.sweep_spec(suite, 1, "stsb", "nds")
     assert set(vkd["space"]) == {"learning_rate", "alpha", "temperature"} and set(nds["space"]) == {"learning_rate"}
     assert vkd["trials"] == nds["trials"] == 8 and vkd["study_name"] == "v3-stsb-vkd" and "metric" not in vkd
@@ -1059,16 +1032,7 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     )
     assert table["methods"]["fsd"] == {"memory_lr": 0.1}  # a row the search does not tune: kept as it is
     assert table["take"] == {"stsb": {"method": "nds", "holdout": 0.8, "metric": "holdout.pearson"}}
-    runs = suite_mod.Suite(
-        glue_dir="glue",
-        tasks=["stsb"],
-        methods=[],
-        seeds=[],
-        results=tmp_path / "r.jsonl",
-        work_dir=tmp_path,
-        recipe=suite_mod.load_recipe(tmp_path / "table.yaml"),
-        predictions_dir=None,
-    )
+    runs = task_suite(tmp_path, "stsb", suite_mod.load_recipe(tmp_path / "table.yaml"))
     settings = runs.student_settings("stsb", "fsdi", 1)
     assert settings["lambda_intra"] == 0.0 and settings["learning_rate"] == 1e-4 and "chosen_from" not in settings
     assert settings["epochs"] == 4  # the task's budget, from recipe-v2 through both `extends`
