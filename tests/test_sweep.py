@@ -300,11 +300,11 @@ def test_every_range_of_a_space_is_checked_before_its_first_trial():
         check_space("finetune", {}, {"warmup_ratio": {"type": "float", "low": 0.0, "high": 1.5}})
     with pytest.raises(ConfigError, match="choice: --eval-strategy must be one of no, epoch, got 'steps'"):
         check_space("distill", {}, {"eval_strategy": {"type": "categorical", "choices": ["epoch", "steps"]}})
-    with pytest.raises(ConfigError, match="'lambda-intra' is not a setting of method 'vkd'"):
+    with pytest.raises(ConfigError, match="sweep: --lambda-intra is not a setting of --method vkd; it is one of fsdi"):
         check_space("distill", {"method": "vkd"}, {"lambda_intra": weight})
-    with pytest.raises(ConfigError, match="'alpha' is not a setting of method 'nds'"):
+    with pytest.raises(ConfigError, match="sweep: --alpha is not a setting of --method nds"):
         check_space("distill", {"method": "nds", "alpha": 0.5}, {})
     methods = {"type": "categorical", "choices": ["fsdi", "fsd"]}
     assert check_space("distill", {}, {"method": methods, "lambda_intra": weight})[1]["lambda_intra"] == weight
-    with pytest.raises(ConfigError, match="'lambda-intra' is not a setting of method 'vkd'"):
+    with pytest.raises(ConfigError, match="sweep: --lambda-intra is not a setting of --method vkd; it is one of fsdi"):
         check_space("distill", {}, {"method": {**methods, "choices": ["fsdi", "vkd"]}, "lambda_intra": weight})

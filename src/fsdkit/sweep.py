@@ -57,7 +57,7 @@ from fsdkit.config import (
     option_names,
 )
 from fsdkit.errors import ConfigError, short_repr
-from fsdkit.methods import get_method, methods_with
+from fsdkit.methods import get_method, not_a_setting
 from fsdkit.settings import settings_of
 
 COMMANDS: dict[str, type[RunConfig]] = {"distill": DistillConfig, "finetune": FinetuneConfig}
@@ -115,11 +115,7 @@ def _check_method_settings(cls, base: dict[str, Any], space: dict[str, Any]) -> 
         settings = get_method(method).settings()
         for key in (*base, *space):
             if key in declared and key not in settings:
-                users = ", ".join(methods_with(key))
-                raise ConfigError(
-                    f"sweep: '{key.replace('_', '-')}' is not a setting of method {method!r} (it is one of {users}); "
-                    f"a trial of {method} could not take it"
-                )
+                raise not_a_setting(method, key, "sweep")
 
 
 def _bound(key: str, spec: dict[str, Any], name: str) -> float:

@@ -82,19 +82,24 @@ def method_options(name: str, given: Any = None, where: str = "") -> Any:
             f"options of method {name!r}: expected a mapping of setting names, got {type(given).__name__}"
         )
     own = method.settings()
-    prefix = f"{where}: " if where else ""
     values = {}
     for key, value in (given or {}).items():
         if key not in own:
-            others = methods_with(key)
-            flag = "--" + str(key).replace("_", "-")
-            raise ConfigError(
-                f"{prefix}{flag} is not a setting of --method {name}"
-                + (f"; it is one of {', '.join(others)}" if others else "")
-                + (f"; {name}'s settings: {', '.join(s.flag for s in own.values())}" if own else f"; {name} has none")
-            )
+            raise not_a_setting(name, key, where)
         values[key] = own[key].check(value, where)
     return method.options(**values)
+
+
+def not_a_setting(name: str, key: str, where: str = "") -> ConfigError:
+    """The error for a setting ``key`` that method ``name`` does not have: which methods have it, and its own."""
+    own = get_method(name).settings()
+    others = methods_with(key)
+    return ConfigError(
+        (f"{where}: " if where else "")
+        + f"--{key.replace('_', '-')} is not a setting of --method {name}"
+        + (f"; it is one of {', '.join(others)}" if others else "")
+        + (f"; {name}'s settings: {', '.join(s.flag for s in own.values())}" if own else f"; {name} has none")
+    )
 
 
 def run_terms(config: Any) -> list[TermSpec]:
