@@ -26,9 +26,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from suite import Suite, load_recipe, reads_memory  # noqa: E402
+
 #: the methods whose terms cover every weight of stage 2 (the FSD ablations and fsdi-minilm reuse these terms)
 #: (method, its weights in the run, weight option → the label its term logs); RKD's two weights scale the parts of one
 #: term, so each is measured with the other at 0
@@ -56,6 +60,31 @@ def search_range(balance: float) -> tuple[float, float]:
     return (10.0 ** math.floor(math.log10(balance) - BELOW), 10.0 ** math.ceil(math.log10(balance) + ABOVE))
 
 
+def run_settings(
+    task: str, method: str, options: dict[str, float], glue_dir: str, teacher: str, steps: int, memory: str | None
+) -> dict[str, Any]:
+    """The distill settings of one measurement: ``steps`` steps of ``method`` at ``options`` and stage 1's defaults,
+    every term logged each step; the memory only for a method that reads one (another method has no such setting)."""
+    return {
+        "task": task,
+        "data_dir": glue_dir,
+        "teacher": teacher,
+        "student": "teacher",
+        "student_layers": 3,
+        "method": method,
+        "max_steps": steps,
+        "batch_size": 32,
+        "logging_steps": 1,
+        "learning_rate": 1e-4,
+        "alpha": ALPHA,
+        "temperature": 5.0,
+        "relation_every": 0,
+        "progress": False,
+        **options,
+        **({"memory": memory} if memory and reads_memory(method) else {}),
+    }
+
+
 def measure(
     task: str,
     method: str,
@@ -71,26 +100,8 @@ def measure(
 
     out = Path(tempfile.mkdtemp(prefix=f"term-scale-{task}-{method}-"))
     try:
-        extra = {"memory": memory} if memory else {}
-        distill(
-            task=task,
-            data_dir=glue_dir,
-            teacher=teacher,
-            student="teacher",
-            student_layers=3,
-            method=method,
-            max_steps=steps,
-            batch_size=32,
-            logging_steps=1,
-            learning_rate=1e-4,
-            alpha=ALPHA,
-            temperature=5.0,
-            relation_every=0,
-            output_dir=str(out / "run"),
-            progress=False,
-            **options,
-            **extra,
-        )
+        settings = run_settings(task, method, options, glue_dir, teacher, steps, memory)
+        distill(**settings, output_dir=str(out / "run"))
         history = json.loads((out / "run" / "log_history.json").read_text())
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -113,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.output)
     report = json.loads(out.read_text()) if out.is_file() else {"rule": __doc__.split("\n\n")[2], "tasks": {}}
-    from suite import Suite, load_recipe
-
     recipe = load_recipe(HERE / "recipe-v3.yaml")
     for task in args.tasks.split(","):
         # the search's own teacher and memory (built here as the search builds them, if it has not yet)

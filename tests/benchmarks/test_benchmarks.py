@@ -1070,3 +1070,15 @@ def test_report_compares_two_benchmarks_cell_by_cell_and_names_each_tasks_row_to
         records, {"take": {"mrpc": {"method": "nds", "holdout": 0.8174, "metric": "holdout.accuracy"}}}, 2, None
     )
     assert "| MRPC | nDS | Acc 81.74 | 86.50 (0.71) |" in "\n".join(report_mod._take_section(tables))
+
+
+def test_term_scale_measures_every_run_with_settings_its_method_takes():
+    """benchmarks/term_scale.py: each measured run is a valid distill config — the memory goes only to the methods
+    that read one (another method refuses it as a foreign setting)."""
+    from fsdkit.config import DistillConfig, as_config
+
+    term_scale = _load("term_scale")
+    for method, options, _ in term_scale.RUNS:
+        settings = term_scale.run_settings("stsb", method, options, "glue", "teacher", 8, "work/memory")
+        config = as_config(DistillConfig, {**settings, "output_dir": "out"})
+        assert (getattr(config.method_options, "memory", None) == "work/memory") == suite_mod.reads_memory(method)
