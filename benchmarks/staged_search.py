@@ -17,6 +17,9 @@ when every open job waits for another worker's trials it waits too, and it stops
 Each task's teacher (and FSDG memory, for the methods that read one) is built first, as the suite builds them.
 Killing a worker loses at most its running trial, which the next worker retries (``fsdkit sweep``'s heartbeat);
 rerunning the command resumes. ``touch work/v3/STOP`` stops every worker before its next study.
+
+``--settle`` writes the table's recipe, ``recipe-v3-table.yaml``, from the studies that have finished their budget
+(:func:`settle`); rerun it as more finish: the suite runs the settled cells and blocks the others.
 """
 
 from __future__ import annotations
@@ -116,11 +119,6 @@ def study_state(recipe: dict, stage: int, task: str, method: str) -> str:
     return "full" if finished + running >= int(section["trials"]) else "open"
 
 
-def study_stage(recipe: dict, method: str) -> int:
-    """The stage whose studies search ``method`` (1: the shared knobs on VKD and nDS's learning rate; 2: the rest)."""
-    return 1 if method in recipe["search"]["stage1"]["methods"] else 2
-
-
 def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, Any]]:
     """Every study of the search, stage by stage and task by task: its budget, trials finished and pruned, the holdout
     value of each finished trial in the order they finished (None: pruned), the best so far after each, the best
@@ -192,14 +190,15 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
         "# task without an entry has not finished that study, and the suite refuses its cells. `take`: each task's\n"
         "# row with the best holdout score, the row a user should take.\n"
     )
-    text = header + yaml.safe_dump(table, sort_keys=False, width=120, allow_unicode=True)
-    out.write_text(text, encoding="utf-8")
+    from fsdkit.artifacts import atomic_write_text
+
+    atomic_write_text(out, header + yaml.safe_dump(table, sort_keys=False, width=120, allow_unicode=True))
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--glue-dir", required=True)
+    parser.add_argument("--glue-dir", default=None, help="GLUE folder (the search needs it; --settle does not)")
     parser.add_argument("--tasks", default=None, help="comma-separated, in this worker's order (default: search.tasks)")
     parser.add_argument("--stages", default="1,2", help="comma-separated stages to run (default: 1,2)")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
@@ -221,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         settled = {m: sorted(row["per_task"]) for m, row in table["methods"].items()}
         print(json.dumps({"wrote": args.settle, "settled": settled, "take": table["take"]}, indent=1))
         return 0
+    if args.glue_dir is None:
+        parser.error("--glue-dir is required for the search")
     from fsdkit.cli import unwind_on_termination
 
     unwind_on_termination()  # `kill`: the trial stops like Ctrl-C; its study retries it
