@@ -63,6 +63,29 @@ def jobs(recipe: dict, tasks: list[str], stages: list[int]) -> list[tuple[int, s
     ]
 
 
+#: the term_scale.py run whose measurement places a stage-2 method's weights: the FSD ablations and FSDI + MiniLM use
+#: FSD's terms (the same intra, local and global terms), the others their own
+MEASURED_BY = {"pkd": "pkd", "rkd": "rkd", "minilm": "minilm", "fsd-procrustes": "fsd-procrustes"}
+
+
+def measured_space(space: dict, task: str, method: str, measurement: Path) -> dict:
+    """``space`` with every weight's ``low``/``high`` replaced by ``task``'s measured range (term_scale.py's
+    ``[λ*·1e-4, λ*·100]`` in whole decades, ``results/v3-term-scale.json``); a task without a measurement stops the
+    study before its first trial."""
+    tasks = json.loads(measurement.read_text())["tasks"] if measurement.is_file() else {}
+    if task not in tasks:
+        raise SystemExit(
+            f"stage 2 of {task}: its term magnitudes are not measured in {measurement}; run "
+            f"`python benchmarks/term_scale.py --glue-dir ... --tasks {task}` first"
+        )
+    source = MEASURED_BY.get(method, "fsd")
+    out = {}
+    for weight, spec in space.items():
+        low, high = tasks[task][f"{source}.{weight}"]["range"]
+        out[weight] = {**spec, "low": low, "high": high}
+    return out
+
+
 def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
     """The ``fsdkit sweep`` configuration of one study: the suite's student settings for the method, less what the
     study searches or fixes from stage 1, scored on the holdout split after every epoch."""
@@ -70,6 +93,8 @@ def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
     search = recipe["search"]
     section = search[f"stage{stage}"]
     space = dict(section["methods"][method] or {})
+    if stage == 2 and section.get("ranges_from"):
+        space = measured_space(space, task, method, HERE / section["ranges_from"])
     settings = runnable(suite.student_settings(task, method, int(search["seed"])))
     fixed = set(section.get("fixed_options") or ()) if stage == 2 else set()
     base = {k: v for k, v in settings.items() if k not in space and k not in fixed and k != "output_dir"}

@@ -941,22 +941,30 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
     staged = _load("staged_search")
     recipe = suite_mod.load_recipe(staged.DEFAULT_RECIPE)
     assert recipe["student"]["per_task"]["sick"] == {"epochs": 6}  # v2's budgets, through `extends`
-    real = task_suite(tmp_path, "cola", recipe)
+    real = task_suite(tmp_path, "mrpc", recipe)
     real.ensure_memory = lambda task: str(tmp_path / "memory")  # no memory is built here
     for method, space in recipe["search"]["stage2"]["methods"].items():  # every stage-2 study of the recipe is valid
-        spec = staged.sweep_spec(real, 2, "cola", method)
-        _, space = check_space("distill", spec["base"], spec["space"])
-        assert all(dist.get("off") for dist in space.values()), method  # every weight can switch its term off
+        spec = staged.sweep_spec(real, 2, "mrpc", method)
+        _, checked = check_space("distill", spec["base"], spec["space"])
+        assert all(dist.get("off") for dist in checked.values()), method  # every weight can switch its term off
+        assert spec["space"] == space, method  # MRPC's measured ranges are the ones the recipe writes out
     recipe["search"]["storage_file"] = str(tmp_path / "search.db")
     recipe["search"]["stage2"]["methods"] = {
         "fsdi": {"lambda_intra": {"type": "float", "low": 1e-3, "high": 10, "log": True, "off": True}}
     }
+    # each task's weights span its own measured range (FSD's terms for an FSD ablation); no measurement, no study
+    scale = {"fsd.lambda_intra": {"range": [1e-3, 1e4]}, "fsd-procrustes.lambda_intra": {"range": [1, 2]}}
+    (tmp_path / "scale.json").write_text(json.dumps({"tasks": {"stsb": scale}}))
+    recipe["search"]["stage2"]["ranges_from"] = str(tmp_path / "scale.json")
+    with pytest.raises(SystemExit, match="stage 2 of mrpc: its term magnitudes are not measured"):
+        staged.sweep_spec(real, 2, "mrpc", "fsdi")
     suite = task_suite(tmp_path, "stsb", recipe)
     vkd, nds = staged.sweep_spec(suite, 1, "stsb", "vkd"), staged.sweep_spec(suite, 1, "stsb", "nds")
     assert set(vkd["space"]) == {"learning_rate", "alpha", "temperature"} and set(nds["space"]) == {"learning_rate"}
     assert vkd["trials"] == nds["trials"] == 8 and vkd["study_name"] == "v3-stsb-vkd" and "metric" not in vkd
     assert vkd["base"]["epochs"] == 4 and vkd["base"]["holdout_fraction"] == 0.1
     fsdi = staged.sweep_spec(suite, 2, "stsb", "fsdi")
+    assert fsdi["space"]["lambda_intra"] == {"type": "float", "low": 1e-3, "high": 1e4, "log": True, "off": True}
     assert fsdi["fixed_from"] == {"study": "v3-stsb-vkd", "options": ["alpha", "learning_rate", "temperature"]}
     assert not {"learning_rate", "alpha", "temperature"} & set(fsdi["base"])
     for spec in (vkd, nds, fsdi):
