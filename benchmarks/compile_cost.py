@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from suite import Suite, load_recipe, runnable  # noqa: E402
+from suite import Suite, load_recipe, recipe_output, runnable  # noqa: E402
 
 #: stage 1's VKD best trial per task (v3-<task>-vkd in results/search-v3.db), the settings a stage-2 trial runs at
 STAGE1 = {"mrpc": {"learning_rate": 1.37e-4, "alpha": 0.877, "temperature": 5.0}}
@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=103, help="optimizer steps of each run (103: one MRPC epoch)")
     parser.add_argument("--recipe", default=str(HERE / "recipe-v3.yaml"))
     parser.add_argument(
-        "--work-dir", default=str(HERE / "work" / "v3"), help="the search's work folder (teacher, cache)"
+        "--work-dir", default=None, help="the search's work folder: teacher, cache (default: the recipe's)"
     )
     parser.add_argument("--output", default=str(HERE / "results" / "v3-compile.json"))
     args = parser.parse_args(argv)
     recipe = load_recipe(Path(args.recipe))
+    args.work_dir = args.work_dir or recipe_output(recipe, "work_dir")
     suite = Suite.for_task(args.task, recipe, glue_dir=args.glue_dir, work_dir=args.work_dir, results=os.devnull)
     if not (suite.teacher_dir(args.task) / "config.json").is_file():
         raise SystemExit(f"no teacher in {suite.teacher_dir(args.task)}: run benchmarks/staged_search.py first")

@@ -460,13 +460,16 @@ def comparison_section(
     """The cells that moved from the earlier benchmark ``labels[0]`` (``before``) to this one (``stats``): main
     metric, a cell moved when its means differ by more than the larger of its two seed standard deviations."""
     old, new = labels
-    rows, steady = [], 0
+    rows, steady, unfinished = [], 0, 0
     for task, method in sorted(set(stats) & set(before), key=lambda k: (TASK_ORDER.index(k[0]), k[1])):
         if method in (TEACHER, MAJORITY):
             continue
         _, main = task_metrics(task)
         now, then = stats[task, method].get(main), before[task, method].get(main)
         if not now or not then:
+            continue
+        if now.get("n", 0) < 2 or then.get("n", 0) < 2:  # no spread to judge a move by
+            unfinished += 1
             continue
         delta = 100 * (now["mean"] - then["mean"])
         spread = 100 * max(now.get("std") or 0.0, then.get("std") or 0.0)
@@ -478,7 +481,8 @@ def comparison_section(
         f"## {new} against {old}: the cells that moved",
         "",
         f"Main metric, mean (std) over each cell's seeds. A cell moved when its {old} and {new} means differ by more "
-        f"than the larger of their two standard deviations; {steady} cells present in both did not.",
+        f"than the larger of their two standard deviations; {steady} cells present in both did not"
+        + (f", and {unfinished} with fewer than 2 seeds on a side are not compared yet." if unfinished else "."),
         "",
     ]
     header = ["Task", "Method", f"{old}", f"{new}", "Δ"]
@@ -651,9 +655,10 @@ def _recipe_section(tables: _Tables, recipe_path: str) -> list[str]:
         "Teacher: "
         + ", ".join(f"`{k}={v}`" for k, v in {**recipe.get("shared", {}), **recipe.get("teacher", {})}.items()),
         "",
-        "Each method's own settings as run (from the records; anything else is shared):",
-        "",
     ]
+    if any("per_task" in (row or {}) for row in recipe.get("methods", {}).values()):
+        return lines + _per_task_settings(recipe)
+    lines += ["Each method's own settings as run (from the records; anything else is shared):", ""]
     rows = []
     common = {*recipe.get("shared", {}), *recipe.get("student", {}), "task", "method", "seed"}
     for method in sorted({r["method"] for r in tables.students}):
@@ -671,6 +676,32 @@ def _recipe_section(tables: _Tables, recipe_path: str) -> list[str]:
             ]
         )
     return lines + _table(["Method", "Own settings"], rows) + [""]
+
+
+def _per_task_settings(recipe: Mapping[str, Any]) -> list[str]:
+    """Each method's settings per task as the search chose them (a table recipe's ``per_task`` rows), with the study
+    and trial each came from; they replace the shared settings of the same name."""
+    rows = []
+    for method, row in recipe["methods"].items():
+        for task in ordered_tasks((row or {}).get("per_task") or {}):
+            entry = dict(row["per_task"][task])
+            source = entry.pop("chosen_from", {})
+            own = {k: v for k, v in row.items() if k not in ("per_task", "preset")}
+            settings = {**own, **entry}
+            rows.append(
+                [
+                    DISPLAY.get(method, method),
+                    task.upper(),
+                    ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()),
+                    f"{source.get('study', '–')} #{source.get('trial', '–')}",
+                ]
+            )
+    intro = [
+        "Each method's settings per task, chosen on the holdout split by its study (they replace the shared settings "
+        "of the same name):",
+        "",
+    ]
+    return intro + _table(["Method", "Task", "Settings", "Study, trial"], rows) + [""]
 
 
 def _tuning_section(tuning: Sequence[Mapping[str, Any]], recipe: Mapping[str, Any]) -> list[str]:
@@ -1234,7 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tuning", default="", help="v1's weight-search results (tune.py, results/tuning.jsonl)")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
-    parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--output", default=None, help="the report (default: the recipe's outputs.report)")
     parser.add_argument(
         "--seeds", type=int, default=None, help="expected seeds per cell (default: the recipe's table.seeds, else 3)"
     )
@@ -1246,14 +1277,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--search-plots",
-        default=str(HERE / "results" / "v3-search"),
+        default=None,
         metavar="DIR",
-        help="a staged search (v3): each task's best-so-far plot as DIR/<task>.png (default results/v3-search)",
+        help="a staged search (v3): each task's best-so-far plot as DIR/<task>.png (default: the recipe's "
+        "outputs.search_plots)",
     )
     parser.add_argument(
         "--curves-dir",
-        default=str(HERE / "results" / "v2-curves"),
-        help="write each task's dev curves as DIR/<task>.png and link them (default results/v2-curves)",
+        default=None,
+        help="write each task's dev curves as DIR/<task>.png and link them (default: the recipe's outputs.curves)",
     )
     parser.add_argument(
         "--regime-results",
@@ -1276,13 +1308,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--analyze", default=None, metavar="TASK", help="also run fsdkit.analyze on TASK's kept models")
     parser.add_argument(
-        "--analysis-dir", default=str(HERE / "analysis-v2"), help="analysis reports: ANALYSIS_DIR/TASK/"
+        "--analysis-dir", default=None, help="analysis reports: ANALYSIS_DIR/TASK/ (default: the recipe's outputs)"
     )
     parser.add_argument("--glue-dir", default=None, help="GLUE folder (needed with --analyze)")
     parser.add_argument("--work-dir", default=None, help="the suite's model folders (default: the recipe's)")
     args = parser.parse_args(argv)
     recipe = load_recipe(args.recipe)
     paths = args.results or [recipe_output(recipe, "results")]
+    for name, place in (("output", "report"), ("curves_dir", "curves"), ("analysis_dir", "analysis")):
+        if getattr(args, name) is None:  # '' (a part turned off) stays
+            setattr(args, name, recipe_output(recipe, place))
+    if args.search_plots is None:
+        args.search_plots = recipe_output(recipe, "search_plots")
     # only the runs of the current recipe count; runs of an earlier one stay in the file as history
     suite = Suite(glue_dir="", tasks=[], methods=[], seeds=[], recipe=recipe)
     raw, earlier = suite.split_current(r for p in paths for r in read_records(p))

@@ -281,12 +281,21 @@ def load_recipe(path: str | os.PathLike = DEFAULT_RECIPE) -> dict[str, Any]:
 
 
 #: where a recipe's runs go unless its ``outputs`` section says otherwise (benchmark v2's places)
-DEFAULT_OUTPUTS = {"results": DEFAULT_RESULTS, "work_dir": DEFAULT_WORK_DIR, "predictions": DEFAULT_PREDICTIONS_DIR}
+DEFAULT_OUTPUTS = {
+    "results": DEFAULT_RESULTS,
+    "work_dir": DEFAULT_WORK_DIR,
+    "predictions": DEFAULT_PREDICTIONS_DIR,
+    "report": HERE / "RESULTS.md",
+    "curves": HERE / "results" / "v2-curves",
+    "analysis": HERE / "analysis-v2",
+    "search_plots": HERE / "results" / "search-plots",
+}
 
 
 def recipe_output(recipe: dict[str, Any], name: str) -> str:
-    """The recipe's place ``name`` (``results``, ``work_dir``, ``predictions``): its ``outputs`` entry, a path relative
-    to benchmarks/ (recipe-v3 keeps its runs apart from v2's), else v2's."""
+    """The recipe's place ``name`` (``results``, ``work_dir``, ``predictions``; the report's ``report``, ``curves``,
+    ``analysis``, ``search_plots``): its ``outputs`` entry, a path relative to benchmarks/ (recipe-v3 keeps its runs
+    and reports apart from v2's), else v2's."""
     place = (recipe.get("outputs") or {}).get(name)
     return str(HERE / place if place is not None else DEFAULT_OUTPUTS[name])
 
@@ -497,7 +506,11 @@ class Suite:
         the results file as history, superseded by the runs of the current one)."""
         current, earlier = [], []
         for r in records:
-            (current if r.get("settings_hash") == self.recipe_hash(r) else earlier).append(r)
+            try:
+                now = self.recipe_hash(r)
+            except UnsettledCell:  # a cell the recipe has no settings for (yet): not one of its runs
+                now = None
+            (current if r.get("settings_hash") == now else earlier).append(r)
         return current, earlier
 
     # loop --------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from suite import Suite, load_recipe, reads_memory  # noqa: E402
+from suite import Suite, load_recipe, reads_memory, recipe_output  # noqa: E402
 
 #: the methods whose terms cover every weight of stage 2 (the FSD ablations and fsdi-minilm reuse these terms)
 #: (method, its weights in the run, weight option → the label its term logs); RKD's two weights scale the parts of one
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-dir", required=True)
     parser.add_argument("--tasks", default="mrpc,stsb")
-    parser.add_argument("--work-dir", default=str(HERE / "work" / "v3"))
-    parser.add_argument("--results", default=str(HERE / "results" / "v3.jsonl"), help="the search's teacher records")
+    parser.add_argument("--work-dir", default=None, help="the search's work folder (default: recipe-v3's)")
+    parser.add_argument("--results", default=None, help="the search's teacher records (default: recipe-v3's)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--output", default=str(HERE / "results" / "v3-term-scale.json"))
     args = parser.parse_args(argv)
@@ -125,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     report = json.loads(out.read_text()) if out.is_file() else {"rule": __doc__.split("\n\n")[2], "tasks": {}}
     recipe = load_recipe(HERE / "recipe-v3.yaml")
+    work_dir, results = (
+        args.work_dir or recipe_output(recipe, "work_dir"),
+        args.results or recipe_output(recipe, "results"),
+    )
     for task in args.tasks.split(","):
         # the search's own teacher and memory (built here as the search builds them, if it has not yet)
-        suite = Suite.for_task(task, recipe, glue_dir=args.glue_dir, work_dir=args.work_dir, results=args.results)
+        suite = Suite.for_task(task, recipe, glue_dir=args.glue_dir, work_dir=work_dir, results=results)
         teacher, memory = suite.ensure_teacher(task), suite.ensure_memory(task)
         rows = {}
         for method, options, labels in RUNS:

@@ -6,9 +6,10 @@
 
 The protocol (issue "fsdkit compress", item 2), each step resumable and skipped once done:
 
-1. **Data.** SST-2's first ``--labels`` training sentences are the labelled training set
-   (``work/transfer/glue/SST-2/train.tsv``, with SST-2's dev and test files); the next ``--transfer-rows`` sentences,
-   their labels dropped, are the transfer file (``work/transfer/transfer.tsv``, one ``sentence`` column).
+1. **Data.** SST-2 as it is, every run reading only its first ``--labels`` training sentences
+   (``max_train_samples``: part of every run's settings, so other counts are other runs); the next
+   ``--transfer-rows`` sentences, their labels dropped, are the transfer file
+   (``work/transfer/sst2-<labels>-<rows>.tsv``, one ``sentence`` column; its name, in the settings too, says which).
 2. **Teacher.** The packaged all-MiniLM-L6-v2 fine-tuned on the labelled part only, with the benchmark's teacher
    settings (recipe-v2.yaml ``teacher``).
 3. **Students.** VKD and the FSD-family row benchmark v2 recommends (FSDI + MiniLM's attention term), each with its
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from report import latest_ok  # noqa: E402
-from suite import MAJORITY, TEACHER, Suite, load_recipe, parse_overrides, read_records  # noqa: E402
+from suite import TEACHER, Suite, load_recipe, parse_overrides, read_records  # noqa: E402
 
 RESULTS = HERE / "results" / "transfer.jsonl"
 REPORT = HERE / "compress" / "transfer.md"
@@ -44,23 +44,19 @@ METHODS = ("vkd", "fsdi-minilm")
 SUFFIX = "-transfer"
 
 
-def split_sst2(glue_dir: Path, work: Path, labels: int, transfer_rows: int) -> tuple[Path, Path]:
-    """The labelled GLUE folder and the transfer file (written once; the files are rewritten if a count changes)."""
-    folder = work / "glue" / "SST-2"
-    transfer = work / "transfer.tsv"
+def transfer_file(glue_dir: Path, work: Path, labels: int, transfer_rows: int) -> Path:
+    """SST-2's training sentences ``labels`` … ``labels + transfer_rows`` without their labels, as a transfer file
+    whose name carries both counts (written once)."""
     with (glue_dir / "SST-2" / "train.tsv").open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     header, body = rows[0], rows[1:]
     if labels + transfer_rows > len(body):
         raise SystemExit(f"--labels {labels} + --transfer-rows {transfer_rows} exceed SST-2's {len(body)} rows")
     text = header.index("sentence")
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_tsv(folder / "train.tsv", [header, *body[:labels]])
-    _write_tsv(transfer, [["sentence"], *([row[text]] for row in body[labels : labels + transfer_rows])])
-    for name in ("dev.tsv", "test.tsv"):
-        if not (folder / name).is_file():
-            shutil.copyfile(glue_dir / "SST-2" / name, folder / name)
-    return folder.parent, transfer
+    path = work / f"sst2-{labels}-{transfer_rows}.tsv"
+    work.mkdir(parents=True, exist_ok=True)
+    _write_tsv(path, [["sentence"], *([row[text]] for row in body[labels : labels + transfer_rows])])
+    return path
 
 
 def _write_tsv(path: Path, rows: list[list[str]]) -> None:
@@ -74,10 +70,17 @@ def _write_tsv(path: Path, rows: list[list[str]]) -> None:
 
 
 def suite(
-    data_dir: Path, transfer: Path, work: Path, seeds: int, results: Path, overrides: dict[str, Any] | None = None
+    glue_dir: Path,
+    labels: int,
+    transfer: Path,
+    work: Path,
+    seeds: int,
+    results: Path,
+    overrides: dict[str, Any] | None = None,
 ) -> Suite:
-    """One suite over the four rows: each method, and the same method with the transfer file (``overrides``: the
-    suite's ``--set``, for smoke runs; they enter the settings hash)."""
+    """One suite over the four rows — each method, and the same method with the transfer file — every run (the
+    teacher too) on the first ``labels`` training sentences (``overrides``: the suite's ``--set``, for smoke runs;
+    like ``max_train_samples``, they enter the settings hash)."""
     recipe = load_recipe(HERE / "recipe-v2.yaml")
     for method in METHODS:
         own = dict(recipe["methods"].get(method) or {})
@@ -87,14 +90,14 @@ def suite(
             "transfer_file": str(transfer),
         }
     return Suite(
-        glue_dir=str(data_dir),
+        glue_dir=str(glue_dir),
         tasks=[TASK],
         methods=[m + s for m in METHODS for s in ("", SUFFIX)],
         seeds=list(range(1, seeds + 1)),
         results=results,
         work_dir=work,
         recipe=recipe,
-        overrides=overrides or {},
+        overrides={**(overrides or {}), "max_train_samples": labels},
         predictions_dir=None,
     )
 
@@ -122,9 +125,8 @@ def report(runs: Suite, labels: int, transfer_rows: int) -> str:
         "searched settings, the same epochs with and without the transfer file. SST-2 dev accuracy (872 sentences).",
         "",
     ]
-    for reference in (TEACHER, MAJORITY):
-        if reference in by_method:
-            lines.append(f"- {reference}: {cell(by_method[reference])}")
+    if TEACHER in by_method:
+        lines.append(f"- teacher (fine-tuned on the labelled sentences): {cell(by_method[TEACHER])}")
     lines += [
         "",
         "| method | labelled only | + transfer text | gain | p (one-sided Welch) |",
@@ -156,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     args = parser.parse_args(argv)
     work = Path(args.work_dir)
-    data_dir, transfer = split_sst2(Path(args.glue_dir), work, args.labels, args.transfer_rows)
-    runs = suite(data_dir, transfer, work, args.seeds, Path(args.results), parse_overrides(args.set))
+    transfer = transfer_file(Path(args.glue_dir), work, args.labels, args.transfer_rows)
+    runs = suite(
+        Path(args.glue_dir), args.labels, transfer, work, args.seeds, Path(args.results), parse_overrides(args.set)
+    )
     runs.run()
     out = Path(args.report)
     out.parent.mkdir(parents=True, exist_ok=True)

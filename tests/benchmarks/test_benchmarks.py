@@ -1040,12 +1040,19 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     )
     assert table["methods"]["fsd"] == {"memory_lr": 0.1}  # a row the search does not tune: kept as it is
     assert table["take"] == {"stsb": {"method": "nds", "holdout": 0.8, "metric": "holdout.pearson"}}
+    assert table["settled"] == {"stsb": "3 of 3 studies", "mrpc": "0 of 3 studies"}  # MRPC: no row to take yet
+    (tmp_path / "elsewhere").mkdir()
+    assert staged.settle(path, tmp_path / "elsewhere" / "t.yaml")["extends"] == "../recipe.yaml"
+    with pytest.raises(SystemExit, match="already has per-task settings"):
+        staged.settle(tmp_path / "table.yaml", tmp_path / "again.yaml")
     runs = task_suite(tmp_path, "stsb", suite_mod.load_recipe(tmp_path / "table.yaml"))
     settings = runs.student_settings("stsb", "fsdi", 1)
     assert settings["lambda_intra"] == 0.0 and settings["learning_rate"] == 1e-4 and "chosen_from" not in settings
     assert settings["epochs"] == 4  # the task's budget, from recipe-v2 through both `extends`
     with pytest.raises(suite_mod.UnsettledCell, match="'vkd' has no per_task settings for 'mrpc'.*chosen for: stsb"):
         runs.student_settings("mrpc", "vkd", 1)
+    unsettled = {"task": "mrpc", "method": "vkd", "seed": 1, "settings_hash": "h"}  # e.g. a run of the search recipe
+    assert runs.split_current([unsettled]) == ([], [unsettled])  # not one of the table's runs (no crash: report.py)
     runs.tasks, runs.methods, runs.seeds, runs.runner = ["mrpc"], ["vkd"], [1], FakeRunner()
     counts = runs.run()  # the unsettled cell is blocked, the rest of the suite goes on
     assert counts["ok"] == 2 and counts["blocked"] == 1  # the teacher and the majority baseline
@@ -1090,3 +1097,60 @@ def test_term_scale_measures_every_run_with_settings_its_method_takes():
         settings = term_scale.run_settings("stsb", method, options, "glue", "teacher", 8, "work/memory")
         config = as_config(DistillConfig, {**settings, "output_dir": "out"})
         assert (getattr(config.method_options, "memory", None) == "work/memory") == suite_mod.reads_memory(method)
+
+
+def test_transfer_bench_splits_sst2_runs_each_row_with_and_without_transfer_text_and_reports_the_gain(tmp_path):
+    """benchmarks/transfer_bench.py: the transfer file is the sentences after the labelled ones, labels dropped, named
+    by both counts; every run (the teacher too) reads only the labelled sentences (max_train_samples, in its settings
+    hash), the transfer rows add --transfer-file to the same settings; the report gives each row's gain and its
+    one-sided Welch p-value from the runs of these counts only."""
+    bench = _load("transfer_bench")
+    glue = tmp_path / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    (glue / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(10)))
+    path = bench.transfer_file(tmp_path / "glue", tmp_path / "work", 3, 4)
+    assert path.name == "sst2-3-4.tsv" and path.read_text() == "sentence\ntext 3\ntext 4\ntext 5\ntext 6\n"
+    with pytest.raises(SystemExit, match="exceed SST-2's 10 rows"):
+        bench.transfer_file(tmp_path / "glue", tmp_path / "work", 8, 4)
+
+    class Runner(FakeRunner):
+        def distill(self, settings):  # transfer text helps by 5 points, seeds spread by 1
+            result = super().distill(settings)
+            gain = 0.05 if settings.get("transfer_file") else 0.0
+            result["metrics"]["validation"]["accuracy"] += gain
+            return result
+
+        def majority(self, settings):
+            return {"metrics": {"validation": {"accuracy": 0.5}}, "main_metric": "accuracy"}
+
+    runs = bench.suite(tmp_path / "glue", 3, path, tmp_path / "work", 3, tmp_path / "r.jsonl")
+    runs.runner = Runner()
+    assert runs.teacher_settings("sst2")["max_train_samples"] == 3
+    alone, more = (
+        runs.student_settings("sst2", "fsdi-minilm", 1),
+        runs.student_settings("sst2", "fsdi-minilm-transfer", 1),
+    )
+    assert more == {**alone, "transfer_file": str(path), "output_dir": more["output_dir"]}
+    assert alone["max_train_samples"] == 3 and alone["method"] == "fsdi" and alone["losses"][0]["name"] == "minilm"
+    assert runs.run()["ok"] == 2 + 4 * 3
+    text = bench.report(runs, 3, 4)
+    assert "| vkd | 82.00 ± 1.00 (81.00, 82.00, 83.00) | 87.00 ± 1.00 (86.00, 87.00, 88.00) | +5.00 | 0.002 |" in text
+    other = bench.suite(tmp_path / "glue", 5, path, tmp_path / "work", 3, tmp_path / "r.jsonl")
+    assert "| vkd | — | — | | |" in bench.report(other, 5, 4)  # another labelled count: none of these runs
+
+
+def test_a_recipe_names_its_outputs_and_v2_keeps_its_places():
+    """recipe-v3 (and its table recipe) keep their runs, predictions and reports apart from v2's; a recipe without
+    `outputs` (v2) keeps v2's places."""
+    v2 = suite_mod.load_recipe(suite_mod.HERE / "recipe-v2.yaml")
+    v3 = suite_mod.load_recipe(suite_mod.HERE / "recipe-v3.yaml")
+    places = ("results", "work_dir", "predictions", "report", "curves", "analysis")
+    assert [suite_mod.recipe_output(v2, p) for p in places[:3]] == [
+        str(suite_mod.DEFAULT_RESULTS),
+        str(suite_mod.DEFAULT_WORK_DIR),
+        str(suite_mod.DEFAULT_PREDICTIONS_DIR),
+    ]
+    assert suite_mod.recipe_output(v2, "report") == str(suite_mod.HERE / "RESULTS.md")
+    mine = {suite_mod.recipe_output(v3, p) for p in places}
+    assert not mine & {suite_mod.recipe_output(v2, p) for p in places}  # nothing of v2's overwritten
+    assert suite_mod.recipe_output(v3, "results") == str(suite_mod.HERE / "results" / "v3.jsonl")

@@ -96,7 +96,7 @@ def not_a_setting(name: str, key: str, where: str = "") -> ConfigError:
     others = methods_with(key)
     return ConfigError(
         (f"{where}: " if where else "")
-        + f"--{key.replace('_', '-')} is not a setting of --method {name}"
+        + f"--{str(key).replace('_', '-')} is not a setting of --method {name}"
         + (f"; it is one of {', '.join(others)}" if others else "")
         + (f"; {name}'s settings: {', '.join(s.flag for s in own.values())}" if own else f"; {name} has none")
     )
