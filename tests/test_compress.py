@@ -11,6 +11,7 @@ import sys
 import time
 
 import optuna
+import pytest
 
 from data_paths import TICKETS, TICKETS_DEV
 
@@ -102,3 +103,38 @@ def test_a_killed_compress_resumes(tickets_teacher, tmp_path):
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 3
     assert optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
     assert json.loads((out / "compress.json").read_text())["front"]
+
+
+def test_every_student_of_compress_trains_on_its_transfer_text(tickets_teacher, tmp_path):
+    """`fsdkit compress --transfer-file`: each trial's distillation reads the unlabelled texts too (its run record
+    names the file and counts the labelled rows less the holdout plus the transfer rows); the holdout stays labelled."""
+    from fsdkit.compress import compress
+    from fsdkit.run_record import RunRecord
+
+    transfer = tmp_path / "transfer.txt"
+    transfer.write_text("\n".join(f"unlabelled ticket number {i} about an invoice or a crash" for i in range(16)))
+    result = compress(
+        teacher=str(tickets_teacher),
+        train_file=str(TICKETS),
+        validation_file=str(TICKETS_DEV),
+        transfer_file=str(transfer),
+        output_dir=str(tmp_path / "compress"),
+        trials=1,
+        max_steps=2,
+        batch_size=8,
+        max_length=32,
+        speed_batches=2,
+        target_retention=None,
+    )
+    record = RunRecord.read(result["front"][0]["output_dir"])
+    assert record.config["transfer_file"] == str(transfer)
+    assert record.train_examples == 21 + 16  # 24 labelled rows less a 10 % holdout (3), and the 16 transfer rows
+
+
+def test_compress_names_a_teacher_it_cannot_load(tmp_path):
+    """A teacher that is neither a local folder nor reachable on the hub: fsdkit's error, not transformers' trace."""
+    from fsdkit.compress import compress
+    from fsdkit.errors import ModelError
+
+    with pytest.raises(ModelError, match="could not load model 'someone/some-model': it is not a local folder"):
+        compress(teacher="someone/some-model", train_file=str(TICKETS), output_dir=str(tmp_path / "c"), trials=1)

@@ -5,7 +5,8 @@ of the teacher: the depth (1 … L−1 of its layers), which layers (the first k
 (the teacher's own layers and head, or the pretrained layers it was fine-tuned from) and the recipe — one of
 :data:`RECIPES`, measured settings from benchmark v2 (``benchmarks/recipe-v2.yaml``). Each trial is a real
 ``fsdkit distill`` run on the training set less a fixed holdout split (seed 0, as ``fsdkit sweep`` carves it),
-scored on that split; its latency is timed on this machine. The teacher is scored and timed on the same split —
+scored on that split (with ``transfer_file``, its distillation terms also train on those unlabelled texts); its
+latency is timed on this machine. The teacher is scored and timed on the same split —
 rows it was usually fine-tuned on, so its score there is high and the retention target a conservative one (a
 teacher fine-tuned with ``--holdout-fraction 0.1`` never saw them). A student that cannot be made (a config error)
 or diverges is a failed trial, replaced; the study stops if failures outnumber twice its budget.
@@ -85,9 +86,8 @@ def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str
 def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` and export its chosen student; returns ``compress.json``'s content."""
     import optuna
-    from transformers import AutoConfig
 
-    from fsdkit.models import check_model_folder
+    from fsdkit.models import check_model_folder, load_model_config
     from fsdkit.run_record import RunRecord
     from fsdkit.sweep import _check_storage, _creation_lock, _storage
     from fsdkit.training.run import distill
@@ -97,7 +97,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     if not config.teacher or not config.output_dir:
         raise ConfigError("fsdkit compress --teacher TEACHER_DIR --output-dir DIR (and the data flags)")
     folder = check_model_folder(config.teacher, max_length=config.max_length, option="teacher")
-    teacher_config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    teacher_config = load_model_config(folder)
     depth_total = teacher_config.num_hidden_layers
     choices = ("first",) if shares_layers(teacher_config) else LAYER_CHOICES  # ALBERT: a student repeats its group
     if depth_total < 2:
@@ -135,6 +135,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             "output_dir": str(run_dir),
             "relation_every": 0,
             "progress": False,
+            **({"transfer_file": config.transfer_file} if config.transfer_file else {}),
         }
         distill(settings)
         measured = _measure(str(run_dir), task, data, config.max_length, config.speed_batches)

@@ -314,6 +314,11 @@ class CompressConfig(DataOptions):
     max_steps: int = setting(-1, "steps of each student instead of epochs (> 0)")
     batch_size: int = setting(32, "training batch size", low=1)
     max_length: int = setting(128, "truncate inputs to this many tokens", low=1)
+    transfer_file: str | None = setting(
+        None,
+        "unlabelled texts every student's distillation terms train on too (see distill --transfer-file; the task "
+        "loss and the holdout split stay labelled)",
+    )
     pretrained: str | None = setting(
         None,
         "the pretrained model the teacher was fine-tuned from, for students of its "

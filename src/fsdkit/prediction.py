@@ -152,12 +152,10 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
     """``--input FILE``: predictions from the model folder alone — its ``id2label`` names the classes, the text
     columns come from ``--text-columns``, else the model's run record, else the usual defaults; a file with the
     label column is scored too (``metrics``)."""
-    from transformers import AutoConfig
-
     from fsdkit.data import compute_metrics
     from fsdkit.data.files import read_input
     from fsdkit.evaluation import model_label_names
-    from fsdkit.models import check_model_folder, resolve_model_path
+    from fsdkit.models import check_model_folder, load_model_config
     from fsdkit.run_record import RunRecord
 
     given = [
@@ -175,7 +173,7 @@ def _predict_input(config: PredictConfig, output: Path) -> dict[str, Any]:
         raise ConfigError(f"--input predicts from the model folder alone: drop {', '.join(given)}")
     check_output_file(output, "output", keep=input_paths(config))
     folder = check_model_folder(cast(str, config.model), max_length=config.max_length, option="model")
-    model_config = AutoConfig.from_pretrained(resolve_model_path(folder), trust_remote_code=False)
+    model_config = load_model_config(folder)
     if getattr(model_config, "problem_type", None) == "regression" or model_config.num_labels == 1:
         labels = None
     else:

@@ -136,6 +136,14 @@ def _from_pretrained(loader, name: str, **kwargs):
         ) from exc
 
 
+def load_model_config(name_or_path: str | os.PathLike):
+    """A model's ``transformers`` config (its own code never run), from a local folder or the hub; a name that is
+    neither raises :class:`ModelError`."""
+    from transformers import AutoConfig
+
+    return _from_pretrained(AutoConfig, resolve_model_path(name_or_path))
+
+
 def load_classifier(
     name_or_path: str | os.PathLike,
     task: TaskSpec | None = None,
@@ -149,10 +157,10 @@ def load_classifier(
     size is re-initialised for the task, and a fine-tuned model of another task is refused.
     ``attn_implementation="eager"`` is needed when attention maps are requested.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     name = resolve_model_path(name_or_path)
-    config = _from_pretrained(AutoConfig, name)
+    config = load_model_config(name)
     kwargs: dict[str, Any] = {}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
