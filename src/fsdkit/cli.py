@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fsdkit.config import (
@@ -154,9 +155,21 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_compress(args) -> None:
+    """The front as a table (front.md), then where the chosen student went; the whole result is compress.json."""
     from fsdkit.compress import compress
 
-    _print_json(compress(_config_from_args(args, CompressConfig, "compress")))
+    config = _config_from_args(args, CompressConfig, "compress")
+    result = compress(config)
+    out = Path(config.output_dir)
+    print((out / "front.md").read_text(encoding="utf-8"))
+    chosen = result["chosen"]
+    if chosen is not None:
+        print(
+            f"chosen: trial {chosen['trial']} ({len(chosen['layers'])} layers, {chosen['recipe']}, "
+            f"{100 * chosen['retention']:.1f} % of the teacher, {chosen['latency_ms']:.2f} ms at batch 1) -> "
+            f"{out / 'student'}"
+        )
+    print(f"front plot: {out / 'front.png'}; everything: {out / 'compress.json'}")
 
 
 def _cmd_export(args) -> None:
