@@ -413,9 +413,9 @@ class Suite:
         )
 
     def ensure_teacher(self, task: str) -> Path:
-        """The task's teacher folder, fine-tuned (or adopted) first if it is not there yet."""
-        if not (self.teacher_dir(task) / "config.json").is_file():
-            self.run()
+        """The task's teacher folder, fine-tuned (or adopted) first unless a teacher of these very settings is recorded
+        there (a folder left by other settings is not taken for it)."""
+        self.run()
         return self.teacher_dir(task)
 
     # settings ----------------------------------------------------------------------------------
