@@ -45,6 +45,9 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
     table = (out / "front.md").read_text()
     assert "| teacher | all |" in table and f"trial {chosen['trial']} (chosen)" in table
     assert json.loads((out / "compress.json").read_text()) == json.loads(json.dumps(result))
+    # the tickets teacher was fine-tuned on every training row, the holdout's too: said in the result and the table
+    assert len(result["warnings"]) == 1 and "fine-tuned on the holdout rows" in result["warnings"][0]
+    assert "**Warning**: the teacher was fine-tuned on the holdout rows" in table
     # an unreachable target: nothing exported, the closest named
     strict = compress(
         teacher=str(tickets_teacher),
@@ -140,3 +143,19 @@ def test_compress_names_a_teacher_it_cannot_load(tmp_path):
 
     with pytest.raises(ModelError, match="could not load model 'someone/some-model': it is not a local folder"):
         compress(teacher="someone/some-model", train_file=str(TICKETS), output_dir=str(tmp_path / "c"), trials=1)
+
+
+def test_a_teacher_is_said_to_have_seen_the_holdout_only_when_its_record_shows_it():
+    """teacher_saw_holdout: the teacher's run record read the study's training rows without --holdout-fraction 0.1."""
+    from types import SimpleNamespace
+
+    from fsdkit.compress import HOLDOUT_FRACTION, teacher_saw_holdout
+
+    mine = {"task": "mrpc", "data_dir": "glue", "train_file": None}
+    record = SimpleNamespace(config={**mine, "data_dir": "./glue", "holdout_fraction": None})
+    assert teacher_saw_holdout(record, mine)  # the same rows, however the folder is spelt
+    assert not teacher_saw_holdout(
+        SimpleNamespace(config={**record.config, "holdout_fraction": HOLDOUT_FRACTION}), mine
+    )
+    assert not teacher_saw_holdout(SimpleNamespace(config={**record.config, "task": "sst2"}), mine)  # other data
+    assert not teacher_saw_holdout(None, mine)  # a teacher without a record (a hub model): unknown, not claimed

@@ -6,10 +6,11 @@ of the teacher: the depth (1 … L−1 of its layers), which layers (the first k
 :data:`RECIPES`, measured settings from benchmark v2 (``benchmarks/recipe-v2.yaml``). Each trial is a real
 ``fsdkit distill`` run on the training set less a fixed holdout split (seed 0, as ``fsdkit sweep`` carves it),
 scored on that split (with ``transfer_file``, its distillation terms also train on those unlabelled texts); its
-latency is timed on this machine. The teacher is scored and timed on the same split —
-rows it was usually fine-tuned on, so its score there is high and the retention target a conservative one (a
-teacher fine-tuned with ``--holdout-fraction 0.1`` never saw them). A student that cannot be made (a config error)
-or diverges is a failed trial, replaced; the study stops if failures outnumber twice its budget.
+latency is timed on this machine. The teacher is scored and timed on the same split; a teacher fine-tuned on those
+rows (no ``--holdout-fraction 0.1`` in its run record, the same training data) scores them from memory, and so do the
+students started from its layers: the result then carries a warning (:func:`teacher_saw_holdout`). A student that
+cannot be made (a config error) or diverges is a failed trial, replaced; the study stops if failures outnumber twice
+its budget.
 
 When the study has its trials, ``OUTPUT_DIR`` gets ``front.md`` (the Pareto front: quality, retention of the
 teacher's score, latency, parameters, size, settings), ``front.png`` (holdout quality against batch-1 latency, point
@@ -23,6 +24,7 @@ storage: rerunning the command resumes it (a killed worker's trial is retried), 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 LAYER_CHOICES = ("first", "spread")
+logger = logging.getLogger(__name__)
 HOLDOUT_FRACTION = 0.1
 
 
@@ -83,6 +86,27 @@ def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str
     }
 
 
+#: the options that say which training rows a run read (a teacher's run record against the study's data)
+_TRAINING_ROWS = ("task", "data_dir", "train_file", "dataset", "dataset_config", "train_split", "max_train_samples")
+
+
+def teacher_saw_holdout(record, options: dict[str, Any]) -> bool:
+    """Whether the teacher's run record shows it fine-tuned on the study's training rows without the holdout split
+    (``--holdout-fraction`` other than the study's): its holdout score, and those of the students started from its
+    layers, are then scores on rows they were trained on. False when the record is missing or read other data."""
+    if record is None:
+        return False
+    config = record.config
+
+    def same(key: str) -> bool:
+        mine, theirs = options.get(key), config.get(key)
+        if key in ("data_dir", "train_file") and mine is not None and theirs is not None:
+            return Path(mine).resolve() == Path(theirs).resolve()
+        return mine == theirs
+
+    return all(same(key) for key in _TRAINING_ROWS) and config.get("holdout_fraction") != HOLDOUT_FRACTION
+
+
 def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` and export its chosen student; returns ``compress.json``'s content."""
     import optuna
@@ -113,6 +137,15 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     metric = task.main_metric
     teacher = _measure(folder, task, data, config.max_length, config.speed_batches)
+    warnings = []
+    if teacher_saw_holdout(record, options):
+        warnings.append(
+            f"the teacher was fine-tuned on the holdout rows (its run record has no --holdout-fraction "
+            f"{HOLDOUT_FRACTION}): its holdout score and those of the students started from its layers are scores on "
+            f"rows they were trained on, so retention is overstated and the front favours those students; fine-tune "
+            f"the teacher with --holdout-fraction {HOLDOUT_FRACTION} for a front on unseen rows"
+        )
+        logger.warning("fsdkit compress: %s", warnings[-1])
 
     def objective(trial) -> tuple[float, float]:
         depth = trial.suggest_int("depth", 1, depth_total - 1)
@@ -168,7 +201,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             callbacks=[started, _too_many_failures(config.trials)],
             catch=(FloatingPointError, ConfigError, ModelError),
         )
-    return _report(study, config, out, task, teacher, metric, folder)
+    return _report(study, config, out, task, teacher, metric, warnings)
 
 
 def _too_many_failures(trials: int):
@@ -190,7 +223,9 @@ def _meets(row: dict[str, Any], config) -> bool:
     )
 
 
-def _report(study, config, out: Path, task, teacher: dict[str, Any], metric: str, teacher_dir: str) -> dict[str, Any]:
+def _report(
+    study, config, out: Path, task, teacher: dict[str, Any], metric: str, warnings: list[str]
+) -> dict[str, Any]:
     """The front (table, plot, JSON) and the chosen student's export."""
     from fsdkit.export import export
 
@@ -230,6 +265,7 @@ def _report(study, config, out: Path, task, teacher: dict[str, Any], metric: str
         "front": front,
         "chosen": chosen,
         "closest": closest,
+        "warnings": warnings,
     }
     if chosen is not None:
         # int8 is measured on the evaluation split of the data the student was trained on (its run record)
@@ -250,6 +286,7 @@ def _front_table(result: dict[str, Any], metric: str) -> str:
         "",
         f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} trials.",
         "",
+        *(line for warning in result.get("warnings", []) for line in (f"**Warning**: {warning}.", "")),
         f"| student | layers | start | recipe | {metric} | retention | latency (ms) | parameters | size (MB) |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| teacher | all | – | – | {100 * t[metric]:.2f} | 100.0 % | {t['latency_ms']:.2f} | "
