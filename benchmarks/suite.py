@@ -460,7 +460,7 @@ class Suite:
         return {"task": task, "data_dir": self.glue_dir, "output_dir": str(self.work_dir / task / MAJORITY)}
 
     def memory_settings(self, task: str) -> dict[str, Any]:
-        keys = ("max_length", "max_train_samples")
+        keys = ("max_length", "max_train_samples", "holdout_fraction")
         settings = {k: v for k, v in {**self.recipe["shared"], **self.overrides}.items() if k in keys}
         settings.update(self.recipe["memory"])
         settings.setdefault("n_clusters", 100)

@@ -414,3 +414,33 @@ def test_tensorboard_gets_every_loss_term_as_its_own_scalar(tmp_path, tickets_te
     for term in ("task", "kd", "intra", "local", "global"):
         assert f"train/loss_{term}" in tags, sorted(tags)
     assert any(tag.startswith("train/loss_global_") for tag in tags), sorted(tags)  # the memory term's parts
+
+
+def test_a_teacher_memory_leaves_out_the_holdout_rows_of_its_run(tmp_path, tickets_teacher):
+    """With --holdout-fraction, the FSDG memory (built by the run, or by `fsdkit memory build` with the same
+    setting) holds the teacher's features of the training rows only: the rows the run is scored on are not the
+    student's to see, not even as centroids."""
+    from fsdkit import build_memory
+    from fsdkit.memory import TeacherMemory
+
+    distill(
+        **FILES,
+        teacher=str(tickets_teacher),
+        student="teacher",
+        method="fsdg",
+        memory_clusters=3,
+        holdout_fraction=0.125,
+        output_dir=str(tmp_path / "student"),
+        **{**TINY, "max_steps": 0, "epochs": 1},
+    )
+    assert TeacherMemory.load(tmp_path / "student" / "memory").metadata["n_rows"] == 21  # 24 rows less 3
+    build_memory(
+        **FILES,
+        teacher=str(tickets_teacher),
+        n_clusters=3,
+        max_length=32,
+        holdout_fraction=0.125,
+        output_dir=str(tmp_path / "memory"),
+        progress=False,
+    )
+    assert TeacherMemory.load(tmp_path / "memory").metadata["n_rows"] == 21

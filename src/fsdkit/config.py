@@ -199,6 +199,14 @@ class MemoryConfig(DataOptions):
     seed: int = setting(42, "seed of the k-means++ seeding")
     batch_size: int = setting(64, "encoding batch size", low=1)
     max_train_samples: int | None = setting(None, "use only the first N training examples", low=1)
+    holdout_fraction: float | None = setting(
+        None,
+        "leave out the rows a run with this --holdout-fraction scores on (the same seed-0 split)",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
     teacher_cache: str | None = setting(
         None,
         "teacher-output cache folder: the rows are read from it (built on first use; a distillation run "

@@ -10,6 +10,13 @@ from fsdkit.errors import ConfigError
 HOLDOUT = "holdout"
 
 
+def carve_holdout(train, fraction: float):
+    """``(train, holdout)``: ``fraction`` of the training rows as the holdout split, the same rows for every run with
+    the same data (seed 0) — a run's, a sweep's trials', ``fsdkit compress``'s and a teacher memory's."""
+    parts = train.train_test_split(test_size=fraction, seed=0, shuffle=True)
+    return parts["train"], parts["test"]
+
+
 def load_run_data(config):
     """``(task, splits)``, read (and so validated) before any model is loaded: a bad file fails in a second.
 
@@ -23,8 +30,8 @@ def load_run_data(config):
 
     task, data = resolve_task_data(config)
     if config.holdout_fraction is not None:
-        parts = data["train"].train_test_split(test_size=config.holdout_fraction, seed=0, shuffle=True)
-        data = DatasetDict({**data, "train": parts["train"], HOLDOUT: parts["test"]})
+        train, holdout = carve_holdout(data["train"], config.holdout_fraction)
+        data = DatasetDict({**data, "train": train, HOLDOUT: holdout})
     if getattr(config, "transfer_file", None):  # unlabelled rows after the labelled ones (never in the holdout)
         train = data["train"]
         if config.max_train_samples is not None:  # --max-train-samples counts labelled rows: transfer rows all stay

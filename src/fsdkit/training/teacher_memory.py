@@ -19,17 +19,21 @@ from fsdkit.artifacts import build_lock, check_output_dir
 from fsdkit.config import DataOptions, DistillConfig, MemoryConfig, as_config, command_line, input_paths
 from fsdkit.data.files import DataSource, with_transfer
 from fsdkit.errors import ConfigError
+from fsdkit.training.run_data import carve_holdout
 
 logger = logging.getLogger("fsdkit")
 
 
 def _memory_rows(config):
-    """The task and the training rows a teacher memory of ``config`` is built from (its whole training split, or its
-    first ``max_train_samples`` rows)."""
+    """The task and the training rows a teacher memory of ``config`` is built from: its training split less the
+    ``holdout_fraction`` rows a run with that setting scores on (those rows are not the student's to see), or the
+    first ``max_train_samples`` of them, and the transfer rows."""
     from fsdkit.data import resolve_task_data
 
     task, data = resolve_task_data(config)
     train = data["train"]
+    if getattr(config, "holdout_fraction", None) is not None:
+        train, _ = carve_holdout(train, config.holdout_fraction)
     if config.max_train_samples is not None:  # labelled rows; the transfer rows all stay
         train = train.select(range(min(config.max_train_samples, len(train))))
     if getattr(config, "transfer_file", None):  # the memory covers the transfer rows too
@@ -110,6 +114,7 @@ def checked_memory(config: DistillConfig, out: Path, teacher, task) -> DistillCo
                 cache_dir=config.cache_dir,
                 teacher_cache=config.teacher_cache,
                 transfer_file=config.transfer_file,
+                holdout_fraction=config.holdout_fraction,
                 _locked=True,
             )
     return config.replace(memory=str(memory_dir))
