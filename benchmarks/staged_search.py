@@ -14,7 +14,10 @@ Several workers may run the same command (give each ``OMP_NUM_THREADS=1``; a sec
 another order). A worker takes the first job, in ``--tasks`` order with every task's stage 1 before any stage 2, whose
 study still needs trials and whose inputs are final (a stage-2 study needs its task's stage-1 VKD study finished);
 when every open job waits for another worker's trials it waits too, and it stops when every study has its budget.
-Each task's teacher (and FSDG memory, for the methods that read one) is built first, as the suite builds them.
+Each task's teacher (and FSDG memory, for the methods that read one) is built first, as the suite builds them, but
+fine-tuned (and clustered) without the holdout rows: a teacher fine-tuned on them scores them from memory, and so do
+the students started from its layers, which would select the settings that keep a student closest to its teacher
+rather than those that generalise. The table's teachers (work/v3, v2's) are fine-tuned on the whole training set.
 Killing a worker loses at most its running trial, which the next worker retries (``fsdkit sweep``'s heartbeat);
 rerunning the command resumes. ``touch work/v3/STOP`` stops every worker before its next study.
 
@@ -242,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default="1,2", help="comma-separated stages to run (default: 1,2)")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
     parser.add_argument(
-        "--results", default=None, help="the teachers' records, the suite's format (default: the recipe's outputs)"
+        "--results", default=None, help="the search teachers' records (default: the recipe's outputs.search_results)"
     )
-    parser.add_argument("--work-dir", default=None, help="teachers, memories, trial folders (default: the recipe's)")
+    parser.add_argument(
+        "--work-dir", default=None, help="teachers, memories, trial folders (default: outputs.search_work_dir)"
+    )
     parser.add_argument(
         "--settle",
         nargs="?",
@@ -270,14 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(args.recipe)
     tasks = args.tasks.split(",") if args.tasks else list(recipe["search"]["tasks"])
     stages = [int(s) for s in args.stages.split(",")]
-    work_dir = Path(args.work_dir or recipe_output(recipe, "work_dir"))
+    work_dir = Path(args.work_dir or recipe_output(recipe, "search_work_dir"))
     suites = {
         task: Suite.for_task(
             task,
             recipe,
             glue_dir=args.glue_dir,
             work_dir=work_dir,
-            results=args.results or recipe_output(recipe, "results"),
+            results=args.results or recipe_output(recipe, "search_results"),
+            # the search's teachers and memories never see the holdout rows its trials are scored on
+            overrides={"holdout_fraction": recipe["search"]["holdout_fraction"]},
         )
         for task in tasks
     }

@@ -289,12 +289,14 @@ DEFAULT_OUTPUTS = {
     "curves": HERE / "results" / "v2-curves",
     "analysis": HERE / "analysis-v2",
     "search_plots": HERE / "results" / "search-plots",
+    "search_results": HERE / "results" / "search-teachers.jsonl",
+    "search_work_dir": HERE / "work" / "search",
 }
 
 
 def recipe_output(recipe: dict[str, Any], name: str) -> str:
     """The recipe's place ``name`` (``results``, ``work_dir``, ``predictions``; the report's ``report``, ``curves``,
-    ``analysis``, ``search_plots``): its ``outputs`` entry, a path relative to benchmarks/ (recipe-v3 keeps its runs
+    ``analysis``, ``search_plots``; a staged search's ``search_results`` and ``search_work_dir``): its ``outputs`` entry, a path relative to benchmarks/ (recipe-v3 keeps its runs
     and reports apart from v2's), else v2's."""
     place = (recipe.get("outputs") or {}).get(name)
     return str(HERE / place if place is not None else DEFAULT_OUTPUTS[name])
