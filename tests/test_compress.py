@@ -146,16 +146,14 @@ def test_compress_names_a_teacher_it_cannot_load(tmp_path):
 
 
 def test_a_teacher_is_said_to_have_seen_the_holdout_only_when_its_record_shows_it():
-    """teacher_saw_holdout: the teacher's run record read the study's training rows without --holdout-fraction 0.1."""
+    """teacher_saw_holdout: the teacher's run record read the run's training rows without its --holdout-fraction."""
     from types import SimpleNamespace
 
-    from fsdkit.compress import HOLDOUT_FRACTION, teacher_saw_holdout
+    from fsdkit.training.run_data import teacher_saw_holdout
 
     mine = {"task": "mrpc", "data_dir": "glue", "train_file": None}
     record = SimpleNamespace(config={**mine, "data_dir": "./glue", "holdout_fraction": None})
-    assert teacher_saw_holdout(record, mine)  # the same rows, however the folder is spelt
-    assert not teacher_saw_holdout(
-        SimpleNamespace(config={**record.config, "holdout_fraction": HOLDOUT_FRACTION}), mine
-    )
-    assert not teacher_saw_holdout(SimpleNamespace(config={**record.config, "task": "sst2"}), mine)  # other data
-    assert not teacher_saw_holdout(None, mine)  # a teacher without a record (a hub model): unknown, not claimed
+    assert teacher_saw_holdout(record, mine, 0.1)  # the same rows, however the folder is spelt
+    assert not teacher_saw_holdout(SimpleNamespace(config={**record.config, "holdout_fraction": 0.1}), mine, 0.1)
+    assert not teacher_saw_holdout(SimpleNamespace(config={**record.config, "task": "sst2"}), mine, 0.1)  # other data
+    assert not teacher_saw_holdout(None, mine, 0.1)  # a teacher without a record (a hub model): unknown, not claimed

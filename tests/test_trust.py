@@ -444,3 +444,30 @@ def test_a_teacher_memory_leaves_out_the_holdout_rows_of_its_run(tmp_path, ticke
         progress=False,
     )
     assert TeacherMemory.load(tmp_path / "memory").metadata["n_rows"] == 21
+
+
+def test_a_sweep_scored_on_rows_its_teacher_was_fine_tuned_on_says_so(tmp_path, tickets_teacher, caplog):
+    """fsdkit sweep on a holdout split the teacher was trained on (its run record has no --holdout-fraction): the
+    scores reward staying close to the teacher, and the sweep warns before its trials."""
+    import logging
+
+    from fsdkit.sweep import sweep
+
+    spec = {
+        "command": "distill",
+        "base": {
+            **FILES,
+            "teacher": str(tickets_teacher),
+            "method": "vkd",
+            "holdout_fraction": 0.125,
+            "batch_size": 8,
+            "max_length": 32,
+            "max_steps": 1,
+            "relation_every": 0,
+        },
+        "space": {"alpha": {"type": "float", "low": 0.1, "high": 0.9}},
+        "trials": 1,
+    }
+    with caplog.at_level(logging.WARNING, logger="fsdkit"):
+        sweep(spec, storage=f"sqlite:///{tmp_path / 's.db'}", output_dir=str(tmp_path / "sweep"))
+    assert "was fine-tuned on the holdout rows the trials are scored on" in caplog.text

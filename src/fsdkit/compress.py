@@ -8,7 +8,7 @@ of the teacher: the depth (1 … L−1 of its layers), which layers (the first k
 scored on that split (with ``transfer_file``, its distillation terms also train on those unlabelled texts); its
 latency is timed on this machine. The teacher is scored and timed on the same split; a teacher fine-tuned on those
 rows (no ``--holdout-fraction 0.1`` in its run record, the same training data) scores them from memory, and so do the
-students started from its layers: the result then carries a warning (:func:`teacher_saw_holdout`). A student that
+students started from its layers: the result then carries a warning (:func:`fsdkit.training.run_data.teacher_saw_holdout`). A student that
 cannot be made (a config error) or diverges is a failed trial, replaced; the study stops if failures outnumber twice
 its budget.
 
@@ -86,27 +86,6 @@ def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str
     }
 
 
-#: the options that say which training rows a run read (a teacher's run record against the study's data)
-_TRAINING_ROWS = ("task", "data_dir", "train_file", "dataset", "dataset_config", "train_split", "max_train_samples")
-
-
-def teacher_saw_holdout(record, options: dict[str, Any]) -> bool:
-    """Whether the teacher's run record shows it fine-tuned on the study's training rows without the holdout split
-    (``--holdout-fraction`` other than the study's): its holdout score, and those of the students started from its
-    layers, are then scores on rows they were trained on. False when the record is missing or read other data."""
-    if record is None:
-        return False
-    config = record.config
-
-    def same(key: str) -> bool:
-        mine, theirs = options.get(key), config.get(key)
-        if key in ("data_dir", "train_file") and mine is not None and theirs is not None:
-            return Path(mine).resolve() == Path(theirs).resolve()
-        return mine == theirs
-
-    return all(same(key) for key in _TRAINING_ROWS) and config.get("holdout_fraction") != HOLDOUT_FRACTION
-
-
 def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` and export its chosen student; returns ``compress.json``'s content."""
     import optuna
@@ -115,7 +94,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     from fsdkit.run_record import RunRecord
     from fsdkit.sweep import _check_storage, _creation_lock, _storage
     from fsdkit.training.run import distill
-    from fsdkit.training.run_data import load_run_data
+    from fsdkit.training.run_data import load_run_data, teacher_saw_holdout
 
     config = as_config(CompressConfig, config, overrides)
     if not config.teacher or not config.output_dir:
@@ -138,7 +117,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     metric = task.main_metric
     teacher = _measure(folder, task, data, config.max_length, config.speed_batches)
     warnings = []
-    if teacher_saw_holdout(record, options):
+    if teacher_saw_holdout(record, options, HOLDOUT_FRACTION):
         warnings.append(
             f"the teacher was fine-tuned on the holdout rows (its run record has no --holdout-fraction "
             f"{HOLDOUT_FRACTION}): its holdout score and those of the students started from its layers are scores on "

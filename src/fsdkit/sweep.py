@@ -37,6 +37,7 @@ starts; the other study must have finished its budget (its best is then final), 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -52,6 +53,7 @@ from fsdkit.config import (
     as_config,
     coerce_field,
     command_line,
+    config_to_dict,
     declared_options,
     make_config,
     option_names,
@@ -61,6 +63,7 @@ from fsdkit.methods import get_method, not_a_setting
 from fsdkit.settings import settings_of
 
 COMMANDS: dict[str, type[RunConfig]] = {"distill": DistillConfig, "finetune": FinetuneConfig}
+logger = logging.getLogger("fsdkit")
 SPACE_TYPES = ("float", "int", "categorical")
 #: the keys a space entry of each type may hold (any other is a typo: refused, not ignored)
 SPACE_KEYS = {
@@ -321,8 +324,9 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     import optuna
 
     from fsdkit.data import resolve_task_data
+    from fsdkit.run_record import RunRecord
     from fsdkit.training.run import distill, finetune
-    from fsdkit.training.run_data import HOLDOUT
+    from fsdkit.training.run_data import HOLDOUT, teacher_saw_holdout
 
     config = as_config(SweepConfig, config, overrides)
     if not config.output_dir:
@@ -348,6 +352,18 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     split = HOLDOUT if base.get("holdout_fraction") else task.eval_splits[0]
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    teacher = base.get("teacher") if config.command == "distill" else None
+    record = RunRecord.read(teacher) if teacher and Path(teacher).is_dir() else None
+    options = config_to_dict(make_config(COMMANDS[config.command], base))  # the trials' data, defaults filled in
+    if split == HOLDOUT and teacher_saw_holdout(record, options, base["holdout_fraction"]):
+        logger.warning(
+            "fsdkit sweep: --teacher %s was fine-tuned on the holdout rows the trials are scored on (its run record "
+            "has no --holdout-fraction %s): scores on them reward students that stay close to the teacher rather "
+            "than those that generalise; fine-tune the teacher with --holdout-fraction %s",
+            teacher,
+            base["holdout_fraction"],
+            base["holdout_fraction"],
+        )
     run: Callable[..., dict[str, Any]] = distill if config.command == "distill" else finetune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -4,6 +4,9 @@ labelled ones) and its training split tokenized for the student (and the teacher
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from fsdkit.data.files import LABELLED, DataSource, with_transfer
 from fsdkit.errors import ConfigError
 
@@ -15,6 +18,28 @@ def carve_holdout(train, fraction: float):
     the same data (seed 0) — a run's, a sweep's trials', ``fsdkit compress``'s and a teacher memory's."""
     parts = train.train_test_split(test_size=fraction, seed=0, shuffle=True)
     return parts["train"], parts["test"]
+
+
+#: the options that say which training rows a run read (a teacher's run record against a run's data)
+_TRAINING_ROWS = ("task", "data_dir", "train_file", "dataset", "dataset_config", "train_split", "max_train_samples")
+
+
+def teacher_saw_holdout(record, options: dict[str, Any], fraction: float) -> bool:
+    """Whether the teacher's run record (``record``, a :class:`fsdkit.run_record.RunRecord`) shows it fine-tuned on
+    the training rows of ``options`` without their holdout split of ``fraction``: its holdout score, and those of
+    the students started from its layers, are then scores on rows they were trained on. False when the record is
+    missing or read other data."""
+    if record is None:
+        return False
+    config = record.config
+
+    def same(key: str) -> bool:
+        mine, theirs = options.get(key), config.get(key)
+        if key in ("data_dir", "train_file") and mine is not None and theirs is not None:
+            return Path(mine).resolve() == Path(theirs).resolve()
+        return mine == theirs
+
+    return all(same(key) for key in _TRAINING_ROWS) and config.get("holdout_fraction") != fraction
 
 
 def load_run_data(config):
