@@ -165,7 +165,8 @@ def _cmd_compress(args) -> None:
     chosen = result["chosen"]
     if chosen is not None:
         print(
-            f"chosen: trial {chosen['trial']} ({len(chosen['layers'])} layers, {chosen['recipe']}, "
+            f"chosen: trial {chosen['trial']} ({len(chosen['layers'])} layer{'s' * (len(chosen['layers']) != 1)}, "
+            f"{chosen['recipe']}, "
             f"{100 * chosen['retention']:.1f} % of the teacher, {chosen['latency_ms']:.2f} ms at batch 1) -> "
             f"{out / 'student'}"
         )
