@@ -17,6 +17,10 @@ from data_paths import TICKETS, TICKETS_DEV
 
 FILES = ["--train-file", str(TICKETS), "--validation-file", str(TICKETS_DEV)]
 SMALL = ["--max-steps", "2", "--batch-size", "8", "--max-length", "32", "--speed-batches", "2"]
+#: the same tiny study through the Python API: the tickets, two steps a student, three holdout rows
+TINY = dict(
+    train_file=str(TICKETS), validation_file=str(TICKETS_DEV), max_steps=2, batch_size=8, max_length=32, speed_batches=2
+)
 
 
 def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_target(tickets_teacher, tmp_path):
@@ -26,14 +30,9 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
     out = tmp_path / "compress"
     result = compress(
         teacher=str(tickets_teacher),
-        train_file=str(TICKETS),
-        validation_file=str(TICKETS_DEV),
         output_dir=str(out),
         trials=3,
-        max_steps=2,
-        batch_size=8,
-        max_length=32,
-        speed_batches=2,
+        **TINY,
         target_retention=None,
     )  # two steps on 21 rows: a quality target would be luck on 3 holdout rows
     assert result["trials"] == 3 and result["front"] and result["metric"] == "holdout.accuracy"
@@ -51,14 +50,9 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
     # an unreachable target: nothing exported, the closest named
     strict = compress(
         teacher=str(tickets_teacher),
-        train_file=str(TICKETS),
-        validation_file=str(TICKETS_DEV),
         output_dir=str(out),
         trials=3,
-        max_steps=2,
-        batch_size=8,
-        max_length=32,
-        speed_batches=2,
+        **TINY,
         target_retention=1.0,
         max_latency_ms=1e-6,
     )
@@ -120,15 +114,10 @@ def test_every_student_of_compress_trains_on_its_transfer_text(tickets_teacher, 
     transfer.write_text("\n".join(f"unlabelled ticket number {i} about an invoice or a crash" for i in range(16)))
     result = compress(
         teacher=str(tickets_teacher),
-        train_file=str(TICKETS),
-        validation_file=str(TICKETS_DEV),
         transfer_file=str(transfer),
         output_dir=str(tmp_path / "compress"),
         trials=1,
-        max_steps=2,
-        batch_size=8,
-        max_length=32,
-        speed_batches=2,
+        **TINY,
         target_retention=None,
     )
     record = RunRecord.read(result["front"][0]["output_dir"])
