@@ -331,6 +331,31 @@ def _rec(task, method, seed, metrics, status="ok", **extra):
     return record
 
 
+def report_of(tmp_path, records, *extra, recipe=suite_mod.V1_RECIPE, tuning=None, results="results.jsonl"):
+    """report.py's RESULTS.md of ``records`` (written to ``tmp_path / results``) under ``recipe``, v2's optional parts
+    off unless ``extra`` flags turn them on; returns its path."""
+    path = tmp_path / results
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "RESULTS.md"
+    report_mod.main(
+        [
+            "--results",
+            str(path),
+            "--recipe",
+            str(recipe),
+            "--output",
+            str(out),
+            "--tuning",
+            str(tuning or tmp_path / "none.jsonl"),
+            "--analysis-dir",
+            str(tmp_path / "analysis"),
+            *REPORT_OFF,
+            *extra,
+        ]
+    )
+    return out
+
+
 def test_report_shows_only_the_runs_of_the_current_recipe(tmp_path):
     """A run whose settings hash is not the one the recipe gives its job now (an earlier recipe's) is history:
     not in the tables, counted under Provenance; a weight-search run of an earlier recipe does not compete."""
@@ -340,29 +365,12 @@ def test_report_shows_only_the_runs_of_the_current_recipe(tmp_path):
         _rec("mrpc", "vkd", 2, {"accuracy": 0.99, "f1": 0.99}, settings_hash="0123456789ab"),
         _rec("mrpc", "pkd", 1, {"accuracy": 0.71, "f1": 0.81}),
     ]
-    path, tuning = tmp_path / "results.jsonl", tmp_path / "tuning.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    tuning = tmp_path / "tuning.jsonl"
     grid = suite_mod.load_recipe(suite_mod.V1_RECIPE)["tuning"]["grid"]["pkd"]
     tuned = [_rec("mrpc", "pkd", 1, {"accuracy": 0.7, "f1": 0.8 + 0.01 * i}, candidate=c) for i, c in enumerate(grid)]
     tuned.append(_rec("mrpc", "pkd", 1, {"accuracy": 0.9, "f1": 0.95}, candidate=grid[0], settings_hash="0123456789ab"))
     tuning.write_text("".join(json.dumps(r) + "\n" for r in tuned))
-    out = tmp_path / "RESULTS.md"
-    report_mod.main(
-        [
-            "--results",
-            str(path),
-            "--output",
-            str(out),
-            "--tuning",
-            str(tuning),
-            "--analysis-dir",
-            str(tmp_path / "analysis"),
-            "--recipe",
-            str(suite_mod.V1_RECIPE),
-            *REPORT_OFF,
-        ]
-    )
-    text = out.read_text()
+    text = report_of(tmp_path, lines, tuning=tuning).read_text()
     assert "| VKD | 70.00 [n=1] | 80.00 [n=1] |" in text  # the seed-2 run of an earlier recipe is not averaged in
     assert "- not shown: 1 finished runs of an earlier recipe" in text and "VKD on mrpc × 1" in text
     search = text.split("## Weight search")[1].split("##")[0]
@@ -396,34 +404,14 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
     lines += [rec("mrpc", "fsd", 1, 0.75, test_predictions="mrpc/fsd/seed1.tsv")]
     lines += [rec("mrpc", "fsdi", s, 0.74, test_predictions=f"mrpc/fsdi/seed{s}.tsv") for s in (1, 2)]
     lines += [rec("mrpc", "fsdi-minilm", s, 0.76 + 0.01 * s) for s in (1, 2)]
-    path = tmp_path / "v2.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     study = optuna.create_study(study_name="mrpc-vkd", storage=storage, direction="maximize")
     study.set_user_attr("metric", "holdout.accuracy")
     space = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)}
     for lr, value in ((1e-4, 0.75), (3e-4, 0.72)):
         study.add_trial(optuna.trial.create_trial(params={"learning_rate": lr}, distributions=space, value=value))
-    out = tmp_path / "RESULTS.md"
-    report_mod.main(
-        [
-            "--results",
-            str(path),
-            "--recipe",
-            str(recipe_path),
-            "--output",
-            str(out),
-            "--tuning",
-            str(tmp_path / "none.jsonl"),
-            "--analysis-dir",
-            str(tmp_path / "analysis"),
-            *REPORT_OFF,
-            "--search-db",
-            storage,
-            "--curves-dir",
-            str(tmp_path / "curves"),
-        ]
-    )
+    extra = ["--search-db", storage, "--curves-dir", str(tmp_path / "curves")]
+    out = report_of(tmp_path, lines, *extra, recipe=recipe_path, results="v2.jsonl")
     text = out.read_text()
     assert text.startswith("# fsdkit quality benchmark v2")
     assert "| VKD | 73.00 (1.58) | 83.00 (1.58) |" in text  # five seeds: the expected number, unmarked
@@ -460,25 +448,7 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     lines.append(_rec("mrpc", "pkd", 1, {}, status="failed", error="ConfigError: unknown method 'pkd'"))
     lines.append(_rec("mrpc", "majority", 0, {"accuracy": 0.68, "f1": 0.81}))
     lines += [_rec("rte", "teacher", 42, {"accuracy": 0.55}), _rec("rte", "vkd", 1, {"accuracy": 0.53})]
-    path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    out = tmp_path / "RESULTS.md"
-    report_mod.main(
-        [
-            "--results",
-            str(path),
-            "--output",
-            str(out),
-            "--tuning",
-            str(tmp_path / "none.jsonl"),
-            "--analysis-dir",
-            str(tmp_path / "analysis"),
-            "--recipe",
-            str(suite_mod.V1_RECIPE),
-            *REPORT_OFF,
-        ]
-    )
-    text = out.read_text()
+    text = report_of(tmp_path, lines).read_text()
     assert text.splitlines()[5].startswith("python benchmarks/report.py --results")
     # mean (sample std) × 100: vkd F1 82.00 (2.00), fsd 86.00 (1.00), nds 71.00 (1.00)
     assert "| VKD | 77.00 (2.00) | 82.00 (2.00) |" in text
@@ -525,25 +495,7 @@ def test_report_inlines_the_analysis_summary(tmp_path):
             }
         )
     )
-    path = tmp_path / "results.jsonl"
-    path.write_text(json.dumps(_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90})) + "\n")
-    out = tmp_path / "RESULTS.md"
-    report_mod.main(
-        [
-            "--results",
-            str(path),
-            "--output",
-            str(out),
-            "--tuning",
-            str(tmp_path / "none.jsonl"),
-            "--analysis-dir",
-            str(tmp_path / "analysis"),
-            "--recipe",
-            str(suite_mod.V1_RECIPE),
-            *REPORT_OFF,
-        ]
-    )
-    text = out.read_text()
+    text = report_of(tmp_path, [_rec("mrpc", "teacher", 42, {"accuracy": 0.85, "f1": 0.90})]).read_text()
     assert "| Student | Restoration F1 | Agreement | CKA diagonal | Inter Euclidean |" in text
     assert "| VKD | 0.8500 | 0.8000 | 0.8300 | 17.60 | 0.1300 | 1.9000 | 0.1200 |" in text
     assert "| FSD | 0.9000 | 0.8750 | 0.8500 | – | – | – | – |" in text  # missing values are marked, not invented
@@ -556,30 +508,11 @@ def test_report_states_the_selection_effect_of_adopted_tuning_runs(tmp_path):
         _rec("mrpc", "pkd", 1, {"accuracy": 0.7, "f1": 0.8}, adopted_from="tuning.jsonl"),
         _rec("mrpc", "vkd", 1, {"accuracy": 0.7, "f1": 0.8}),
     ]
-    path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    out = tmp_path / "RESULTS.md"
-    args = [
-        "--results",
-        str(path),
-        "--output",
-        str(out),
-        "--tuning",
-        str(tmp_path / "none.jsonl"),
-        "--analysis-dir",
-        str(tmp_path / "analysis"),
-        "--recipe",
-        str(suite_mod.V1_RECIPE),
-        *REPORT_OFF,
-    ]
-    report_mod.main(args)
     assert (
         "Selection effect: the MRPC seed 1 run of each weighted method is its chosen weight-search run, picked as the best of its 3 candidates"
-        in out.read_text()
+        in report_of(tmp_path, lines).read_text()
     )  # the grid size of the recipe
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines[::2]))  # no adopted run → no caveat
-    report_mod.main(args)
-    assert "Selection effect" not in out.read_text()
+    assert "Selection effect" not in report_of(tmp_path, lines[::2]).read_text()  # no adopted run → no caveat
 
 
 def test_weight_search_ties_go_to_the_published_default():
@@ -752,28 +685,9 @@ def test_report_shows_the_regime_study_with_peaks_and_the_plateau_rule(tmp_path,
     assert rows[0]["plateau"] is False and rows[1]["plateau"] is True and rows[2]["layers"] == [1, 3, 5]
     # the metric the recipe's epoch rule reads instead of the main one (recipe-v2: MRPC accuracy)
     assert curves_mod.curve_rows(suite_mod.read_records(path), {"mrpc": "accuracy"})[0]["peak"] == pytest.approx(73.0)
-    results = tmp_path / "v2.jsonl"
-    results.write_text(json.dumps({**records[3], "metrics": {"f1": 0.857}}) + "\n")
-    out = tmp_path / "RESULTS.md"
-    report_mod.main(
-        [
-            "--results",
-            str(results),
-            "--recipe",
-            str(suite_mod.HERE / "recipe-v2.yaml"),
-            "--output",
-            str(out),
-            "--tuning",
-            str(tmp_path / "none.jsonl"),
-            "--analysis-dir",
-            str(tmp_path / "analysis"),
-            *REPORT_OFF,
-            "--regime-results",
-            str(path),
-            "--regime-plots",
-            str(tmp_path / "plots"),
-        ]
-    )
+    regime = ["--regime-results", str(path), "--regime-plots", str(tmp_path / "plots")]
+    teacher = {**records[3], "metrics": {"f1": 0.857}}
+    out = report_of(tmp_path, [teacher], *regime, recipe=suite_mod.HERE / "recipe-v2.yaml", results="v2.jsonl")
     text = out.read_text()
     section = text.split("## Two regimes and the choice of layers")[1].split("\n## ")[0]
     table = [line for line in section.splitlines() if line.startswith("| MRPC")]
