@@ -94,7 +94,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     from fsdkit.run_record import RunRecord
     from fsdkit.sweep import _check_storage, _creation_lock, _storage
     from fsdkit.training.run import distill
-    from fsdkit.training.run_data import load_run_data, teacher_saw_holdout
+    from fsdkit.training.run_data import load_run_data, teacher_holdout_warning
 
     config = as_config(CompressConfig, config, overrides)
     if not config.teacher or not config.output_dir:
@@ -116,15 +116,9 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     metric = task.main_metric
     teacher = _measure(folder, task, data, config.max_length, config.speed_batches)
-    warnings = []
-    if teacher_saw_holdout(record, options, HOLDOUT_FRACTION):
-        warnings.append(
-            f"the teacher was fine-tuned on the holdout rows (its run record has no --holdout-fraction "
-            f"{HOLDOUT_FRACTION}): its holdout score and those of the students started from its layers are scores on "
-            f"rows they were trained on, so retention is overstated and the front favours those students; fine-tune "
-            f"the teacher with --holdout-fraction {HOLDOUT_FRACTION} for a front on unseen rows"
-        )
-        logger.warning("fsdkit compress: %s", warnings[-1])
+    warnings = [w for w in (teacher_holdout_warning(record, options, HOLDOUT_FRACTION),) if w]
+    for warning in warnings:
+        logger.warning("fsdkit compress: %s", warning)
 
     def objective(trial) -> tuple[float, float]:
         depth = trial.suggest_int("depth", 1, depth_total - 1)

@@ -326,7 +326,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     from fsdkit.data import resolve_task_data
     from fsdkit.run_record import RunRecord
     from fsdkit.training.run import distill, finetune
-    from fsdkit.training.run_data import HOLDOUT, teacher_saw_holdout
+    from fsdkit.training.run_data import HOLDOUT, teacher_holdout_warning
 
     config = as_config(SweepConfig, config, overrides)
     if not config.output_dir:
@@ -345,7 +345,8 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
             )
         base_given.update(fixed)
     base, space = check_space(config.command, base_given, config.space)
-    task, _ = resolve_task_data(make_config(COMMANDS[config.command], base))  # a registry task or your own data
+    run_options = make_config(COMMANDS[config.command], base)  # every trial's options but the searched ones
+    task, _ = resolve_task_data(run_options)  # a registry task or your own data
     metric = config.metric or task.main_metric
     if metric not in task.metric_names:
         raise ConfigError(f"--metric {metric!r} is not a metric of {task.name} ({', '.join(task.metric_names)})")
@@ -354,16 +355,10 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     teacher = base.get("teacher") if config.command == "distill" else None
     record = RunRecord.read(teacher) if teacher and Path(teacher).is_dir() else None
-    options = config_to_dict(make_config(COMMANDS[config.command], base))  # the trials' data, defaults filled in
-    if split == HOLDOUT and teacher_saw_holdout(record, options, base["holdout_fraction"]):
-        logger.warning(
-            "fsdkit sweep: --teacher %s was fine-tuned on the holdout rows the trials are scored on (its run record "
-            "has no --holdout-fraction %s): scores on them reward students that stay close to the teacher rather "
-            "than those that generalise; fine-tune the teacher with --holdout-fraction %s",
-            teacher,
-            base["holdout_fraction"],
-            base["holdout_fraction"],
-        )
+    holdout = base.get("holdout_fraction") if split == HOLDOUT else None
+    warning = teacher_holdout_warning(record, config_to_dict(run_options), holdout) if holdout else None
+    if warning:
+        logger.warning("fsdkit sweep (--teacher %s): %s", teacher, warning)
     run: Callable[..., dict[str, Any]] = distill if config.command == "distill" else finetune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -42,6 +42,18 @@ def teacher_saw_holdout(record, options: dict[str, Any], fraction: float) -> boo
     return all(same(key) for key in _TRAINING_ROWS) and config.get("holdout_fraction") != fraction
 
 
+def teacher_holdout_warning(record, options: dict[str, Any], fraction: float) -> str | None:
+    """What ``fsdkit sweep`` and ``fsdkit compress`` say when :func:`teacher_saw_holdout`; None otherwise."""
+    if not teacher_saw_holdout(record, options, fraction):
+        return None
+    return (
+        f"the teacher was fine-tuned on the holdout rows the trials are scored on (its run record has no "
+        f"--holdout-fraction {fraction}): it and every student started from its layers score them from memory, so "
+        f"the scores reward staying close to the teacher rather than generalising (and overstate retention); "
+        f"fine-tune the teacher with --holdout-fraction {fraction}"
+    )
+
+
 def load_run_data(config):
     """``(task, splits)``, read (and so validated) before any model is loaded: a bad file fails in a second.
 
