@@ -11,8 +11,8 @@ Per task, each step resumable and skipped once done (a killed run resumes where 
 2. **Teacher.** The packaged all-MiniLM-L6-v2 fine-tuned with benchmark v3's teacher settings (recipe-v3.yaml
    ``teacher``) on the training set less compress's holdout split (``--holdout-fraction 0.1``, seed 0: the rows
    every trial is scored on). A teacher fine-tuned on those rows scores them from memory, and so do the students
-   started from its layers: the first attempt, with v3's own MRPC teacher, scored a 4-layer VKD student at 94.2 %
-   holdout accuracy (the teacher's dev accuracy is 79.4 %).
+   started from its layers: the first attempt, with v3's own MRPC teacher, scored a 4-layer VKD student at holdout
+   F1 94.2 (the teacher's dev F1 is 85.7).
 3. **The study.** ``fsdkit compress --target-retention 0.97 --trials N`` (an Optuna study in
    ``work/compress/<task>/study/compress.db``; latency measured on this machine).
 4. **Seeds.** The chosen student's settings (its trial's run record) re-run at seeds 1..``--seeds`` on the same
