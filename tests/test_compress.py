@@ -14,6 +14,7 @@ import optuna
 import pytest
 
 from data_paths import TICKETS, TICKETS_DEV
+from fsdkit.errors import ConfigError
 
 FILES = ["--train-file", str(TICKETS), "--validation-file", str(TICKETS_DEV)]
 SMALL = ["--max-steps", "2", "--batch-size", "8", "--max-length", "32", "--speed-batches", "2"]
@@ -43,6 +44,8 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
     assert (out / "student" / "model.onnx").is_file() and (out / "front.png").stat().st_size > 0
     table = (out / "front.md").read_text()
     assert "| teacher | all |" in table and f"trial {chosen['trial']} (chosen)" in table
+    assert "| accuracy | retention | macro_f1 | latency (ms) |" in table  # the other holdout metric shown too
+    assert {"accuracy", "macro_f1"} <= set(chosen) and {"accuracy", "macro_f1"} <= set(result["teacher"])
     assert json.loads((out / "compress.json").read_text()) == json.loads(json.dumps(result))
     # the tickets teacher was fine-tuned on every training row, the holdout's too: said in the result and the table
     assert len(result["warnings"]) == 1 and "fine-tuned on the holdout rows" in result["warnings"][0]
@@ -58,6 +61,11 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
     )
     assert strict["chosen"] is None and strict["closest"] is not None
     assert "No student meets the target; the closest is trial" in (out / "front.md").read_text()
+    # the study optimised accuracy: resuming it on another metric would mix incomparable values
+    with pytest.raises(ConfigError, match=r"optimised holdout\.accuracy, not holdout\.macro_f1: give the same"):
+        compress(teacher=str(tickets_teacher), output_dir=str(out), trials=3, **TINY, metric="macro_f1")
+    with pytest.raises(ConfigError, match=r"--metric 'f1' is not a metric of .*\(accuracy, macro_f1\)"):
+        compress(teacher=str(tickets_teacher), output_dir=str(out), trials=3, **TINY, metric="f1")
 
 
 def test_a_killed_compress_resumes(tickets_teacher, tmp_path):

@@ -92,9 +92,9 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
 
     from fsdkit.models import check_model_folder, load_model_config
     from fsdkit.run_record import RunRecord
-    from fsdkit.sweep import _check_storage, _creation_lock, _storage
+    from fsdkit.sweep import _check_storage, _creation_lock, _storage, claim_metric
     from fsdkit.training.run import distill
-    from fsdkit.training.run_data import load_run_data, teacher_holdout_warning
+    from fsdkit.training.run_data import HOLDOUT, load_run_data, teacher_holdout_warning
 
     config = as_config(CompressConfig, config, overrides)
     if not config.teacher or not config.output_dir:
@@ -114,7 +114,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     )
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metric = task.main_metric
+    metric = task.metric(config.metric)
     teacher = _measure(folder, task, data, config.max_length, config.speed_batches)
     warnings = [w for w in (teacher_holdout_warning(record, options, HOLDOUT_FRACTION),) if w]
     for warning in warnings:
@@ -160,6 +160,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             directions=["maximize", "minimize"],
             load_if_exists=True,
         )
+    claim_metric(study, f"{HOLDOUT}.{metric}", storage=storage)
     joining = bool(study.get_trials(deepcopy=False))  # a resumed or shared study: other random start-up draws
     study.sampler = optuna.samplers.TPESampler(
         seed=config.seed + (os.getpid() if joining else 0), n_startup_trials=max(1, min(10, config.trials // 2))
@@ -201,6 +202,7 @@ def _report(
 ) -> dict[str, Any]:
     """The front (table, plot, JSON) and the chosen student's export."""
     from fsdkit.export import export
+    from fsdkit.training.run_data import HOLDOUT
 
     front = []
     for trial in sorted(study.best_trials, key=lambda t: t.values[1]):
@@ -209,6 +211,7 @@ def _report(
             {
                 "trial": trial.number,
                 **trial.user_attrs["settings"],
+                **measured["metrics"],  # every holdout metric; the study's own is its first value
                 metric: trial.values[0],
                 "retention": trial.values[0] / teacher["metrics"][metric] if teacher["metrics"][metric] else 0.0,
                 "latency_ms": trial.values[1],
@@ -222,10 +225,10 @@ def _report(
     closest = None if chosen or not front else max(front, key=lambda r: r["retention"])
     result: dict[str, Any] = {
         "task": task.name,
-        "metric": f"holdout.{metric}",
+        "metric": f"{HOLDOUT}.{metric}",
         "trials": len(study.trials),
         "teacher": {
-            metric: teacher["metrics"][metric],
+            **teacher["metrics"],
             "latency_ms": teacher["latency_ms"],
             "parameters": teacher["parameters"],
             "size_mb": teacher["size_mb"],
@@ -247,29 +250,31 @@ def _report(
         if "quantization" in exported:
             result["quantization"] = exported["quantization"]
     atomic_write_text(out / "compress.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out / "front.md", _front_table(result, metric))
+    atomic_write_text(out / "front.md", _front_table(result, metric, [m for m in task.metric_names if m != metric]))
     _front_plot(result, metric, out / "front.png")
     return result
 
 
-def _front_table(result: dict[str, Any], metric: str) -> str:
+def _front_table(result: dict[str, Any], metric: str, others: list[str]) -> str:
+    """front.md: the teacher and the front's students; ``others``: the task's other holdout metrics, shown too."""
     t = result["teacher"]
+    extra = "".join(f" {name} |" for name in others)
     lines = [
         f"# Students of the teacher ({result['task']}): the Pareto front",
         "",
         f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} trials.",
         "",
         *(line for warning in result.get("warnings", []) for line in (f"**Warning**: {warning}.", "")),
-        f"| student | layers | start | recipe | {metric} | retention | latency (ms) | parameters | size (MB) |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| teacher | all | – | – | {100 * t[metric]:.2f} | 100.0 % | {t['latency_ms']:.2f} | "
+        f"| student | layers | start | recipe | {metric} | retention |{extra} latency (ms) | parameters | size (MB) |",
+        "|---|---|---|---|---|---|" + "---|" * len(others) + "---|---|---|",
+        f"| teacher | all | – | – | {100 * t[metric]:.2f} | 100.0 % |{_cells(t, others)} {t['latency_ms']:.2f} | "
         f"{t['parameters'] / 1e6:.1f}M | {t['size_mb']:.1f} |",
     ]
     for row in result["front"]:
         mark = " (chosen)" if result["chosen"] and row["trial"] == result["chosen"]["trial"] else ""
         lines.append(
             f"| trial {row['trial']}{mark} | {row['layers']} | {row['start']} | {row['recipe']} | "
-            f"{100 * row[metric]:.2f} | {100 * row['retention']:.1f} % | {row['latency_ms']:.2f} | "
+            f"{100 * row[metric]:.2f} | {100 * row['retention']:.1f} % |{_cells(row, others)} {row['latency_ms']:.2f} | "
             f"{row['parameters'] / 1e6:.1f}M | {row['size_mb']:.1f} |"
         )
     if result["chosen"] is None:
@@ -285,6 +290,10 @@ def _front_table(result: dict[str, Any], metric: str) -> str:
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _cells(row: dict[str, Any], names: list[str]) -> str:
+    return "".join(f" {100 * row[name]:.2f} |" if name in row else " – |" for name in names)
 
 
 def _front_plot(result: dict[str, Any], metric: str, path: Path) -> None:

@@ -315,6 +315,9 @@ class CompressConfig(DataOptions):
         None, "largest batch-1 latency (ms, measured on this machine)", low=0, low_open=True
     )
     max_size_mb: float | None = setting(None, "largest weight file (MB)", low=0, low_open=True)
+    metric: str | None = setting(
+        None, "holdout metric the students are judged and the target is set on (default: the task's main metric)"
+    )
     trials: int = setting(
         12, "students to train (finished trials of the study; resumable, several workers share it)", low=1
     )

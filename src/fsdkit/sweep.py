@@ -292,6 +292,18 @@ def _creation_lock(url: str):
     return build_lock(path) if path is not None else contextlib.nullcontext()
 
 
+def claim_metric(study, metric: str, storage: str) -> None:
+    """Record the metric ``study`` optimises (``split.name``); refuse to resume one that optimised another, whose
+    trials' values could not be compared with the new ones."""
+    before = study.user_attrs.get("metric")
+    if before is not None and before != metric:
+        raise ConfigError(
+            f"study {study.study_name!r} in {storage} optimised {before}, not {metric}: give the same --metric, or a "
+            "new --study-name or --storage"
+        )
+    study.set_user_attr("metric", metric)
+
+
 def _check_storage(url: str) -> None:
     """An RDB URL; for SQLite a file (``sqlite:///FILE``, not in memory) that can be written."""
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
@@ -347,9 +359,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     base, space = check_space(config.command, base_given, config.space)
     run_options = make_config(COMMANDS[config.command], base)  # every trial's options but the searched ones
     task, _ = resolve_task_data(run_options)  # a registry task or your own data
-    metric = config.metric or task.main_metric
-    if metric not in task.metric_names:
-        raise ConfigError(f"--metric {metric!r} is not a metric of {task.name} ({', '.join(task.metric_names)})")
+    metric = task.metric(config.metric)
     split = HOLDOUT if base.get("holdout_fraction") else task.eval_splits[0]
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -379,7 +389,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         n_startup_trials=config.startup_trials, seed=config.seed + (os.getpid() if joining else 0)
     )
     study.set_user_attr("command", config.command)
-    study.set_user_attr("metric", f"{split}.{metric}")
+    claim_metric(study, f"{split}.{metric}", storage=config.storage)
     study.set_user_attr("budget", config.trials)
     if source is not None:
         study.set_user_attr("fixed_from", source)

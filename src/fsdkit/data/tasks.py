@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsdkit.errors import DataError
+from fsdkit.errors import ConfigError, DataError
 
 SINGLE = ("sentence",)
 PAIR = ("sentence1", "sentence2")
@@ -47,6 +47,14 @@ class TaskSpec:
     def num_labels(self) -> int:
         """Size of the model's output layer: the number of classes, or 1 for regression."""
         return 1 if self.labels is None else len(self.labels)
+
+    def metric(self, name: str | None, option: str = "--metric") -> str:
+        """``name`` checked against :attr:`metric_names`, or :attr:`main_metric` when ``name`` is ``None``."""
+        if name is None:
+            return self.main_metric
+        if name not in self.metric_names:
+            raise ConfigError(f"{option} {name!r} is not a metric of {self.name} ({', '.join(self.metric_names)})")
+        return name
 
 
 _ACC = ("accuracy",)
