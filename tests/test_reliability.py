@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_paths import mrpc_run
 from fsdkit import distill
 from fsdkit.cli import main as cli_main
 from fsdkit.errors import ConfigError
@@ -28,18 +29,7 @@ pytestmark = pytest.mark.glue
 
 
 def small(glue_dir, **overrides):
-    options = dict(
-        task="mrpc",
-        data_dir=str(glue_dir),
-        batch_size=8,
-        max_train_samples=32,
-        max_eval_samples=16,
-        logging_steps=2,
-        progress=False,
-        max_length=64,
-        relation_every=0,
-    )
-    return {**options, **overrides}
+    return mrpc_run(glue_dir, train=32, evaluate=16, relation_every=0, **overrides)
 
 
 def assert_same_weights(a: Path, b: Path, atol: float = 0.0):

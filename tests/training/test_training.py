@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from data_paths import mrpc_run
 from fsdkit import build_memory, distill, evaluate
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.training.trainer import DistillationTrainer
@@ -18,18 +19,7 @@ pytestmark = pytest.mark.glue
 
 
 def small(glue_dir, **overrides):
-    options = dict(
-        task="mrpc",
-        data_dir=str(glue_dir),
-        batch_size=8,
-        max_train_samples=48,
-        max_eval_samples=24,
-        logging_steps=2,
-        progress=False,
-        max_length=64,
-        relation_every=2,
-    )
-    return {**options, **overrides}
+    return mrpc_run(glue_dir, train=48, evaluate=24, relation_every=2, **overrides)
 
 
 def test_fsd_run_lowers_the_loss_and_exports_a_standard_folder(glue_dir, mrpc_teacher, tmp_path):
