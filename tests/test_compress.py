@@ -68,6 +68,27 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
         compress(teacher=str(tickets_teacher), output_dir=str(out), trials=3, **TINY, metric="f1")
 
 
+def test_a_repeated_student_is_not_trained_again(tickets_teacher, tmp_path):
+    from fsdkit.compress import LAYER_CHOICES, compress, students
+
+    assert len(students(6, LAYER_CHOICES, ["teacher"])) == 30  # 5 depths x (first, spread) x 3 recipes
+    assert len(students(2, ("first",), ["teacher", "pretrained"])) == 6
+    out = tmp_path / "compress"
+    out.mkdir()
+    study = optuna.create_study(
+        storage=f"sqlite:///{out / 'compress.db'}", study_name="fsdkit-compress", directions=["maximize", "minimize"]
+    )
+    same = {"depth": 1, "layers": "first", "start": "teacher", "recipe": "vkd"}
+    study.enqueue_trial(same)
+    study.enqueue_trial(same, skip_if_exists=False)  # the sampler drawing the same student again
+    result = compress(teacher=str(tickets_teacher), output_dir=str(out), trials=2, **TINY, target_retention=None)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert trials[1].params == same and trials[2].params != same  # the repeat pruned, an untried student in its place
+    assert not (out / "trial-1").exists() and (out / "trial-2").is_dir()  # the repeat trained nothing
+    assert result["trials"] == 2
+
+
 def test_a_killed_compress_resumes(tickets_teacher, tmp_path):
     out = tmp_path / "compress"
     command = [

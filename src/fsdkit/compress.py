@@ -10,7 +10,9 @@ latency is timed on this machine. The teacher is scored and timed on the same sp
 rows (no ``--holdout-fraction 0.1`` in its run record, the same training data) scores them from memory, and so do the
 students started from its layers: the result then carries a warning (:func:`fsdkit.training.run_data.teacher_saw_holdout`). A student that
 cannot be made (a config error) or diverges is a failed trial, replaced; the study stops if failures outnumber twice
-its budget.
+its budget. A trial that draws a student already tried (the space is small and discrete, and the same student
+trains to the same scores) is pruned without training and a student not yet tried is queued in its place:
+``trials`` counts distinct students (at most all of them, :func:`students`).
 
 When the study has its trials, ``OUTPUT_DIR`` gets ``front.md`` (the Pareto front: quality, retention of the
 teacher's score, latency, parameters, size, settings), ``front.png`` (holdout quality against batch-1 latency, point
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,40 @@ def student_layers(choice: str, depth: int, total: int) -> list[int]:
         return list(range(depth))
     step = total / depth
     return sorted({min(total - 1, round((i + 1) * step) - 1) for i in range(depth)})
+
+
+def students(depth_total: int, choices: tuple[str, ...], starts: list[str]) -> dict[tuple, dict[str, Any]]:
+    """Every distinct student: ``(layers, start, recipe)`` -> the trial parameters that draw it (the first that do;
+    "first" and "spread" pick the same layers at some depths)."""
+    space: dict[tuple, dict[str, Any]] = {}
+    for depth in range(1, depth_total):
+        for choice in choices:
+            layers = tuple(student_layers(choice, depth, depth_total))
+            for start in starts:
+                for recipe in RECIPES:
+                    space.setdefault(
+                        (layers, start, recipe), {"depth": depth, "layers": choice, "start": start, "recipe": recipe}
+                    )
+    return space
+
+
+def _student_of(params: dict[str, Any], depth_total: int) -> tuple:
+    return (tuple(student_layers(params["layers"], params["depth"], depth_total)), params["start"], params["recipe"])
+
+
+def _tried(study, depth_total: int, but: int) -> dict[tuple, int]:
+    """Students of the study's trials other than trial ``but`` that count as tried: finished, running, or failed by
+    themselves (a config error or divergence: the same student would fail again) -> their trial number."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    return {
+        _student_of(t.params, depth_total): t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.number != but
+        and len(t.params) == 4
+        and (t.state in (states.COMPLETE, states.RUNNING) or (t.state == states.FAIL and "failed" in t.user_attrs))
+    }
 
 
 def _data_options(config) -> dict[str, Any]:
@@ -120,11 +157,23 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     for warning in warnings:
         logger.warning("fsdkit compress: %s", warning)
 
+    space = students(depth_total, choices, starts)
+
     def objective(trial) -> tuple[float, float]:
         depth = trial.suggest_int("depth", 1, depth_total - 1)
         layers = student_layers(trial.suggest_categorical("layers", list(choices)), depth, depth_total)
         start = trial.suggest_categorical("start", starts)
         recipe = trial.suggest_categorical("recipe", list(RECIPES))
+        # the same student trains to the same scores (same seed): a repeat draw is not trained again but pruned, and
+        # a student not yet tried is queued for the next trial (the sampler draws repeats often in this small space)
+        tried = _tried(study, depth_total, but=trial.number)
+        if (tuple(layers), start, recipe) in tried:
+            untried = [params for key, params in space.items() if key not in tried]
+            if untried:
+                study.enqueue_trial(untried[random.Random(trial.number).randrange(len(untried))])
+            else:
+                study.stop()
+            raise optuna.TrialPruned(f"the same student as trial {tried[(tuple(layers), start, recipe)]}")
         run_dir = out / f"trial-{trial.number}"
         settings = {
             **options,
@@ -143,7 +192,11 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             "progress": False,
             **({"transfer_file": config.transfer_file} if config.transfer_file else {}),
         }
-        distill(settings)
+        try:
+            distill(settings)
+        except (FloatingPointError, ConfigError, ModelError) as error:
+            trial.set_user_attr("failed", str(error))  # this student fails by itself: not drawn again
+            raise
         measured = _measure(str(run_dir), task, data, config.max_length, config.speed_batches)
         trial.set_user_attr("settings", {"layers": layers, "start": start, "recipe": recipe})
         trial.set_user_attr("measured", measured)
@@ -166,9 +219,10 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
         seed=config.seed + (os.getpid() if joining else 0), n_startup_trials=max(1, min(10, config.trials // 2))
     )
     states = optuna.trial.TrialState
+    budget = min(config.trials, len(space))  # a small teacher may have fewer distinct students than --trials
     done = len(study.get_trials(deepcopy=False, states=(states.COMPLETE,)))
-    if done < config.trials:
-        started = optuna.study.MaxTrialsCallback(config.trials, states=(states.COMPLETE, states.RUNNING))
+    if done < budget:
+        started = optuna.study.MaxTrialsCallback(budget, states=(states.COMPLETE, states.RUNNING))
         # a student that cannot be made or diverges is a failed trial (recorded with its message), not the study's end
         study.optimize(
             objective,
@@ -201,6 +255,8 @@ def _report(
     study, config, out: Path, task, teacher: dict[str, Any], metric: str, warnings: list[str]
 ) -> dict[str, Any]:
     """The front (table, plot, JSON) and the chosen student's export."""
+    import optuna
+
     from fsdkit.export import export
     from fsdkit.training.run_data import HOLDOUT
 
@@ -226,7 +282,7 @@ def _report(
     result: dict[str, Any] = {
         "task": task.name,
         "metric": f"{HOLDOUT}.{metric}",
-        "trials": len(study.trials),
+        "trials": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))),
         "teacher": {
             **teacher["metrics"],
             "latency_ms": teacher["latency_ms"],
