@@ -68,6 +68,25 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
         compress(teacher=str(tickets_teacher), output_dir=str(out), trials=3, **TINY, metric="f1")
 
 
+def test_the_front_ranks_students_by_the_median_latency_of_their_architecture():
+    from fsdkit.compress import pareto_front, pool_latency
+
+    rows = [
+        {"trial": 0, "layers": [0], "parameters": 10, "accuracy": 0.9, "timed_ms": 4.0},
+        {"trial": 1, "layers": [5], "parameters": 10, "accuracy": 0.5, "timed_ms": 2.0},  # timed in a quiet moment
+        {"trial": 2, "layers": [0], "parameters": 10, "accuracy": 0.7, "timed_ms": 3.0},
+        {"trial": 3, "layers": [0, 1], "parameters": 20, "accuracy": 0.95, "timed_ms": 6.0},
+        {"trial": 4, "layers": [1, 3], "parameters": 20, "accuracy": 0.8, "timed_ms": 9.0},
+    ]
+    pooled = pool_latency(rows)
+    assert [r["latency_ms"] for r in pooled] == [3.0, 3.0, 3.0, 7.5, 7.5]
+    assert [r["trial"] for r in pareto_front(pooled, "accuracy")] == [0, 3]
+    # ranked by their own timings, the worse students of the same computation would have made the front
+    own = [{**r, "latency_ms": r["timed_ms"]} for r in rows]
+    assert [r["trial"] for r in pareto_front(own, "accuracy")] == [1, 2, 0, 3]
+    assert len(pareto_front([pooled[0], dict(pooled[0], trial=5)], "accuracy")) == 2  # equal rows: neither dominates
+
+
 def test_a_repeated_student_is_not_trained_again(tickets_teacher, tmp_path):
     from fsdkit.compress import LAYER_CHOICES, compress, students
 

@@ -6,7 +6,8 @@ of the teacher: the depth (1 … L−1 of its layers), which layers (the first k
 :data:`RECIPES`, measured settings from benchmark v2 (``benchmarks/recipe-v2.yaml``). Each trial is a real
 ``fsdkit distill`` run on the training set less a fixed holdout split (seed 0, as ``fsdkit sweep`` carves it),
 scored on that split (with ``transfer_file``, its distillation terms also train on those unlabelled texts); its
-latency is timed on this machine. The teacher is scored and timed on the same split; a teacher fine-tuned on those
+latency is timed on this machine, and the front ranks each student by the median timing of the students of its
+architecture (:func:`pool_latency`). The teacher is scored and timed on the same split; a teacher fine-tuned on those
 rows (no ``--holdout-fraction 0.1`` in its run record, the same training data) scores them from memory, and so do the
 students started from its layers: the result then carries a warning (:func:`fsdkit.training.run_data.teacher_saw_holdout`). A student that
 cannot be made (a config error) or diverges is a failed trial, replaced; the study stops if failures outnumber twice
@@ -29,6 +30,7 @@ import json
 import logging
 import os
 import random
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +245,31 @@ def _too_many_failures(trials: int):
     return callback
 
 
+def pool_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with ``latency_ms``: the median of ``timed_ms`` over the rows of the same architecture (depth and
+    parameter count). Students of one architecture run the same computation; their timings differ only by what
+    else the machine did meanwhile, and the median of them all is the steadier figure to rank them by."""
+    timings: dict[tuple[int, int], list[float]] = {}
+    for row in rows:
+        timings.setdefault((len(row["layers"]), row["parameters"]), []).append(row["timed_ms"])
+    return [{**row, "latency_ms": statistics.median(timings[(len(row["layers"]), row["parameters"])])} for row in rows]
+
+
+def pareto_front(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """The rows no other row dominates (at least as good on ``metric`` and as fast, and better or faster), fastest
+    first."""
+
+    def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return (
+            a[metric] >= b[metric]
+            and a["latency_ms"] <= b["latency_ms"]
+            and (a[metric] > b[metric] or a["latency_ms"] < b["latency_ms"])
+        )
+
+    front = [row for row in rows if not any(dominates(other, row) for other in rows)]
+    return sorted(front, key=lambda r: (r["latency_ms"], -r[metric]))
+
+
 def _meets(row: dict[str, Any], config) -> bool:
     return (
         (config.target_retention is None or row["retention"] >= config.target_retention)
@@ -260,29 +287,30 @@ def _report(
     from fsdkit.export import export
     from fsdkit.training.run_data import HOLDOUT
 
-    front = []
-    for trial in sorted(study.best_trials, key=lambda t: t.values[1]):
+    rows = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         measured = trial.user_attrs["measured"]
-        front.append(
+        rows.append(
             {
                 "trial": trial.number,
                 **trial.user_attrs["settings"],
                 **measured["metrics"],  # every holdout metric; the study's own is its first value
                 metric: trial.values[0],
                 "retention": trial.values[0] / teacher["metrics"][metric] if teacher["metrics"][metric] else 0.0,
-                "latency_ms": trial.values[1],
+                "timed_ms": trial.values[1],
                 "parameters": measured["parameters"],
                 "size_mb": measured["size_mb"],
                 "output_dir": trial.user_attrs["output_dir"],
             }
         )
+    front = pareto_front(pool_latency(rows), metric)
     meeting = [row for row in front if _meets(row, config)]
     chosen = min(meeting, key=lambda r: r["latency_ms"]) if meeting else None
     closest = None if chosen or not front else max(front, key=lambda r: r["retention"])
     result: dict[str, Any] = {
         "task": task.name,
         "metric": f"{HOLDOUT}.{metric}",
-        "trials": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))),
+        "trials": len(rows),
         "teacher": {
             **teacher["metrics"],
             "latency_ms": teacher["latency_ms"],
@@ -318,7 +346,8 @@ def _front_table(result: dict[str, Any], metric: str, others: list[str]) -> str:
     lines = [
         f"# Students of the teacher ({result['task']}): the Pareto front",
         "",
-        f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} trials.",
+        f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} students trained. A student's "
+        "latency is the median timing of the students of its architecture (depth, parameters).",
         "",
         *(line for warning in result.get("warnings", []) for line in (f"**Warning**: {warning}.", "")),
         f"| student | layers | start | recipe | {metric} | retention |{extra} latency (ms) | parameters | size (MB) |",
