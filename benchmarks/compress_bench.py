@@ -21,7 +21,9 @@ Per task, each step resumable and skipped once done (a killed run resumes where 
 4. **Seeds.** The chosen student's settings (its trial's run record) re-run at seeds 1..``--seeds`` on the same
    split, scored on dev, with test-set predictions written to ``predictions/<task>/compress/seed<k>.tsv``; each
    finished seed is a line of ``results/compress.jsonl`` at once.
-5. **Report.** ``front.md``, ``front.png`` and ``compress.json`` copied to ``compress/<task>/``, and
+5. **int8.** The chosen student is exported with ``--quantize int8`` (dynamic and static quantization, the better
+   kept) and both ONNX models scored and timed on dev.
+6. **Report.** ``front.md``, ``front.png`` and ``compress.json`` copied to ``compress/<task>/``, and
    ``compress/README.md`` (the fronts and the seeds' dev scores) regenerated from the results.
 """
 
@@ -116,6 +118,22 @@ def _spread(split: str, name: str, runs: list[dict[str, Any]]) -> str:
     return f"{split} {name} {statistics.mean(scores):.2f}{spread} ({', '.join(f'{s:.2f}' for s in scores)})"
 
 
+def _int8_line(q: dict[str, Any]) -> str:
+    """The chosen student's int8 export (``fsdkit export --quantize int8``) against its float32 ONNX model."""
+    f, i = q["float"], q["int8"]
+    scores = ", ".join(
+        f"{name} {100 * f['metrics'][name]:.2f} → {100 * i['metrics'][name]:.2f}" for name in f["metrics"]
+    )
+    return (
+        f"Its int8 export ({q['quantization']} quantization, the better on {q['main_metric']} of "
+        f"{', '.join(q['candidates'])}), on {q['split']} ({q['n_examples']} rows): {scores}; "
+        f"{f['size_mb']:.1f} → {i['size_mb']:.1f} MB; latency batch 1 {f['latency_ms_batch1']:.1f} → "
+        f"{i['latency_ms_batch1']:.1f} ms, batch 32 {f['latency_ms_batch32']:.0f} → {i['latency_ms_batch32']:.0f} ms"
+        + (f" — **flagged**: {q['drop_points']:.2f} points lost" if q["flagged"] else "")
+        + "."
+    )
+
+
 def report() -> None:
     """compress/README.md from the copied studies and the seeds' records."""
     seeds = [r for r in read_records(RESULTS) if r.get("kind") == "seed"]
@@ -143,6 +161,8 @@ def report() -> None:
                 + f". Test predictions in `predictions/{result['task']}/compress/`.",
                 "",
             ]
+        if "quantization" in result:
+            lines += [_int8_line(result["quantization"]), ""]
     (OUT / "README.md").write_text("\n".join(lines))
 
 
@@ -170,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             target_retention=0.97,
             metric="accuracy",
             trials=args.trials,
+            quantize="int8",
         )
         seed_runs(task, data_dir, teacher_dir, study_dir, args.seeds)
         (OUT / task).mkdir(parents=True, exist_ok=True)
