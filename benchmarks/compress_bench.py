@@ -78,26 +78,34 @@ def teacher(task: str, data_dir: Path, work: Path) -> Path:
     return suite.ensure_teacher(task)
 
 
-def chosen_settings(study_dir: Path) -> dict[str, Any] | None:
-    """The distill settings of the study's chosen student (its run record), places left out; None if none."""
-    result = json.loads((study_dir / "compress.json").read_text())
-    if result.get("chosen") is None:
+def chosen_student(study_dir: Path) -> tuple[int, dict[str, Any]] | None:
+    """The study's chosen student: its trial and its distill settings (its run record), places left out; None if
+    none."""
+    chosen = json.loads((study_dir / "compress.json").read_text()).get("chosen")
+    if chosen is None:
         return None
-    record = RunRecord.read(result["chosen"]["output_dir"])
+    record = RunRecord.read(chosen["output_dir"])
     names = set(option_names(DistillConfig))
-    return {k: v for k, v in record.config.items() if k in names and k not in PLACES}
+    return chosen["trial"], {k: v for k, v in record.config.items() if k in names and k not in PLACES}
+
+
+def seed_records(task: str) -> list[dict[str, Any]]:
+    """The recorded seed runs of ``task``, each with the study trial whose student it re-trains."""
+    return [r for r in read_records(RESULTS) if r.get("kind") == "seed" and r["task"] == task]
 
 
 def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, seeds: int) -> None:
     """The chosen student at seeds 1..``seeds``: dev scores recorded, test predictions written."""
     from fsdkit import distill, predict
 
-    settings = chosen_settings(study_dir)
-    if settings is None:
+    student = chosen_student(study_dir)
+    if student is None:
         return
-    done = {(r["task"], r["seed"]) for r in read_records(RESULTS) if r.get("kind") == "seed"}
+    chosen, settings = student
+    # seeds of another student (chosen before the study had all its trials) are not this one's
+    done = {r["seed"] for r in seed_records(task) if r["trial"] == chosen}
     for seed in range(1, seeds + 1):
-        if (task, seed) in done:
+        if seed in done:
             continue
         out = study_dir.parent / "seeds" / f"seed{seed}"
         shutil.rmtree(out, ignore_errors=True)  # a killed run's leftovers: started afresh
@@ -107,7 +115,14 @@ def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, see
         predict(model=str(out), task=task, data_dir=str(data_dir), split="test", output=str(predictions))
         append_record(
             RESULTS,
-            {"kind": "seed", "task": task, "seed": seed, "settings": settings, "metrics": record["metrics"]},
+            {
+                "kind": "seed",
+                "task": task,
+                "trial": chosen,
+                "seed": seed,
+                "settings": settings,
+                "metrics": record["metrics"],
+            },
         )
 
 
@@ -136,7 +151,6 @@ def _int8_line(q: dict[str, Any]) -> str:
 
 def report() -> None:
     """compress/README.md from the copied studies and the seeds' records."""
-    seeds = [r for r in read_records(RESULTS) if r.get("kind") == "seed"]
     lines = [
         "# `fsdkit compress` on MRPC and SST-2",
         "",
@@ -150,7 +164,7 @@ def report() -> None:
         result = json.loads((folder / "compress.json").read_text())
         chosen = result.get("chosen")
         lines += [f"## {result['task']}", "", (folder / "front.md").read_text().split("\n", 2)[2].strip(), ""]
-        runs = [r for r in seeds if r["task"] == result["task"]]
+        runs = [r for r in seed_records(result["task"]) if chosen and r["trial"] == chosen["trial"]]
         if chosen and runs:
             dev = next(iter(runs[0]["metrics"]))
             lines += [

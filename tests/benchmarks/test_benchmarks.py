@@ -1068,3 +1068,40 @@ def test_a_recipe_names_its_outputs_and_v2_keeps_its_places():
     mine = {suite_mod.recipe_output(v3, p) for p in places}
     assert not mine & {suite_mod.recipe_output(v2, p) for p in places}  # nothing of v2's overwritten
     assert suite_mod.recipe_output(v3, "results") == str(suite_mod.HERE / "results" / "v3.jsonl")
+
+
+def test_compress_bench_reports_the_seeds_of_the_chosen_student_only_and_its_int8_export(tmp_path, monkeypatch):
+    """benchmarks/compress_bench.py's report: seeds recorded for a student chosen earlier (another trial) are not the
+    chosen student's; the int8 line compares every dev metric, sizes and latencies."""
+    bench = _load("compress_bench")
+    out, results = tmp_path / "compress", tmp_path / "compress.jsonl"
+    monkeypatch.setattr(bench, "OUT", out)
+    monkeypatch.setattr(bench, "RESULTS", results)
+    (out / "mrpc").mkdir(parents=True)
+    metrics = {"accuracy": 0.8, "f1": 0.85}
+    model = {"size_mb": 60.0, "metrics": metrics, "latency_ms_batch1": 10.0, "latency_ms_batch32": 200.0}
+    quantization = {
+        "split": "validation",
+        "n_examples": 408,
+        "main_metric": "f1",
+        "quantization": "dynamic",
+        "float": model,
+        "int8": {**model, "size_mb": 15.0, "metrics": {"accuracy": 0.79, "f1": 0.84}, "latency_ms_batch1": 5.0},
+        "candidates": {"dynamic": {}, "static": {}},
+        "drop_points": 1.0,
+        "flagged": False,
+    }
+    chosen = {"trial": 6, "layers": [1, 2, 3, 4, 5], "start": "pretrained", "recipe": "fsdi"}
+    result = {"task": "mrpc", "chosen": chosen, "quantization": quantization}
+    (out / "mrpc" / "compress.json").write_text(json.dumps(result))
+    (out / "mrpc" / "front.md").write_text("# title\n\n| the front |\n")
+    for trial, seed, accuracy in [(3, 1, 0.5), (6, 1, 0.78), (6, 2, 0.80)]:
+        record = {"kind": "seed", "task": "mrpc", "trial": trial, "seed": seed, "settings": {}}
+        suite_mod.append_record(results, {**record, "metrics": {"validation": {"accuracy": accuracy, "f1": 0.8}}})
+    bench.report()
+    text = (out / "README.md").read_text()
+    assert "| the front |" in text
+    assert "Chosen student (trial 6: 5 layers [1, 2, 3, 4, 5], start pretrained, recipe fsdi)" in text
+    assert "re-trained at seeds 1, 2: validation accuracy 79.00 ± 1.41 (78.00, 80.00); validation f1 80.00" in text
+    assert "50.00" not in text  # trial 3's seed: another student
+    assert "accuracy 80.00 → 79.00, f1 85.00 → 84.00; 60.0 → 15.0 MB; latency batch 1 10.0 → 5.0 ms" in text
