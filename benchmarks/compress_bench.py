@@ -109,7 +109,9 @@ def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, see
             continue
         out = study_dir.parent / "seeds" / f"seed{seed}"
         shutil.rmtree(out, ignore_errors=True)  # a killed run's leftovers: started afresh
-        record = distill(**settings, seed=seed, teacher=str(teacher_dir), data_dir=str(data_dir), output_dir=str(out))
+        record = distill(
+            **{**settings, "seed": seed, "teacher": str(teacher_dir), "data_dir": str(data_dir), "output_dir": str(out)}
+        )
         predictions = HERE / "predictions" / task / "compress" / f"seed{seed}.tsv"
         predictions.parent.mkdir(parents=True, exist_ok=True)
         predict(model=str(out), task=task, data_dir=str(data_dir), split="test", output=str(predictions))

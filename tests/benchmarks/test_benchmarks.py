@@ -1105,3 +1105,37 @@ def test_compress_bench_reports_the_seeds_of_the_chosen_student_only_and_its_int
     assert "re-trained at seeds 1, 2: validation accuracy 79.00 ± 1.41 (78.00, 80.00); validation f1 80.00" in text
     assert "50.00" not in text  # trial 3's seed: another student
     assert "accuracy 80.00 → 79.00, f1 85.00 → 84.00; 60.0 → 15.0 MB; latency batch 1 10.0 → 5.0 ms" in text
+
+
+def test_compress_bench_retrains_the_chosen_student_at_each_seed_once(tmp_path, monkeypatch):
+    """benchmarks/compress_bench.py's seeds: the chosen trial's settings (whose own seed is replaced), each seed
+    recorded with its trial at once; a rerun trains only the missing seeds, and a newly chosen student all of them."""
+    import fsdkit
+
+    bench = _load("compress_bench")
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "compress.jsonl")
+    monkeypatch.setattr(bench, "HERE", tmp_path)
+    chosen = [(10, {"method": "fsdi", "seed": 42, "student_layers": [1, 3, 5]})]
+    monkeypatch.setattr(bench, "chosen_student", lambda study_dir: chosen[0])
+    calls = []
+
+    def fake_distill(**options):
+        calls.append(options)
+        return {"metrics": {"validation": {"accuracy": 0.7 + options["seed"] / 100}}}
+
+    monkeypatch.setattr(fsdkit, "distill", fake_distill)
+    monkeypatch.setattr(fsdkit, "predict", lambda **options: None)
+    study = tmp_path / "mrpc" / "study"
+    bench.seed_runs("mrpc", tmp_path / "glue", tmp_path / "teacher", study, seeds=2)
+    assert [(c["seed"], c["method"], c["student_layers"]) for c in calls] == [
+        (1, "fsdi", [1, 3, 5]),
+        (2, "fsdi", [1, 3, 5]),
+    ]
+    assert calls[0]["output_dir"] == str(tmp_path / "mrpc" / "seeds" / "seed1")
+    bench.seed_runs("mrpc", tmp_path / "glue", tmp_path / "teacher", study, seeds=3)
+    assert [c["seed"] for c in calls] == [1, 2, 3]  # only the missing seed
+    chosen[0] = (11, {"method": "vkd", "seed": 42})
+    bench.seed_runs("mrpc", tmp_path / "glue", tmp_path / "teacher", study, seeds=1)
+    assert calls[-1]["method"] == "vkd" and len(calls) == 4  # another student: its own seeds
+    records = bench.seed_records("mrpc")
+    assert [(r["trial"], r["seed"]) for r in records] == [(10, 1), (10, 2), (10, 3), (11, 1)]
