@@ -87,6 +87,20 @@ def test_the_front_ranks_students_by_the_median_latency_of_their_architecture():
     assert len(pareto_front([pooled[0], dict(pooled[0], trial=5)], "accuracy")) == 2  # equal rows: neither dominates
 
 
+def test_the_teacher_and_the_students_are_timed_together_round_robin(monkeypatch):
+    import fsdkit.evaluation
+    import fsdkit.models
+    from fsdkit.compress import retime
+
+    timings = iter([9.0, 4.0, 10.0, 3.0, 30.0, 5.0])  # the third round ran beside something else
+    order = []
+    monkeypatch.setattr(fsdkit.models, "load_classifier", lambda folder, _: (folder, None))
+    monkeypatch.setattr(fsdkit.evaluation, "latency_ms", lambda model, *a, **k: order.append(model) or next(timings))
+    result = retime({"teacher": "T", 0: "S"}, None, None, max_length=32, batches=2, rounds=3)
+    assert order == ["T", "S"] * 3  # one model at a time, in turns, so that both see the same conditions
+    assert result == {"teacher": 10.0, 0: 4.0}  # each one's median
+
+
 def test_a_repeated_student_is_not_trained_again(tickets_teacher, tmp_path):
     from fsdkit.compress import LAYER_CHOICES, compress, students
 

@@ -6,8 +6,9 @@ of the teacher: the depth (1 … L−1 of its layers), which layers (the first k
 :data:`RECIPES`, measured settings from benchmark v2 (``benchmarks/recipe-v2.yaml``). Each trial is a real
 ``fsdkit distill`` run on the training set less a fixed holdout split (seed 0, as ``fsdkit sweep`` carves it),
 scored on that split (with ``transfer_file``, its distillation terms also train on those unlabelled texts); its
-latency is timed on this machine, and the front ranks each student by the median timing of the students of its
-architecture (:func:`pool_latency`). The teacher is scored and timed on the same split; a teacher fine-tuned on those
+latency is timed on this machine. The front's latencies are timed again at the end of the run, the teacher's and
+every student's together (:func:`retime`), and each student is ranked by the median of those of its architecture
+(:func:`pool_latency`). The teacher is scored and timed on the same split; a teacher fine-tuned on those
 rows (no ``--holdout-fraction 0.1`` in its run record, the same training data) scores them from memory, and so do the
 students started from its layers: the result then carries a warning (:func:`fsdkit.training.run_data.teacher_saw_holdout`). A student that
 cannot be made (a config error) or diverges is a failed trial, replaced; the study stops if failures outnumber twice
@@ -53,6 +54,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 LAYER_CHOICES = ("first", "spread")
+#: round-robin passes of the final timing of the teacher and every student (:func:`retime`)
+RETIME_ROUNDS = 3
 logger = logging.getLogger(__name__)
 HOLDOUT_FRACTION = 0.1
 
@@ -108,18 +111,19 @@ def _data_options(config) -> dict[str, Any]:
 
 def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str, Any]:
     """Holdout metrics, batch-1 latency (ms), parameters and weight-file size (MB) of a model folder."""
-    from fsdkit.evaluation import evaluate_model, inference_speed
+    from fsdkit.evaluation import evaluate_model, latency_ms
     from fsdkit.models import load_classifier
 
     model, tokenizer = load_classifier(folder, None)
     metrics = evaluate_model(model, tokenizer, task, data, splits=["holdout"], max_length=max_length, progress=False)[
         "holdout"
     ]
-    speed = inference_speed(model, tokenizer, task, data["holdout"], batches=batches, max_length=max_length)
     weights = Path(folder) / "model.safetensors"
     return {
         "metrics": metrics,
-        "latency_ms": speed["latency_ms_batch1"],
+        "latency_ms": latency_ms(
+            model, tokenizer, task, data["holdout"], batch_size=1, batches=batches, max_length=max_length
+        ),
         "parameters": sum(p.numel() for p in model.parameters()),
         "size_mb": weights.stat().st_size / 2**20 if weights.is_file() else float("nan"),
     }
@@ -231,7 +235,19 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             callbacks=[started, _too_many_failures(config.trials)],
             catch=(FloatingPointError, ConfigError, ModelError),
         )
-    return _report(study, config, out, task, teacher, metric, warnings)
+    timings = retime(
+        {
+            "teacher": folder,
+            **{t.number: t.user_attrs["output_dir"] for t in study.get_trials(states=(states.COMPLETE,))},
+        },
+        task,
+        data[HOLDOUT],
+        max_length=config.max_length,
+        batches=config.speed_batches,
+    )
+    return _report(
+        study, config, out, task, {**teacher, "latency_ms": timings.pop("teacher")}, timings, metric, warnings
+    )
 
 
 def _too_many_failures(trials: int):
@@ -243,6 +259,27 @@ def _too_many_failures(trials: int):
             study.stop()
 
     return callback
+
+
+def retime(
+    folders: dict[Any, str], task, dataset, *, max_length: int, batches: int, rounds: int = RETIME_ROUNDS
+) -> dict[Any, float]:
+    """Batch-1 latency (ms) of each model folder, timed together: ``rounds`` round-robin passes over ``folders`` (one
+    model in memory at a time), each folder's median. A study's timings were taken at different moments, each with
+    whatever else the machine ran then (a student has been timed slower than its deeper teacher); these compare the
+    models under the same conditions."""
+    from fsdkit.evaluation import latency_ms
+    from fsdkit.models import load_classifier
+
+    timings: dict[Any, list[float]] = {key: [] for key in folders}
+    for _ in range(rounds):
+        for key, folder in folders.items():
+            model, tokenizer = load_classifier(folder, None)
+            timings[key].append(
+                latency_ms(model, tokenizer, task, dataset, batch_size=1, batches=batches, max_length=max_length)
+            )
+            del model
+    return {key: statistics.median(values) for key, values in timings.items()}
 
 
 def pool_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -279,9 +316,17 @@ def _meets(row: dict[str, Any], config) -> bool:
 
 
 def _report(
-    study, config, out: Path, task, teacher: dict[str, Any], metric: str, warnings: list[str]
+    study,
+    config,
+    out: Path,
+    task,
+    teacher: dict[str, Any],
+    timings: dict[int, float],
+    metric: str,
+    warnings: list[str],
 ) -> dict[str, Any]:
-    """The front (table, plot, JSON) and the chosen student's export."""
+    """The front (table, plot, JSON) and the chosen student's export; ``timings``: each finished trial's student's
+    batch-1 latency, timed with the teacher's (:func:`retime`)."""
     import optuna
 
     from fsdkit.export import export
@@ -297,7 +342,8 @@ def _report(
                 **measured["metrics"],  # every holdout metric; the study's own is its first value
                 metric: trial.values[0],
                 "retention": trial.values[0] / teacher["metrics"][metric] if teacher["metrics"][metric] else 0.0,
-                "timed_ms": trial.values[1],
+                "timed_ms": timings[trial.number],
+                "timed_in_trial_ms": trial.values[1],
                 "parameters": measured["parameters"],
                 "size_mb": measured["size_mb"],
                 "output_dir": trial.user_attrs["output_dir"],
@@ -346,8 +392,9 @@ def _front_table(result: dict[str, Any], metric: str, others: list[str]) -> str:
     lines = [
         f"# Students of the teacher ({result['task']}): the Pareto front",
         "",
-        f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} students trained. A student's "
-        "latency is the median timing of the students of its architecture (depth, parameters).",
+        f"Holdout {metric} against batch-1 latency on this machine; {result['trials']} students trained. The teacher "
+        f"and every student were timed together at the end ({RETIME_ROUNDS} rounds, each one's median); a student's "
+        "latency is the median of those of its architecture (depth, parameters).",
         "",
         *(line for warning in result.get("warnings", []) for line in (f"**Warning**: {warning}.", "")),
         f"| student | layers | start | recipe | {metric} | retention |{extra} latency (ms) | parameters | size (MB) |",

@@ -99,20 +99,27 @@ def _timed_forward(model: nn.Module, inputs: Mapping[str, Any]) -> float:
 
 def inference_speed(model, tokenizer, task, dataset, *, batches: int, max_length: int = 128) -> dict[str, Any]:
     """Inference latency at batch 1 (ms per example) and throughput at batch 32 (examples/s) on ``dataset``,
-    each over ``batches`` timed batches after one warm-up batch (:func:`inference_throughput`)."""
+    each over ``batches`` timed batches after one warm-up batch (:func:`latency_ms`)."""
+    return {
+        "latency_ms_batch1": latency_ms(
+            model, tokenizer, task, dataset, batch_size=1, batches=batches, max_length=max_length
+        ),
+        "examples_per_second_batch32": 1000.0
+        / latency_ms(model, tokenizer, task, dataset, batch_size=32, batches=batches, max_length=max_length),
+        "device": str(next(model.parameters()).device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def latency_ms(model, tokenizer, task, dataset, *, batch_size: int, batches: int, max_length: int = 128) -> float:
+    """Milliseconds per example of ``model`` on ``dataset`` in batches of ``batch_size``: ``batches`` timed batches
+    after one warm-up batch (:func:`inference_throughput`)."""
     from fsdkit.data import encode_dataset, make_collator
 
     encoded = encode_dataset(dataset, tokenizer, task, max_length=max_length)
     columns = [c for c in encoded.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
-    inputs, collator = encoded.select_columns(columns), make_collator(tokenizer)
-    single = inference_throughput(model, DataLoader(inputs, batch_size=1, collate_fn=collator), max_batches=batches)
-    batched = inference_throughput(model, DataLoader(inputs, batch_size=32, collate_fn=collator), max_batches=batches)
-    return {
-        "latency_ms_batch1": 1000.0 / single,
-        "examples_per_second_batch32": batched,
-        "device": str(next(model.parameters()).device),
-        "threads": torch.get_num_threads(),
-    }
+    loader = DataLoader(encoded.select_columns(columns), batch_size=batch_size, collate_fn=make_collator(tokenizer))
+    return 1000.0 / inference_throughput(model, loader, max_batches=batches)
 
 
 def evaluate_model(
