@@ -17,8 +17,11 @@ The protocol (issue "fsdkit compress", item 2), each step resumable and skipped 
    rows only and once with ``--transfer-file`` (rows ``<method>-transfer``): the same settings, the same number of
    epochs, so a transfer run takes more steps — what a user adding the flag gets. Each finished run is a line of
    ``results/transfer.jsonl`` at once (the suite's record format; a killed run resumes from its checkpoint).
-4. **Report.** ``compress/transfer.md``: dev accuracy per row (mean ± sd over the seeds), the gain of the transfer
-   rows and its one-sided Welch p-value.
+4. **Control.** After those rows, each method on the labelled rows only for as many examples as a transfer run sees
+   (rows ``<method>-long``: the epochs times (labelled + transfer rows) / labelled rows, 30 for 1,000 + 9,000):
+   whether a gain comes from the unlabelled text or from the longer training it brings.
+5. **Report.** ``compress/transfer.md``: dev accuracy per row (mean ± sd over the seeds), the gain of the transfer
+   rows over each of the others and its one-sided Welch p-value.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from report import latest_ok  # noqa: E402
-from suite import TEACHER, Suite, load_recipe, parse_overrides, read_records  # noqa: E402
+from suite import TEACHER, Suite, load_recipe, parse_overrides, read_records, recipe_section  # noqa: E402
 
 RESULTS = HERE / "results" / "transfer.jsonl"
 REPORT = HERE / "compress" / "transfer.md"
@@ -42,6 +45,8 @@ TASK = "sst2"
 #: the rows compared: benchmark v2's searched VKD and its recommended FSD-family row
 METHODS = ("vkd", "fsdi-minilm")
 SUFFIX = "-transfer"
+#: the control: labelled rows only, for as many epochs as make the examples a transfer run sees
+CONTROL = "-long"
 
 
 def transfer_file(glue_dir: Path, work: Path, labels: int, transfer_rows: int) -> Path:
@@ -77,22 +82,29 @@ def suite(
     seeds: int,
     results: Path,
     overrides: dict[str, Any] | None = None,
+    rows: tuple[str, ...] = ("", SUFFIX),
 ) -> Suite:
-    """One suite over the four rows — each method, and the same method with the transfer file — every run (the
-    teacher too) on the first ``labels`` training sentences (``overrides``: the suite's ``--set``, for smoke runs;
-    like ``max_train_samples``, they enter the settings hash)."""
+    """One suite over ``rows`` of each method — the method itself (``""``), the same with the transfer file
+    (:data:`SUFFIX`), the same on the labelled rows for as many examples as a transfer run sees (:data:`CONTROL`:
+    the epochs times (labelled + transfer rows) / labelled rows) — every run (the teacher too) on the first ``labels``
+    training sentences (``overrides``: the suite's ``--set``, for smoke runs; like ``max_train_samples``, they enter
+    the settings hash). Every suite's recipe holds all three rows: the hash of a run does not depend on ``rows``."""
     recipe = load_recipe(HERE / "recipe-v2.yaml")
+    transfer_rows = sum(1 for _ in transfer.open(encoding="utf-8")) - 1
+    epochs = recipe_section(recipe, "student", TASK)["epochs"]
     for method in METHODS:
         own = dict(recipe["methods"].get(method) or {})
-        recipe["methods"][method + SUFFIX] = {
-            "preset": own.pop("preset", method),
+        preset = own.pop("preset", method)
+        recipe["methods"][method + SUFFIX] = {"preset": preset, **own, "transfer_file": str(transfer)}
+        recipe["methods"][method + CONTROL] = {
+            "preset": preset,
             **own,
-            "transfer_file": str(transfer),
+            "epochs": own.get("epochs", epochs) * (labels + transfer_rows) / labels,
         }
     return Suite(
         glue_dir=str(glue_dir),
         tasks=[TASK],
-        methods=[m + s for m in METHODS for s in ("", SUFFIX)],
+        methods=[m + s for m in METHODS for s in rows],
         seeds=list(range(1, seeds + 1)),
         results=results,
         work_dir=work,
@@ -104,8 +116,6 @@ def suite(
 
 def report(runs: Suite, labels: int, transfer_rows: int) -> str:
     """The markdown of ``compress/transfer.md`` from the runs of ``runs``'s settings in the results file."""
-    from fsdkit.analysis.significance import welch_one_sided
-
     current, _ = runs.split_current(read_records(runs.results))
     records = latest_ok(current)
     by_method: dict[str, list[float]] = {}
@@ -129,21 +139,38 @@ def report(runs: Suite, labels: int, transfer_rows: int) -> str:
         lines.append(f"- teacher (fine-tuned on the labelled sentences): {cell(by_method[TEACHER])}")
     lines += [
         "",
-        "| method | labelled only | + transfer text | gain | p (one-sided Welch) |",
-        "|---|---|---|---|---|",
+        "| method | labelled only | + transfer text | gain | p (one-sided Welch) | labelled only, as many examples "
+        "seen | gain over it | p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for method in METHODS:
-        alone, more = by_method.get(method, []), by_method.get(method + SUFFIX, [])
-        if not alone or not more:
-            lines.append(f"| {method} | {cell(alone) if alone else '—'} | {cell(more) if more else '—'} | | |")
-            continue
-        gain = statistics.mean(more) - statistics.mean(alone)
-        try:
-            p = f"{welch_one_sided(more, alone):.3f}"
-        except ValueError as error:  # fewer than two seeds, or no spread: say so instead of a number
-            p = f"n/a ({error})"
-        lines.append(f"| {method} | {cell(alone)} | {cell(more)} | {gain:+.2f} | {p} |")
+        alone, more, long = (by_method.get(method + suffix, []) for suffix in ("", SUFFIX, CONTROL))
+        cells = [cell(scores) if scores else "—" for scores in (alone, more)]
+        lines.append(
+            f"| {method} | {cells[0]} | {cells[1]} | {_gain(more, alone)} | {cell(long) if long else '—'} | "
+            f"{_gain(more, long)} |"
+        )
+    times = f"{(labels + transfer_rows) / labels:g}"
+    lines += [
+        "",
+        f"The transfer runs train for the same epochs over {times} times the rows, so they take {times} times the steps;",
+        f"the last columns compare them with the labelled rows trained for as many examples (the epochs times {times}),",
+        "which separates what the unlabelled text adds from what longer training adds.",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _gain(more: list[float], less: list[float]) -> str:
+    """``gain | p`` cells: the mean difference and its one-sided Welch p-value (blank when a side has no run)."""
+    from fsdkit.analysis.significance import welch_one_sided
+
+    if not more or not less:
+        return " | "
+    try:
+        p = f"{welch_one_sided(more, less):.3f}"
+    except ValueError as error:  # fewer than two seeds, or no spread: say so instead of a number
+        p = f"n/a ({error})"
+    return f"{statistics.mean(more) - statistics.mean(less):+.2f} | {p}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = suite(
         Path(args.glue_dir), args.labels, transfer, work, args.seeds, Path(args.results), parse_overrides(args.set)
     )
-    runs.run()
+    runs.run()  # the compared rows first, then the control
+    suite(
+        Path(args.glue_dir),
+        args.labels,
+        transfer,
+        work,
+        args.seeds,
+        Path(args.results),
+        parse_overrides(args.set),
+        rows=(CONTROL,),
+    ).run()
     out = Path(args.report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report(runs, args.labels, args.transfer_rows))

@@ -1048,9 +1048,21 @@ def test_transfer_bench_splits_sst2_runs_each_row_with_and_without_transfer_text
     assert alone["max_train_samples"] == 3 and alone["method"] == "fsdi" and alone["losses"][0]["name"] == "minilm"
     assert runs.run()["ok"] == 2 + 4 * 3
     text = bench.report(runs, 3, 4)
-    assert "| vkd | 82.00 ± 1.00 (81.00, 82.00, 83.00) | 87.00 ± 1.00 (86.00, 87.00, 88.00) | +5.00 | 0.002 |" in text
+    assert (
+        "| vkd | 82.00 ± 1.00 (81.00, 82.00, 83.00) | 87.00 ± 1.00 (86.00, 87.00, 88.00) | +5.00 | 0.002 | — |  |  |"
+        in text
+    )
+    # the control: labelled rows only, for the examples a transfer run sees (3 epochs x (3 + 4) / 3 rows); adding it
+    # to the recipe leaves the hashes of the runs above as they were
+    control = bench.suite(tmp_path / "glue", 3, path, tmp_path / "work", 3, tmp_path / "r.jsonl", rows=("-long",))
+    control.runner = Runner()
+    long = control.student_settings("sst2", "vkd-long", 1)
+    assert long == {**runs.student_settings("sst2", "vkd", 1), "epochs": 7.0, "output_dir": long["output_dir"]}
+    assert control.run()["ok"] == 3 * 2 and control.run()["skipped"] == 2 + 3 * 2
+    text = bench.report(runs, 3, 4)
+    assert "| 87.00 ± 1.00 (86.00, 87.00, 88.00) | +5.00 | 0.002 | 82.00 ± 1.00 (81.00, 82.00, 83.00) | +5.00 |" in text
     other = bench.suite(tmp_path / "glue", 5, path, tmp_path / "work", 3, tmp_path / "r.jsonl")
-    assert "| vkd | — | — | | |" in bench.report(other, 5, 4)  # another labelled count: none of these runs
+    assert "| vkd | — | — |  |  | — |  |  |" in bench.report(other, 5, 4)  # another labelled count: none of these
 
 
 def test_a_recipe_names_its_outputs_and_v2_keeps_its_places():
