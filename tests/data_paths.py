@@ -54,18 +54,7 @@ def needs_full_glue(why: str):
     return mark
 
 
-def mrpc_run(glue_dir, train: int, evaluate: int, relation_every: int, **overrides) -> dict:
-    """Options of a small real MRPC run (the first ``train`` training and ``evaluate`` dev pairs, batch 8, 64
-    tokens, no progress bar); ``overrides`` add to or replace them."""
-    options = dict(
-        task="mrpc",
-        data_dir=str(glue_dir),
-        batch_size=8,
-        max_train_samples=train,
-        max_eval_samples=evaluate,
-        logging_steps=2,
-        progress=False,
-        max_length=64,
-        relation_every=relation_every,
-    )
-    return {**options, **overrides}
+def mrpc_run(glue_dir, **options) -> dict:
+    """Options of a small real MRPC run (batch 8, 64 tokens, no progress bar); ``options`` add to or replace them."""
+    base = dict(task="mrpc", data_dir=str(glue_dir), batch_size=8, logging_steps=2, progress=False, max_length=64)
+    return {**base, **options}

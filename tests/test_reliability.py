@@ -29,7 +29,7 @@ pytestmark = pytest.mark.glue
 
 
 def small(glue_dir, **overrides):
-    return mrpc_run(glue_dir, train=32, evaluate=16, relation_every=0, **overrides)
+    return mrpc_run(glue_dir, **{"max_train_samples": 32, "max_eval_samples": 16, "relation_every": 0, **overrides})
 
 
 def assert_same_weights(a: Path, b: Path, atol: float = 0.0):

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.glue
 
 
 def small(glue_dir, **overrides):
-    return mrpc_run(glue_dir, train=48, evaluate=24, relation_every=2, **overrides)
+    return mrpc_run(glue_dir, **{"max_train_samples": 48, "max_eval_samples": 24, "relation_every": 2, **overrides})
 
 
 def test_fsd_run_lowers_the_loss_and_exports_a_standard_folder(glue_dir, mrpc_teacher, tmp_path):
