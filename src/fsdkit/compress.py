@@ -109,8 +109,9 @@ def _data_options(config) -> dict[str, Any]:
     return {**values, "task": config.task, "data_dir": config.data_dir}
 
 
-def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str, Any]:
-    """Holdout metrics, batch-1 latency (ms), parameters and weight-file size (MB) of a model folder."""
+def _measure(folder: str, task, data, max_length: int, batches: int | None) -> dict[str, Any]:
+    """Holdout metrics, batch-1 latency (ms; not timed when ``batches`` is None), parameters and weight-file size (MB)
+    of a model folder."""
     from fsdkit.evaluation import evaluate_model, latency_ms
     from fsdkit.models import load_classifier
 
@@ -121,9 +122,9 @@ def _measure(folder: str, task, data, max_length: int, batches: int) -> dict[str
     weights = Path(folder) / "model.safetensors"
     return {
         "metrics": metrics,
-        "latency_ms": latency_ms(
-            model, tokenizer, task, data["holdout"], batch_size=1, batches=batches, max_length=max_length
-        ),
+        "latency_ms": None
+        if batches is None
+        else latency_ms(model, tokenizer, task, data["holdout"], batch_size=1, batches=batches, max_length=max_length),
         "parameters": sum(p.numel() for p in model.parameters()),
         "size_mb": weights.stat().st_size / 2**20 if weights.is_file() else float("nan"),
     }
@@ -158,7 +159,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metric = task.metric(config.metric)
-    teacher = _measure(folder, task, data, config.max_length, config.speed_batches)
+    teacher = _measure(folder, task, data, config.max_length, None)  # timed with the students at the end (retime)
     warnings = [w for w in (teacher_holdout_warning(record, options, HOLDOUT_FRACTION),) if w]
     for warning in warnings:
         logger.warning("fsdkit compress: %s", warning)
@@ -173,13 +174,14 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
         # the same student trains to the same scores (same seed): a repeat draw is not trained again but pruned, and
         # a student not yet tried is queued for the next trial (the sampler draws repeats often in this small space)
         tried = _tried(study, depth_total, but=trial.number)
-        if (tuple(layers), start, recipe) in tried:
+        student = (tuple(layers), start, recipe)
+        if student in tried:
             untried = [params for key, params in space.items() if key not in tried]
             if untried:
                 study.enqueue_trial(untried[random.Random(trial.number).randrange(len(untried))])
             else:
                 study.stop()
-            raise optuna.TrialPruned(f"the same student as trial {tried[(tuple(layers), start, recipe)]}")
+            raise optuna.TrialPruned(f"the same student as trial {tried[student]}")
         run_dir = out / f"trial-{trial.number}"
         settings = {
             **options,
