@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ sys.path.insert(0, str(HERE))
 
 from fsdkit.config import DistillConfig, option_names  # noqa: E402
 from fsdkit.run_record import RunRecord  # noqa: E402
+from report import seeds_cell  # noqa: E402
 from suite import Suite, append_record, load_recipe, read_records  # noqa: E402
 
 OUT = HERE / "compress"
@@ -130,9 +130,7 @@ def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, see
 
 def _spread(split: str, name: str, runs: list[dict[str, Any]]) -> str:
     """``split name mean ± sd (each seed's score)`` in points."""
-    scores = [100 * r["metrics"][split][name] for r in runs]
-    spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
-    return f"{split} {name} {statistics.mean(scores):.2f}{spread} ({', '.join(f'{s:.2f}' for s in scores)})"
+    return f"{split} {name} {seeds_cell([100 * r['metrics'][split][name] for r in runs])}"
 
 
 def _int8_line(q: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ import collections
 import json
 import os
 import shlex
+import statistics
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -151,6 +152,12 @@ def fmt(stat: Mapping[str, Any] | None, expected_n: int | None = None) -> str:
     if expected_n is not None and stat.get("n") != expected_n:
         text += f" [n={stat.get('n')}]"
     return text
+
+
+def seeds_cell(scores: Sequence[float]) -> str:
+    """``mean ± sd (each seed's score)`` of scores already in points (no ``±`` for a single seed)."""
+    spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
+    return f"{statistics.mean(scores):.2f}{spread} ({', '.join(f'{s:.2f}' for s in scores)})"
 
 
 def significance_rows(records: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> list[dict[str, Any]]:

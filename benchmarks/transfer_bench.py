@@ -36,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from report import latest_ok  # noqa: E402
+from report import latest_ok, seeds_cell  # noqa: E402
 from suite import TEACHER, Suite, load_recipe, parse_overrides, read_records, recipe_section  # noqa: E402
 
 RESULTS = HERE / "results" / "transfer.jsonl"
@@ -122,10 +122,6 @@ def report(runs: Suite, labels: int, transfer_rows: int) -> str:
     for record in sorted(records, key=lambda r: int(r["seed"])):
         by_method.setdefault(record["method"], []).append(100 * record["metrics"]["accuracy"])
 
-    def cell(scores: list[float]) -> str:
-        spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
-        return f"{statistics.mean(scores):.2f}{spread} ({', '.join(f'{s:.2f}' for s in scores)})"
-
     lines = [
         "# Unlabelled transfer data on SST-2 with scarce labels",
         "",
@@ -136,7 +132,7 @@ def report(runs: Suite, labels: int, transfer_rows: int) -> str:
         "",
     ]
     if TEACHER in by_method:
-        lines.append(f"- teacher (fine-tuned on the labelled sentences): {cell(by_method[TEACHER])}")
+        lines.append(f"- teacher (fine-tuned on the labelled sentences): {seeds_cell(by_method[TEACHER])}")
     lines += [
         "",
         "| method | labelled only | + transfer text | gain | p (one-sided Welch) | labelled only, as many examples "
@@ -145,9 +141,9 @@ def report(runs: Suite, labels: int, transfer_rows: int) -> str:
     ]
     for method in METHODS:
         alone, more, long = (by_method.get(method + suffix, []) for suffix in ("", SUFFIX, CONTROL))
-        cells = [cell(scores) if scores else "—" for scores in (alone, more)]
+        cells = [seeds_cell(scores) if scores else "—" for scores in (alone, more)]
         lines.append(
-            f"| {method} | {cells[0]} | {cells[1]} | {_gain(more, alone)} | {cell(long) if long else '—'} | "
+            f"| {method} | {cells[0]} | {cells[1]} | {_gain(more, alone)} | {seeds_cell(long) if long else '—'} | "
             f"{_gain(more, long)} |"
         )
     times = f"{(labels + transfer_rows) / labels:g}"
