@@ -140,11 +140,12 @@ def _int8_line(q: dict[str, Any]) -> str:
         f"{name} {100 * f['metrics'][name]:.2f} → {100 * i['metrics'][name]:.2f}" for name in f["metrics"]
     )
     return (
-        f"Its int8 export ({q['quantization']} quantization, the better on {q['main_metric']} of "
-        f"{', '.join(q['candidates'])}), on {q['split']} ({q['n_examples']} rows): {scores}; "
+        f"Its int8 export ({q['quantization']} quantization, chosen from {', '.join(q['candidates'])} by "
+        f"`quantize.choose`), on {q['split']} ({q['n_examples']} rows): {scores}; "
         f"{f['size_mb']:.1f} → {i['size_mb']:.1f} MB; latency batch 1 {f['latency_ms_batch1']:.1f} → "
         f"{i['latency_ms_batch1']:.1f} ms, batch 32 {f['latency_ms_batch32']:.0f} → {i['latency_ms_batch32']:.0f} ms"
-        + (f" — **flagged**: {q['drop_points']:.2f} points lost" if q["flagged"] else "")
+        + (f" — **flagged**: {q['drop_points']:.2f} points lost" if q["drop_points"] > q["tolerance_points"] else "")
+        + (" — **flagged**: not faster than float at batch 1" if q.get("slower_than_float") else "")
         + "."
     )
 

@@ -42,7 +42,8 @@ def test_int8_export_reports_both_models_and_flags_a_drop(tickets_teacher, tmp_p
         assert report[model]["latency_ms_batch1"] > 0 and report[model]["latency_ms_batch32"] > 0
     assert report["int8"]["size_mb"] < report["float"]["size_mb"] / 2  # int8 weights: under half the float file
     assert report["quantization"] in report["candidates"]
-    assert report["flagged"] == (report["drop_points"] > 0)
+    assert report["slower_than_float"] == (report["int8"]["latency_ms_batch1"] >= report["float"]["latency_ms_batch1"])
+    assert report["flagged"] == (report["drop_points"] > 0 or report["slower_than_float"])
     card = (out / "README.md").read_text()
     assert "## int8 (ONNX Runtime)" in card and ("**Flagged**" in card) == report["flagged"]
     import onnxruntime
@@ -61,3 +62,28 @@ def test_quantize_is_checked_before_the_export(tickets_teacher, tmp_path):
     with pytest.raises(ConfigError, match="--quantize must be one of int8"):
         export(model=str(tickets_teacher), output_dir=str(tmp_path / "x"), quantize="int4")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("candidates", "kept"),
+    [
+        # MRPC's export: static scored higher but ran at twice the float model's latency — dynamic is kept
+        ({"dynamic": (0.8480, 9.0), "static": (0.8495, 23.2)}, "dynamic"),
+        # both faster: the better metric within the tolerance
+        ({"dynamic": (0.840, 6.0), "static": (0.845, 8.0)}, "static"),
+        # both faster, static past the tolerance, dynamic within it: dynamic
+        ({"dynamic": (0.842, 8.0), "static": (0.830, 6.0)}, "dynamic"),
+        # both faster and past the tolerance: the better metric (it is flagged)
+        ({"dynamic": (0.800, 8.0), "static": (0.820, 9.0)}, "static"),
+        # same metric: the faster
+        ({"dynamic": (0.845, 8.0), "static": (0.845, 6.0)}, "static"),
+        # neither faster than float: the better metric, then the faster (it is flagged)
+        ({"dynamic": (0.845, 12.0), "static": (0.845, 13.0)}, "dynamic"),
+        # one candidate (the other failed to quantize)
+        ({"static": (0.70, 30.0)}, "static"),
+    ],
+)
+def test_the_kept_quantization_is_faster_than_float_first_then_within_the_tolerance(candidates, kept):
+    from fsdkit.quantize import choose
+
+    assert choose(candidates, (0.848, 11.6), tolerance=1.0) == kept

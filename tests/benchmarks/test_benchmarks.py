@@ -1101,6 +1101,8 @@ def test_compress_bench_reports_the_seeds_of_the_chosen_student_only_and_its_int
         "int8": {**model, "size_mb": 15.0, "metrics": {"accuracy": 0.79, "f1": 0.84}, "latency_ms_batch1": 5.0},
         "candidates": {"dynamic": {}, "static": {}},
         "drop_points": 1.0,
+        "tolerance_points": 1.0,
+        "slower_than_float": False,
         "flagged": False,
     }
     chosen = {"trial": 6, "layers": [1, 2, 3, 4, 5], "start": "pretrained", "recipe": "fsdi"}
