@@ -21,8 +21,8 @@ Per task, each step resumable and skipped once done (a killed run resumes where 
 4. **Seeds.** The chosen student's settings (its trial's run record) re-run at seeds 1..``--seeds`` on the same
    split, scored on dev, with test-set predictions written to ``predictions/<task>/compress/seed<k>.tsv``; each
    finished seed is a line of ``results/compress.jsonl`` at once.
-5. **int8.** The chosen student is exported with ``--quantize int8`` (dynamic and static quantization, the better
-   kept) and both ONNX models scored and timed on dev.
+5. **int8.** The chosen student is exported with ``--quantize int8`` (dynamic or static quantization, as
+   ``fsdkit.quantize.choose`` keeps one) and both ONNX models scored and timed on dev.
 6. **Report.** ``front.md``, ``front.png`` and ``compress.json`` copied to ``compress/<task>/``, and
    ``compress/README.md`` (the fronts and the seeds' dev scores) regenerated from the results.
 """
