@@ -50,14 +50,25 @@ PLACES = ("output_dir", "data_dir", "teacher", "teacher_cache", "memory", "progr
 
 
 def sst2_subset(glue_dir: Path, work: Path, rows: int) -> Path:
-    """A GLUE folder whose SST-2 has the first ``rows`` training sentences and the full dev and test files."""
+    """A GLUE folder whose SST-2 has the first ``rows`` training sentences and the full dev and test files, written
+    whole or not at all; one made with another ``rows`` is refused (the teacher and the study were made on it)."""
+    from fsdkit.artifacts import staged_dir
+
     folder = work / "glue" / "SST-2"
-    if not (folder / "test.tsv").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
+    if folder.is_dir():
+        with open(folder / "train.tsv", encoding="utf-8") as train:
+            have = sum(1 for _ in train) - 1
+        if have != rows:
+            raise SystemExit(
+                f"{folder} holds SST-2's first {have} training sentences, not --sst2-train {rows}: give another "
+                "--work-dir"
+            )
+        return folder.parent
+    with staged_dir(folder) as staging:
         lines = (glue_dir / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-        (folder / "train.tsv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
+        (staging / "train.tsv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
         for name in ("dev.tsv", "test.tsv"):
-            shutil.copyfile(glue_dir / "SST-2" / name, folder / name)
+            shutil.copyfile(glue_dir / "SST-2" / name, staging / name)
     return folder.parent
 
 
@@ -102,8 +113,8 @@ def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, see
     if student is None:
         return
     chosen, settings = student
-    # seeds of another student (chosen before the study had all its trials) are not this one's
-    done = {r["seed"] for r in seed_records(task) if r["trial"] == chosen}
+    # seeds of another student (chosen before the study had all its trials, or by another study) are not this one's
+    done = {r["seed"] for r in seed_records(task) if r["trial"] == chosen and r["settings"] == settings}
     for seed in range(1, seeds + 1):
         if seed in done:
             continue
@@ -165,7 +176,11 @@ def report() -> None:
         result = json.loads((folder / "compress.json").read_text())
         chosen = result.get("chosen")
         lines += [f"## {result['task']}", "", (folder / "front.md").read_text().split("\n", 2)[2].strip(), ""]
-        runs = [r for r in seed_records(result["task"]) if chosen and r["trial"] == chosen["trial"]]
+        runs = [
+            r
+            for r in seed_records(result["task"])
+            if chosen and r["trial"] == chosen["trial"] and r["settings"]["student_layers"] == chosen["layers"]
+        ]
         if chosen and runs:
             dev = next(iter(runs[0]["metrics"]))
             lines += [

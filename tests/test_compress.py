@@ -61,8 +61,11 @@ def test_compress_writes_its_front_and_exports_the_fastest_student_meeting_the_t
     )
     assert strict["chosen"] is None and strict["closest"] is not None
     assert "No student meets the target; the closest is trial" in (out / "front.md").read_text()
+    assert not (out / "student").exists()  # the earlier run's choice, which meets no longer, is not left exported
     # the study optimised accuracy: resuming it on another metric would mix incomparable values
-    with pytest.raises(ConfigError, match=r"optimised holdout\.accuracy, not holdout\.macro_f1: give the same"):
+    with pytest.raises(
+        ConfigError, match=r"was run with metric 'holdout\.accuracy', not 'holdout\.macro_f1': give the same"
+    ):
         compress(teacher=str(tickets_teacher), output_dir=str(out), trials=3, **TINY, metric="macro_f1")
     with pytest.raises(ConfigError, match=r"--metric 'f1' is not a metric of .*\(accuracy, macro_f1\)"):
         compress(teacher=str(tickets_teacher), output_dir=str(out), trials=3, **TINY, metric="f1")
@@ -208,3 +211,71 @@ def test_a_teacher_is_said_to_have_seen_the_holdout_only_when_its_record_shows_i
     assert not teacher_saw_holdout(SimpleNamespace(config={**record.config, "holdout_fraction": 0.1}), mine, 0.1)
     assert not teacher_saw_holdout(SimpleNamespace(config={**record.config, "task": "sst2"}), mine, 0.1)  # other data
     assert not teacher_saw_holdout(None, mine, 0.1)  # a teacher without a record (a hub model): unknown, not claimed
+
+
+def _row(trial: int, accuracy: float, latency: float, size: float) -> dict:
+    return {"trial": trial, "accuracy": accuracy, "retention": accuracy / 0.8, "latency_ms": latency, "size_mb": size}
+
+
+def test_the_chosen_student_is_the_fastest_of_all_that_meet_the_target_and_else_the_closest_is_named():
+    from types import SimpleNamespace
+
+    from fsdkit.compress import choose_student, pareto_front, shortfall
+
+    small = _row(0, 0.70, 6.0, 20.0)  # off the front: the deeper student below is as fast (noise) and better
+    deep = _row(1, 0.78, 5.9, 40.0)
+    slow = _row(2, 0.80, 12.0, 60.0)
+    rows = [small, deep, slow]
+    assert pareto_front(rows, "accuracy") == [deep, slow]
+    target = SimpleNamespace(target_retention=None, max_latency_ms=None, max_size_mb=25.0)
+    assert choose_student(rows, target, "accuracy") == (small, None)  # the front ignores size: every row is looked at
+    quality = SimpleNamespace(target_retention=0.97, max_latency_ms=None, max_size_mb=None)
+    assert choose_student(rows, quality, "accuracy") == (
+        deep,
+        None,
+    )  # 0.78 / 0.8 = 97.5 %, faster than the teacher-like
+    fast = SimpleNamespace(target_retention=None, max_latency_ms=5.0, max_size_mb=None)
+    # nothing under 5 ms: the closest is the least over it, not the most accurate (the slowest)
+    assert choose_student(rows, fast, "accuracy") == (None, deep)
+    assert shortfall(deep, fast) == pytest.approx(0.18) and shortfall(slow, fast) == pytest.approx(1.4)
+    both = SimpleNamespace(target_retention=0.99, max_latency_ms=6.0, max_size_mb=None)
+    assert choose_student(rows, both, "accuracy") == (None, deep)  # misses retention by 1.5 %, the others by more
+    assert choose_student([], both, "accuracy") == (None, None)
+
+
+def test_compress_refuses_a_study_or_folder_of_another_experiment_before_training(tickets_teacher, tmp_path):
+    """Resuming a study with another teacher, or in a folder that holds another study's trial folders, is refused
+    before any student trains (trial numbers restart in every study; a changed teacher changes every score)."""
+    from fsdkit.compress import compress
+
+    out = tmp_path / "compress"
+    (out / "trial-0").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"holds trial-0, trial folders of another study than 'fsdkit-compress'"):
+        compress(teacher=str(tickets_teacher), output_dir=str(out), trials=1, **TINY, target_retention=None)
+    (out / "trial-0").rmdir()
+    study = optuna.load_study(storage=f"sqlite:///{out / 'compress.db'}", study_name="fsdkit-compress")
+    study.set_user_attr("teacher_sha256", "0" * 64)  # a teacher since fine-tuned again in the same folder
+    with pytest.raises(ConfigError, match=r"was run with teacher_sha256 '0000.*', not '[0-9a-f]{64}'"):
+        compress(teacher=str(tickets_teacher), output_dir=str(out), trials=1, **TINY, target_retention=None)
+    assert not list(out.glob("trial-*")) and not study.trials
+
+
+def test_compress_says_why_every_student_failed(tickets_teacher, tmp_path, monkeypatch):
+    import fsdkit.training.run
+    from fsdkit.compress import compress
+
+    def failing(settings):
+        raise ConfigError("--student-layers: this student cannot be made")
+
+    monkeypatch.setattr(fsdkit.training.run, "distill", failing)
+    with pytest.raises(ConfigError, match=r"every student of study 'fsdkit-compress' .* failed \(3\); the first: "):
+        compress(teacher=str(tickets_teacher), output_dir=str(tmp_path / "c"), trials=1, **TINY, target_retention=None)
+
+
+def test_a_retention_target_needs_a_teacher_that_scores_above_zero(tickets_teacher, tmp_path, monkeypatch):
+    import fsdkit.compress
+
+    measured = {"metrics": {"accuracy": 0.0, "macro_f1": 0.0}, "latency_ms": None, "parameters": 1, "size_mb": 1.0}
+    monkeypatch.setattr(fsdkit.compress, "_measure", lambda *args: measured)
+    with pytest.raises(ConfigError, match=r"--target-retention: the teacher .* scores 0.0000 holdout accuracy"):
+        fsdkit.compress.compress(teacher=str(tickets_teacher), output_dir=str(tmp_path / "c"), trials=1, **TINY)

@@ -36,7 +36,7 @@ def test_int8_export_reports_both_models_and_flags_a_drop(tickets_teacher, tmp_p
     assert printed["quantization"] == report
     assert (out / "model.onnx").is_file() and (out / "model.int8.onnx").is_file()
     assert not list(out.glob("model.int8-*.onnx"))  # the candidate not chosen is removed
-    assert report["split"] == "validation" and report["n_examples"] == 6 and report["main_metric"] == "accuracy"
+    assert report["split"] == "validation" and report["n_examples"] == 6 and report["metric"] == "accuracy"
     for model in ("float", "int8"):
         assert set(report[model]) == {"file", "size_mb", "metrics", "latency_ms_batch1", "latency_ms_batch32"}
         assert report[model]["latency_ms_batch1"] > 0 and report[model]["latency_ms_batch32"] > 0
@@ -54,6 +54,14 @@ def test_int8_export_reports_both_models_and_flags_a_drop(tickets_teacher, tmp_p
 
     mode = 0o666 & ~current_umask()  # every file as any other the user makes (safetensors writes 0600)
     assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {f.name: mode for f in out.iterdir()}
+    # exported again without --quantize: the int8 model of the replaced float model goes, and its card section
+    assert cli_main(["export", str(tickets_teacher), "--output-dir", str(out)]) == 0
+    assert not (out / "model.int8.onnx").exists() and not (out / "quantization.json").exists()
+    assert "## int8" not in (out / "README.md").read_text()
+    from fsdkit.export import export
+
+    with pytest.raises(ConfigError, match="--metric chooses the int8 model: it needs --quantize int8"):
+        export(model=str(tickets_teacher), output_dir=str(out), metric="accuracy")
 
 
 def test_quantize_is_checked_before_the_export(tickets_teacher, tmp_path):

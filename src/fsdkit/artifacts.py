@@ -14,8 +14,8 @@ every artifact that is reused across runs follows one protocol:
    reserved when it is created, so a full disk is one clear error at the start, never a ``SIGBUS`` when a
    page of the memory map is first written.
 
-:func:`sha256_file` and :func:`model_weights_sha256` identify a teacher by its weights, for the artifacts
-that depend on it.
+:func:`sha256_file`, :func:`folder_weights_sha256` and :func:`model_weights_sha256` identify a teacher by its
+weights, for the artifacts that depend on it.
 """
 
 from __future__ import annotations
@@ -305,12 +305,28 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def folder_weights_sha256(folder: str | os.PathLike) -> str | None:
+    """sha256 of a model folder's ``model.safetensors``; of sharded weights (``*.safetensors``, else
+    ``pytorch_model*.bin``), of each shard's name and sha256 in order; None when the folder holds no weight file."""
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        return sha256_file(folder / "model.safetensors")
+    shards = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    if not shards:
+        return None
+    digest = hashlib.sha256()
+    for shard in shards:
+        digest.update(shard.name.encode())
+        digest.update(sha256_file(shard).encode())
+    return digest.hexdigest()
+
+
 def model_weights_sha256(model) -> str:
-    """sha256 of a model's ``model.safetensors`` when it was loaded from a folder, else of its tensors."""
-    folder = Path(str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "")))
-    weights = folder / "model.safetensors"
-    if weights.is_file():
-        return sha256_file(weights)
+    """:func:`folder_weights_sha256` of the folder a model was loaded from, else the sha256 of its tensors."""
+    name = str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", ""))
+    found = folder_weights_sha256(name) if name and Path(name).is_dir() else None
+    if found is not None:
+        return found
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

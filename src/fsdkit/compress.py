@@ -18,11 +18,15 @@ trains to the same scores) is pruned without training and a student not yet trie
 
 When the study has its trials, ``OUTPUT_DIR`` gets ``front.md`` (the Pareto front: quality, retention of the
 teacher's score, latency, parameters, size, settings), ``front.png`` (holdout quality against batch-1 latency, point
-size = parameters, the teacher marked) and ``compress.json``, and the chosen student — the fastest on the front that
-meets the target (``target_retention`` of the teacher's holdout score, ``max_latency_ms``, ``max_size_mb``), or, when
-none does, none, with the one that came closest named — is exported to ``OUTPUT_DIR/student`` (ONNX with
-:func:`fsdkit.export.export_onnx`; with ``quantize`` also int8). Like ``fsdkit sweep`` the study lives in an Optuna
-storage: rerunning the command resumes it (a killed worker's trial is retried), several workers may share it.
+size = parameters, the teacher marked) and ``compress.json``, and the chosen student (:func:`choose_student`: the
+fastest that meets the target — ``target_retention`` of the teacher's holdout score, ``max_latency_ms``,
+``max_size_mb`` — or, when none does, none, with the one that came closest named) is exported to
+``OUTPUT_DIR/student`` (ONNX with :func:`fsdkit.export.export_onnx`; with ``quantize`` also int8, chosen and flagged
+on the study's metric), the folder replaced whole. Like ``fsdkit sweep`` the study lives in an Optuna storage:
+rerunning the command resumes it (a killed worker's trial is retried), several workers may share it (one of them at
+a time times, reports and exports). A study records its metric, its teacher's weights (sha256) and its data and
+training options; resuming it with others is refused, as is an ``OUTPUT_DIR`` whose trial folders belong to
+another study.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fsdkit.artifacts import atomic_write_text
+from fsdkit.artifacts import atomic_write_text, build_lock, folder_weights_sha256, staged_dir
 from fsdkit.config import CompressConfig, DataOptions, DistillConfig, as_config, make_config
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.models.architecture import shares_layers
@@ -136,7 +140,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
 
     from fsdkit.models import check_model_folder, load_model_config
     from fsdkit.run_record import RunRecord
-    from fsdkit.sweep import _check_storage, _creation_lock, _storage, claim_metric
+    from fsdkit.sweep import _check_storage, _creation_lock, _storage, claim_study
     from fsdkit.training.run import distill
     from fsdkit.training.run_data import HOLDOUT, load_run_data, teacher_holdout_warning
 
@@ -160,6 +164,12 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     metric = task.metric(config.metric)
     teacher = _measure(folder, task, data, config.max_length, None)  # timed with the students at the end (retime)
+    if config.target_retention is not None and not teacher["metrics"][metric] > 0:
+        raise ConfigError(
+            f"--target-retention: the teacher {folder} scores {teacher['metrics'][metric]:.4f} holdout {metric}, and "
+            "a fraction of that is no quality target; give --target-retention none with --max-latency-ms or "
+            "--max-size-mb, or another --metric"
+        )
     warnings = [w for w in (teacher_holdout_warning(record, options, HOLDOUT_FRACTION),) if w]
     for warning in warnings:
         logger.warning("fsdkit compress: %s", warning)
@@ -221,7 +231,25 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             directions=["maximize", "minimize"],
             load_if_exists=True,
         )
-    claim_metric(study, f"{HOLDOUT}.{metric}", storage=storage)
+    claim_study(
+        study,
+        {
+            "metric": f"{HOLDOUT}.{metric}",
+            "teacher_sha256": folder_weights_sha256(folder) or folder,
+            "data": options,
+            "training": {
+                "pretrained": pretrained,
+                "epochs": config.epochs,
+                "max_steps": config.max_steps,
+                "batch_size": config.batch_size,
+                "max_length": config.max_length,
+                "seed": config.seed,
+                "transfer_file": config.transfer_file,
+            },
+        },
+        storage=storage,
+    )
+    _refuse_stray_trials(out, study, storage)
     joining = bool(study.get_trials(deepcopy=False))  # a resumed or shared study: other random start-up draws
     study.sampler = optuna.samplers.TPESampler(
         seed=config.seed + (os.getpid() if joining else 0), n_startup_trials=max(1, min(10, config.trials // 2))
@@ -237,19 +265,38 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             callbacks=[started, _too_many_failures(config.trials)],
             catch=(FloatingPointError, ConfigError, ModelError),
         )
-    timings = retime(
-        {
-            "teacher": folder,
-            **{t.number: t.user_attrs["output_dir"] for t in study.get_trials(states=(states.COMPLETE,))},
-        },
-        task,
-        data[HOLDOUT],
-        max_length=config.max_length,
-        batches=config.speed_batches,
-    )
-    return _report(
-        study, config, out, task, {**teacher, "latency_ms": timings.pop("teacher")}, timings, metric, warnings
-    )
+    with build_lock(out / "student"):  # one worker of a shared study at a time times, reports and exports
+        finished = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
+        if not finished:
+            failed = [t.user_attrs["failed"] for t in study.get_trials(deepcopy=False) if "failed" in t.user_attrs]
+            if failed:
+                raise ConfigError(
+                    f"every student of study {study.study_name!r} in {storage} failed ({len(failed)}); the first: "
+                    f"{failed[0]}"
+                )
+        timings = retime(
+            {"teacher": folder, **{t.number: t.user_attrs["output_dir"] for t in finished}},
+            task,
+            data[HOLDOUT],
+            max_length=config.max_length,
+            batches=config.speed_batches,
+        )
+        return _report(
+            finished, config, out, task, {**teacher, "latency_ms": timings.pop("teacher")}, timings, metric, warnings
+        )
+
+
+def _refuse_stray_trials(out: Path, study, storage: str) -> None:
+    """Refuse an output folder whose ``trial-N`` folders are not trials of ``study`` (another study's, say of a
+    deleted storage): trial numbers restart in every study, and a trial would find its folder taken."""
+    folders = [p.name for p in out.glob("trial-*") if p.is_dir()]  # listed before the trials: a new trial's folder
+    known = {f"trial-{t.number}" for t in study.get_trials(deepcopy=False)}  # is made after its trial
+    strays = sorted(set(folders) - known)
+    if strays:
+        raise ConfigError(
+            f"--output-dir {out} holds {', '.join(strays[:3])}{' …' if len(strays) > 3 else ''}, trial folders of "
+            f"another study than {study.study_name!r} in {storage}: give a new --output-dir, or remove them"
+        )
 
 
 def _too_many_failures(trials: int):
@@ -309,16 +356,33 @@ def pareto_front(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]
     return sorted(front, key=lambda r: (r["latency_ms"], -r[metric]))
 
 
-def _meets(row: dict[str, Any], config) -> bool:
-    return (
-        (config.target_retention is None or row["retention"] >= config.target_retention)
-        and (config.max_latency_ms is None or row["latency_ms"] <= config.max_latency_ms)
-        and (config.max_size_mb is None or row["size_mb"] <= config.max_size_mb)
-    )
+def shortfall(row: dict[str, Any], config) -> float:
+    """How far ``row`` misses the target: the largest relative excess over the limits that are set (retention below
+    ``target_retention``, latency above ``max_latency_ms``, size above ``max_size_mb``); 0 when it meets them all."""
+    misses = [0.0]
+    if config.target_retention is not None:
+        misses.append((config.target_retention - row["retention"]) / config.target_retention)
+    if config.max_latency_ms is not None:
+        misses.append((row["latency_ms"] - config.max_latency_ms) / config.max_latency_ms)
+    if config.max_size_mb is not None:
+        misses.append((row["size_mb"] - config.max_size_mb) / config.max_size_mb)
+    return max(misses)
+
+
+def choose_student(rows: list[dict[str, Any]], config, metric: str) -> tuple[dict | None, dict | None]:
+    """``(chosen, closest)``: the fastest student (then the better on ``metric``) of all ``rows`` that meets the target
+    — not only the front's, which ignores size — or, when none does, ``(None, the one with the least`` :func:`shortfall`
+    ``)``."""
+    meeting = [row for row in rows if shortfall(row, config) <= 0]
+    if meeting:
+        return min(meeting, key=lambda r: (r["latency_ms"], -r[metric])), None
+    if not rows:
+        return None, None
+    return None, min(rows, key=lambda r: (shortfall(r, config), r["latency_ms"]))
 
 
 def _report(
-    study,
+    finished: list,
     config,
     out: Path,
     task,
@@ -327,15 +391,16 @@ def _report(
     metric: str,
     warnings: list[str],
 ) -> dict[str, Any]:
-    """The front (table, plot, JSON) and the chosen student's export; ``timings``: each finished trial's student's
-    batch-1 latency, timed with the teacher's (:func:`retime`)."""
-    import optuna
+    """The front (table, plot, JSON) and the chosen student's export; ``finished``: the study's finished trials,
+    ``timings``: each one's student's batch-1 latency, timed with the teacher's (:func:`retime`)."""
+    import shutil
 
     from fsdkit.export import export
     from fsdkit.training.run_data import HOLDOUT
 
     rows = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    reference = teacher["metrics"][metric]
+    for trial in finished:
         measured = trial.user_attrs["measured"]
         rows.append(
             {
@@ -343,7 +408,7 @@ def _report(
                 **trial.user_attrs["settings"],
                 **measured["metrics"],  # every holdout metric; the study's own is its first value
                 metric: trial.values[0],
-                "retention": trial.values[0] / teacher["metrics"][metric] if teacher["metrics"][metric] else 0.0,
+                "retention": trial.values[0] / reference if reference > 0 else None,
                 "timed_ms": timings[trial.number],
                 "timed_in_trial_ms": trial.values[1],
                 "parameters": measured["parameters"],
@@ -351,10 +416,9 @@ def _report(
                 "output_dir": trial.user_attrs["output_dir"],
             }
         )
-    front = pareto_front(pool_latency(rows), metric)
-    meeting = [row for row in front if _meets(row, config)]
-    chosen = min(meeting, key=lambda r: r["latency_ms"]) if meeting else None
-    closest = None if chosen or not front else max(front, key=lambda r: r["retention"])
+    rows = pool_latency(rows)
+    front = pareto_front(rows, metric)
+    chosen, closest = choose_student(rows, config, metric)
     result: dict[str, Any] = {
         "task": task.name,
         "metric": f"{HOLDOUT}.{metric}",
@@ -375,12 +439,24 @@ def _report(
         "closest": closest,
         "warnings": warnings,
     }
+    student = out / "student"
     if chosen is not None:
-        # int8 is measured on the evaluation split of the data the student was trained on (its run record)
-        exported = export(model=chosen["output_dir"], output_dir=str(out / "student"), quantize=config.quantize)
-        result["export"] = {k: v for k, v in exported.items() if k != "quantization"}
+        with staged_dir(student) as staging:  # the folder replaced whole: no file of an earlier choice stays
+            # int8 is measured on the evaluation split of the data the student was trained on (its run record)
+            exported = export(
+                model=chosen["output_dir"],
+                output_dir=str(staging),
+                quantize=config.quantize,
+                metric=metric if config.quantize else None,
+                max_length=config.max_length,
+            )
+        result["export"] = {k: v for k, v in exported.items() if k != "quantization"} | {
+            "output": str(student / "model.onnx")
+        }
         if "quantization" in exported:
             result["quantization"] = exported["quantization"]
+    else:
+        shutil.rmtree(student, ignore_errors=True)  # an earlier run's choice, which no longer meets the target
     atomic_write_text(out / "compress.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "front.md", _front_table(result, metric, [m for m in task.metric_names if m != metric]))
     _front_plot(result, metric, out / "front.png")
@@ -404,26 +480,37 @@ def _front_table(result: dict[str, Any], metric: str, others: list[str]) -> str:
         f"| teacher | all | – | – | {100 * t[metric]:.2f} | 100.0 % |{_cells(t, others)} {t['latency_ms']:.2f} | "
         f"{t['parameters'] / 1e6:.1f}M | {t['size_mb']:.1f} |",
     ]
-    for row in result["front"]:
-        mark = " (chosen)" if result["chosen"] and row["trial"] == result["chosen"]["trial"] else ""
+    chosen = result["chosen"]
+    shown = list(result["front"])
+    if chosen is not None and all(row["trial"] != chosen["trial"] for row in shown):
+        shown = sorted([*shown, chosen], key=lambda r: r["latency_ms"])  # off the front: a smaller, slower student
+    for row in shown:
+        mark = ""
+        if chosen is not None and row["trial"] == chosen["trial"]:
+            mark = " (chosen)" if row in result["front"] else " (chosen; not on the front, within --max-size-mb)"
         lines.append(
             f"| trial {row['trial']}{mark} | {row['layers']} | {row['start']} | {row['recipe']} | "
-            f"{100 * row[metric]:.2f} | {100 * row['retention']:.1f} % |{_cells(row, others)} {row['latency_ms']:.2f} | "
+            f"{100 * row[metric]:.2f} | {_percent(row['retention'])} |{_cells(row, others)} {row['latency_ms']:.2f} | "
             f"{row['parameters'] / 1e6:.1f}M | {row['size_mb']:.1f} |"
         )
-    if result["chosen"] is None:
+    if chosen is None:
         closest = result["closest"]
         lines += [
             "",
             "No student meets the target"
             + (
-                f"; the closest is trial {closest['trial']} ({100 * closest['retention']:.1f} % of the teacher)"
+                f"; the closest is trial {closest['trial']} ({_percent(closest['retention'])} of the teacher, "
+                f"{closest['latency_ms']:.2f} ms, {closest['size_mb']:.1f} MB)"
                 if closest
                 else ""
             )
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _percent(retention: float | None) -> str:
+    return "–" if retention is None else f"{100 * retention:.1f} %"
 
 
 def _cells(row: dict[str, Any], names: list[str]) -> str:

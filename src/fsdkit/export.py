@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fsdkit.errors import ConfigError, first_line
+from fsdkit.quantize import quantize_export, remove_int8
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 PROBE = [
@@ -124,10 +125,12 @@ def export(config=None, **overrides) -> dict[str, Any]:
         raise ConfigError("fsdkit export MODEL_DIR --output-dir DIR")
     if config.quantize is not None:
         task, data = _measurement_data(config)  # bad data fails before the export
+        metric = task.metric(config.metric)
+    elif config.metric is not None:
+        raise ConfigError("--metric chooses the int8 model: it needs --quantize int8")
     result = export_onnx(config.model, config.output_dir, opset=config.opset, atol=config.atol)
+    remove_int8(config.output_dir)  # an earlier export's int8 model measured the float model just replaced
     if config.quantize is not None:
-        from fsdkit.quantize import quantize_export
-
         tokenizer = AutoTokenizer.from_pretrained(config.output_dir, trust_remote_code=False)  # saved with a pad token
         result["quantization"] = quantize_export(
             config.output_dir,
@@ -137,6 +140,7 @@ def export(config=None, **overrides) -> dict[str, Any]:
             tolerance=config.quantize_tolerance,
             calibration_samples=config.calibration_samples,
             max_length=config.max_length,
+            metric=metric,
         )
     return result
 

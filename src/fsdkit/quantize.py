@@ -7,9 +7,11 @@ tried — dynamic (weights int8, activations quantized per batch at run time: ``
 (activations' ranges calibrated once on ``calibration_samples`` training rows, QDQ format: ``quantize_static``) —
 and one is kept by :func:`choose`: an int8 model exists to run faster than the float one, so a candidate slower than
 the float model at batch 1 is kept only when no candidate is faster; among the rest, one within the tolerance comes
-before one past it, then the better metric, then the lower latency. A quantized model whose main metric falls by
-more than ``tolerance`` points is kept but flagged (``flagged: true``) in the report and in the folder's model card,
-as is one slower than the float model.
+before one past it, then the better metric, then the lower latency. The metric is ``metric`` (default: the task's
+main metric; ``fsdkit compress`` passes its own). A quantized model whose metric falls by more than ``tolerance``
+points is kept but flagged (``flagged: true``) in the report and in the folder's model card, as is one slower than
+the float model. Float and int8 latencies at batch 1 come from the same pass; :func:`remove_int8` takes an earlier
+export's int8 files away when the float model is replaced.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from fsdkit.errors import ConfigError
 
 #: the rows a latency figure is timed over, after one warm-up batch
 TIMED_BATCHES = 10
+#: the files an int8 export adds to the float one's folder (and a section of its README.md)
+INT8_FILES = ("model.int8.onnx", "quantization.json")
+CARD_SECTION = "\n## int8 (ONNX Runtime)"
 
 
 def _batches(encoded, names: list[str], pad_id: int, batch_size: int):
@@ -82,6 +87,7 @@ def quantize_export(
     tolerance: float = 1.0,
     calibration_samples: int = 128,
     max_length: int = 128,
+    metric: str | None = None,
 ) -> dict[str, Any]:
     """Quantize ``folder/model.onnx`` (see the module docstring); ``data`` is the task's ``DatasetDict`` (its first
     evaluation split is scored, its training split calibrates). Returns the report, also ``quantization.json``."""
@@ -154,7 +160,7 @@ def quantize_export(
             f"ONNX Runtime could not quantize {float_path}: "
             + "; ".join(f"{m}: {c['error']}" for m, c in candidates.items())
         )
-    main = task.main_metric
+    main = task.metric(metric)
     float_metrics = compute_metrics(task, _logits(float_session, dev, pad_id), references)
     float_batch1 = _latency_ms(float_session, dev, pad_id, 1)
     for c in measured.values():
@@ -173,7 +179,7 @@ def quantize_export(
     report: dict[str, Any] = {
         "split": split,
         "n_examples": len(dev),
-        "main_metric": main,
+        "metric": main,
         "quantization": chosen,
         "float": {
             "file": float_path.name,
@@ -186,7 +192,7 @@ def quantize_export(
             "file": final.name,
             "size_mb": final.stat().st_size / 2**20,
             "metrics": measured[chosen]["metrics"],
-            "latency_ms_batch1": _latency_ms(int8_session, dev, pad_id, 1),
+            "latency_ms_batch1": measured[chosen]["latency_ms_batch1"],  # the pass that timed float's
             "latency_ms_batch32": _latency_ms(int8_session, dev, pad_id, 32),
         },
         "candidates": {
@@ -236,11 +242,11 @@ def _card_section(folder: Path, report: dict[str, Any]) -> None:
 
     card = folder / "README.md"
     text = card.read_text(encoding="utf-8") if card.is_file() else "# Exported model\n"
-    text = text.split("\n## int8 (ONNX Runtime)")[0].rstrip() + "\n"
-    main, f, q = report["main_metric"], report["float"], report["int8"]
+    text = text.split(CARD_SECTION)[0].rstrip() + "\n"
+    main, f, q = report["metric"], report["float"], report["int8"]
     lines = [
         "",
-        "## int8 (ONNX Runtime)",
+        CARD_SECTION.strip(),
         "",
         f"`{q['file']}` ({report['quantization']} quantization) beside `{f['file']}`, measured on the "
         f"{report['split']} split ({report['n_examples']} rows) on the exporting machine:",
@@ -266,3 +272,18 @@ def _card_section(folder: Path, report: dict[str, Any]) -> None:
             "",
         ]
     atomic_write_text(card, text + "\n".join(lines))
+
+
+def remove_int8(folder: str | Path) -> None:
+    """Take an earlier int8 export out of ``folder`` (its files and its model-card section): they measured a float
+    model that a new export replaces."""
+    from fsdkit.artifacts import atomic_write_text
+
+    folder = Path(folder)
+    for name in INT8_FILES:
+        (folder / name).unlink(missing_ok=True)
+    card = folder / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        if CARD_SECTION in text:
+            atomic_write_text(card, text.split(CARD_SECTION)[0].rstrip() + "\n")

@@ -292,16 +292,24 @@ def _creation_lock(url: str):
     return build_lock(path) if path is not None else contextlib.nullcontext()
 
 
-def claim_metric(study, metric: str, storage: str) -> None:
-    """Record the metric ``study`` optimises (``split.name``); refuse to resume one that optimised another, whose
-    trials' values could not be compared with the new ones."""
-    before = study.user_attrs.get("metric")
-    if before is not None and before != metric:
+def claim_study(study, values: dict[str, Any], storage: str) -> None:
+    """Record what makes ``study``'s trials comparable (its metric ``split.name``; for ``fsdkit compress`` also its
+    teacher's weights and its data and training options) in its user attributes; refuse to resume a study recorded
+    with other values, whose trials' scores could not be compared with the new ones. A value the study has not
+    recorded yet (a study begun by an older fsdkit) is recorded now."""
+    values = json.loads(json.dumps(values))  # as the storage returns them: lists for tuples, str keys
+    recorded = study.user_attrs
+    changed = [
+        f"{key} {recorded[key]!r}, not {value!r}" for key, value in values.items() if recorded.get(key, value) != value
+    ]
+    if changed:
         raise ConfigError(
-            f"study {study.study_name!r} in {storage} optimised {before}, not {metric}: give the same --metric, or a "
-            "new --study-name or --storage"
+            f"study {study.study_name!r} in {storage} was run with " + "; ".join(changed) + ": give the same "
+            "options to resume it, or a new --study-name or --storage (and, for fsdkit compress, --output-dir)"
         )
-    study.set_user_attr("metric", metric)
+    for key, value in values.items():
+        if key not in recorded:
+            study.set_user_attr(key, value)
 
 
 def _check_storage(url: str) -> None:
@@ -389,7 +397,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         n_startup_trials=config.startup_trials, seed=config.seed + (os.getpid() if joining else 0)
     )
     study.set_user_attr("command", config.command)
-    claim_metric(study, f"{split}.{metric}", storage=config.storage)
+    claim_study(study, {"metric": f"{split}.{metric}"}, storage=config.storage)
     study.set_user_attr("budget", config.trials)
     if source is not None:
         study.set_user_attr("fixed_from", source)

@@ -1095,7 +1095,7 @@ def test_compress_bench_reports_the_seeds_of_the_chosen_student_only_and_its_int
     quantization = {
         "split": "validation",
         "n_examples": 408,
-        "main_metric": "f1",
+        "metric": "f1",
         "quantization": "dynamic",
         "float": model,
         "int8": {**model, "size_mb": 15.0, "metrics": {"accuracy": 0.79, "f1": 0.84}, "latency_ms_batch1": 5.0},
@@ -1109,15 +1109,21 @@ def test_compress_bench_reports_the_seeds_of_the_chosen_student_only_and_its_int
     result = {"task": "mrpc", "chosen": chosen, "quantization": quantization}
     (out / "mrpc" / "compress.json").write_text(json.dumps(result))
     (out / "mrpc" / "front.md").write_text("# title\n\n| the front |\n")
-    for trial, seed, accuracy in [(3, 1, 0.5), (6, 1, 0.78), (6, 2, 0.80)]:
-        record = {"kind": "seed", "task": "mrpc", "trial": trial, "seed": seed, "settings": {}}
+    layers = [1, 2, 3, 4, 5]
+    for trial, seed, accuracy, student in [
+        (3, 1, 0.5, layers),
+        (6, 1, 0.78, layers),
+        (6, 2, 0.80, layers),
+        (6, 3, 0.4, [0]),
+    ]:
+        record = {"kind": "seed", "task": "mrpc", "trial": trial, "seed": seed, "settings": {"student_layers": student}}
         suite_mod.append_record(results, {**record, "metrics": {"validation": {"accuracy": accuracy, "f1": 0.8}}})
     bench.report()
     text = (out / "README.md").read_text()
     assert "| the front |" in text
     assert "Chosen student (trial 6: 5 layers [1, 2, 3, 4, 5], start pretrained, recipe fsdi)" in text
     assert "re-trained at seeds 1, 2: validation accuracy 79.00 ± 1.41 (78.00, 80.00); validation f1 80.00" in text
-    assert "50.00" not in text  # trial 3's seed: another student
+    assert "50.00" not in text and "40.00" not in text  # trial 3's seed, and another study's trial 6: other students
     assert "accuracy 80.00 → 79.00, f1 85.00 → 84.00; 60.0 → 15.0 MB; latency batch 1 10.0 → 5.0 ms" in text
 
 
@@ -1151,5 +1157,8 @@ def test_compress_bench_retrains_the_chosen_student_at_each_seed_once(tmp_path, 
     chosen[0] = (11, {"method": "vkd", "seed": 42})
     bench.seed_runs("mrpc", tmp_path / "glue", tmp_path / "teacher", study, seeds=1)
     assert calls[-1]["method"] == "vkd" and len(calls) == 4  # another student: its own seeds
+    chosen[0] = (11, {"method": "rkd", "seed": 42})  # trial 11 of a new study: another student, the same number
+    bench.seed_runs("mrpc", tmp_path / "glue", tmp_path / "teacher", study, seeds=1)
+    assert calls[-1]["method"] == "rkd" and len(calls) == 5
     records = bench.seed_records("mrpc")
-    assert [(r["trial"], r["seed"]) for r in records] == [(10, 1), (10, 2), (10, 3), (11, 1)]
+    assert [(r["trial"], r["seed"]) for r in records] == [(10, 1), (10, 2), (10, 3), (11, 1), (11, 1)]
