@@ -402,3 +402,18 @@ def test_kmeans_on_fewer_distinct_rows_than_k_stops_at_once(caplog):
     assert result.converged and result.n_iter <= 1
     assert int((result.counts > 0).sum()) == 3
     assert "only 3 distinct values, fewer than n_clusters = 5" in caplog.text
+
+
+def test_a_model_folder_is_identified_by_its_weights_whole_or_sharded(tmp_path):
+    """folder_weights_sha256: model.safetensors' sha256; of shards, each one's name and sha256 in order (a changed
+    shard changes it); None for a folder without weights (compress then records the teacher's name)."""
+    from fsdkit.artifacts import folder_weights_sha256, sha256_file
+
+    assert folder_weights_sha256(tmp_path) is None
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"one")
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"two")
+    sharded = folder_weights_sha256(tmp_path)
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"TWO")
+    assert folder_weights_sha256(tmp_path) not in (None, sharded)
+    (tmp_path / "model.safetensors").write_bytes(b"whole")
+    assert folder_weights_sha256(tmp_path) == sha256_file(tmp_path / "model.safetensors")
