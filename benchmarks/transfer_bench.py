@@ -91,15 +91,21 @@ def suite(
     the settings hash). Every suite's recipe holds all three rows: the hash of a run does not depend on ``rows``."""
     recipe = load_recipe(HERE / "recipe-v2.yaml")
     transfer_rows = sum(1 for _ in transfer.open(encoding="utf-8")) - 1
-    epochs = recipe_section(recipe, "student", TASK)["epochs"]
+    overrides = dict(overrides or {})
+    # an --set epochs=N is every method's epochs, the control's scaled from it (a suite override would set it too)
+    epochs = overrides.pop("epochs", None)
     for method in METHODS:
         own = dict(recipe["methods"].get(method) or {})
         preset = own.pop("preset", method)
+        base = epochs if epochs is not None else own.get("epochs", recipe_section(recipe, "student", TASK)["epochs"])
+        if epochs is not None:
+            own["epochs"] = epochs
+            recipe["methods"][method] = {"preset": preset, **own}
         recipe["methods"][method + SUFFIX] = {"preset": preset, **own, "transfer_file": str(transfer)}
         recipe["methods"][method + CONTROL] = {
             "preset": preset,
             **own,
-            "epochs": own.get("epochs", epochs) * (labels + transfer_rows) / labels,
+            "epochs": base * (labels + transfer_rows) / labels,
         }
     return Suite(
         glue_dir=str(glue_dir),
@@ -109,7 +115,7 @@ def suite(
         results=results,
         work_dir=work,
         recipe=recipe,
-        overrides={**(overrides or {}), "max_train_samples": labels},
+        overrides={**overrides, "max_train_samples": labels},
         predictions_dir=None,
     )
 

@@ -1063,6 +1063,13 @@ def test_transfer_bench_splits_sst2_runs_each_row_with_and_without_transfer_text
     assert "| 87.00 ± 1.00 (86.00, 87.00, 88.00) | +5.00 | 0.002 | 82.00 ± 1.00 (81.00, 82.00, 83.00) | +5.00 |" in text
     other = bench.suite(tmp_path / "glue", 5, path, tmp_path / "work", 3, tmp_path / "r.jsonl")
     assert "| vkd | — | — |  |  | — |  |  |" in bench.report(other, 5, 4)  # another labelled count: none of these
+    # a smoke run's --set epochs=2: every row's epochs, the control's scaled from it (not overridden back to 2)
+    smoke = bench.suite(tmp_path / "glue", 3, path, tmp_path / "w", 1, tmp_path / "s.jsonl", {"epochs": 2})
+    assert [smoke.student_settings("sst2", m, 1)["epochs"] for m in ("vkd", "vkd-transfer", "vkd-long")] == [
+        2,
+        2,
+        pytest.approx(2 * 7 / 3),
+    ]
 
 
 def test_a_recipe_names_its_outputs_and_v2_keeps_its_places():
