@@ -195,6 +195,9 @@ def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
         sweep({**spec, "startup_trials": 0}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="expected an RDB URL"):
         sweep(spec, output_dir=str(tmp_path), storage="study.db")
+    (tmp_path / "old" / "trial-0").mkdir(parents=True)  # a trial folder of a study whose storage was deleted
+    with pytest.raises(ConfigError, match=r"holds trial-0, trial folders of another study than"):
+        sweep(spec, output_dir=str(tmp_path / "old"))
 
 
 def finished_study(storage: str, name: str, budget: int, results: list[tuple[dict, float]]):

@@ -140,7 +140,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
 
     from fsdkit.models import check_model_folder, load_model_config
     from fsdkit.run_record import RunRecord
-    from fsdkit.sweep import _check_storage, _creation_lock, _storage, claim_study
+    from fsdkit.sweep import _check_storage, _creation_lock, _storage, claim_study, refuse_stray_trials
     from fsdkit.training.run import distill
     from fsdkit.training.run_data import HOLDOUT, load_run_data, teacher_holdout_warning
 
@@ -249,7 +249,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
         },
         storage=storage,
     )
-    _refuse_stray_trials(out, study, storage)
+    refuse_stray_trials(out, study, storage)
     joining = bool(study.get_trials(deepcopy=False))  # a resumed or shared study: other random start-up draws
     study.sampler = optuna.samplers.TPESampler(
         seed=config.seed + (os.getpid() if joining else 0), n_startup_trials=max(1, min(10, config.trials // 2))
@@ -283,19 +283,6 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
         )
         return _report(
             finished, config, out, task, {**teacher, "latency_ms": timings.pop("teacher")}, timings, metric, warnings
-        )
-
-
-def _refuse_stray_trials(out: Path, study, storage: str) -> None:
-    """Refuse an output folder whose ``trial-N`` folders are not trials of ``study`` (another study's, say of a
-    deleted storage): trial numbers restart in every study, and a trial would find its folder taken."""
-    folders = [p.name for p in out.glob("trial-*") if p.is_dir()]  # listed before the trials: a new trial's folder
-    known = {f"trial-{t.number}" for t in study.get_trials(deepcopy=False)}  # is made after its trial
-    strays = sorted(set(folders) - known)
-    if strays:
-        raise ConfigError(
-            f"--output-dir {out} holds {', '.join(strays[:3])}{' …' if len(strays) > 3 else ''}, trial folders of "
-            f"another study than {study.study_name!r} in {storage}: give a new --output-dir, or remove them"
         )
 
 

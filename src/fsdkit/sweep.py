@@ -312,6 +312,19 @@ def claim_study(study, values: dict[str, Any], storage: str) -> None:
             study.set_user_attr(key, value)
 
 
+def refuse_stray_trials(out: Path, study, storage: str) -> None:
+    """Refuse an output folder whose ``trial-N`` folders are not trials of ``study`` (another study's, say of a
+    deleted storage): trial numbers restart in every study, and a trial would find its folder taken."""
+    folders = [p.name for p in out.glob("trial-*") if p.is_dir()]  # listed before the trials: a new trial's folder
+    known = {f"trial-{t.number}" for t in study.get_trials(deepcopy=False)}  # is made after its trial
+    strays = sorted(set(folders) - known)
+    if strays:
+        raise ConfigError(
+            f"--output-dir {out} holds {', '.join(strays[:3])}{' …' if len(strays) > 3 else ''}, trial folders of "
+            f"another study than {study.study_name!r} in {storage}: give a new --output-dir, or remove them"
+        )
+
+
 def _check_storage(url: str) -> None:
     """An RDB URL; for SQLite a file (``sqlite:///FILE``, not in memory) that can be written."""
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
@@ -398,6 +411,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     )
     study.set_user_attr("command", config.command)
     claim_study(study, {"metric": f"{split}.{metric}"}, storage=config.storage)
+    refuse_stray_trials(out, study, config.storage)
     study.set_user_attr("budget", config.trials)
     if source is not None:
         study.set_user_attr("fixed_from", source)
