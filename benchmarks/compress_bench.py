@@ -55,7 +55,9 @@ def sst2_subset(glue_dir: Path, work: Path, rows: int) -> Path:
     from fsdkit.artifacts import staged_dir
 
     folder = work / "glue" / "SST-2"
-    if folder.is_dir():
+    lines = (glue_dir / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    rows = min(rows, len(lines) - 1)
+    if (folder / "train.tsv").is_file():
         with open(folder / "train.tsv", encoding="utf-8") as train:
             have = sum(1 for _ in train) - 1
         if have != rows:
@@ -64,8 +66,7 @@ def sst2_subset(glue_dir: Path, work: Path, rows: int) -> Path:
                 "--work-dir"
             )
         return folder.parent
-    with staged_dir(folder) as staging:
-        lines = (glue_dir / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    with staged_dir(folder) as staging:  # a folder without its training file (killed mid-copy) is made again
         (staging / "train.tsv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
         for name in ("dev.tsv", "test.tsv"):
             shutil.copyfile(glue_dir / "SST-2" / name, staging / name)
@@ -89,20 +90,38 @@ def teacher(task: str, data_dir: Path, work: Path) -> Path:
     return suite.ensure_teacher(task)
 
 
-def chosen_student(study_dir: Path) -> tuple[int, dict[str, Any]] | None:
-    """The study's chosen student: its trial and its distill settings (its run record), places left out; None if
-    none."""
-    chosen = json.loads((study_dir / "compress.json").read_text()).get("chosen")
-    if chosen is None:
+def chosen_student(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The study's chosen student (``compress.json``'s, with its teacher's weights sha256) and its distill settings
+    (its run record), places left out; None if none."""
+    result = json.loads((study_dir / "compress.json").read_text())
+    if result.get("chosen") is None:
         return None
+    chosen = {**result["chosen"], "teacher_sha256": result["teacher"].get("sha256")}
     record = RunRecord.read(chosen["output_dir"])
     names = set(option_names(DistillConfig))
-    return chosen["trial"], {k: v for k, v in record.config.items() if k in names and k not in PLACES}
+    return chosen, {k: v for k, v in record.config.items() if k in names and k not in PLACES}
 
 
-def seed_records(task: str) -> list[dict[str, Any]]:
-    """The recorded seed runs of ``task``, each with the study trial whose student it re-trains."""
-    return [r for r in read_records(RESULTS) if r.get("kind") == "seed" and r["task"] == task]
+def seed_records(task: str, chosen: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorded seed runs of ``task`` that re-train ``chosen`` (``compress.json``'s chosen student): the same trial,
+    the same student (:func:`student_of` its settings) and, where recorded, the same teacher (weights sha256) — not a
+    student chosen before the study had all its trials, nor another study's trial of the same number."""
+    key = (chosen["trial"], list(chosen["layers"]), chosen["start"], chosen["recipe"])
+    return [
+        r
+        for r in read_records(RESULTS)
+        if r.get("kind") == "seed"
+        and r["task"] == task
+        and (r["trial"], *student_of(r["settings"])) == key
+        and r.get("teacher_sha256", chosen.get("teacher_sha256")) == chosen.get("teacher_sha256")
+    ]
+
+
+def student_of(settings: dict[str, Any]) -> tuple[list[int], str, str]:
+    """``(layers, start, recipe)`` of a compress student's distill settings (the names of ``compress.json``)."""
+    losses = {loss["name"] for loss in settings.get("losses") or []}
+    recipe = f"{settings['method']}-minilm" if "minilm" in losses else settings["method"]
+    return list(settings["student_layers"]), "teacher" if settings["student"] == "teacher" else "pretrained", recipe
 
 
 def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, seeds: int) -> None:
@@ -113,8 +132,7 @@ def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, see
     if student is None:
         return
     chosen, settings = student
-    # seeds of another student (chosen before the study had all its trials, or by another study) are not this one's
-    done = {r["seed"] for r in seed_records(task) if r["trial"] == chosen and r["settings"] == settings}
+    done = {r["seed"] for r in seed_records(task, chosen)}
     for seed in range(1, seeds + 1):
         if seed in done:
             continue
@@ -131,7 +149,8 @@ def seed_runs(task: str, data_dir: Path, teacher_dir: Path, study_dir: Path, see
             {
                 "kind": "seed",
                 "task": task,
-                "trial": chosen,
+                "trial": chosen["trial"],
+                "teacher_sha256": chosen["teacher_sha256"],
                 "seed": seed,
                 "settings": settings,
                 "metrics": record["metrics"],
@@ -176,11 +195,9 @@ def report() -> None:
         result = json.loads((folder / "compress.json").read_text())
         chosen = result.get("chosen")
         lines += [f"## {result['task']}", "", (folder / "front.md").read_text().split("\n", 2)[2].strip(), ""]
-        runs = [
-            r
-            for r in seed_records(result["task"])
-            if chosen and r["trial"] == chosen["trial"] and r["settings"]["student_layers"] == chosen["layers"]
-        ]
+        if chosen:
+            chosen = {**chosen, "teacher_sha256": result["teacher"].get("sha256")}
+        runs = seed_records(result["task"], chosen) if chosen else []
         if chosen and runs:
             dev = next(iter(runs[0]["metrics"]))
             lines += [

@@ -107,6 +107,10 @@ def suite(
             **own,
             "epochs": base * (labels + transfer_rows) / labels,
         }
+    if epochs is not None:  # the teacher's too, as the suite override did
+        per_task = dict(recipe["teacher"].get("per_task") or {})
+        per_task[TASK] = {**(per_task.get(TASK) or {}), "epochs": epochs}
+        recipe["teacher"] = {**recipe["teacher"], "per_task": per_task}
     return Suite(
         glue_dir=str(glue_dir),
         tasks=[TASK],

@@ -243,9 +243,12 @@ def test_the_chosen_student_is_the_fastest_of_all_that_meet_the_target_and_else_
     assert choose_student([], both, "accuracy") == (None, None)
 
 
-def test_compress_refuses_a_study_or_folder_of_another_experiment_before_training(tickets_teacher, tmp_path):
+def test_compress_refuses_a_study_or_folder_of_another_experiment_before_training(
+    tickets_teacher, tmp_path, monkeypatch
+):
     """Resuming a study with another teacher, or in a folder that holds another study's trial folders, is refused
     before any student trains (trial numbers restart in every study; a changed teacher changes every score)."""
+    from fsdkit.artifacts import folder_weights_sha256
     from fsdkit.compress import compress
 
     out = tmp_path / "compress"
@@ -254,10 +257,25 @@ def test_compress_refuses_a_study_or_folder_of_another_experiment_before_trainin
         compress(teacher=str(tickets_teacher), output_dir=str(out), trials=1, **TINY, target_retention=None)
     (out / "trial-0").rmdir()
     study = optuna.load_study(storage=f"sqlite:///{out / 'compress.db'}", study_name="fsdkit-compress")
-    study.set_user_attr("teacher_sha256", "0" * 64)  # a teacher since fine-tuned again in the same folder
-    with pytest.raises(ConfigError, match=r"was run with teacher_sha256 '0000.*', not '[0-9a-f]{64}'"):
+    assert study.user_attrs["data.train_file"] == str(TICKETS.resolve())  # paths recorded absolute
+    finished = optuna.trial.create_trial(
+        params={"depth": 1},
+        distributions={"depth": optuna.distributions.IntDistribution(1, 5)},
+        values=[0.5, 1.0],
+        user_attrs={"output_dir": str(out / "trial-0")},
+    )
+    study.add_trial(finished)  # a finished trial of a teacher since fine-tuned again in the same folder
+    study.set_user_attr("teacher_sha256", "0" * 64)
+    with pytest.raises(ConfigError, match=r"was run with teacher_sha256 '0000.*', not '[0-9a-f]{64}': give the same"):
         compress(teacher=str(tickets_teacher), output_dir=str(out), trials=1, **TINY, target_retention=None)
-    assert not list(out.glob("trial-*")) and not study.trials
+    assert not list(out.glob("trial-*")) and len(study.trials) == 1
+    # the same data spelt otherwise (a relative path, from another folder) is the same study
+    moved = {**TINY, "train_file": os.path.relpath(TICKETS, tmp_path)}
+    monkeypatch.chdir(tmp_path)
+    study.set_user_attr("teacher_sha256", folder_weights_sha256(tickets_teacher))
+    study.set_user_attr("data.validation_file", "elsewhere.csv")  # ... but other data is not
+    with pytest.raises(ConfigError, match=r"was run with data.validation_file 'elsewhere.csv', not '/.*tickets"):
+        compress(teacher=str(tickets_teacher), output_dir=str(out), trials=1, **moved, target_retention=None)
 
 
 def test_compress_says_why_every_student_failed(tickets_teacher, tmp_path, monkeypatch):

@@ -413,7 +413,10 @@ def test_a_model_folder_is_identified_by_its_weights_whole_or_sharded(tmp_path):
     (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"one")
     (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"two")
     sharded = folder_weights_sha256(tmp_path)
-    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"TWO")
-    assert folder_weights_sha256(tmp_path) not in (None, sharded)
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"three")  # another size: not the cached sha
+    changed = folder_weights_sha256(tmp_path)
+    assert changed not in (None, sharded)
+    (tmp_path / "memory.safetensors").write_bytes(b"not weights")  # another file beside the shards is not hashed
+    assert folder_weights_sha256(tmp_path) == changed
     (tmp_path / "model.safetensors").write_bytes(b"whole")
     assert folder_weights_sha256(tmp_path) == sha256_file(tmp_path / "model.safetensors")

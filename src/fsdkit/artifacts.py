@@ -306,12 +306,12 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 
 def folder_weights_sha256(folder: str | os.PathLike) -> str | None:
-    """sha256 of a model folder's ``model.safetensors``; of sharded weights (``*.safetensors``, else
+    """sha256 of a model folder's ``model.safetensors``; of sharded weights (``model-*-of-*.safetensors``, else
     ``pytorch_model*.bin``), of each shard's name and sha256 in order; None when the folder holds no weight file."""
     folder = Path(folder)
     if (folder / "model.safetensors").is_file():
         return sha256_file(folder / "model.safetensors")
-    shards = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    shards = sorted(folder.glob("model-*-of-*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
     if not shards:
         return None
     digest = hashlib.sha256()
@@ -322,11 +322,11 @@ def folder_weights_sha256(folder: str | os.PathLike) -> str | None:
 
 
 def model_weights_sha256(model) -> str:
-    """:func:`folder_weights_sha256` of the folder a model was loaded from, else the sha256 of its tensors."""
-    name = str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", ""))
-    found = folder_weights_sha256(name) if name and Path(name).is_dir() else None
-    if found is not None:
-        return found
+    """sha256 of a model's ``model.safetensors`` when it was loaded from a folder, else of its tensors."""
+    folder = Path(str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "")))
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        return sha256_file(weights)
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

@@ -156,7 +156,7 @@ def _cmd_predict(args) -> None:
 
 def _cmd_compress(args) -> None:
     """The front as a table (front.md), then where the chosen student went; the whole result is compress.json."""
-    from fsdkit.compress import compress
+    from fsdkit.compress import compress, retention_text
 
     config = _config_from_args(args, CompressConfig, "compress")
     result = compress(config)
@@ -167,7 +167,7 @@ def _cmd_compress(args) -> None:
         print(
             f"chosen: trial {chosen['trial']} ({len(chosen['layers'])} layer{'s' * (len(chosen['layers']) != 1)}, "
             f"{chosen['recipe']}, "
-            f"{100 * chosen['retention']:.1f} % of the teacher, {chosen['latency_ms']:.2f} ms at batch 1) -> "
+            f"{retention_text(chosen['retention'])} of the teacher, {chosen['latency_ms']:.2f} ms at batch 1) -> "
             f"{out / 'student'}"
         )
     print(f"front plot: {out / 'front.png'}; everything: {out / 'compress.json'}")

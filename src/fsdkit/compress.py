@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import statistics
@@ -164,6 +165,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     metric = task.metric(config.metric)
     teacher = _measure(folder, task, data, config.max_length, None)  # timed with the students at the end (retime)
+    teacher["sha256"] = folder_weights_sha256(folder)
     if config.target_retention is not None and not teacher["metrics"][metric] > 0:
         raise ConfigError(
             f"--target-retention: the teacher {folder} scores {teacher['metrics'][metric]:.4f} holdout {metric}, and "
@@ -224,31 +226,14 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     storage = config.storage or f"sqlite:///{(out / 'compress.db').resolve()}"
     _check_storage(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _creation_lock(storage):
+    with _creation_lock(storage):  # two workers creating the study record the same options, or one is refused
         study = optuna.create_study(
             storage=_storage(storage, config.heartbeat),
             study_name=config.study_name,
             directions=["maximize", "minimize"],
             load_if_exists=True,
         )
-    claim_study(
-        study,
-        {
-            "metric": f"{HOLDOUT}.{metric}",
-            "teacher_sha256": folder_weights_sha256(folder) or folder,
-            "data": options,
-            "training": {
-                "pretrained": pretrained,
-                "epochs": config.epochs,
-                "max_steps": config.max_steps,
-                "batch_size": config.batch_size,
-                "max_length": config.max_length,
-                "seed": config.seed,
-                "transfer_file": config.transfer_file,
-            },
-        },
-        storage=storage,
-    )
+        claim_study(study, _experiment(config, options, metric, folder, pretrained), storage=storage)
     refuse_stray_trials(out, study, storage)
     joining = bool(study.get_trials(deepcopy=False))  # a resumed or shared study: other random start-up draws
     study.sampler = optuna.samplers.TPESampler(
@@ -267,7 +252,8 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
         )
     with build_lock(out / "student"):  # one worker of a shared study at a time times, reports and exports
         finished = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
-        if not finished:
+        running = study.get_trials(deepcopy=False, states=(states.RUNNING,))  # another worker's, which may finish
+        if not finished and not running:
             failed = [t.user_attrs["failed"] for t in study.get_trials(deepcopy=False) if "failed" in t.user_attrs]
             if failed:
                 raise ConfigError(
@@ -284,6 +270,32 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
         return _report(
             finished, config, out, task, {**teacher, "latency_ms": timings.pop("teacher")}, timings, metric, warnings
         )
+
+
+def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pretrained: str | None) -> dict[str, Any]:
+    """What makes a study's trials comparable, as :func:`fsdkit.sweep.claim_study` records it: the metric, the
+    teacher's weights, and the data and training options a student's score depends on (``data.<option>``,
+    ``training.<option>``), local paths made absolute so that a resume spelling them otherwise is the same study."""
+    from fsdkit.training.run_data import HOLDOUT
+
+    def place(value: Any) -> Any:
+        return str(Path(value).resolve()) if isinstance(value, str) and value and Path(value).exists() else value
+
+    training = {
+        "pretrained": pretrained,
+        "epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "batch_size": config.batch_size,
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "transfer_file": config.transfer_file,
+    }
+    return {
+        "metric": f"{HOLDOUT}.{metric}",
+        "teacher_sha256": folder_weights_sha256(teacher) or teacher,  # one hashing: sha256_file caches it
+        **{f"data.{k}": place(v) for k, v in options.items() if k != "test_file"},  # the test file scores nothing
+        **{f"training.{k}": place(v) for k, v in training.items()},
+    }
 
 
 def _too_many_failures(trials: int):
@@ -353,7 +365,7 @@ def shortfall(row: dict[str, Any], config) -> float:
         misses.append((row["latency_ms"] - config.max_latency_ms) / config.max_latency_ms)
     if config.max_size_mb is not None:
         misses.append((row["size_mb"] - config.max_size_mb) / config.max_size_mb)
-    return max(misses)
+    return math.inf if any(math.isnan(m) for m in misses) else max(misses)  # an unknown size meets no limit
 
 
 def choose_student(rows: list[dict[str, Any]], config, metric: str) -> tuple[dict | None, dict | None]:
@@ -412,6 +424,7 @@ def _report(
         "trials": len(rows),
         "teacher": {
             **teacher["metrics"],
+            "sha256": teacher["sha256"],
             "latency_ms": teacher["latency_ms"],
             "parameters": teacher["parameters"],
             "size_mb": teacher["size_mb"],
@@ -477,7 +490,7 @@ def _front_table(result: dict[str, Any], metric: str, others: list[str]) -> str:
             mark = " (chosen)" if row in result["front"] else " (chosen; not on the front, within --max-size-mb)"
         lines.append(
             f"| trial {row['trial']}{mark} | {row['layers']} | {row['start']} | {row['recipe']} | "
-            f"{100 * row[metric]:.2f} | {_percent(row['retention'])} |{_cells(row, others)} {row['latency_ms']:.2f} | "
+            f"{100 * row[metric]:.2f} | {retention_text(row['retention'])} |{_cells(row, others)} {row['latency_ms']:.2f} | "
             f"{row['parameters'] / 1e6:.1f}M | {row['size_mb']:.1f} |"
         )
     if chosen is None:
@@ -486,7 +499,7 @@ def _front_table(result: dict[str, Any], metric: str, others: list[str]) -> str:
             "",
             "No student meets the target"
             + (
-                f"; the closest is trial {closest['trial']} ({_percent(closest['retention'])} of the teacher, "
+                f"; the closest is trial {closest['trial']} ({retention_text(closest['retention'])} of the teacher, "
                 f"{closest['latency_ms']:.2f} ms, {closest['size_mb']:.1f} MB)"
                 if closest
                 else ""
@@ -496,7 +509,8 @@ def _front_table(result: dict[str, Any], metric: str, others: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _percent(retention: float | None) -> str:
+def retention_text(retention: float | None) -> str:
+    """A student's retention of the teacher's score in percent; "–" when the teacher scores ≤ 0 (no retention)."""
     return "–" if retention is None else f"{100 * retention:.1f} %"
 
 

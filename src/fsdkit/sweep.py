@@ -294,21 +294,28 @@ def _creation_lock(url: str):
 
 def claim_study(study, values: dict[str, Any], storage: str) -> None:
     """Record what makes ``study``'s trials comparable (its metric ``split.name``; for ``fsdkit compress`` also its
-    teacher's weights and its data and training options) in its user attributes; refuse to resume a study recorded
-    with other values, whose trials' scores could not be compared with the new ones. A value the study has not
-    recorded yet (a study begun by an older fsdkit) is recorded now."""
+    teacher's weights and its data and training options, one attribute each) in its user attributes; refuse to
+    resume a study that finished a trial with other values, whose scores could not be compared with the new ones. A
+    value the study has not recorded yet (a study begun by an older fsdkit) is recorded now, and so is every value of
+    a study with no finished trial (a first run killed early may be started again with corrected options)."""
+    import optuna
+
     values = json.loads(json.dumps(values))  # as the storage returns them: lists for tuples, str keys
     recorded = study.user_attrs
+    states = optuna.trial.TrialState
+    finished = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))  # pruned: values reported
     changed = [
-        f"{key} {recorded[key]!r}, not {value!r}" for key, value in values.items() if recorded.get(key, value) != value
+        f"{key} {recorded[key]!r}, not {value!r}"
+        for key, value in values.items()
+        if finished and recorded.get(key, value) != value
     ]
     if changed:
         raise ConfigError(
             f"study {study.study_name!r} in {storage} was run with " + "; ".join(changed) + ": give the same "
-            "options to resume it, or a new --study-name or --storage (and, for fsdkit compress, --output-dir)"
+            "options to resume it, or start another study (a new --study-name or --storage, and a new --output-dir)"
         )
     for key, value in values.items():
-        if key not in recorded:
+        if recorded.get(key) != value:
             study.set_user_attr(key, value)
 
 

@@ -1070,6 +1070,7 @@ def test_transfer_bench_splits_sst2_runs_each_row_with_and_without_transfer_text
         2,
         pytest.approx(2 * 7 / 3),
     ]
+    assert smoke.teacher_settings("sst2")["epochs"] == 2  # the teacher's too
 
 
 def test_a_recipe_names_its_outputs_and_v2_keeps_its_places():
@@ -1113,24 +1114,28 @@ def test_compress_bench_reports_the_seeds_of_the_chosen_student_only_and_its_int
         "flagged": False,
     }
     chosen = {"trial": 6, "layers": [1, 2, 3, 4, 5], "start": "pretrained", "recipe": "fsdi"}
-    result = {"task": "mrpc", "chosen": chosen, "quantization": quantization}
+    result = {"task": "mrpc", "chosen": chosen, "teacher": {"sha256": "abc"}, "quantization": quantization}
     (out / "mrpc" / "compress.json").write_text(json.dumps(result))
     (out / "mrpc" / "front.md").write_text("# title\n\n| the front |\n")
-    layers = [1, 2, 3, 4, 5]
-    for trial, seed, accuracy, student in [
-        (3, 1, 0.5, layers),
-        (6, 1, 0.78, layers),
-        (6, 2, 0.80, layers),
-        (6, 3, 0.4, [0]),
+    student = {"student_layers": [1, 2, 3, 4, 5], "student": "/models/minilm", "method": "fsdi"}
+    for trial, seed, accuracy, settings, teacher in [
+        (3, 1, 0.5, student, "abc"),  # a student chosen before the study had all its trials
+        (6, 1, 0.78, student, "abc"),
+        (6, 2, 0.80, student, None),  # recorded before records named their teacher
+        (6, 3, 0.4, {**student, "student_layers": [0]}, "abc"),  # another study's trial 6: other layers
+        (6, 4, 0.41, {**student, "losses": [{"name": "minilm"}]}, "abc"),  # ... another recipe
+        (6, 5, 0.42, {**student, "student": "teacher"}, "abc"),  # ... another start
+        (6, 6, 0.43, student, "def"),  # ... another teacher
     ]:
-        record = {"kind": "seed", "task": "mrpc", "trial": trial, "seed": seed, "settings": {"student_layers": student}}
+        record = {"kind": "seed", "task": "mrpc", "trial": trial, "seed": seed, "settings": settings}
+        record |= {"teacher_sha256": teacher} if teacher else {}
         suite_mod.append_record(results, {**record, "metrics": {"validation": {"accuracy": accuracy, "f1": 0.8}}})
     bench.report()
     text = (out / "README.md").read_text()
     assert "| the front |" in text
     assert "Chosen student (trial 6: 5 layers [1, 2, 3, 4, 5], start pretrained, recipe fsdi)" in text
     assert "re-trained at seeds 1, 2: validation accuracy 79.00 ± 1.41 (78.00, 80.00); validation f1 80.00" in text
-    assert "50.00" not in text and "40.00" not in text  # trial 3's seed, and another study's trial 6: other students
+    assert not any(f"{v:.2f}" in text for v in (50, 40, 41, 42, 43))  # the other students' seeds
     assert "accuracy 80.00 → 79.00, f1 85.00 → 84.00; 60.0 → 15.0 MB; latency batch 1 10.0 → 5.0 ms" in text
 
 
@@ -1142,7 +1147,12 @@ def test_compress_bench_retrains_the_chosen_student_at_each_seed_once(tmp_path, 
     bench = _load("compress_bench")
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "compress.jsonl")
     monkeypatch.setattr(bench, "HERE", tmp_path)
-    chosen = [(10, {"method": "fsdi", "seed": 42, "student_layers": [1, 3, 5]})]
+
+    def student(trial, method, layers=(1, 3, 5)):
+        recipe = {"trial": trial, "layers": list(layers), "start": "teacher", "recipe": method, "teacher_sha256": "abc"}
+        return recipe, {"method": method, "seed": 42, "student_layers": list(layers), "student": "teacher"}
+
+    chosen = [student(10, "fsdi")]
     monkeypatch.setattr(bench, "chosen_student", lambda study_dir: chosen[0])
     calls = []
 
@@ -1161,11 +1171,14 @@ def test_compress_bench_retrains_the_chosen_student_at_each_seed_once(tmp_path, 
     assert calls[0]["output_dir"] == str(tmp_path / "mrpc" / "seeds" / "seed1")
     bench.seed_runs("mrpc", tmp_path / "glue", tmp_path / "teacher", study, seeds=3)
     assert [c["seed"] for c in calls] == [1, 2, 3]  # only the missing seed
-    chosen[0] = (11, {"method": "vkd", "seed": 42})
+    chosen[0] = student(11, "vkd")
     bench.seed_runs("mrpc", tmp_path / "glue", tmp_path / "teacher", study, seeds=1)
     assert calls[-1]["method"] == "vkd" and len(calls) == 4  # another student: its own seeds
-    chosen[0] = (11, {"method": "rkd", "seed": 42})  # trial 11 of a new study: another student, the same number
+    chosen[0] = student(11, "vkd", layers=(0, 1))  # trial 11 of a new study: another student, the same number
     bench.seed_runs("mrpc", tmp_path / "glue", tmp_path / "teacher", study, seeds=1)
-    assert calls[-1]["method"] == "rkd" and len(calls) == 5
-    records = bench.seed_records("mrpc")
-    assert [(r["trial"], r["seed"]) for r in records] == [(10, 1), (10, 2), (10, 3), (11, 1), (11, 1)]
+    assert calls[-1]["student_layers"] == [0, 1] and len(calls) == 5
+    assert [(r["seed"], r["teacher_sha256"]) for r in bench.seed_records("mrpc", student(10, "fsdi")[0])] == [
+        (1, "abc"),
+        (2, "abc"),
+        (3, "abc"),
+    ]
