@@ -93,13 +93,19 @@ def teacher(task: str, data_dir: Path, work: Path) -> Path:
 def chosen_student(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The study's chosen student (``compress.json``'s, with its teacher's weights sha256) and its distill settings
     (its run record), places left out; None if none."""
-    result = json.loads((study_dir / "compress.json").read_text())
-    if result.get("chosen") is None:
+    chosen = _chosen(json.loads((study_dir / "compress.json").read_text()))
+    if chosen is None:
         return None
-    chosen = {**result["chosen"], "teacher_sha256": result["teacher"].get("sha256")}
     record = RunRecord.read(chosen["output_dir"])
     names = set(option_names(DistillConfig))
     return chosen, {k: v for k, v in record.config.items() if k in names and k not in PLACES}
+
+
+def _chosen(result: dict[str, Any]) -> dict[str, Any] | None:
+    """``compress.json``'s chosen student with its teacher's weights sha256 (``teacher_sha256``); None if none."""
+    if result.get("chosen") is None:
+        return None
+    return {**result["chosen"], "teacher_sha256": result["teacher"].get("sha256")}
 
 
 def seed_records(task: str, chosen: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,10 +199,8 @@ def report() -> None:
     ]
     for folder in sorted(p for p in OUT.iterdir() if (p / "compress.json").is_file()):
         result = json.loads((folder / "compress.json").read_text())
-        chosen = result.get("chosen")
+        chosen = _chosen(result)
         lines += [f"## {result['task']}", "", (folder / "front.md").read_text().split("\n", 2)[2].strip(), ""]
-        if chosen:
-            chosen = {**chosen, "teacher_sha256": result["teacher"].get("sha256")}
         runs = seed_records(result["task"], chosen) if chosen else []
         if chosen and runs:
             dev = next(iter(runs[0]["metrics"]))

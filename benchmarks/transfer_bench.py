@@ -97,10 +97,10 @@ def suite(
     for method in METHODS:
         own = dict(recipe["methods"].get(method) or {})
         preset = own.pop("preset", method)
-        base = epochs if epochs is not None else own.get("epochs", recipe_section(recipe, "student", TASK)["epochs"])
         if epochs is not None:
             own["epochs"] = epochs
             recipe["methods"][method] = {"preset": preset, **own}
+        base = own.get("epochs", recipe_section(recipe, "student", TASK)["epochs"])
         recipe["methods"][method + SUFFIX] = {"preset": preset, **own, "transfer_file": str(transfer)}
         recipe["methods"][method + CONTROL] = {
             "preset": preset,

@@ -233,7 +233,9 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             directions=["maximize", "minimize"],
             load_if_exists=True,
         )
-        claim_study(study, _experiment(config, options, metric, folder, pretrained), storage=storage)
+        claim_study(
+            study, _experiment(config, options, metric, teacher["sha256"] or folder, pretrained), storage=storage
+        )
     refuse_stray_trials(out, study, storage)
     joining = bool(study.get_trials(deepcopy=False))  # a resumed or shared study: other random start-up draws
     study.sampler = optuna.samplers.TPESampler(
@@ -274,7 +276,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
 
 def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pretrained: str | None) -> dict[str, Any]:
     """What makes a study's trials comparable, as :func:`fsdkit.sweep.claim_study` records it: the metric, the
-    teacher's weights, and the data and training options a student's score depends on (``data.<option>``,
+    teacher (its weights' sha256, or its name when it has no local weights), and the data and training options a student's score depends on (``data.<option>``,
     ``training.<option>``), local paths made absolute so that a resume spelling them otherwise is the same study."""
     from fsdkit.training.run_data import HOLDOUT
 
@@ -292,7 +294,7 @@ def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pret
     }
     return {
         "metric": f"{HOLDOUT}.{metric}",
-        "teacher_sha256": folder_weights_sha256(teacher) or teacher,  # one hashing: sha256_file caches it
+        "teacher_sha256": teacher,
         **{f"data.{k}": place(v) for k, v in options.items() if k != "test_file"},  # the test file scores nothing
         **{f"training.{k}": place(v) for k, v in training.items()},
     }
@@ -482,12 +484,13 @@ def _front_table(result: dict[str, Any], metric: str, others: list[str]) -> str:
     ]
     chosen = result["chosen"]
     shown = list(result["front"])
-    if chosen is not None and all(row["trial"] != chosen["trial"] for row in shown):
+    on_front = chosen is None or any(row["trial"] == chosen["trial"] for row in shown)
+    if not on_front:
         shown = sorted([*shown, chosen], key=lambda r: r["latency_ms"])  # off the front: a smaller, slower student
     for row in shown:
         mark = ""
         if chosen is not None and row["trial"] == chosen["trial"]:
-            mark = " (chosen)" if row in result["front"] else " (chosen; not on the front, within --max-size-mb)"
+            mark = " (chosen)" if on_front else " (chosen; not on the front, within --max-size-mb)"
         lines.append(
             f"| trial {row['trial']}{mark} | {row['layers']} | {row['start']} | {row['recipe']} | "
             f"{100 * row[metric]:.2f} | {retention_text(row['retention'])} |{_cells(row, others)} {row['latency_ms']:.2f} | "

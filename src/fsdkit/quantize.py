@@ -241,8 +241,7 @@ def _card_section(folder: Path, report: dict[str, Any]) -> None:
     from fsdkit.artifacts import atomic_write_text
 
     card = folder / "README.md"
-    text = card.read_text(encoding="utf-8") if card.is_file() else "# Exported model\n"
-    text = text.split(CARD_SECTION)[0].rstrip() + "\n"
+    text = _without_int8_section(card.read_text(encoding="utf-8")) if card.is_file() else "# Exported model\n"
     main, f, q = report["metric"], report["float"], report["int8"]
     lines = [
         "",
@@ -286,4 +285,9 @@ def remove_int8(folder: str | Path) -> None:
     if card.is_file():
         text = card.read_text(encoding="utf-8")
         if CARD_SECTION in text:
-            atomic_write_text(card, text.split(CARD_SECTION)[0].rstrip() + "\n")
+            atomic_write_text(card, _without_int8_section(text))
+
+
+def _without_int8_section(card: str) -> str:
+    """A model card's text before its int8 section."""
+    return card.split(CARD_SECTION)[0].rstrip() + "\n"
