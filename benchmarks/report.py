@@ -780,6 +780,7 @@ def _coverage_section(tables: _Tables) -> list[str]:
         tables.expected_seeds,
         tables.ablation_seeds,
         tables.recipe.get("methods") or {},
+        tables.recipe.get("table"),
     )
     header = ["Part", "Tasks × methods × seeds", "Runs finished", "With test predictions", "Teachers"]
     return ["## Coverage (the suite's plan, in its order)", "", *_table(header, rows), ""]
@@ -958,10 +959,13 @@ def coverage_rows(
     expected_seeds: int | Mapping[str, int],
     ablation_seeds: int | Mapping[str, int],
     recipe_rows: Iterable[str] = (),
+    table: Mapping[str, Any] | None = None,
 ) -> list[list[str]]:
     """Per part of :data:`PLAN`: how many of its runs (tasks × methods × seeds 1..expected; the ablations'
     ``ablation_seeds``) have finished, and how many of those wrote their test-set predictions. A part with a method
-    that is neither one of fsdkit's nor a row of the recipe (``recipe_rows``: v1's has no FSDI + MiniLM) is left out."""
+    that is neither one of fsdkit's nor a row of the recipe (``recipe_rows``: v1's has no FSDI + MiniLM) is left out;
+    so is a part outside the recipe's ``table`` (its tasks and methods, when given) none of whose runs has finished
+    (v2 ran Internal-SID and the further tasks beside its table; v3 does not)."""
     from fsdkit.methods import METHODS
 
     done = {(r["task"], r["method"], r["seed"]): bool(r.get("test_predictions")) for r in students}
@@ -972,6 +976,11 @@ def coverage_rows(
             continue
         expected = ablation_seeds if methods == ABLATION_METHODS else expected_seeds
         planned = [(t, m, s) for t in tasks for m in methods for s in range(1, seeds_for(expected, t) + 1)]
+        in_table = table is None or (
+            set(tasks) <= set(table.get("tasks") or ()) and set(methods) <= set(table.get("methods") or ())
+        )
+        if not in_table and not any(key in done for key in planned):
+            continue
         seeds = sorted({seeds_for(expected, t) for t in tasks})
         rows.append(
             [

@@ -404,6 +404,7 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
     lines += [rec("mrpc", "fsd", 1, 0.75, test_predictions="mrpc/fsd/seed1.tsv")]
     lines += [rec("mrpc", "fsdi", s, 0.74, test_predictions=f"mrpc/fsdi/seed{s}.tsv") for s in (1, 2)]
     lines += [rec("mrpc", "fsdi-minilm", s, 0.76 + 0.01 * s) for s in (1, 2)]
+    lines += [rec("rte", "teacher", 42, 0.60), rec("rte", "vkd", 1, 0.55)]  # a task outside recipe-v2's table
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     study = optuna.create_study(study_name="mrpc-vkd", storage=storage, direction="maximize")
     study.set_user_attr("metric", "holdout.accuracy")
@@ -426,6 +427,9 @@ def test_report_v2_seeds_per_task_curves_search_and_predictions(tmp_path):
     # the ablations expect their own number of seeds (recipe-v2: 3, where MRPC's core cells expect 5)
     assert "| FSD ablations | 4 × 4 × 3 | 2 of 48 | 2 | 1 of 4 |" in text
     assert "| FSDI | 84.00 (0.00) [n=2] |" in text  # MRPC F1, the main metric; 2 of the 3 expected seeds: marked
+    # parts outside the recipe's table: shown when they have runs (RTE), left out when they have none
+    assert "| RTE | 1 × 7 × 3 | 1 of 21 | 0 | 1 of 1 |" in text
+    assert "| Internal-SID |" not in text and "| SST-2 |" not in text and "| WNLI |" not in text
 
 
 def test_report_numbers_from_hand_made_results(tmp_path):
