@@ -449,6 +449,8 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     lines.append(_rec("mrpc", "vkd", 3, {}, status="failed", error="RuntimeError: old failure"))
     lines.append(_rec("mrpc", "vkd", 3, {"accuracy": 0.79, "f1": 0.84}))  # re-run supersedes the failure
     lines.append(_rec("mrpc", "fsdi", 1, {"accuracy": 0.8, "f1": 0.83}))
+    fsdg = [0.80, 0.81, 0.83]
+    lines += [_rec("mrpc", "fsdg", s, {"accuracy": v - 0.05, "f1": v}) for s, v in zip((1, 2, 3), fsdg)]
     lines.append(_rec("mrpc", "pkd", 1, {}, status="failed", error="ConfigError: unknown method 'pkd'"))
     lines.append(_rec("mrpc", "majority", 0, {"accuracy": 0.68, "f1": 0.81}))
     lines += [_rec("rte", "teacher", 42, {"accuracy": 0.55}), _rec("rte", "vkd", 1, {"accuracy": 0.53})]
@@ -464,6 +466,10 @@ def test_report_numbers_from_hand_made_results(tmp_path):
     p = stats.ttest_ind(f1["fsd"], f1["vkd"], equal_var=False, alternative="greater").pvalue
     assert f"| mrpc | FSD | F1 | 86.00 (n=3) | VKD | 82.00 (n=3) | greater | {p:.4f} |" in text
     assert "| FSDI | 83.00 [n=1] |" in text  # ablation table, single seed marked
+    # FSD against each of its ablations: FSDG's three seeds tested, FSDI's single seed cannot be
+    p = stats.ttest_ind(f1["fsd"], fsdg, equal_var=False, alternative="greater").pvalue
+    assert f"| mrpc | FSD | F1 | 86.00 (n=3) | FSDG | 81.33 (n=3) | greater | {p:.4f} |" in text
+    assert "| mrpc | FSD | F1 | 86.00 (n=3) | FSDI | 83.00 (n=1) | greater | – (" in text
     assert "| FSD | 0.90 |" in text  # throughput relative to VKD
     assert "unknown method 'pkd'" in text and "old failure" not in text
     assert "| Majority class | 68.00 | 81.00 |" in text  # a reference row, not a student method
