@@ -438,10 +438,11 @@ def _take_section(tables: _Tables) -> list[str]:
     for task in ordered_tasks(take):
         method, metric = take[task]["method"], str(take[task].get("metric") or "").split(".")[-1]
         _, main = task_metrics(task)
+        tied = ", ".join(DISPLAY.get(m, m) for m in take[task].get("tied_with") or ())
         rows.append(
             [
                 task.upper(),
-                DISPLAY.get(method, method),
+                DISPLAY.get(method, method) + (f" (tied with {tied}: the simpler row)" if tied else ""),
                 f"{METRIC_DISPLAY.get(metric, metric)} {100 * take[task]['holdout']:.2f}",
                 fmt(tables.stats.get((task, method), {}).get(main)),
             ]
@@ -451,7 +452,9 @@ def _take_section(tables: _Tables) -> list[str]:
             "## The row to take, per task",
             "",
             "Chosen on the holdout split (the best of every method's search on the task), not on dev; its dev score "
-            "is the table's.",
+            "is the table's. A tie goes to the row training with fewer distillation terms (nDS none, VKD its KD "
+            "term, another row KD and each of its weights not off). Stage 1's rows are the best of more trials "
+            "than stage 2's (recipe-v3.yaml), which favours them slightly.",
             "",
         ]
         + _table(["Task", "Row", "Best on the holdout split", "Dev (main metric, mean (std))"], rows)
@@ -1110,14 +1113,19 @@ def staged_search_section(
         "10 % of the training set (seed 0), never on dev; a study is judged on its first budget of finished trials. "
         "*Best so far* lists the best holdout score after each finished trial (– : pruned before any trial "
         "completed); **still rising** marks a study whose best improved in the last third of its budget: more "
-        "trials might have found better settings.",
+        "trials might have found better settings. A failed trial (e.g. a FloatingPointError: the run diverged) or a "
+        "stopped one (its worker stopped or lost) is not one of the budget's: the study runs another in its place.",
         "",
     ]
     rows = []
     for s in studies:
         metric = str(s.get("metric") or "").split(".")[-1]
         finished = len(s["values"])
-        state = f"{finished} of {s['budget']}" + (f" ({s['pruned']} pruned)" if s["pruned"] else "")
+        notes = [f"{s['pruned']} pruned"] if s["pruned"] else []
+        failed = collections.Counter(s.get("failed") or ())
+        notes += [f"{n} failed: {kind}" for kind, n in sorted(failed.items())]
+        notes += [f"{s['stopped']} stopped"] if s.get("stopped") else []
+        state = f"{finished} of {s['budget']}" + (f" ({'; '.join(notes)})" if notes else "")
         best = s.get("best")
         series = " ".join("–" if v is None else f"{100 * v:.1f}" for v in s["best_so_far"])
         rows.append(

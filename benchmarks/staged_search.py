@@ -151,7 +151,9 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
     """Every study of the search, stage by stage and task by task: its budget, trials finished and pruned, the holdout
     value of each finished trial in the order they finished (None: pruned), the best so far after each, the best
     trial (number, value, options) and whether the best still rose in the last third of the budget (a study that
-    may not have converged). A study not yet created has no trials."""
+    may not have converged); its failed trials, which the budget does not count: ``failed`` the exception type of
+    each that failed by itself (a run that diverged), ``stopped`` how many were stopped or lost their worker. A
+    study not yet created has no trials."""
     import optuna
 
     from fsdkit.sweep import _storage, best_trial, budget_trials, trial_options
@@ -164,12 +166,19 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
         budget = int(search[f"stage{stage}"]["trials"])
         row: dict[str, Any] = {"stage": stage, "task": task, "method": method, "budget": budget, "values": []}
         row.update(best_so_far=[], pruned=0, best=None, still_improving=False, study=study_name(recipe, task, method))
+        row.update(failed=[], stopped=0)
         try:
             study = optuna.load_study(study_name=row["study"], storage=_storage(storage, 60))
         except KeyError:
             out.append(row)
             continue
         sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+        errors = [
+            t.user_attrs.get("error", "")
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        ]
+        row["failed"] = [e.split(":")[0] for e in errors if e and not e.startswith("KeyboardInterrupt")]
+        row["stopped"] = len(errors) - len(row["failed"])  # stopped, or no heartbeat (a worker that died)
         best_value = None
         for trial in budget_trials(study, budget):
             value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
@@ -188,12 +197,22 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
     return out
 
 
+def terms_in_use(recipe: dict, row: dict[str, Any]) -> int:
+    """How many distillation terms a study's best trial trains with: nDS none, VKD its KD term, a stage-2 row the KD
+    term and each of its searched weights that is not off (a row whose weights all drew off is VKD again)."""
+    if row["stage"] == 1:
+        return 0 if row["method"] == "nds" else 1
+    weights = recipe["search"]["stage2"]["methods"][row["method"]]
+    return 1 + sum(1 for name in weights if row["best"]["options"].get(name))
+
+
 def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str, Any]:
     """Write the table's recipe ``out`` (``recipe-v3-table.yaml``): ``extends`` the search's recipe, each method row
     with a ``per_task`` entry for every task whose study has finished its budget — the best trial's settings (stage
     2: on top of the stage-1 knobs it fixed), with ``chosen_from`` naming the study, trial and holdout value — and
     ``take``: for each task whose studies have all finished, the row with the best holdout score (the row a user
-    should take; ``settled`` says how many of each task's studies have). A task not settled for a method has no
+    should take; ``settled`` says how many of each task's studies have), a tie going to the row with fewer terms in
+    use (:func:`terms_in_use`; then the search's order) and the others named in ``tied_with``. A task not settled for a method has no
     entry: the suite blocks that cell (``suite.method_row``)."""
     recipe = load_recipe(recipe_path)
     if any("per_task" in (row or {}) for row in recipe["methods"].values()):
@@ -217,9 +236,13 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
         rows = [r for r in progress if r["task"] == task]
         if done < total:
             continue
-        best_row = max(rows, key=lambda r: r["sign"] * r["best"]["value"])
+        top = max(r["sign"] * r["best"]["value"] for r in rows)
+        tied = [r for r in rows if r["sign"] * r["best"]["value"] >= top - 1e-12]  # in the search's order
+        best_row = min(tied, key=lambda r: terms_in_use(recipe, r))  # a tie goes to the simpler row
         take[task] = {"method": best_row["method"], "holdout": round(best_row["best"]["value"], 6)}
         take[task]["metric"] = best_row["metric"]
+        if len(tied) > 1:
+            take[task]["tied_with"] = [r["method"] for r in tied if r is not best_row]
     table = {
         "extends": os.path.relpath(recipe_path.resolve(), out.resolve().parent),
         "title": f"{recipe['title']} (the table: each method at its per-task settings)",

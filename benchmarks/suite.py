@@ -74,6 +74,9 @@ PLACE_KEYS = ("output_dir", "data_dir", "teacher", "memory", "progress", "resume
 
 logger = logging.getLogger("fsdkit.benchmarks")
 
+#: the recipe's memory settings that a built memory records in its memory.json (``Suite.ensure_memory`` compares them)
+MEMORY_KEYS = ("n_clusters", "seed", "max_length", "max_train_samples")
+
 
 def reads_memory(method: str) -> bool:
     """Whether fsdkit's ``method`` reads a teacher memory (the suite then passes its shared one, built once)."""
@@ -731,11 +734,24 @@ class Suite:
         return str(target.relative_to(self.predictions_dir))
 
     def ensure_memory(self, task: str) -> str:
-        """The task's FSDG teacher memory folder, built on first use (by one worker; the others wait for it)."""
+        """The task's FSDG teacher memory folder, built on first use (by one worker; the others wait for it), and
+        built again when its ``memory.json`` records other :data:`MEMORY_KEYS` than the recipe's (a recipe whose K
+        changed would otherwise train every memory method from the old K while its runs record the new one)."""
         folder = self.memory_dir(task)
+        settings = self.memory_settings(task)
         with _claim(folder, wait=True):
+            if (folder / "memory.json").is_file():
+                built = json.loads((folder / "memory.json").read_text())
+                stale = [
+                    f"{k} {built.get(k)!r}, not {settings.get(k)!r}"
+                    for k in MEMORY_KEYS
+                    if built.get(k) != settings.get(k)
+                ]
+                if stale:
+                    logger.warning("%s was built with %s: building it again", folder, "; ".join(stale))
+                    shutil.rmtree(folder)
             if not (folder / "memory.json").is_file():
-                self.runner.build_memory(self.memory_settings(task))
+                self.runner.build_memory(settings)
         return str(folder)
 
 

@@ -181,6 +181,48 @@ def test_a_study_is_judged_on_its_first_trials_to_finish():
     assert best_trial(low, 2).value == 0.1
 
 
+def test_a_stopped_worker_queues_its_trial_again_with_the_same_parameters(tmp_path):
+    """Ctrl-C or ``kill`` (a KeyboardInterrupt) during a trial: optuna marks it failed, and ``optimize`` queues its
+    parameters again, as for a worker that died (at most ``MAX_RETRY`` times), so the next run draws that trial, not a
+    new one; a trial that finished before the stop is not queued."""
+    from fsdkit.sweep import MAX_RETRY, optimize
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+    stops, runs = [0], []
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        runs.append((trial.number, x))
+        if stops[0]:
+            stops[0] -= 1
+            raise KeyboardInterrupt
+        return x
+
+    stops[0] = 1 + MAX_RETRY + 1  # the first draw, its retries, and one more stop
+    for _ in range(stops[0]):
+        with pytest.raises(KeyboardInterrupt):
+            optimize(study, objective, n_trials=1)
+    first = runs[0][1]
+    assert [x for _, x in runs] == [first] * (1 + MAX_RETRY) + [runs[-1][1]]  # retried, then a new draw
+    assert study.trials[0].user_attrs["error"].startswith("KeyboardInterrupt")  # why it failed, kept
+    assert runs[-1][1] != first
+    states = optuna.trial.TrialState
+    waiting = study.get_trials(states=(states.WAITING,))
+    assert [t.params["x"] for t in waiting] == [runs[-1][1]]  # the last stopped trial is queued in its turn
+    optimize(study, objective, n_trials=1)
+    assert runs[-1] == (waiting[0].number, waiting[0].params["x"])  # the queued trial is the next one run
+    optimize(study, objective, n_trials=1)  # a finished trial is not queued again
+    assert not study.get_trials(states=(states.WAITING,))
+
+    def diverges(trial):
+        trial.suggest_float("x", 0.0, 1.0)
+        raise FloatingPointError("loss is nan")
+
+    optimize(study, diverges, n_trials=1, catch=(FloatingPointError,))
+    assert study.trials[-1].user_attrs["error"] == "FloatingPointError: loss is nan"
+    assert not study.get_trials(states=(states.WAITING,))  # a trial that fails by itself is not queued again
+
+
 def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
     spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)
     with pytest.raises(ConfigError, match="unknown option 'learning-rat'"):
@@ -197,7 +239,7 @@ def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
         sweep(spec, output_dir=str(tmp_path), storage="study.db")
     (tmp_path / "old" / "trial-0").mkdir(parents=True)  # a trial folder of a study whose storage was deleted
     with pytest.raises(ConfigError, match=r"holds trial-0, trial folders of another study than"):
-        sweep(spec, output_dir=str(tmp_path / "old"))
+        sweep(spec, output_dir=str(tmp_path / "old"), storage=f"sqlite:///{tmp_path / 'new.db'}")
 
 
 def finished_study(storage: str, name: str, budget: int, results: list[tuple[dict, float]]):
@@ -211,6 +253,33 @@ def finished_study(storage: str, name: str, budget: int, results: list[tuple[dic
         trial.set_user_attr("options", options)
         study.tell(trial, value)
     return study
+
+
+def test_a_study_refuses_a_resume_that_would_score_its_trials_otherwise(glue_dir, mrpc_teacher, tmp_path):
+    """A study records its command, metric, teacher weights, fixed options and space; once a trial has finished, a
+    resume that changes any of them is refused, naming it (its scores could not be compared with the new ones). A
+    study begun by an older fsdkit records them at its next run; an option that scores nothing may change."""
+    from fsdkit.artifacts import folder_weights_sha256
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)
+    finished_study(storage, "resumed", 1, [({"learning_rate": 1e-4}, 0.5)])  # one trial finished, nothing recorded
+
+    def run(**changes):
+        changed = {**spec, "base": {**spec["base"], **changes.pop("base", {})}, **changes}
+        return sweep(changed, storage=storage, output_dir=str(tmp_path / "sweep"), study_name="resumed")
+
+    run()  # the budget is met: nothing runs, the study's values are recorded
+    attrs = optuna.load_study(study_name="resumed", storage=storage).user_attrs
+    assert attrs["command"] == "distill" and attrs["metric"] == "holdout.f1"
+    assert attrs["option.epochs"] == 2 and attrs["option.data_dir"] == str(glue_dir.resolve())
+    assert attrs["space.alpha"] == {"type": "float", "low": 0.1, "high": 0.9}
+    assert attrs["teacher_sha256"] == folder_weights_sha256(mrpc_teacher) and "option.eval_batch_size" not in attrs
+    run(base={"eval-batch-size": 16, "data-dir": os.path.relpath(glue_dir)})  # scores the same: resumed
+    with pytest.raises(ConfigError, match=r"'resumed' .* was run with option\.epochs 2\.0, not 3\.0: give the same"):
+        run(base={"epochs": 3})
+    with pytest.raises(ConfigError, match=r"was run with space\.alpha \{.*'high': 0\.9\}, not \{.*'high': 0\.5\}"):
+        run(space={**spec["space"], "alpha": {"type": "float", "low": 0.1, "high": 0.5}})
 
 
 def test_fixed_from_takes_the_best_trial_of_a_finished_study(tmp_path):

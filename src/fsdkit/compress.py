@@ -141,7 +141,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
 
     from fsdkit.models import check_model_folder, load_model_config
     from fsdkit.run_record import RunRecord
-    from fsdkit.sweep import _check_storage, _creation_lock, _storage, claim_study, refuse_stray_trials
+    from fsdkit.sweep import _check_storage, _creation_lock, _storage, claim_study, optimize, refuse_stray_trials
     from fsdkit.training.run import distill
     from fsdkit.training.run_data import HOLDOUT, load_run_data, teacher_holdout_warning
 
@@ -247,7 +247,8 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
     if done < budget:
         started = optuna.study.MaxTrialsCallback(budget, states=(states.COMPLETE, states.RUNNING))
         # a student that cannot be made or diverges is a failed trial (recorded with its message), not the study's end
-        study.optimize(
+        optimize(
+            study,
             objective,
             callbacks=[started, _too_many_failures(config.trials)],
             catch=(FloatingPointError, ConfigError, ModelError),
@@ -278,10 +279,8 @@ def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pret
     """What makes a study's trials comparable, as :func:`fsdkit.sweep.claim_study` records it: the metric, the
     teacher (its weights' sha256, or its name when it has no local weights), and the data and training options a student's score depends on (``data.<option>``,
     ``training.<option>``), local paths made absolute so that a resume spelling them otherwise is the same study."""
+    from fsdkit.sweep import recorded_value
     from fsdkit.training.run_data import HOLDOUT
-
-    def place(value: Any) -> Any:
-        return str(Path(value).resolve()) if isinstance(value, str) and value and Path(value).exists() else value
 
     training = {
         "pretrained": pretrained,
@@ -295,8 +294,8 @@ def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pret
     return {
         "metric": f"{HOLDOUT}.{metric}",
         "teacher_sha256": teacher,
-        **{f"data.{k}": place(v) for k, v in options.items() if k != "test_file"},  # the test file scores nothing
-        **{f"training.{k}": place(v) for k, v in training.items()},
+        **{f"data.{k}": recorded_value(v) for k, v in options.items() if k != "test_file"},  # test: scores nothing
+        **{f"training.{k}": recorded_value(v) for k, v in training.items()},
     }
 
 

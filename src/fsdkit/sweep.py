@@ -44,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from fsdkit.artifacts import atomic_write_text, check_output_file
+from fsdkit.artifacts import atomic_write_text, check_output_file, folder_weights_sha256
 from fsdkit.config import (
     DistillConfig,
     FinetuneConfig,
@@ -245,6 +245,22 @@ def fixed_from(spec: Any, default_storage: str) -> tuple[dict[str, Any], dict[st
     }
 
 
+#: how often a trial whose worker died or was stopped is run again with the same parameters
+MAX_RETRY = 2
+
+
+def _retry_callback():
+    """Optuna's callback that queues a failed trial's parameters again (at most :data:`MAX_RETRY` times): optuna ≥ 4.9
+    names it RetryHeartbeatStaleTrialCallback (its former name deprecated there), older ones RetryFailedTrialCallback."""
+    import optuna
+    from optuna import storages
+
+    with warnings.catch_warnings():  # "experimental" in optuna: a warning per worker, not news
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+        return retry(max_retry=MAX_RETRY)
+
+
 def _storage(url: str, heartbeat: int):
     import optuna
     from optuna import storages
@@ -253,16 +269,45 @@ def _storage(url: str, heartbeat: int):
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in optuna: a warning per worker, not news
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # a trial whose worker died (no heartbeat for 3 intervals) is retried, at most twice: optuna ≥ 4.9 names
-            # the callback RetryHeartbeatStaleTrialCallback (its former name deprecated there), older ones lack it
-            retry: dict[str, Any]
-            if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
-                retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
-            else:
-                retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
-            return storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **retry)
+            # a trial whose worker died (no heartbeat for 3 intervals) is retried
+            name = (
+                "heartbeat_stale_trial_callback"
+                if hasattr(storages, "RetryHeartbeatStaleTrialCallback")
+                else "failed_trial_callback"
+            )
+            return storages.RDBStorage(
+                url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **{name: _retry_callback()}
+            )
     except (optuna.exceptions.OptunaError, ImportError, ValueError) as exc:
         raise ConfigError(f"--storage {url!r}: {exc}") from None
+
+
+def optimize(study, objective: Callable[..., Any], **kwargs) -> None:
+    """``study.optimize(objective, **kwargs)``, and when this worker is stopped (Ctrl-C, ``kill``: a
+    ``KeyboardInterrupt``) its running trial, which optuna marks failed, is queued again with the same parameters, as
+    a trial whose worker died is (:func:`_retry_callback`): the study draws the same trials however often its workers
+    are stopped. A failed trial keeps why in its user attribute ``error`` (``KeyboardInterrupt: …`` when stopped)."""
+    import optuna
+
+    running: list[int] = []
+
+    def tracked(trial):
+        running[:] = [trial.number]
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except (Exception, KeyboardInterrupt) as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
+            raise
+
+    try:
+        study.optimize(tracked, **kwargs)
+    except KeyboardInterrupt:
+        stopped = [t for t in study.get_trials(deepcopy=False) if t.number in running]
+        if stopped and stopped[0].state == optuna.trial.TrialState.FAIL:
+            _retry_callback()(study, stopped[0])
+        raise
 
 
 def _pruner(name: str, startup_trials: int):
@@ -292,15 +337,57 @@ def _creation_lock(url: str):
     return build_lock(path) if path is not None else contextlib.nullcontext()
 
 
+#: options that cannot change a trial's score (where it writes, how it logs, how fast it runs), not recorded
+_NOT_SCORED = frozenset(
+    {
+        "test_file",
+        "eval_batch_size",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "resume",
+        "report_to",
+        "reuse_host_memory",
+        "progress",
+        "cache_dir",
+        "teacher_cache",
+    }
+)
+
+
+def recorded_value(value: Any) -> Any:
+    """``value`` as a study records it: a string naming an existing file or folder as its absolute path, so that a
+    resume spelling the path otherwise is the same study."""
+    return str(Path(value).resolve()) if isinstance(value, str) and value and Path(value).exists() else value
+
+
+def sweep_values(command: str, metric: str, base: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]:
+    """What makes a sweep's trials comparable, as :func:`claim_study` records it: the command and metric, every
+    option fixed for all trials (``option.<name>``: ``base`` and the ``fixed_from`` values, but those that cannot
+    change a score), each searched option's distribution (``space.<name>``) and, for ``distill`` from a local
+    teacher folder, the teacher's weights (``teacher_sha256``)."""
+    values: dict[str, Any] = {
+        "command": command,
+        "metric": metric,
+        **{f"option.{k}": recorded_value(v) for k, v in base.items() if k not in _NOT_SCORED},
+        **{f"space.{k}": spec for k, spec in space.items()},
+    }
+    teacher = base.get("teacher")
+    if command == "distill" and isinstance(teacher, str) and Path(teacher).is_dir():
+        values["teacher_sha256"] = folder_weights_sha256(teacher)
+    return values
+
+
 def claim_study(study, values: dict[str, Any], storage: str) -> None:
-    """Record what makes ``study``'s trials comparable (its metric ``split.name``; for ``fsdkit compress`` also its
-    teacher's weights and its data and training options, one attribute each) in its user attributes; refuse to
+    """Record what makes ``study``'s trials comparable (its metric ``split.name``, its teacher's weights and the
+    options a score depends on, one attribute each: :func:`sweep_values`, ``fsdkit compress``'s own) in its user
+    attributes; refuse to
     resume a study that finished a trial with other values, whose scores could not be compared with the new ones. A
     value the study has not recorded yet (a study begun by an older fsdkit) is recorded now, and so is every value of
     a study with no finished trial (a first run killed early may be started again with corrected options)."""
     import optuna
 
-    values = json.loads(json.dumps(values))  # as the storage returns them: lists for tuples, str keys
+    values = json.loads(json.dumps(values, default=str))  # as the storage returns them: lists for tuples, str keys
     recorded = study.user_attrs
     states = optuna.trial.TrialState
     finished = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))  # pruned: values reported
@@ -416,8 +503,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     study.sampler = optuna.samplers.TPESampler(
         n_startup_trials=config.startup_trials, seed=config.seed + (os.getpid() if joining else 0)
     )
-    study.set_user_attr("command", config.command)
-    claim_study(study, {"metric": f"{split}.{metric}"}, storage=config.storage)
+    claim_study(study, sweep_values(config.command, f"{split}.{metric}", base, space), storage=config.storage)
     refuse_stray_trials(out, study, config.storage)
     study.set_user_attr("budget", config.trials)
     if source is not None:
@@ -449,7 +535,7 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         # a trial under way counts: two workers do not both start the study's last trial. A waiting trial (enqueued
         # by the user, or a dead worker's trial queued for retry) does not: the next trial a worker asks for is it
         started = optuna.study.MaxTrialsCallback(config.trials, states=(*finished, states.RUNNING))
-        study.optimize(objective, callbacks=[started], catch=(FloatingPointError,))
+        optimize(study, objective, callbacks=[started], catch=(FloatingPointError,))
     return write_summary(study, config, out)
 
 

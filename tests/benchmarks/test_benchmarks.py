@@ -77,7 +77,8 @@ class FakeRunner:
         with build_lock(settings["output_dir"]):  # as fsdkit.build_memory does, inside the suite's claim of it
             self.memories += 1
             Path(settings["output_dir"]).mkdir(parents=True)
-            (Path(settings["output_dir"]) / "memory.json").write_text("{}")
+            built = {key: settings.get(key) for key in suite_mod.MEMORY_KEYS}  # as fsdkit's memory.json records them
+            (Path(settings["output_dir"]) / "memory.json").write_text(json.dumps(built))
 
 
 def task_suite(tmp_path, task, recipe):
@@ -213,6 +214,11 @@ def test_suite_workers_share_the_jobs_of_one_command(tmp_path):
     assert late.run()["skipped"] == 4 and late.runner.calls == []
     # the memory is built once, whichever worker asks first; the others wait for it, then read it
     assert late.ensure_memory("mrpc") == suite.ensure_memory("mrpc") and late.runner.memories == 0
+    # a memory built with another K than the recipe's is built again, not trained from
+    late.recipe["memory"] = {**late.recipe["memory"], "n_clusters": 7}
+    late.ensure_memory("mrpc")
+    assert late.runner.memories == 1
+    assert json.loads((late.memory_dir("mrpc") / "memory.json").read_text())["n_clusters"] == 7
 
 
 def test_failed_teacher_blocks_the_task_but_not_the_majority_baseline(tmp_path):
@@ -948,6 +954,11 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     study("v3-stsb-nds", [0.6, 0.6, 0.8], [{"learning_rate": lr} for lr in (1e-5, 2e-5, 3e-5)])
     study("v3-stsb-fsdi", [0.65, 0.75, 0.7], [{"lambda_intra": w} for w in (1.0, 0.0, 10.0)], fixed=knobs)
     study("v3-mrpc-vkd", [0.9], [knobs])  # 1 of 3: not settled
+    vkd = optuna.load_study(study_name="v3-stsb-vkd", storage=storage)
+    for error in ("FloatingPointError: loss is nan", "KeyboardInterrupt: "):  # not counted, but shown
+        trial = vkd.ask()
+        trial.set_user_attr("error", error)
+        vkd.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     progress = {(s["task"], s["method"]): s for s in staged.study_progress(recipe)}
     assert progress["stsb", "vkd"]["best_so_far"] == [0.5, 0.7, 0.7] and progress["stsb", "vkd"]["pruned"] == 1
@@ -984,10 +995,48 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
 
     text = "\n".join(report_mod.staged_search_section(list(progress.values()), {"stsb": "v3-search/stsb.png"}))
     assert "| STSB | 1 | nDS | 3 of 3 | Pearson 80.00 (#2) | 60.0 60.0 80.0 | **still rising** |" in text
-    assert "| STSB | 1 | VKD | 3 of 3 (1 pruned) | Pearson 70.00 (#1) | 50.0 70.0 70.0 |  |" in text
+    vkd_row = "| STSB | 1 | VKD | 3 of 3 (1 pruned; 1 failed: FloatingPointError; 1 stopped) | Pearson 70.00 (#1) |"
+    assert vkd_row + " 50.0 70.0 70.0 |  |" in text
     assert "![best so far, STSB](v3-search/stsb.png)" in text
     plots = report_mod.plot_best_so_far(list(progress.values()), tmp_path / "plots")
     assert sorted(plots) == ["mrpc", "stsb"] and all(p.stat().st_size > 0 for p in plots.values())
+
+
+def test_settle_gives_a_tied_row_to_take_to_the_simpler_method_and_names_the_others(tmp_path):
+    """MRPC's holdout has 367 rows: equal best scores happen. The row to take is then the one training with fewer
+    distillation terms (nDS none, VKD its KD term, a stage-2 row KD plus its weights that are not off), then the first
+    in the search's order; the others are named."""
+    import optuna
+    import yaml
+
+    staged = _load("staged_search")
+    search = dict(suite_mod.load_recipe(staged.DEFAULT_RECIPE)["search"])
+    search.update(storage_file=str(tmp_path / "search.db"), tasks=["stsb"])
+    search["stage1"] = {**search["stage1"], "trials": 1}
+    methods = {m: search["stage2"]["methods"][m] for m in ("fsdi", "fsd")}
+    search["stage2"] = {**search["stage2"], "trials": 1, "methods": methods}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search}))
+    storage = staged.storage_url(suite_mod.load_recipe(path))
+
+    def study(method, value, options):
+        made = optuna.create_study(study_name=f"v3-stsb-{method}", storage=storage, direction="maximize")
+        made.set_user_attr("metric", "holdout.pearson")
+        trial = made.ask()
+        trial.set_user_attr("options", options)
+        made.tell(trial, value)
+
+    off = {"lambda_intra": 0.0, "lambda_local": 0.0, "lambda_global": 0.0}
+    study("vkd", 0.7, {"learning_rate": 1e-4, "alpha": 0.3, "temperature": 2.0})
+    study("nds", 0.6, {"learning_rate": 1e-4})
+    study("fsd", 0.7, {**off, "lambda_local": 3.0})  # KD + one term: two terms
+    study("fsdi", 0.7, {"lambda_intra": 0.0})  # every weight off: VKD's one term, later in the search's order
+    take = staged.settle(path, tmp_path / "table.yaml")["take"]["stsb"]
+    assert take["method"] == "vkd" and take["tied_with"] == ["fsd", "fsdi"]
+    study_nds = optuna.load_study(study_name="v3-stsb-nds", storage=storage)
+    trial = study_nds.ask()
+    study_nds.tell(trial, 0.7)  # beyond nDS's budget of 1: not counted
+    assert staged.settle(path, tmp_path / "table.yaml")["take"]["stsb"]["method"] == "vkd"
 
 
 def test_report_compares_two_benchmarks_cell_by_cell_and_names_each_tasks_row_to_take():
@@ -1009,6 +1058,10 @@ def test_report_compares_two_benchmarks_cell_by_cell_and_names_each_tasks_row_to
         records, {"take": {"mrpc": {"method": "nds", "holdout": 0.8174, "metric": "holdout.accuracy"}}}, 2, None
     )
     assert "| MRPC | nDS | Acc 81.74 | 86.50 (0.71) |" in "\n".join(report_mod._take_section(tables))
+    tables.recipe["take"]["mrpc"]["tied_with"] = ["vkd", "fsdi"]
+    assert "| MRPC | nDS (tied with VKD, FSDI: the simpler row) | Acc 81.74 |" in "\n".join(
+        report_mod._take_section(tables)
+    )
 
 
 def test_term_scale_measures_every_run_with_settings_its_method_takes():
