@@ -199,11 +199,14 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
 
 def terms_in_use(recipe: dict, row: dict[str, Any]) -> int:
     """How many distillation terms a study's best trial trains with: nDS none, VKD its KD term, a stage-2 row the KD
-    term and each of its searched weights that is not off (a row whose weights all drew off is VKD again)."""
+    term, each of its searched weights that is not off (a row whose weights all drew off is VKD again) and each extra
+    loss its recipe row always adds (FSDI + MiniLM's attention term)."""
     if row["stage"] == 1:
         return 0 if row["method"] == "nds" else 1
     weights = recipe["search"]["stage2"]["methods"][row["method"]]
-    return 1 + sum(1 for name in weights if row["best"]["options"].get(name))
+    extra = (recipe["methods"].get(row["method"]) or {}).get("losses") or []
+    searched = sum(1 for name in weights if row["best"]["options"].get(name))
+    return 1 + searched + sum(1 for loss in extra if loss.get("weight", 1.0))
 
 
 def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str, Any]:

@@ -742,11 +742,12 @@ class Suite:
         with _claim(folder, wait=True):
             if (folder / "memory.json").is_file():
                 built = json.loads((folder / "memory.json").read_text())
+                keys = (
+                    MEMORY_KEYS if built.get("pooling", "flatten") == "flatten" else set(MEMORY_KEYS) - {"max_length"}
+                )
                 stale = [
-                    f"{k} {built.get(k)!r}, not {settings.get(k)!r}"
-                    for k in MEMORY_KEYS
-                    if built.get(k) != settings.get(k)
-                ]
+                    f"{k} {built.get(k)!r}, not {settings.get(k)!r}" for k in keys if built.get(k) != settings.get(k)
+                ]  # pooled rows do not depend on the length: such a memory records none
                 if stale:
                     logger.warning("%s was built with %s: building it again", folder, "; ".join(stale))
                     shutil.rmtree(folder)

@@ -222,6 +222,13 @@ def test_a_stopped_worker_queues_its_trial_again_with_the_same_parameters(tmp_pa
     assert study.trials[-1].user_attrs["error"] == "FloatingPointError: loss is nan"
     assert not study.get_trials(states=(states.WAITING,))  # a trial that fails by itself is not queued again
 
+    def stop(study, trial):  # a stop between trials, after one that failed by itself
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        optimize(study, diverges, n_trials=1, catch=(FloatingPointError,), callbacks=[stop])
+    assert not study.get_trials(states=(states.WAITING,))
+
 
 def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
     spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)
@@ -255,7 +262,7 @@ def finished_study(storage: str, name: str, budget: int, results: list[tuple[dic
     return study
 
 
-def test_a_study_refuses_a_resume_that_would_score_its_trials_otherwise(glue_dir, mrpc_teacher, tmp_path):
+def test_a_study_refuses_a_resume_that_would_score_its_trials_otherwise(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
     """A study records its command, metric, teacher weights, fixed options and space; once a trial has finished, a
     resume that changes any of them is refused, naming it (its scores could not be compared with the new ones). A
     study begun by an older fsdkit records them at its next run; an option that scores nothing may change."""
@@ -264,6 +271,8 @@ def test_a_study_refuses_a_resume_that_would_score_its_trials_otherwise(glue_dir
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)
     finished_study(storage, "resumed", 1, [({"learning_rate": 1e-4}, 0.5)])  # one trial finished, nothing recorded
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vkd").mkdir()
 
     def run(**changes):
         changed = {**spec, "base": {**spec["base"], **changes.pop("base", {})}, **changes}
@@ -276,6 +285,12 @@ def test_a_study_refuses_a_resume_that_would_score_its_trials_otherwise(glue_dir
     assert attrs["space.alpha"] == {"type": "float", "low": 0.1, "high": 0.9}
     assert attrs["teacher_sha256"] == folder_weights_sha256(mrpc_teacher) and "option.eval_batch_size" not in attrs
     run(base={"eval-batch-size": 16, "data-dir": os.path.relpath(glue_dir)})  # scores the same: resumed
+    assert attrs["option.method"] == "vkd"  # not a path, even beside a folder of that name
+    with pytest.raises(ConfigError, match=r"was run with option\.weight_decay left out, not 0\.1"):
+        run(base={"weight-decay": 0.1})  # an option added
+    left_out = {k: v for k, v in spec["base"].items() if k != "relation-every"}
+    with pytest.raises(ConfigError, match=r"was run with option\.relation_every 0, not left out"):
+        sweep({**spec, "base": left_out}, storage=storage, output_dir=str(tmp_path / "sweep"), study_name="resumed")
     with pytest.raises(ConfigError, match=r"'resumed' .* was run with option\.epochs 2\.0, not 3\.0: give the same"):
         run(base={"epochs": 3})
     with pytest.raises(ConfigError, match=r"was run with space\.alpha \{.*'high': 0\.9\}, not \{.*'high': 0\.5\}"):

@@ -294,8 +294,8 @@ def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pret
     return {
         "metric": f"{HOLDOUT}.{metric}",
         "teacher_sha256": teacher,
-        **{f"data.{k}": recorded_value(v) for k, v in options.items() if k != "test_file"},  # test: scores nothing
-        **{f"training.{k}": recorded_value(v) for k, v in training.items()},
+        **{f"data.{k}": recorded_value(k, v) for k, v in options.items() if k != "test_file"},  # test: scores nothing
+        **{f"training.{k}": recorded_value(k, v) for k, v in training.items()},
     }
 
 

@@ -294,12 +294,19 @@ def optimize(study, objective: Callable[..., Any], **kwargs) -> None:
     def tracked(trial):
         running[:] = [trial.number]
         try:
-            return objective(trial)
+            value = objective(trial)
         except optuna.TrialPruned:
+            running.clear()
             raise
-        except (Exception, KeyboardInterrupt) as error:
+        except KeyboardInterrupt as error:  # the trial stays the running one: queued again below
+            trial.set_user_attr("error", f"KeyboardInterrupt: {error}"[:500])
+            raise
+        except Exception as error:
+            running.clear()  # a trial that failed by itself is not queued again, whenever the stop comes
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
             raise
+        running.clear()
+        return value
 
     try:
         study.optimize(tracked, **kwargs)
@@ -355,10 +362,23 @@ _NOT_SCORED = frozenset(
 )
 
 
-def recorded_value(value: Any) -> Any:
-    """``value`` as a study records it: a string naming an existing file or folder as its absolute path, so that a
-    resume spelling the path otherwise is the same study."""
-    return str(Path(value).resolve()) if isinstance(value, str) and value and Path(value).exists() else value
+#: the user attribute listing the keys of the values :func:`claim_study` recorded
+CLAIMED = "claimed"
+
+#: options that name a local file or folder, or else a hub name (``*_file`` and ``*_dir`` options too)
+_PATH_OPTIONS = frozenset(
+    {"teacher", "student", "student_config", "student_tokenizer", "model", "pretrained", "memory", "dataset"}
+)
+
+
+def recorded_value(option: str, value: Any) -> Any:
+    """``option``'s ``value`` as a study records it: an option naming a file or folder (:data:`_PATH_OPTIONS`,
+    ``*_file``, ``*_dir``) that exists as its absolute path, so that a resume spelling the path otherwise is the same
+    study; any other value as it is."""
+    is_path = option in _PATH_OPTIONS or option.endswith(("_file", "_dir"))
+    if is_path and isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
 
 
 def sweep_values(command: str, metric: str, base: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]:
@@ -369,7 +389,7 @@ def sweep_values(command: str, metric: str, base: dict[str, Any], space: dict[st
     values: dict[str, Any] = {
         "command": command,
         "metric": metric,
-        **{f"option.{k}": recorded_value(v) for k, v in base.items() if k not in _NOT_SCORED},
+        **{f"option.{k}": recorded_value(k, v) for k, v in base.items() if k not in _NOT_SCORED},
         **{f"space.{k}": spec for k, spec in space.items()},
     }
     teacher = base.get("teacher")
@@ -381,21 +401,27 @@ def sweep_values(command: str, metric: str, base: dict[str, Any], space: dict[st
 def claim_study(study, values: dict[str, Any], storage: str) -> None:
     """Record what makes ``study``'s trials comparable (its metric ``split.name``, its teacher's weights and the
     options a score depends on, one attribute each: :func:`sweep_values`, ``fsdkit compress``'s own) in its user
-    attributes; refuse to
-    resume a study that finished a trial with other values, whose scores could not be compared with the new ones. A
-    value the study has not recorded yet (a study begun by an older fsdkit) is recorded now, and so is every value of
-    a study with no finished trial (a first run killed early may be started again with corrected options)."""
+    attributes, and their keys in ``claimed``; refuse to resume a study that finished a trial with other values, or
+    with a value left out or added, whose scores could not be compared with the new ones. A study begun by an older
+    fsdkit (no ``claimed``) records its values now, and so does a study with no finished trial (a first run killed
+    early may be started again with corrected options)."""
     import optuna
 
     values = json.loads(json.dumps(values, default=str))  # as the storage returns them: lists for tuples, str keys
     recorded = study.user_attrs
+    claimed = recorded.get(CLAIMED)  # the keys of the recorded values (none: a study begun by an older fsdkit)
     states = optuna.trial.TrialState
     finished = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))  # pruned: values reported
-    changed = [
-        f"{key} {recorded[key]!r}, not {value!r}"
-        for key, value in values.items()
-        if finished and recorded.get(key, value) != value
-    ]
+    changed = []
+    if finished:
+        changed = [
+            f"{key} {recorded[key]!r}, not {value!r}"
+            for key, value in values.items()
+            if (claimed is None or key in claimed) and recorded.get(key, value) != value
+        ]
+        if claimed is not None:
+            changed += [f"{key} {recorded[key]!r}, not left out" for key in claimed if key not in values]
+            changed += [f"{key} left out, not {values[key]!r}" for key in values if key not in claimed]
     if changed:
         raise ConfigError(
             f"study {study.study_name!r} in {storage} was run with " + "; ".join(changed) + ": give the same "
@@ -404,6 +430,8 @@ def claim_study(study, values: dict[str, Any], storage: str) -> None:
     for key, value in values.items():
         if recorded.get(key) != value:
             study.set_user_attr(key, value)
+    if claimed != sorted(values):
+        study.set_user_attr(CLAIMED, sorted(values))
 
 
 def refuse_stray_trials(out: Path, study, storage: str) -> None:

@@ -1033,6 +1033,9 @@ def test_settle_gives_a_tied_row_to_take_to_the_simpler_method_and_names_the_oth
     study("fsdi", 0.7, {"lambda_intra": 0.0})  # every weight off: VKD's one term, later in the search's order
     take = staged.settle(path, tmp_path / "table.yaml")["take"]["stsb"]
     assert take["method"] == "vkd" and take["tied_with"] == ["fsd", "fsdi"]
+    recipe = suite_mod.load_recipe(staged.DEFAULT_RECIPE)
+    minilm_off = {"stage": 2, "method": "fsdi-minilm", "best": {"options": {"lambda_intra": 0.0}}}
+    assert staged.terms_in_use(recipe, minilm_off) == 2  # KD and the attention term it always adds
     study_nds = optuna.load_study(study_name="v3-stsb-nds", storage=storage)
     trial = study_nds.ask()
     study_nds.tell(trial, 0.7)  # beyond nDS's budget of 1: not counted
