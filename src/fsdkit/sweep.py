@@ -285,8 +285,9 @@ def _storage(url: str, heartbeat: int):
 def optimize(study, objective: Callable[..., Any], **kwargs) -> None:
     """``study.optimize(objective, **kwargs)``, and when this worker is stopped (Ctrl-C, ``kill``: a
     ``KeyboardInterrupt``) its running trial, which optuna marks failed, is queued again with the same parameters, as
-    a trial whose worker died is (:func:`_retry_callback`): the study draws the same trials however often its workers
-    are stopped. A failed trial keeps why in its user attribute ``error`` (``KeyboardInterrupt: …`` when stopped)."""
+    a trial whose worker died is (:func:`_retry_callback`, up to :data:`MAX_RETRY` times): stopping a study does not
+    change which trials it draws. A failed trial keeps why in its user attribute ``error`` (``KeyboardInterrupt: …``
+    when stopped); one that failed by itself is not queued again."""
     import optuna
 
     running: list[int] = []
