@@ -1138,10 +1138,22 @@ def staged_search_section(
                 if best is None
                 else f"{METRIC_DISPLAY.get(metric, metric)} {100 * best['value']:.2f} (#{best['trial']})",
                 series or "–",
+                f"{s.get('worker_hours', 0.0):.1f}",
                 "**still rising**" if s.get("still_improving") and s.get("done") else "",
             ]
         )
-    lines += _table(["Task", "Stage", "Method", "Trials", "Best (trial)", "Best so far, trial by trial", ""], rows)
+    header = ["Task", "Stage", "Method", "Trials", "Best (trial)", "Best so far, trial by trial", "Worker-h", ""]
+    lines += _table(header, rows)
+    cost: dict[str, float] = {}
+    for s in studies:
+        cost[s["task"]] = cost.get(s["task"], 0.0) + s.get("worker_hours", 0.0)
+    lines += [
+        "",
+        "Worker-hours: the wall time of every trial that ended (pruned, failed and stopped ones included; one "
+        "1-thread worker, two side by side on the 2-core machine), by task: "
+        + ", ".join(f"{task.upper()} {hours:.1f}" for task, hours in cost.items())
+        + f"; {sum(cost.values()):.1f} in all (the search teachers' fine-tuning not included).",
+    ]
     for task, link in (plot_links or {}).items():
         lines += ["", f"![best so far, {task.upper()}]({link})"]
     return lines + [""]

@@ -152,7 +152,8 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
     value of each finished trial in the order they finished (None: pruned), the best so far after each, the best
     trial (number, value, options) and whether the best still rose in the last third of the budget (a study that
     may not have converged); its failed trials, which the budget does not count: ``failed`` the exception type of
-    each that failed by itself (a run that diverged), ``stopped`` how many were stopped or lost their worker. A
+    each that failed by itself (a run that diverged), ``stopped`` how many were stopped or lost their worker; its
+    cost, ``worker_hours``, the wall time of every trial that ended (pruned, failed and stopped ones included). A
     study not yet created has no trials."""
     import optuna
 
@@ -166,7 +167,7 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
         budget = int(search[f"stage{stage}"]["trials"])
         row: dict[str, Any] = {"stage": stage, "task": task, "method": method, "budget": budget, "values": []}
         row.update(best_so_far=[], pruned=0, best=None, still_improving=False, study=study_name(recipe, task, method))
-        row.update(failed=[], stopped=0)
+        row.update(failed=[], stopped=0, worker_hours=0.0)
         try:
             study = optuna.load_study(study_name=row["study"], storage=_storage(storage, 60))
         except KeyError:
@@ -179,6 +180,11 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
         ]
         row["failed"] = [e.split(":")[0] for e in errors if e and not e.startswith("KeyboardInterrupt")]
         row["stopped"] = len(errors) - len(row["failed"])  # stopped, or no heartbeat (a worker that died)
+        row["worker_hours"] = sum(
+            (t.datetime_complete - t.datetime_start).total_seconds() / 3600
+            for t in study.get_trials(deepcopy=False)
+            if t.datetime_start is not None and t.datetime_complete is not None
+        )
         best_value = None
         for trial in budget_trials(study, budget):
             value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import importlib.util
 import json
@@ -954,6 +955,23 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     study("v3-stsb-nds", [0.6, 0.6, 0.8], [{"learning_rate": lr} for lr in (1e-5, 2e-5, 3e-5)])
     study("v3-stsb-fsdi", [0.65, 0.75, 0.7], [{"lambda_intra": w} for w in (1.0, 0.0, 10.0)], fixed=knobs)
     study("v3-mrpc-vkd", [0.9], [knobs])  # 1 of 3: not settled
+    lost = optuna.create_study(study_name="v3-mrpc-nds", storage=storage, direction="maximize")
+    start = datetime.datetime(2026, 12, 7, 8, 0)
+    lost.add_trial(  # a trial whose worker was lost after half an hour: its cost counts
+        optuna.trial.FrozenTrial(
+            number=0,
+            trial_id=0,
+            state=optuna.trial.TrialState.FAIL,
+            value=None,
+            datetime_start=start,
+            datetime_complete=start + datetime.timedelta(minutes=30),
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+        )
+    )
     vkd = optuna.load_study(study_name="v3-stsb-vkd", storage=storage)
     for error in ("FloatingPointError: loss is nan", "KeyboardInterrupt: "):  # not counted, but shown
         trial = vkd.ask()
@@ -994,9 +1012,11 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     assert [c[1] for c in runs.runner.calls] == ["teacher"]
 
     text = "\n".join(report_mod.staged_search_section(list(progress.values()), {"stsb": "v3-search/stsb.png"}))
-    assert "| STSB | 1 | nDS | 3 of 3 | Pearson 80.00 (#2) | 60.0 60.0 80.0 | **still rising** |" in text
+    assert "| STSB | 1 | nDS | 3 of 3 | Pearson 80.00 (#2) | 60.0 60.0 80.0 | 0.0 | **still rising** |" in text
+    assert "| MRPC | 1 | nDS | 0 of 3 (1 stopped) | – | – | 0.5 |  |" in text
+    assert "by task: STSB 0.0, MRPC 0.5; 0.5 in all" in text
     vkd_row = "| STSB | 1 | VKD | 3 of 3 (1 pruned; 1 failed: FloatingPointError; 1 stopped) | Pearson 70.00 (#1) |"
-    assert vkd_row + " 50.0 70.0 70.0 |  |" in text
+    assert vkd_row + " 50.0 70.0 70.0 | 0.0 |  |" in text
     assert "![best so far, STSB](v3-search/stsb.png)" in text
     plots = report_mod.plot_best_so_far(list(progress.values()), tmp_path / "plots")
     assert sorted(plots) == ["mrpc", "stsb"] and all(p.stat().st_size > 0 for p in plots.values())
