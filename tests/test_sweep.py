@@ -345,8 +345,8 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
         **yaml.safe_load("{off: true}"),
     }  # as a space file gives it
     study = optuna.create_study(study_name="stage2", storage=storage, direction="maximize")
-    study.enqueue_trial({"lambda_intra:off": True})
-    study.enqueue_trial({"lambda_intra:off": False, "lambda_intra": 2.5})
+    study.enqueue_trial({"lambda_intra": 5e-4})  # the decade below the range: off
+    study.enqueue_trial({"lambda_intra": 2.5})
     two = sweep(spec, storage=storage, output_dir=str(tmp_path / "stage2"), study_name="stage2", startup_trials=1)
     assert two["fixed_from"]["study"] == "stage1" and two["fixed_from"]["options"] == one["best"]["options"]
     weights = []
@@ -374,6 +374,40 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
             storage=storage,
             output_dir=str(tmp_path / "x"),
             study_name="stage2c",
+        )
+
+
+def test_off_is_one_more_choice_as_likely_as_one_unit_of_the_range():
+    """``off: true`` extends the draw by one unit below ``low`` — a decade on a log scale, one integer on an int one,
+    a tenth of a linear float range — and a draw there is 0: off is as likely as one decade (one integer) of the
+    range, and no value between 0 and ``low`` is ever run. A range that already reaches 0, or an int log scale, is
+    refused with ``off``."""
+    from fsdkit.config import DistillConfig
+    from fsdkit.sweep import _check_distribution, _suggest
+
+    spaces = {
+        "lambda_intra": {"type": "float", "low": 1e-3, "high": 10.0, "log": True, "off": True},  # 4 decades + off
+        "relation_every": {"type": "int", "low": 1, "high": 4, "off": True},  # 4 integers + off
+        "beta_pkd": {"type": "float", "low": 1.0, "high": 11.0, "off": True},  # off: a tenth of the range
+    }
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    draws: dict[str, list] = {key: [] for key in spaces}
+    for _ in range(2000):
+        trial = study.ask()
+        for key, spec in spaces.items():
+            draws[key].append(_suggest(trial, key, _check_distribution(DistillConfig, key, spec)))
+        study.tell(trial, 0.0)
+    for key, share in (("lambda_intra", 1 / 5), ("relation_every", 1 / 5), ("beta_pkd", 1 / 11)):
+        values = draws[key]
+        off = sum(v == 0 for v in values) / len(values)
+        assert off == pytest.approx(share, abs=0.03), key
+        assert all(v == 0 or spaces[key]["low"] <= v <= spaces[key]["high"] for v in values), key
+    assert {type(v) for v in draws["relation_every"]} == {int}
+    with pytest.raises(ConfigError, match="'off' adds 0 below the range, but low is 0"):
+        _check_distribution(DistillConfig, "beta_pkd", {"type": "float", "low": 0.0, "high": 1.0, "off": True})
+    with pytest.raises(ConfigError, match="'off' needs a linear int scale"):
+        _check_distribution(
+            DistillConfig, "relation_every", {"type": "int", "low": 1, "high": 8, "log": True, "off": True}
         )
 
 

@@ -71,8 +71,6 @@ SPACE_KEYS = {
     "int": {"type", "low", "high", "log", "step", "off"},
     "categorical": {"type", "choices"},
 }
-#: the Optuna parameter that switches a weight searched with ``off: true`` off (value 0): ``<key>:off``
-OFF_SUFFIX = ":off"
 #: the keys of ``fixed_from``
 FIXED_FROM_KEYS = {"study", "storage", "options"}
 
@@ -168,30 +166,52 @@ def _check_distribution(cls, key: str, spec: Any) -> dict[str, Any]:
         coerce_field(cls, key, spec[bound], f"sweep space '{key}' {bound}")
     if spec.get("off"):
         coerce_field(cls, key, 0, f"sweep space '{key}' off (0)")
+        if low <= 0:
+            raise ConfigError(f"sweep space '{key}': 'off' adds 0 below the range, but low is {low:g}: give low > 0")
+        if spec["type"] == "int" and spec.get("log"):
+            raise ConfigError(
+                f"sweep space '{key}': 'off' needs a linear int scale (off is one more integer below low)"
+            )
     return spec
 
 
+def _off_below(spec: dict[str, Any]) -> float:
+    """Where the draws of a range searched with ``off: true`` begin: "off" is one more choice of the same weight as
+    one unit of the range — a decade below ``low`` on a log scale, a step on an int or stepped scale, a tenth of the
+    range on a linear float one — and a draw below ``low`` is 0 (the term switched off)."""
+    low, high = float(spec["low"]), float(spec["high"])
+    if spec.get("log"):
+        return low / 10
+    if spec["type"] == "int" or spec.get("step") is not None:
+        return low - float(spec.get("step") or 1)
+    return low - (high - low) / 10
+
+
 def _suggest(trial, key: str, spec: dict[str, Any]):
-    """The trial's value of ``key``: with ``off: true`` first ``<key>:off`` (true → 0, the term switched off), else
-    a value of the distribution — a conditional parameter, so TPE models "off" as one more choice."""
-    if spec.get("off") and trial.suggest_categorical(key + OFF_SUFFIX, [False, True]):
-        return 0 if spec["type"] == "int" else 0.0
+    """The trial's value of ``key``. With ``off: true`` the draw begins one unit below the range (:func:`_off_below`)
+    and a draw there is 0, the term switched off: one Optuna parameter, so TPE learns whether a term helps as it
+    learns how much, off lying next to the weights too small to move training."""
     if spec["type"] == "categorical":
         return trial.suggest_categorical(key, spec["choices"])
+    low = _off_below(spec) if spec.get("off") else float(spec["low"])
     if spec["type"] == "int":
-        return trial.suggest_int(
-            key, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)), log=bool(spec.get("log", False))
+        value = trial.suggest_int(
+            key, int(low), int(spec["high"]), step=int(spec.get("step", 1)), log=bool(spec.get("log", False))
         )
-    return trial.suggest_float(
-        key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)), step=spec.get("step")
-    )
+    else:
+        value = trial.suggest_float(
+            key, low, float(spec["high"]), log=bool(spec.get("log", False)), step=spec.get("step")
+        )
+    if spec.get("off") and value < float(spec["low"]):
+        return 0 if spec["type"] == "int" else 0.0
+    return value
 
 
 def trial_options(trial) -> dict[str, Any]:
     """The options a trial ran with: its searched values (a weight switched off is 0), by option name. Studies from
     before ``off`` existed kept only Optuna's parameters, which are then the options."""
     options = trial.user_attrs.get("options")
-    return dict(options) if options is not None else {k: v for k, v in trial.params.items() if OFF_SUFFIX not in k}
+    return dict(options) if options is not None else dict(trial.params)
 
 
 def fixed_from(spec: Any, default_storage: str) -> tuple[dict[str, Any], dict[str, Any]]:
