@@ -71,6 +71,9 @@ def test_a_study_runs_real_trials_and_writes_its_summary(glue_dir, mrpc_teacher,
     assert record["metrics"]["holdout"]["f1"] == best["value"]  # MRPC's main metric
     assert [p["epoch"] for p in record["curve"]] == [1.0, 2.0] and record["curve"][0]["eval_split"] == "holdout"
     assert "validation" in record["metrics"]  # dev is reported, not selected on
+    trials = sorted((tmp_path / "sweep").glob("trial-*"))
+    assert len(trials) == 3 and not any((t / "checkpoints").exists() for t in trials)  # never resumed: not kept
+    assert (tmp_path / "sweep" / f"trial-{best['number']}" / "model.safetensors").is_file()  # the model is
     assert set(summary["plots"]) == {"optimization_history.png", "param_importances.png"}
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert all(t.intermediate_values for t in study.trials)  # the per-epoch curve reached the pruner

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -574,7 +575,10 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
             if (last_epoch is None or point["epoch"] < last_epoch - 1e-6) and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {point['epoch']}")
 
-        record = run(run_config, on_evaluate=report)
+        try:
+            record = run(run_config, on_evaluate=report)
+        finally:  # a trial is never resumed (one stopped is run again in a new folder): its checkpoints go
+            shutil.rmtree(Path(options["output_dir"]) / "checkpoints", ignore_errors=True)
         return record["metrics"][split][metric]
 
     states = optuna.trial.TrialState
