@@ -174,15 +174,13 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
             out.append(row)
             continue
         sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-        errors = [
-            t.user_attrs.get("error", "")
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-        ]
+        trials = study.get_trials(deepcopy=False)
+        errors = [t.user_attrs.get("error", "") for t in trials if t.state == optuna.trial.TrialState.FAIL]
         row["failed"] = [e.split(":")[0] for e in errors if e and not e.startswith("KeyboardInterrupt")]
         row["stopped"] = len(errors) - len(row["failed"])  # stopped, or no heartbeat (a worker that died)
         row["worker_hours"] = sum(
             (t.datetime_complete - t.datetime_start).total_seconds() / 3600
-            for t in study.get_trials(deepcopy=False)
+            for t in trials
             if t.datetime_start is not None and t.datetime_complete is not None
         )
         best_value = None
@@ -221,8 +219,8 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
     2: on top of the stage-1 knobs it fixed), with ``chosen_from`` naming the study, trial and holdout value — and
     ``take``: for each task whose studies have all finished, the row with the best holdout score (the row a user
     should take; ``settled`` says how many of each task's studies have), a tie going to the row with fewer terms in
-    use (:func:`terms_in_use`; then the search's order) and the others named in ``tied_with``. A task not settled for a method has no
-    entry: the suite blocks that cell (``suite.method_row``)."""
+    use (:func:`terms_in_use`; then the search's order) and the others named in ``tied_with``. A task not settled
+    for a method has no entry: the suite blocks that cell (``suite.method_row``)."""
     recipe = load_recipe(recipe_path)
     if any("per_task" in (row or {}) for row in recipe["methods"].values()):
         raise SystemExit(f"--settle: {recipe_path} already has per-task settings; give the search's recipe")

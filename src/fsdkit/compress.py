@@ -277,8 +277,9 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
 
 def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pretrained: str | None) -> dict[str, Any]:
     """What makes a study's trials comparable, as :func:`fsdkit.sweep.claim_study` records it: the metric, the
-    teacher (its weights' sha256, or its name when it has no local weights), and the data and training options a student's score depends on (``data.<option>``,
-    ``training.<option>``), local paths made absolute so that a resume spelling them otherwise is the same study."""
+    teacher (its weights' sha256, or its name when it has no local weights), and the data and training options a
+    student's score depends on (``data.<option>``, ``training.<option>``), local paths made absolute so that a resume
+    spelling them otherwise is the same study."""
     from fsdkit.sweep import recorded_value
     from fsdkit.training.run_data import HOLDOUT
 
