@@ -1114,7 +1114,9 @@ def staged_search_section(
         "*Best so far* lists the best holdout score after each finished trial (– : pruned before any trial "
         "completed); **still rising** marks a study whose best improved in the last third of its budget: more "
         "trials might have found better settings. A failed trial (e.g. a FloatingPointError: the run diverged) or a "
-        "stopped one (its worker stopped or lost) is not one of the budget's: the study runs another in its place.",
+        "stopped one (its worker stopped or lost) is not one of the budget's: the study runs another in its place. "
+        "Nor is a repeat, a draw of options a trial has scored already (e.g. every weight off again): the same "
+        "deterministic run, not trained; an untried random draw runs in its place.",
         "",
     ]
     rows = []
@@ -1125,6 +1127,7 @@ def staged_search_section(
         failed = collections.Counter(s.get("failed") or ())
         notes += [f"{n} failed: {kind}" for kind, n in sorted(failed.items())]
         notes += [f"{s['stopped']} stopped"] if s.get("stopped") else []
+        notes += [f"{s['repeats']} repeat{'s' * (s['repeats'] > 1)} not run"] if s.get("repeats") else []
         state = f"{finished} of {s['budget']}" + (f" ({'; '.join(notes)})" if notes else "")
         best = s.get("best")
         series = " ".join("–" if v is None else f"{100 * v:.1f}" for v in s["best_so_far"])

@@ -126,7 +126,7 @@ def study_state(recipe: dict, stage: int, task: str, method: str) -> str:
     ``blocked`` (stage 2 before its stage-1 study is done) or ``open``."""
     import optuna
 
-    from fsdkit.sweep import _storage
+    from fsdkit.sweep import _storage, finished_trials
 
     section = recipe["search"][f"stage{stage}"]
     if stage == 2 and study_state(recipe, 1, task, section["fixed_from"]) != "done":
@@ -140,7 +140,7 @@ def study_state(recipe: dict, stage: int, task: str, method: str) -> str:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and queued again, not "under way"
     states = optuna.trial.TrialState
-    finished = len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
+    finished = len(finished_trials(study))  # repeats not counted
     running = len(study.get_trials(deepcopy=False, states=(states.RUNNING,)))
     if finished >= int(section["trials"]):
         return "done"
@@ -152,12 +152,13 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
     value of each finished trial in the order they finished (None: pruned), the best so far after each, the best
     trial (number, value, options) and whether the best still rose in the last third of the budget (a study that
     may not have converged); its failed trials, which the budget does not count: ``failed`` the exception type of
-    each that failed by itself (a run that diverged), ``stopped`` how many were stopped or lost their worker; its
+    each that failed by itself (a run that diverged), ``stopped`` how many were stopped or lost their worker;
+    ``repeats``, the trials that drew a run scored already (not counted: ``fsdkit.sweep.finished_trials``); its
     cost, ``worker_hours``, the wall time of every trial that ended (pruned, failed and stopped ones included). A
     study not yet created has no trials."""
     import optuna
 
-    from fsdkit.sweep import _storage, best_trial, budget_trials, trial_options
+    from fsdkit.sweep import _storage, best_trial, budget_trials, finished_trials, trial_options
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or storage_url(recipe)
@@ -167,7 +168,7 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
         budget = int(search[f"stage{stage}"]["trials"])
         row: dict[str, Any] = {"stage": stage, "task": task, "method": method, "budget": budget, "values": []}
         row.update(best_so_far=[], pruned=0, best=None, still_improving=False, study=study_name(recipe, task, method))
-        row.update(failed=[], stopped=0, worker_hours=0.0)
+        row.update(failed=[], stopped=0, repeats=0, worker_hours=0.0)
         try:
             study = optuna.load_study(study_name=row["study"], storage=_storage(storage, 60))
         except KeyError:
@@ -178,6 +179,8 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
         errors = [t.user_attrs.get("error", "") for t in trials if t.state == optuna.trial.TrialState.FAIL]
         row["failed"] = [e.split(":")[0] for e in errors if e and not e.startswith("KeyboardInterrupt")]
         row["stopped"] = len(errors) - len(row["failed"])  # stopped, or no heartbeat (a worker that died)
+        finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+        row["repeats"] = len(finished) - len(finished_trials(study))
         row["worker_hours"] = sum(
             (t.datetime_complete - t.datetime_start).total_seconds() / 3600
             for t in trials

@@ -165,23 +165,78 @@ def test_a_study_is_judged_on_its_first_trials_to_finish():
     (two workers each finishing a last one) does not count, even when it is better; ties go to the first."""
     from fsdkit.sweep import best_trial, budget_trials
 
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}  # a different draw each (the same one: a repeat)
     study = optuna.create_study(direction="maximize")
-    first, second = study.ask(), study.ask()
+    first, second = study.ask(x), study.ask(x)
     study.tell(second, 0.7)  # finishes first
-    pruned = study.ask()
+    pruned = study.ask(x)
     study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     study.tell(first, 0.8)
-    tie = study.ask()
+    tie = study.ask(x)
     study.tell(tie, 0.8)
-    extra = study.ask()
+    extra = study.ask(x)
     study.tell(extra, 0.99)  # the fifth to finish: beyond a budget of 4
     assert [t.number for t in budget_trials(study, 4)] == [1, 2, 0, 3]
     assert best_trial(study, 4).number == 0 and best_trial(study, 5).number == 4
     assert best_trial(study, 1).number == 1 and best_trial(optuna.create_study(), 3) is None
     low = optuna.create_study(direction="minimize")
     for value in (0.3, 0.1, 0.2):
-        low.tell(low.ask(), value)
+        low.tell(low.ask(x), value)
     assert best_trial(low, 2).value == 0.1
+
+
+def test_a_repeat_draw_is_not_trained_nor_counted_and_an_untried_draw_runs_instead():
+    """TPE redraws "off" once off scores best (and a categorical choice, often): such a trial has the options of a
+    trial scored already, the same deterministic run. ``repeat_of`` gives it that trial's score without training,
+    queues an untried draw for the next trial, and the budget (``finished_trials``) does not count it, so a study
+    of N trials trains N different runs; a study whose every draw has run stops. A repeat two workers trained side
+    by side is left out of the budget too, but a trial that repeats a *pruned* one counts (it may finish now)."""
+    from fsdkit.config import DistillConfig
+    from fsdkit.sweep import _check_distribution, _stop_at_budget, _suggest, budget_trials, optimize, repeat_of
+
+    space = {
+        "lambda_intra": _check_distribution(
+            DistillConfig, "lambda_intra", {"type": "float", "low": 1e-3, "high": 10.0, "log": True, "off": True}
+        ),
+        "temperature": _check_distribution(DistillConfig, "temperature", {"type": "categorical", "choices": [1, 2]}),
+    }
+    trained: list[tuple] = []
+
+    def objective(trial):  # as the sweep's objective, training replaced by a score where off is best
+        options = {key: _suggest(trial, key, spec) for key, spec in space.items()}
+        trial.set_user_attr("options", options)
+        earlier = repeat_of(trial.study, trial, space, options)
+        if earlier is not None:
+            return earlier.value
+        trained.append(tuple(sorted(options.items())))
+        return 1.0 if options.get("lambda_intra") == 0 else 0.5 + options["temperature"] / 10
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(n_startup_trials=2, seed=0))
+    optimize(study, objective, callbacks=[_stop_at_budget(12)])
+    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
+    assert repeats, "TPE drew no repeat: the test would not test anything"
+    assert len(trained) == len(set(trained)) == 12  # 12 different runs trained, the repeats besides them
+    assert len(study.trials) == 12 + len(repeats) and [t.number for t in budget_trials(study, 99)] == [
+        t.number for t in study.trials if t not in repeats
+    ]
+    for trial in repeats:
+        earlier = study.trials[trial.user_attrs["repeat_of"]]
+        assert earlier.user_attrs["options"] == trial.user_attrs["options"] and earlier.value == trial.value
+        queued = study.trials[trial.number + 1]  # the untried draw queued in its place is the next trial run
+        assert queued.system_attrs.get("fixed_params") and "repeat_of" not in queued.user_attrs
+
+    small = optuna.create_study(direction="maximize")
+    space = {"temperature": space["temperature"]}
+    optimize(small, objective, callbacks=[_stop_at_budget(5)], n_trials=20)  # two runs exist: then it stops
+    assert len(budget_trials(small, 5)) == 2 and len(small.trials) <= 4
+
+    side_by_side = optuna.create_study(direction="maximize")
+    states = optuna.trial.TrialState
+    for options, value, state in (({"w": 0.0}, None, states.PRUNED), ({"w": 0.0}, 0.7, states.COMPLETE)) * 2:
+        trial = side_by_side.ask()
+        trial.set_user_attr("options", options)
+        side_by_side.tell(trial, value, state=state)
+    assert [t.number for t in budget_trials(side_by_side, 4)] == [0, 1]  # #2 and #3 repeat #1 (complete)
 
 
 def test_a_stopped_worker_queues_its_trial_again_with_the_same_parameters(tmp_path):
@@ -347,11 +402,20 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
         **{k: v for k, v in spec["space"]["lambda-intra"].items() if k != "off"},
         **yaml.safe_load("{off: true}"),
     }  # as a space file gives it
+    spec["trials"] = 3
     study = optuna.create_study(study_name="stage2", storage=storage, direction="maximize")
     study.enqueue_trial({"lambda_intra": 5e-4})  # the decade below the range: off
     study.enqueue_trial({"lambda_intra": 2.5})
+    study.enqueue_trial({"lambda_intra": 2e-4})  # off again: the same run as trial 0
     two = sweep(spec, storage=storage, output_dir=str(tmp_path / "stage2"), study_name="stage2", startup_trials=1)
     assert two["fixed_from"]["study"] == "stage1" and two["fixed_from"]["options"] == one["best"]["options"]
+    # the repeat is not trained nor counted: it takes trial 0's score, and an untried draw runs in its place
+    stored = optuna.load_study(study_name="stage2", storage=storage)
+    repeat = stored.trials[2]
+    assert repeat.user_attrs["repeat_of"] == 0 and repeat.value == stored.trials[0].value
+    assert not (tmp_path / "stage2" / "trial-2").exists() and (tmp_path / "stage2" / "trial-3").is_dir()
+    assert two["trials"]["complete"] + two["trials"]["pruned"] == 4 and two["trials"]["repeats"] == 1
+    assert stored.trials[3].user_attrs["options"]["lambda_intra"] not in (0.0, 2.5)
     weights = []
     for trial in (0, 1):
         record = json.loads((tmp_path / "stage2" / f"trial-{trial}" / "fsdkit_run.json").read_text())
@@ -361,8 +425,7 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
         logged = {key for entry in record["losses_by_epoch"] for key in entry}
         assert "loss_kd" in logged and ("loss_intra" in logged) == (trial == 1)
     assert weights == [0.0, 2.5]
-    stored = optuna.load_study(study_name="stage2", storage=storage)
-    assert [t.user_attrs["options"]["lambda_intra"] for t in stored.trials] == [0.0, 2.5]
+    assert [t.user_attrs["options"]["lambda_intra"] for t in stored.trials][:3] == [0.0, 2.5, 0.0]
     # a space that also sets a fixed option, or a typo in a space entry, is refused before any trial
     with pytest.raises(ConfigError, match=r"come from study 'stage1'; do not also set them"):
         sweep(

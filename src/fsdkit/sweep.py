@@ -14,7 +14,9 @@ lives in an Optuna storage (SQLite file or any RDB URL), so:
 The study's budget is its first ``trials`` finished trials, in the order they finished (:func:`budget_trials`):
 its best trial is the best of those. Should workers finish more between them (a worker that died mid-trial and
 was replaced), the extra trials are not considered, so studies compared at one budget are judged on as many
-trials each.
+trials each. A trial that draws the options of a trial already scored (a weight "off" again, a categorical
+choice) is the same deterministic run: it is not trained, takes that trial's score (marked ``repeat_of``), is
+not counted, and an untried draw is queued in its place (:func:`repeat_of`).
 
 Every worker writes ``summary.json`` (best trial, its parameters and command line, counts) and, with matplotlib,
 ``optimization_history.png`` and ``param_importances.png`` into ``OUTPUT_DIR`` when it stops.
@@ -203,6 +205,12 @@ def _suggest(trial, key: str, spec: dict[str, Any]):
         value = trial.suggest_float(
             key, low, float(spec["high"]), log=bool(spec.get("log", False)), step=spec.get("step")
         )
+    return _option_value(spec, value)
+
+
+def _option_value(spec: dict[str, Any], value: Any) -> Any:
+    """The option a drawn parameter ``value`` runs with: 0 for a draw below the range of a weight searched with
+    ``off``, else the value."""
     if spec.get("off") and value < float(spec["low"]):
         return 0 if spec["type"] == "int" else 0.0
     return value
@@ -213,6 +221,84 @@ def trial_options(trial) -> dict[str, Any]:
     before ``off`` existed kept only Optuna's parameters, which are then the options."""
     options = trial.user_attrs.get("options")
     return dict(options) if options is not None else dict(trial.params)
+
+
+def _same_run(options: dict[str, Any]) -> tuple:
+    return tuple(sorted(options.items()))
+
+
+def finished_trials(study) -> list:
+    """The study's finished (complete or pruned) trials in the order they finished, without the repeats: a trial
+    whose options (:func:`trial_options`) are those of a complete trial that finished before it is the same run (a
+    run is deterministic: same options, same seed), scored already — e.g. a weight drawn "off" again after "off"
+    scored best. :func:`repeat_of` does not train such a trial; one two workers trained side by side is left out
+    here all the same."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    finished = sorted(
+        study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)),
+        key=lambda t: (t.datetime_complete, t.number),
+    )
+    scored: set[tuple] = set()
+    out = []
+    for trial in finished:
+        run = _same_run(trial_options(trial))
+        if run in scored:
+            continue
+        out.append(trial)
+        if trial.state == states.COMPLETE:
+            scored.add(run)
+    return out
+
+
+def repeat_of(study, trial, space: dict[str, Any], options: dict[str, Any]):
+    """The complete trial of ``study`` that ran ``options`` already, or None. Then ``trial`` is a repeat: the caller
+    returns that trial's value instead of training (it records ``repeat_of``, and :func:`finished_trials` leaves it
+    out of the budget), and a draw of ``space`` no complete trial has run is queued for the next trial — a random one
+    (seeded by the trial's number), because the sampler, having just seen the repeat score as well again, would
+    likely draw it once more. When the space has no untried draw left (a small discrete one), the study stops."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    complete = sorted(
+        study.get_trials(deepcopy=False, states=(states.COMPLETE,)), key=lambda t: (t.datetime_complete, t.number)
+    )
+    scored: dict[tuple, Any] = {}
+    for done in complete:
+        scored.setdefault(_same_run(trial_options(done)), done)
+    earlier = scored.get(_same_run(options))
+    if earlier is None:
+        return None
+    trial.set_user_attr("repeat_of", earlier.number)
+    sampler = optuna.samplers.RandomSampler(seed=trial.number)
+    for _ in range(100):
+        params = {
+            name: sampler.sample_independent(study, trial, name, distribution)
+            for name, distribution in trial.distributions.items()
+        }
+        if _same_run({key: _option_value(spec, params[key]) for key, spec in space.items()}) not in scored:
+            study.enqueue_trial(params)
+            break
+    else:
+        logger.warning("fsdkit sweep: study %r has run every draw of its space; it stops", study.study_name)
+        study.stop()
+    return earlier
+
+
+def _stop_at_budget(trials: int):
+    """A callback that stops the study once ``trials`` trials have finished (:func:`finished_trials`: repeats not
+    counted) or are under way — two workers do not both start the study's last trial. A waiting trial (enqueued by
+    the user, a dead worker's trial queued for retry, an untried draw queued after a repeat) does not count: the next
+    trial a worker asks for is it."""
+    import optuna
+
+    def stop(study, _trial) -> None:
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if len(finished_trials(study)) + len(running) >= trials:
+            study.stop()
+
+    return stop
 
 
 def fixed_from(spec: Any, default_storage: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -561,8 +647,11 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
 
     def objective(trial) -> float:
         params = {key: _suggest(trial, key, spec) for key, spec in space.items()}
-        options = {**base, **params, "output_dir": str(out / f"trial-{trial.number}"), "progress": False}
         trial.set_user_attr("options", params)
+        earlier = repeat_of(study, trial, space, params)
+        if earlier is not None:  # the same run, scored already: not trained, not counted (finished_trials)
+            return earlier.value
+        options = {**base, **params, "output_dir": str(out / f"trial-{trial.number}"), "progress": False}
         trial.set_user_attr("command", command_line(config.command, options))
         trial.set_user_attr("output_dir", options["output_dir"])
 
@@ -581,25 +670,15 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
             shutil.rmtree(Path(options["output_dir"]) / "checkpoints", ignore_errors=True)
         return record["metrics"][split][metric]
 
-    states = optuna.trial.TrialState
-    finished = (states.COMPLETE, states.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < config.trials:
-        # a trial under way counts: two workers do not both start the study's last trial. A waiting trial (enqueued
-        # by the user, or a dead worker's trial queued for retry) does not: the next trial a worker asks for is it
-        started = optuna.study.MaxTrialsCallback(config.trials, states=(*finished, states.RUNNING))
-        optimize(study, objective, callbacks=[started], catch=(FloatingPointError,))
+    if len(finished_trials(study)) < config.trials:
+        optimize(study, objective, callbacks=[_stop_at_budget(config.trials)], catch=(FloatingPointError,))
     return write_summary(study, config, out)
 
 
 def budget_trials(study, trials: int) -> list:
-    """The study's first ``trials`` finished (complete or pruned) trials, in the order they finished."""
-    import optuna
-
-    finished = study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    )
-    return sorted(finished, key=lambda t: (t.datetime_complete, t.number))[:trials]
+    """The study's first ``trials`` finished (complete or pruned) trials, in the order they finished, repeats not
+    counted (:func:`finished_trials`)."""
+    return finished_trials(study)[:trials]
 
 
 def best_trial(study, trials: int):
@@ -619,6 +698,7 @@ def write_summary(study, config: SweepConfig, out: Path) -> dict[str, Any]:
     states = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     count = {state.name.lower(): sum(t.state == state for t in trials) for state in states}
+    count["repeats"] = count["complete"] + count["pruned"] - len(finished_trials(study))  # not trained, not counted
     summary: dict[str, Any] = {
         "study_name": config.study_name,
         "storage": config.storage,

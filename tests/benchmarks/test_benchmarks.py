@@ -913,7 +913,7 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
     assert staged.study_state(recipe, 2, "stsb", "fsdi") == "blocked"
     study = optuna.create_study(study_name="v3-stsb-vkd", storage=staged.storage_url(recipe), direction="maximize")
     for value in range(8):
-        study.tell(study.ask(), float(value))
+        study.tell(study.ask({"alpha": optuna.distributions.FloatDistribution(0, 1)}), float(value))
     assert staged.study_state(recipe, 1, "stsb", "vkd") == "done"
     assert staged.study_state(recipe, 2, "stsb", "fsdi") == "open"
 
@@ -953,7 +953,8 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
 
     study("v3-stsb-vkd", [0.5, 0.7, None], [{**knobs, "alpha": a} for a in (0.1, 0.3, 0.9)])
     study("v3-stsb-nds", [0.6, 0.6, 0.8], [{"learning_rate": lr} for lr in (1e-5, 2e-5, 3e-5)])
-    study("v3-stsb-fsdi", [0.65, 0.75, 0.7], [{"lambda_intra": w} for w in (1.0, 0.0, 10.0)], fixed=knobs)
+    weights = (1.0, 0.0, 10.0, 0.0)  # the last: off again, a repeat of trial 1 (not counted)
+    study("v3-stsb-fsdi", [0.65, 0.75, 0.7, 0.75], [{"lambda_intra": w} for w in weights], fixed=knobs)
     study("v3-mrpc-vkd", [0.9], [knobs])  # 1 of 3: not settled
     lost = optuna.create_study(study_name="v3-mrpc-nds", storage=storage, direction="maximize")
     start = datetime.datetime(2026, 12, 7, 8, 0)
@@ -983,6 +984,7 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     assert not progress["stsb", "vkd"]["still_improving"] and progress["stsb", "nds"]["still_improving"]
     assert progress["mrpc", "vkd"]["values"] == [0.9] and not progress["mrpc", "vkd"]["done"]
     assert progress["mrpc", "fsdi"]["values"] == [] and progress["mrpc", "fsdi"]["best"] is None
+    assert progress["stsb", "fsdi"]["values"] == [0.65, 0.75, 0.7] and progress["stsb", "fsdi"]["repeats"] == 1
 
     table = staged.settle(path, tmp_path / "table.yaml")
     fsdi = table["methods"]["fsdi"]["per_task"]["stsb"]
@@ -1017,6 +1019,7 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     assert "by task: STSB 0.0, MRPC 0.5; 0.5 in all" in text
     vkd_row = "| STSB | 1 | VKD | 3 of 3 (1 pruned; 1 failed: FloatingPointError; 1 stopped) | Pearson 70.00 (#1) |"
     assert vkd_row + " 50.0 70.0 70.0 | 0.0 |  |" in text
+    assert "| STSB | 2 | FSDI | 3 of 3 (1 repeat not run) | Pearson 75.00 (#1) |" in text
     assert "![best so far, STSB](v3-search/stsb.png)" in text
     plots = report_mod.plot_best_so_far(list(progress.values()), tmp_path / "plots")
     assert sorted(plots) == ["mrpc", "stsb"] and all(p.stat().st_size > 0 for p in plots.values())
