@@ -1127,7 +1127,7 @@ def staged_search_section(
         failed = collections.Counter(s.get("failed") or ())
         notes += [f"{n} failed: {kind}" for kind, n in sorted(failed.items())]
         notes += [f"{s['stopped']} stopped"] if s.get("stopped") else []
-        notes += [f"{s['repeats']} repeat{'s' * (s['repeats'] > 1)} not run"] if s.get("repeats") else []
+        notes += [f"{s['repeats']} repeat{'s' * (s['repeats'] > 1)} not counted"] if s.get("repeats") else []
         state = f"{finished} of {s['budget']}" + (f" ({'; '.join(notes)})" if notes else "")
         best = s.get("best")
         series = " ".join("–" if v is None else f"{100 * v:.1f}" for v in s["best_so_far"])

@@ -136,8 +136,9 @@ def test_parallel_workers_share_a_study_and_a_killed_one_is_resumed(glue_dir, mr
 
 
 def test_the_pruner_never_decides_on_the_first_epoch():
-    """Median pruning from the second epoch on, once the start-up trials have completed: a trial far below the others
-    after epoch 1 goes on (many good trials still predict one class then); the same value at epoch 2 stops it."""
+    """Median pruning from the second epoch on, once the start-up trials have completed and as many curves reached
+    the epoch (a repeat completes without one): a trial far below the others after epoch 1 goes on (many good trials
+    still predict one class then); the same value at epoch 2 stops it."""
     from fsdkit.sweep import _pruner
 
     study = optuna.create_study(direction="maximize", pruner=_pruner("median", 2))
@@ -152,6 +153,10 @@ def test_the_pruner_never_decides_on_the_first_epoch():
     late = early.ask()
     late.report(0.6, 1), late.report(0.6, 2)
     assert not late.should_prune()  # one completed trial of the 2 start-up ones: no yardstick yet
+    early.tell(early.ask(), 0.85)  # a repeat (repeat_of): complete, but trained no curve
+    late = early.ask()
+    late.report(0.6, 1), late.report(0.6, 2)
+    assert not late.should_prune()  # still one curve at epoch 2
     trial = study.ask()
     trial.report(0.6, 1)
     assert not trial.should_prune()
@@ -189,10 +194,19 @@ def test_a_repeat_draw_is_not_trained_nor_counted_and_an_untried_draw_runs_inste
     """TPE redraws "off" once off scores best (and a categorical choice, often): such a trial has the options of a
     trial scored already, the same deterministic run. ``repeat_of`` gives it that trial's score without training,
     queues an untried draw for the next trial, and the budget (``finished_trials``) does not count it, so a study
-    of N trials trains N different runs; a study whose every draw has run stops. A repeat two workers trained side
-    by side is left out of the budget too, but a trial that repeats a *pruned* one counts (it may finish now)."""
+    of N trials trains N different runs — in a discrete space too, whose untried draws come from its grid (a sweep
+    refuses one of fewer runs than its trials). A repeat two workers trained side by side is left out of the budget
+    too, but a trial that repeats a *pruned* one counts (it may finish now)."""
     from fsdkit.config import DistillConfig
-    from fsdkit.sweep import _check_distribution, _stop_at_budget, _suggest, budget_trials, optimize, repeat_of
+    from fsdkit.sweep import (
+        _check_distribution,
+        _stop_at_budget,
+        _suggest,
+        budget_trials,
+        distinct_runs,
+        optimize,
+        repeat_of,
+    )
 
     space = {
         "lambda_intra": _check_distribution(
@@ -224,11 +238,27 @@ def test_a_repeat_draw_is_not_trained_nor_counted_and_an_untried_draw_runs_inste
         assert earlier.user_attrs["options"] == trial.user_attrs["options"] and earlier.value == trial.value
         queued = study.trials[trial.number + 1]  # the untried draw queued in its place is the next trial run
         assert queued.system_attrs.get("fixed_params") and "repeat_of" not in queued.user_attrs
+        assert all(t.user_attrs["options"] != queued.user_attrs["options"] for t in study.trials[: queued.number])
 
-    small = optuna.create_study(direction="maximize")
-    space = {"temperature": space["temperature"]}
-    optimize(small, objective, callbacks=[_stop_at_budget(5)], n_trials=20)  # two runs exist: then it stops
-    assert len(budget_trials(small, 5)) == 2 and len(small.trials) <= 4
+    # a discrete space: the untried draws come from its grid, so a budget of every run it holds trains them all
+    space = {
+        "temperature": space["temperature"],
+        "beta_pkd": _check_distribution(
+            DistillConfig, "beta_pkd", {"type": "float", "low": 1.0, "high": 3.0, "step": 1.0, "off": True}
+        ),
+    }
+    assert distinct_runs(space) == 8 and distinct_runs({**space, "lambda_intra": {"type": "float"}}) is None
+    trained.clear()
+    grid = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(n_startup_trials=2, seed=1))
+    optimize(grid, objective, callbacks=[_stop_at_budget(8)])
+    assert len(set(trained)) == len(trained) == 8 and len(budget_trials(grid, 99)) == 8
+    assert sorted({dict(r)["beta_pkd"] for r in trained}) == [0.0, 1.0, 2.0, 3.0]
+    assert any("repeat_of" in t.user_attrs for t in grid.trials)  # TPE redrew runs: the grid's untried ones ran
+    with pytest.raises(ConfigError, match="holds 8 different runs .* fewer than --trials 9: .* give --trials 8"):
+        sweep(
+            {"command": "distill", "base": {"task": "mrpc", "method": "pkd"}, "space": space, "trials": 9},
+            output_dir="unused",
+        )
 
     side_by_side = optuna.create_study(direction="maximize")
     states = optuna.trial.TrialState

@@ -9,7 +9,8 @@ lives in an Optuna storage (SQLite file or any RDB URL), so:
   trial whose worker died (no heartbeat for 3 intervals) is marked failed and retried with its parameters;
 - several workers — processes on one machine sharing a SQLite file, or machines sharing a PostgreSQL/MySQL
   database — run the same command and share the study; a worker starts no trial once the study has ``trials``
-  trials finished (complete or pruned) or under way, and stops when it has ``trials`` finished.
+  trials finished (complete or pruned; repeats not counted, see below) or under way, and stops when it has
+  ``trials`` finished.
 
 The study's budget is its first ``trials`` finished trials, in the order they finished (:func:`budget_trials`):
 its best trial is the best of those. Should workers finish more between them (a worker that died mid-trial and
@@ -252,12 +253,45 @@ def finished_trials(study) -> list:
     return out
 
 
+def _grid(space: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Every draw of a space whose distributions are all discrete (categorical, int, stepped float), as Optuna
+    parameters — for a weight with ``off``, one draw below the range stands for off — or None when one is
+    continuous."""
+    import itertools
+
+    values = []
+    for spec in space.values():
+        if spec["type"] == "categorical":
+            values.append(list(spec["choices"]))
+            continue
+        if spec["type"] == "float" and spec.get("step") is None:
+            return None
+        step = float(spec.get("step") or 1)
+        low = _off_below(spec) if spec.get("off") else float(spec["low"])
+        count = int((float(spec["high"]) - low) / step + 1e-9) + 1
+        draws = [low + k * step for k in range(count)]
+        values.append([int(d) for d in draws] if spec["type"] == "int" else draws)
+    return [dict(zip(space, draw, strict=True)) for draw in itertools.product(*values)]
+
+
+def distinct_runs(space: dict[str, Any]) -> int | None:
+    """How many different runs a fully discrete space holds (off counted once), or None when one is continuous."""
+    grid = _grid(space)
+    if grid is None:
+        return None
+    return len({_same_run({key: _option_value(space[key], value) for key, value in draw.items()}) for draw in grid})
+
+
 def repeat_of(study, trial, space: dict[str, Any], options: dict[str, Any]):
     """The complete trial of ``study`` that ran ``options`` already, or None. Then ``trial`` is a repeat: the caller
     returns that trial's value instead of training (it records ``repeat_of``, and :func:`finished_trials` leaves it
-    out of the budget), and a draw of ``space`` no complete trial has run is queued for the next trial — a random one
-    (seeded by the trial's number), because the sampler, having just seen the repeat score as well again, would
-    likely draw it once more. When the space has no untried draw left (a small discrete one), the study stops."""
+    out of the budget), and a draw of ``space`` that no trial has run, runs or waits for is queued for the next trial
+    — a random one (seeded by the trial's number; of the grid's untried draws when the space is discrete), because
+    the sampler, having just seen the repeat score as well again, would likely draw it once more. A sweep refuses a
+    discrete space of fewer runs than its trials (:func:`distinct_runs`), so an untried draw is left while the
+    budget is not."""
+    import random
+
     import optuna
 
     states = optuna.trial.TrialState
@@ -271,18 +305,28 @@ def repeat_of(study, trial, space: dict[str, Any], options: dict[str, Any]):
     if earlier is None:
         return None
     trial.set_user_attr("repeat_of", earlier.number)
-    sampler = optuna.samplers.RandomSampler(seed=trial.number)
-    for _ in range(100):
-        params = {
-            name: sampler.sample_independent(study, trial, name, distribution)
-            for name, distribution in trial.distributions.items()
-        }
-        if _same_run({key: _option_value(spec, params[key]) for key, spec in space.items()}) not in scored:
+
+    def run_of(params: dict[str, Any]) -> tuple:
+        return _same_run({key: _option_value(spec, params[key]) for key, spec in space.items() if key in params})
+
+    pending = study.get_trials(deepcopy=False, states=(states.RUNNING, states.WAITING))
+    taken = set(scored) | {run_of(t.system_attrs.get("fixed_params") or t.params) for t in pending}
+    grid = _grid(space)
+    if grid is not None:
+        untried = [draw for draw in grid if run_of(draw) not in taken]
+        draws = iter([random.Random(trial.number).choice(untried)] if untried else [])
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=trial.number)
+        draws = (
+            {name: sampler.sample_independent(study, trial, name, dist) for name, dist in trial.distributions.items()}
+            for _ in range(100)
+        )
+    for params in draws:
+        if run_of(params) not in taken:
             study.enqueue_trial(params)
             break
     else:
-        logger.warning("fsdkit sweep: study %r has run every draw of its space; it stops", study.study_name)
-        study.stop()
+        logger.warning("fsdkit sweep: study %r found no untried draw of its space to queue", study.study_name)
     return earlier
 
 
@@ -426,7 +470,8 @@ def optimize(study, objective: Callable[..., Any], **kwargs) -> None:
 
 
 def _pruner(name: str, startup_trials: int):
-    """The study's pruner: the median rule once ``startup_trials`` trials have completed, or none.
+    """The study's pruner: the median rule once ``startup_trials`` trials have completed (and as many reported the
+    epoch judged: a repeat, :func:`repeat_of`, completes without a curve), or none.
 
     The median of fewer completed trials is a poor yardstick: with one, every trial below it at some epoch is stopped
     (a 6-trial MRPC study pruned 6 of 7 that way, on a 367-example holdout where a point is 4 examples). Steps are
@@ -438,7 +483,10 @@ def _pruner(name: str, startup_trials: int):
 
     if name != "median":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=2)
+    # n_min_trials: the median of an epoch needs as many curves that reached it (a repeat, not trained, has none)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=startup_trials, n_warmup_steps=2, n_min_trials=max(1, startup_trials)
+    )
 
 
 def _creation_lock(url: str):
@@ -608,6 +656,12 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
             )
         base_given.update(fixed)
     base, space = check_space(config.command, base_given, config.space)
+    runs = distinct_runs(space)
+    if runs is not None and runs < config.trials:
+        raise ConfigError(
+            f"the sweep space holds {runs} different runs (every option discrete), fewer than --trials "
+            f"{config.trials}: the other trials would repeat them; give --trials {runs} or a larger space"
+        )
     run_options = make_config(COMMANDS[config.command], base)  # every trial's options but the searched ones
     task, _ = resolve_task_data(run_options)  # a registry task or your own data
     metric = task.metric(config.metric)

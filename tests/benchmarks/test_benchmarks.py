@@ -1019,7 +1019,7 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     assert "by task: STSB 0.0, MRPC 0.5; 0.5 in all" in text
     vkd_row = "| STSB | 1 | VKD | 3 of 3 (1 pruned; 1 failed: FloatingPointError; 1 stopped) | Pearson 70.00 (#1) |"
     assert vkd_row + " 50.0 70.0 70.0 | 0.0 |  |" in text
-    assert "| STSB | 2 | FSDI | 3 of 3 (1 repeat not run) | Pearson 75.00 (#1) |" in text
+    assert "| STSB | 2 | FSDI | 3 of 3 (1 repeat not counted) | Pearson 75.00 (#1) |" in text
     assert "![best so far, STSB](v3-search/stsb.png)" in text
     plots = report_mod.plot_best_so_far(list(progress.values()), tmp_path / "plots")
     assert sorted(plots) == ["mrpc", "stsb"] and all(p.stat().st_size > 0 for p in plots.values())
