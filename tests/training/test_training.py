@@ -266,3 +266,26 @@ def test_losses_by_epoch_averages_each_logged_term_and_part_per_epoch():
         {"epoch": 1, "loss": 3.0, "loss_global": 2.0, "loss_global_distance": 1.5},
         {"epoch": 2, "loss": 1.0, "loss_global": 0.5, "loss_global_distance": 0.25},
     ]
+
+
+def test_a_term_at_weight_zero_is_not_built_so_the_run_is_the_method_without_it(glue_dir, mrpc_teacher, tmp_path):
+    """A sweep's "off" nests a method's parts: MiniLM at weight 0 trains exactly as VKD (a built MiniLM term switched
+    both models to eager attention), and FSD with λ_L = λ_G = 0 exactly as FSDI (a built local term asked for
+    batches of 2 or more: the last, short batch was dropped); the record still lists the term at weight 0."""
+    options = small(glue_dir, teacher=str(mrpc_teacher), max_train_samples=45, epochs=1, relation_every=0)
+    pairs = {
+        "minilm": ({"method": "vkd"}, {"method": "minilm", "lambda_minilm": 0.0}),
+        "fsd": (
+            {"method": "fsdi", "lambda_intra": 3.0},
+            {"method": "fsd", "lambda_intra": 3.0, "lambda_local": 0.0, "lambda_global": 0.0, "memory_clusters": 4},
+        ),
+    }
+    for name, (part, off) in pairs.items():
+        records = [distill(**options, **o, output_dir=str(tmp_path / f"{name}-{i}")) for i, o in enumerate((part, off))]
+        assert records[0]["global_steps"] == records[1]["global_steps"] == 6, (
+            name
+        )  # 45 rows: 5 batches of 8 and one of 5
+        weights = [load_file(tmp_path / f"{name}-{i}" / "model.safetensors") for i in (0, 1)]
+        assert weights[0].keys() == weights[1].keys()
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), name
+        assert {t["label"]: t["weight"] for t in records[1]["terms"]}.get("local" if name == "fsd" else "minilm") == 0

@@ -17,7 +17,7 @@ Adding a method of your own::
                            lambda o, c: vkd_terms(o) + [TermSpec("toy", o.lambda_toy)]))
 """
 
-from fsdkit.methods.base import Method, TermSpec, extra_term_specs
+from fsdkit.methods.base import Method, TermSpec, extra_term_specs, in_use
 from fsdkit.methods.fsd import vkd_terms
 from fsdkit.methods.parts import (
     KD,
@@ -68,6 +68,7 @@ __all__ = [
     "all_settings",
     "extra_term_specs",
     "get_method",
+    "in_use",
     "method_options",
     "methods_with",
     "not_a_setting",

@@ -34,6 +34,14 @@ class TermSpec:
         self.label = self.label or self.name
 
 
+def in_use(specs: list[TermSpec]) -> list[TermSpec]:
+    """The terms a run builds and computes: those of weight ≠ 0. A term at weight 0 (a sweep's "off") is not built:
+    it asks for no features, no teacher-cache entries, no batch size and no attention implementation, so the run is
+    exactly the method without it (MiniLM at weight 0 is VKD, FSD with λ_L = λ_G = 0 is FSDI). The run record still
+    lists it, at weight 0."""
+    return [spec for spec in specs if spec.weight != 0]
+
+
 def one_stage(options: Any, config: Any) -> int:
     return 1
 

@@ -40,7 +40,7 @@ from fsdkit.data import TaskSpec, make_collator
 from fsdkit.data.encode import TwoTokenizerCollator
 from fsdkit.errors import ConfigError, ModelError
 from fsdkit.losses import TermContext, build_term
-from fsdkit.methods import Staged, TermSpec, get_method, run_terms
+from fsdkit.methods import Staged, TermSpec, get_method, in_use, run_terms
 from fsdkit.models.architecture import count_parameters
 from fsdkit.run_record import RunRecord
 from fsdkit.training.checkpoints import resume_checkpoint
@@ -212,9 +212,11 @@ def _prepare(setup: RunSetup) -> PreparedRun:
 
 
 def _build_terms(setup: RunSetup) -> nn.ModuleDict:
-    """The run's loss terms by label; models whose attention maps a term reads switch to eager attention, and a
-    term that compares the samples of a batch checks the batch size."""
-    built: dict[str, LossTerm] = {spec.label: build_term(spec.name, setup.ctx, spec.options) for spec in setup.specs}
+    """The run's loss terms by label, those of weight ≠ 0 (:func:`fsdkit.methods.in_use`); models whose attention
+    maps a term reads switch to eager attention, and a term that compares the samples of a batch checks the batch
+    size."""
+    specs = in_use(setup.specs)
+    built: dict[str, LossTerm] = {spec.label: build_term(spec.name, setup.ctx, spec.options) for spec in specs}
     terms = nn.ModuleDict(built)
     if any(term.request().attentions for term in built.values()):
         # attention maps are only returned by the eager implementation; a cached teacher's are recomputed from its
@@ -222,7 +224,7 @@ def _build_terms(setup: RunSetup) -> nn.ModuleDict:
         for m in (setup.model, None if getattr(setup.config, "teacher_cache", None) else setup.teacher):
             if m is not None:
                 cast("PreTrainedModel", m).set_attn_implementation("eager")
-    for spec in setup.specs:
+    for spec in specs:
         if built[spec.label].min_batch_size > setup.config.batch_size:
             raise ConfigError(
                 f"loss '{spec.label}' compares the samples of a batch and needs --batch-size ≥ "

@@ -28,7 +28,7 @@ from fsdkit.errors import NonFiniteError
 from fsdkit.features import FeatureRequest, Features, forward_features, teacher_view
 from fsdkit.losses.base import LossTerm
 from fsdkit.losses.similarities import deferred_checks
-from fsdkit.methods import STAGE_LR_SCHEDULES, TermSpec
+from fsdkit.methods import STAGE_LR_SCHEDULES, TermSpec, in_use
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer
@@ -144,7 +144,7 @@ class DistillationTrainer(Trainer):
     ):
         if stage_lr not in STAGE_LR_SCHEDULES:
             raise ValueError(f"stage_lr must be one of {STAGE_LR_SCHEDULES}, got {stage_lr!r}")
-        self.term_specs = list(term_specs)
+        self.term_specs = in_use(list(term_specs))  # a term at weight 0 is not computed (nor, by fsdkit's runs, built)
         terms = cast("dict[str, LossTerm]", dict(model.terms.items()))  # a ModuleDict of LossTerms
         if teacher is None and any(terms[s.label].needs_teacher for s in self.term_specs):
             needing = [s.label for s in self.term_specs if terms[s.label].needs_teacher]
@@ -210,7 +210,7 @@ class DistillationTrainer(Trainer):
         return [
             (spec, cast(LossTerm, model.terms[spec.label]))
             for spec in self.term_specs
-            if spec.weight != 0 and (spec.stages is None or stage in spec.stages)
+            if spec.stages is None or stage in spec.stages
         ]
 
     def _tracking_now(self) -> bool:
