@@ -271,13 +271,14 @@ def test_losses_by_epoch_averages_each_logged_term_and_part_per_epoch():
 def test_a_term_at_weight_zero_is_not_built_so_the_run_is_the_method_without_it(glue_dir, mrpc_teacher, tmp_path):
     """A sweep's "off" nests a method's parts: MiniLM at weight 0 trains exactly as VKD (a built MiniLM term switched
     both models to eager attention), and FSD with λ_L = λ_G = 0 exactly as FSDI (a built local term asked for
-    batches of 2 or more: the last, short batch was dropped); the record still lists the term at weight 0."""
+    batches of 2 or more: the last, short batch was dropped), without a teacher memory for its global term; the
+    record still lists the terms at weight 0, and their names and options are still checked."""
     options = small(glue_dir, teacher=str(mrpc_teacher), max_train_samples=45, epochs=1, relation_every=0)
     pairs = {
         "minilm": ({"method": "vkd"}, {"method": "minilm", "lambda_minilm": 0.0}),
         "fsd": (
             {"method": "fsdi", "lambda_intra": 3.0},
-            {"method": "fsd", "lambda_intra": 3.0, "lambda_local": 0.0, "lambda_global": 0.0, "memory_clusters": 4},
+            {"method": "fsd", "lambda_intra": 3.0, "lambda_local": 0.0, "lambda_global": 0.0},
         ),
     }
     for name, (part, off) in pairs.items():
@@ -289,3 +290,6 @@ def test_a_term_at_weight_zero_is_not_built_so_the_run_is_the_method_without_it(
         assert weights[0].keys() == weights[1].keys()
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), name
         assert {t["label"]: t["weight"] for t in records[1]["terms"]}.get("local" if name == "fsd" else "minilm") == 0
+    assert not (tmp_path / "fsd-1" / "memory").exists()  # λ_G = 0: no teacher memory built for a term not built
+    with pytest.raises(ConfigError, match="unknown loss 'minlm'"):  # a term at weight 0 is still checked
+        distill(**options, method="vkd", losses=[{"name": "minlm", "weight": 0}], output_dir=str(tmp_path / "typo"))

@@ -8,7 +8,7 @@ The names below are imported on first use, so that a torch-free submodule (``fsd
 method presets read) does not pull in torch, and ``import fsdkit.losses.similarities`` does not import every term.
 """
 
-__all__ = ["TERMS", "LossTerm", "TermContext", "build_term", "register_term"]
+__all__ = ["TERMS", "LossTerm", "TermContext", "build_term", "register_term", "term_class"]
 
 _HOMES = {
     "LossTerm": "fsdkit.losses.base",
@@ -16,6 +16,7 @@ _HOMES = {
     "register_term": "fsdkit.losses.registry",
     "TERMS": "fsdkit.losses.catalog",
     "build_term": "fsdkit.losses.catalog",
+    "term_class": "fsdkit.losses.catalog",
 }
 
 

@@ -39,7 +39,7 @@ from fsdkit.config import (
 from fsdkit.data import TaskSpec, make_collator
 from fsdkit.data.encode import TwoTokenizerCollator
 from fsdkit.errors import ConfigError, ModelError
-from fsdkit.losses import TermContext, build_term
+from fsdkit.losses import TermContext, build_term, term_class
 from fsdkit.methods import Staged, TermSpec, get_method, in_use, run_terms
 from fsdkit.models.architecture import count_parameters
 from fsdkit.run_record import RunRecord
@@ -215,6 +215,8 @@ def _build_terms(setup: RunSetup) -> nn.ModuleDict:
     """The run's loss terms by label, those of weight ≠ 0 (:func:`fsdkit.methods.in_use`); models whose attention
     maps a term reads switch to eager attention, and a term that compares the samples of a batch checks the batch
     size."""
+    for spec in setup.specs:  # a term at weight 0 is not built, but its name and options are checked all the same
+        term_class(spec.name, spec.options)
     specs = in_use(setup.specs)
     built: dict[str, LossTerm] = {spec.label: build_term(spec.name, setup.ctx, spec.options) for spec in specs}
     terms = nn.ModuleDict(built)
@@ -439,7 +441,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
     out = _check_run_config(config)
     specs = run_terms(config)
     needs_teacher = config.student == STUDENT_FROM_TEACHER or any(
-        TERMS[s.name].needs_teacher for s in specs if s.name in TERMS
+        TERMS[s.name].needs_teacher for s in in_use(specs) if s.name in TERMS
     )  # an unknown name fails when built
     if needs_teacher and not config.teacher:
         raise ConfigError(
@@ -490,7 +492,7 @@ def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **o
             exc,
         )
 
-    if method.needs_memory:
+    if method.needs_memory and any(s.name == "memory" for s in in_use(specs)):  # not with λ_G = 0: no memory term
         config = checked_memory(config, out, teacher, task)
 
     if shape is None:
