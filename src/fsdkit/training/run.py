@@ -427,9 +427,9 @@ def finetune(config: FinetuneConfig | dict | None = None, *, on_evaluate=None, *
 def distill(config: DistillConfig | dict | None = None, *, on_evaluate=None, **overrides) -> dict[str, Any]:
     """Distil a student built from ``config.student_layers`` of ``config.student`` from ``config.teacher``.
 
-    The method (``config.method``) names the loss terms; ``config.losses`` adds more. For methods with the
-    global (memory) structure and no ``config.memory``, the teacher memory is built first into
-    ``OUTPUT_DIR/memory``. Returns the run record (also written to ``OUTPUT_DIR/fsdkit_run.json``).
+    The method (``config.method``) names the loss terms; ``config.losses`` adds more; a term at weight 0 is not
+    built (:func:`fsdkit.methods.in_use`). For methods with the global (memory) structure, λ_G ≠ 0 and no
+    ``config.memory``, the teacher memory is built first into ``OUTPUT_DIR/memory``. Returns the run record (also written to ``OUTPUT_DIR/fsdkit_run.json``).
     ``on_evaluate``: as for :func:`finetune`.
     """
     from fsdkit.losses.catalog import TERMS
