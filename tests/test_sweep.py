@@ -248,6 +248,8 @@ def test_a_repeat_draw_is_not_trained_nor_counted_and_an_untried_draw_runs_inste
         ),
     }
     assert distinct_runs(space) == 8 and distinct_runs({**space, "lambda_intra": {"type": "float"}}) is None
+    huge = {"type": "int", "low": 1, "high": 10**9}
+    assert distinct_runs({"a": huge, "b": huge}) == 10**18  # counted, not listed
     trained.clear()
     grid = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(n_startup_trials=2, seed=1))
     optimize(grid, objective, callbacks=[_stop_at_budget(8)])

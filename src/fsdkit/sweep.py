@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import warnings
@@ -253,43 +254,46 @@ def finished_trials(study) -> list:
     return out
 
 
-def _grid(space: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Every draw of a space whose distributions are all discrete (categorical, int, stepped float), as Optuna
-    parameters — for a weight with ``off``, one draw below the range stands for off — or None when one is
-    continuous."""
-    import itertools
+#: the largest discrete space whose untried draws are listed (a larger one draws at random, as a continuous one)
+MAX_GRID = 100_000
 
-    values = []
-    for spec in space.values():
-        if spec["type"] == "categorical":
-            values.append(list(spec["choices"]))
-            continue
-        if spec["type"] == "float" and spec.get("step") is None:
-            return None
-        step = float(spec.get("step") or 1)
-        low = _off_below(spec) if spec.get("off") else float(spec["low"])
-        count = int((float(spec["high"]) - low) / step + 1e-9) + 1
-        draws = [low + k * step for k in range(count)]
-        values.append([int(d) for d in draws] if spec["type"] == "int" else draws)
-    return [dict(zip(space, draw, strict=True)) for draw in itertools.product(*values)]
+
+def _draw_count(spec: dict[str, Any]) -> int | None:
+    """How many different values one space entry draws (off, when searched, is one more), or None when it is
+    continuous."""
+    if spec["type"] == "categorical":
+        return len(set(spec["choices"]))
+    if spec["type"] == "float" and spec.get("step") is None:
+        return None
+    low = _off_below(spec) if spec.get("off") else float(spec["low"])
+    return int((float(spec["high"]) - low) / float(spec.get("step") or 1) + 1e-9) + 1
+
+
+def _draws(spec: dict[str, Any]) -> list:
+    """The Optuna parameter values of a discrete space entry (:func:`_draw_count` of them)."""
+    if spec["type"] == "categorical":
+        return list(dict.fromkeys(spec["choices"]))
+    low, step = (_off_below(spec) if spec.get("off") else float(spec["low"])), float(spec.get("step") or 1)
+    draws = [low + k * step for k in range(cast(int, _draw_count(spec)))]
+    return [int(d) for d in draws] if spec["type"] == "int" else draws
 
 
 def distinct_runs(space: dict[str, Any]) -> int | None:
-    """How many different runs a fully discrete space holds (off counted once), or None when one is continuous."""
-    grid = _grid(space)
-    if grid is None:
-        return None
-    return len({_same_run({key: _option_value(space[key], value) for key, value in draw.items()}) for draw in grid})
+    """How many different runs a space of discrete entries only holds, or None when one is continuous (each value
+    of an entry is a different option: off runs at 0, below every value of its range)."""
+    counts = [_draw_count(spec) for spec in space.values()]
+    return None if None in counts else math.prod(cast(list[int], counts))
 
 
 def repeat_of(study, trial, space: dict[str, Any], options: dict[str, Any]):
     """The complete trial of ``study`` that ran ``options`` already, or None. Then ``trial`` is a repeat: the caller
     returns that trial's value instead of training (it records ``repeat_of``, and :func:`finished_trials` leaves it
     out of the budget), and a draw of ``space`` that no trial has run, runs or waits for is queued for the next trial
-    — a random one (seeded by the trial's number; of the grid's untried draws when the space is discrete), because
-    the sampler, having just seen the repeat score as well again, would likely draw it once more. A sweep refuses a
-    discrete space of fewer runs than its trials (:func:`distinct_runs`), so an untried draw is left while the
-    budget is not."""
+    — a random one (seeded by the trial's number; of the grid's untried draws when the space is discrete and holds
+    at most :data:`MAX_GRID` runs), because the sampler, having just seen the repeat score as well again, would
+    likely draw it once more. A sweep refuses a discrete space of fewer runs than its trials
+    (:func:`distinct_runs`), so an untried draw is left while the budget is not."""
+    import itertools
     import random
 
     import optuna
@@ -311,8 +315,9 @@ def repeat_of(study, trial, space: dict[str, Any], options: dict[str, Any]):
 
     pending = study.get_trials(deepcopy=False, states=(states.RUNNING, states.WAITING))
     taken = set(scored) | {run_of(t.system_attrs.get("fixed_params") or t.params) for t in pending}
-    grid = _grid(space)
-    if grid is not None:
+    runs = distinct_runs(space)
+    if runs is not None and runs <= MAX_GRID:
+        grid = (dict(zip(space, draw, strict=True)) for draw in itertools.product(*map(_draws, space.values())))
         untried = [draw for draw in grid if run_of(draw) not in taken]
         draws = iter([random.Random(trial.number).choice(untried)] if untried else [])
     else:
