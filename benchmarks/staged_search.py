@@ -158,7 +158,7 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
     study not yet created has no trials."""
     import optuna
 
-    from fsdkit.sweep import _storage, best_trial, budget_trials, finished_trials, trial_options
+    from fsdkit.sweep import _storage, best_trial, budget_trials, repeat_count, trial_options
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or storage_url(recipe)
@@ -179,8 +179,7 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
         errors = [t.user_attrs.get("error", "") for t in trials if t.state == optuna.trial.TrialState.FAIL]
         row["failed"] = [e.split(":")[0] for e in errors if e and not e.startswith("KeyboardInterrupt")]
         row["stopped"] = len(errors) - len(row["failed"])  # stopped, or no heartbeat (a worker that died)
-        finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-        row["repeats"] = len(finished) - len(finished_trials(study))
+        row["repeats"] = repeat_count(study)
         row["worker_hours"] = sum(
             (t.datetime_complete - t.datetime_start).total_seconds() / 3600
             for t in trials

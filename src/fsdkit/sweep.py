@@ -285,6 +285,14 @@ def distinct_runs(space: dict[str, Any]) -> int | None:
     return None if None in counts else math.prod(cast(list[int], counts))
 
 
+def repeat_count(study) -> int:
+    """How many of the study's finished trials are repeats (:func:`finished_trials` leaves them out)."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    return len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))) - len(finished_trials(study))
+
+
 def repeat_of(study, trial, space: dict[str, Any], options: dict[str, Any]):
     """The complete trial of ``study`` that ran ``options`` already, or None. Then ``trial`` is a repeat: the caller
     returns that trial's value instead of training (it records ``repeat_of``, and :func:`finished_trials` leaves it
@@ -299,12 +307,7 @@ def repeat_of(study, trial, space: dict[str, Any], options: dict[str, Any]):
     import optuna
 
     states = optuna.trial.TrialState
-    complete = sorted(
-        study.get_trials(deepcopy=False, states=(states.COMPLETE,)), key=lambda t: (t.datetime_complete, t.number)
-    )
-    scored: dict[tuple, Any] = {}
-    for done in complete:
-        scored.setdefault(_same_run(trial_options(done)), done)
+    scored = {_same_run(trial_options(t)): t for t in finished_trials(study) if t.state == states.COMPLETE}
     earlier = scored.get(_same_run(options))
     if earlier is None:
         return None
@@ -757,7 +760,7 @@ def write_summary(study, config: SweepConfig, out: Path) -> dict[str, Any]:
     states = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     count = {state.name.lower(): sum(t.state == state for t in trials) for state in states}
-    count["repeats"] = count["complete"] + count["pruned"] - len(finished_trials(study))  # not trained, not counted
+    count["repeats"] = repeat_count(study)  # not counted
     summary: dict[str, Any] = {
         "study_name": config.study_name,
         "storage": config.storage,
