@@ -72,7 +72,7 @@ def test_a_study_runs_real_trials_and_writes_its_summary(glue_dir, mrpc_teacher,
     assert [p["epoch"] for p in record["curve"]] == [1.0, 2.0] and record["curve"][0]["eval_split"] == "holdout"
     assert "validation" in record["metrics"]  # dev is reported, not selected on
     trials = sorted((tmp_path / "sweep").glob("trial-*"))
-    assert len(trials) == 3 and not any((t / "checkpoints").exists() for t in trials)  # never resumed: not kept
+    assert len(trials) == 3 and not any((t / "checkpoints").exists() for t in trials)  # finished: not kept
     assert (tmp_path / "sweep" / f"trial-{best['number']}" / "model.safetensors").is_file()  # the model is
     assert set(summary["plots"]) == {"optimization_history.png", "param_importances.png"}
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
@@ -133,6 +133,61 @@ def test_parallel_workers_share_a_study_and_a_killed_one_is_resumed(glue_dir, mr
         failed = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
         assert any(t.system_attrs.get("failed_trial") == failed.number for t in study.trials)
     assert summary["trials"]["complete"] + summary["trials"]["pruned"] == finished
+
+
+@pytest.mark.parametrize(
+    ("save_steps", "stopped_at", "last_checkpoint"),
+    [(5, 7, 5), (3, 8, 6)],
+    ids=["checkpoint-on-an-epoch-end", "checkpoint-mid-epoch"],
+)
+def test_a_stopped_trial_continues_from_its_checkpoint_and_scores_as_if_never_stopped(
+    glue_dir, mrpc_teacher, tmp_path, monkeypatch, save_steps, stopped_at, last_checkpoint
+):
+    """A worker stopped mid-trial keeps the trial's checkpoints; the rerun's retry of the trial moves them into its
+    own folder and continues from the last complete one instead of training from the start (steps from the
+    checkpoint's on), and the trial's score, per-epoch reports and curve are those of a sweep never stopped. A
+    checkpoint saved on epoch 1's last step precedes that epoch's evaluation: the resumed run scores it first; one
+    saved in epoch 2 holds epoch 1's evaluation, reported to the retry from the checkpoint."""
+    from fsdkit.training.trainer import DistillationTrainer
+
+    spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)
+    spec["base"].update({"epochs": 3, "save-steps": save_steps})  # 40 training rows, batch 8: 5 steps an epoch
+
+    def study_of(name):
+        storage = f"sqlite:///{tmp_path / (name + '.db')}"
+        summary = sweep(spec, storage=storage, output_dir=str(tmp_path / name), study_name=name, startup_trials=1)
+        return summary, optuna.load_study(study_name=name, storage=storage)
+
+    whole, whole_study = study_of("whole")
+    original, steps = DistillationTrainer.compute_loss, []
+
+    def stopped_after_a_checkpoint(self, *args, **kwargs):
+        steps.append(self.state.global_step)
+        if self.state.global_step == stopped_at and stop:
+            raise KeyboardInterrupt  # what Ctrl-C or `kill` raises in the worker
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", stopped_after_a_checkpoint)
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        study_of("stopped")
+    assert (tmp_path / "stopped" / "trial-0" / "checkpoints" / f"checkpoint-{last_checkpoint}").is_dir()  # kept
+    stop, steps[:] = False, []
+    summary, study = study_of("stopped")
+    assert sorted(set(steps)) == list(range(last_checkpoint, 15))  # continued from the checkpoint, not from step 0
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert summary["best"]["number"] == 1 and summary["best"]["value"] == whole["best"]["value"]
+    assert study.trials[1].intermediate_values == whole_study.trials[0].intermediate_values
+    assert sorted(study.trials[1].intermediate_values) == [1, 2, 3]
+    records = [
+        json.loads((tmp_path / name / f"trial-{n}" / "fsdkit_run.json").read_text())
+        for name, n in (("whole", 0), ("stopped", 1))
+    ]
+    assert [p["epoch"] for p in records[1]["curve"]] == [1.0, 2.0, 3.0]
+    assert records[1]["curve"] == records[0]["curve"]
+    assert "--resume" in summary["best"]["command"]
+    assert not (tmp_path / "stopped" / "trial-0" / "checkpoints").exists()  # moved, then removed once finished
+    assert not (tmp_path / "stopped" / "trial-1" / "checkpoints").exists()
 
 
 def test_the_pruner_never_decides_on_the_first_epoch():

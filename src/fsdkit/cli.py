@@ -297,7 +297,7 @@ def unwind_on_termination() -> None:
 RESUME_HINTS = {
     "finetune": "checkpoints are kept — rerun with --resume to continue",
     "distill": "checkpoints are kept — rerun with --resume to continue",
-    "sweep": "finished trials are kept — run the same command again to resume the study",
+    "sweep": "finished trials and the stopped one's checkpoints are kept — run the same command again to resume",
     "memory": "no memory was published — run the same command again",
     "demo": "finished runs and checkpoints are kept — run the same command again to continue",
 }

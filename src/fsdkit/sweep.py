@@ -6,7 +6,8 @@ when ``base`` sets ``holdout-fraction``, else the task's dev split), which also 
 lives in an Optuna storage (SQLite file or any RDB URL), so:
 
 - a killed sweep is resumed by running the same command: the study is loaded, finished trials are kept, and a
-  trial whose worker died (no heartbeat for 3 intervals) is marked failed and retried with its parameters;
+  trial whose worker died (no heartbeat for 3 intervals) or was stopped is marked failed and retried with its
+  parameters, its run continuing from its last complete checkpoint (:func:`continue_stopped_run`);
 - several workers — processes on one machine sharing a SQLite file, or machines sharing a PostgreSQL/MySQL
   database — run the same command and share the study; a worker starts no trial once the study has ``trials``
   trials finished (complete or pruned; repeats not counted, see below) or under way, and stops when it has
@@ -49,7 +50,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from fsdkit.artifacts import atomic_write_text, check_output_file, folder_weights_sha256
+from fsdkit.artifacts import atomic_write_text, check_output_file, folder_weights_sha256, read_json_object
 from fsdkit.config import (
     DistillConfig,
     FinetuneConfig,
@@ -713,7 +714,15 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         earlier = repeat_of(study, trial, space, params)
         if earlier is not None:  # the same run, scored already: not trained, not counted (finished_trials)
             return earlier.value
-        options = {**base, **params, "output_dir": str(out / f"trial-{trial.number}"), "progress": False}
+        folder = out / f"trial-{trial.number}"
+        resume = continue_stopped_run(trial, folder, metric)
+        options = {
+            **base,
+            **params,
+            "output_dir": str(folder),
+            "progress": False,
+            **({"resume": True} if resume else {}),
+        }
         trial.set_user_attr("command", command_line(config.command, options))
         trial.set_user_attr("output_dir", options["output_dir"])
 
@@ -722,19 +731,55 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         last_epoch = None if run_config.max_steps > 0 else float(run_config.epochs)
 
         def report(point: dict[str, Any]) -> None:
-            trial.report(point[f"eval_{metric}"], step=max(1, round(point["epoch"])))
+            trial.report(*_reported(point, metric))
             if (last_epoch is None or point["epoch"] < last_epoch - 1e-6) and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {point['epoch']}")
 
         try:
             record = run(run_config, on_evaluate=report)
-        finally:  # a trial is never resumed (one stopped is run again in a new folder): its checkpoints go
-            shutil.rmtree(Path(options["output_dir"]) / "checkpoints", ignore_errors=True)
+        except BaseException as error:  # a stopped run keeps its checkpoints: its retry continues from them
+            if not isinstance(error, KeyboardInterrupt):  # pruned or failed by itself: never continued
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+            raise
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: the model and record are kept
         return record["metrics"][split][metric]
 
     if len(finished_trials(study)) < config.trials:
         optimize(study, objective, callbacks=[_stop_at_budget(config.trials)], catch=(FloatingPointError,))
     return write_summary(study, config, out)
+
+
+def _reported(point: dict[str, Any], metric: str) -> tuple[float, int]:
+    """The value and step a per-epoch evaluation point reports to its trial (step: the epoch, from 1)."""
+    return point[f"eval_{metric}"], max(1, round(point["epoch"]))
+
+
+def continue_stopped_run(trial, folder: Path, metric: str) -> bool:
+    """When ``trial`` is the retry of a trial whose run was stopped (its worker stopped or killed: :func:`optimize`,
+    :func:`_retry_callback`) and that run left a complete checkpoint, move its ``checkpoints`` into ``folder`` and
+    report to ``trial`` each per-epoch evaluation the last complete one holds (the pruner's curve up to there); the
+    run then goes on with ``--resume`` — bit for bit the run it would have been (``fsdkit.training.checkpoints``) —
+    instead of training again from its first step. False (a run from the start) when there is none to continue."""
+    from fsdkit.training.checkpoints import last_complete_checkpoint
+    from fsdkit.training.epoch_eval import curve
+
+    trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+    history = trials[trial.number].system_attrs.get("retry_history") or []  # the trials it retries, latest last
+    stopped = trials.get(history[-1]) if history else None
+    if stopped is None or not stopped.user_attrs.get("output_dir"):
+        return False
+    earlier = Path(stopped.user_attrs["output_dir"])
+    if earlier.resolve() == folder.resolve():
+        return False
+    last, _ = last_complete_checkpoint(earlier / "checkpoints")
+    if last is None:  # stopped before its first checkpoint: nothing to continue
+        return False
+    for point in curve(read_json_object(last / "trainer_state.json").get("log_history") or []):
+        trial.report(*_reported(point, metric))
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.move(earlier / "checkpoints", folder / "checkpoints")
+    logger.info("trial %d continues the run of trial %d from its %s", trial.number, stopped.number, last.name)
+    return True
 
 
 def budget_trials(study, trials: int) -> list:

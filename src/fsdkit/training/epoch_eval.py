@@ -66,6 +66,15 @@ class EpochEvaluation(TrainerCallback):
         }
         self.report = report
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A run resumed from a checkpoint saved on an epoch's last step — saved before that epoch's evaluation —
+        goes on with the next epoch: its missing point is scored now, on the weights that epoch ended with."""
+        epoch = round(state.epoch or 0)
+        at_epoch_end = state.global_step > 0 and epoch >= 1 and abs(state.epoch - epoch) < 1e-6
+        if at_epoch_end and all(round(point["epoch"]) != epoch for point in curve(state.log_history)):
+            return self.on_epoch_end(args, state, control)
+        return control
+
     def on_epoch_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return control
