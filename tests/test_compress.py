@@ -278,6 +278,57 @@ def test_compress_refuses_a_study_or_folder_of_another_experiment_before_trainin
         compress(teacher=str(tickets_teacher), output_dir=str(out), trials=1, **moved, target_retention=None)
 
 
+def test_a_stopped_student_continues_from_its_checkpoint(tickets_teacher, tmp_path, monkeypatch):
+    """A compress worker stopped mid-trial keeps that student's checkpoints; the rerun's retry of the trial continues
+    from the last complete one (step 1 of 2 here) and exports the student a run never stopped exports. Finished trial
+    folders keep no checkpoints."""
+    import torch
+    from safetensors.torch import load_file
+
+    import fsdkit.training.run
+    from fsdkit.compress import compress
+    from fsdkit.training.trainer import DistillationTrainer
+
+    distill, compute_loss, steps = fsdkit.training.run.distill, DistillationTrainer.compute_loss, []
+    monkeypatch.setattr(fsdkit.training.run, "distill", lambda settings: distill({**settings, "save_steps": 1}))
+
+    def stopped_after_checkpoint_1(self, *args, **kwargs):
+        steps.append(self.state.global_step)
+        if self.state.global_step == 1 and stop:
+            raise KeyboardInterrupt  # what Ctrl-C or `kill` raises in the worker
+        return compute_loss(self, *args, **kwargs)
+
+    def study_of(name):
+        out = tmp_path / name
+        out.mkdir(exist_ok=True)
+        study = optuna.create_study(
+            storage=f"sqlite:///{out / 'compress.db'}",
+            study_name="fsdkit-compress",
+            directions=["maximize", "minimize"],
+            load_if_exists=True,
+        )
+        if not study.trials:
+            study.enqueue_trial({"depth": 2, "layers": "spread", "start": "teacher", "recipe": "fsdi"})
+        compress(teacher=str(tickets_teacher), output_dir=str(out), trials=1, **TINY, target_retention=None)
+        return out, study
+
+    stop = False
+    whole, _ = study_of("whole")
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", stopped_after_checkpoint_1)
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        study_of("stopped")
+    assert (tmp_path / "stopped" / "trial-0" / "checkpoints" / "checkpoint-1").is_dir()
+    stop, steps[:] = False, []
+    out, study = study_of("stopped")
+    assert steps == [1]  # only step 2 trained again
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE"]
+    weights = [load_file(folder / "model.safetensors") for folder in (whole / "trial-0", out / "trial-1")]
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=0, atol=1e-6, msg=key)
+    assert not list(tmp_path.glob("*/trial-*/checkpoints"))
+
+
 def test_compress_says_why_every_student_failed(tickets_teacher, tmp_path, monkeypatch):
     import fsdkit.training.run
     from fsdkit.compress import compress

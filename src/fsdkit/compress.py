@@ -141,7 +141,16 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
 
     from fsdkit.models import check_model_folder, load_model_config
     from fsdkit.run_record import RunRecord
-    from fsdkit.sweep import _check_storage, _creation_lock, _storage, claim_study, optimize, refuse_stray_trials
+    from fsdkit.sweep import (
+        _check_storage,
+        _creation_lock,
+        _storage,
+        claim_study,
+        continue_stopped_run,
+        optimize,
+        refuse_stray_trials,
+        trial_checkpoints,
+    )
     from fsdkit.training.run import distill
     from fsdkit.training.run_data import HOLDOUT, load_run_data, teacher_holdout_warning
 
@@ -212,15 +221,17 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             "progress": False,
             **({"transfer_file": config.transfer_file} if config.transfer_file else {}),
         }
+        trial.set_user_attr("output_dir", str(run_dir))  # before training: a retry of this trial continues its run
+        settings["resume"] = continue_stopped_run(trial, run_dir, None)
         try:
-            distill(settings)
+            with trial_checkpoints(run_dir):
+                distill(settings)
         except (FloatingPointError, ConfigError, ModelError) as error:
             trial.set_user_attr("failed", str(error))  # this student fails by itself: not drawn again
             raise
         measured = _measure(str(run_dir), task, data, config.max_length, config.speed_batches)
         trial.set_user_attr("settings", {"layers": layers, "start": start, "recipe": recipe})
         trial.set_user_attr("measured", measured)
-        trial.set_user_attr("output_dir", str(run_dir))
         return measured["metrics"][metric], measured["latency_ms"]
 
     storage = config.storage or f"sqlite:///{(out / 'compress.db').resolve()}"

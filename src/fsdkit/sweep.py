@@ -47,6 +47,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -735,13 +736,8 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
             if (last_epoch is None or point["epoch"] < last_epoch - 1e-6) and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {point['epoch']}")
 
-        try:
+        with trial_checkpoints(folder):
             record = run(run_config, on_evaluate=report)
-        except BaseException as error:  # a stopped run keeps its checkpoints: its retry continues from them
-            if not isinstance(error, KeyboardInterrupt):  # pruned or failed by itself: never continued
-                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-            raise
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: the model and record are kept
         return record["metrics"][split][metric]
 
     if len(finished_trials(study)) < config.trials:
@@ -754,12 +750,27 @@ def _reported(point: dict[str, Any], metric: str) -> tuple[float, int]:
     return point[f"eval_{metric}"], max(1, round(point["epoch"]))
 
 
-def continue_stopped_run(trial, folder: Path, metric: str) -> bool:
+@contextmanager
+def trial_checkpoints(folder: Path):
+    """Around a trial's run in ``folder``: its ``checkpoints`` are removed once it has finished (its model and run
+    record stay), was pruned or failed by itself, and kept when it is stopped (``KeyboardInterrupt``: Ctrl-C,
+    ``kill``), for its retry to continue from (:func:`continue_stopped_run`)."""
+    try:
+        yield
+    except BaseException as error:
+        if not isinstance(error, KeyboardInterrupt):
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        raise
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+
+
+def continue_stopped_run(trial, folder: Path, metric: str | None) -> bool:
     """When ``trial`` is the retry of a trial whose run was stopped (its worker stopped or killed: :func:`optimize`,
-    :func:`_retry_callback`) and that run left a complete checkpoint, move its ``checkpoints`` into ``folder`` and
-    report to ``trial`` each per-epoch evaluation the last complete one holds (the pruner's curve up to there); the
-    run then goes on with ``--resume`` — bit for bit the run it would have been (``fsdkit.training.checkpoints``) —
-    instead of training again from its first step. False (a run from the start) when there is none to continue."""
+    :func:`_retry_callback`) and that run left a complete checkpoint, move its ``checkpoints`` into ``folder`` and,
+    given the ``metric`` the trial reports, report each per-epoch evaluation the last complete one holds (the
+    pruner's curve up to there); the run then goes on with ``--resume`` — bit for bit the run it would have been
+    (``fsdkit.training.checkpoints``) — instead of training again from its first step. False (a run from the start)
+    when there is none to continue. The stopped trial's user attribute ``output_dir`` names its folder."""
     from fsdkit.training.checkpoints import last_complete_checkpoint
     from fsdkit.training.epoch_eval import curve
 
@@ -774,8 +785,9 @@ def continue_stopped_run(trial, folder: Path, metric: str) -> bool:
     last, _ = last_complete_checkpoint(earlier / "checkpoints")
     if last is None:  # stopped before its first checkpoint: nothing to continue
         return False
-    for point in curve(read_json_object(last / "trainer_state.json").get("log_history") or []):
-        trial.report(*_reported(point, metric))
+    if metric is not None:  # a single-objective study's pruning curve
+        for point in curve(read_json_object(last / "trainer_state.json").get("log_history") or []):
+            trial.report(*_reported(point, metric))
     folder.mkdir(parents=True, exist_ok=True)
     shutil.move(earlier / "checkpoints", folder / "checkpoints")
     logger.info("trial %d continues the run of trial %d from its %s", trial.number, stopped.number, last.name)
