@@ -185,9 +185,44 @@ def test_a_stopped_trial_continues_from_its_checkpoint_and_scores_as_if_never_st
     ]
     assert [p["epoch"] for p in records[1]["curve"]] == [1.0, 2.0, 3.0]
     assert records[1]["curve"] == records[0]["curve"]
-    assert "--resume" in summary["best"]["command"]
+    assert "--resume" not in summary["best"]["command"]  # the command reproduces the trial on its own
     assert not (tmp_path / "stopped" / "trial-0" / "checkpoints").exists()  # moved, then removed once finished
     assert not (tmp_path / "stopped" / "trial-1" / "checkpoints").exists()
+
+
+def test_a_finished_study_discards_the_checkpoints_no_retry_will_continue(tmp_path):
+    """Checkpoints kept by a stopped trial go once no retry of it waits or runs (retries used up, or the retry ran as
+    a repeat); those a waiting retry will continue stay, as do a running trial's."""
+    from fsdkit.sweep import discard_stopped_runs
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    dists = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def trial(n, state, retries=()):
+        folder = tmp_path / f"trial-{n}"
+        (folder / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+        attrs = {"retry_history": list(retries)} if retries else {}
+        study.add_trial(
+            optuna.create_trial(
+                state=state,
+                params={"x": 0.5},
+                distributions=dists,
+                user_attrs={"output_dir": str(folder)},
+                system_attrs=attrs,
+                **({"value": 0.1} if state == optuna.trial.TrialState.COMPLETE else {}),
+            )
+        )
+        return folder / "checkpoints"
+
+    fail = optuna.trial.TrialState.FAIL
+    used_up = trial(0, fail)
+    continued = trial(1, fail)
+    trial(2, optuna.trial.TrialState.COMPLETE, retries=[0])  # its retry finished (moved or ran as a repeat)
+    waiting = trial(3, fail)
+    trial(4, optuna.trial.TrialState.WAITING, retries=[1, 3])  # a retry of a retry, not yet run
+    discard_stopped_runs(study)
+    assert not used_up.exists() and continued.exists() and waiting.exists()
+    assert (tmp_path / "trial-2" / "checkpoints").exists() and (tmp_path / "trial-4" / "checkpoints").exists()
 
 
 def test_the_pruner_never_decides_on_the_first_epoch():

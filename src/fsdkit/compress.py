@@ -147,6 +147,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
         _storage,
         claim_study,
         continue_stopped_run,
+        discard_stopped_runs,
         optimize,
         refuse_stray_trials,
         trial_checkpoints,
@@ -221,11 +222,10 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             "progress": False,
             **({"transfer_file": config.transfer_file} if config.transfer_file else {}),
         }
-        trial.set_user_attr("output_dir", str(run_dir))  # before training: a retry of this trial continues its run
-        settings["resume"] = continue_stopped_run(trial, run_dir, None)
+        trial.set_user_attr("output_dir", str(run_dir.resolve()))  # before training: where a retry finds its run
         try:
             with trial_checkpoints(run_dir):
-                distill(settings)
+                distill({**settings, "resume": continue_stopped_run(trial, run_dir, None)})
         except (FloatingPointError, ConfigError, ModelError) as error:
             trial.set_user_attr("failed", str(error))  # this student fails by itself: not drawn again
             raise
@@ -264,6 +264,7 @@ def compress(config: CompressConfig | dict | None = None, **overrides) -> dict[s
             callbacks=[started, _too_many_failures(config.trials)],
             catch=(FloatingPointError, ConfigError, ModelError),
         )
+    discard_stopped_runs(study)
     with build_lock(out / "student"):  # one worker of a shared study at a time times, reports and exports
         finished = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
         running = study.get_trials(deepcopy=False, states=(states.RUNNING,))  # another worker's, which may finish

@@ -716,32 +716,26 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         if earlier is not None:  # the same run, scored already: not trained, not counted (finished_trials)
             return earlier.value
         folder = out / f"trial-{trial.number}"
-        resume = continue_stopped_run(trial, folder, metric)
-        options = {
-            **base,
-            **params,
-            "output_dir": str(folder),
-            "progress": False,
-            **({"resume": True} if resume else {}),
-        }
+        options = {**base, **params, "output_dir": str(folder), "progress": False}
         trial.set_user_attr("command", command_line(config.command, options))
-        trial.set_user_attr("output_dir", options["output_dir"])
-
-        run_config = make_config(COMMANDS[config.command], options)
-        # the last evaluation is never pruned: stopping there saves nothing, and the trial is a finished one
-        last_epoch = None if run_config.max_steps > 0 else float(run_config.epochs)
-
-        def report(point: dict[str, Any]) -> None:
-            trial.report(*_reported(point, metric))
-            if (last_epoch is None or point["epoch"] < last_epoch - 1e-6) and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {point['epoch']}")
-
+        trial.set_user_attr("output_dir", str(folder.resolve()))  # before training: where a retry finds its run
         with trial_checkpoints(folder):
+            resume = continue_stopped_run(trial, folder, metric)
+            run_config = make_config(COMMANDS[config.command], {**options, "resume": resume})
+            # the last evaluation is never pruned: stopping there saves nothing, and the trial is a finished one
+            last_epoch = None if run_config.max_steps > 0 else float(run_config.epochs)
+
+            def report(point: dict[str, Any]) -> None:
+                trial.report(*_reported(point, metric))
+                if (last_epoch is None or point["epoch"] < last_epoch - 1e-6) and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {point['epoch']}")
+
             record = run(run_config, on_evaluate=report)
         return record["metrics"][split][metric]
 
     if len(finished_trials(study)) < config.trials:
         optimize(study, objective, callbacks=[_stop_at_budget(config.trials)], catch=(FloatingPointError,))
+    discard_stopped_runs(study)
     return write_summary(study, config, out)
 
 
@@ -766,32 +760,51 @@ def trial_checkpoints(folder: Path):
 
 def continue_stopped_run(trial, folder: Path, metric: str | None) -> bool:
     """When ``trial`` is the retry of a trial whose run was stopped (its worker stopped or killed: :func:`optimize`,
-    :func:`_retry_callback`) and that run left a complete checkpoint, move its ``checkpoints`` into ``folder`` and,
-    given the ``metric`` the trial reports, report each per-epoch evaluation the last complete one holds (the
-    pruner's curve up to there); the run then goes on with ``--resume`` — bit for bit the run it would have been
-    (``fsdkit.training.checkpoints``) — instead of training again from its first step. False (a run from the start)
-    when there is none to continue. The stopped trial's user attribute ``output_dir`` names its folder."""
+    :func:`_retry_callback`) and that run left a complete checkpoint on this file system, move its ``checkpoints``
+    into ``folder`` and, given the ``metric`` the trial reports, report each per-epoch evaluation the last complete
+    one holds (the pruner's curve up to there); the run then goes on with ``--resume`` — bit for bit the run it would
+    have been (``fsdkit.training.checkpoints``) — instead of training again from its first step. False (a run from
+    the start) when there is none to continue. Each trial's user attribute ``output_dir`` (absolute, set before it
+    trains) names its folder; a chain of retries is searched from the latest."""
     from fsdkit.training.checkpoints import last_complete_checkpoint
     from fsdkit.training.epoch_eval import curve
 
     trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
-    history = trials[trial.number].system_attrs.get("retry_history") or []  # the trials it retries, latest last
-    stopped = trials.get(history[-1]) if history else None
-    if stopped is None or not stopped.user_attrs.get("output_dir"):
+    for number in reversed(trials[trial.number].system_attrs.get("retry_history") or []):
+        stopped = trials.get(number)
+        earlier = stopped.user_attrs.get("output_dir") if stopped is not None else None
+        last = last_complete_checkpoint(Path(earlier) / "checkpoints")[0] if earlier else None
+        if last is not None:
+            break
+    else:  # stopped before its first checkpoint, or on another machine: nothing here to continue
         return False
-    earlier = Path(stopped.user_attrs["output_dir"])
-    if earlier.resolve() == folder.resolve():
-        return False
-    last, _ = last_complete_checkpoint(earlier / "checkpoints")
-    if last is None:  # stopped before its first checkpoint: nothing to continue
-        return False
-    if metric is not None:  # a single-objective study's pruning curve
-        for point in curve(read_json_object(last / "trainer_state.json").get("log_history") or []):
-            trial.report(*_reported(point, metric))
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.move(earlier / "checkpoints", folder / "checkpoints")
-    logger.info("trial %d continues the run of trial %d from its %s", trial.number, stopped.number, last.name)
+    shutil.move(last.parent, folder / "checkpoints")
+    if metric is not None:  # a single-objective study's pruning curve
+        state = read_json_object(folder / "checkpoints" / last.name / "trainer_state.json")
+        for point in curve(state.get("log_history") or []):
+            trial.report(*_reported(point, metric))
+    logger.info("trial %d continues the run of trial %d from its %s", trial.number, number, last.name)
     return True
+
+
+def discard_stopped_runs(study) -> None:
+    """Remove the checkpoints kept by stopped trials that no retry will continue: failed trials with no retry waiting
+    or running (their retries finished, ran as a repeat, or were used up: :data:`MAX_RETRY`). Called when a worker
+    finds its study finished, so that a stopped trial's checkpoints do not outlive the study."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    pending = {
+        number
+        for t in trials
+        if t.state in (states.WAITING, states.RUNNING)
+        for number in t.system_attrs.get("retry_history") or []
+    }
+    for t in trials:
+        if t.state == states.FAIL and t.number not in pending and t.user_attrs.get("output_dir"):
+            shutil.rmtree(Path(t.user_attrs["output_dir"]) / "checkpoints", ignore_errors=True)
 
 
 def budget_trials(study, trials: int) -> list:
