@@ -447,6 +447,12 @@ def _take_section(tables: _Tables) -> list[str]:
                 fmt(tables.stats.get((task, method), {}).get(main)),
             ]
         )
+    others = [
+        f"- {task.upper()}: compared among the rows of teacher {take[task].get('teacher') or '–'}; not compared "
+        f"(another teacher): {', '.join(take[task]['other_teacher'])}."
+        for task in ordered_tasks(take)
+        if take[task].get("other_teacher")
+    ]
     return (
         [
             "## The row to take, per task",
@@ -454,10 +460,12 @@ def _take_section(tables: _Tables) -> list[str]:
             "Chosen on the holdout split (the best of every method's search on the task), not on dev; its dev score "
             "is the table's. A tie goes to the row training with fewer distillation terms (nDS none, VKD its KD "
             "term, another row KD and each of its weights not off). Stage 1's rows are the best of more trials "
-            "than stage 2's (recipe-v3.yaml), which favours them slightly.",
+            "than stage 2's (recipe-v3.yaml), which favours them slightly. Only rows distilled from one teacher are "
+            "compared: that of most of the task's stage-2 studies.",
             "",
         ]
         + _table(["Task", "Row", "Best on the holdout split", "Dev (main metric, mean (std))"], rows)
+        + ([""] + others if others else [])
         + [""]
     )
 
@@ -1116,7 +1124,11 @@ def staged_search_section(
         "trials might have found better settings. A failed trial (e.g. a FloatingPointError: the run diverged) or a "
         "stopped one (its worker stopped or lost) is not one of the budget's: the study runs another in its place. "
         "Nor is a repeat, a draw of options a trial has scored already (e.g. every weight off again): the same "
-        "deterministic run, not trained; an untried random draw runs in its place.",
+        "deterministic run, not trained; an untried random draw runs in its place. *Teacher*: the fingerprint of "
+        "the teacher the study's students are made of and distil from (the first 12 hex digits of its weights' "
+        "SHA-256); a machine without the search's work folder fine-tunes the teachers again (the same recipe and "
+        "seed give other weights on another CPU), so stage 2 reruns stage 1's VKD and nDS best once on its own "
+        "teacher (*rerun*), and the row to take is chosen among the rows of one teacher.",
         "",
     ]
     rows = []
@@ -1135,7 +1147,8 @@ def staged_search_section(
             [
                 s["task"].upper(),
                 str(s["stage"]),
-                DISPLAY.get(s["method"], s["method"]),
+                DISPLAY.get(s["method"], s["method"]) + (" (rerun)" if s.get("rerun") else ""),
+                s.get("teacher") or "–",
                 state,
                 "–"
                 if best is None
@@ -1145,7 +1158,17 @@ def staged_search_section(
                 "**still rising**" if s.get("still_improving") and s.get("done") else "",
             ]
         )
-    header = ["Task", "Stage", "Method", "Trials", "Best (trial)", "Best so far, trial by trial", "Worker-h", ""]
+    header = [
+        "Task",
+        "Stage",
+        "Method",
+        "Teacher",
+        "Trials",
+        "Best (trial)",
+        "Best so far, trial by trial",
+        "Worker-h",
+        "",
+    ]
     lines += _table(header, rows)
     cost: dict[str, float] = {}
     for s in studies:
@@ -1184,7 +1207,7 @@ def plot_best_so_far(studies: Sequence[Mapping[str, Any]], out_dir: Path) -> dic
                 marker="o",
                 markersize=3,
                 linestyle="-" if s["stage"] == 1 else "--",
-                label=f"{DISPLAY.get(s['method'], s['method'])} (stage {s['stage']})",
+                label=f"{DISPLAY.get(s['method'], s['method'])} (stage {s['stage']}{', rerun' if s.get('rerun') else ''})",
             )
         ax.set_xlabel("finished trials")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

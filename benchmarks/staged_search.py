@@ -7,8 +7,10 @@
 Stage 1, per task: the shared knobs (learning rate, α, T) on VKD (study ``v3-<task>-vkd``) and nDS's learning rate
 (``v3-<task>-nds``), the same number of trials. Stage 2, per task: every other method's own weights
 (``v3-<task>-<method>``), each weight with "off" among its choices, at the learning rate, α and T of stage 1's VKD
-best (``fixed_from``). Studies live in ``results/search-v3.db`` (the recipe's ``search.storage_file``); trial folders
-and each study's summary under ``work/v3/<task>/search/<method>/``.
+best (``fixed_from``), after one run of stage 1's VKD and nDS best on stage 2's teacher (``v3-<task>-vkd-rerun``,
+``-nds-rerun``: a machine without ``work/`` fine-tunes the teachers again, to other weights; the row to take is
+chosen among the rows of one teacher, :func:`settle`). Studies live in ``results/search-v3.db`` (the recipe's
+``search.storage_file``); trial folders and each study's summary under ``work/v3-search/<task>/search/<method>/``.
 
 Several workers may run the same command (give each ``OMP_NUM_THREADS=1``; a second one may take the tasks in
 another order). A worker takes the first job, in ``--tasks`` order with every task's stage 1 before any stage 2, whose
@@ -19,7 +21,7 @@ fine-tuned (and clustered) without the holdout rows: a teacher fine-tuned on the
 the students started from its layers, which would select the settings that keep a student closest to its teacher
 rather than those that generalise. The table's teachers (work/v3, v2's) are fine-tuned on the whole training set.
 Killing a worker loses at most its running trial, which the next worker retries (``fsdkit sweep``'s heartbeat);
-rerunning the command resumes. ``touch work/v3/STOP`` stops every worker before its next study.
+rerunning the command resumes. ``touch work/v3-search/STOP`` stops every worker before its next study.
 
 ``--settle`` writes the table's recipe, ``recipe-v3-table.yaml``, from the studies that have finished their budget
 (:func:`settle`); rerun it as more finish: the suite runs the settled cells and blocks the others.
@@ -28,6 +30,8 @@ rerunning the command resumes. ``touch work/v3/STOP`` stops every worker before 
 from __future__ import annotations
 
 import argparse
+import collections
+import datetime
 import json
 import os
 import sys
@@ -41,7 +45,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from suite import Suite, load_recipe, reads_memory, recipe_output, runnable  # noqa: E402
+from suite import Suite, load_recipe, read_records, reads_memory, recipe_output, runnable  # noqa: E402
 
 DEFAULT_RECIPE = HERE / "recipe-v3.yaml"
 #: the table's recipe, written by ``--settle``: recipe-v3 with every method's per-task settings
@@ -54,16 +58,31 @@ def storage_url(recipe: dict) -> str:
     return f"sqlite:///{HERE / recipe['search']['storage_file']}"
 
 
-def study_name(recipe: dict, task: str, method: str) -> str:
-    return f"{recipe['search']['study_prefix']}-{task}-{method}"
+def reruns(recipe: dict) -> list[str]:
+    """The stage-1 methods stage 2 runs again, once each at their stage-1 best (``search.stage2.rerun``)."""
+    return list(recipe["search"]["stage2"].get("rerun") or ())
+
+
+def is_rerun(recipe: dict, stage: int, method: str) -> bool:
+    return stage == 2 and method in reruns(recipe)
+
+
+def study_name(recipe: dict, task: str, method: str, stage: int = 1) -> str:
+    """``<prefix>-<task>-<method>``; a stage-2 rerun of a stage-1 method ``<prefix>-<task>-<method>-rerun``."""
+    return f"{recipe['search']['study_prefix']}-{task}-{method}" + ("-rerun" if is_rerun(recipe, stage, method) else "")
+
+
+def budget(recipe: dict, stage: int, method: str) -> int:
+    """The finished trials a study needs: its stage's ``trials``; a rerun one."""
+    return 1 if is_rerun(recipe, stage, method) else int(recipe["search"][f"stage{stage}"]["trials"])
 
 
 def jobs(recipe: dict, tasks: list[str], stages: list[int]) -> list[tuple[int, str, str]]:
-    """(stage, task, method) in the order a worker takes them: every task's stage 1, then every task's stage 2."""
+    """(stage, task, method) in the order a worker takes them: every task's stage 1, then every task's stage 2 (its
+    reruns first)."""
     search = recipe["search"]
-    return [
-        (stage, task, method) for stage in stages for task in tasks for method in search[f"stage{stage}"]["methods"]
-    ]
+    methods = {1: list(search["stage1"]["methods"]), 2: reruns(recipe) + list(search["stage2"]["methods"])}
+    return [(stage, task, method) for stage in stages for task in tasks for method in methods[stage]]
 
 
 #: the term_scale.py run whose measurement places a stage-2 method's weights: the FSD ablations and FSDI + MiniLM use
@@ -95,11 +114,16 @@ def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
     recipe = suite.recipe
     search = recipe["search"]
     section = search[f"stage{stage}"]
-    space = dict(section["methods"][method] or {})
-    if stage == 2 and section.get("ranges_from"):
+    rerun = is_rerun(recipe, stage, method)
+    space = {} if rerun else dict(section["methods"][method] or {})
+    if stage == 2 and section.get("ranges_from") and not rerun:
         space = measured_space(space, task, method, HERE / section["ranges_from"])
     settings = runnable(suite.student_settings(task, method, int(search["seed"])))
-    fixed = set(section.get("fixed_options") or ()) if stage == 2 else set()
+    fixed: set[str] = set()
+    if rerun:  # every option its stage-1 study searched, at that study's best
+        fixed = set(search["stage1"]["methods"][method])
+    elif stage == 2:
+        fixed = set(section.get("fixed_options") or ())
     base = {k: v for k, v in settings.items() if k not in space and k not in fixed and k != "output_dir"}
     base.update(holdout_fraction=search["holdout_fraction"], eval_strategy="epoch")
     if reads_memory(settings["method"]):
@@ -108,15 +132,16 @@ def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
         "command": "distill",
         "base": base,
         "space": space,
-        "trials": int(section["trials"]),
-        "study_name": study_name(recipe, task, method),
+        "trials": budget(recipe, stage, method),
+        "study_name": study_name(recipe, task, method, stage),
         "storage": storage_url(recipe),
         "startup_trials": int(search["startup_trials"]),
         "seed": int(search["seed"]),
         "output_dir": str(suite.work_dir / task / "search" / method),
     }
     if stage == 2:
-        spec["fixed_from"] = {"study": study_name(recipe, task, section["fixed_from"]), "options": sorted(fixed)}
+        source = method if rerun else section["fixed_from"]
+        spec["fixed_from"] = {"study": study_name(recipe, task, source), "options": sorted(fixed)}
     metric = (search.get("metric") or {}).get(task)
     return spec if metric is None else {**spec, "metric": metric}
 
@@ -129,11 +154,12 @@ def study_state(recipe: dict, stage: int, task: str, method: str) -> str:
     from fsdkit.sweep import _storage, finished_trials
 
     section = recipe["search"][f"stage{stage}"]
-    if stage == 2 and study_state(recipe, 1, task, section["fixed_from"]) != "done":
+    source = method if is_rerun(recipe, stage, method) else section.get("fixed_from")
+    if stage == 2 and study_state(recipe, 1, task, source) != "done":
         return "blocked"
     storage = _storage(storage_url(recipe), 60)
     try:
-        study = optuna.load_study(study_name=study_name(recipe, task, method), storage=storage)
+        study = optuna.load_study(study_name=study_name(recipe, task, method, stage), storage=storage)
     except KeyError:
         return "open"
     with warnings.catch_warnings():  # "experimental" in optuna: not news
@@ -142,33 +168,60 @@ def study_state(recipe: dict, stage: int, task: str, method: str) -> str:
     states = optuna.trial.TrialState
     finished = len(finished_trials(study))  # repeats not counted
     running = len(study.get_trials(deepcopy=False, states=(states.RUNNING,)))
-    if finished >= int(section["trials"]):
+    if finished >= budget(recipe, stage, method):
         return "done"
-    return "full" if finished + running >= int(section["trials"]) else "open"
+    return "full" if finished + running >= budget(recipe, stage, method) else "open"
 
 
-def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, Any]]:
+def teacher_of(study, task: str, teachers: list[dict[str, Any]]) -> str | None:
+    """The fingerprint (:func:`suite.teacher_fingerprint`) of the teacher a study's students distilled from and were
+    made of (a student starts from its teacher's layers, nDS's too): the ``teacher_sha256`` ``fsdkit sweep``
+    records; for a study begun before sweeps recorded it (stage 1), the task's search teacher recorded last before
+    the study's first trial started (``teachers``: the search's teacher records); None when neither tells."""
+    recorded = study.user_attrs.get("teacher_sha256")
+    if recorded:
+        return str(recorded)[:12]
+    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
+    if not starts:
+        return None
+    began = min(starts).astimezone()  # Optuna's times are the machine's local time
+    fitted = [
+        (datetime.datetime.strptime(r["finished_at"], "%Y-%m-%dT%H:%M:%S%z"), r.get("teacher_fingerprint"))
+        for r in teachers
+        if r.get("task") == task and r.get("method") == "teacher" and r.get("status") == "ok" and r.get("finished_at")
+    ]
+    before = [(at, fingerprint) for at, fingerprint in fitted if at <= began]
+    return max(before, key=lambda pair: pair[0])[1] if before else None
+
+
+def study_progress(
+    recipe: dict, storage: str | None = None, teachers: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Every study of the search, stage by stage and task by task: its budget, trials finished and pruned, the holdout
     value of each finished trial in the order they finished (None: pruned), the best so far after each, the best
     trial (number, value, options) and whether the best still rose in the last third of the budget (a study that
     may not have converged); its failed trials, which the budget does not count: ``failed`` the exception type of
     each that failed by itself (a run that diverged), ``stopped`` how many were stopped or lost their worker;
     ``repeats``, the trials that drew a run scored already (not counted: ``fsdkit.sweep.finished_trials``); its
-    cost, ``worker_hours``, the wall time of every trial that ended (pruned, failed and stopped ones included). A
-    study not yet created has no trials."""
+    cost, ``worker_hours``, the wall time of every trial that ended (pruned, failed and stopped ones included);
+    ``teacher``, the fingerprint of its teacher (:func:`teacher_of`; ``teachers`` default to the recipe's
+    ``search_results``); ``rerun``, a stage-1 method's stage-2 rerun. A study not yet created has no trials."""
     import optuna
 
     from fsdkit.sweep import _storage, best_trial, budget_trials, repeat_count, trial_options
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or storage_url(recipe)
+    if teachers is None:
+        teachers = read_records(recipe_output(recipe, "search_results"))
     search = recipe["search"]
     out = []
     for stage, task, method in jobs(recipe, list(search["tasks"]), [1, 2]):
-        budget = int(search[f"stage{stage}"]["trials"])
-        row: dict[str, Any] = {"stage": stage, "task": task, "method": method, "budget": budget, "values": []}
-        row.update(best_so_far=[], pruned=0, best=None, still_improving=False, study=study_name(recipe, task, method))
-        row.update(failed=[], stopped=0, repeats=0, worker_hours=0.0)
+        needed = budget(recipe, stage, method)
+        row: dict[str, Any] = {"stage": stage, "task": task, "method": method, "budget": needed, "values": []}
+        row.update(best_so_far=[], pruned=0, best=None, still_improving=False)
+        row.update(study=study_name(recipe, task, method, stage), rerun=is_rerun(recipe, stage, method))
+        row.update(failed=[], stopped=0, repeats=0, worker_hours=0.0, teacher=None)
         try:
             study = optuna.load_study(study_name=row["study"], storage=_storage(storage, 60))
         except KeyError:
@@ -185,20 +238,21 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
             for t in trials
             if t.datetime_start is not None and t.datetime_complete is not None
         )
+        row["teacher"] = teacher_of(study, task, teachers)
         best_value = None
-        for trial in budget_trials(study, budget):
+        for trial in budget_trials(study, needed):
             value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
             row["values"].append(value)
             row["pruned"] += value is None
             if value is not None and (best_value is None or sign * value > sign * best_value):
                 best_value = value
-                row["still_improving"] = len(row["values"]) > 2 * budget / 3
+                row["still_improving"] = not row["rerun"] and len(row["values"]) > 2 * needed / 3
             row["best_so_far"].append(best_value)
-        best = best_trial(study, budget)
+        best = best_trial(study, needed)
         if best is not None:
             fixed = (study.user_attrs.get("fixed_from") or {}).get("options") or {}
             row["best"] = {"trial": best.number, "value": best.value, "options": {**fixed, **trial_options(best)}}
-        row.update(metric=study.user_attrs.get("metric"), sign=sign, done=len(row["values"]) >= budget)
+        row.update(metric=study.user_attrs.get("metric"), sign=sign, done=len(row["values"]) >= needed)
         out.append(row)
     return out
 
@@ -206,8 +260,8 @@ def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, A
 def terms_in_use(recipe: dict, row: dict[str, Any]) -> int:
     """How many distillation terms a study's best trial trains with: nDS none, VKD its KD term, a stage-2 row the KD
     term, each of its searched weights that is not off (a row whose weights all drew off is VKD again) and each extra
-    loss its recipe row always adds (FSDI + MiniLM's attention term)."""
-    if row["stage"] == 1:
+    loss its recipe row always adds (FSDI + MiniLM's attention term). A rerun counts as its stage-1 row."""
+    if row["stage"] == 1 or row.get("rerun"):
         return 0 if row["method"] == "nds" else 1
     weights = recipe["search"]["stage2"]["methods"][row["method"]]
     extra = (recipe["methods"].get(row["method"]) or {}).get("losses") or []
@@ -222,7 +276,14 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
     ``take``: for each task whose studies have all finished, the row with the best holdout score (the row a user
     should take; ``settled`` says how many of each task's studies have), a tie going to the row with fewer terms in
     use (:func:`terms_in_use`; then the search's order) and the others named in ``tied_with``. A task not settled
-    for a method has no entry: the suite blocks that cell (``suite.method_row``)."""
+    for a method has no entry: the suite blocks that cell (``suite.method_row``).
+
+    ``take`` compares rows of one teacher only (:func:`teacher_of`): a student's score depends on the teacher it is
+    made of and distils from, and a teacher fine-tuned again on another machine is another teacher (same recipe and
+    seed, other weights). That is the teacher most of the task's stage-2 studies used; the rows of any other are
+    left out, named in ``other_teacher`` (a stage-1 row is then compared through its rerun, ``search.stage2.rerun``;
+    a rerun on its stage-1 study's teacher is that study's best run again, and is not compared twice). A rerun sets no
+    per-task settings: its stage-1 study does."""
     recipe = load_recipe(recipe_path)
     if any("per_task" in (row or {}) for row in recipe["methods"].values()):
         raise SystemExit(f"--settle: {recipe_path} already has per-task settings; give the search's recipe")
@@ -238,13 +299,21 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
         if not row.get("done") or best is None:
             continue
         count[0] += 1
+        if row["rerun"]:
+            continue
         chosen_from = {"study": row["study"], "trial": best["trial"], "holdout": round(best["value"], 6)}
         entry["per_task"][task] = {**best["options"], "chosen_from": chosen_from}
     take: dict[str, Any] = {}
     for task, (done, total) in settled.items():
-        rows = [r for r in progress if r["task"] == task]
         if done < total:
             continue
+        rows = [r for r in progress if r["task"] == task]
+        searched = collections.Counter(r["teacher"] for r in rows if r["stage"] == 2 and not r["rerun"])
+        teacher = searched.most_common(1)[0][0] if searched else None  # first counted among equals: search order
+        other = [r for r in rows if r["teacher"] != teacher]
+        rows = [r for r in rows if r["teacher"] == teacher]
+        same = {r["method"] for r in rows if r["stage"] == 1}
+        rows = [r for r in rows if not (r["rerun"] and r["method"] in same)]  # the run its stage-1 row scored
         top = max(r["sign"] * r["best"]["value"] for r in rows)
         tied = [r for r in rows if r["sign"] * r["best"]["value"] >= top - 1e-12]  # in the search's order
         best_row = min(tied, key=lambda r: terms_in_use(recipe, r))  # a tie goes to the simpler row
@@ -252,6 +321,8 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
         take[task]["metric"] = best_row["metric"]
         if len(tied) > 1:
             take[task]["tied_with"] = [r["method"] for r in tied if r is not best_row]
+        if other:
+            take[task].update(teacher=teacher, other_teacher=[r["study"] for r in other])
     table = {
         "extends": os.path.relpath(recipe_path.resolve(), out.resolve().parent),
         "title": f"{recipe['title']} (the table: each method at its per-task settings)",

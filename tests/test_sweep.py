@@ -563,6 +563,15 @@ def test_a_weight_searched_with_off_runs_its_term_at_zero_and_stage_two_inherits
             output_dir=str(tmp_path / "x"),
             study_name="stage2c",
         )
+    # no space: one run at stage 1's best (a rerun, say on a teacher fine-tuned again), which scores what it scored
+    again = {**space_file(tmp_path, glue_dir, mrpc_teacher, 1), "space": {}, "fixed_from": {"study": "stage1"}}
+    with pytest.raises(ConfigError, match="with no space the sweep is one run, at fixed_from's best: give --trials 1"):
+        sweep({**again, "trials": 2}, storage=storage, output_dir=str(tmp_path / "rerun"), study_name="rerun")
+    with pytest.raises(ConfigError, match=r"needs a search 'space'.*\(or fixed_from with no space"):
+        sweep({**again, "fixed_from": None}, storage=storage, output_dir=str(tmp_path / "rerun"), study_name="rerun")
+    rerun = sweep(again, storage=storage, output_dir=str(tmp_path / "rerun"), study_name="rerun")
+    assert rerun["trials"]["complete"] == 1 and rerun["best"]["value"] == one["best"]["value"]
+    assert rerun["best"]["options"] == {} and rerun["fixed_from"]["options"] == one["best"]["options"]
 
 
 def test_off_is_one_more_choice_as_likely_as_one_unit_of_the_range():

@@ -652,21 +652,28 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     config = as_config(SweepConfig, config, overrides)
     if not config.output_dir:
         raise ConfigError("--output-dir is required (the trial folders and the summary)")
-    if not config.space:
-        raise ConfigError("the sweep needs a search 'space' (option name -> distribution), e.g. in --config SPACE.yaml")
+    if not config.space and config.fixed_from is None:
+        raise ConfigError(
+            "the sweep needs a search 'space' (option name -> distribution), e.g. in --config SPACE.yaml (or "
+            "fixed_from with no space: one run at another study's best)"
+        )
     base_given = dict(config.base or {})
     source = None
     if config.fixed_from is not None:
         fixed, source = fixed_from(config.fixed_from, config.storage)
-        given = {_key(k) for k in base_given} | {_key(k) for k in config.space}
+        given = {_key(k) for k in base_given} | {_key(k) for k in config.space or {}}
         clash = sorted(set(fixed) & given)
         if clash:
             raise ConfigError(
                 f"fixed_from: {clash} come from study {source['study']!r}; do not also set them in 'base' or 'space'"
             )
         base_given.update(fixed)
-    base, space = check_space(config.command, base_given, config.space)
+    base, space = check_space(config.command, base_given, config.space or {})
     runs = distinct_runs(space)
+    if not space and config.trials > 1:
+        raise ConfigError(
+            f"with no space the sweep is one run, at fixed_from's best: give --trials 1, not {config.trials}"
+        )
     if runs is not None and runs < config.trials:
         raise ConfigError(
             f"the sweep space holds {runs} different runs (every option discrete), fewer than --trials "

@@ -901,12 +901,25 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
     for spec in (vkd, nds, fsdi):
         check_space("distill", spec["base"], spec["space"])
     assert staged.sweep_spec(suite, 1, "mrpc", "vkd")["metric"] == "accuracy"
+    # stage 2 first runs stage 1's rows once more at their best, on its own teacher: one run, nothing searched
+    assert recipe["search"]["stage2"]["rerun"] == ["vkd", "nds"]
+    vkd_again, nds_again = staged.sweep_spec(suite, 2, "stsb", "vkd"), staged.sweep_spec(suite, 2, "stsb", "nds")
+    assert vkd_again["study_name"] == "v3-stsb-vkd-rerun" and vkd_again["space"] == {} and vkd_again["trials"] == 1
+    assert vkd_again["fixed_from"] == {"study": "v3-stsb-vkd", "options": ["alpha", "learning_rate", "temperature"]}
+    assert nds_again["fixed_from"] == {"study": "v3-stsb-nds", "options": ["learning_rate"]}
+    assert vkd_again["base"]["method"] == "vkd" and "learning_rate" not in nds_again["base"]
+    for spec in (vkd_again, nds_again):
+        check_space("distill", spec["base"], spec["space"])
     assert staged.jobs(recipe, ["mrpc", "stsb"], [1, 2]) == [
         (1, "mrpc", "vkd"),
         (1, "mrpc", "nds"),
         (1, "stsb", "vkd"),
         (1, "stsb", "nds"),
+        (2, "mrpc", "vkd"),
+        (2, "mrpc", "nds"),
         (2, "mrpc", "fsdi"),
+        (2, "stsb", "vkd"),
+        (2, "stsb", "nds"),
         (2, "stsb", "fsdi"),
     ]
     assert staged.study_state(recipe, 1, "stsb", "vkd") == "open"
@@ -916,6 +929,8 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
         study.tell(study.ask({"alpha": optuna.distributions.FloatDistribution(0, 1)}), float(value))
     assert staged.study_state(recipe, 1, "stsb", "vkd") == "done"
     assert staged.study_state(recipe, 2, "stsb", "fsdi") == "open"
+    assert staged.study_state(recipe, 2, "stsb", "vkd") == "open"  # its rerun: one trial
+    assert staged.study_state(recipe, 2, "stsb", "nds") == "blocked"  # nDS's rerun waits for nDS's stage 1
 
 
 def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tmp_path):
@@ -931,8 +946,11 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     search.update(storage_file=str(tmp_path / "search.db"), tasks=["stsb", "mrpc"])
     search["stage1"] = {**search["stage1"], "trials": 3}
     search["stage2"] = {**search["stage2"], "trials": 3, "methods": {"fsdi": search["stage2"]["methods"]["fsdi"]}}
+    search["stage2"]["rerun"] = []  # every study on one teacher here (the next tests rerun stage 1 on another)
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search}))
+    outputs = {"search_results": str(tmp_path / "teachers.jsonl")}  # no teacher records: no teacher known
+    recipe_text = {"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search, "outputs": outputs}
+    path.write_text(yaml.safe_dump(recipe_text))
     recipe = suite_mod.load_recipe(path)
     storage = staged.storage_url(recipe)
     knobs = {"learning_rate": 1e-4, "alpha": 0.3, "temperature": 2.0}
@@ -1014,12 +1032,12 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
     assert [c[1] for c in runs.runner.calls] == ["teacher"]
 
     text = "\n".join(report_mod.staged_search_section(list(progress.values()), {"stsb": "v3-search/stsb.png"}))
-    assert "| STSB | 1 | nDS | 3 of 3 | Pearson 80.00 (#2) | 60.0 60.0 80.0 | 0.0 | **still rising** |" in text
-    assert "| MRPC | 1 | nDS | 0 of 3 (1 stopped) | – | – | 0.5 |  |" in text
+    assert "| STSB | 1 | nDS | – | 3 of 3 | Pearson 80.00 (#2) | 60.0 60.0 80.0 | 0.0 | **still rising** |" in text
+    assert "| MRPC | 1 | nDS | – | 0 of 3 (1 stopped) | – | – | 0.5 |  |" in text
     assert "by task: STSB 0.0, MRPC 0.5; 0.5 in all" in text
-    vkd_row = "| STSB | 1 | VKD | 3 of 3 (1 pruned; 1 failed: FloatingPointError; 1 stopped) | Pearson 70.00 (#1) |"
+    vkd_row = "| STSB | 1 | VKD | – | 3 of 3 (1 pruned; 1 failed: FloatingPointError; 1 stopped) | Pearson 70.00 (#1) |"
     assert vkd_row + " 50.0 70.0 70.0 | 0.0 |  |" in text
-    assert "| STSB | 2 | FSDI | 3 of 3 (1 repeat not counted) | Pearson 75.00 (#1) |" in text
+    assert "| STSB | 2 | FSDI | – | 3 of 3 (1 repeat not counted) | Pearson 75.00 (#1) |" in text
     assert "![best so far, STSB](v3-search/stsb.png)" in text
     plots = report_mod.plot_best_so_far(list(progress.values()), tmp_path / "plots")
     assert sorted(plots) == ["mrpc", "stsb"] and all(p.stat().st_size > 0 for p in plots.values())
@@ -1037,9 +1055,12 @@ def test_settle_gives_a_tied_row_to_take_to_the_simpler_method_and_names_the_oth
     search.update(storage_file=str(tmp_path / "search.db"), tasks=["stsb"])
     search["stage1"] = {**search["stage1"], "trials": 1}
     methods = {m: search["stage2"]["methods"][m] for m in ("fsdi", "fsd")}
-    search["stage2"] = {**search["stage2"], "trials": 1, "methods": methods}
+    search["stage2"] = {**search["stage2"], "trials": 1, "methods": methods, "rerun": []}
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search}))
+    outputs = {"search_results": str(tmp_path / "teachers.jsonl")}
+    path.write_text(
+        yaml.safe_dump({"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search, "outputs": outputs})
+    )
     storage = staged.storage_url(suite_mod.load_recipe(path))
 
     def study(method, value, options):
@@ -1063,6 +1084,104 @@ def test_settle_gives_a_tied_row_to_take_to_the_simpler_method_and_names_the_oth
     trial = study_nds.ask()
     study_nds.tell(trial, 0.7)  # beyond nDS's budget of 1: not counted
     assert staged.settle(path, tmp_path / "table.yaml")["take"]["stsb"]["method"] == "vkd"
+
+
+def test_settle_compares_the_rows_of_one_teacher_and_stage_one_through_its_rerun(tmp_path):
+    """A new machine fine-tunes the search teachers again: other weights. Stage 1's studies (run before sweeps recorded
+    their teacher) are known by the task's teacher recorded last before their first trial; the row to take is chosen
+    among the rows of the teacher most stage-2 studies used, stage 1's rows through their reruns on it, and the
+    studies of another teacher are named. On an unchanged teacher a rerun is its stage-1 row's run again: compared
+    once, and no rerun sets a method's per-task settings."""
+    import optuna
+    import yaml
+
+    staged = _load("staged_search")
+    search = dict(suite_mod.load_recipe(staged.DEFAULT_RECIPE)["search"])
+    search.update(storage_file=str(tmp_path / "search.db"), tasks=["sick"])
+    search["stage1"] = {**search["stage1"], "trials": 1}
+    search["stage2"] = {**search["stage2"], "trials": 1, "methods": {"fsdi": search["stage2"]["methods"]["fsdi"]}}
+    teachers = tmp_path / "teachers.jsonl"
+    old, new = "a" * 12, "b" * 12
+    for task, fingerprint, day in (("sick", old, 1), ("mrpc", "c" * 12, 2), ("sick", new, 3)):
+        at = f"2026-12-0{day}T04:00:00+0000"
+        record = {
+            "task": task,
+            "method": "teacher",
+            "status": "ok",
+            "finished_at": at,
+            "teacher_fingerprint": fingerprint,
+        }
+        suite_mod.append_record(teachers, record)
+    path = tmp_path / "recipe.yaml"
+    recipe_text = {"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search}
+    path.write_text(yaml.safe_dump({**recipe_text, "outputs": {"search_results": str(teachers)}}, sort_keys=False))
+    storage = staged.storage_url(suite_mod.load_recipe(path))
+    knobs = {"learning_rate": 1e-4, "alpha": 0.3, "temperature": 2.0}
+
+    def study(name, value, options, day, teacher=None, fixed=None):
+        made = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        made.set_user_attr("metric", "holdout.accuracy")
+        if teacher is not None:  # what fsdkit sweep records: the SHA-256 of the teacher's weights
+            made.set_user_attr("teacher_sha256", teacher + "0" * 52)
+        if fixed is not None:
+            made.set_user_attr("fixed_from", {"study": "v3-sick-vkd", "options": fixed})
+        start = datetime.datetime(2026, 12, day, 12, 0, tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
+        made.add_trial(
+            optuna.trial.FrozenTrial(
+                number=0,
+                trial_id=0,
+                state=optuna.trial.TrialState.COMPLETE,
+                value=value,
+                datetime_start=start,
+                datetime_complete=start + datetime.timedelta(minutes=6),
+                params={},
+                distributions={},
+                user_attrs={"options": options},
+                system_attrs={},
+                intermediate_values={},
+            )
+        )
+        return made
+
+    study("v3-sick-vkd", 0.85, knobs, day=2)  # on the first teacher (recorded before day 2): not comparable
+    study("v3-sick-nds", 0.60, {"learning_rate": 2e-4}, day=2)
+    study("v3-sick-vkd-rerun", 0.79, {}, day=4, teacher=new, fixed=knobs)
+    study("v3-sick-nds-rerun", 0.70, {}, day=4, teacher=new, fixed={"learning_rate": 2e-4})
+    fsdi = study("v3-sick-fsdi", 0.80, {"lambda_intra": 3.0}, day=4, teacher=new, fixed=knobs)
+
+    progress = {s["study"]: s for s in staged.study_progress(suite_mod.load_recipe(path))}
+    assert [progress[f"v3-sick-{m}"]["teacher"] for m in ("vkd", "nds", "vkd-rerun", "fsdi")] == [old, old, new, new]
+    assert progress["v3-sick-vkd-rerun"]["rerun"] and progress["v3-sick-vkd-rerun"]["stage"] == 2
+    assert progress["v3-sick-vkd-rerun"]["budget"] == 1 and progress["v3-sick-vkd-rerun"]["done"]
+    table = staged.settle(path, tmp_path / "table.yaml")
+    assert table["settled"] == {"sick": "5 of 5 studies"}
+    assert table["take"]["sick"] == {
+        "method": "fsdi",  # 0.80 beats VKD's rerun (0.79); stage 1's 0.85 was on the other teacher
+        "holdout": 0.8,
+        "metric": "holdout.accuracy",
+        "teacher": new,
+        "other_teacher": ["v3-sick-vkd", "v3-sick-nds"],
+    }
+    vkd = table["methods"]["vkd"]["per_task"]["sick"]  # settings come from the study that searched them
+    assert vkd == {**knobs, "chosen_from": {"study": "v3-sick-vkd", "trial": 0, "holdout": 0.85}}
+    text = "\n".join(report_mod.staged_search_section(list(progress.values())))
+    assert f"| SICK | 2 | VKD (rerun) | {new} | 1 of 1 | Acc 79.00 (#0) | 79.0 | 0.1 |  |" in text
+    assert f"| SICK | 1 | VKD | {old} | 1 of 1 | Acc 85.00 (#0) |" in text
+    tables = report_mod._Tables.of([], {"take": table["take"]}, 2, None)
+    assert (
+        f"- SICK: compared among the rows of teacher {new}; not compared (another teacher): v3-sick-vkd, v3-sick-nds."
+        in ("\n".join(report_mod._take_section(tables)))
+    )
+
+    fsdi.set_user_attr("teacher_sha256", old + "0" * 52)  # stage 2 on stage 1's teacher: the reruns are left out
+    take = staged.settle(path, tmp_path / "table.yaml")["take"]["sick"]
+    assert take == {
+        "method": "vkd",
+        "holdout": 0.85,
+        "metric": "holdout.accuracy",
+        "teacher": old,
+        "other_teacher": ["v3-sick-vkd-rerun", "v3-sick-nds-rerun"],
+    }
 
 
 def test_report_compares_two_benchmarks_cell_by_cell_and_names_each_tasks_row_to_take():
