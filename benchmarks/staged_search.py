@@ -138,6 +138,8 @@ def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
         "startup_trials": int(search["startup_trials"]),
         "seed": int(search["seed"]),
         "output_dir": str(suite.work_dir / task / "search" / method),
+        # a machine without work/ fine-tunes the teacher again: a study part-way goes on, listing both (teacher_of)
+        "accept_teacher_change": True,
     }
     if stage == 2:
         source = method if rerun else section["fixed_from"]
@@ -177,7 +179,12 @@ def teacher_of(study, task: str, teachers: list[dict[str, Any]]) -> str | None:
     """The fingerprint (:func:`suite.teacher_fingerprint`) of the teacher a study's students distilled from and were
     made of (a student starts from its teacher's layers, nDS's too): the ``teacher_sha256`` ``fsdkit sweep``
     records; for a study begun before sweeps recorded it (stage 1), the task's search teacher recorded last before
-    the study's first trial started (``teachers``: the search's teacher records); None when neither tells."""
+    the study's first trial started (``teachers``: the search's teacher records); None when neither tells. A study
+    whose trials distilled from several (its teacher fine-tuned again part-way: ``fsdkit sweep``'s
+    ``accept_teacher_change``) has theirs joined by ``+``: the teacher of none of the other studies."""
+    several = study.user_attrs.get("teachers")
+    if several:
+        return "+".join(str(sha)[:12] for sha in several)
     recorded = study.user_attrs.get("teacher_sha256")
     if recorded:
         return str(recorded)[:12]

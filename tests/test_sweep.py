@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -427,6 +428,38 @@ def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
     (tmp_path / "old" / "trial-0").mkdir(parents=True)  # a trial folder of a study whose storage was deleted
     with pytest.raises(ConfigError, match=r"holds trial-0, trial folders of another study than"):
         sweep(spec, output_dir=str(tmp_path / "old"), storage=f"sqlite:///{tmp_path / 'new.db'}")
+
+
+def test_a_study_goes_on_with_a_teacher_fine_tuned_again_only_when_told(glue_dir, mrpc_teacher, tmp_path):
+    """The teacher fine-tuned again (the same folder, other weights: another machine's rounding) is another teacher:
+    a resume is refused, naming its weights, unless ``accept_teacher_change`` is given; the study then lists both."""
+    from safetensors.torch import load_file, save_file
+
+    from fsdkit.artifacts import folder_weights_sha256
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(mrpc_teacher, teacher)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    spec = space_file(tmp_path, glue_dir, teacher, 1)
+    finished_study(storage, "refit", 1, [({"learning_rate": 1e-4}, 0.5)])
+
+    def run(**changes):
+        return sweep({**spec, **changes}, storage=storage, output_dir=str(tmp_path / "sweep"), study_name="refit")
+
+    run()  # the budget is met: nothing runs, the study records its teacher
+    first = folder_weights_sha256(teacher)
+    weights = load_file(teacher / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1e-6
+    save_file(weights, teacher / "model.safetensors", metadata={"format": "pt"})
+    second = folder_weights_sha256(teacher)
+    with pytest.raises(ConfigError, match=f"was run with teacher_sha256 '{first}', not '{second}'"):
+        run()
+    run(accept_teacher_change=True)
+    attrs = optuna.load_study(study_name="refit", storage=storage).user_attrs
+    assert attrs["teachers"] == [first, second] and attrs["teacher_sha256"] == second
+    run(accept_teacher_change=True)  # the same teacher again: nothing to add
+    assert optuna.load_study(study_name="refit", storage=storage).user_attrs["teachers"] == [first, second]
 
 
 def finished_study(storage: str, name: str, budget: int, results: list[tuple[dict, float]]):

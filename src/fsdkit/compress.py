@@ -292,7 +292,7 @@ def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pret
     teacher (its weights' sha256, or its name when it has no local weights), and the data and training options a
     student's score depends on (``data.<option>``, ``training.<option>``), local paths made absolute so that a resume
     spelling them otherwise is the same study."""
-    from fsdkit.sweep import recorded_value
+    from fsdkit.sweep import TEACHER_KEY, recorded_value
     from fsdkit.training.run_data import HOLDOUT
 
     training = {
@@ -306,7 +306,7 @@ def _experiment(config, options: dict[str, Any], metric: str, teacher: str, pret
     }
     return {
         "metric": f"{HOLDOUT}.{metric}",
-        "teacher_sha256": teacher,
+        TEACHER_KEY: teacher,
         **{f"data.{k}": recorded_value(k, v) for k, v in options.items() if k != "test_file"},  # test: scores nothing
         **{f"training.{k}": recorded_value(k, v) for k, v in training.items()},
     }

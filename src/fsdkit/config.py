@@ -377,6 +377,12 @@ class SweepConfig:
     pruner: str = setting(
         "median", "prune on the per-epoch curve: median (MedianPruner) or none", choices=("median", "none")
     )
+    accept_teacher_change: bool = setting(
+        False,
+        "resume a study whose trials distilled from other teacher weights (the teacher fine-tuned again, e.g. on "
+        "another machine: the same recipe and seed give other weights on another CPU); the study lists each teacher "
+        "in 'teachers'",
+    )
     startup_trials: int = setting(
         10,
         "trials drawn at random before TPE models the space (Optuna's 10); the median "

@@ -530,6 +530,8 @@ _NOT_SCORED = frozenset(
 
 #: the user attribute listing the keys of the values :func:`claim_study` recorded
 CLAIMED = "claimed"
+#: the value :func:`sweep_values` records of a local teacher: the SHA-256 of its weights
+TEACHER_KEY = "teacher_sha256"
 
 #: options that name a local file or folder, or else a hub name (``*_file`` and ``*_dir`` options too)
 _PATH_OPTIONS = frozenset(
@@ -560,17 +562,19 @@ def sweep_values(command: str, metric: str, base: dict[str, Any], space: dict[st
     }
     teacher = base.get("teacher")
     if command == "distill" and isinstance(teacher, str) and Path(teacher).is_dir():
-        values["teacher_sha256"] = folder_weights_sha256(teacher)
+        values[TEACHER_KEY] = folder_weights_sha256(teacher)
     return values
 
 
-def claim_study(study, values: dict[str, Any], storage: str) -> None:
+def claim_study(study, values: dict[str, Any], storage: str, accept_teacher_change: bool = False) -> None:
     """Record what makes ``study``'s trials comparable (its metric ``split.name``, its teacher's weights and the
     options a score depends on, one attribute each: :func:`sweep_values`, ``fsdkit compress``'s own) in its user
     attributes, and their keys in ``claimed``; refuse to resume a study that finished a trial with other values, or
     with a value left out or added, whose scores could not be compared with the new ones. A study begun by an older
     fsdkit (no ``claimed``) records its values now, and so does a study with no finished trial (a first run killed
-    early may be started again with corrected options)."""
+    early may be started again with corrected options). With ``accept_teacher_change``, other teacher weights (the
+    teacher fine-tuned again) are no refusal: the study then lists every teacher its trials used, in order, in
+    ``teachers``."""
     import optuna
 
     values = json.loads(json.dumps(values, default=str))  # as the storage returns them: lists for tuples, str keys
@@ -579,11 +583,15 @@ def claim_study(study, values: dict[str, Any], storage: str) -> None:
     states = optuna.trial.TrialState
     finished = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))  # pruned: values reported
     changed = []
+    teacher, earlier = values.get(TEACHER_KEY), recorded.get(TEACHER_KEY)
+    new_teacher = bool(finished) and teacher is not None and earlier is not None and earlier != teacher
     if finished:
         changed = [
             f"{key} {recorded[key]!r}, not {value!r}"
             for key, value in values.items()
-            if (claimed is None or key in claimed) and recorded.get(key, value) != value
+            if (claimed is None or key in claimed)
+            and recorded.get(key, value) != value
+            and not (key == TEACHER_KEY and accept_teacher_change)
         ]
         if claimed is not None:
             changed += [f"{key} {recorded[key]!r}, not left out" for key in claimed if key not in values]
@@ -593,6 +601,9 @@ def claim_study(study, values: dict[str, Any], storage: str) -> None:
             f"study {study.study_name!r} in {storage} was run with " + "; ".join(changed) + ": give the same "
             "options to resume it, or start another study (a new --study-name or --storage, and a new --output-dir)"
         )
+    if new_teacher and accept_teacher_change:
+        study.set_user_attr("teachers", [*recorded.get("teachers", [earlier]), teacher])
+        logger.warning("study %r goes on with another teacher (%s; before: %s)", study.study_name, teacher, earlier)
     for key, value in values.items():
         if recorded.get(key) != value:
             study.set_user_attr(key, value)
@@ -710,7 +721,8 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
     study.sampler = optuna.samplers.TPESampler(
         n_startup_trials=config.startup_trials, seed=config.seed + (os.getpid() if joining else 0)
     )
-    claim_study(study, sweep_values(config.command, f"{split}.{metric}", base, space), storage=config.storage)
+    values = sweep_values(config.command, f"{split}.{metric}", base, space)
+    claim_study(study, values, storage=config.storage, accept_teacher_change=config.accept_teacher_change)
     refuse_stray_trials(out, study, config.storage)
     study.set_user_attr("budget", config.trials)
     if source is not None:

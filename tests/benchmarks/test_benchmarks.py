@@ -1099,7 +1099,8 @@ def test_settle_compares_the_rows_of_one_teacher_and_stage_one_through_its_rerun
     search = dict(suite_mod.load_recipe(staged.DEFAULT_RECIPE)["search"])
     search.update(storage_file=str(tmp_path / "search.db"), tasks=["sick"])
     search["stage1"] = {**search["stage1"], "trials": 1}
-    search["stage2"] = {**search["stage2"], "trials": 1, "methods": {"fsdi": search["stage2"]["methods"]["fsdi"]}}
+    methods = {m: search["stage2"]["methods"][m] for m in ("fsdi", "fsdl")}
+    search["stage2"] = {**search["stage2"], "trials": 1, "methods": methods}
     teachers = tmp_path / "teachers.jsonl"
     old, new = "a" * 12, "b" * 12
     for task, fingerprint, day in (("sick", old, 1), ("mrpc", "c" * 12, 2), ("sick", new, 3)):
@@ -1148,20 +1149,24 @@ def test_settle_compares_the_rows_of_one_teacher_and_stage_one_through_its_rerun
     study("v3-sick-vkd-rerun", 0.79, {}, day=4, teacher=new, fixed=knobs)
     study("v3-sick-nds-rerun", 0.70, {}, day=4, teacher=new, fixed={"learning_rate": 2e-4})
     fsdi = study("v3-sick-fsdi", 0.80, {"lambda_intra": 3.0}, day=4, teacher=new, fixed=knobs)
+    both = study("v3-sick-fsdl", 0.90, {"lambda_local": 3.0}, day=2, teacher=new, fixed=knobs)
+    both.set_user_attr("teachers", [old + "0" * 52, new + "0" * 52])  # begun on one teacher, finished on the other
 
     progress = {s["study"]: s for s in staged.study_progress(suite_mod.load_recipe(path))}
-    assert [progress[f"v3-sick-{m}"]["teacher"] for m in ("vkd", "nds", "vkd-rerun", "fsdi")] == [old, old, new, new]
+    teacher_of = [progress[f"v3-sick-{m}"]["teacher"] for m in ("vkd", "nds", "vkd-rerun", "fsdi", "fsdl")]
+    assert teacher_of == [old, old, new, new, f"{old}+{new}"]
     assert progress["v3-sick-vkd-rerun"]["rerun"] and progress["v3-sick-vkd-rerun"]["stage"] == 2
     assert progress["v3-sick-vkd-rerun"]["budget"] == 1 and progress["v3-sick-vkd-rerun"]["done"]
     table = staged.settle(path, tmp_path / "table.yaml")
-    assert table["settled"] == {"sick": "5 of 5 studies"}
+    assert table["settled"] == {"sick": "6 of 6 studies"}
     assert table["take"]["sick"] == {
-        "method": "fsdi",  # 0.80 beats VKD's rerun (0.79); stage 1's 0.85 was on the other teacher
+        "method": "fsdi",  # 0.80 beats VKD's rerun (0.79); stage 1's 0.85 and FSDL's 0.90 had another teacher
         "holdout": 0.8,
         "metric": "holdout.accuracy",
         "teacher": new,
-        "other_teacher": ["v3-sick-vkd", "v3-sick-nds"],
+        "other_teacher": ["v3-sick-vkd", "v3-sick-nds", "v3-sick-fsdl"],
     }
+    assert table["methods"]["fsdl"]["per_task"]["sick"]["lambda_local"] == 3.0  # its settings still go to the table
     vkd = table["methods"]["vkd"]["per_task"]["sick"]  # settings come from the study that searched them
     assert vkd == {**knobs, "chosen_from": {"study": "v3-sick-vkd", "trial": 0, "holdout": 0.85}}
     text = "\n".join(report_mod.staged_search_section(list(progress.values())))
@@ -1169,8 +1174,8 @@ def test_settle_compares_the_rows_of_one_teacher_and_stage_one_through_its_rerun
     assert f"| SICK | 1 | VKD | {old} | 1 of 1 | Acc 85.00 (#0) |" in text
     tables = report_mod._Tables.of([], {"take": table["take"]}, 2, None)
     assert (
-        f"- SICK: compared among the rows of teacher {new}; not compared (another teacher): v3-sick-vkd, v3-sick-nds."
-        in ("\n".join(report_mod._take_section(tables)))
+        f"- SICK: compared among the rows of teacher {new}; not compared (another teacher): v3-sick-vkd, v3-sick-nds, "
+        "v3-sick-fsdl." in ("\n".join(report_mod._take_section(tables)))
     )
 
     fsdi.set_user_attr("teacher_sha256", old + "0" * 52)  # stage 2 on stage 1's teacher: the reruns are left out
@@ -1180,7 +1185,7 @@ def test_settle_compares_the_rows_of_one_teacher_and_stage_one_through_its_rerun
         "holdout": 0.85,
         "metric": "holdout.accuracy",
         "teacher": old,
-        "other_teacher": ["v3-sick-vkd-rerun", "v3-sick-nds-rerun"],
+        "other_teacher": ["v3-sick-vkd-rerun", "v3-sick-nds-rerun", "v3-sick-fsdl"],
     }
 
 
