@@ -443,7 +443,8 @@ def _take_section(tables: _Tables) -> list[str]:
             [
                 task.upper(),
                 DISPLAY.get(method, method) + (f" (tied with {tied}: the simpler row)" if tied else ""),
-                f"{METRIC_DISPLAY.get(metric, metric)} {100 * take[task]['holdout']:.2f}",
+                f"{METRIC_DISPLAY.get(metric, metric)} {100 * take[task]['holdout']:.2f}"
+                + (" (its stage-2 rerun)" if str(take[task].get("study", "")).endswith("-rerun") else ""),
                 fmt(tables.stats.get((task, method), {}).get(main)),
             ]
         )

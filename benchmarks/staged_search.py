@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import json
 import os
 import sys
@@ -45,7 +44,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from suite import Suite, load_recipe, read_records, reads_memory, recipe_output, runnable  # noqa: E402
+from suite import Suite, load_recipe, reads_memory, recipe_output, runnable  # noqa: E402
 
 DEFAULT_RECIPE = HERE / "recipe-v3.yaml"
 #: the table's recipe, written by ``--settle``: recipe-v3 with every method's per-task settings
@@ -137,7 +136,7 @@ def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
         "storage": storage_url(recipe),
         "startup_trials": int(search["startup_trials"]),
         "seed": int(search["seed"]),
-        "output_dir": str(suite.work_dir / task / "search" / method),
+        "output_dir": str(suite.work_dir / task / "search" / (f"{method}-rerun" if rerun else method)),
         # a machine without work/ fine-tunes the teacher again: a study part-way goes on, listing both (teacher_of)
         "accept_teacher_change": True,
     }
@@ -175,35 +174,21 @@ def study_state(recipe: dict, stage: int, task: str, method: str) -> str:
     return "full" if finished + running >= budget(recipe, stage, method) else "open"
 
 
-def teacher_of(study, task: str, teachers: list[dict[str, Any]]) -> str | None:
-    """The fingerprint (:func:`suite.teacher_fingerprint`) of the teacher a study's students distilled from and were
-    made of (a student starts from its teacher's layers, nDS's too): the ``teacher_sha256`` ``fsdkit sweep``
-    records; for a study begun before sweeps recorded it (stage 1), the task's search teacher recorded last before
-    the study's first trial started (``teachers``: the search's teacher records); None when neither tells. A study
-    whose trials distilled from several (its teacher fine-tuned again part-way: ``fsdkit sweep``'s
-    ``accept_teacher_change``) has theirs joined by ``+``: the teacher of none of the other studies."""
+def teacher_of(study) -> str | None:
+    """The fingerprint (:func:`suite.teacher_fingerprint`, 12 hex digits) of the teacher a study's students distilled
+    from and were made of (a student starts from its teacher's layers, nDS's too): from the ``teacher_sha256`` that
+    ``fsdkit sweep`` records, else a ``teacher_fingerprint`` written into a study begun before sweeps recorded their
+    teacher (stage 1's: the task's one search teacher of that day, benchmarks/README.md); None when neither is there.
+    A study whose trials distilled from several (its teacher fine-tuned again part-way: ``fsdkit sweep``'s
+    ``accept_teacher_change``) has theirs joined by ``+``: the teacher of no other study."""
     several = study.user_attrs.get("teachers")
     if several:
         return "+".join(str(sha)[:12] for sha in several)
-    recorded = study.user_attrs.get("teacher_sha256")
-    if recorded:
-        return str(recorded)[:12]
-    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
-    if not starts:
-        return None
-    began = min(starts).astimezone()  # Optuna's times are the machine's local time
-    fitted = [
-        (datetime.datetime.strptime(r["finished_at"], "%Y-%m-%dT%H:%M:%S%z"), r.get("teacher_fingerprint"))
-        for r in teachers
-        if r.get("task") == task and r.get("method") == "teacher" and r.get("status") == "ok" and r.get("finished_at")
-    ]
-    before = [(at, fingerprint) for at, fingerprint in fitted if at <= began]
-    return max(before, key=lambda pair: pair[0])[1] if before else None
+    recorded = study.user_attrs.get("teacher_sha256") or study.user_attrs.get("teacher_fingerprint")
+    return str(recorded)[:12] if recorded else None
 
 
-def study_progress(
-    recipe: dict, storage: str | None = None, teachers: list[dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
+def study_progress(recipe: dict, storage: str | None = None) -> list[dict[str, Any]]:
     """Every study of the search, stage by stage and task by task: its budget, trials finished and pruned, the holdout
     value of each finished trial in the order they finished (None: pruned), the best so far after each, the best
     trial (number, value, options) and whether the best still rose in the last third of the budget (a study that
@@ -211,16 +196,14 @@ def study_progress(
     each that failed by itself (a run that diverged), ``stopped`` how many were stopped or lost their worker;
     ``repeats``, the trials that drew a run scored already (not counted: ``fsdkit.sweep.finished_trials``); its
     cost, ``worker_hours``, the wall time of every trial that ended (pruned, failed and stopped ones included);
-    ``teacher``, the fingerprint of its teacher (:func:`teacher_of`; ``teachers`` default to the recipe's
-    ``search_results``); ``rerun``, a stage-1 method's stage-2 rerun. A study not yet created has no trials."""
+    ``teacher``, the fingerprint of its teacher (:func:`teacher_of`); ``rerun``, a stage-1 method's stage-2 rerun. A
+    study not yet created has no trials."""
     import optuna
 
     from fsdkit.sweep import _storage, best_trial, budget_trials, repeat_count, trial_options
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or storage_url(recipe)
-    if teachers is None:
-        teachers = read_records(recipe_output(recipe, "search_results"))
     search = recipe["search"]
     out = []
     for stage, task, method in jobs(recipe, list(search["tasks"]), [1, 2]):
@@ -245,7 +228,7 @@ def study_progress(
             for t in trials
             if t.datetime_start is not None and t.datetime_complete is not None
         )
-        row["teacher"] = teacher_of(study, task, teachers)
+        row["teacher"] = teacher_of(study)
         best_value = None
         for trial in budget_trials(study, needed):
             value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
@@ -276,6 +259,20 @@ def terms_in_use(recipe: dict, row: dict[str, Any]) -> int:
     return 1 + searched + sum(1 for loss in extra if loss.get("weight", 1.0))
 
 
+def comparison_teacher(rows: list[dict[str, Any]]) -> str | None:
+    """The teacher whose rows a task's ``take`` compares: the one most of its stage-2 studies distilled from alone
+    (a study of several teachers counts for none); among equally many, the one its reruns ran on (the teacher of the
+    search's latest machine), then the first in the search's order."""
+    alone = [r["teacher"] for r in rows if r["stage"] == 2 and not r["rerun"] and "+" not in (r["teacher"] or "")]
+    if not alone:
+        return next((r["teacher"] for r in rows if r["rerun"]), None)
+    counts = collections.Counter(alone)
+    top = max(counts.values())
+    most = [teacher for teacher in counts if counts[teacher] == top]  # in the search's order
+    rerun_on = {r["teacher"] for r in rows if r["rerun"] and r["best"] is not None}
+    return next((t for t in most if t in rerun_on), most[0])
+
+
 def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str, Any]:
     """Write the table's recipe ``out`` (``recipe-v3-table.yaml``): ``extends`` the search's recipe, each method row
     with a ``per_task`` entry for every task whose study has finished its budget — the best trial's settings (stage
@@ -287,8 +284,8 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
 
     ``take`` compares rows of one teacher only (:func:`teacher_of`): a student's score depends on the teacher it is
     made of and distils from, and a teacher fine-tuned again on another machine is another teacher (same recipe and
-    seed, other weights). That is the teacher most of the task's stage-2 studies used; the rows of any other are
-    left out, named in ``other_teacher`` (a stage-1 row is then compared through its rerun, ``search.stage2.rerun``;
+    seed, other weights). That is the teacher most of the task's stage-2 studies used (:func:`comparison_teacher`);
+    the rows of any other are left out, named in ``other_teacher`` (a stage-1 row is then compared through its rerun, ``search.stage2.rerun``;
     a rerun on its stage-1 study's teacher is that study's best run again, and is not compared twice). A rerun sets no
     per-task settings: its stage-1 study does."""
     recipe = load_recipe(recipe_path)
@@ -315,8 +312,7 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
         if done < total:
             continue
         rows = [r for r in progress if r["task"] == task]
-        searched = collections.Counter(r["teacher"] for r in rows if r["stage"] == 2 and not r["rerun"])
-        teacher = searched.most_common(1)[0][0] if searched else None  # first counted among equals: search order
+        teacher = comparison_teacher(rows)
         other = [r for r in rows if r["teacher"] != teacher]
         rows = [r for r in rows if r["teacher"] == teacher]
         same = {r["method"] for r in rows if r["stage"] == 1}
@@ -324,7 +320,8 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
         top = max(r["sign"] * r["best"]["value"] for r in rows)
         tied = [r for r in rows if r["sign"] * r["best"]["value"] >= top - 1e-12]  # in the search's order
         best_row = min(tied, key=lambda r: terms_in_use(recipe, r))  # a tie goes to the simpler row
-        take[task] = {"method": best_row["method"], "holdout": round(best_row["best"]["value"], 6)}
+        take[task] = {"method": best_row["method"], "study": best_row["study"]}
+        take[task]["holdout"] = round(best_row["best"]["value"], 6)
         take[task]["metric"] = best_row["metric"]
         if len(tied) > 1:
             take[task]["tied_with"] = [r["method"] for r in tied if r is not best_row]

@@ -908,6 +908,7 @@ def test_staged_search_builds_stage_one_and_stage_two_sweeps_per_task(tmp_path):
     assert vkd_again["fixed_from"] == {"study": "v3-stsb-vkd", "options": ["alpha", "learning_rate", "temperature"]}
     assert nds_again["fixed_from"] == {"study": "v3-stsb-nds", "options": ["learning_rate"]}
     assert vkd_again["base"]["method"] == "vkd" and "learning_rate" not in nds_again["base"]
+    assert Path(vkd_again["output_dir"]).name == "vkd-rerun" and Path(vkd["output_dir"]).name == "vkd"  # own folders
     for spec in (vkd_again, nds_again):
         check_space("distill", spec["base"], spec["space"])
     assert staged.jobs(recipe, ["mrpc", "stsb"], [1, 2]) == [
@@ -1012,7 +1013,9 @@ def test_settle_writes_each_methods_per_task_settings_from_its_finished_study(tm
         and "mrpc" not in table["methods"]["vkd"]["per_task"]
     )
     assert table["methods"]["fsd"] == {"memory_lr": 0.1}  # a row the search does not tune: kept as it is
-    assert table["take"] == {"stsb": {"method": "nds", "holdout": 0.8, "metric": "holdout.pearson"}}
+    assert table["take"] == {
+        "stsb": {"method": "nds", "study": "v3-stsb-nds", "holdout": 0.8, "metric": "holdout.pearson"}
+    }
     assert table["settled"] == {"stsb": "3 of 3 studies", "mrpc": "0 of 3 studies"}  # MRPC: no row to take yet
     (tmp_path / "elsewhere").mkdir()
     assert staged.settle(path, tmp_path / "elsewhere" / "t.yaml")["extends"] == "../recipe.yaml"
@@ -1087,106 +1090,109 @@ def test_settle_gives_a_tied_row_to_take_to_the_simpler_method_and_names_the_oth
 
 
 def test_settle_compares_the_rows_of_one_teacher_and_stage_one_through_its_rerun(tmp_path):
-    """A new machine fine-tunes the search teachers again: other weights. Stage 1's studies (run before sweeps recorded
-    their teacher) are known by the task's teacher recorded last before their first trial; the row to take is chosen
-    among the rows of the teacher most stage-2 studies used, stage 1's rows through their reruns on it, and the
-    studies of another teacher are named. On an unchanged teacher a rerun is its stage-1 row's run again: compared
-    once, and no rerun sets a method's per-task settings."""
+    """A new machine fine-tunes the search teachers again: other weights. The row to take is chosen among the rows
+    of the teacher most stage-2 studies used alone (a study begun on one and finished on another counts for none;
+    among equally many, the reruns' teacher), stage 1's rows through their reruns on it, and the studies of another
+    teacher are named. On an unchanged teacher a rerun is its stage-1 row's run again: compared once. No rerun sets
+    a method's per-task settings; the report marks a row taken through its rerun."""
     import optuna
     import yaml
 
     staged = _load("staged_search")
-    search = dict(suite_mod.load_recipe(staged.DEFAULT_RECIPE)["search"])
-    search.update(storage_file=str(tmp_path / "search.db"), tasks=["sick"])
-    search["stage1"] = {**search["stage1"], "trials": 1}
-    methods = {m: search["stage2"]["methods"][m] for m in ("fsdi", "fsdl")}
-    search["stage2"] = {**search["stage2"], "trials": 1, "methods": methods}
-    teachers = tmp_path / "teachers.jsonl"
+
+    def recipe_with(methods):
+        search = dict(suite_mod.load_recipe(staged.DEFAULT_RECIPE)["search"])
+        search.update(storage_file=str(tmp_path / f"{'-'.join(methods)}.db"), tasks=["sick"])
+        search["stage1"] = {**search["stage1"], "trials": 1}
+        spaces = {m: search["stage2"]["methods"][m] for m in methods}
+        search["stage2"] = {**search["stage2"], "trials": 1, "methods": spaces}
+        path = tmp_path / f"{'-'.join(methods)}.yaml"
+        recipe = {"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search}
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))  # the methods in the search's order
+        return path
+
     old, new = "a" * 12, "b" * 12
-    for task, fingerprint, day in (("sick", old, 1), ("mrpc", "c" * 12, 2), ("sick", new, 3)):
-        at = f"2026-12-0{day}T04:00:00+0000"
-        record = {
-            "task": task,
-            "method": "teacher",
-            "status": "ok",
-            "finished_at": at,
-            "teacher_fingerprint": fingerprint,
-        }
-        suite_mod.append_record(teachers, record)
-    path = tmp_path / "recipe.yaml"
-    recipe_text = {"extends": str(staged.DEFAULT_RECIPE), "title": "t", "search": search}
-    path.write_text(yaml.safe_dump({**recipe_text, "outputs": {"search_results": str(teachers)}}, sort_keys=False))
-    storage = staged.storage_url(suite_mod.load_recipe(path))
     knobs = {"learning_rate": 1e-4, "alpha": 0.3, "temperature": 2.0}
 
-    def study(name, value, options, day, teacher=None, fixed=None):
-        made = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-        made.set_user_attr("metric", "holdout.accuracy")
-        if teacher is not None:  # what fsdkit sweep records: the SHA-256 of the teacher's weights
-            made.set_user_attr("teacher_sha256", teacher + "0" * 52)
-        if fixed is not None:
-            made.set_user_attr("fixed_from", {"study": "v3-sick-vkd", "options": fixed})
-        start = datetime.datetime(2026, 12, day, 12, 0, tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
-        made.add_trial(
-            optuna.trial.FrozenTrial(
-                number=0,
-                trial_id=0,
-                state=optuna.trial.TrialState.COMPLETE,
-                value=value,
-                datetime_start=start,
-                datetime_complete=start + datetime.timedelta(minutes=6),
-                params={},
-                distributions={},
-                user_attrs={"options": options},
-                system_attrs={},
-                intermediate_values={},
-            )
+    def study(path, name, value, options, teacher):
+        made = optuna.create_study(
+            study_name=name, storage=staged.storage_url(suite_mod.load_recipe(path)), direction="maximize"
         )
+        made.set_user_attr("metric", "holdout.accuracy")
+        if "+" in teacher:  # begun on one teacher, finished on the other
+            made.set_user_attr("teachers", [sha + "0" * 52 for sha in teacher.split("+")])
+        elif name.endswith(("-vkd", "-nds")):  # a stage-1 study of the first search (its teacher written in later)
+            made.set_user_attr("teacher_fingerprint", teacher)
+        else:  # what fsdkit sweep records: the SHA-256 of the teacher's weights
+            made.set_user_attr("teacher_sha256", teacher + "0" * 52)
+        trial = made.ask()
+        trial.set_user_attr("options", options)
+        made.tell(trial, value)
         return made
 
-    study("v3-sick-vkd", 0.85, knobs, day=2)  # on the first teacher (recorded before day 2): not comparable
-    study("v3-sick-nds", 0.60, {"learning_rate": 2e-4}, day=2)
-    study("v3-sick-vkd-rerun", 0.79, {}, day=4, teacher=new, fixed=knobs)
-    study("v3-sick-nds-rerun", 0.70, {}, day=4, teacher=new, fixed={"learning_rate": 2e-4})
-    fsdi = study("v3-sick-fsdi", 0.80, {"lambda_intra": 3.0}, day=4, teacher=new, fixed=knobs)
-    both = study("v3-sick-fsdl", 0.90, {"lambda_local": 3.0}, day=2, teacher=new, fixed=knobs)
-    both.set_user_attr("teachers", [old + "0" * 52, new + "0" * 52])  # begun on one teacher, finished on the other
+    def search(path, fsdi_teacher=new):
+        study(path, "v3-sick-vkd", 0.85, knobs, old)  # on the first teacher: the best score, not comparable
+        study(path, "v3-sick-nds", 0.60, {"learning_rate": 2e-4}, old)
+        study(path, "v3-sick-vkd-rerun", 0.79, {}, new)
+        study(path, "v3-sick-nds-rerun", 0.70, {}, new)
+        return {
+            "fsdl": study(path, "v3-sick-fsdl", 0.90, {"lambda_local": 3.0}, f"{old}+{new}"),
+            "fsdi": study(path, "v3-sick-fsdi", 0.80, {"lambda_intra": 3.0}, fsdi_teacher),
+        }
 
-    progress = {s["study"]: s for s in staged.study_progress(suite_mod.load_recipe(path))}
-    teacher_of = [progress[f"v3-sick-{m}"]["teacher"] for m in ("vkd", "nds", "vkd-rerun", "fsdi", "fsdl")]
-    assert teacher_of == [old, old, new, new, f"{old}+{new}"]
-    assert progress["v3-sick-vkd-rerun"]["rerun"] and progress["v3-sick-vkd-rerun"]["stage"] == 2
-    assert progress["v3-sick-vkd-rerun"]["budget"] == 1 and progress["v3-sick-vkd-rerun"]["done"]
-    table = staged.settle(path, tmp_path / "table.yaml")
-    assert table["settled"] == {"sick": "6 of 6 studies"}
-    assert table["take"]["sick"] == {
-        "method": "fsdi",  # 0.80 beats VKD's rerun (0.79); stage 1's 0.85 and FSDL's 0.90 had another teacher
-        "holdout": 0.8,
-        "metric": "holdout.accuracy",
-        "teacher": new,
-        "other_teacher": ["v3-sick-vkd", "v3-sick-nds", "v3-sick-fsdl"],
-    }
-    assert table["methods"]["fsdl"]["per_task"]["sick"]["lambda_local"] == 3.0  # its settings still go to the table
-    vkd = table["methods"]["vkd"]["per_task"]["sick"]  # settings come from the study that searched them
-    assert vkd == {**knobs, "chosen_from": {"study": "v3-sick-vkd", "trial": 0, "holdout": 0.85}}
+    made = {}
+    for methods in (("fsdi", "fsdl"), ("fsdl", "fsdi")):  # FSDL's study, of both teachers, first or last
+        path = recipe_with(methods)
+        made[methods] = search(path)
+        progress = {s["study"]: s for s in staged.study_progress(suite_mod.load_recipe(path))}
+        teacher_of = [progress[f"v3-sick-{m}"]["teacher"] for m in ("vkd", "nds", "vkd-rerun", "fsdi", "fsdl")]
+        assert teacher_of == [old, old, new, new, f"{old}+{new}"]
+        assert progress["v3-sick-vkd-rerun"]["rerun"] and progress["v3-sick-vkd-rerun"]["stage"] == 2
+        assert progress["v3-sick-vkd-rerun"]["budget"] == 1 and progress["v3-sick-vkd-rerun"]["done"]
+        table = staged.settle(path, tmp_path / "table.yaml")
+        assert table["settled"] == {"sick": "6 of 6 studies"}
+        assert table["take"]["sick"] == {
+            "method": "fsdi",  # 0.80 beats VKD's rerun (0.79); stage 1's 0.85 and FSDL's 0.90 had another teacher
+            "study": "v3-sick-fsdi",
+            "holdout": 0.8,
+            "metric": "holdout.accuracy",
+            "teacher": new,
+            "other_teacher": ["v3-sick-vkd", "v3-sick-nds", "v3-sick-fsdl"],
+        }, methods
+        vkd = table["methods"]["vkd"]["per_task"]["sick"]  # settings come from the study that searched them
+        assert vkd == {**knobs, "chosen_from": {"study": "v3-sick-vkd", "trial": 0, "holdout": 0.85}}
+        assert table["methods"]["fsdl"]["per_task"]["sick"]["lambda_local"] == 3.0  # still the table's settings
     text = "\n".join(report_mod.staged_search_section(list(progress.values())))
-    assert f"| SICK | 2 | VKD (rerun) | {new} | 1 of 1 | Acc 79.00 (#0) | 79.0 | 0.1 |  |" in text
+    assert f"| SICK | 2 | VKD (rerun) | {new} | 1 of 1 | Acc 79.00 (#0) | 79.0 |" in text
     assert f"| SICK | 1 | VKD | {old} | 1 of 1 | Acc 85.00 (#0) |" in text
     tables = report_mod._Tables.of([], {"take": table["take"]}, 2, None)
     assert (
         f"- SICK: compared among the rows of teacher {new}; not compared (another teacher): v3-sick-vkd, v3-sick-nds, "
-        "v3-sick-fsdl." in ("\n".join(report_mod._take_section(tables)))
-    )
+        "v3-sick-fsdl."
+    ) in "\n".join(report_mod._take_section(tables))
 
-    fsdi.set_user_attr("teacher_sha256", old + "0" * 52)  # stage 2 on stage 1's teacher: the reruns are left out
+    studies = made["fsdi", "fsdl"]  # one study of each teacher alone: the reruns' teacher, not the first study's
+    studies["fsdi"].set_user_attr("teacher_sha256", old + "0" * 52)
+    studies["fsdl"].set_user_attr("teachers", [new + "0" * 52])
+    take = staged.settle(recipe_with(("fsdi", "fsdl")), tmp_path / "table.yaml")["take"]["sick"]
+    assert take["teacher"] == new and take["study"] == "v3-sick-fsdl"
+    path = recipe_with(("fsdi",))
+    search(path, fsdi_teacher=old)  # stage 2 on stage 1's teacher: the reruns are left out, VKD compared once
     take = staged.settle(path, tmp_path / "table.yaml")["take"]["sick"]
     assert take == {
         "method": "vkd",
+        "study": "v3-sick-vkd",
         "holdout": 0.85,
         "metric": "holdout.accuracy",
         "teacher": old,
-        "other_teacher": ["v3-sick-vkd-rerun", "v3-sick-nds-rerun", "v3-sick-fsdl"],
+        "other_teacher": ["v3-sick-vkd-rerun", "v3-sick-nds-rerun"],
     }
+    take_text = "\n".join(
+        report_mod._take_section(
+            report_mod._Tables.of([], {"take": {"sick": {**take, "study": "v3-sick-vkd-rerun"}}}, 2, None)
+        )
+    )
+    assert "| SICK | VKD | Acc 85.00 (its stage-2 rerun) |" in take_text
 
 
 def test_report_compares_two_benchmarks_cell_by_cell_and_names_each_tasks_row_to_take():
