@@ -262,10 +262,11 @@ def terms_in_use(recipe: dict, row: dict[str, Any]) -> int:
 def comparison_teacher(rows: list[dict[str, Any]]) -> str | None:
     """The teacher whose rows a task's ``take`` compares: the one most of its stage-2 studies distilled from alone
     (a study of several teachers counts for none); among equally many, the one its reruns ran on (the teacher of the
-    search's latest machine), then the first in the search's order."""
+    search's latest machine), then the first in the search's order; with no such study, the reruns' (else the first
+    row's)."""
     alone = [r["teacher"] for r in rows if r["stage"] == 2 and not r["rerun"] and "+" not in (r["teacher"] or "")]
     if not alone:
-        return next((r["teacher"] for r in rows if r["rerun"]), None)
+        return next((r["teacher"] for r in rows if r["rerun"]), rows[0]["teacher"])
     counts = collections.Counter(alone)
     top = max(counts.values())
     most = [teacher for teacher in counts if counts[teacher] == top]  # in the search's order
@@ -285,9 +286,9 @@ def settle(recipe_path: Path, out: Path, storage: str | None = None) -> dict[str
     ``take`` compares rows of one teacher only (:func:`teacher_of`): a student's score depends on the teacher it is
     made of and distils from, and a teacher fine-tuned again on another machine is another teacher (same recipe and
     seed, other weights). That is the teacher most of the task's stage-2 studies used (:func:`comparison_teacher`);
-    the rows of any other are left out, named in ``other_teacher`` (a stage-1 row is then compared through its rerun, ``search.stage2.rerun``;
-    a rerun on its stage-1 study's teacher is that study's best run again, and is not compared twice). A rerun sets no
-    per-task settings: its stage-1 study does."""
+    the rows of any other are left out, named in ``other_teacher`` (a stage-1 row is then compared through its
+    rerun, ``search.stage2.rerun``; a rerun on its stage-1 study's teacher is that study's best run again, and is not
+    compared twice). A rerun sets no per-task settings: its stage-1 study does."""
     recipe = load_recipe(recipe_path)
     if any("per_task" in (row or {}) for row in recipe["methods"].values()):
         raise SystemExit(f"--settle: {recipe_path} already has per-task settings; give the search's recipe")
