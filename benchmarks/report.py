@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from curves import curve_rows  # noqa: E402
 from curves import plot as plot_regimes  # noqa: E402
-from staged_search import study_progress  # noqa: E402
+from staged_search import RERUN_SUFFIX, study_progress  # noqa: E402
 from suite import (  # noqa: E402
     ABLATION_METHODS,
     DEFAULT_RECIPE,
@@ -444,7 +444,7 @@ def _take_section(tables: _Tables) -> list[str]:
                 task.upper(),
                 DISPLAY.get(method, method) + (f" (tied with {tied}: the simpler row)" if tied else ""),
                 f"{METRIC_DISPLAY.get(metric, metric)} {100 * take[task]['holdout']:.2f}"
-                + (" (its stage-2 rerun)" if str(take[task].get("study", "")).endswith("-rerun") else ""),
+                + (" (its stage-2 rerun)" if str(take[task].get("study", "")).endswith(RERUN_SUFFIX) else ""),
                 fmt(tables.stats.get((task, method), {}).get(main)),
             ]
         )

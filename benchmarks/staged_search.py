@@ -57,6 +57,10 @@ def storage_url(recipe: dict) -> str:
     return f"sqlite:///{HERE / recipe['search']['storage_file']}"
 
 
+#: what a stage-2 rerun adds to its stage-1 method's study name and trial folder
+RERUN_SUFFIX = "-rerun"
+
+
 def reruns(recipe: dict) -> list[str]:
     """The stage-1 methods stage 2 runs again, once each at their stage-1 best (``search.stage2.rerun``)."""
     return list(recipe["search"]["stage2"].get("rerun") or ())
@@ -68,7 +72,9 @@ def is_rerun(recipe: dict, stage: int, method: str) -> bool:
 
 def study_name(recipe: dict, task: str, method: str, stage: int = 1) -> str:
     """``<prefix>-<task>-<method>``; a stage-2 rerun of a stage-1 method ``<prefix>-<task>-<method>-rerun``."""
-    return f"{recipe['search']['study_prefix']}-{task}-{method}" + ("-rerun" if is_rerun(recipe, stage, method) else "")
+    return f"{recipe['search']['study_prefix']}-{task}-{method}" + (
+        RERUN_SUFFIX if is_rerun(recipe, stage, method) else ""
+    )
 
 
 def budget(recipe: dict, stage: int, method: str) -> int:
@@ -136,7 +142,7 @@ def sweep_spec(suite: Suite, stage: int, task: str, method: str) -> dict:
         "storage": storage_url(recipe),
         "startup_trials": int(search["startup_trials"]),
         "seed": int(search["seed"]),
-        "output_dir": str(suite.work_dir / task / "search" / (f"{method}-rerun" if rerun else method)),
+        "output_dir": str(suite.work_dir / task / "search" / (method + RERUN_SUFFIX if rerun else method)),
         # a machine without work/ fine-tunes the teacher again: a study part-way goes on, listing both (teacher_of)
         "accept_teacher_change": True,
     }
