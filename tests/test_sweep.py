@@ -4,6 +4,7 @@ reports, and a study shared by two parallel workers, one of them killed, resumed
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -430,9 +431,10 @@ def test_bad_space_is_refused(glue_dir, mrpc_teacher, tmp_path):
         sweep(spec, output_dir=str(tmp_path / "old"), storage=f"sqlite:///{tmp_path / 'new.db'}")
 
 
-def test_a_study_goes_on_with_a_teacher_fine_tuned_again_only_when_told(glue_dir, mrpc_teacher, tmp_path):
+def test_a_study_goes_on_with_a_teacher_fine_tuned_again_only_when_told(glue_dir, mrpc_teacher, tmp_path, caplog):
     """The teacher fine-tuned again (the same folder, other weights: another machine's rounding) is another teacher:
-    a resume is refused, naming its weights, unless ``accept_teacher_change`` is given; the study then lists both."""
+    a resume is refused, naming its weights, unless ``accept_teacher_change`` is given; the study then lists both.
+    Even then, a teacher whose run record shows other fine-tuning options is refused, naming them."""
     from safetensors.torch import load_file, save_file
 
     from fsdkit.artifacts import folder_weights_sha256
@@ -460,6 +462,31 @@ def test_a_study_goes_on_with_a_teacher_fine_tuned_again_only_when_told(glue_dir
     assert attrs["teachers"] == [first, second] and attrs["teacher_sha256"] == second
     run(accept_teacher_change=True)  # the same teacher again: nothing to add
     assert optuna.load_study(study_name="refit", storage=storage).user_attrs["teachers"] == [first, second]
+    assert attrs["teacher_recipe"]["learning_rate"] == 5e-5 and attrs["teacher_recipe"]["data_dir"] == glue_dir.name
+
+    # fine-tuned again with another learning rate: not the same recipe, refused even when told to accept a change
+    record = json.loads((teacher / "fsdkit_run.json").read_text())
+    (teacher / "fsdkit_run.json").write_text(
+        json.dumps({**record, "config": {**record["config"], "learning_rate": 3e-4}})
+    )
+    weights[name] = weights[name] + 1e-6
+    save_file(weights, teacher / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match=r"fine-tuned again with other options \(learning_rate 5e-05, not 0.0003;"):
+        run(accept_teacher_change=True)
+    # the same recipe read from another folder (another machine's path to the data) is the same recipe
+    moved = {**record["config"], "data_dir": f"/elsewhere/{glue_dir.name}", "output_dir": "/elsewhere/teacher"}
+    (teacher / "fsdkit_run.json").write_text(json.dumps({**record, "config": moved}))
+    run(accept_teacher_change=True)
+    third = optuna.load_study(study_name="refit", storage=storage).user_attrs["teachers"][-1]
+    assert third not in (first, second)
+    # a teacher without a run record cannot be checked: it goes on, saying so
+    (teacher / "fsdkit_run.json").unlink()
+    weights[name] = weights[name] + 1e-6
+    save_file(weights, teacher / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING, logger="fsdkit"):
+        run(accept_teacher_change=True)
+    assert "not checked that it was fine-tuned as before: the new teacher has no fsdkit_run.json" in caplog.text
+    assert optuna.load_study(study_name="refit", storage=storage).user_attrs["teacher_recipe"]["learning_rate"] == 5e-5
 
 
 def finished_study(storage: str, name: str, budget: int, results: list[tuple[dict, float]]):

@@ -380,8 +380,8 @@ class SweepConfig:
     accept_teacher_change: bool = setting(
         False,
         "resume a study whose trials distilled from other teacher weights (the teacher fine-tuned again, e.g. on "
-        "another machine: the same recipe and seed give other weights on another CPU); the study lists each teacher "
-        "in 'teachers'",
+        "another machine: the same recipe and seed give other weights on another CPU); refused when the teacher's "
+        "fsdkit_run.json shows other fine-tuning options; the study lists each teacher in 'teachers'",
     )
     startup_trials: int = setting(
         10,

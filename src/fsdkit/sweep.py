@@ -532,6 +532,8 @@ _NOT_SCORED = frozenset(
 CLAIMED = "claimed"
 #: the value :func:`sweep_values` records of a local teacher: the SHA-256 of its weights
 TEACHER_KEY = "teacher_sha256"
+#: the user attribute holding how the study's teacher was fine-tuned (:func:`teacher_recipe`), when it is known
+TEACHER_RECIPE = "teacher_recipe"
 
 #: options that name a local file or folder, or else a hub name (``*_file`` and ``*_dir`` options too)
 _PATH_OPTIONS = frozenset(
@@ -539,14 +541,34 @@ _PATH_OPTIONS = frozenset(
 )
 
 
+def _names_path(option: str) -> bool:
+    """Whether ``option`` names a file or folder (:data:`_PATH_OPTIONS`, ``*_file``, ``*_dir``)."""
+    return option in _PATH_OPTIONS or option.endswith(("_file", "_dir"))
+
+
 def recorded_value(option: str, value: Any) -> Any:
-    """``option``'s ``value`` as a study records it: an option naming a file or folder (:data:`_PATH_OPTIONS`,
-    ``*_file``, ``*_dir``) that exists as its absolute path, so that a resume spelling the path otherwise is the same
-    study; any other value as it is."""
-    is_path = option in _PATH_OPTIONS or option.endswith(("_file", "_dir"))
-    if is_path and isinstance(value, str) and value and Path(value).exists():
+    """``option``'s ``value`` as a study records it: an option naming a file or folder (:func:`_names_path`) that
+    exists as its absolute path, so that a resume spelling the path otherwise is the same study; any other value as
+    it is."""
+    if _names_path(option) and isinstance(value, str) and value and Path(value).exists():
         return str(Path(value).resolve())
     return value
+
+
+def teacher_recipe(record) -> dict[str, Any] | None:
+    """How a teacher was fine-tuned, from its run record (``fsdkit_run.json``; None for a teacher without one, or
+    one fsdkit distilled): the task and every option its weights depend on — not the output folder nor those that
+    score nothing (:data:`_NOT_SCORED`), and a file or folder by its last name only (``glue`` for
+    ``../shared/glue``), since a teacher fine-tuned again on another machine reads its data from another path."""
+    if record is None or record.command != "finetune":
+        return None
+    recipe: dict[str, Any] = {"task": record.task}
+    for option, value in record.config.items():
+        if option in _NOT_SCORED or option == "output_dir":
+            continue
+        is_path = _names_path(option) and isinstance(value, str) and value
+        recipe[option] = Path(value).name if is_path else value
+    return json.loads(json.dumps(recipe, default=str))  # as the storage returns it
 
 
 def sweep_values(command: str, metric: str, base: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]:
@@ -566,15 +588,24 @@ def sweep_values(command: str, metric: str, base: dict[str, Any], space: dict[st
     return values
 
 
-def claim_study(study, values: dict[str, Any], storage: str, accept_teacher_change: bool = False) -> None:
+def claim_study(
+    study,
+    values: dict[str, Any],
+    storage: str,
+    accept_teacher_change: bool = False,
+    recipe: dict[str, Any] | None = None,
+) -> None:
     """Record what makes ``study``'s trials comparable (its metric ``split.name``, its teacher's weights and the
     options a score depends on, one attribute each: :func:`sweep_values`, ``fsdkit compress``'s own) in its user
     attributes, and their keys in ``claimed``; refuse to resume a study that finished a trial with other values, or
     with a value left out or added, whose scores could not be compared with the new ones. A study begun by an older
     fsdkit (no ``claimed``) records its values now, and so does a study with no finished trial (a first run killed
     early may be started again with corrected options). With ``accept_teacher_change``, other teacher weights (the
-    teacher fine-tuned again) are no refusal: the study then lists every teacher its trials used, in order, in
-    ``teachers``."""
+    teacher fine-tuned again) are no refusal when the teacher was fine-tuned as before: the study then lists every
+    teacher its trials used, in order, in ``teachers``. How it was fine-tuned (``recipe``, :func:`teacher_recipe`)
+    is kept in ``teacher_recipe``; a new teacher fine-tuned otherwise (an option both recipes hold, with other
+    values) is refused, naming the options, and one whose recipe or whose predecessor's is unknown goes on with a
+    warning that it could not be checked."""
     import optuna
 
     values = json.loads(json.dumps(values, default=str))  # as the storage returns them: lists for tuples, str keys
@@ -601,9 +632,32 @@ def claim_study(study, values: dict[str, Any], storage: str, accept_teacher_chan
             f"study {study.study_name!r} in {storage} was run with " + "; ".join(changed) + ": give the same "
             "options to resume it, or start another study (a new --study-name or --storage, and a new --output-dir)"
         )
+    earlier_recipe = recorded.get(TEACHER_RECIPE)
     if new_teacher and accept_teacher_change:
+        if recipe is not None and earlier_recipe is not None:
+            otherwise = [
+                f"{key} {earlier_recipe.get(key)!r}, not {recipe.get(key)!r}"
+                for key in sorted(set(earlier_recipe) & set(recipe))  # an option one fsdkit version lacks: unknown
+                if earlier_recipe[key] != recipe[key]
+            ]
+            if otherwise:
+                raise ConfigError(
+                    f"study {study.study_name!r} in {storage}: its teacher was fine-tuned again with other options "
+                    f"({'; '.join(otherwise)}; from the teacher's fsdkit_run.json): --accept-teacher-change resumes "
+                    "a study only with a teacher fine-tuned as before; fine-tune it so, or start another study"
+                )
+        unchecked = (
+            ""
+            if recipe is not None and earlier_recipe is not None
+            else " (not checked that it was fine-tuned as before: "
+            + ("the new teacher has no fsdkit_run.json)" if recipe is None else "the study has no teacher_recipe)")
+        )
         study.set_user_attr("teachers", [*recorded.get("teachers", [earlier]), teacher])
-        logger.warning("study %r goes on with another teacher (%s; before: %s)", study.study_name, teacher, earlier)
+        logger.warning(
+            "study %r goes on with another teacher (%s; before: %s)%s", study.study_name, teacher, earlier, unchecked
+        )
+    if recipe is not None and earlier_recipe is None:
+        study.set_user_attr(TEACHER_RECIPE, recipe)
     for key, value in values.items():
         if recorded.get(key) != value:
             study.set_user_attr(key, value)
@@ -722,7 +776,13 @@ def sweep(config: SweepConfig | dict | None = None, **overrides) -> dict[str, An
         n_startup_trials=config.startup_trials, seed=config.seed + (os.getpid() if joining else 0)
     )
     values = sweep_values(config.command, f"{split}.{metric}", base, space)
-    claim_study(study, values, storage=config.storage, accept_teacher_change=config.accept_teacher_change)
+    claim_study(
+        study,
+        values,
+        storage=config.storage,
+        accept_teacher_change=config.accept_teacher_change,
+        recipe=teacher_recipe(record),
+    )
     refuse_stray_trials(out, study, config.storage)
     study.set_user_attr("budget", config.trials)
     if source is not None:
