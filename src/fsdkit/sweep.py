@@ -568,7 +568,7 @@ def teacher_recipe(record) -> dict[str, Any] | None:
             continue
         is_path = _names_path(option) and isinstance(value, str) and value
         recipe[option] = Path(value).name if is_path else value
-    return json.loads(json.dumps(recipe, default=str))  # as the storage returns it
+    return recipe
 
 
 def sweep_values(command: str, metric: str, base: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]:
@@ -608,7 +608,8 @@ def claim_study(
     warning that it could not be checked."""
     import optuna
 
-    values = json.loads(json.dumps(values, default=str))  # as the storage returns them: lists for tuples, str keys
+    # as the storage returns them: lists for tuples, str keys
+    values, recipe = json.loads(json.dumps([values, recipe], default=str))
     recorded = study.user_attrs
     claimed = recorded.get(CLAIMED)  # the keys of the recorded values (none: a study begun by an older fsdkit)
     states = optuna.trial.TrialState
