@@ -245,11 +245,15 @@ def test_resume_skips_a_checkpoint_cut_short_and_matches_the_uninterrupted_run(
 
 
 # ------------------------------------------------------------------------------ [6] long pairs in bounded memory
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak RSS from Linux's /proc")
 def test_long_pairs_are_truncated_in_bounded_memory(glue_dir, tmp_path):
-    """64 MRPC pairs of ~3,000 words each, encoded at --max-length 128 in a fresh process: peak RSS < 1.5 GB
-    (it was killed at 24 GB before), and each pair is truncated exactly as the tokenizer truncates it."""
+    """64 MRPC pairs of ~3,000 words each, encoded at --max-length 128 in a fresh process: peak RSS < 1 GB, imports
+    included (it was killed at 24 GB before), and each pair is truncated exactly as the tokenizer truncates it.
+
+    The peak is the new process's own high-water mark (``VmHWM``), not ``ru_maxrss``: Linux carries the parent's
+    peak into a child's ``ru_maxrss`` across fork and exec, so that figure is pytest's peak once pytest has grown."""
     script = f"""
-import resource, random
+import random
 from datasets import Dataset
 from transformers import AutoTokenizer
 from fsdkit.data import encode_dataset
@@ -263,13 +267,13 @@ tok = AutoTokenizer.from_pretrained(resolve_model_path('minilm'))
 enc = encode_dataset(Dataset.from_dict(rows), tok, 'mrpc', max_length=128)
 assert all(len(ids) == 128 for ids in enc['input_ids'])
 assert enc['input_ids'][5] == tok(rows['sentence1'][5], rows['sentence2'][5], truncation=True, max_length=128)['input_ids']
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf")}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     peak_kb = int(done.stdout.split()[-1])
-    assert peak_kb < 1.5 * 2**20, f"peak RSS {peak_kb / 2**20:.2f} GB"
+    assert peak_kb < 2**20, f"peak RSS {peak_kb / 2**20:.2f} GB"
 
 
 # --------------------------------------------------------------------------- [7] [8] errors instead of tracebacks
