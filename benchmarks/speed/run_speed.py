@@ -14,7 +14,7 @@ inputs across libraries, excludes warm-up iterations, reports the median of seve
    lr 1e-4) on the same fixed, dynamically padded MRPC batches (batch 32, max length 128) — in fsdkit
    (``DistillationTrainer.compute_loss``, backward, optimizer step), TextBrewer 0.2.1 (``BasicDistiller.train``) and
    torchdistill 1.1.5 (``DistillationBox.forward_process`` / ``post_forward_process``). Each library runs in its
-   own process (peak RSS = ``ru_maxrss`` of that process; the increase over the RSS after loading the models is
+   own process (peak RSS = ``VmHWM`` of that process; the increase over the RSS after loading the models is
    the training's own memory). Step times come from the moments the library's own loop asks for the next batch.
    Throughput and its ratios come from one process in which the configurations take turns pass by pass (each
    library's own loop in its own thread, one running at a time): the machine's speed drifts (up to 2× over minutes

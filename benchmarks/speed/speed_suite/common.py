@@ -165,6 +165,13 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (``VmHWM``). Not ``ru_maxrss``, which Linux carries from the parent into a child
+    across fork and exec, so a worker's figure would be its parent's peak whenever that is the larger."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
 def fsd_term_specs(memory) -> list:
     """The FSD configuration's structure terms (intra, local, and the memory term over ``memory``), as TermSpecs."""
     from fsdkit.methods import TermSpec

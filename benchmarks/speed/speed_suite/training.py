@@ -6,7 +6,6 @@ section of SPEED.md.
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from speed_suite.common import (
     fsd_term_specs,
     models,
     mrpc_rows,
+    peak_rss_mb,
     rss_mb,
 )
 from speed_suite.floor import floor_worker
@@ -191,7 +191,7 @@ def run_worker(config: str, glue_dir: str, n_batches: int, warmup: int, reps: in
         extra = train_config(config, timed, encoded, collator, Path(tmp))
     passes = timed.pass_seconds()
     examples = n_batches * BATCH_SIZE
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {
         "config": config,
         "status": "ok",
