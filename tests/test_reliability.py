@@ -245,7 +245,11 @@ def test_resume_skips_a_checkpoint_cut_short_and_matches_the_uninterrupted_run(
 
 
 # ------------------------------------------------------------------------------ [6] long pairs in bounded memory
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak RSS from Linux's /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(),
+    reason="the child's own peak RSS (VmHWM) is read from /proc/self/status, which only Linux has; "
+    "ru_maxrss, the portable figure, would report pytest's own peak",
+)
 def test_long_pairs_are_truncated_in_bounded_memory(glue_dir, tmp_path):
     """64 MRPC pairs of ~3,000 words each, encoded at --max-length 128 in a fresh process: peak RSS < 1 GB, imports
     included (it was killed at 24 GB before), and each pair is truncated exactly as the tokenizer truncates it.
