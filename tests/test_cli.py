@@ -49,6 +49,7 @@ def test_config_file_keys_match_flags_and_flags_override(tmp_path):
         ("epochs: three\n", "--epochs: expected a number, got 'three'"),
         ("resume: maybe\n", "--resume: expected true or false"),
         ("batch-size: 2.5\n", "--batch-size: expected an integer"),
+        ("teacher-cache: yes\n", "--teacher-cache: expected a string, got True"),
         ("- a\n- b\n", "expected a mapping"),
         ("epochs: [\n", "not valid YAML"),
     ],
@@ -71,6 +72,12 @@ def test_json_config_and_missing_file(tmp_path):
 def test_make_config_rejects_unknown_options():
     with pytest.raises(ConfigError, match="unknown option"):
         make_config(DistillConfig, lr=1)
+
+
+def test_a_flag_taking_text_refuses_a_bool():
+    """``teacher_cache=True`` from Python is not a folder named 'True' (nor is a YAML ``output-dir: no``)."""
+    with pytest.raises(ConfigError, match="--teacher-cache: expected a string, got True"):
+        make_config(DistillConfig, teacher_cache=True)
 
 
 def test_methods_lists_methods_and_losses(capsys):

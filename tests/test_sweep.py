@@ -148,8 +148,8 @@ def test_a_stopped_trial_continues_from_its_checkpoint_and_scores_as_if_never_st
     """A worker stopped mid-trial keeps the trial's checkpoints; the rerun's retry of the trial moves them into its
     own folder and continues from the last complete one instead of training from the start (steps from the
     checkpoint's on), and the trial's score, per-epoch reports and curve are those of a sweep never stopped. A
-    checkpoint saved on epoch 1's last step precedes that epoch's evaluation: the resumed run scores it first; one
-    saved in epoch 2 holds epoch 1's evaluation, reported to the retry from the checkpoint."""
+    checkpoint due on epoch 1's last step waits for that epoch's evaluation, so it holds that evaluation as one saved
+    in epoch 2 does: reported to the retry from the checkpoint."""
     from fsdkit.training.trainer import DistillationTrainer
 
     spec = space_file(tmp_path, glue_dir, mrpc_teacher, 1)

@@ -61,6 +61,8 @@ def coerce_value(tp, value: Any) -> Any:
             raise ValueError(f"expected a mapping, got {short_repr(value)}")
         return value
     if tp is str:
+        if isinstance(value, bool):  # never meant as the text 'True' (a folder named so, a method 'False')
+            raise ValueError(f"expected a string, got {value} (in YAML, quote yes/no/on/off/true/false to mean text)")
         if isinstance(value, (dict, list)):
             raise ValueError(f"expected a string, got {short_repr(value)}")
         return str(value)

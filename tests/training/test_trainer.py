@@ -216,3 +216,25 @@ def test_on_an_accelerator_the_structure_terms_add_no_read_to_a_step(parts, tmp_
     assert on_cpu[0] == on_cpu[1] + 3
     monkeypatch.setattr(similarities, "_on_accelerator", lambda z: True)
     assert reads_of_a_step(**fsd) == reads_of_a_step("vkd") == on_cpu[1]
+
+
+def test_length_grouped_batches_depend_on_the_seed_and_epoch_only(parts, tmp_path):
+    """--group-by-length: the Trainer's sampler draws each epoch's order from the seed and the epoch, not from the
+    global RNG (whose state differs in a resumed run and across processes), still in batches of similar length."""
+    trainer = make_trainer(
+        parts, tmp_path, method="vkd", batch_size=4, accumulation=1, max_steps=1, group_by_length=True
+    )
+    loader = trainer.get_train_dataloader()
+    sampler = loader.batch_sampler.sampler
+
+    def epoch_order(epoch: int, global_seed: int) -> list[int]:
+        torch.manual_seed(global_seed)
+        loader.set_epoch(epoch)  # what the Trainer calls before every epoch
+        return [i for batch in loader.batch_sampler for i in batch]
+
+    first = epoch_order(0, global_seed=1)
+    assert epoch_order(0, global_seed=2) == first
+    assert epoch_order(1, global_seed=1) != first and sorted(epoch_order(1, global_seed=3)) == sorted(first)
+    lengths = [len(ids) for ids in parts["data"]["input_ids"]]
+    assert lengths[first[0]] == max(lengths)  # transformers' grouping: the longest example leads
+    assert sampler.lengths == lengths

@@ -96,6 +96,47 @@ def test_resumed_run_matches_uninterrupted_run(glue_dir, mrpc_teacher, tmp_path,
     )
 
 
+def test_length_grouped_run_with_epoch_evaluation_resumes_exactly(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
+    """Killed just after an epoch's last step and again inside the third epoch, a run with --group-by-length (whose
+    batch order is drawn per epoch) and an evaluation after every epoch (which draws from the RNG) resumes, twice, to
+    the weights and the learning curve of the uninterrupted run."""
+    options = small(  # 48 examples, batch 8: 6 steps an epoch; checkpoints at steps 4, 8, 12 (epoch 2's end), 16
+        glue_dir,
+        teacher=str(mrpc_teacher),
+        method="vkd",
+        max_steps=18,
+        save_steps=4,
+        relation_every=0,
+        eval_strategy="epoch",
+        group_by_length=True,
+    )
+    full = distill(**options, output_dir=str(tmp_path / "full"))
+
+    original, crash_at, started = DistillationTrainer.compute_loss, [13, 17], []
+
+    def dies_after_checkpoints(self, *args, **kwargs):
+        if not started or started[-1] is None:
+            started[-1:] = [self.state.global_step]
+        if crash_at and self.state.global_step == crash_at[0]:
+            crash_at.pop(0)
+            started.append(None)
+            raise RuntimeError("simulated crash")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "compute_loss", dies_after_checkpoints)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        distill(**options, output_dir=str(tmp_path / "resumed"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        distill(**options, output_dir=str(tmp_path / "resumed"), resume=True)
+    resumed = distill(**options, output_dir=str(tmp_path / "resumed"), resume=True)
+    assert started == [0, 12, 16]  # from the start, from epoch 2's last step, from inside epoch 3
+
+    assert resumed["curve"] == full["curve"] and [p["epoch"] for p in full["curve"]] == [1.0, 2.0, 3.0]
+    weights = load_file(tmp_path / "full" / "model.safetensors")
+    for key, value in load_file(tmp_path / "resumed" / "model.safetensors").items():
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=0, msg=key)
+
+
 def test_teacher_is_frozen_and_gets_no_gradient(glue_dir, mrpc_teacher, tmp_path, monkeypatch):
     seen = {}
     original = DistillationTrainer.compute_loss

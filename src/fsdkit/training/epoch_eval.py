@@ -65,19 +65,26 @@ class EpochEvaluation(TrainerCallback):
             "max_eval_samples": max_eval_samples,
         }
         self.report = report
+        self._save_deferred = False
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        """A run resumed from a checkpoint saved on an epoch's last step — saved before that epoch's evaluation —
-        goes on with the next epoch: its missing point is scored now, on the weights that epoch ended with."""
-        epoch = round(state.epoch or 0)
-        at_epoch_end = state.global_step > 0 and epoch >= 1 and abs(state.epoch - epoch) < 1e-6
-        if at_epoch_end and all(round(point["epoch"]) != epoch for point in curve(state.log_history)):
-            return self.on_epoch_end(args, state, control)
+    def on_step_end(self, args, state, control, **kwargs):
+        """A checkpoint due on an epoch's last step waits for that epoch's evaluation (:meth:`on_epoch_end` asks for
+        it), as transformers' own epoch checkpoints do: it then holds the epoch's point, and the RNG state it keeps is
+        the one the next epoch starts from (the evaluation draws from the RNG), so a run resumed from it goes on
+        exactly as the uninterrupted run."""
+        if control.should_save and state.epoch is not None and state.epoch == round(state.epoch):
+            control.should_save = False
+            self._save_deferred = True
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return control
+        if state.is_world_process_zero:
+            self._score(state)
+        if self._save_deferred:  # every process saves (its own RNG state)
+            control.should_save, self._save_deferred = True, False
+        return control
+
+    def _score(self, state) -> None:
         was_training = self.model.training
         metrics = evaluate_model(
             self.model, self.tokenizer, self.task, self.data, splits=[self.split], progress=False, **self.options
@@ -92,4 +99,3 @@ class EpochEvaluation(TrainerCallback):
         state.log_history.append(point)
         if self.report is not None:
             self.report(point)
-        return control

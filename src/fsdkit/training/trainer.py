@@ -23,12 +23,14 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from fsdkit.errors import NonFiniteError
 from fsdkit.features import FeatureRequest, Features, forward_features, teacher_view
 from fsdkit.losses.base import LossTerm
 from fsdkit.losses.similarities import deferred_checks
 from fsdkit.methods import STAGE_LR_SCHEDULES, TermSpec, in_use
+from fsdkit.training.sampling import EpochSeededLengthGroupedSampler
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer
@@ -161,6 +163,16 @@ class DistillationTrainer(Trainer):
         self._term_sums: dict[str, torch.Tensor | float] = defaultdict(float)
         self._term_counts: dict[str, int] = defaultdict(int)
         self._last_tracked_step = -1
+
+    # ------------------------------------------------------------------ batches
+    def _get_train_sampler(self, train_dataset=None):
+        """transformers' sampler, except that length-grouped batches are drawn in an order that depends on the
+        seed and the epoch only (:mod:`fsdkit.training.sampling`), so that a resumed run sees the same batches."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     # ------------------------------------------------------------------ schedule
     def create_scheduler(self, num_training_steps: int, optimizer=None):
