@@ -238,3 +238,27 @@ def test_length_grouped_batches_depend_on_the_seed_and_epoch_only(parts, tmp_pat
     lengths = [len(ids) for ids in parts["data"]["input_ids"]]
     assert lengths[first[0]] == max(lengths)  # transformers' grouping: the longest example leads
     assert sampler.lengths == lengths
+
+
+def test_a_multi_process_resume_inside_an_epoch_takes_that_epochs_order(parts, tmp_path):
+    """Resumed inside epoch 2 as one of 2 processes (accelerate's shard of the batches), the loader that skips the
+    trained batches yields the rest of epoch 2's order: the skipping wrapper hides the sampler from ``set_epoch``,
+    so the Trainer sets the resumed epoch on it first."""
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    trainer = make_trainer(
+        parts, tmp_path, method="vkd", batch_size=2, accumulation=1, max_steps=1, group_by_length=True
+    )
+
+    def rank0_loader():  # the Trainer's sampler, batched and sharded as process 0 of 2
+        loader = DataLoader(list(range(len(parts["data"]))), batch_size=2, sampler=trainer._get_train_sampler())
+        return prepare_data_loader(loader, num_processes=2, process_index=0, put_on_device=False)
+
+    whole = rank0_loader()
+    whole.set_epoch(2)
+    epoch2 = [batch.tolist() for batch in whole]
+    trainer.state.epoch = 2.5  # the checkpoint's: half-way through epoch 2
+    resumed = trainer.get_resumed_dataloader(rank0_loader(), 2)
+    resumed.set_epoch(2)  # what the Trainer calls next (it does not reach the sampler through the wrapper)
+    assert [batch.tolist() for batch in resumed] == epoch2[2:]

@@ -153,6 +153,7 @@ class DistillationTrainer(Trainer):
             raise ValueError(f"loss terms {needing} need a teacher, but none was given")
         if any(terms[s.label].min_batch_size > 1 for s in self.term_specs):
             args.dataloader_drop_last = True  # a last batch of one sample has no batch structure
+        self._epoch_seeded_sampler: EpochSeededLengthGroupedSampler | None = None  # made with the train loader
         super().__init__(model=model, args=args, **kwargs)
         if isinstance(teacher, nn.Module):
             teacher = LiveTeacher(teacher)
@@ -171,8 +172,18 @@ class DistillationTrainer(Trainer):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+            sampler = self._epoch_seeded_sampler = EpochSeededLengthGroupedSampler(
+                sampler.batch_size, sampler.lengths, seed
+            )
         return sampler
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """transformers' loader that skips the batches a run resumed mid-epoch has trained on, its length-grouped
+        sampler first set to the resumed epoch: under several processes the skipping wrapper hides the sampler from
+        the ``set_epoch`` that follows, which would leave it at epoch 0's order."""
+        if self._epoch_seeded_sampler is not None:
+            self._epoch_seeded_sampler.set_epoch(math.floor(self.state.epoch))
+        return super().get_resumed_dataloader(dataloader, num_batches)
 
     # ------------------------------------------------------------------ schedule
     def create_scheduler(self, num_training_steps: int, optimizer=None):
